@@ -1,0 +1,65 @@
+# quan — see README.md.  `make` builds build/quan; `make test`, `make check`,
+# `make bench`, `make install PREFIX=...`.
+
+PREFIX  ?= /usr/local
+CC      ?= cc
+BUILD   ?= build
+PKGS     = lua5.4 libcurl openssl libmicrohttpd sqlite3 libedit
+CJSON_A  = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
+
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-function-declaration \
+           -I$(BUILD) -Isrc $(shell pkg-config --cflags $(PKGS))
+LDFLAGS += -Wl,-E
+LDLIBS  += $(CJSON_A) $(shell pkg-config --libs $(PKGS)) -lpthread -lm -ldl
+
+NATIVE  := $(sort $(wildcard src/l*.c))
+SRC     := src/main.c src/host.c $(NATIVE)
+OBJ     := $(SRC:src/%.c=$(BUILD)/%.o) $(BUILD)/embedded.o
+LUA     := $(shell find lua -name '*.lua' | LC_ALL=C sort)
+
+all: $(BUILD)/quan
+
+$(BUILD)/quan: $(OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
+
+$(BUILD)/%.o: src/%.c src/quan.h $(BUILD)/natives.h | $(BUILD)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# Every src/l<name>.c exports luaopen_quan_<name>; host.c preloads them all.
+$(BUILD)/natives.h: $(NATIVE) Makefile | $(BUILD)
+	@for f in $(NATIVE); do n=$${f#src/l}; echo "QUAN_NATIVE($${n%.c})"; done > $@.tmp
+	@cmp -s $@.tmp $@ && rm $@.tmp || mv $@.tmp $@
+
+# The Lua modules under lua/ are compiled into the binary.
+$(BUILD)/embedded.c: $(LUA) scripts/embed.sh | $(BUILD)
+	sh scripts/embed.sh $(LUA) > $@
+
+$(BUILD)/embedded.o: $(BUILD)/embedded.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD):
+	mkdir -p $(BUILD)
+
+test: all
+	sh tests/run
+
+# AddressSanitizer + UBSan build running the same tests, then valgrind over
+# the native specs.
+check:
+	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" LDFLAGS="-Wl,-E -fsanitize=address,undefined"
+	QUAN=build/asan/quan ASAN_OPTIONS=detect_leaks=0 sh tests/run
+	$(MAKE) all
+	QUAN=build/quan sh tests/valgrind
+
+bench: all
+	sh scripts/bench.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(BUILD)/quan $(DESTDIR)$(PREFIX)/bin/quan
+
+clean:
+	rm -rf build
+
+.PHONY: all test check bench install clean

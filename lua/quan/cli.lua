@@ -1,0 +1,20 @@
+-- quan.cli: quan's commands other than running a script (main.c handles
+-- that, lua.c-style). main(command, args) -> exit status.
+local M = {}
+
+local commands = {
+  check = "quan.check",     -- validate a campaign script's requests, send nothing
+  sandbox = "quan.sandbox", -- serve the local emulator of the favor API
+  repl = "quan.repl",       -- the interactive loop
+}
+
+function M.main(command, args)
+  local mod = commands[command]
+  if not mod then
+    io.stderr:write("quan: unknown command '", tostring(command), "'\n")
+    return 2
+  end
+  return require(mod).main(args)
+end
+
+return M

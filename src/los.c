@@ -1,0 +1,305 @@
+/* los.c: quan.os, the few operating-system calls the Lua side needs and the
+ * standard library lacks: clocks, processes, file modes, locks, terminals.
+ * Bad arguments raise; failures of the world return nil, message, code. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "quan.h"
+
+extern char **environ;
+
+#define LOCK_MT "quan.os.lock"
+
+static int fail(lua_State *L, const char *what) {
+  int e = errno;
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", what, strerror(e));
+  lua_pushinteger(L, e);
+  return 3;
+}
+
+/* now() -> seconds (float), monotonic */
+static int os_now(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return 1;
+}
+
+/* time() -> seconds since the epoch (float, sub-second) */
+static int os_time(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return 1;
+}
+
+/* cputime() -> user + system seconds of this process (float) */
+static int os_cputime(lua_State *L) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  lua_pushnumber(L, (lua_Number)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                        (lua_Number)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+  return 1;
+}
+
+/* maxrss() -> peak resident set size in KiB */
+static int os_maxrss(lua_State *L) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  lua_pushinteger(L, ru.ru_maxrss);
+  return 1;
+}
+
+/* sleep(seconds) -> true; an interrupting signal ends it early */
+static int os_sleep(lua_State *L) {
+  lua_Number s = luaL_checknumber(L, 1);
+  luaL_argcheck(L, s >= 0, 1, "negative duration");
+  struct timespec ts = {(time_t)s, (long)((s - (lua_Number)(time_t)s) * 1e9)};
+  nanosleep(&ts, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int os_getpid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
+static int os_getppid(lua_State *L) {
+  lua_pushinteger(L, getppid());
+  return 1;
+}
+
+/* isatty(fd) -> boolean */
+static int os_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+/* columns() -> width of the terminal on stderr, or nil */
+static int os_columns(lua_State *L) {
+  struct winsize ws;
+  if (ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+    lua_pushinteger(L, ws.ws_col);
+    return 1;
+  }
+  return 0;
+}
+
+/* exe() -> path of the running binary */
+static int os_exe(lua_State *L) {
+  char buf[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n < 0) return fail(L, "/proc/self/exe");
+  lua_pushlstring(L, buf, (size_t)n);
+  return 1;
+}
+
+/* mode(path) -> permission bits (integer) | nil, message, errno */
+static int os_mode(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct stat st;
+  if (stat(path, &st) != 0) return fail(L, path);
+  lua_pushinteger(L, st.st_mode & 07777);
+  return 1;
+}
+
+/* chmod(path, mode) -> true | nil, message, errno */
+static int os_chmod(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  mode_t mode = (mode_t)luaL_checkinteger(L, 2);
+  if (chmod(path, mode) != 0) return fail(L, path);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* mkdir(path [, mode=0700]) -> true | nil, message, errno (EEXIST is not an error) */
+static int os_mkdir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
+  if (mkdir(path, mode) != 0 && errno != EEXIST) return fail(L, path);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* mkdtemp([prefix="/tmp/quan-"]) -> path | nil, message, errno */
+static int os_mkdtemp(lua_State *L) {
+  const char *prefix = luaL_optstring(L, 1, "/tmp/quan-");
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, prefix);
+  luaL_addstring(&b, "XXXXXX");
+  luaL_pushresult(&b);
+  char *tmpl = strdup(lua_tostring(L, -1));
+  if (tmpl == NULL) return luaL_error(L, "out of memory");
+  if (mkdtemp(tmpl) == NULL) {
+    free(tmpl);
+    return fail(L, prefix);
+  }
+  lua_pushstring(L, tmpl);
+  free(tmpl);
+  return 1;
+}
+
+/* spawn(argv [, opts]) -> pid | nil, message, errno
+ * argv: {"path", "arg1", ...}; the path is looked up on PATH.
+ * opts.stdout / opts.stderr: a file path to write to (truncated);
+ * opts.stdin: a file path to read from (default: inherited). */
+static int os_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int n = (int)luaL_len(L, 1);
+  luaL_argcheck(L, n >= 1, 1, "empty argv");
+  const char *paths[3] = {NULL, NULL, NULL};
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *names[3] = {"stdin", "stdout", "stderr"};
+    for (int i = 0; i < 3; i++) {
+      lua_getfield(L, 2, names[i]);
+      paths[i] = lua_tostring(L, -1); /* anchored in opts until we return */
+      lua_pop(L, 1);
+    }
+  }
+  const char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, 1, i + 1);
+    argv[i] = lua_tostring(L, -1);
+    luaL_argcheck(L, argv[i] != NULL, 1, "argv entries must be strings");
+    lua_pop(L, 1); /* strings stay alive: they are in the argv table */
+  }
+  argv[n] = NULL;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  for (int i = 0; i < 3; i++) {
+    if (paths[i] == NULL) continue;
+    int flags = i == 0 ? O_RDONLY : O_WRONLY | O_CREAT | O_TRUNC;
+    posix_spawn_file_actions_addopen(&fa, i, paths[i], flags, 0644);
+  }
+  pid_t pid;
+  int rc = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) {
+    errno = rc;
+    return fail(L, argv[0]);
+  }
+  lua_pushinteger(L, pid);
+  return 1;
+}
+
+/* kill(pid [, signal="TERM"]) -> true | nil, message, errno */
+static int os_kill(lua_State *L) {
+  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  static const char *names[] = {"TERM", "KILL", "INT", "HUP", "STOP", "CONT", "USR1", "ZERO", NULL};
+  static const int sigs[] = {SIGTERM, SIGKILL, SIGINT, SIGHUP, SIGSTOP, SIGCONT, SIGUSR1, 0};
+  int sig = sigs[luaL_checkoption(L, 2, "TERM", names)];
+  if (kill(pid, sig) != 0) return fail(L, "kill");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* wait(pid [, nohang]) -> "exit"|"signal", code | false (still running) |
+ * nil, message, errno */
+static int os_wait(lua_State *L) {
+  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  int status;
+  pid_t r = waitpid(pid, &status, lua_toboolean(L, 2) ? WNOHANG : 0);
+  if (r < 0) return fail(L, "waitpid");
+  if (r == 0) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (WIFSIGNALED(status)) {
+    lua_pushliteral(L, "signal");
+    lua_pushinteger(L, WTERMSIG(status));
+  } else {
+    lua_pushliteral(L, "exit");
+    lua_pushinteger(L, WEXITSTATUS(status));
+  }
+  return 2;
+}
+
+/* lock(path) -> lock | nil, message, errno ("busy" when another process
+ * holds it). An exclusive, non-blocking flock(2) on path (created 0600);
+ * released by lock:close(), by the collector, or when the process dies. */
+typedef struct {
+  int fd;
+} Lock;
+
+static int lock_release(lua_State *L) {
+  Lock *k = luaL_checkudata(L, 1, LOCK_MT);
+  if (k->fd >= 0) {
+    close(k->fd); /* closing drops the flock */
+    k->fd = -1;
+  }
+  return 0;
+}
+
+static int os_lock(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  Lock *k = lua_newuserdatauv(L, sizeof *k, 0);
+  k->fd = -1;
+  luaL_setmetatable(L, LOCK_MT);
+  k->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (k->fd < 0) return fail(L, path);
+  if (flock(k->fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(k->fd);
+    k->fd = -1;
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, e == EWOULDBLOCK ? "held by another process" : strerror(e));
+    lua_pushstring(L, e == EWOULDBLOCK ? "busy" : "lock");
+    return 3;
+  }
+  return 1;
+}
+
+static const luaL_Reg lock_methods[] = {
+  {"close", lock_release},
+  {"__gc", lock_release},
+  {"__close", lock_release},
+  {NULL, NULL}
+};
+
+static const luaL_Reg funcs[] = {
+  {"now", os_now},
+  {"time", os_time},
+  {"cputime", os_cputime},
+  {"maxrss", os_maxrss},
+  {"sleep", os_sleep},
+  {"getpid", os_getpid},
+  {"getppid", os_getppid},
+  {"isatty", os_isatty},
+  {"columns", os_columns},
+  {"exe", os_exe},
+  {"mode", os_mode},
+  {"chmod", os_chmod},
+  {"mkdir", os_mkdir},
+  {"mkdtemp", os_mkdtemp},
+  {"spawn", os_spawn},
+  {"kill", os_kill},
+  {"wait", os_wait},
+  {"lock", os_lock},
+  {NULL, NULL}
+};
+
+int luaopen_quan_os(lua_State *L) {
+  if (luaL_newmetatable(L, LOCK_MT)) {
+    luaL_setfuncs(L, lock_methods, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, funcs);
+  return 1;
+}

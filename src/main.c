@@ -1,0 +1,426 @@
+/* main.c: the quan command. A drop-in for the stand-alone lua interpreter
+ * (same options, same `arg` table, same exit codes) plus quan's commands
+ * (`run`, `check`, `sandbox`, `repl`) and long options.
+ *
+ * Everything runs inside one protected call (pmain); errors go through
+ * msghandler, which adds a traceback; SIGINT sets a hook that raises
+ * "interrupted!" the next time Lua code runs. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "quan.h"
+
+static const char *progname = "quan";
+static lua_State *globalL = NULL; /* for the SIGINT handler only */
+
+/* ---- SIGINT ------------------------------------------------------------ */
+
+static void lstop(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted!");
+}
+
+static void laction(int sig) {
+  int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
+  signal(sig, SIG_DFL); /* a second Ctrl-C kills the process */
+  lua_sethook(globalL, lstop, flag, 1);
+}
+
+/* Installed without SA_RESTART, so a blocking wait (poll in quan.http)
+ * returns EINTR and control comes back to Lua, where the hook fires. */
+static void set_sigint(void (*handler)(int)) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = handler;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+static void message(const char *msg) {
+  if (progname) fprintf(stderr, "%s: ", progname);
+  fprintf(stderr, "%s\n", msg);
+  fflush(stderr);
+}
+
+static int report(lua_State *L, int status) {
+  if (status != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    message(msg ? msg : "(error object is not a string)");
+    lua_pop(L, 1);
+  }
+  return status;
+}
+
+/* msghandler(err) -> text with a traceback */
+static int msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      return 1; /* an error table that prints itself: no traceback needed */
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* docall: [f, args...] -> [results...] | [message] */
+static int docall(lua_State *L, int narg, int nres) {
+  int base = lua_gettop(L) - narg;
+  lua_pushcfunction(L, msghandler);
+  lua_insert(L, base);
+  globalL = L;
+  set_sigint(laction);
+  int status = lua_pcall(L, narg, nres, base);
+  signal(SIGINT, SIG_DFL);
+  lua_remove(L, base);
+  return status;
+}
+
+static int dochunk(lua_State *L, int status) {
+  if (status == LUA_OK) status = docall(L, 0, 0);
+  return report(L, status);
+}
+
+static int dostring(lua_State *L, const char *s, const char *name) {
+  return dochunk(L, luaL_loadbuffer(L, s, strlen(s), name));
+}
+
+/* ---- options ----------------------------------------------------------- */
+
+static void print_usage(const char *badoption) {
+  if (badoption) {
+    if (badoption[1] == 'e' || badoption[1] == 'l')
+      fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
+    else
+      fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
+  }
+  fprintf(stderr,
+    "usage: %s [options] [script [args]]\n"
+    "       %s run|check [options] script [args]\n"
+    "       %s sandbox [--listen HOST:PORT] [--state DIR] [--faults SPEC] [--ready-file FILE]\n"
+    "       %s repl\n"
+    "Lua options:\n"
+    "  -e stat   execute string 'stat'\n"
+    "  -i        enter interactive mode after executing 'script'\n"
+    "  -l mod    require library 'mod' into global 'mod'\n"
+    "  -l g=mod  require library 'mod' into global 'g'\n"
+    "  -v        show version information\n"
+    "  -E        ignore environment variables\n"
+    "  -W        turn warnings on\n"
+    "  --        stop handling options\n"
+    "  -         stop handling options and execute stdin\n"
+    "quan options (each sets the environment variable named):\n"
+    "  --profile NAME   QUAN_PROFILE   profile of the config file to use\n"
+    "  --config FILE    QUAN_CONFIG    config file\n"
+    "  --verbose        QUAN_DEBUG=1   print requests and responses, secrets redacted\n"
+    "  --sandbox        QUAN_SANDBOX=1 run against a private local sandbox\n"
+    "  --dry-run        QUAN_DRY_RUN=1 print each request instead of sending it\n"
+    "  --log-format F   QUAN_LOG_FORMAT  'json' or 'text'\n",
+    progname, progname, progname, progname);
+}
+
+/* Long options are another spelling of an environment variable, so they
+ * reach every module (and child process) the same way. */
+static const struct { const char *flag, *env; int takes_value; } longopts[] = {
+  {"--profile", "QUAN_PROFILE", 1},
+  {"--config", "QUAN_CONFIG", 1},
+  {"--log-format", "QUAN_LOG_FORMAT", 1},
+  {"--verbose", "QUAN_DEBUG", 0},
+  {"--sandbox", "QUAN_SANDBOX", 0},
+  {"--dry-run", "QUAN_DRY_RUN", 0},
+  {NULL, NULL, 0}
+};
+
+/* Returns how many argv entries the long option used, 0 if not one,
+ * -1 on a missing value. */
+static int longopt(char **argv, int i) {
+  const char *a = argv[i];
+  for (int k = 0; longopts[k].flag; k++) {
+    size_t n = strlen(longopts[k].flag);
+    if (strncmp(a, longopts[k].flag, n) != 0) continue;
+    if (a[n] == '=' && longopts[k].takes_value) {
+      setenv(longopts[k].env, a + n + 1, 1);
+      return 1;
+    }
+    if (a[n] != '\0') continue;
+    if (!longopts[k].takes_value) {
+      setenv(longopts[k].env, "1", 1);
+      return 1;
+    }
+    if (argv[i + 1] == NULL) return -1;
+    setenv(longopts[k].env, argv[i + 1], 1);
+    return 2;
+  }
+  return 0;
+}
+
+#define has_error 1 /* bad option */
+#define has_i 2     /* -i */
+#define has_v 4     /* -v */
+#define has_e 8     /* -e */
+#define has_E 16    /* -E */
+
+/* collectargs: scans options up to the script; *first is the index of the
+ * script (or argc). Returns the flags seen, has_error on a bad one (then
+ * *first is the bad option's index). */
+static int collectargs(char **argv, int *first) {
+  int args = 0;
+  int i;
+  for (i = *first; argv[i] != NULL; i++) {
+    *first = i;
+    if (argv[i][0] != '-') return args; /* the script */
+    if (argv[i][1] == '-' && argv[i][2] != '\0') {
+      int used = longopt(argv, i);
+      if (used <= 0) return has_error;
+      i += used - 1;
+      continue;
+    }
+    switch (argv[i][1]) {
+      case '-': /* '--' */
+        if (argv[i][2] != '\0') return has_error;
+        *first = i + 1;
+        return args;
+      case '\0': /* '-' */
+        return args;
+      case 'E':
+        if (argv[i][2] != '\0') return has_error;
+        args |= has_E;
+        break;
+      case 'W':
+        if (argv[i][2] != '\0') return has_error;
+        break;
+      case 'i':
+        args |= has_i; /* fall through: -i implies -v */
+        /* FALLTHROUGH */
+      case 'v':
+        if (argv[i][2] != '\0') return has_error;
+        args |= has_v;
+        break;
+      case 'e':
+        args |= has_e;
+        /* FALLTHROUGH */
+      case 'l':
+        if (argv[i][2] == '\0') {
+          i++;
+          if (argv[i] == NULL || argv[i][0] == '-') {
+            *first = i - 1;
+            return has_error;
+          }
+        }
+        break;
+      default:
+        return has_error;
+    }
+  }
+  *first = i;
+  return args;
+}
+
+/* Runs -e, -l and -W in order. Returns 0 on an error. */
+static int runargs(lua_State *L, char **argv, int n) {
+  for (int i = 1; i < n; i++) {
+    if (argv[i][0] != '-') continue;
+    if (argv[i][1] == '-' && argv[i][2] != '\0') { /* long option */
+      for (int k = 0; longopts[k].flag; k++)
+        if (strcmp(argv[i], longopts[k].flag) == 0 && longopts[k].takes_value) i++;
+      continue;
+    }
+    int option = argv[i][1];
+    switch (option) {
+      case 'e':
+      case 'l': {
+        const char *extra = argv[i] + 2;
+        if (*extra == '\0') extra = argv[++i];
+        int status;
+        if (option == 'e') {
+          status = dostring(L, extra, "=(command line)");
+        } else {
+          /* -l [g=]mod */
+          const char *eq = strchr(extra, '=');
+          char *global = NULL;
+          const char *mod = extra;
+          if (eq) {
+            global = strndup(extra, (size_t)(eq - extra));
+            mod = eq + 1;
+          }
+          lua_getglobal(L, "require");
+          lua_pushstring(L, mod);
+          status = docall(L, 1, 1);
+          if (status == LUA_OK) {
+            lua_setglobal(L, global ? global : mod);
+          }
+          free(global);
+          report(L, status);
+        }
+        if (status != LUA_OK) return 0;
+        break;
+      }
+      case 'W':
+        lua_warning(L, "@on", 0);
+        break;
+    }
+  }
+  return 1;
+}
+
+/* arg table: script at 0, its arguments at 1.., interpreter and options
+ * at negative indices, as lua.c builds it. */
+static void createargtable(lua_State *L, char **argv, int argc, int script) {
+  if (script == argc) script = 0; /* no script: arg[0] is the program */
+  lua_createtable(L, argc - (script + 1), script + 1);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - script);
+  }
+  lua_setglobal(L, "arg");
+}
+
+static int handle_luainit(lua_State *L) {
+  const char *name = "=LUA_INIT_5_4";
+  const char *init = getenv(name + 1);
+  if (init == NULL) {
+    name = "=LUA_INIT";
+    init = getenv(name + 1);
+  }
+  if (init == NULL) return LUA_OK;
+  if (init[0] == '@') return dochunk(L, luaL_loadfile(L, init + 1));
+  return dostring(L, init, name);
+}
+
+static int pushargs(lua_State *L) {
+  if (lua_getglobal(L, "arg") != LUA_TTABLE) luaL_error(L, "'arg' is not a table");
+  int n = (int)luaL_len(L, -1);
+  luaL_checkstack(L, n + 3, "too many arguments to script");
+  int i;
+  for (i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+  lua_remove(L, -i);
+  return n;
+}
+
+static int handle_script(lua_State *L, char **argv) {
+  const char *fname = argv[0];
+  if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0) fname = NULL; /* stdin */
+  int status = luaL_loadfile(L, fname);
+  if (status == LUA_OK) {
+    int n = pushargs(L);
+    status = docall(L, n, 0);
+  }
+  return report(L, status);
+}
+
+static void print_version(void) {
+  printf("quan %s (%s, %s)\n", QUAN_VERSION, LUA_RELEASE, "WeChat Pay APIv3 cash coupons");
+  fflush(stdout);
+}
+
+/* Calls require(mod)[fn](...) with the given argv strings as a table.
+ * Returns the exit status the Lua function chose (an integer result), 0
+ * when it returns nothing, 1 on an error. */
+static int run_lua_entry(lua_State *L, const char *mod, const char *fn, const char *cmd,
+                         char **argv, int argc) {
+  lua_getglobal(L, "require");
+  lua_pushstring(L, mod);
+  int status = docall(L, 1, 1);
+  if (status != LUA_OK) return report(L, status), 1;
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  lua_pushstring(L, cmd);
+  lua_createtable(L, argc, 0);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  status = docall(L, 2, 1);
+  if (status != LUA_OK) return report(L, status), 1;
+  int code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : (lua_toboolean(L, -1) || lua_isnil(L, -1) ? 0 : 1);
+  lua_pop(L, 1);
+  return code;
+}
+
+static int doREPL(lua_State *L) {
+  return run_lua_entry(L, "quan.repl", "main", "repl", NULL, 0);
+}
+
+/* ---- pmain ------------------------------------------------------------- */
+
+static int pmain(lua_State *L) {
+  int argc = (int)lua_tointeger(L, 1);
+  char **argv = (char **)lua_touserdata(L, 2);
+  int *exitcode = (int *)lua_touserdata(L, 3);
+  luaL_checkversion(L);
+
+  /* quan's commands */
+  if (argc > 1 && (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "sandbox") == 0 ||
+                   strcmp(argv[1], "repl") == 0)) {
+    luaL_openlibs(L);
+    quan_openlibs(L);
+    lua_gc(L, LUA_GCRESTART);
+    lua_gc(L, LUA_GCGEN, 0, 0);
+    *exitcode = run_lua_entry(L, "quan.cli", "main", argv[1], argv + 2, argc - 2);
+    return 0;
+  }
+  /* `quan run ...` is `quan ...`: the word only reads better in scripts */
+  int first = 1;
+  if (argc > 1 && strcmp(argv[1], "run") == 0) first = 2;
+
+  int script = first;
+  int args = collectargs(argv, &script);
+  if (args == has_error) {
+    print_usage(argv[script]);
+    *exitcode = 1;
+    return 0;
+  }
+  if (args & has_E) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+  }
+  luaL_openlibs(L);
+  quan_openlibs(L);
+  createargtable(L, argv, argc, script);
+  lua_gc(L, LUA_GCRESTART);
+  lua_gc(L, LUA_GCGEN, 0, 0);
+  *exitcode = 1;
+  if (args & has_v) print_version();
+  if (!(args & has_E) && handle_luainit(L) != LUA_OK) return 0;
+  if (!runargs(L, argv, script)) return 0;
+  if (script < argc && handle_script(L, argv + script) != LUA_OK) return 0;
+  if (args & has_i) {
+    *exitcode = doREPL(L);
+    return 0;
+  }
+  if (script == argc && !(args & (has_e | has_v))) {
+    if (isatty(0)) {
+      print_version();
+      *exitcode = doREPL(L);
+      return 0;
+    }
+    if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) return 0;
+  }
+  *exitcode = 0;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argv[0] && argv[0][0]) progname = argv[0];
+  lua_State *L = luaL_newstate();
+  if (L == NULL) {
+    message("cannot create state: not enough memory");
+    return EXIT_FAILURE;
+  }
+  lua_gc(L, LUA_GCSTOP);
+  int exitcode = 1;
+  lua_pushcfunction(L, pmain);
+  lua_pushinteger(L, argc);
+  lua_pushlightuserdata(L, argv);
+  lua_pushlightuserdata(L, &exitcode);
+  int status = lua_pcall(L, 3, 0, 0);
+  report(L, status);
+  lua_close(L);
+  if (status != LUA_OK) return EXIT_FAILURE;
+  return exitcode;
+}

@@ -1,0 +1,35 @@
+/* quan.h: what the host and the native modules share. */
+#ifndef QUAN_H
+#define QUAN_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#define QUAN_VERSION "0.1.0"
+
+/* One Lua module compiled into the binary (build/embedded.c). */
+typedef struct quan_embedded {
+  const char *name;      /* module name, e.g. "quan.async" */
+  const char *chunkname; /* "@lua/quan/async.lua" */
+  const char *source;
+  size_t size;
+} quan_embedded;
+
+extern const quan_embedded quan_embedded_modules[];
+
+/* Native modules: every src/l<name>.c exports luaopen_quan_<name>. */
+#define QUAN_NATIVE(name) int luaopen_quan_##name(lua_State *L);
+#include "natives.h"
+#undef QUAN_NATIVE
+
+/* A new state with the standard libraries, cjson, the natives and the
+ * embedded modules reachable through require. Used by main.c and by any
+ * native that needs a state of its own (e.g. a server thread). NULL when out
+ * of memory. */
+lua_State *quan_newstate(void);
+
+/* Opens the same set on an existing state (standard libraries excluded). */
+void quan_openlibs(lua_State *L);
+
+#endif

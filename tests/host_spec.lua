@@ -1,0 +1,97 @@
+-- The quan binary as a drop-in lua interpreter.
+local sh = require "tests.support.sh"
+local q = sh.quan
+
+describe("quan as a lua interpreter", function()
+  it("preloads cjson from Debian's static library", function()
+    local out = sh.run(q .. [[ -e 'print(require"cjson".encode{1,2})']])
+    assert.equal("[1,2]\n", out)
+    out = sh.run(q .. [[ -e 'print(require"cjson.safe".decode("{bad"))']])
+    assert.matches("^nil\t", out)
+  end)
+
+  it("runs stdin with '-' and builds arg as lua.c does", function()
+    local out = sh.run("echo 'print(arg[1], arg[0], #arg)' | " .. q .. " - x y")
+    assert.equal("x\t-\t2\n", out)
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/a.lua", "print(arg[0], arg[1], arg[2], arg[-1])")
+    out = sh.run(q .. " " .. script .. " one two")
+    assert.equal(script .. "\tone\ttwo\t" .. q .. "\n", out)
+  end)
+
+  it("treats `quan run script` as `quan script`", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/a.lua", "print(...)")
+    assert.equal("a\tb\n", (sh.run(q .. " run " .. script .. " a b")))
+  end)
+
+  it("handles -e, -l mod, -l g=mod, -v, --", function()
+    assert.equal("3\n", (sh.run(q .. [[ -e 'print(1+2)']])))
+    assert.equal("table\n", (sh.run(q .. [[ -l quan.os -e 'print(type(_G["quan.os"]))']])))
+    assert.equal("function\n", (sh.run(q .. [[ -l qos=quan.os -e 'print(type(qos.now))']])))
+    assert.matches("^quan %S+ %(Lua 5%.4", (sh.run(q .. " -v")))
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/-dash.lua", "print('dash')")
+    assert.equal("dash\n", (sh.run("cd " .. dir .. " && " .. q .. " -- -dash.lua")))
+  end)
+
+  it("honours LUA_INIT_5_4 over LUA_INIT, and -E ignores both", function()
+    assert.equal("54\n", (sh.run("LUA_INIT='print(1)' LUA_INIT_5_4='print(54)' " .. q .. " -e ''")))
+    assert.equal("1\n", (sh.run("LUA_INIT='print(1)' " .. q .. " -e ''")))
+    assert.equal("", (sh.run("LUA_INIT='print(1)' " .. q .. " -E -e ''")))
+  end)
+
+  it("turns warnings on with -W", function()
+    local _, err = sh.run(q .. [[ -W -e 'warn("careful")']])
+    assert.matches("careful", err)
+    _, err = sh.run(q .. [[ -e 'warn("careful")']])
+    assert.equal("", err)
+  end)
+
+  it("prints a traceback and exits 1 on an uncaught error", function()
+    local _, err, code = sh.run(q .. [[ -e 'local function f() error("boom") end f()']])
+    assert.equal(1, code)
+    assert.matches("boom", err)
+    assert.matches("stack traceback", err)
+  end)
+
+  it("prints an error table through its __tostring", function()
+    local _, err, code = sh.run(q .. [[ -e 'error(setmetatable({}, {__tostring=function() return "custom" end}))']])
+    assert.equal(1, code)
+    assert.matches("custom", err)
+  end)
+
+  it("rejects an unknown option with usage", function()
+    local _, err, code = sh.run(q .. " -z")
+    assert.equal(1, code)
+    assert.matches("unrecognized option '%-z'", err)
+  end)
+
+  it("interrupts a running script on SIGINT", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/loop.lua", "io.stdout:write('ready\\n') io.stdout:flush() while true do end")
+    local out, err, code = sh.run(
+      "sh -c '" .. q .. " " .. script .. " & p=$!; sleep 0.5; kill -INT $p; wait $p; echo rc=$?'")
+    assert.matches("rc=1", out)
+    assert.matches("interrupted!", err)
+  end)
+
+  it("loads system Lua 5.4 modules as lua5.4 does", function()
+    local out = sh.run("cd /tmp && " .. q .. [[ -e 'print(require("pl.stringx").strip("  a "))']])
+    assert.equal("a\n", out)
+  end)
+
+  it("runs the REPL on -i with expression values printed", function()
+    local out = sh.run("printf 'return 2+3\\n=7\\nfunction f()\\nreturn 9 end\\nf()\\n' | " .. q .. " -i")
+    assert.matches("5\n", out, 1, true)
+    assert.matches("7\n", out, 1, true)
+    assert.matches("9\n", out, 1, true)
+  end)
+
+  it("adds no globals from its modules", function()
+    local out = sh.run(q .. [[ -e 'local before = {} for k in pairs(_G) do before[k] = true end
+      for _, m in ipairs{"quan.os", "cjson", "quan.cli"} do require(m) end
+      for k in pairs(_G) do if not before[k] then print(k) end end']])
+    assert.equal("", out)
+  end)
+end)
