@@ -126,6 +126,21 @@ local function default_result(res)
   return res ~= nil and tostring(res) or nil
 end
 
+local function reporter_for(opts)
+  local out = opts.out or io.stderr
+  local format = progress.format_for(opts.log_format or os.getenv("QUAN_LOG_FORMAT"),
+                                     out == io.stderr and qos.isatty(2))
+  return progress.new { format = format, out = out, interval = opts.progress_interval }
+end
+
+-- fail(opts, message, code) -> nil, message, code: reports a batch that
+-- could not start as the run would (an "error" event in the log format of
+-- opts.log_format / QUAN_LOG_FORMAT, on opts.out or stderr)
+function M.fail(opts, message, code)
+  reporter_for(opts or {}):event("error", { message = message, exit = code })
+  return nil, message, code
+end
+
 -- run(opts) -> summary | nil, message, exit_code
 -- opts (see docs/batches.md): input, key ("openid"), journal, send,
 -- batch_id, batch_prefix, meta, classify, result, concurrency (32),
@@ -147,10 +162,7 @@ function M.run(opts)
   local bucket = ratelimit.new { rate = opts.rate or 400, burst = opts.burst }
   local flush_size = opts.flush_size or math.max(16, concurrency)
   local flush_interval = opts.flush_interval or 0.25
-  local out = opts.out or io.stderr
-  local format = progress.format_for(opts.log_format or os.getenv("QUAN_LOG_FORMAT"),
-                                     out == io.stderr and qos.isatty(2))
-  local report = progress.new { format = format, out = out, interval = opts.progress_interval }
+  local report = reporter_for(opts)
 
   -- could not start: report and return the code
   local function cannot(msg, code)
@@ -461,9 +473,9 @@ end
 
 -- export(journal_path, out) -> rows written | nil, message
 -- Writes the journal's items as CSV (see docs/batches.md) to a path or an
--- open file. Takes the journal's lock: not while a run is going on.
+-- open file. Safe while a run is writing the journal.
 function M.export(path, out)
-  local j, err = journal_mod.open(path)
+  local j, err = journal_mod.open_read(path)
   if not j then return nil, err end
   local n, e = j:export(out)
   j:close()

@@ -140,6 +140,26 @@ function M.open(path, opts)
   return self
 end
 
+-- open_read(path) -> journal | nil, message
+-- Opens an existing journal to read it (export, inspection): no lock, no
+-- new run; safe while a run is writing it (WAL readers do not block).
+function M.open_read(path)
+  if type(path) ~= "string" then error("journal.open_read: path must be a string", 2) end
+  local f = io.open(path, "rb")
+  if not f then return nil, "journal " .. path .. ": no such file" end
+  f:close()
+  local db, err = sqlite.open(path)
+  if not db then return nil, "journal " .. path .. ": " .. tostring(err) end
+  local self = setmetatable({ path = path, db = db }, Journal)
+  local ok, id = pcall(self.get_meta, self, "batch_id")
+  if not ok or not id then
+    db:close()
+    return nil, "journal " .. path .. ": not a batch journal"
+  end
+  self.batch_id = id
+  return self
+end
+
 -- journal:get_meta(name) -> string | nil
 function Journal:get_meta(name)
   local r = self.db:first("SELECT value FROM meta WHERE name = ?", name)

@@ -28,7 +28,8 @@ M.stop_codes = {
 -- INVALID_REQUEST is per item (openid not under the appid) or global (the
 -- stock ended or is not active): tell them apart by the message.
 local stock_state_words = { "未激活", "已结束", "未开始", "已暂停", "已停止",
-  "not running", "not active", "not started", "paused", "stopped", "expired" }
+  "not running", "not active", "not started", "not begun", "has ended", "paused",
+  "stopped", "expired" }
 
 local function mentions_stock_state(message)
   if type(message) ~= "string" then return false end
