@@ -325,7 +325,7 @@ function M.new(dir)
     if faults.drop and random() < faults.drop then return "drop" end
     local tamper = faults.tamper and #faults.tamper > 0 and random() < (faults.tamper_rate or 1) and faults.tamper or nil
     if not res then return answer_error(err, location, tamper) end
-    return signed(200, cjson.encode(res), tamper)
+    return signed(200, util.encode(res), tamper)
   end
 
   return function(req)

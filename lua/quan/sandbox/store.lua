@@ -364,7 +364,7 @@ function M.list_stocks(db, ctx, q)
   for row in db:rows("SELECT * FROM stocks WHERE " .. where .. " ORDER BY seq DESC LIMIT :limit OFFSET :skip", args) do
     data[#data + 1] = stock_json(row)
   end
-  return {total_count = total, offset = offset, limit = limit, data = setmetatable(data, cjson.array_mt)}
+  return {total_count = total, offset = offset, limit = limit, data = util.array(data)}
 end
 
 -- list_merchants / list_items(db, ctx, stock_id, query) -> page of strings
@@ -380,7 +380,7 @@ local function stock_list(db, stock_id, q, field, max_offset, max_limit, default
   local all = type(cur[field]) == "table" and cur[field] or default(row)
   local data = {}
   for i = offset + 1, math.min(#all, offset + limit) do data[#data + 1] = all[i] end
-  return {total_count = #all, offset = offset, limit = limit, stock_id = stock_id, data = setmetatable(data, cjson.array_mt)}
+  return {total_count = #all, offset = offset, limit = limit, stock_id = stock_id, data = util.array(data)}
 end
 
 function M.list_merchants(db, _, stock_id, q)
@@ -538,7 +538,7 @@ function M.list_coupons(db, ctx, openid, q)
       end
     end
   end
-  return {total_count = total, offset = offset, limit = limit, data = setmetatable(data, cjson.array_mt)}
+  return {total_count = total, offset = offset, limit = limit, data = util.array(data)}
 end
 
 -- ---- callbacks and media ----------------------------------------------

@@ -178,6 +178,20 @@ function M.format_faults(f)
   return concat(out, ",")
 end
 
+-- array(t) -> t, or a marker that encode() turns into [] (the cjson in use
+-- encodes an empty table as {})
+local EMPTY = "@@quanSandboxEmptyArray@@"
+function M.array(t)
+  if next(t) == nil then return EMPTY end
+  return t
+end
+
+-- encode(value) -> JSON text, empty arrays from array() as []
+function M.encode(v)
+  local s = cjson.encode(v)
+  return (s:gsub('"' .. EMPTY .. '"', "[]"))
+end
+
 -- utf8 display width used for name limits: ASCII counts 1, anything else 2
 function M.width(s)
   local w = 0
