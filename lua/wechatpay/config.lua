@@ -39,7 +39,8 @@ function M.candidates()
   local list = {}
   local named = getenv("QUAN_CONFIG")
   if named and named ~= "" then return { named }, true end
-  list[#list + 1] = "./quan.config.lua"
+  local cwd = getenv("PWD")
+  list[#list + 1] = (cwd and cwd:sub(1, 1) == "/" and cwd .. "/" or "./") .. "quan.config.lua"
   local home = getenv("HOME")
   if home and home ~= "" then list[#list + 1] = home .. "/.config/quan/config.lua" end
   return list, false

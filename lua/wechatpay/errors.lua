@@ -21,7 +21,7 @@ function Error.__tostring(e)
   local parts = { e.message or "error" }
   local extra = {}
   if e.status then extra[#extra + 1] = "status " .. tostring(e.status) end
-  if e.code and not tostring(e.message):find(tostring(e.code), 1, true) then
+  if e.code and e.code ~= e.kind and not tostring(e.message):find(tostring(e.code), 1, true) then
     extra[#extra + 1] = "code " .. tostring(e.code)
   end
   if e.request_id then extra[#extra + 1] = "request-id " .. tostring(e.request_id) end
