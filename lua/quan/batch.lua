@@ -310,61 +310,88 @@ function M.run(opts)
     report:tick(st)
   end
 
-  local function take()
-    if stop_reason then return nil end
-    if qhead > qtail then
-      if eof then return nil end
-      queue, qhead, qtail = {}, 1, 0
-      refill()
-      if qhead > qtail then return nil end
+  -- Rows waiting to be retried. A waiting row holds no worker: the workers
+  -- go on sending other rows meanwhile. The set is bounded (max_delayed):
+  -- when it is full (the API failing a lot), workers take no new rows and
+  -- wait for the earliest retry instead, so memory stays bounded and a
+  -- failing API is not fed the whole list.
+  local delayed, max_delayed = {}, 4 * concurrency
+  local sleep = async.sleep
+
+  local function pop_delayed(due_only)
+    local bi
+    for i = 1, #delayed do
+      if not bi or delayed[i].due < delayed[bi].due then bi = i end
     end
-    local item = queue[qhead]
-    queue[qhead] = nil
-    qhead = qhead + 1
+    if not bi or (due_only and delayed[bi].due > qos.now()) then return nil end
+    local item = delayed[bi]
+    delayed[bi] = delayed[#delayed]
+    delayed[#delayed] = nil
+    st.retrying = #delayed
+    return item
+  end
+
+  local function take()
+    local item = pop_delayed(true)
+    if item then return item end
+    if not stop_reason and #delayed < max_delayed then
+      if qhead > qtail and not eof then
+        queue, qhead, qtail = {}, 1, 0
+        refill()
+      end
+      if qhead <= qtail then
+        item = queue[qhead]
+        queue[qhead] = nil
+        qhead = qhead + 1
+        return item
+      end
+    end
+    -- nothing new to send: the earliest retry, when its time comes
+    item = pop_delayed(false)
+    if item then
+      local wait = item.due - qos.now()
+      if wait > 0 then sleep(wait) end
+    end
     return item
   end
 
   -- ---- one item ------------------------------------------------------------
-  local sleep = async.sleep
   local interrupted = false
 
+  -- one try of an item: its outcome, or the item put aside for a retry
   local function process(item)
-    local attempt = 0
-    while true do
-      attempt = attempt + 1
-      local wait = bucket:take()
-      if wait > 0 then sleep(wait) end
-      item.attempt = attempt
-      st.attempted = st.attempted + (attempt == 1 and 1 or 0)
-      local ok, res, err = pcall(opts.send, item)
-      if not ok then
-        local msg = tostring(res)
-        if msg:find("interrupted!", 1, true) then interrupted = true; error(res, 0) end
-        -- a bug in send: the outcome is unknown; stop, keep the item to retry
-        outcome(item, "failed", nil, "ERROR", msg)
-        stop("ERROR", "send raised an error: " .. msg)
-        return
-      end
-      local action, code, message = classify(res, err)
-      if action == "ok" then
-        return outcome(item, "sent", resultfn(res, item))
-      elseif action == "retry" then
-        local d = policy:delay(attempt, code)
-        if not d then return outcome(item, "failed", nil, code, message) end
-        st.retries = st.retries + 1
-        report:event("retry", { row = item.row, key = item.key, attempt = attempt,
-                                code = code, delay = math.floor(d * 1000) / 1000 })
-        st.retrying = st.retrying + 1
-        sleep(d)
-        st.retrying = st.retrying - 1
-      elseif action == "stop" then
-        -- nothing was sent for this row: it goes back to not attempted
-        outcome(item, "not_attempted", nil, code, message)
-        stop(code, code .. ": " .. tostring(message))
-        return
-      else
-        return outcome(item, "refused", nil, code, message)
-      end
+    local attempt = (item.attempt or 0) + 1
+    local wait = bucket:take()
+    if wait > 0 then sleep(wait) end
+    item.attempt = attempt
+    if attempt == 1 then st.attempted = st.attempted + 1 end
+    local ok, res, err = pcall(opts.send, item)
+    if not ok then
+      local msg = tostring(res)
+      if msg:find("interrupted!", 1, true) then interrupted = true; error(res, 0) end
+      -- a bug in send: the outcome is unknown; stop, keep the item to retry
+      outcome(item, "failed", nil, "ERROR", msg)
+      stop("ERROR", "send raised an error: " .. msg)
+      return
+    end
+    local action, code, message = classify(res, err)
+    if action == "ok" then
+      return outcome(item, "sent", resultfn(res, item))
+    elseif action == "retry" then
+      local d = policy:delay(attempt, code)
+      if not d then return outcome(item, "failed", nil, code, message) end
+      st.retries = st.retries + 1
+      report:event("retry", { row = item.row, key = item.key, attempt = attempt,
+                              code = code, delay = math.floor(d * 1000) / 1000 })
+      item.due = qos.now() + d
+      delayed[#delayed + 1] = item
+      st.retrying = #delayed
+    elseif action == "stop" then
+      -- nothing was sent for this row: it goes back to not attempted
+      outcome(item, "not_attempted", nil, code, message)
+      stop(code, code .. ": " .. tostring(message))
+    else
+      return outcome(item, "refused", nil, code, message)
     end
   end
 

@@ -1,5 +1,10 @@
 -- quan.batch.retry: when to try an item again, and how long to wait.
 --
+local function is_replay(message)
+  local lower = type(message) == "string" and message:lower() or ""
+  return lower:find("nonce", 1, true) ~= nil or lower:find("重复", 1, true) ~= nil
+end
+
 -- classify(res, err) sorts the answer to one call into what the engine does
 -- next: "ok", "retry" (transport error, 429, 5xx, a response that failed
 -- verification: the outcome is unknown or transient), "refuse" (a business
@@ -40,6 +45,11 @@ local function mentions_stock_state(message)
   return false
 end
 
+local function is_replay(message)
+  local lower = type(message) == "string" and message:lower() or ""
+  return lower:find("nonce", 1, true) ~= nil or lower:find("重复", 1, true) ~= nil
+end
+
 -- classify(res, err) -> action, code, message
 -- res: a client result ({status, json, ...}) or nil; err: nil, a client
 -- error table ({kind, status, code, message, retryable}) or a string
@@ -74,6 +84,11 @@ function M.classify(res, err)
   if status == 429 then return "retry", code or "FREQUENCY_LIMITED", message end
   if status >= 500 then return "retry", code or ("HTTP_" .. status), message end
   code = code or ("HTTP_" .. status)
+  -- a replayed request (same nonce): a copy reached the server before, and
+  -- its answer was lost. Unknown outcome: a new try (new nonce, same
+  -- out_request_no) settles it. libcurl resends a request by itself when a
+  -- kept-alive connection dies before the answer.
+  if status == 401 and is_replay(api_message) then return "retry", "REPLAYED_NONCE", message end
   if M.stop_codes[code] or status == 401 then return "stop", code, message end
   if code == "INVALID_REQUEST" and mentions_stock_state(api_message) then
     return "stop", code, message

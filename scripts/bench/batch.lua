@@ -1,0 +1,116 @@
+-- scripts/bench/batch.lua: the batch engine's throughput, CPU per row and
+-- memory (run by `make bench`, or `build/quan scripts/bench/batch.lua`).
+--
+--   batch.rows_per_sec      rows/s sent to the sandbox, faults off
+--   batch.cpu_per_row_ms    the batch process's CPU per row (the sandbox is
+--                           another process)
+--   batch.crypto_bound_ms   one RSA-2048 sign + one verify, measured now
+--   batch.cpu_ratio         cpu_per_row / crypto_bound (target <= 1.3)
+--   batch.maxrss_10k_kib    peak memory of a 10,000-row run
+--   batch.maxrss_1m_kib     peak memory of a 1,000,000-row run
+-- The two memory runs use an in-process stand-in for the API (send returns
+-- a synthetic success at once): a million signed requests would take many
+-- minutes here. They measure the engine's streaming (CSV, journal,
+-- scheduling), each in a fresh process. BENCH_BATCH_ROWS sets the sandbox
+-- run's size (2000), BENCH_BATCH_MEM the big memory run's (1000000).
+package.path = "./?.lua;" .. package.path
+local qos = require "quan.os"
+
+local mode, n = ...
+
+local function users(path, count)
+  local f = assert(io.open(path, "wb"))
+  f:write("openid\n")
+  for i = 1, count do f:write(("oBench%08d\n"):format(i)) end
+  f:close()
+end
+
+local devnull = assert(io.open("/dev/null", "w"))
+
+-- child: `--memory N` runs N rows through the engine with a stand-in send
+if mode == "--memory" then
+  n = assert(math.tointeger(tonumber(n)), "--memory N")
+  local batch = require "quan.batch"
+  local dir = assert(qos.mkdtemp("/tmp/quan-bench-"))
+  users(dir .. "/u.csv", n)
+  local t0, c0 = qos.now(), qos.cputime()
+  local sum = batch.run {
+    input = dir .. "/u.csv", journal = dir .. "/j.db", out = devnull, log_format = "json",
+    rate = 1e9, concurrency = 32,
+    send = function(item) return { status = 200, json = { coupon_id = "C" .. item.row } } end,
+  }
+  assert(sum.sent == n, "sent " .. tostring(sum.sent))
+  print(("%d %d %.3f %.3f"):format(n, qos.maxrss(), qos.now() - t0, qos.cputime() - c0))
+  os.execute("rm -rf " .. dir)
+  os.exit(0)
+end
+
+local function child_memory(count)
+  local out = os.tmpname()
+  local pid = assert(qos.spawn({ qos.exe(), arg[0], "--memory", tostring(count) }, { stdout = out }))
+  local how, code = qos.wait(pid)
+  local f = io.open(out)
+  local line = f and f:read("l")
+  if f then f:close() end
+  os.remove(out)
+  if how ~= "exit" or code ~= 0 or not line then return nil end
+  local rows, rss, wall, cpu = line:match("^(%d+) (%d+) (%S+) (%S+)$")
+  return tonumber(rss), tonumber(wall), tonumber(cpu), tonumber(rows)
+end
+
+-- 1. the crypto bound: what every request costs at the least
+local crypto = require "quan.crypto"
+local key = crypto.generate_rsa(2048)
+local pub = key:public()
+local reps = 300
+local c0 = qos.cputime()
+for i = 1, reps do
+  local msg = "POST\n/v3/marketing/favor/users/o/coupons\n1700000000\nnonce" .. i .. "\n{}\n"
+  local sig = key:sign(msg)
+  assert(pub:verify(msg, sig))
+end
+local bound = (qos.cputime() - c0) / reps
+print(("batch.crypto_bound_ms: %.3f ms"):format(bound * 1000))
+
+-- 2. throughput and CPU per row against the sandbox, faults off
+local rows = math.tointeger(tonumber(os.getenv("BENCH_BATCH_ROWS") or "")) or 2000
+local S = require "tests.support.batchsbx"
+local h = S.start()
+local stock = S.stock(h, rows + 10)
+local dir = assert(qos.mkdtemp("/tmp/quan-bench-"))
+users(dir .. "/u.csv", rows)
+local coupons = require "quan.batch.coupons"
+-- warm the connections and the code paths with a few rows of another stock
+do
+  local warm = S.stock(h, 50)
+  users(dir .. "/w.csv", 40)
+  coupons.send { wx = h.wx, stock_id = warm, appid = h.appid, input = dir .. "/w.csv",
+                 journal = dir .. "/w.db", out = devnull, log_format = "json" }
+end
+local t0, cpu0 = qos.now(), qos.cputime()
+local sum = coupons.send {
+  wx = h.wx, stock_id = stock, appid = h.appid, input = dir .. "/u.csv", journal = dir .. "/j.db",
+  out = devnull, log_format = "json", preflight = false,
+}
+local wall, cpu = qos.now() - t0, qos.cputime() - cpu0
+local held = S.coupons(h, stock)
+h:stop()
+os.execute("rm -rf " .. dir)
+assert(sum and sum.sent == rows and held.total == rows, "the sandbox run did not send every row")
+local per_row = cpu / rows
+print(("batch.rows: %d rows (sandbox, faults off, concurrency 32, rate limit 400/s)"):format(rows))
+print(("batch.rows_per_sec: %.0f rows/s"):format(rows / wall))
+print(("batch.cpu_per_row_ms: %.3f ms"):format(per_row * 1000))
+print(("batch.cpu_ratio: %.2f x (cpu per row / crypto bound; target <= 1.3)"):format(per_row / bound))
+
+-- 3. memory as the input grows (engine with a stand-in send, fresh processes)
+local big = math.tointeger(tonumber(os.getenv("BENCH_BATCH_MEM") or "")) or 1000000
+local r10, w10 = child_memory(10000)
+local r1m, w1m, c1m = child_memory(big)
+print("batch.memory_note: engine with an in-process stand-in send (no signing, no network)")
+print(("batch.maxrss_10k_kib: %s KiB (%.1f s)"):format(tostring(r10), w10 or 0))
+print(("batch.maxrss_1m_kib: %s KiB (%d rows, %.1f s, %.1f us cpu/row)"):format(tostring(r1m), big,
+  w1m or 0, c1m and c1m / big * 1e6 or 0))
+if r10 and r1m then
+  print(("batch.maxrss_ratio: %.2f x (%d rows vs 10,000)"):format(r1m / r10, big))
+end
