@@ -530,3 +530,185 @@ describe("quan.batch engine", function()
     for k in pairs(_G) do assert.is_true(before[k], "new global " .. tostring(k)) end
   end)
 end)
+
+-- ---- end to end: the example script against the sandbox ---------------------
+
+local have_stack = pcall(require, "quan.async") and pcall(require, "quan.sandbox")
+  and pcall(require, "wechatpay")
+
+local example = "scripts/examples/send-coupons.lua"
+
+-- spawn_example(h, dir, args, tag) -> pid; stdout and stderr to dir/tag.out|err
+local function spawn_example(h, dir, args, tag)
+  local qos = require "quan.os"
+  local words = {}
+  for i, a in ipairs(args) do words[i] = sh.quote(a) end
+  local cmd = ("exec env QUAN_CONFIG=%s QUAN_LOG_FORMAT=json %s run %s %s"):format(
+    sh.quote(h.config_path), sh.quote(sh.quan), example, table.concat(words, " "))
+  return assert(qos.spawn({ "sh", "-c", cmd }, { stdout = dir .. "/" .. tag .. ".out",
+                                                 stderr = dir .. "/" .. tag .. ".err" }))
+end
+
+local function events_of(path)
+  local out = {}
+  for line in io.lines(path) do
+    local ok, e = pcall(cjson.decode, line)
+    if ok and type(e) == "table" then out[#out + 1] = e end
+  end
+  return out
+end
+
+local function counts_of(path)
+  local j = journal.open_read(path)
+  if not j then return nil end
+  local ok, c = pcall(j.counts, j)
+  j:close()
+  return ok and c or nil
+end
+
+local describe_e2e = have_stack and describe or pending
+
+describe_e2e("quan.batch through the sandbox", function()
+  local qos = require "quan.os"
+  local S = require "tests.support.batchsbx"
+  local h
+
+  setup(function() h = S.start() end)
+  teardown(function() if h then h:stop() end end)
+
+  it("sends 10,000 openids exactly once through faults and three kill -9", function()
+    local dir = sh.tmpdir()
+    local n = 10000
+    local stock = S.stock(h, n + 100)
+    local users = S.users(dir .. "/users.csv", n)
+    local jpath = dir .. "/users.journal"
+    S.faults(h, "error500=0.05,error429=0.02,drop=0.01")
+    local args = { "--concurrency", "48", stock, users, jpath }
+    local sent_before, killed_in_flight = 0, 0
+    for k = 1, 3 do
+      local pid = spawn_example(h, dir, args, "run" .. k)
+      -- let it send a good share of its part, then kill it mid-flight
+      local deadline = qos.now() + 60
+      while qos.now() < deadline do
+        qos.sleep(0.1)
+        local c = counts_of(jpath)
+        if c and c.sent - sent_before >= 1500 + 300 * k then break end
+        assert.is_false(qos.wait(pid, true), "the run ended before it was killed")
+      end
+      assert.is_true(qos.kill(pid, "KILL"))
+      local how, sig = qos.wait(pid)
+      assert.equal("signal", how)
+      assert.equal(9, sig)
+      local c = counts_of(jpath)
+      assert.is_true(c.sent > sent_before, "run " .. k .. " made progress")
+      sent_before = c.sent
+      killed_in_flight = killed_in_flight + c.in_flight
+    end
+    assert.is_true(killed_in_flight > 0, "some rows were in flight when killed")
+    local pid = spawn_example(h, dir, args, "final")
+    local how, code = qos.wait(pid)
+    assert.equal("exit", how)
+    assert.equal(batch.exit.ok, code, sh.read(dir .. "/final.err"):sub(-2000))
+    -- the sandbox holds exactly one coupon per openid
+    local held = S.coupons(h, stock, true)
+    assert.equal(n, held.total)
+    assert.equal(n, held.distinct)
+    assert.equal(0, held.doubled)
+    -- the journal accounts for every row, with the coupon the sandbox holds
+    local j = assert(journal.open_read(jpath))
+    local c = j:counts()
+    assert.equal(n, c.total)
+    assert.equal(n, c.sent)
+    local rows, mismatched = 0, 0
+    for r in j.db:rows("SELECT row, key, result, out_request_no FROM items") do
+      rows = rows + 1
+      if held.by_openid[r.key] ~= r.result then mismatched = mismatched + 1 end
+      assert.equal(batch.request_no(j.batch_id, r.key), r.out_request_no)
+    end
+    j:close()
+    assert.equal(n, rows)
+    assert.equal(0, mismatched)
+    -- the resumed runs said so, and skipped what was done
+    local ev = events_of(dir .. "/final.err")
+    assert.equal("start", ev[1].event)
+    assert.is_true(ev[1].resumed)
+    local sum = ev[#ev]
+    assert.equal("summary", sum.event)
+    assert.equal(n, sum.rows)
+    assert.is_true(sum.skipped >= sent_before)
+    assert.equal(n, sum.journal_counts.sent)
+    S.faults(h, "")
+  end)
+
+  it("stops on budget exhaustion and marks the rest not attempted", function()
+    S.faults(h, "")
+    local dir = sh.tmpdir()
+    local stock = S.stock(h, 40)
+    local users = S.users(dir .. "/users.csv", 300, "oBudget")
+    local jpath = dir .. "/j.db"
+    local pid = spawn_example(h, dir, { "--concurrency", "8", "--export", dir .. "/out.csv", stock, users, jpath }, "run")
+    local how, code = qos.wait(pid)
+    assert.equal("exit", how)
+    assert.equal(batch.exit.stopped, code)
+    assert.equal(40, S.coupons(h, stock).total)
+    local c = counts_of(jpath)
+    assert.equal(40, c.sent)
+    assert.equal(260, c.not_attempted)
+    assert.equal(300, c.total)
+    local ev = events_of(dir .. "/run.err")
+    local stop
+    for _, e in ipairs(ev) do if e.event == "stop" then stop = e end end
+    assert.equal("NOT_ENOUGH", stop.code)
+    assert.equal(5, ev[#ev].exit_code)
+    -- the export has every row in input order
+    local r = assert(csv.open(dir .. "/out.csv"))
+    local recs = read_all(r)
+    assert.equal(300, #recs)
+    assert.equal("1", recs[1].row)
+    assert.equal("300", recs[300].row)
+  end)
+
+  it("refuses a stock that is not running, before sending anything", function()
+    local dir = sh.tmpdir()
+    local stock = S.stock(h, 10)
+    assert(h.wx:chain("v3/marketing/favor/stocks/{stock_id}/pause"):post {
+      stock_id = stock, json = { stock_creator_mchid = h.wx.mchid } })
+    local users = S.users(dir .. "/users.csv", 5, "oPaused")
+    local how, code = qos.wait(spawn_example(h, dir, { stock, users, dir .. "/j.db" }, "pre"))
+    assert.equal(batch.exit.cannot_start, code)
+    assert.matches("not running", sh.read(dir .. "/pre.err"))
+    -- without the preflight the first answer stops the batch
+    how, code = qos.wait(spawn_example(h, dir, { "--no-preflight", stock, users, dir .. "/j2.db" }, "nopre"))
+    assert.equal(batch.exit.stopped, code)
+    assert.equal(5, counts_of(dir .. "/j2.db").not_attempted)
+    assert.equal(0, S.coupons(h, stock).total)
+  end)
+
+  it("refuses a second concurrent run of the same batch", function()
+    S.faults(h, "latency=30ms")
+    local dir = sh.tmpdir()
+    local stock = S.stock(h, 2000)
+    local users = S.users(dir .. "/users.csv", 1500, "oLock")
+    local jpath = dir .. "/j.db"
+    local first = spawn_example(h, dir, { "--concurrency", "4", stock, users, jpath }, "first")
+    local deadline = qos.now() + 30
+    repeat qos.sleep(0.05) until (counts_of(jpath) or { total = 0 }).total > 0 or qos.now() > deadline
+    local how, code = qos.wait(spawn_example(h, dir, { stock, users, jpath }, "second"))
+    assert.equal("exit", how)
+    assert.equal(batch.exit.busy, code)
+    local err = sh.read(dir .. "/second.err")
+    assert.matches("in use by another run %(pid " .. first .. "%)", err)
+    assert.is_false(qos.wait(first, true)) -- the first run goes on
+    qos.kill(first, "KILL")
+    qos.wait(first)
+    S.faults(h, "")
+  end)
+end)
+
+describe("docs/batches.md", function()
+  local md = require "tests.support.mdexamples"
+  local run = have_stack and it or pending
+  run("runs its example", function()
+    md.run("docs/batches.md", 1)
+  end)
+end)

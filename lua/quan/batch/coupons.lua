@@ -8,9 +8,13 @@
 local M = {}
 
 local batch = require "quan.batch"
+local retry = require "quan.batch.retry"
 
--- sender{wx, stock_id, appid, creator_mchid} -> send(item) for batch.run:
--- posts one coupon to item.key (the openid) with item.out_request_no
+-- sender{wx, stock_id, appid, creator_mchid[, validate]} -> send(item) for
+-- batch.run: posts one coupon to item.key (the openid) with
+-- item.out_request_no. The client validates the body of the first call
+-- that gets an answer; later calls skip it (validate = false skips it
+-- from the start)
 function M.sender(opts)
   if type(opts) ~= "table" or type(opts.wx) ~= "table" then
     error("coupons.sender: opts.wx must be a client", 2)
@@ -22,27 +26,45 @@ function M.sender(opts)
   end
   local node = opts.wx:chain("v3/marketing/favor/users/{openid}/coupons")
   local stock_id, appid, creator = opts.stock_id, opts.appid, opts.creator_mchid
+  -- The body is built here, the same for every row but the number: it is
+  -- validated against the schema once (the first row), not once per row.
+  local validated = opts.validate == false
   return function(item)
-    return node:post {
+    local req = {
       openid = item.key,
       json = { stock_id = stock_id, out_request_no = item.out_request_no,
                appid = appid, stock_creator_mchid = creator },
     }
+    if validated then req.validate = false end
+    local res, err = node:post(req)
+    if res or (err and err.kind ~= "validation") then validated = true end
+    return res, err
   end
 end
 
--- preflight(wx, stock_id, creator_mchid) -> stock | nil, message
+-- preflight(wx, stock_id, creator_mchid[, policy]) -> stock | nil, message
 -- Queries the stock before any coupon is sent: it must exist and be running.
-function M.preflight(wx, stock_id, creator)
-  local res, err = wx:chain("v3/marketing/favor/stocks/{stock_id}"):get {
-    stock_id = stock_id, query = { stock_creator_mchid = creator },
-  }
-  if not res then return nil, "stock " .. stock_id .. ": " .. tostring(err) end
-  local stock = res.json or {}
-  if stock.status ~= "running" then
-    return nil, ("stock %s is %s, not running"):format(stock_id, tostring(stock.status))
+-- Transient failures (network, 429, 5xx) are retried under the policy
+-- (default: 5 tries from 0.5 s).
+function M.preflight(wx, stock_id, creator, policy)
+  policy = policy or retry.policy { attempts = 5, base = 0.5 }
+  local node = wx:chain("v3/marketing/favor/stocks/{stock_id}")
+  local tries = 0
+  while true do
+    tries = tries + 1
+    local res, err = node:get { stock_id = stock_id, query = { stock_creator_mchid = creator } }
+    local action, code = retry.classify(res, err)
+    if action == "ok" then
+      local stock = res.json or {}
+      if stock.status ~= "running" then
+        return nil, ("stock %s is %s, not running"):format(stock_id, tostring(stock.status))
+      end
+      return stock
+    end
+    local d = action == "retry" and policy:delay(tries, code)
+    if not d then return nil, "stock " .. stock_id .. ": " .. tostring(err) end
+    require("quan.os").sleep(d)
   end
-  return stock
 end
 
 local send_opts = { wx = true, stock_id = true, appid = true, creator_mchid = true,
