@@ -415,14 +415,14 @@ function M.run(opts)
         report:tick(st)
       end
     end)
-    local failure
     for _, t in ipairs(tasks) do
       local tok, terr = pcall(t.wait, t)
-      if not tok and not failure then failure = terr end
+      -- an error (Ctrl-C raises "interrupted!" wherever Lua runs) ends the
+      -- run at once: what is done is committed below, the rest resumes
+      if not tok then error(terr, 0) end
     end
     running = false
     pcall(ticker.wait, ticker)
-    if failure then error(failure, 0) end
   end)
   running = false
   if not ok then

@@ -233,10 +233,10 @@ function Reporter:tick(stats, force)
   end
 end
 
--- reporter:finish(summary): the summary (text on a terminal, a JSON event
--- otherwise)
+-- reporter:finish(summary): the summary (lines for humans in the bar and
+-- text formats, a JSON event otherwise)
 function Reporter:finish(sum)
-  if self.format == "bar" then
+  if self.format ~= "json" then
     self:_clear()
     self.out:write(M.summary_text(sum), "\n")
     self.out:flush()
