@@ -21,7 +21,7 @@ local M = {}
 -- ---------------------------------------------------------------------------
 -- synthetic responses
 
-local counter = 0
+local counter, requests = 0, 0
 
 local function jstr(s) return cjson.encode(s) end
 
@@ -90,10 +90,10 @@ function M.response(p)
   end
   for k, v in pairs(vars or {}) do echo[k] = v end
   local body = ep and ep.response and json_of(ep.response, nil, echo) or "{}"
-  counter = counter + 1
+  requests = requests + 1
   return {
     status = 200,
-    headers = { ["content-type"] = "application/json", ["request-id"] = ("CHECK-REQUEST-%04d"):format(counter) },
+    headers = { ["content-type"] = "application/json", ["request-id"] = ("CHECK-REQUEST-%04d"):format(requests) },
     body = body,
   }
 end

@@ -152,9 +152,10 @@ local TYPE_NAMES = { object = "an object", array = "an array", string = "a strin
                      integer = "an integer", number = "a number", boolean = "a boolean" }
 
 local function got_type(v)
-  if type(v) == "table" then return (v[1] ~= nil) and "array" or "object" end
-  if mtype(v) == "float" then return "number" end
-  return type(v)
+  if type(v) == "table" then return (v[1] ~= nil) and "an array" or "an object" end
+  if mtype(v) == "float" then return "a number" end
+  if type(v) == "nil" then return "nil" end
+  return (type(v) == "integer" and "an " or "a ") .. type(v)
 end
 
 local function compile_string(node, path, desc)
@@ -172,7 +173,7 @@ local function compile_string(node, path, desc)
   local wc, wa = width and width.cjk, width and width.ascii
   return function(v, out, ctx, dp)
     if type(v) ~= "string" then
-      return add(out, dp or path, desc, "must be a string, got " .. got_type(v), v)
+      return add(out, dp or path, desc, "must be a string, not " .. got_type(v), v)
     end
     if enum then
       if not enum[v] then
@@ -231,11 +232,11 @@ local function compile_number(node, path, desc, integer)
     if ctx.lenient_numbers and type(v) == "string" then v = tonumber(v) or v end
     if integer then
       if not is_integer(v) then
-        return add(out, dp or path, desc, "must be an integer, got " .. got_type(v)
-          .. (type(v) == "number" and " with a fraction" or ""), v)
+        return add(out, dp or path, desc, type(v) == "number" and "must be a whole number (分, no fraction)"
+          or ("must be an integer, not " .. got_type(v)), v)
       end
     elseif type(v) ~= "number" or v ~= v or v == huge or v == -huge then
-      return add(out, dp or path, desc, "must be " .. tname .. ", got " .. got_type(v), v)
+      return add(out, dp or path, desc, "must be " .. tname .. ", not " .. got_type(v), v)
     end
     if enum then
       if not enum[v] then return add(out, dp or path, desc, enum_rule, v) end
@@ -249,7 +250,7 @@ end
 local function compile_boolean(_, path, desc)
   return function(v, out, _, dp)
     if type(v) ~= "boolean" then
-      return add(out, dp or path, desc, "must be a boolean (true or false), got " .. got_type(v), v)
+      return add(out, dp or path, desc, "must be a boolean (true or false), not " .. got_type(v), v)
     end
   end
 end
@@ -261,7 +262,7 @@ local function compile_array(node, path, desc)
   return function(v, out, ctx, dp)
     local p = dp or path
     if type(v) ~= "table" then
-      return add(out, p, desc, "must be an array, got " .. got_type(v), v)
+      return add(out, p, desc, "must be an array, not " .. got_type(v), v)
     end
     local n = #v
     -- a sequence built by a constructor has nothing after its n-th key; only
@@ -270,7 +271,7 @@ local function compile_array(node, path, desc)
       local count = 0
       for _ in next, v do count = count + 1 end
       if count ~= n then
-        return add(out, p, desc, "must be an array (a sequence 1..n), got an object", v)
+        return add(out, p, desc, "must be an array (a sequence 1..n), not an object", v)
       end
     end
     if min_items and n < min_items then
@@ -337,7 +338,7 @@ local function compile_object(node, path, desc)
   local nf = #fields
   return function(v, out, ctx, dp)
     if type(v) ~= "table" then
-      return add(out, dp or (path == "" and "(body)" or path), desc, "must be an object, got " .. got_type(v), v)
+      return add(out, dp or (path == "" and "(body)" or path), desc, "must be an object, not " .. got_type(v), v)
     end
     for i = 1, nf do
       local f = fields[i]
