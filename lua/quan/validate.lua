@@ -257,6 +257,7 @@ end
 
 local function compile_array(node, path, desc)
   local item_path = path .. "[]"
+  local item_desc = node.items and node.items.desc or desc
   local item = compile(node.items or { type = "any" }, item_path)
   local min_items, max_items, unique = node.min_items, node.max_items, node.unique
   return function(v, out, ctx, dp)
@@ -302,7 +303,7 @@ local function compile_array(node, path, desc)
         before = after
       elseif seen then
         if seen[e] then
-          add(out, p .. "[" .. i .. "]", desc, "must not repeat " .. repr(e), e)
+          add(out, p .. "[" .. i .. "]", item_desc, "must not repeat " .. repr(e), e)
           before = #out
         end
         seen[e] = true
@@ -337,7 +338,7 @@ local function compile_object(node, path, desc)
   end
   local nf = #fields
   return function(v, out, ctx, dp)
-    if type(v) ~= "table" then
+    if type(v) ~= "table" or v[1] ~= nil then
       return add(out, dp or (path == "" and "(body)" or path), desc, "must be an object, not " .. got_type(v), v)
     end
     for i = 1, nf do
@@ -450,7 +451,7 @@ local function generate(root)
       emit("if not (" .. e .. ") then " .. slow .. "(" .. x .. ", out, ctx) end")
     elseif node.type == "object" then
       depth = depth + 1
-      emit("if type(" .. x .. ") ~= 'table' then " .. slow .. "(" .. x .. ", out, ctx) else")
+      emit("if type(" .. x .. ") ~= 'table' or " .. x .. "[1] ~= nil then " .. slow .. "(" .. x .. ", out, ctx) else")
       local known, names = {}, {}
       for _, f in ipairs(node.fields or {}) do
         known[f.name] = true

@@ -620,6 +620,7 @@ end
 -- field(node, "a.b.c") -> the node at that dotted path (array items through "[]"
 -- or a number) | nil: for help and completion
 function M.field(node, dotted)
+  dotted = dotted:gsub("%[%d*%]", ".[]")
   for part in dotted:gmatch("[^.]+") do
     if not node then return nil end
     if node.type == "array" and (part == "[]" or tonumber(part)) then
