@@ -10,10 +10,10 @@ local have_client = pcall(require, "wechatpay") and pcall(require, "quan.crypto"
 local describe_client = have_client and describe or pending
 
 -- check(script_text [, env]) -> stdout, stderr, exit code of `quan check`
-local function check(text, env)
+local function check(text, env, opts)
   local dir = sh.tmpdir()
   local path = sh.write(dir .. "/script.lua", text)
-  return sh.run((env or "") .. " " .. q .. " check " .. path)
+  return sh.run((env or "") .. " " .. q .. " check " .. (opts or "") .. " " .. path)
 end
 
 -- requests(stdout) -> array of { head = "1. POST ...", lines = { "- finding", ... } }
@@ -100,6 +100,25 @@ describe_client("quan check", function()
     assert.matches("x.lua", err2)
   end)
 
+  it("checks as of another time with --now", function()
+    local text = [[
+      local favor = require "wechatpay.favor"
+      local wx = require("wechatpay").client()
+      local s = require("tests.support.seed").filled(1795824000)
+      wx.v3.marketing.favor.couponStocks:post { json = s }
+    ]]
+    text = "package.path = './?.lua;' .. package.path\n" .. text
+    local out, _, code = check(text, nil, "--now 1795824000")
+    assert.equal(0, code, out)
+    out, _, code = check(text, nil, "--now '2028-01-01 00:00'")
+    assert.equal(1, code)
+    assert.matches("available_begin_time %(开始时间%): must not be in the past", out)
+    local _, err
+    _, err, code = check(text, nil, "--now tomorrow")
+    assert.equal(2, code)
+    assert.matches("%-%-now expects", err)
+  end)
+
   it("explains its usage", function()
     local _, err, code = sh.run(q .. " check")
     assert.equal(2, code)
@@ -112,7 +131,8 @@ describe_client("quan check", function()
   it("runs every example of docs/campaigns.md that talks to the API", function()
     for i, b in ipairs(md.blocks("docs/campaigns.md")) do
       if b.code:find("wechatpay.client", 1, true) then
-        local out, err, code = check(b.code)
+        -- the page's dates are literal: check them as of the day it was written
+        local out, err, code = check(b.code, nil, "--now '2026-11-28 10:00'")
         assert.equal(0, code, "docs/campaigns.md block " .. i .. " (line " .. b.line .. "):\n" .. out .. err)
       end
     end

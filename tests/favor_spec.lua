@@ -215,6 +215,19 @@ describe("favor.stock templates", function()
   end
 end)
 
+describe("docs/campaigns.md", function()
+  local md = require "tests.support.mdexamples"
+  for i, b in ipairs(md.blocks("docs/campaigns.md")) do
+    if not b.code:find("wechatpay.client", 1, true) then   -- those run under quan check (check_spec)
+      it("runs the example at line " .. b.line, function()
+        local printed = {}
+        md.run("docs/campaigns.md", i, setmetatable({ print = function(...) printed[#printed + 1] = { ... } end },
+          { __index = _G }))
+      end)
+    end
+  end
+end)
+
 describe("wechatpay.favor", function()
   it("adds no globals", function()
     local out = sh.run(sh.quan .. [[ -e 'local b = {} for k in pairs(_G) do b[k] = true end

@@ -171,16 +171,30 @@ function M.run(path, args, opts)
   return report
 end
 
-local USAGE = "usage: quan check [--profile NAME] [--config FILE] script.lua [args]"
+local USAGE = "usage: quan check [--now TIME] [--profile NAME] [--config FILE] script.lua [args]"
 
 -- main(args) -> exit status
 function M.main(args)
   args = args or {}
   local i = 1
+  local now
   while args[i] and args[i]:sub(1, 1) == "-" and args[i] ~= "-" do
     local a = args[i]
     if a == "--" then i = i + 1 break end
-    if a == "--profile" or a == "--config" or a == "--log-format" then
+    if a == "--now" then
+      -- check as of this time: "YYYY-MM-DD HH:MM" (Beijing time) or epoch seconds
+      local v = args[i + 1] or ""
+      now = tonumber(v)
+      if not now then
+        local ok, t = pcall(require("wechatpay.favor").at, v)
+        now = ok and validate.rfc3339(t) or nil
+      end
+      if not now then
+        io.stderr:write("quan check: --now expects \"YYYY-MM-DD HH:MM\" or epoch seconds, got '", v, "'\n")
+        return 2
+      end
+      i = i + 2
+    elseif a == "--profile" or a == "--config" or a == "--log-format" then
       i = i + 2          -- accepted for symmetry with `quan run`; check uses no profile
     elseif a:match("^%-%-profile=") or a:match("^%-%-config=") or a == "--verbose" or a == "--sandbox"
       or a == "--dry-run" or a:match("^%-%-log%-format=") then
@@ -199,6 +213,7 @@ function M.main(args)
   local out = io.stdout
   local n = 0
   local report = M.run(script, rest, {
+    now = now,
     on_request = function(e)
       n = n + 1
       out:write(("%d. %s %s%s: %s\n"):format(n, e.method, e.path,
