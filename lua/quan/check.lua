@@ -103,11 +103,12 @@ end
 
 local function dummy_client(wechatpay)
   local crypto = require "quan.crypto"
+  -- one throwaway key signs the requests; its public half stands in for the
+  -- WeChat Pay public key (no answer is verified in check mode)
   local key = crypto.generate_rsa(2048)
-  local platform = crypto.generate_rsa(2048)
   return wechatpay.new {
     mchid = "1900000001", serial = "C0FFEE0000000000000000000000000000000001",
-    private_key = key, certs = { PUB_KEY_ID_0000000000000000000000000CHECK = platform:public() },
+    private_key = key, certs = { PUB_KEY_ID_0000000000000000000000000CHECK = key:public() },
     apiv3_key = string.rep("0", 32), base_url = "https://check.invalid",
   }
 end
