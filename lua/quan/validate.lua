@@ -378,15 +378,26 @@ end
 -- to the node's checker above, which is the one authority on what is wrong
 -- (and finds nothing for, e.g., an integral float), so both paths agree.
 
+-- a conservative width test with no scan: every extra byte of UTF-8 is
+-- counted as (part of) a wide character, which can only overcount them; a
+-- string it refuses goes to the exact count of the slow path
 local function width_ok(x, wc, wa)
   local n = utf8len(x)
   if not n then return false end
-  if n == #x then return n <= wa end
-  local ascii = #x:gsub("[\128-\255]", "")
-  return (n - ascii) * wa + ascii * wc <= wc * wa
+  local w = #x - n
+  if w > n then w = n end
+  return w * wa + (n - w) * wc <= wc * wa
 end
 
-local function json_ok(x) return cjson_safe.decode(x) ~= nil end
+-- JSON texts seen valid are remembered (ext_info repeats across stocks)
+local json_memo, json_n = {}, 0
+local function json_ok(x)
+  if json_memo[x] then return true end
+  if cjson_safe.decode(x) == nil then return false end
+  if json_n >= 256 then json_memo, json_n = {}, 0 end
+  json_memo[x], json_n = true, json_n + 1
+  return true
+end
 
 local gen_cache = setmetatable({}, { __mode = "k" })
 
@@ -677,13 +688,54 @@ M.rules = RULES
 -- endpoint id -> the view its body rules read (default: the body itself)
 local VIEWS = { create_stock = stock_view }
 
+-- stock_quick(b, now) -> true when every create-stock rule surely holds; only
+-- called on a body whose walk found nothing, so every present value has its
+-- schema type and every required one is there. false means "ask the rules".
+local function stock_quick(b, now)
+  local su, cur = b.stock_use_rule, b.coupon_use_rule
+  local mc, ma, pu, bd = su.max_coupons, su.max_amount, su.max_coupons_per_user, su.max_amount_by_day
+  if pu > mc or (bd and bd > ma) then return false end
+  local fnc = cur.fixed_normal_coupon
+  if fnc then
+    local ca = fnc.coupon_amount
+    if ma ~= mc * ca or fnc.transaction_minimum <= ca then return false end
+  elseif b.stock_type == "NORMAL" then
+    return false
+  end
+  local begin, stop = rfc3339(b.available_begin_time), rfc3339(b.available_end_time)
+  if begin < now or begin - now > 365 * DAY or stop <= begin or stop - begin > 90 * DAY then return false end
+  local cat = cur.coupon_available_time
+  local fix = cat.fix_available_time
+  if fix then
+    if fix.begin_time >= (fix.end_time or 86399) then return false end
+    local n = cat.available_time_after_receive
+    if n and n > 0 then return false end
+  end
+  local cb, ce = cat.available_begin_time, cat.available_end_time
+  if cb then
+    cb = rfc3339(cb)
+    if cb < begin or cb > stop then return false end
+  end
+  if ce then
+    ce = rfc3339(ce)
+    if ce < begin or ce > stop or (cb and ce <= cb) then return false end
+  end
+  local pi = b.pattern_info
+  if pi and pi.jump_target == "MINI_PROGRAM" and (pi.mini_program_appid == nil or pi.mini_program_path == nil) then
+    return false
+  end
+  return true
+end
+
+local QUICK = { create_stock = stock_quick }
+
 -- compiled endpoint: { body = checker, query = checker, rules = { {fn, rule} } }
 local endpoints = setmetatable({}, { __mode = "k" })
 
 local function compile_endpoint(ep)
   local c = endpoints[ep]
   if c then return c end
-  c = { body_rules = {}, query_rules = {}, view = VIEWS[ep.id] }
+  c = { body_rules = {}, query_rules = {}, view = VIEWS[ep.id], quick = QUICK[ep.id] }
   local body = ep.body or ep.meta
   if body then c.body = fast(body) end
   if ep.query then c.query = fast(ep.query) end
@@ -712,16 +764,16 @@ local function run(c, ep, body, query, ctx, out)
     if body == nil then
       add(out, "(body)", (ep.body or ep.meta).desc, "required (the request has a JSON body)", nil)
     else
-      local before = #out
       c.body(body, out, ctx)
       -- cross-field rules run on what is well typed; they skip values of the
-      -- wrong type, which the walk has already reported
-      if type(body) == "table" then
+      -- wrong type, which the walk has already reported. When the walk found
+      -- nothing, every type is right and a quick all-rules test may answer
+      -- first; the rule functions are the authority on any finding.
+      if type(body) == "table" and not (out[1] == nil and c.quick and c.quick(body, ctx.now)) then
         local x = c.view and c.view(body) or body
         local rules = c.body_rules
         for i = 1, #rules do local r = rules[i]; r[1](x, out, r[2], ctx) end
       end
-      local _ = before
     end
   elseif body ~= nil and ep.method == "GET" then
     add(out, "(body)", nil, "must be empty (GET has no body)", body)
