@@ -81,6 +81,16 @@ describe_client("quan check", function()
     assert.not_matches("sandbox", err)
   end)
 
+  it("opens no socket at all (traced with strace when it is installed)", function()
+    local _, _, has = sh.run("strace -qq -e trace=socket true")
+    if has ~= 0 then return pending("strace is not usable here") end
+    local dir = sh.tmpdir()
+    local _, err, code = sh.run("strace -f -qq -e trace=socket,connect -o " .. dir .. "/trace " .. q
+      .. " check scripts/examples/lifecycle.lua")
+    assert.equal(0, code, err)
+    assert.equal("", sh.read(dir .. "/trace"))
+  end)
+
   it("lists a request to an endpoint it does not know, unchecked", function()
     local out, _, code = check([[
       local wx = require("wechatpay").client()
