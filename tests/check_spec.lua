@@ -222,3 +222,59 @@ describe_fake("the dry run against a real send", function()
     assert(ok, err)
   end)
 end)
+
+describe("the dry-run printer and check's answers", function()
+  local dryrun = require "quan.dryrun"
+  local checkmod = require "quan.check"
+  local cjson = require "cjson"
+
+  it("pretty-prints JSON keeping its bytes, order and strings", function()
+    local text = '{"b":1,"a":[1,2],"s":"x,{y}:\\"z\\"","o":{},"e":[],"n":[{"k":null}]}'
+    local p = dryrun.pretty(text)
+    assert.equal('{\n  "b": 1,\n  "a": [1, 2],\n  "s": "x,{y}:\\"z\\"",\n  "o": {},\n  "e": [],\n'
+      .. '  "n": [\n    {\n      "k": null\n    }\n  ]\n}', p)
+    assert.equal(text, (p:gsub('\n%s*', ''):gsub('": ', '":'):gsub(', ', ',')))
+    assert.has_error(function() dryrun.pretty(nil) end, "dryrun.pretty: expected a string")
+  end)
+
+  it("redacts the signature and nothing else", function()
+    local line = 'Authorization: WECHATPAY2-SHA256-RSA2048 mchid="1",nonce_str="n",signature="abc+/=",timestamp="1"'
+    assert.equal('Authorization: WECHATPAY2-SHA256-RSA2048 mchid="1",nonce_str="n",signature="[redacted]",timestamp="1"',
+      dryrun.redact(line))
+  end)
+
+  it("prints a prepared request and answers without sending", function()
+    local path = require("tests.support.sh").tmpdir() .. "/out.txt"
+    local f = assert(io.open(path, "w"))
+    dryrun.output = f
+    local res = dryrun.before_send {
+      method = "POST", url = "https://x/v3/marketing/favor/stocks/S1/start", path = "/v3/marketing/favor/stocks/S1/start",
+      headers = { "Content-Type: application/json", 'Authorization: X signature="sig"' },
+      body = '{"stock_creator_mchid":"1900000001"}',
+      string_to_sign = 'POST\n/v3/marketing/favor/stocks/S1/start\n1\nN\n{"stock_creator_mchid":"1900000001"}\n',
+      json = { stock_creator_mchid = "1900000001" },
+    }
+    dryrun.output = io.stdout
+    f:close()
+    local out = require("tests.support.sh").read(path)
+    assert.matches('  | {"stock_creator_mchid":"1900000001"}\n', out, 1, true)
+    assert.matches('signature="[redacted]"', out, 1, true)
+    assert.matches('\nbody: {"stock_creator_mchid":"1900000001"}\n', out, 1, true)
+    assert.equal(200, res.status)
+    local j = cjson.decode(res.body)
+    assert.equal("S1", j.stock_id)
+    assert.matches("^%d+%-%d+%-%d+T%d+:%d+:%d+%+08:00$", j.start_time)
+  end)
+
+  it("answers from the response schema, echoing the request's values", function()
+    local r = cjson.decode(checkmod.response { method = "POST", path = "/v3/marketing/favor/coupon-stocks", json = {} }.body)
+    assert.matches("^CHECK%-%d%d%d%d$", r.stock_id)
+    r = cjson.decode(checkmod.response { method = "GET",
+      path = "/v3/marketing/favor/stocks?offset=0&limit=10&stock_creator_mchid=1" }.body)
+    assert.equal(0, r.total_count); assert.equal(10, r.limit); assert.same({}, r.data)
+    r = cjson.decode(checkmod.response { method = "POST", path = "/v3/marketing/favor/callbacks",
+      json = { mchid = "1", notify_url = "https://n.example/x" } }.body)
+    assert.equal("https://n.example/x", r.notify_url)
+    assert.equal("{}", checkmod.response { method = "GET", path = "/v3/other" }.body)
+  end)
+end)

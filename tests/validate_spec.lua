@@ -204,7 +204,8 @@ describe("validate.request", function()
 
   it("adds no globals", function()
     local out = io.popen(require("tests.support.sh").quan .. [[ -e 'local b = {} for k in pairs(_G) do b[k] = true end
-      require "quan.validate"; require "wechatpay.favor.schema"
+      require "quan.validate"; require "wechatpay.favor.schema"; require "quan.check"; require "quan.dryrun"
+      require("quan.dryrun").pretty("{\"a\":[1]}"); require("quan.check").response({ method = "GET", path = "/v3/marketing/favor/stocks/1" })
       require("quan.validate").request("POST", "/v3/marketing/favor/coupon-stocks", {})
       for k in pairs(_G) do if not b[k] then print(k) end end']]):read("a")
     assert.equal("", out)
