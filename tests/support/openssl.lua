@@ -74,25 +74,37 @@ function M.python_crypto()
   return code == 0
 end
 
--- python AES-GCM: op "enc"|"dec", hex arguments, returns hex output
--- (or "FAIL" when the tag does not verify)
-function M.py_gcm(op, key, nonce, aad, data)
+-- py_gcm(ops) -> results: python AES-GCM over a batch (one process);
+-- each op is {"enc"|"dec", key, nonce, aad, data} (raw bytes); each result is
+-- the output bytes, or false when the tag does not verify
+function M.py_gcm(ops)
   local script = [[
 import sys, binascii
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-op, k, n, a, d = sys.argv[1:6]
 u = binascii.unhexlify
-g = AESGCM(u(k))
-try:
-    out = g.encrypt(u(n), u(d), u(a)) if op == "enc" else g.decrypt(u(n), u(d), u(a))
-    print(out.hex())
-except Exception:
-    print("FAIL")
+for line in sys.stdin.read().split("\n"):
+    if not line:
+        continue
+    op, k, n, a, d = (line.split(" ") + [""] * 5)[:5]
+    try:
+        g = AESGCM(u(k))
+        out = g.encrypt(u(n), u(d), u(a)) if op == "enc" else g.decrypt(u(n), u(d), u(a))
+        print("ok:" + out.hex())
+    except Exception:
+        print("FAIL")
 ]]
-  local function h(s) return sh.quote(M.hex(s)) end
-  local out = M.run("python3 -c " .. sh.quote(script) .. " " .. op .. " " .. h(key) .. " "
-    .. h(nonce) .. " " .. h(aad) .. " " .. h(data))
-  return (out:gsub("%s+$", ""))
+  local lines = {}
+  for i, op in ipairs(ops) do
+    lines[i] = table.concat({op[1], M.hex(op[2]), M.hex(op[3]), M.hex(op[4]), M.hex(op[5])}, " ")
+  end
+  local input = sh.write(sh.tmpdir() .. "/gcm.txt", table.concat(lines, "\n") .. "\n")
+  local out = M.run("python3 -c " .. sh.quote(script) .. " < " .. sh.quote(input))
+  local results = {}
+  for line in out:gmatch("[^\n]+") do
+    results[#results + 1] = line:match("^ok:(%x*)$") and M.unhex(line:sub(4)) or false
+  end
+  assert(#results == #ops, "python3 gave " .. #results .. " results for " .. #ops .. " operations")
+  return results
 end
 
 return M
