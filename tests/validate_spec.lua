@@ -172,6 +172,48 @@ describe("validate.request", function()
     assert.truthy(has(f, "(body)", "required"))
   end)
 
+  it("finds exactly what the slow reference path finds, on random damage to the seed", function()
+    local ep = schema.by_id.create_stock
+    local pool = { 0, 1, 5, 61, -1, 2.5, 1e12, "", "x", "2027-01-01T00:00:00+08:00", "微信支付代金券批次十",
+      true, false, {}, { 1 }, { "a" }, { a = 1 }, "Color010", "NORMAL", 86400, 100000 }
+    local paths = {}
+    local function collect(node, prefix)
+      for _, f in ipairs(node.fields or {}) do
+        local p = prefix .. f.name
+        paths[#paths + 1] = p
+        if f.type == "object" then collect(f, p .. ".") end
+      end
+    end
+    collect(ep.body, "")
+    local rng, invalid = 12345, 0
+    local function rand(n) rng = (rng * 1103515245 + 12345) % 2147483648; return rng % n + 1 end
+    for _ = 1, 400 do
+      local b, day0 = seed.filled(NOW)
+      for _ = 1, rand(3) do
+        local p = paths[rand(#paths)]
+        local t, last = b, nil
+        for part in p:gmatch("[^.]+") do
+          if last then
+            if type(t[last]) ~= "table" then t = nil break end
+            t = t[last]
+          end
+          last = part
+        end
+        if t then
+          local v = pool[rand(#pool + 1)]
+          if type(v) == "table" then local c = {} for k, x in pairs(v) do c[k] = x end v = c end
+          t[last] = v
+        end
+      end
+      local _ = day0
+      local _, fast = validate.request("POST", CREATE, b, { now = NOW })
+      local slow = validate._reference(ep, b, { now = NOW })
+      assert.equal(validate.format(slow), validate.format(fast or {}))
+      if fast then invalid = invalid + 1 end
+    end
+    assert.is_true(invalid > 300, "most damage is found: " .. invalid)
+  end)
+
   it("passes unknown endpoints through", function()
     assert.is_true(validate.request("POST", "/v3/pay/transactions/jsapi", { anything = true }))
   end)

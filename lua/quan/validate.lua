@@ -788,6 +788,22 @@ local function run(c, ep, body, query, ctx, out)
   end
 end
 
+-- _reference(endpoint, body, opts) -> findings of the slow path alone (the
+-- node checkers and every rule, no generated code, no quick test): the specs
+-- compare it with the fast path
+function M._reference(ep, body, opts)
+  local out, ctx = {}, context(opts)
+  local node = ep.body or ep.meta
+  if body == nil then return run(compile_endpoint(ep), ep, body, nil, ctx, out) or out end
+  compile(node, "")(body, out, ctx)
+  if type(body) == "table" then
+    local c = compile_endpoint(ep)
+    local x = c.view and c.view(body) or body
+    for _, r in ipairs(c.body_rules) do r[1](x, out, r[2], ctx) end
+  end
+  return out
+end
+
 -- check(node_or_endpoint, value [, opts]) -> true | false, findings
 function M.check(node, value, opts)
   if type(node) ~= "table" then error("validate.check: node must be a schema node or endpoint", 2) end
