@@ -224,6 +224,8 @@ describe("validate.request", function()
     local ok, f = validate.check(ep.response, { stock_id = 1 })
     assert.is_false(ok)
     assert.truthy(has(f, "stock_id")); assert.truthy(has(f, "create_time", "^required$"))
+    -- a decoded [] is an empty table: fine in an answer, refused in a request
+    assert.is_true(validate.check(schema.by_id.list_stocks.response, { total_count = 0, limit = 10, offset = 0, data = {} }))
   end)
 
   it("raises on bad arguments", function()

@@ -275,9 +275,13 @@ local function compile_array(node, path, desc)
         return add(out, p, desc, "must be an array (a sequence 1..n), not an object", v)
       end
     end
+    if n == 0 and (ctx.request or (min_items and min_items > 0)) then
+      -- JSON cannot tell an empty Lua table from an object: it is sent as {}
+      return add(out, p, desc, "must not be empty (an empty table is sent as {}, a JSON object; "
+        .. "leave the field out instead)", v)
+    end
     if min_items and n < min_items then
-      return add(out, p, desc, n == 0 and "must not be empty"
-        or ("must have at least " .. min_items .. " items"), v)
+      return add(out, p, desc, "must have at least " .. min_items .. " items", v)
     end
     if max_items and n > max_items then
       return add(out, p, desc, (min_items == max_items and ("must have exactly " .. max_items .. " item"
@@ -488,7 +492,7 @@ local function generate(root)
       local cond = "type(" .. x .. ") == 'table'"
       emit("if not (" .. cond .. ") then " .. slow .. "(" .. x .. ", out, ctx) else")
       emit("local n = #" .. x)
-      local c = "next(" .. x .. ", n > 0 and n or nil) == nil"
+      local c = "(n > 0 or not ctx.request) and next(" .. x .. ", n > 0 and n or nil) == nil"
       if node.min_items then c = c .. " and n >= " .. node.min_items end
       if node.max_items then c = c .. " and n <= " .. node.max_items end
       emit("local ok = " .. c)
@@ -793,6 +797,7 @@ end
 -- compare it with the fast path
 function M._reference(ep, body, opts)
   local out, ctx = {}, context(opts)
+  ctx.request = true
   local node = ep.body or ep.meta
   if body == nil then return run(compile_endpoint(ep), ep, body, nil, ctx, out) or out end
   compile(node, "")(body, out, ctx)
@@ -810,6 +815,7 @@ function M.check(node, value, opts)
   if opts ~= nil and type(opts) ~= "table" then error("validate.check: opts must be a table", 2) end
   local out, ctx = {}, context(opts)
   if node.method then
+    ctx.request = true
     run(compile_endpoint(node), node, value, opts and opts.query, ctx, out)
   else
     fast(node)(value, out, ctx)
@@ -827,6 +833,7 @@ function M.request(method, path, body, opts)
   local ep = schema.lookup(method, path)
   if not ep then return true end
   local out, ctx = {}, context(opts)
+  ctx.request = true
   run(compile_endpoint(ep), ep, body, opts and opts.query, ctx, out)
   if out[1] then return false, out end
   return true

@@ -94,6 +94,10 @@ local cases = {
     mutate = function(b) b.ext_info = "{exinfo1:1}" end },
   { name = "goods_tag empty", path = "coupon_use_rule.goods_tag", rule = "must not be empty",
     mutate = function(b) b.coupon_use_rule.goods_tag = {} end },
+  { name = "an empty week-day list (sent as {})",
+    path = "coupon_use_rule.coupon_available_time.fix_available_time.available_week_day",
+    rule = "is sent as {}", mutate = function(b)
+      b.coupon_use_rule.coupon_available_time.fix_available_time.available_week_day = {} end },
   { name = "goods_tag of 51 tags", path = "coupon_use_rule.goods_tag", rule = "at most 50 items",
     mutate = function(b) local t = {} for i = 1, 51 do t[i] = "t" .. i end b.coupon_use_rule.goods_tag = t end },
   { name = "goods_tag with a dash", path = "coupon_use_rule.goods_tag[1]", rule = "letters, digits, _",
