@@ -70,6 +70,13 @@ describe("the schema", function()
     assert.has_error(function() schema.find(nil, CREATE) end, "schema.find: method must be a string")
   end)
 
+  it("is what docs/campaigns.md's field reference shows", function()
+    local page = require("tests.support.sh").read("docs/campaigns.md")
+    local section = page:match("<!%-%- reference:begin %-%->\n(.-)<!%-%- reference:end %-%->")
+    assert.is_string(section)
+    assert.equal(require("wechatpay.favor.doc").reference(), section)
+  end)
+
   it("names only rules the validator implements", function()
     for _, ep in ipairs(schema.endpoints) do
       for _, r in ipairs(ep.rules or {}) do assert.is_function(validate.rules[r.id], r.id) end
