@@ -91,6 +91,17 @@ describe_client("quan check", function()
     assert.equal("", sh.read(dir .. "/trace"))
   end)
 
+  it("checks query parameters too", function()
+    local out, _, code = check([[
+      local wx = require("wechatpay").client()
+      wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 11, stock_creator_mchid = wx.mchid } }
+      wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 10, stock_creator_mchid = wx.mchid } }
+    ]])
+    assert.equal(1, code)
+    assert.matches("1%. GET /v3/marketing/favor/stocks%?[^\n]*: 1 finding\n   %- limit %(分页大小%): must be at most 10, got 11", out)
+    assert.matches("2%. GET /v3/marketing/favor/stocks%?[^\n]*: valid", out)
+  end)
+
   it("lists a request to an endpoint it does not know, unchecked", function()
     local out, _, code = check([[
       local wx = require("wechatpay").client()

@@ -136,7 +136,7 @@ function M.run(path, args, opts)
       body = require("cjson.safe").decode(p.body)
     end
     local target = p.template or (p.path or ""):gsub("%?.*", "")
-    local ok, findings = saved_request(p.method, target, body, { now = opts.now })
+    local ok, findings = saved_request(p.method, target, body, { now = opts.now, query = parse_query(p.path or "") })
     local ep = p.endpoint or schema.find(p.method, p.path or "")
     local entry = {
       method = p.method, path = p.path, body = p.body or "", title = ep and ep.title,
