@@ -148,14 +148,13 @@ end
 local cache = setmetatable({}, { __mode = "k" })
 local compile
 
-local TYPE_NAMES = { object = "an object", array = "an array", string = "a string",
-                     integer = "an integer", number = "a number", boolean = "a boolean" }
-
+-- got_type(v) -> "a string", "an integer", "an array", ... for messages
 local function got_type(v)
-  if type(v) == "table" then return (v[1] ~= nil) and "an array" or "an object" end
-  if mtype(v) == "float" then return "a number" end
-  if type(v) == "nil" then return "nil" end
-  return (type(v) == "integer" and "an " or "a ") .. type(v)
+  local t = type(v)
+  if t == "table" then return (v[1] ~= nil) and "an array" or "an object" end
+  if t == "number" then return mtype(v) == "integer" and "an integer" or "a number" end
+  if t == "nil" then return "nil" end
+  return "a " .. t
 end
 
 local function compile_string(node, path, desc)
