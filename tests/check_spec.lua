@@ -91,6 +91,19 @@ describe_client("quan check", function()
     assert.equal("", sh.read(dir .. "/trace"))
   end)
 
+  it("checks an image upload by its meta part", function()
+    local dir = sh.tmpdir()
+    sh.write(dir .. "/logo.png", "\137PNG\r\n\26\n" .. string.rep("\0", 64))
+    local out, err, code = check(([[
+      local wx = require("wechatpay").client()
+      local res = assert(wx.v3.marketing.favor.media["image-upload"]:post { file = %q })
+      print(res.json.media_url)
+    ]]):format(dir .. "/logo.png"))
+    assert.equal(0, code, out .. err)
+    assert.matches("1%. POST /v3/marketing/favor/media/image%-upload  %(图片上传%(营销专用%)%): valid", out)
+    assert.matches("https://check.invalid/image.png", out, 1, true)
+  end)
+
   it("checks query parameters too", function()
     local out, _, code = check([[
       local wx = require("wechatpay").client()

@@ -132,7 +132,9 @@ function M.run(path, args, opts)
 
   wechatpay.hooks.before_send = function(p)
     local body = p.json
-    if body == nil and p.body and p.body ~= "" and (p.body:sub(1, 1) == "{") then
+    if body == nil and type(p.upload_meta) == "string" then
+      body = require("cjson.safe").decode(p.upload_meta)    -- multipart: the signed meta part
+    elseif body == nil and p.body and p.body ~= "" and (p.body:sub(1, 1) == "{") then
       body = require("cjson.safe").decode(p.body)
     end
     local target = p.template or (p.path or ""):gsub("%?.*", "")
@@ -221,7 +223,13 @@ function M.main(args)
         e.title and ("  (" .. e.title .. ")") or "",
         e.ok and (e.known and "valid" or "not a favor endpoint, not checked")
           or (#e.findings .. " finding" .. (#e.findings == 1 and "" or "s"))))
-      if e.body ~= "" then out:write("   body: ", e.body, "\n") end
+      if e.body ~= "" then
+        if e.body:find("[%z\1-\8\14-\31\127]") or #e.body > 4096 then
+          out:write("   body: <", #e.body, " bytes>\n")
+        else
+          out:write("   body: ", e.body, "\n")
+        end
+      end
       if not e.ok then
         for line in (validate.format(e.findings) .. "\n"):gmatch("([^\n]*)\n") do
           out:write("   - ", line, "\n")
