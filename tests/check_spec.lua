@@ -41,9 +41,9 @@ describe_client("quan check", function()
   it("keeps create -> start -> query chains working on placeholder answers", function()
     local out, _, code = sh.run(q .. " check scripts/examples/lifecycle.lua")
     assert.equal(0, code)
-    assert.matches("2%. POST /v3/marketing/favor/stocks/CHECK%-0001/start", out)
-    assert.matches("3%. GET /v3/marketing/favor/stocks/CHECK%-0001%?stock_creator_mchid=1900000001", out)
-    assert.matches("周末满50减5\tCHECK%-0001\t%d+%-%d+%-%d+T", out)
+    assert.matches("2%. GET /v3/marketing/favor/stocks/CHECK%-0001%?stock_creator_mchid=1900000001", out)
+    assert.matches("3%. POST /v3/marketing/favor/stocks/CHECK%-0001/start", out)
+    assert.matches("周末满50减5\tCHECK%-0001\t%d+%-%d+%-%d+T[^\t]*\tunactivated", out)
   end)
 
   it("rejects every invalid table with its field path, all in one run, without network I/O", function()
@@ -300,5 +300,39 @@ describe("the dry-run printer and check's answers", function()
       json = { mchid = "1", notify_url = "https://n.example/x" } }.body)
     assert.equal("https://n.example/x", r.notify_url)
     assert.equal("{}", checkmod.response { method = "GET", path = "/v3/other" }.body)
+  end)
+end)
+
+local have_sandbox = have_client and pcall(require, "quan.sandbox") and pcall(require, "quan.async")
+local describe_sandbox = have_sandbox and describe or pending
+
+describe_sandbox("the examples against the sandbox", function()
+  local sb
+  setup(function() sb = assert(require("quan.sandbox").start {}) end)
+  teardown(function() if sb then sb:stop() end end)
+
+  local function run(name)
+    return sh.run("QUAN_CONFIG=" .. sh.quote(sb.config_path) .. " QUAN_PROFILE=" .. (sb.profile or "sandbox")
+      .. " " .. q .. " run scripts/examples/" .. name .. ".lua")
+  end
+
+  it("runs each example for real", function()
+    for _, name in ipairs { "seed-stock", "lifecycle" } do
+      local out, err, code = run(name)
+      assert.equal(0, code, name .. ": " .. out .. err)
+    end
+    local out, err, code = run("lifecycle")     -- a second time: nothing new, still running
+    assert.equal(0, code, out .. err)
+    assert.matches("周末满50减5\t%S+\t%d+%-%d+%-%d+T[^\t]*\trunning\n", out)
+  end)
+
+  it("creates nothing twice when the same campaign runs twice", function()
+    local first, err, code = run("spring")
+    assert.equal(0, code, first .. err)
+    local second = run("spring")
+    assert.equal(first, second)
+    local ids = {}
+    for id in first:gmatch("\t(%S+)\n") do ids[#ids + 1] = id end
+    assert.equal(3, #ids)
   end)
 end)

@@ -1,5 +1,6 @@
 -- scripts/examples/lifecycle.lua: creates two stocks, starts them, and queries
--- each one back. Try: quan check scripts/examples/lifecycle.lua
+-- each one back; safe to run again (nothing is created or started twice).
+-- Try: quan check scripts/examples/lifecycle.lua
 local wechatpay = require "wechatpay"
 local favor = require "wechatpay.favor"
 local yuan, at = favor.yuan, favor.at
@@ -21,13 +22,20 @@ for _, s in ipairs { { "周末满50减5", "5", "50" }, { "周末满99减10", "10
     stock_name = s[1],
     coupon_use_rule = { fixed_normal_coupon = { coupon_amount = yuan(s[2]), transaction_minimum = yuan(s[3]) } },
   }
+  -- a second run gets the same stock back (same out_request_no) ...
   local created = assert(wx.v3.marketing.favor.couponStocks:post { json = stock })
   local id = created.json.stock_id
-  local started = assert(wx.v3.marketing.favor.stocks._stock_id_.start:post {
-    stock_id = id, json = { stock_creator_mchid = wx.mchid },
-  })
-  local got = assert(wx.v3.marketing.favor.stocks._stock_id_:get {
-    stock_id = id, query = { stock_creator_mchid = wx.mchid },
-  })
-  print(stock.stock_name, id, started.json.start_time, got.json.status)
+  local function query()
+    return assert(wx.v3.marketing.favor.stocks._stock_id_:get {
+      stock_id = id, query = { stock_creator_mchid = wx.mchid },
+    }).json
+  end
+  -- ... and starts it only if it is not running yet
+  if query().status == "unactivated" then
+    assert(wx.v3.marketing.favor.stocks._stock_id_.start:post {
+      stock_id = id, json = { stock_creator_mchid = wx.mchid },
+    })
+  end
+  local got = query()
+  print(stock.stock_name, id, got.start_time, got.status)
 end
