@@ -88,6 +88,7 @@ describe("quan.crypto", function()
     end)
 
     it("returns nil, message, code for what is not a usable key", function()
+      ossl.run("mkfifo " .. q(K.dir .. "/fifo")) -- must not block the reader
       local cases = {
         {crypto.private_key, "hello", "private key: no PEM block found", "pem"},
         {crypto.private_key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
@@ -97,6 +98,8 @@ describe("quan.crypto", function()
         {crypto.private_key, "file:///nonexistent/key.pem",
           "private key: cannot read /nonexistent/key.pem: No such file or directory", "io"},
         {crypto.private_key, "file:///tmp", "private key: cannot read /tmp: not a regular file", "io"},
+        {crypto.public_key, "file://" .. K.dir .. "/fifo",
+          "public key: cannot read " .. K.dir .. "/fifo: not a regular file", "io"},
         {crypto.public_key, sh.read(K.pkcs8),
           "public key: expected a public key or certificate PEM, got PRIVATE KEY", "pem"},
         {crypto.public_key, "", "public key: no PEM block found", "pem"},
@@ -563,6 +566,7 @@ describe("quan.crypto", function()
       require("quan.os").chmod(path, tonumber("644", 8))
       assert.is_true(k:write_pem(path))
       assert.equal(tonumber("600", 8), require("quan.os").mode(path))
+      assert.equal("merchant.key.pem\n", ossl.run("ls -A " .. q(K.dir .. "/sub"))) -- no temporary left
       assert.matches("^%-%-%-%-%-BEGIN PRIVATE KEY%-%-%-%-%-\n", sh.read(path))
       ossl.run("openssl pkey -check -noout -in " .. q(path))
       local pub = ossl.run("openssl pkey -pubout -in " .. q(path))
