@@ -59,9 +59,12 @@ class Handler(BaseHTTPRequestHandler):
     def reply(self, status, body, headers=()):
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
+        if status in (204, 304) or status < 200:
+            body = b""  # these statuses have no body
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        if status != 204 and status >= 200:
+            self.send_header("Content-Length", str(len(body)))
         for name, value in headers:
             self.send_header(name, value)
         self.end_headers()
