@@ -40,7 +40,9 @@ local function is_promise(v)
 end
 
 local function argerror(fname, i, expected, v)
-  error(("bad argument #%d to '%s' (%s expected, got %s)"):format(i, fname, expected, type(v)), 3)
+  local what = i == 0 and ("calling '%s' on bad self"):format(fname)
+    or ("bad argument #%d to '%s'"):format(i, fname)
+  error(("%s (%s expected, got %s)"):format(what, expected, type(v)), 3)
 end
 
 -- ---- the ready queue: callbacks run by the loop, never nested -------------
