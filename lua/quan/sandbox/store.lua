@@ -95,6 +95,7 @@ function M.remember_nonce(db, mchid, nonce, now)
 end
 
 local function fail(status, code, message, field, value)
+  if code == "PARAM_ERROR" and field and not message:find(field, 1, true) then message = field .. ": " .. message end
   return nil, {status = status, code = code, message = message, field = field, value = value}
 end
 M.fail = fail
