@@ -76,6 +76,9 @@ function M.query(t)
   for _, k in ipairs(keys) do
     local v = t[k]
     if type(v) == "table" then
+      if next(v) ~= nil and #v == 0 then
+        usage("query '" .. k .. "' must be a string, number, boolean or an array of them")
+      end
       for i = 1, #v do
         out[#out + 1] = M.encode(k) .. "=" .. M.encode(scalar(v[i], "query '" .. k .. "'"))
       end

@@ -438,7 +438,7 @@ local function perform(wx, p)
   if not res then
     local err = errors.new {
       kind = "network", code = code or "other", retryable = true,
-      message = p.context .. ": " .. tostring(msg),
+      message = p.context .. ": " .. tostring(msg):gsub("^%u+ https?://%S+: ", ""),
     }
     if st.verbose then trace.failure(p, err) end
     return nil, err
@@ -456,10 +456,13 @@ local function run(wx, method, tpl, opts, level)
   return perform(wx, p)
 end
 
+-- promise(...) -> a quan.async task (a promise) settled with the result, or
+-- rejected with the error table
 local function promise(wx, method, tpl, opts, level)
   local p, err = errors.call(level + 1, context(method, "/" .. tpl) .. ": ", prepare, wx, method, tpl, opts)
-  return need("quan.async").promise(function()
-    if not p then error(err, 0) end
+  local async = need("quan.async")
+  if not p then return async.rejected(err) end
+  return async.spawn(function()
     local r, e = perform(wx, p)
     if not r then error(e, 0) end
     return r
