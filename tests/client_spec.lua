@@ -326,11 +326,15 @@ end)
 
 -- The seed's request (shared/seed/000_3ec811569fb18aa1.txt), its empty and
 -- zero values filled so that it is a valid create-stock request.
+local DAY = 24 * 3600
+local BEGIN = ((os.time() + 8 * 3600) // DAY + 1) * DAY - 8 * 3600
+local function rfc3339(t) return os.date("!%Y-%m-%dT%H:%M:%S.000+08:00", t + 8 * 3600) end
+
 local function seed_request(out_request_no)
   return {
     stock_name = "微信支付代金券批次",
-    available_begin_time = "2027-03-01T00:00:00.000+08:00",
-    available_end_time = "2027-03-31T23:59:59.000+08:00",
+    available_begin_time = rfc3339(BEGIN),
+    available_end_time = rfc3339(BEGIN + 30 * DAY - 1),
     stock_use_rule = {
       max_coupons = 100, max_amount = 10000, max_amount_by_day = 1000,
       max_coupons_per_user = 1, natural_person_limit = true, prevent_api_abuse = true,
@@ -345,8 +349,8 @@ local function seed_request(out_request_no)
     },
     coupon_use_rule = {
       coupon_available_time = {
-        available_begin_time = "2027-03-01T00:00:00.000+08:00",
-        available_end_time = "2027-03-31T23:59:59.000+08:00",
+        available_begin_time = rfc3339(BEGIN),
+        available_end_time = rfc3339(BEGIN + 30 * DAY - 1),
         fix_available_time = { available_week_day = { 0, 1, 2, 3, 4, 5, 6 }, begin_time = 3600, end_time = 86399 },
         second_day_available = true,
       },
@@ -701,6 +705,55 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal(200, assert(wx.v3.echo:post { json = { bad = 1 }, validate = false }).status)
       assert(wx.v3.marketing.favor.stocks._stock_id_:get { stock_id = "9" })
       assert.equal("GET /v3/marketing/favor/stocks/{stock_id}", calls[#calls])
+    end)
+  end)
+
+  describe("profiles and the example", function()
+    -- config(dir) -> path of a config file with a profile for the stand-in
+    local function config(dir, extra)
+      return sh.write(dir .. "/config.lua", ([[
+        return { default = "fake", profiles = { fake = {
+          mchid = %q, serial = %q, private_key = %q, apiv3_key = %q,
+          certs = { [%q] = %q }, base_url = %q, ca_file = %q, appid = "wx1234" %s } } }
+      ]]):format(wxfake.MCHID, wxfake.MERCHANT_SERIAL, "file://" .. fake.dir .. "/merchant.key.pem",
+        "file://" .. fake.dir .. "/apiv3.key", wxfake.PUBKEY_ID, "file://" .. fake.dir .. "/platform.pub.pem",
+        fake.base_url, fake.dir .. "/ca.pem", extra or ""))
+    end
+
+    it("builds a client from a profile: wx.profile without secrets, wx.mchid", function()
+      local dir = sh.tmpdir()
+      local cfg = config(dir)
+      local out, err = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " -e " .. sh.quote([[
+        local wx = require("wechatpay").client()
+        print(wx.mchid, wx.profile.appid, wx.profile.private_key, wx.profile.apiv3_key, wx.profile_name)
+        print(assert(wx.v3.echo:get()).status)
+      ]]))
+      assert.equal(wxfake.MCHID .. "\twx1234\tnil\tnil\tfake\n200\n", out)
+      assert.equal("", err)
+    end)
+
+    it("names the profile in a config error", function()
+      local dir = sh.tmpdir()
+      local cfg = config(dir, ", timeout = -1")
+      local _, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " -e " .. sh.quote(
+        "require('wechatpay').client()"))
+      assert.equal(1, code)
+      assert.equal(sh.quan .. ": profile 'fake': timeout: expected a positive number of seconds\n", err)
+    end)
+
+    it("runs scripts/examples/seed.lua: the seed in all six forms", function()
+      local dir = sh.tmpdir()
+      local cfg = config(dir)
+      local out, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " run scripts/examples/seed.lua")
+      assert.equal(0, code, err)
+      local forms = {}
+      for form, id, t in out:gmatch("([^\n\t]+)\t(SID%-[^\t]+)\t([^\n]+)\n") do
+        forms[#forms + 1] = form
+        assert.matches("^%d%d%d%d%-%d%d%-%d%dT", t)
+        assert.matches("^SID%-" .. wxfake.MCHID .. "%d+$", id)
+      end
+      assert.same({ "async chain", "async declarative", "async property", "sync chain", "sync declarative",
+        "sync property" }, forms)
     end)
   end)
 

@@ -35,6 +35,19 @@ local function need(name)
   return m
 end
 
+-- optional(name) -> module | nil: modules of other tasks (validator, schemas)
+-- that may be absent; a failed require is not retried on every request
+local missing = {}
+local function optional(name)
+  local m = package.loaded[name]
+  if m ~= nil then return m end
+  if missing[name] then return nil end
+  local ok, v = pcall(require, name)
+  if ok then return v end
+  missing[name] = true
+  return nil
+end
+
 -- hooks: shared with wechatpay.hooks (init.lua sets M.hooks to that table)
 M.hooks = {}
 
@@ -268,8 +281,8 @@ end
 
 -- validation(method, tpl, body_table) -> nil | error table
 local function validation(method, path_template, body, ctx)
-  local ok, validate = pcall(require, "quan.validate")
-  if not ok or type(validate) ~= "table" or not validate.request then return nil end
+  local validate = optional("quan.validate")
+  if type(validate) ~= "table" or not validate.request then return nil end
   local good, findings = validate.request(method, path_template, body)
   if good then return nil end
   local text = validate.format and validate.format(findings) or tostring(findings)
@@ -354,8 +367,8 @@ local function prepare(wx, method, tpl, opts, raw)
   if opts.validate ~= false and opts.file == nil and not raw then
     local verr = validation(method, "/" .. tpl, opts.json, ctx)
     if verr then return nil, verr end
-    local ok, schema = pcall(require, "wechatpay.favor.schema")
-    if ok and type(schema) == "table" and schema.find then endpoint = schema.find(method, path) end
+    local schema = optional("wechatpay.favor.schema")
+    if type(schema) == "table" and schema.find then endpoint = schema.find(method, path) end
   end
   local crypto = need("quan.crypto")
   local timestamp = ("%d"):format(math.floor(need("quan.os").time()))
