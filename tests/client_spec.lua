@@ -741,6 +741,20 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal(sh.quan .. ": profile 'fake': timeout: expected a positive number of seconds\n", err)
     end)
 
+    it("runs every example of docs/client.md", function()
+      local md = require "tests.support.mdexamples"
+      local dir = sh.tmpdir()
+      local cfg = config(dir)
+      local blocks = md.blocks("docs/client.md")
+      assert.is_true(#blocks >= 6)
+      for i, b in ipairs(blocks) do
+        local file = sh.write(dir .. "/example" .. i .. ".lua", b.code)
+        local out, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " " .. file)
+        assert.equal(0, code, "docs/client.md:" .. b.line .. "\n" .. out .. err)
+        assert.equal("", err, "docs/client.md:" .. b.line)
+      end
+    end)
+
     it("runs scripts/examples/seed.lua: the seed in all six forms", function()
       local dir = sh.tmpdir()
       local cfg = config(dir)
