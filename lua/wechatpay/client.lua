@@ -385,7 +385,7 @@ local function prepare(wx, method, tpl, opts, raw)
 end
 
 local function header(h, name)
-  return h[name] or h[name:lower()]
+  return h[name:lower()] or h[name]
 end
 
 -- decode_result(p, res) -> result table
