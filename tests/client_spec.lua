@@ -330,7 +330,8 @@ local DAY = 24 * 3600
 local BEGIN = ((os.time() + 8 * 3600) // DAY + 1) * DAY - 8 * 3600
 local function rfc3339(t) return os.date("!%Y-%m-%dT%H:%M:%S.000+08:00", t + 8 * 3600) end
 
-local function seed_request(out_request_no)
+local function seed_request(out_request_no, mchid)
+  mchid = mchid or "1900000001"
   return {
     stock_name = "微信支付代金券批次",
     available_begin_time = rfc3339(BEGIN),
@@ -342,7 +343,7 @@ local function seed_request(out_request_no)
     no_cash = true,
     stock_type = "NORMAL",
     comment = "零售批次",
-    belong_merchant = "1900000001",
+    belong_merchant = mchid,
     pattern_info = {
       description = "满10元减1元", merchant_logo = "https://qpic.cn/logo",
       merchant_name = "示例商户", background_color = "Color010", coupon_image = "https://qpic.cn/image",
@@ -361,7 +362,7 @@ local function seed_request(out_request_no)
       trade_type = { "MICROAPP" },
       available_items = { "123321" },
       unavailable_items = { "789987" },
-      available_merchants = { "1900000001" },
+      available_merchants = { mchid },
     },
     out_request_no = out_request_no,
     ext_info = '{"exinfo1":"1234","exinfo2":"3456"}',
@@ -797,5 +798,92 @@ describe_live("wechatpay client against the stand-in server", function()
       local quiet = select(2, sh.run(sh.quan .. " " .. script))
       assert.equal("", quiet)
     end)
+  end)
+end)
+
+local have_sandbox = have_natives and pcall(require, "quan.sandbox")
+
+;(have_sandbox and describe or pending)("wechatpay client against the embedded sandbox", function()
+  local wechatpay = require "wechatpay"
+  local config = require "wechatpay.config"
+  local h, wx
+
+  setup(function()
+    h = assert(require("quan.sandbox").start {})
+    local p = config.profile(config.read(h.config_path), h.profile, h.config_path)
+    local opts = {}
+    for _, k in ipairs { "mchid", "serial", "private_key", "certs", "apiv3_key", "base_url", "ca_file" } do
+      opts[k] = p[k]
+    end
+    wx = wechatpay.new(opts)
+  end)
+  teardown(function()
+    if h then h:stop() end
+  end)
+
+  local function faults(spec)
+    assert(wx:chain("sandbox/faults"):post { json = { spec = spec }, validate = false })
+  end
+
+  it("creates the seed's stock and reads it back", function()
+    local no = wx.mchid .. os.date("!%Y%m%d%H%M%S") .. "sb1"
+    local res = assert(wx.v3.marketing.favor.couponStocks:post { json = seed_request(no, wx.mchid) })
+    local id = res.json.stock_id
+    assert.is_string(id)
+    local got = assert(wx.v3.marketing.favor.stocks._stock_id_:get {
+      stock_id = id, query = { stock_creator_mchid = wx.mchid } })
+    assert.equal(id, got.json.stock_id)
+    assert.equal("微信支付代金券批次", got.json.stock_name)
+    assert.equal("integer", math.type(got.json.stock_use_rule.max_coupons))
+  end)
+
+  it("fails verification of each tampered answer, naming the check", function()
+    for _, case in ipairs {
+      { "tamper=signature", "bad_signature" }, { "tamper=body", "bad_signature" },
+      { "tamper=serial", "unknown_serial" }, { "tamper=timestamp", "clock_skew" },
+    } do
+      faults(case[1])
+      local res, err = wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 10, stock_creator_mchid = wx.mchid } }
+      faults("none")
+      assert.is_nil(res, case[1])
+      assert.equal("verify", err.kind, case[1])
+      assert.equal(case[2], err.code, case[1])
+    end
+  end)
+
+  it("turns the sandbox's error answers and faults into error tables", function()
+    local res, err = wx.v3.marketing.favor.stocks._stock_id_:get { stock_id = "1", query = { stock_creator_mchid = wx.mchid } }
+    assert.is_nil(res)
+    assert.equal("http", err.kind)
+    assert.equal(404, err.status)
+    assert.is_false(err.retryable)
+    faults("error500=1")
+    res, err = wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 10, stock_creator_mchid = wx.mchid } }
+    faults("none")
+    assert.equal(500, err.status)
+    assert.is_true(err.retryable)
+    faults("error429=1")
+    res, err = wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 10, stock_creator_mchid = wx.mchid } }
+    faults("none")
+    assert.equal(429, err.status)
+    assert.is_true(err.retryable)
+  end)
+
+  it("runs the seed example with --sandbox, announced on stderr", function()
+    local out, err, code = sh.run(sh.quan .. " run --sandbox scripts/examples/seed.lua")
+    assert.equal(0, code, err)
+    assert.matches("^quan: using a private sandbox at https://127%.0%.0%.1:%d+\n$", err)
+    local n = 0
+    for _ in out:gmatch("[^\n]+\t%S+\t%d%d%d%d%-%d%d%-%d%dT[^\n]+\n") do n = n + 1 end
+    assert.equal(6, n, out)
+  end)
+
+  it("falls back to a sandbox when no profile is configured", function()
+    local home, cwd = sh.tmpdir(), sh.tmpdir()
+    local out, err, code = sh.run("cd " .. sh.quote(cwd) .. " && HOME=" .. sh.quote(home) .. " " .. sh.quan
+      .. " -e " .. sh.quote("local wx = require('wechatpay').client() print(wx.sandbox ~= nil, wx.profile_name)"))
+    assert.equal(0, code, err)
+    assert.equal("true\tsandbox\n", out)
+    assert.matches("^quan: no profile configured; using a private sandbox at https://127%.0%.0%.1:%d+\n$", err)
   end)
 end)
