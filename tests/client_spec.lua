@@ -539,6 +539,12 @@ describe_live("wechatpay client against the stand-in server", function()
         "GET /v3/echo: query 't' must be a string, number, boolean or an array of them")
       assert.has_error(function() wx.v3.echo.post { json = {} } end, "post: call it with ':' (node:post{...})")
       assert.has_error(function() wx:chain(1) end, "chain: expected a path string, got number")
+      -- raised at the caller's line
+      local line = debug.getinfo(1, "l").currentline + 1
+      local ok, msg = pcall(function() local _ = wx.v3.echo:getAsync { nope = 1 } end)
+      assert.is_false(ok)
+      assert.equal("tests/client_spec.lua:" .. line .. ": GET /v3/echo: unknown option 'nope'", msg)
+      assert.is_table(wx.v3.client.segments.get)
     end)
   end)
 

@@ -199,12 +199,16 @@ end
 ---------------------------------------------------------------------------
 -- the API tree
 
+-- a node's client and segments live under private keys, so every string key
+-- stays free for the API tree
+local CLIENT, SEGMENTS, TEMPLATE = {}, {}, {}
+
 local function node(client, segs)
-  return setmetatable({ client = client, segments = segs }, Node)
+  return setmetatable({ [CLIENT] = client, [SEGMENTS] = segs, [TEMPLATE] = table.concat(segs, "/") }, Node)
 end
 
 local function template(n)
-  return table.concat(rawget(n, "segments"), "/")
+  return rawget(n, TEMPLATE)
 end
 
 local verb_fns = {}
@@ -215,8 +219,8 @@ function Node.__index(n, k)
   if k == "chain" then return Node.chain end
   if type(k) ~= "string" then return nil end
   local segs = {}
-  for i, s in ipairs(rawget(n, "segments")) do segs[i] = s end
-  local child = node(rawget(n, "client"), chain.split(k, segs))
+  for i, s in ipairs(rawget(n, SEGMENTS)) do segs[i] = s end
+  local child = node(rawget(n, CLIENT), chain.split(k, segs))
   rawset(n, k, child)
   return child
 end
@@ -485,11 +489,13 @@ end
 for name, method in pairs(VERBS) do
   verb_fns[name] = function(n, opts)
     if getmetatable(n) ~= Node then error(name .. ": call it with ':' (node:" .. name .. "{...})", 2) end
-    return run(rawget(n, "client"), method, template(n), opts, 2)
+    local r, e = run(rawget(n, CLIENT), method, template(n), opts, 2)
+    return r, e -- not a tail call: error levels count this frame
   end
   verb_fns[name .. "Async"] = function(n, opts)
     if getmetatable(n) ~= Node then error(name .. "Async: call it with ':' (node:" .. name .. "Async{...})", 2) end
-    return promise(rawget(n, "client"), method, template(n), opts, 2)
+    local p = promise(rawget(n, CLIENT), method, template(n), opts, 2)
+    return p
   end
 end
 
@@ -500,7 +506,8 @@ function Client.request(wx, method, path, opts)
     error("request: bad method '" .. tostring(method) .. "'", 2)
   end
   if type(path) ~= "string" then error("request: expected a path string", 2) end
-  return run(wx, method:upper(), table.concat(chain.split(path), "/"), opts, 2)
+  local r, e = run(wx, method:upper(), table.concat(chain.split(path), "/"), opts, 2)
+  return r, e
 end
 
 -- wx:download(url) -> result | nil, err: a signed GET of a download URL
