@@ -414,6 +414,22 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.is_nil(wx.sandbox)
     end)
 
+    it("warns once when a key file given to new is readable by others", function()
+      local dir = sh.tmpdir()
+      local key = dir .. "/open.key.pem"
+      sh.write(key, sh.read(fake.dir .. "/merchant.key.pem"))
+      require("quan.os").chmod(key, tonumber("644", 8))
+      local _, err = sh.run(sh.quan .. " -e " .. sh.quote(([[
+        package.path = %q .. "/?.lua;" .. package.path
+        local o = require("tests.support.wxfake").options_for(%q, "https://127.0.0.1:1")
+        o.private_key = %q
+        require("wechatpay").new(o)
+        require("wechatpay").new(o)
+      ]]):format(os.getenv("PWD"), fake.dir, "file://" .. key)))
+      assert.equal("quan: warning: private_key file " .. key
+        .. " is readable by group or others (mode 644); run chmod 600 on it\n", err)
+    end)
+
     it("raises a config error naming the key", function()
       local own = fake.options()
       own.certs[wxfake.MERCHANT_SERIAL] = "file://" .. fake.dir .. "/merchant.crt.pem"

@@ -10,6 +10,7 @@
 -- the validator rejects) is returned as `nil, err` by the plain verbs and
 -- rejects the promise of the ...Async verbs (`:wait()` re-raises it).
 local chain = require "wechatpay.chain"
+local config = require "wechatpay.config"
 local errors = require "wechatpay.errors"
 local json = require "wechatpay.json"
 local sign = require "wechatpay.sign"
@@ -159,6 +160,10 @@ function M.new(opts, profile)
   local src = opts.private_key
   if type(src) ~= "string" and type(src) ~= "userdata" then
     conferr("private_key: expected a file:// path or PEM text")
+  end
+  for _, k in ipairs { "private_key", "apiv3_key" } do
+    local path = type(opts[k]) == "string" and opts[k]:match("^file://(.*)$")
+    if path then config.warn_mode(path, k) end
   end
   local key = src
   if type(src) == "string" then
