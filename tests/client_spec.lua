@@ -597,11 +597,34 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.matches("^GET /v3/echo: verify: response signature does not verify", err.message)
     end)
 
+    it("does not verify the unsigned file download of use-flow and refund-flow URLs", function()
+      local url = fake.base_url .. "/v3/billdownload/file?token=T0K%2B"
+      local res = assert(wx:download(url))
+      assert.equal("stock_id,coupon_id\n1,2\n", res.body)
+      assert.is_nil(res.json)
+      res = assert(wx.v3.billdownload.file:get { query = { token = "T0K+" } })
+      assert.equal(200, res.status)
+      assert.has_error(function() wx:download("https://elsewhere.example/v3/billdownload/file") end,
+        "download: URL is not on " .. fake.base_url)
+    end)
+
     it("verifies an empty 204 answer", function()
       local res = assert(tamper("empty"))
       assert.equal(204, res.status)
       assert.equal("", res.body)
       assert.is_nil(res.json)
+    end)
+  end)
+
+  describe("notifications", function()
+    it("decrypts a resource with the APIv3 key", function()
+      local crypto = require "quan.crypto"
+      local key = sh.read(fake.dir .. "/apiv3.key")
+      local ct = crypto.aes_gcm_encrypt(key, "0123456789ab", "coupon", '{"coupon_id":"9"}')
+      assert.equal('{"coupon_id":"9"}', wx:decrypt { ciphertext = ct, nonce = "0123456789ab", associated_data = "coupon" })
+      local plain, msg = wx:decrypt { ciphertext = ct, nonce = "0123456789ab", associated_data = "other" }
+      assert.is_nil(plain)
+      assert.is_string(msg)
     end)
   end)
 

@@ -222,6 +222,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, json.dumps(out), fake)
         if "empty" in fake:
             return self.send(204, b"", fake)
+        if path == "/v3/billdownload/file":  # files are not signed (protocol.md B.9)
+            return self.send(200, b"stock_id,coupon_id\n1,2\n", fake, signed=False)
         echo = {"method": self.command, "target": self.path, "path": unquote(path),
                 "query": urlsplit(self.path).query, "body": body.decode("utf-8", "replace"),
                 "headers": {k.lower(): v for k, v in self.headers.items()},
