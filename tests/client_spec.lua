@@ -527,6 +527,12 @@ describe_live("wechatpay client against the stand-in server", function()
       end
     end)
 
+    it("signs the path prefix of a base_url that has one (a gateway)", function()
+      local gw = wechatpay.new(fake.options { base_url = fake.base_url .. "/gw/" })
+      local e = assert(gw.v3.echo:get { query = { a = "1" } }).json
+      assert.equal("/gw/v3/echo?a=1", e.target)
+    end)
+
     it("decodes integral numbers as integers and keeps strings", function()
       local j = assert(wx.v3.echo:get()).json
       assert.equal("integer", math.type(j.numbers.int))

@@ -71,7 +71,7 @@ local OPTIONS = {
 
 local NEW_KEYS = {
   mchid = true, serial = true, private_key = true, certs = true, apiv3_key = true,
-  base_url = true, ca_file = true, timeout = true,
+  base_url = true, ca_file = true, timeout = true, proxy = true,
 }
 
 local function read_secret(src, what)
@@ -184,7 +184,10 @@ function M.new(opts, profile)
     conferr("base_url: expected https://host[:port], got %s", tostring(base))
   end
   base = base:gsub("/+$", "")
+  -- a base URL with a path (a gateway) puts that prefix in the signed target
+  local origin, prefix = base:match("^(https://[^/]+)(.*)$")
   if opts.ca_file ~= nil and type(opts.ca_file) ~= "string" then conferr("ca_file: expected a path") end
+  if opts.proxy ~= nil and type(opts.proxy) ~= "string" then conferr("proxy: expected a URL") end
   local timeout = opts.timeout or M.TIMEOUT
   if type(timeout) ~= "number" or timeout <= 0 then conferr("timeout: expected a positive number of seconds") end
 
@@ -196,7 +199,8 @@ function M.new(opts, profile)
   }, Client)
   state[wx] = {
     key = key, keys = keys, accept = accept, apiv3 = apiv3,
-    ca_file = opts.ca_file, timeout = timeout, verbose = trace.enabled(),
+    ca_file = opts.ca_file, proxy = opts.proxy, timeout = timeout, verbose = trace.enabled(),
+    origin = origin, prefix = prefix,
   }
   return wx
 end
@@ -311,7 +315,7 @@ local function prepare(wx, method, tpl, opts, raw)
   for k in pairs(opts) do
     if not OPTIONS[k] and not vars[k] then usage("unknown option '" .. tostring(k) .. "'") end
   end
-  local path = raw and raw:gsub("%?.*", "") or "/" .. chain.expand(tpl, opts)
+  local path = raw and raw:gsub("%?.*", "") or st.prefix .. "/" .. chain.expand(tpl, opts)
   local target = raw or path
   if opts.query ~= nil then
     local q = chain.query(opts.query)
@@ -386,7 +390,7 @@ local function prepare(wx, method, tpl, opts, raw)
   local auth = sign.authorization(wx.mchid, wx.serial, timestamp, nonce, st.key:sign(message))
   add_header(headers, index, "Authorization", auth)
   return {
-    method = method, url = wx.base_url .. target, path = target, target = target,
+    method = method, url = st.origin .. target, path = target, target = target,
     template = "/" .. tpl, headers = headers, body = body or "", string_to_sign = message,
     endpoint = endpoint, json = opts.json, upload_meta = upload_meta,
     timeout = opts.timeout or st.timeout, context = ctx,
@@ -455,7 +459,7 @@ local function perform(wx, p)
   local t0 = qos.now()
   local res, msg, code = need("quan.async").request {
     method = p.method, url = p.url, headers = p.headers, body = p.body,
-    timeout = p.timeout, cafile = st.ca_file,
+    timeout = p.timeout, cafile = st.ca_file, proxy = st.proxy,
   }
   if not res then
     local err = errors.new {
@@ -525,7 +529,7 @@ function Client.download(wx, url)
     if url:sub(1, #wx.base_url + 1) ~= wx.base_url .. "/" then
       error("download: URL is not on " .. wx.base_url, 2)
     end
-    target = url:sub(#wx.base_url + 1)
+    target = url:sub(#state[wx].origin + 1)
   end
   if target:sub(1, 1) ~= "/" then error("download: expected an https:// URL or an absolute path", 2) end
   local p = errors.call(2, "GET " .. target .. ": ", prepare, wx, "GET", "", nil, target)

@@ -61,7 +61,7 @@ end
 
 local NEW_KEYS = {
   mchid = true, serial = true, private_key = true, certs = true, apiv3_key = true,
-  base_url = true, ca_file = true, timeout = true,
+  base_url = true, ca_file = true, timeout = true, proxy = true,
 }
 
 local function build(profile, name, handle)
