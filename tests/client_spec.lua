@@ -932,7 +932,8 @@ local have_sandbox = have_natives and pcall(require, "quan.sandbox")
   it("falls back to a sandbox when no profile is configured", function()
     local home, cwd = sh.tmpdir(), sh.tmpdir()
     local out, err, code = sh.run("cd " .. sh.quote(cwd) .. " && HOME=" .. sh.quote(home) .. " " .. sh.quan
-      .. " -e " .. sh.quote("local wx = require('wechatpay').client() print(wx.sandbox ~= nil, wx.profile_name)"))
+      .. " -e " .. sh.quote("local wx = require('wechatpay').client() print(wx.sandbox ~= nil, wx.profile_name)"
+      .. " assert(require('wechatpay').client().sandbox == wx.sandbox)"))
     assert.equal(0, code, err)
     assert.equal("true\tsandbox\n", out)
     assert.matches("^quan: no profile configured; using a private sandbox at https://127%.0%.0%.1:%d+\n$", err)
