@@ -84,8 +84,10 @@ local function read_secret(src, what)
   return (s:gsub("\r?\n$", ""))
 end
 
+-- serial_eq(a, b) -> true when two hex serials name the same number
 local function serial_eq(a, b)
-  local na, nb = a:upper():gsub("^0+", ""), b:upper():gsub("^0+", "")
+  local na = a:upper():gsub("^0+", "")
+  local nb = b:upper():gsub("^0+", "")
   return na == nb
 end
 
@@ -100,7 +102,7 @@ local function load_certs(certs, own)
     if type(name) ~= "string" or name == "" then conferr("certs: keys must be serials or PUB_KEY_ID_... strings") end
     local where = ('certs["%s"]'):format(name)
     if own and serial_eq(name, own) then
-      conferr("%s: is the merchant's own certificate serial (serial); certs holds WeChat Pay's platform certificates or public key", where)
+      conferr("%s: is the merchant's own certificate serial (option 'serial'); certs holds WeChat Pay's platform certificates or public key", where)
     end
     local key, after
     if type(src) == "userdata" then
