@@ -710,13 +710,19 @@ describe_live("wechatpay client against the stand-in server", function()
   end)
 
   describe("hooks and validation", function()
+    local saved_schema
+    before_each(function() saved_schema = package.loaded["wechatpay.favor.schema"] end)
     after_each(function()
       wechatpay.hooks.before_send = nil
       package.loaded["quan.validate"] = nil
+      package.loaded["wechatpay.favor.schema"] = saved_schema
     end)
 
     it("hands the prepared request to before_send and uses its answer", function()
       local seen
+      package.loaded["wechatpay.favor.schema"] = {
+        find = function(method, path) return { method = method, path = path, title = "stand-in" } end,
+      }
       wechatpay.hooks.before_send = function(req)
         seen = req
         return { status = 200, headers = {}, body = '{"stock_id":"DRY"}' }
@@ -728,6 +734,7 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal("/v3/marketing/favor/coupon-stocks", seen.path)
       assert.equal('{"out_request_no":"h1"}', seen.body)
       assert.equal("h1", seen.json.out_request_no)
+      assert.same({ method = "POST", path = "/v3/marketing/favor/coupon-stocks", title = "stand-in" }, seen.endpoint)
       assert.matches("^POST\n/v3/marketing/favor/coupon%-stocks\n%d+\n%w+\n{\"out_request_no\":\"h1\"}\n$", seen.string_to_sign)
       local auth
       for _, h in ipairs(seen.headers) do auth = auth or h:match("^Authorization: (.*)") end
