@@ -56,6 +56,7 @@ class Conf:
     signers = {}  # serial -> private key
     default_signer = None
     counter = 0
+    active = 0  # requests being handled right now
     lock = threading.Lock()
 
 
@@ -149,6 +150,15 @@ class Handler(BaseHTTPRequestHandler):
                                       "detail": {"field": "/x", "issue": message}}), fake, signed=False)
 
     def handle_any(self):
+        with Conf.lock:
+            Conf.active += 1
+        try:
+            self.handle_one()
+        finally:
+            with Conf.lock:
+                Conf.active -= 1
+
+    def handle_one(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         fake = {}
@@ -159,6 +169,7 @@ class Handler(BaseHTTPRequestHandler):
                 fake[k] = v
         if "sleep" in fake:
             time.sleep(float(fake["sleep"]))
+        concurrent = Conf.active  # how many were in the server as this one woke
         if "drop" in fake:
             self.close_connection = True
             try:
@@ -207,7 +218,7 @@ class Handler(BaseHTTPRequestHandler):
                 j = json.loads(body)
             except ValueError:
                 return self.error_answer(400, "PARAM_ERROR", "body is not JSON", fake)
-            out = {"stock_id": "SID-" + str(j.get("out_request_no")),
+            out = {"stock_id": "SID-" + str(j.get("out_request_no")), "concurrent": concurrent,
                    "create_time": time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(time.time() + 8 * 3600))}
             return self.send(200, json.dumps(out), fake)
         if self.command == "POST" and path == "/v3/marketing/favor/media/image-upload":
