@@ -73,6 +73,7 @@ local NEW_KEYS = {
   mchid = true, serial = true, private_key = true, certs = true, apiv3_key = true,
   base_url = true, ca_file = true, timeout = true, proxy = true,
 }
+M.NEW_KEYS = NEW_KEYS
 
 local function read_secret(src, what)
   local path = src:match("^file://(.*)$")
