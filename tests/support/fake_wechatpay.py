@@ -14,6 +14,7 @@ uploads the meta part) and answers with signed responses. A request header
   serial_lower     send the signer's serial in lower case
   signer=SERIAL    sign with another configured key
   badsig           sign a different message
+  signtest         prefix the signature with WECHATPAY/SIGNTEST/ (a probe)
   flip             change one body byte after signing
   drop             close the connection without an answer
   sleep=S          wait S seconds before answering
@@ -124,6 +125,8 @@ class Handler(BaseHTTPRequestHandler):
             if "badsig" in fake:
                 msg = b"not" + msg
             sig = base64.b64encode(key.sign(msg, padding.PKCS1v15(), hashes.SHA256())).decode()
+            if "signtest" in fake:  # WeChat Pay's signature probe (protocol.md B.8)
+                sig = "WECHATPAY/SIGNTEST/" + sig
             if "serial" in fake:
                 serial = fake["serial"]
             if "serial_lower" in fake:
