@@ -22,7 +22,7 @@ describe("README", function()
     local dir = sh.tmpdir()
     local script = sh.write(dir .. "/spring.lua", md.blocks("README.md")[1].code)
     -- checked as of a day before its dates, so the test does not age
-    local out, err, code = sh.run(sh.quan .. " check --now "2027-02-20 00:00" " .. script)
+    local out, err, code = sh.run(sh.quan .. " check --now '2027-02-20 00:00' " .. script)
     assert.equal(0, code, out .. err)
     assert.matches("3 requests, 0 invalid", out .. err)
   end)
