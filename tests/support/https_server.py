@@ -14,7 +14,8 @@ Endpoints:
   /status/N         answers status N with a short body
   /repeat-header    two Set-Cookie and two X-Multi headers
   /connections      {"connections": accepted TCP connections so far}
-  /stats            {"connections", "active", "max_active"} (requests in flight)
+  /stats            {"connections", "active", "max_active"}: requests in flight
+                    now (not counting this one) and at most so far
   /reset            zeroes the counters
 """
 import json
@@ -108,7 +109,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(200, {"connections": stats["connections"]})
         elif url.path == "/stats":
             with lock:
-                self.reply(200, dict(stats))
+                self.reply(200, dict(stats, active=stats["active"] - 1))  # not counting this one
         elif url.path == "/reset":
             with lock:
                 stats["connections"] = 0
