@@ -15,7 +15,7 @@ Endpoints:
   /repeat-header    two Set-Cookie and two X-Multi headers
   /connections      {"connections": accepted TCP connections so far}
   /stats            {"connections", "active", "max_active"}: requests in flight
-                    now (not counting this one) and at most so far
+                    now and at most so far (a /stats request is not counted)
   /reset            zeroes the counters
 """
 import json
@@ -111,7 +111,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(200, {"connections": stats["connections"]})
         elif url.path == "/stats":
             with lock:
-                self.reply(200, dict(stats, active=stats["active"] - 1))  # not counting this one
+                self.reply(200, dict(stats))
         elif url.path == "/reset":
             with lock:
                 stats["connections"] = 0
