@@ -1,0 +1,303 @@
+-- quan.repl.complete: what Tab offers in the REPL.
+--
+--   candidates(word, before, G) -> array of words that may replace `word`
+--
+-- `before` is the line up to the cursor, `word` its last name (readline
+-- breaks words at '.', ':' and punctuation). Offered, by context:
+--   * a Lua name: globals, keywords, the REPL's lazy globals;
+--   * `t.na` / `t:na`: fields of the table t (through __index tables);
+--   * `wx.v3.marketing.fa`: API path segments from the schema tree;
+--   * `wx.v3....couponStocks:po`: verbs (get, post, ... and their Async);
+--   * inside `...couponStocks:post{json={stock_na`: field names of the
+--     endpoint's request body (query = {...}: query fields; the options
+--     table itself: json, query, headers, timeout and path variables).
+local M = {}
+
+local schema_ok, schema = pcall(require, "wechatpay.favor.schema")
+if not schema_ok then schema = nil end
+
+local keywords = {
+  "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto",
+  "if", "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while",
+}
+
+local VERBS = { "get", "post", "put", "patch", "delete" }
+local OPTIONS = { "json", "query", "headers", "timeout", "validate" }
+
+-- ---- the API path tree ---------------------------------------------------
+
+-- segment_name("coupon-stocks") -> "couponStocks"; "{stock_id}" -> "_stock_id_"
+function M.segment_name(seg)
+  local var = seg:match("^{([%w_]+)}$")
+  if var then return "_" .. var .. "_" end
+  return (seg:gsub("[-_](%w)", function(c) return c:upper() end))
+end
+
+local tree -- name -> { children = {name -> node}, endpoints = {method -> endpoint} }
+local function api_tree()
+  if tree then return tree end
+  tree = { children = {}, endpoints = {} }
+  if not schema then return tree end
+  for _, ep in ipairs(schema.endpoints) do
+    local node = tree
+    for seg in ep.path:gmatch("[^/]+") do
+      local name = M.segment_name(seg)
+      local child = node.children[name]
+      if not child then
+        child = { children = {}, endpoints = {} }
+        node.children[name] = child
+      end
+      node = child
+    end
+    node.endpoints[ep.method:lower()] = ep
+  end
+  return tree
+end
+
+-- api_node(names) -> the tree node under wx.<names...> | nil
+function M.api_node(names)
+  local node = api_tree()
+  for _, n in ipairs(names) do
+    node = node.children[n]
+    if not node then return nil end
+  end
+  return node
+end
+
+-- endpoint_of(names, verb) -> schema endpoint of wx.<names>:<verb> | nil
+function M.endpoint_of(names, verb)
+  local node = M.api_node(names)
+  if not node then return nil end
+  verb = verb:gsub("Async$", ""):lower()
+  return node.endpoints[verb]
+end
+
+-- ---- helpers -------------------------------------------------------------
+
+local function starts(s, prefix)
+  return type(s) == "string" and s:sub(1, #prefix) == prefix
+end
+
+local function collect(set, out, prefix)
+  for k in pairs(set) do
+    if starts(k, prefix) and k:match("^[%a_][%w_]*$") then out[k] = true end
+  end
+end
+
+local function sorted(set)
+  local list = {}
+  for k in pairs(set) do list[#list + 1] = k end
+  table.sort(list)
+  return list
+end
+
+-- keys of v and of the tables reachable through __index, without calling
+-- any function
+local function fields_of(v, prefix, out)
+  local seen = {}
+  while v ~= nil and not seen[v] do
+    seen[v] = true
+    if type(v) == "table" then collect(v, out, prefix) end
+    local mt = getmetatable(v)
+    if type(mt) ~= "table" then break end
+    local idx = rawget(mt, "__index")
+    if type(idx) ~= "table" then break end
+    v = idx
+  end
+end
+
+-- index(v, k): rawget, then through __index tables only (no side effects)
+local function index(v, k)
+  local seen = {}
+  while v ~= nil and not seen[v] do
+    seen[v] = true
+    if type(v) == "table" then
+      local x = rawget(v, k)
+      if x ~= nil then return x end
+    end
+    local mt = getmetatable(v)
+    if type(mt) ~= "table" then return nil end
+    local idx = rawget(mt, "__index")
+    if type(idx) ~= "table" then return nil end
+    v = idx
+  end
+end
+
+local function is_client(v, name, G)
+  if name == "wx" and rawget(G, "wx") == nil then return true end -- not made yet
+  if v == nil then return false end
+  local wp = package.loaded["wechatpay"]
+  if type(wp) == "table" and type(rawget(wp, "is_client")) == "function" then
+    local ok, yes = pcall(wp.is_client, v)
+    if ok then return yes end
+  end
+  return name == "wx" and v == rawget(G, "wx")
+end
+
+-- ---- body fields ---------------------------------------------------------
+
+local function node_fields(node, prefix, out)
+  if type(node) ~= "table" then return end
+  if node.type == "array" then node = node.items end
+  for _, f in ipairs(node and node.fields or {}) do
+    if starts(f.name, prefix) then out[f.name] = true end
+  end
+end
+
+local function child(node, key)
+  if type(node) ~= "table" then return nil end
+  if key == "[]" then return node.type == "array" and node.items or nil end
+  if node.type == "array" then node = node.items end
+  for _, f in ipairs(node and node.fields or {}) do
+    if f.name == key then return f end
+  end
+end
+
+-- Scans `before` for the open table constructors at its end. Returns the
+-- frames still open, each {key = name|"[]", root = {chain, verb}|nil}.
+local function open_frames(before)
+  local stack = {}
+  local i, n = 1, #before
+  while i <= n do
+    local c = before:sub(i, i)
+    if c == '"' or c == "'" then
+      local j = i + 1
+      while j <= n do
+        local d = before:sub(j, j)
+        if d == "\\" then j = j + 1 elseif d == c then break end
+        j = j + 1
+      end
+      i = j
+    elseif c == "-" and before:sub(i, i + 1) == "--" then
+      local e = before:find("\n", i, true)
+      i = e or n
+    elseif c == "{" or c == "(" then
+      local head = before:sub(1, i - 1)
+      local frame = { open = c }
+      local chain, verb = head:match("([%a_][%w_%.]*):([%a_][%w_]*)%s*$")
+      if chain then
+        frame.root = { chain = chain, verb = verb }
+      elseif c == "{" then
+        local key = head:match("([%a_][%w_]*)%s*=%s*$")
+        local prev = stack[#stack]
+        if key then frame.key = key
+        elseif prev and prev.open == "(" and prev.root and head:match("%(%s*$") then
+          frame.root, prev.root = prev.root, nil
+        else frame.key = "[]" end
+      end
+      stack[#stack + 1] = frame
+    elseif c == "}" or c == ")" then
+      stack[#stack] = nil
+    end
+    i = i + 1
+  end
+  return stack
+end
+
+-- field completion inside `chain:verb{...}`; nil when not in such a place
+local function body_candidates(word, before)
+  -- only where a key goes: right after '{' or ',' (and spaces)
+  local lead = before:sub(1, #before - #word)
+  if not lead:match("[{,]%s*$") then return nil end
+  local stack = open_frames(lead)
+  local r
+  for k = #stack, 1, -1 do
+    if stack[k].root and stack[k].open == "{" then r = k break end
+  end
+  if not r then return nil end
+  local names = {}
+  local root = stack[r].root
+  local first = root.chain:match("^([%a_][%w_]*)")
+  for seg in root.chain:gmatch("%.([%a_][%w_]*)") do names[#names + 1] = seg end
+  if first ~= "wx" and not package.loaded["wechatpay"] then return nil end
+  local ep = M.endpoint_of(names, root.verb)
+  local out = {}
+  if r == #stack then
+    for _, o in ipairs(OPTIONS) do if starts(o, word) then out[o] = true end end
+    if ep then node_fields(ep.params, word, out) end
+    return sorted(out)
+  end
+  if not ep then return {} end
+  local where = stack[r + 1].key
+  local node = (where == "json" and ep.body) or (where == "query" and ep.query) or nil
+  for k = r + 2, #stack do
+    if stack[k].open ~= "{" then return {} end
+    node = child(node, stack[k].key)
+  end
+  node_fields(node, word, out)
+  return sorted(out)
+end
+
+-- ---- names and chains ----------------------------------------------------
+
+local function chain_candidates(word, before, G)
+  local tail = before:sub(1, #before - #word):match("([%a_][%w_]*[%.:][%w_%.:]*)$")
+  if not tail then return nil end
+  local sep = tail:sub(-1)
+  if sep ~= "." and sep ~= ":" then return nil end
+  local parts = {}
+  for p in tail:sub(1, -2):gmatch("[^%.:]+") do parts[#parts + 1] = p end
+  if tail:sub(1, -2):find(":") then return {} end -- a method call in the middle
+  local out = {}
+  local root = parts[1]
+  local v = rawget(G, root)
+  if v == nil and root ~= "wx" then
+    local ok, x = pcall(function() return G[root] end) -- a lazy REPL global
+    v = ok and x or nil
+  end
+  if is_client(v, root, G) then
+    local names = { table.unpack(parts, 2) }
+    local node = M.api_node(names)
+    if #names == 0 then
+      if v ~= nil then fields_of(v, word, out) end
+      if sep == "." and node then collect(node.children, out, word) end
+      return sorted(out)
+    end
+    if not node then return {} end
+    if sep == "." then
+      collect(node.children, out, word)
+    else
+      local any = next(node.endpoints) ~= nil
+      for _, verb in ipairs(VERBS) do
+        if not any or node.endpoints[verb] then
+          if starts(verb, word) then out[verb] = true end
+          if starts(verb .. "Async", word) then out[verb .. "Async"] = true end
+        end
+      end
+    end
+    return sorted(out)
+  end
+  for k = 2, #parts do
+    v = index(v, parts[k])
+    if v == nil then return {} end
+  end
+  fields_of(v, word, out)
+  if sep == ":" then
+    for k in pairs(out) do
+      if type(index(v, k)) ~= "function" then out[k] = nil end
+    end
+  end
+  return sorted(out)
+end
+
+-- candidates(word, before, G) -> array of completions of word
+function M.candidates(word, before, G)
+  G = G or _G
+  word = word or ""
+  before = before or word
+  local list = body_candidates(word, before)
+  if list then return list end
+  list = chain_candidates(word, before, G)
+  if list then return list end
+  if word == "" then return {} end
+  local out = {}
+  fields_of(G, word, out)
+  local repl = package.loaded["quan.repl"]
+  if repl then
+    for _, k in ipairs(repl.lazy_names()) do if starts(k, word) then out[k] = true end end
+  end
+  for _, k in ipairs(keywords) do if starts(k, word) then out[k] = true end end
+  return sorted(out)
+end
+
+return M
