@@ -56,10 +56,8 @@ end
 function M.profile_name()
   local client = rawget(_G, "wx")
   if type(client) == "table" then
-    local ok, name = pcall(function()
-      return client.profile_name or (type(client.profile) == "table" and client.profile.name)
-    end)
-    if ok and type(name) == "string" then return name end
+    local name = rawget(client, "profile_name") -- plain fields only: no API node
+    if type(name) == "string" then return name end
   end
   if os.getenv("QUAN_SANDBOX") == "1" then return "sandbox" end
   local p = os.getenv("QUAN_PROFILE")
@@ -189,6 +187,11 @@ function M.install_globals(G)
   setmetatable(G, mt)
 end
 
+-- is_lazy(G, name) -> true when name is a REPL global not made yet
+function M.is_lazy(G, name)
+  return lazy[name] ~= nil and rawget(G, name) == nil
+end
+
 -- lazy_names() -> names of the globals made on first use
 function M.lazy_names()
   local names = {}
@@ -201,8 +204,22 @@ end
 
 local color = false
 
+-- an error table (wechatpay's, or any with kind/code and message)
+local function is_error(v)
+  if type(v) ~= "table" then return false end
+  local errs = package.loaded["wechatpay.errors"]
+  if type(errs) == "table" and type(errs.is) == "function" and errs.is(v) then return true end
+  return rawget(v, "message") ~= nil and (rawget(v, "kind") ~= nil or rawget(v, "code") ~= nil)
+end
+
+local print_error
+
 local function print_values(n, ...)
   if n == 0 then return end
+  -- `nil, err` from a call that failed prints as the error alone
+  if n == 2 and (...) == nil and is_error((select(2, ...))) then
+    return print_error((select(2, ...)))
+  end
   local width = pretty.term_width()
   local parts = {}
   for i = 1, n do
@@ -212,7 +229,7 @@ local function print_values(n, ...)
   io.stdout:flush()
 end
 
-local function print_error(e)
+function print_error(e)
   io.stderr:write(M.describe_error(e, color), "\n")
   io.stderr:flush()
 end

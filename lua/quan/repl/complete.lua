@@ -30,10 +30,21 @@ local OPTIONS = { "json", "query", "headers", "timeout", "validate" }
 function M.segment_name(seg)
   local var = seg:match("^{([%w_]+)}$")
   if var then return "_" .. var .. "_" end
-  return (seg:gsub("[-_](%w)", function(c) return c:upper() end))
+  return (seg:gsub("%-(%w)", function(c) return c:upper() end))
 end
 
-local tree -- name -> { children = {name -> node}, endpoints = {method -> endpoint} }
+-- normalize("couponStocks") -> "coupon-stocks"; "_stock_id_" -> "{stock_id}"
+-- (the client's segment rules, wechatpay.chain.normalize)
+function M.normalize(name)
+  local var = name:match("^_(.+)_$")
+  if var then return "{" .. var .. "}" end
+  name = name:gsub("^%u", string.lower)
+  return (name:gsub("%u", function(c) return "-" .. c:lower() end))
+end
+
+-- the tree of path segments: node = { children = {segment -> node},
+-- endpoints = {verb -> schema endpoint} }
+local tree
 local function api_tree()
   if tree then return tree end
   tree = { children = {}, endpoints = {} }
@@ -41,11 +52,10 @@ local function api_tree()
   for _, ep in ipairs(schema.endpoints) do
     local node = tree
     for seg in ep.path:gmatch("[^/]+") do
-      local name = M.segment_name(seg)
-      local child = node.children[name]
+      local child = node.children[seg]
       if not child then
         child = { children = {}, endpoints = {} }
-        node.children[name] = child
+        node.children[seg] = child
       end
       node = child
     end
@@ -54,22 +64,29 @@ local function api_tree()
   return tree
 end
 
--- api_node(names) -> the tree node under wx.<names...> | nil
-function M.api_node(names)
+-- api_node(segments) -> the tree node at those path segments | nil
+function M.api_node(segs)
   local node = api_tree()
-  for _, n in ipairs(names) do
-    node = node.children[n]
+  for _, s in ipairs(segs) do
+    node = node.children[s]
     if not node then return nil end
   end
   return node
 end
 
--- endpoint_of(names, verb) -> schema endpoint of wx.<names>:<verb> | nil
-function M.endpoint_of(names, verb)
-  local node = M.api_node(names)
+-- endpoint_of(segments, verb) -> schema endpoint of <node>:<verb> | nil
+function M.endpoint_of(segs, verb)
+  local node = M.api_node(segs)
   if not node then return nil end
   verb = verb:gsub("Async$", ""):lower()
   return node.endpoints[verb]
+end
+
+local function child_names(node, prefix, out)
+  for seg in pairs(node.children) do
+    local name = M.segment_name(seg)
+    if name:sub(1, #prefix) == prefix then out[name] = true end
+  end
 end
 
 -- ---- helpers -------------------------------------------------------------
@@ -123,15 +140,49 @@ local function index(v, k)
   end
 end
 
-local function is_client(v, name, G)
-  if name == "wx" and rawget(G, "wx") == nil then return true end -- not made yet
-  if v == nil then return false end
-  local wp = package.loaded["wechatpay"]
-  if type(wp) == "table" and type(rawget(wp, "is_client")) == "function" then
-    local ok, yes = pcall(wp.is_client, v)
-    if ok then return yes end
+-- the client's metatables, when the client is loaded
+local function client_mts()
+  local c = package.loaded["wechatpay.client"]
+  if type(c) ~= "table" then return nil, nil end
+  return rawget(c, "Client"), rawget(c, "Node")
+end
+
+-- resolve(parts, G) -> { segs = path segments } for a client or API node,
+-- or { value = v } for a plain value; nil when it cannot be followed.
+-- `wx` counts as the client before it is made: Tab never starts a sandbox.
+function M.resolve(parts, G)
+  local root = parts[1]
+  local v = rawget(G, root)
+  if v == nil and root == "wx" then
+    local repl = package.loaded["quan.repl"]
+    if repl and repl.is_lazy and repl.is_lazy(G, "wx") then v = true end
+  elseif v == nil then
+    local ok, x = pcall(function() return G[root] end) -- a lazy REPL global
+    v = ok and x or nil
   end
-  return name == "wx" and v == rawget(G, "wx")
+  local Client, Node = client_mts()
+  local segs
+  if v == true then segs = {}
+  elseif Client and getmetatable(v) == Client then segs = {}
+  elseif Node and getmetatable(v) == Node then
+    segs = {}
+    for i, sg in ipairs(rawget(v, "segments") or {}) do segs[i] = sg end
+  end
+  for k = 2, #parts do
+    if segs then
+      for sg in M.normalize(parts[k]):gmatch("[^/]+") do segs[#segs + 1] = sg end
+    else
+      v = index(v, parts[k])
+      if v == nil then return nil end
+      if Client and getmetatable(v) == Client then segs = {}
+      elseif Node and getmetatable(v) == Node then
+        segs = {}
+        for i, sg in ipairs(rawget(v, "segments") or {}) do segs[i] = sg end
+      end
+    end
+  end
+  if segs then return { segs = segs, client = v } end
+  return { value = v }
 end
 
 -- ---- body fields ---------------------------------------------------------
@@ -195,7 +246,7 @@ local function open_frames(before)
 end
 
 -- field completion inside `chain:verb{...}`; nil when not in such a place
-local function body_candidates(word, before)
+local function body_candidates(word, before, G)
   -- only where a key goes: right after '{' or ',' (and spaces)
   local lead = before:sub(1, #before - #word)
   if not lead:match("[{,]%s*$") then return nil end
@@ -205,12 +256,12 @@ local function body_candidates(word, before)
     if stack[k].root and stack[k].open == "{" then r = k break end
   end
   if not r then return nil end
-  local names = {}
   local root = stack[r].root
-  local first = root.chain:match("^([%a_][%w_]*)")
-  for seg in root.chain:gmatch("%.([%a_][%w_]*)") do names[#names + 1] = seg end
-  if first ~= "wx" and not package.loaded["wechatpay"] then return nil end
-  local ep = M.endpoint_of(names, root.verb)
+  local parts = {}
+  for p in root.chain:gmatch("[^%.]+") do parts[#parts + 1] = p end
+  local at = M.resolve(parts, G)
+  if not at or not at.segs then return nil end
+  local ep = M.endpoint_of(at.segs, root.verb)
   local out = {}
   if r == #stack then
     for _, o in ipairs(OPTIONS) do if starts(o, word) then out[o] = true end end
@@ -239,23 +290,23 @@ local function chain_candidates(word, before, G)
   for p in tail:sub(1, -2):gmatch("[^%.:]+") do parts[#parts + 1] = p end
   if tail:sub(1, -2):find(":") then return {} end -- a method call in the middle
   local out = {}
-  local root = parts[1]
-  local v = rawget(G, root)
-  if v == nil and root ~= "wx" then
-    local ok, x = pcall(function() return G[root] end) -- a lazy REPL global
-    v = ok and x or nil
-  end
-  if is_client(v, root, G) then
-    local names = { table.unpack(parts, 2) }
-    local node = M.api_node(names)
-    if #names == 0 then
-      if v ~= nil then fields_of(v, word, out) end
-      if sep == "." and node then collect(node.children, out, word) end
+  local at = M.resolve(parts, G)
+  if not at then return {} end
+  if at.segs then
+    local node = M.api_node(at.segs)
+    if #at.segs == 0 then -- the client itself: its methods, and v3
+      if type(at.client) == "table" then fields_of(at.client, word, out) end
+      if sep == "." and node then child_names(node, word, out) end
+      if sep == ":" then
+        local Client = client_mts()
+        if Client then fields_of(Client, word, out) end
+        for k in pairs(out) do if k:sub(1, 2) == "__" then out[k] = nil end end
+      end
       return sorted(out)
     end
     if not node then return {} end
     if sep == "." then
-      collect(node.children, out, word)
+      child_names(node, word, out)
     else
       local any = next(node.endpoints) ~= nil
       for _, verb in ipairs(VERBS) do
@@ -267,10 +318,7 @@ local function chain_candidates(word, before, G)
     end
     return sorted(out)
   end
-  for k = 2, #parts do
-    v = index(v, parts[k])
-    if v == nil then return {} end
-  end
+  local v = at.value
   fields_of(v, word, out)
   if sep == ":" then
     for k in pairs(out) do
@@ -285,7 +333,7 @@ function M.candidates(word, before, G)
   G = G or _G
   word = word or ""
   before = before or word
-  local list = body_candidates(word, before)
+  local list = body_candidates(word, before, G)
   if list then return list end
   list = chain_candidates(word, before, G)
   if list then return list end
