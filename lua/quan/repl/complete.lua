@@ -22,7 +22,7 @@ local keywords = {
 }
 
 local VERBS = { "get", "post", "put", "patch", "delete" }
-local OPTIONS = { "json", "query", "headers", "timeout", "validate" }
+local OPTIONS = { "json", "query", "headers", "timeout", "validate", "body", "file" }
 
 -- ---- the API path tree ---------------------------------------------------
 
