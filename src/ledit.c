@@ -17,6 +17,7 @@
  * flag; installed without SA_RESTART it makes libedit's read() fail with
  * EINTR, so readline returns and we report "interrupted". */
 #include <errno.h>
+#include <locale.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,12 +116,21 @@ static int l_readline(lua_State *L) {
   init();
   got_sigint = 0;
   catch_sigint(on_sigint, &old);
+  /* libedit decodes input by LC_CTYPE: take the user's, and UTF-8 when that
+   * is plain C, so Chinese text can be typed; restored afterwards. */
+  char saved[64] = "C";
+  const char *cur = setlocale(LC_CTYPE, NULL);
+  if (cur) snprintf(saved, sizeof saved, "%s", cur);
+  const char *loc = setlocale(LC_CTYPE, "");
+  if (loc == NULL || strcmp(loc, "C") == 0 || strcmp(loc, "POSIX") == 0)
+    setlocale(LC_CTYPE, "C.UTF-8");
   editL = L;
   rl_attempted_completion_over = 1;
   errno = 0;
   char *line = readline(prompt);
   int interrupted = got_sigint;
   editL = NULL;
+  setlocale(LC_CTYPE, saved);
   sigaction(SIGINT, &old, NULL);
   got_sigint = 0;
   if (interrupted) {
