@@ -5,13 +5,16 @@ PREFIX  ?= /usr/local
 CC      ?= cc
 BUILD   ?= build
 PKGS     = lua5.4 libcurl openssl libmicrohttpd sqlite3 libedit
-CJSON_A  = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
+CJSON_A := $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-function-declaration \
-           -I$(BUILD) -Isrc $(shell pkg-config --cflags $(PKGS))
-LDFLAGS += -Wl,-E
-LDLIBS  += $(CJSON_A) $(shell pkg-config --libs $(PKGS)) -lpthread -lm -ldl
+QCFLAGS  = $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-function-declaration \
+           -I$(BUILD) -Isrc $(PKG_CFLAGS)
+QLDFLAGS = $(LDFLAGS) -Wl,-E
+QLDLIBS  = $(CJSON_A) $(PKG_LIBS) -lpthread -lm -ldl
 
 NATIVE  := $(sort $(wildcard src/l*.c))
 SRC     := src/main.c src/host.c $(NATIVE)
@@ -21,10 +24,10 @@ LUA     := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 all: $(BUILD)/quan
 
 $(BUILD)/quan: $(OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
+	$(CC) $(QCFLAGS) $(QLDFLAGS) -o $@ $(OBJ) $(QLDLIBS)
 
 $(BUILD)/%.o: src/%.c src/quan.h $(BUILD)/natives.h | $(BUILD)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(QCFLAGS) -c -o $@ $<
 
 # Every src/l<name>.c exports luaopen_quan_<name>; host.c preloads them all.
 $(BUILD)/natives.h: $(NATIVE) Makefile | $(BUILD)
@@ -36,7 +39,7 @@ $(BUILD)/embedded.c: $(LUA) scripts/embed.sh | $(BUILD)
 	sh scripts/embed.sh $(LUA) > $@
 
 $(BUILD)/embedded.o: $(BUILD)/embedded.c
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(QCFLAGS) -c -o $@ $<
 
 $(BUILD):
 	mkdir -p $(BUILD)
@@ -47,7 +50,7 @@ test: all
 # AddressSanitizer + UBSan build running the same tests, then valgrind over
 # the native specs.
 check:
-	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" LDFLAGS="-Wl,-E -fsanitize=address,undefined"
+	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined"
 	QUAN=build/asan/quan ASAN_OPTIONS=detect_leaks=0 sh tests/run
 	$(MAKE) all
 	QUAN=build/quan sh tests/valgrind

@@ -1,0 +1,67 @@
+local qos = require "quan.os"
+local sh = require "tests.support.sh"
+local md = require "tests.support.mdexamples"
+
+describe("quan.os", function()
+  it("measures time", function()
+    local a = qos.now()
+    qos.sleep(0.01)
+    assert.is_true(qos.now() > a)
+    assert.is_true(math.abs(qos.time() - os.time()) < 2)
+    assert.is_true(qos.cputime() >= 0)
+    assert.is_true(qos.maxrss() > 0)
+  end)
+
+  it("spawns, waits and kills processes", function()
+    local dir = sh.tmpdir()
+    local pid = assert(qos.spawn({"sh", "-c", "echo hi; exit 3"}, {stdout = dir .. "/out"}))
+    local how, code = qos.wait(pid)
+    assert.equal("exit", how)
+    assert.equal(3, code)
+    assert.equal("hi\n", sh.read(dir .. "/out"))
+    pid = assert(qos.spawn({"sleep", "30"}))
+    assert.is_false(qos.wait(pid, true))
+    assert.is_true(qos.kill(pid, "KILL"))
+    how, code = qos.wait(pid)
+    assert.equal("signal", how)
+    assert.equal(9, code)
+    local ok, msg = qos.spawn({"/nonexistent/prog"})
+    assert.is_nil(ok)
+    assert.matches("/nonexistent/prog", msg)
+  end)
+
+  it("reports file modes and makes private directories", function()
+    local dir = sh.tmpdir()
+    assert.equal(tonumber("700", 8), qos.mode(dir))
+    sh.write(dir .. "/f", "x")
+    assert.is_true(qos.chmod(dir .. "/f", tonumber("640", 8)))
+    assert.equal(tonumber("640", 8), qos.mode(dir .. "/f"))
+    local m, msg, errno = qos.mode(dir .. "/missing")
+    assert.is_nil(m)
+    assert.matches("missing", msg)
+    assert.equal(2, errno)
+  end)
+
+  it("refuses a second holder of a lock, across processes", function()
+    local dir = sh.tmpdir()
+    local path = dir .. "/j.lock"
+    local lock = assert(qos.lock(path))
+    local out = sh.run(sh.quan .. " -e " .. sh.quote(
+      "local l, m, c = require('quan.os').lock('" .. path .. "') print(l, c)"))
+    assert.equal("nil\tbusy\n", out)
+    lock:close()
+    out = sh.run(sh.quan .. " -e " .. sh.quote(
+      "local l = require('quan.os').lock('" .. path .. "') print(l ~= nil)"))
+    assert.equal("true\n", out)
+  end)
+
+  it("raises on bad arguments", function()
+    assert.has_error(function() qos.sleep(-1) end, "bad argument #1 to 'sleep' (negative duration)")
+    assert.has_error(function() qos.spawn({}) end, "bad argument #1 to 'spawn' (empty argv)")
+    assert.has_error(function() qos.kill(1, "NOPE") end, "bad argument #2 to 'kill' (invalid option 'NOPE')")
+  end)
+
+  it("runs the example of docs/os.md", function()
+    md.run("docs/os.md", 1)
+  end)
+end)
