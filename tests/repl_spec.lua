@@ -244,3 +244,42 @@ describe("the REPL off a terminal", function()
     assert.matches("3\n", out)
   end)
 end)
+
+describe("docs/repl.md", function()
+  local md = require "tests.support.mdexamples"
+  for i, b in ipairs(md.blocks("docs/repl.md")) do
+    it("runs lua example " .. i .. " (line " .. b.line .. ")", function()
+      md.run("docs/repl.md", i)
+    end)
+  end
+end)
+
+describe("quan.edit arguments", function()
+  local edit = require "quan.edit"
+  it("raises on bad arguments", function()
+    assert.has_error(function() edit.set_completer(42) end)
+    assert.has_error(function() edit.add_history({}) end)
+    assert.has_error(function() edit.xpcall(print, 1) end)
+  end)
+  it("xpcall returns like xpcall", function()
+    assert.same({ true, 1, 2 }, { edit.xpcall(function(a) return a, 2 end, debug.traceback, 1) })
+    local ok, e = edit.xpcall(function() error({ code = 1 }) end, function(x) return x end)
+    assert.is_false(ok)
+    assert.same({ code = 1 }, e)
+  end)
+  it("reports a missing history file as nil, message, code", function()
+    local ok, msg, code = edit.load_history("/nonexistent/quan/history")
+    assert.is_nil(ok)
+    assert.matches("load history /nonexistent/quan/history", msg)
+    assert.equal("noent", code)
+  end)
+end)
+
+describe("quan.repl and quan.pretty", function()
+  it("add no globals when required", function()
+    local before = {}
+    for k in pairs(_G) do before[k] = true end
+    require "quan.repl"; require "quan.pretty"; require "quan.repl.complete"; require "quan.repl.help"
+    for k in pairs(_G) do assert.is_true(before[k], "new global " .. tostring(k)) end
+  end)
+end)
