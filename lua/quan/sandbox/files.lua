@@ -1,0 +1,122 @@
+-- quan.sandbox.files: the state directory of a sandbox. On first start it
+-- makes the CA, the server certificate, the merchant identity and key, the
+-- platform key and its PUB_KEY_ID, and the APIv3 key, as files with fixed
+-- names (docs/sandbox.md lists them); config.lua is rewritten at every start
+-- with the address the sandbox listens on.
+local M = {}
+
+local crypto = require "quan.crypto"
+local qos = require "quan.os"
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- write(path, text [, mode]): atomically, through a temporary file
+local function write(path, text, mode)
+  local tmp = path .. ".tmp"
+  local f = assert(io.open(tmp, "wb"))
+  f:write(text)
+  f:close()
+  if mode then qos.chmod(tmp, mode) end
+  assert(os.rename(tmp, path))
+end
+M.write = write
+
+local function trim(s) return s and (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+
+local function digits(n)
+  local out = {}
+  local bytes = crypto.random_bytes(n)
+  for i = 1, n do out[i] = tostring(bytes:byte(i) % 10) end
+  return table.concat(out)
+end
+
+local function hex(n)
+  return (crypto.random_bytes(n):gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+end
+
+-- exists(dir) -> true when the state dir has been set up
+function M.exists(dir)
+  return read(dir .. "/platform.key_id") ~= nil
+end
+
+-- setup(dir): makes the identity files unless they exist. Raises on failure
+-- (an unwritable state dir is fatal for the sandbox).
+function M.setup(dir)
+  qos.mkdir(dir, 448) -- 0700; fine when it exists
+  if M.exists(dir) then return false end
+  local p = function(name) return dir .. "/" .. name end
+  -- CA and the server certificate for 127.0.0.1 and localhost
+  local ca_key = crypto.generate_rsa(2048)
+  local ca = crypto.make_certificate {key = ca_key, subject = "/O=quan sandbox/CN=quan sandbox CA", days = 3650, ca = true}
+  local server_key = crypto.generate_rsa(2048)
+  local server = crypto.make_certificate {key = server_key, issuer_key = ca_key, issuer_cert = ca,
+    subject = "/O=quan sandbox/CN=127.0.0.1", days = 3650, san = {"127.0.0.1", "localhost"}}
+  write(p("ca.pem"), ca:pem(), 420)
+  write(p("server.pem"), server:pem() .. ca:pem(), 420)
+  assert(server_key:write_pem(p("server.key.pem")))
+  -- the merchant: id, appid, API key and certificate (its serial names the key)
+  local mchid = "19" .. digits(8)
+  write(p("mchid"), mchid .. "\n", 420)
+  write(p("appid"), "wx" .. hex(8) .. "\n", 420)
+  local merchant_key = crypto.generate_rsa(2048)
+  local merchant = crypto.make_certificate {key = merchant_key, issuer_key = ca_key, issuer_cert = ca,
+    subject = "/O=quan sandbox/OU=" .. mchid .. "/CN=merchant " .. mchid, days = 3650}
+  assert(merchant_key:write_pem(p("merchant.key.pem")))
+  write(p("merchant.pem"), merchant:pem(), 420)
+  write(p("merchant.serial"), merchant:serial() .. "\n", 420)
+  -- the platform: the WeChat Pay public key and its id
+  local platform_key = crypto.generate_rsa(2048)
+  assert(platform_key:write_pem(p("platform.key.pem")))
+  write(p("platform.pub.pem"), platform_key:pem_public(), 420)
+  -- APIv3 key: 32 characters, as the merchant portal sets it
+  write(p("apiv3.key"), crypto.nonce(32), 384)
+  -- last, so a half-made dir is made again
+  write(p("platform.key_id"), "PUB_KEY_ID_0114" .. digits(24) .. "\n", 420)
+  return true
+end
+
+-- identity(dir) -> {mchid, appid, serial, key_id}
+function M.identity(dir)
+  local function field(name)
+    local v = trim(read(dir .. "/" .. name))
+    if not v or v == "" then error("sandbox state " .. dir .. ": missing " .. name, 2) end
+    return v
+  end
+  return {mchid = field("mchid"), appid = field("appid"), serial = field("merchant.serial"):upper(),
+    key_id = field("platform.key_id")}
+end
+
+local function lua_string(s) return ("%q"):format(s) end
+
+-- config_text(dir, base_url) -> the client config file (docs/client.md format)
+function M.config_text(dir, base_url)
+  local id = M.identity(dir)
+  local f = function(name) return lua_string("file://" .. dir .. "/" .. name) end
+  return table.concat({
+    "-- written by `quan sandbox` at every start; edits are overwritten",
+    "return {",
+    "  default = \"sandbox\",",
+    "  profiles = {",
+    "    sandbox = {",
+    "      mchid = " .. lua_string(id.mchid) .. ",",
+    "      serial = " .. lua_string(id.serial) .. ",",
+    "      private_key = " .. f("merchant.key.pem") .. ",",
+    "      apiv3_key = " .. f("apiv3.key") .. ",",
+    "      certs = { [" .. lua_string(id.key_id) .. "] = " .. f("platform.pub.pem") .. " },",
+    "      base_url = " .. lua_string(base_url) .. ",",
+    "      ca_file = " .. lua_string(dir .. "/ca.pem") .. ",",
+    "      appid = " .. lua_string(id.appid) .. ",",
+    "    },",
+    "  },",
+    "}",
+    "",
+  }, "\n")
+end
+
+return M

@@ -1,0 +1,338 @@
+-- quan.sandbox.handler: the request handler run by quan.server, one instance
+-- per connection thread (new(state_dir) -> handler(req) -> status, headers,
+-- body). It checks each request as WeChat Pay does, routes it to the store,
+-- signs the answer with the platform key and applies the configured faults.
+local M = {}
+
+local crypto = require "quan.crypto"
+local sqlite = require "quan.sqlite"
+local qos = require "quan.os"
+local cjson = require "cjson.safe"
+local store = require "quan.sandbox.store"
+local util = require "quan.sandbox.util"
+local files = require "quan.sandbox.files"
+
+local validate do
+  local ok, v = pcall(require, "quan.validate")
+  validate = ok and type(v) == "table" and v.request and v or nil
+end
+
+local floor, random, tostring, type = math.floor, math.random, tostring, type
+
+local SCHEME = "WECHATPAY2-SHA256-RSA2048"
+local PREFIX = "/v3/marketing/favor"
+
+-- routes: method, pattern (on the path without query), template, action
+local ROUTES = {
+  {"POST", "^/coupon%-stocks$", "/coupon-stocks", "create_stock"},
+  {"POST", "^/stocks/([^/]+)/(start)$", "/stocks/{stock_id}/start", "transition"},
+  {"POST", "^/stocks/([^/]+)/(pause)$", "/stocks/{stock_id}/pause", "transition"},
+  {"POST", "^/stocks/([^/]+)/(restart)$", "/stocks/{stock_id}/restart", "transition"},
+  {"POST", "^/stocks/([^/]+)/(stop)$", "/stocks/{stock_id}/stop", "transition"},
+  {"GET", "^/stocks$", "/stocks", "list_stocks"},
+  {"GET", "^/stocks/([^/]+)/merchants$", "/stocks/{stock_id}/merchants", "list_merchants"},
+  {"GET", "^/stocks/([^/]+)/items$", "/stocks/{stock_id}/items", "list_items"},
+  {"GET", "^/stocks/([^/]+)$", "/stocks/{stock_id}", "get_stock"},
+  {"POST", "^/users/([^/]+)/coupons$", "/users/{openid}/coupons", "send_coupon"},
+  {"GET", "^/users/([^/]+)/coupons$", "/users/{openid}/coupons", "list_coupons"},
+  {"GET", "^/users/([^/]+)/coupons/([^/]+)$", "/users/{openid}/coupons/{coupon_id}", "get_coupon"},
+  {"POST", "^/callbacks$", "/callbacks", "set_callback"},
+  {"GET", "^/callbacks$", "/callbacks", "get_callback"},
+  {"POST", "^/media/image%-upload$", "/media/image-upload", "upload_image"},
+}
+
+local function json_pointer(field)
+  if not field or field == "" then return nil end
+  return "/" .. field:gsub("%.", "/"):gsub("%[%]", "")
+end
+
+-- error_body(err, location) -> JSON text {code, message, detail}
+local function error_body(err, location)
+  local detail
+  if err.field then
+    detail = {field = location == "body" and json_pointer(err.field) or err.field, issue = err.message,
+      location = location or "body"}
+    if err.value ~= nil and type(err.value) ~= "table" then detail.value = err.value end
+  end
+  if err.detail then detail = err.detail end
+  return cjson.encode {code = err.code, message = err.message, detail = detail}
+end
+
+local function sign_error(issue, message, field, extra)
+  local detail = {field = field, location = "authorization", issue = issue}
+  if extra then for k, v in pairs(extra) do detail[k] = v end end
+  return {status = 401, code = "SIGN_ERROR", message = message, detail = detail}
+end
+
+-- parse_authorization(value) -> fields | nil, err
+local function parse_authorization(h)
+  if not h or h == "" then
+    return nil, sign_error("authorization header is missing", "Http头缺少Authorization (the Authorization header is missing)", "authorization")
+  end
+  local scheme, rest = h:match("^(%S+) (.*)$")
+  if scheme ~= SCHEME then
+    return nil, sign_error("unsupported authorization scheme", "Http头Authorization值格式错误 (the scheme must be " .. SCHEME .. ")", "authorization")
+  end
+  local f = {}
+  local pos = 1
+  while pos <= #rest do
+    local k, v, nxt = rest:match('^([%w_]+)="([^"]*)"(),?', pos)
+    if not k then
+      return nil, sign_error("malformed authorization parameters", "Http头Authorization值格式错误 (expected key=\"value\" pairs)", "authorization")
+    end
+    f[k] = v
+    pos = nxt
+    if rest:sub(pos, pos) == "," then pos = pos + 1 end
+  end
+  for _, k in ipairs {"mchid", "serial_no", "timestamp", "nonce_str", "signature"} do
+    if not f[k] or f[k] == "" then
+      return nil, sign_error("missing " .. k, "Http头Authorization值格式错误 (missing " .. k .. ")", k)
+    end
+  end
+  return f
+end
+
+function M.new(dir)
+  assert(type(dir) == "string", "quan.sandbox.handler: state dir expected")
+  local id = files.identity(dir)
+  local merchant_pub = assert(crypto.certificate("file://" .. dir .. "/merchant.pem")):public_key()
+  local platform = assert(crypto.private_key("file://" .. dir .. "/platform.key.pem"))
+  local db = assert(sqlite.open(dir .. "/sandbox.db", {busy_timeout = 20000}))
+  local control_text, control = nil, {faults = {}, clock_offset = 0}
+
+  local function sha256(s) return crypto.sha256(s) end
+
+  local function load_control()
+    local text = store.get_control(db)
+    if text ~= control_text then
+      control_text = text
+      local c = cjson.decode(text) or {}
+      control = {faults = c.faults or {}, clock_offset = c.clock_offset or 0}
+    end
+    return control
+  end
+
+  -- signed(status, body, tamper) -> status, headers, body
+  local function signed(status, body, tamper_kinds)
+    local ts = tostring(floor(qos.time()))
+    local nonce = crypto.sha256(crypto.random_bytes(16)):sub(1, 32)
+    local serial = id.key_id
+    local sent_body = body
+    if tamper_kinds then
+      for _, kind in ipairs(tamper_kinds) do
+        if kind == "timestamp" then ts = tostring(floor(qos.time()) - 3600)
+        elseif kind == "serial" then serial = "PUB_KEY_ID_0000000000000000000000000000"
+        end
+      end
+    end
+    local sig = platform:sign(ts .. "\n" .. nonce .. "\n" .. body .. "\n")
+    if tamper_kinds then
+      for _, kind in ipairs(tamper_kinds) do
+        if kind == "signature" then
+          sig = platform:sign(ts .. "\n" .. nonce .. "\n" .. body .. " \n")
+        elseif kind == "body" then
+          sent_body = body:gsub('"', "'", 1)
+          if sent_body == body then sent_body = body .. " " end
+        end
+      end
+    end
+    return status, {
+      ["Content-Type"] = "application/json",
+      ["Request-ID"] = crypto.nonce(24):upper() .. "-" .. ts,
+      ["Wechatpay-Timestamp"] = ts,
+      ["Wechatpay-Nonce"] = nonce,
+      ["Wechatpay-Signature"] = sig,
+      ["Wechatpay-Serial"] = serial,
+      ["Wechatpay-Signature-Type"] = SCHEME,
+    }, sent_body
+  end
+
+  local function answer_error(err, location, tamper)
+    return signed(err.status, error_body(err, location), tamper)
+  end
+
+  -- authenticate(req, path, sign_body) -> true | nil, err
+  local function authenticate(req, sign_body)
+    local f, err = parse_authorization(req.headers.authorization)
+    if not f then return nil, err end
+    if f.mchid ~= id.mchid then
+      return nil, sign_error("mchid not found", "商户号不存在或与证书不匹配 (unknown mchid " .. f.mchid .. ")", "mchid")
+    end
+    if f.serial_no:upper() ~= id.serial then
+      return nil, sign_error("serial_no not found", "商户证书序列号有误 (serial_no does not name the merchant certificate)", "serial_no")
+    end
+    local ts = f.timestamp:match("^%d+$") and tonumber(f.timestamp)
+    if not ts or math.abs(qos.time() - ts) > 300 then
+      return nil, sign_error("timestamp expired", "请求的时间戳与当前时间相差超过5分钟 (timestamp is more than 300 s off)", "timestamp")
+    end
+    if #f.nonce_str > 64 then
+      return nil, sign_error("nonce_str too long", "Http头Authorization值格式错误 (nonce_str longer than 64)", "nonce_str")
+    end
+    local message = req.method .. "\n" .. req.path .. "\n" .. f.timestamp .. "\n" .. f.nonce_str .. "\n" .. sign_body .. "\n"
+    local ok = merchant_pub:verify(message, f.signature)
+    if not ok then
+      return nil, sign_error("sign not match", "错误的签名，验签失败 (signature does not verify)", "signature", {
+        sign_information = {method = req.method, url = req.path, sign_message_length = #message,
+          truncated_sign_message = message:sub(1, 160)}})
+    end
+    if not store.remember_nonce(db, f.mchid, f.nonce_str, floor(qos.time())) then
+      return nil, sign_error("nonce reused", "重复的请求 (nonce_str was already used within the time window)", "nonce_str")
+    end
+    return true
+  end
+
+  -- ---- control endpoints (sandbox only, unsigned requests) ----
+
+  local function control_request(req, path)
+    local c = load_control()
+    if path == "/sandbox/health" then
+      return signed(200, cjson.encode {ok = true, mchid = id.mchid, appid = id.appid,
+        now = util.format_time(qos.time() + c.clock_offset)})
+    elseif path == "/sandbox/faults" then
+      if req.method == "POST" then
+        local b = cjson.decode(req.body ~= "" and req.body or "{}")
+        if type(b) ~= "table" then
+          return answer_error({status = 400, code = "PARAM_ERROR", message = "body must be a JSON object"})
+        end
+        local spec = b.spec
+        if spec == nil then
+          local items = {}
+          for k, v in pairs(b) do items[#items + 1] = k .. "=" .. tostring(v) end
+          spec = table.concat(items, ",")
+        end
+        local f, err = util.parse_faults(spec)
+        if not f then return answer_error({status = 400, code = "PARAM_ERROR", message = err, field = "spec"}) end
+        db:transaction(function()
+          local cur = cjson.decode(store.get_control(db)) or {}
+          cur.faults = f
+          store.set_control(db, cur)
+        end)
+        return signed(200, cjson.encode {faults = util.format_faults(f)})
+      end
+      return signed(200, cjson.encode {faults = util.format_faults(c.faults)})
+    elseif path == "/sandbox/clock" then
+      if req.method == "POST" then
+        local b = cjson.decode(req.body ~= "" and req.body or "{}")
+        if type(b) ~= "table" then
+          return answer_error({status = 400, code = "PARAM_ERROR", message = "body must be a JSON object"})
+        end
+        local offset
+        db:transaction(function()
+          local cur = cjson.decode(store.get_control(db)) or {}
+          offset = cur.clock_offset or 0
+          if b.advance_seconds ~= nil then
+            if type(b.advance_seconds) ~= "number" or b.advance_seconds < 0 then
+              offset = nil
+              return
+            end
+            offset = offset + b.advance_seconds
+          elseif b.reset then
+            offset = 0
+          end
+          cur.clock_offset = offset
+          store.set_control(db, cur)
+        end)
+        if not offset then
+          return answer_error({status = 400, code = "PARAM_ERROR", message = "advance_seconds must be a number >= 0 (the clock only moves forward)",
+            field = "advance_seconds"})
+        end
+        return signed(200, cjson.encode {now = util.format_time(qos.time() + offset), offset_seconds = offset})
+      end
+      return signed(200, cjson.encode {now = util.format_time(qos.time() + c.clock_offset), offset_seconds = c.clock_offset})
+    end
+    return answer_error({status = 404, code = "NOT_FOUND", message = "no such sandbox endpoint: " .. path})
+  end
+
+  -- ---- the API ----
+
+  local function api_request(req, path, query)
+    local c = load_control()
+    local faults = c.faults
+    local route, captures
+    local sub = path:sub(#PREFIX + 1)
+    if path:sub(1, #PREFIX) == PREFIX then
+      for _, r in ipairs(ROUTES) do
+        if r[1] == req.method then
+          local caps = {sub:match(r[2])}
+          if caps[1] ~= nil or sub:match(r[2]) then
+            route, captures = r, caps
+            break
+          end
+        end
+      end
+    end
+    -- the body that was signed: the meta part for an upload
+    local sign_body, parts = req.body, nil
+    if route and route[4] == "upload_image" then
+      local perr
+      parts, perr = util.multipart(req.headers["content-type"], req.body)
+      if not parts or not parts.meta then
+        return answer_error({status = 400, code = "PARAM_ERROR", message = "multipart body: " .. (perr or "no meta part"), field = "meta"})
+      end
+      sign_body = parts.meta.data
+    end
+    local ok, err = authenticate(req, sign_body)
+    if not ok then return answer_error(err) end
+    if not route then
+      return answer_error({status = 404, code = "NOT_FOUND", message = "no such endpoint: " .. req.method .. " " .. path})
+    end
+    if faults.latency then qos.sleep(faults.latency) end
+    if faults.error429 and random() < faults.error429 then
+      return answer_error({status = 429, code = "FREQUENCY_LIMIT_EXCEED", message = "请求频率超过限制 (rate limited by the sandbox fault injector)"})
+    end
+    if faults.error500 and random() < faults.error500 then
+      return answer_error({status = 500, code = "SYSTEM_ERROR", message = "系统错误 (injected by the sandbox)"})
+    end
+    local ctx = {mchid = id.mchid, appid = id.appid, now = floor(qos.time() + (c.clock_offset or 0)), sha256 = sha256}
+    local action = route[4]
+    local body, location = nil, "body"
+    if req.method == "POST" and action ~= "upload_image" then
+      local derr
+      body, derr = cjson.decode(req.body)
+      if type(body) ~= "table" then
+        return answer_error({status = 400, code = "PARAM_ERROR", message = "request body is not a JSON object" .. (derr and (": " .. derr) or "")})
+      end
+      if validate then
+        local vok, findings = validate.request(req.method, PREFIX .. route[3], body)
+        if vok == false and type(findings) == "table" and findings[1] then
+          local f1 = findings[1]
+          local msg = tostring(f1.path) .. ": " .. tostring(f1.rule or f1.desc or "invalid")
+          return answer_error({status = 400, code = "PARAM_ERROR", message = msg, field = f1.path, value = f1.value}, "body")
+        end
+      end
+    else
+      location = "query"
+    end
+    local res
+    if action == "create_stock" then res, err = store.create_stock(db, ctx, body)
+    elseif action == "transition" then res, err = store.transition(db, ctx, captures[1], captures[2], body)
+    elseif action == "list_stocks" then res, err = store.list_stocks(db, ctx, query)
+    elseif action == "get_stock" then res, err = store.get_stock(db, ctx, captures[1], query)
+    elseif action == "list_merchants" then res, err = store.list_merchants(db, ctx, captures[1], query)
+    elseif action == "list_items" then res, err = store.list_items(db, ctx, captures[1], query)
+    elseif action == "send_coupon" then res, err = store.send_coupon(db, ctx, util.unescape(captures[1]), body)
+    elseif action == "get_coupon" then res, err = store.get_coupon(db, ctx, util.unescape(captures[1]), captures[2], query)
+    elseif action == "list_coupons" then res, err = store.list_coupons(db, ctx, util.unescape(captures[1]), query)
+    elseif action == "set_callback" then res, err = store.set_callback(db, ctx, body)
+    elseif action == "get_callback" then res, err = store.get_callback(db, ctx, query)
+    elseif action == "upload_image" then
+      local meta = cjson.decode(parts.meta.data)
+      if type(meta) ~= "table" then
+        return answer_error({status = 400, code = "PARAM_ERROR", message = "meta is not a JSON object", field = "meta"})
+      end
+      res, err = store.upload_image(db, ctx, meta, parts.file and parts.file.data)
+    end
+    if faults.drop and random() < faults.drop then return "drop" end
+    local tamper = faults.tamper and #faults.tamper > 0 and random() < (faults.tamper_rate or 1) and faults.tamper or nil
+    if not res then return answer_error(err, location, tamper) end
+    return signed(200, util.encode(res), tamper)
+  end
+
+  return function(req)
+    local path, query = util.split_target(req.path)
+    if path:sub(1, 9) == "/sandbox/" then return control_request(req, path) end
+    return api_request(req, path, query)
+  end
+end
+
+return M

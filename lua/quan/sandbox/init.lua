@@ -1,0 +1,223 @@
+-- quan.sandbox: `quan sandbox`, a local emulator of the WeChat Pay cash-coupon
+-- API (v3/marketing/favor) on loopback HTTPS, and start{}, which runs one as
+-- a child process for a script or a test. See docs/sandbox.md.
+local M = {}
+
+local qos = require "quan.os"
+local files = require "quan.sandbox.files"
+local util = require "quan.sandbox.util"
+
+local USAGE = "usage: quan sandbox [--listen 127.0.0.1:PORT] [--state DIR] [--faults SPEC] [--ready-file FILE]\n"
+
+local function mkdir_p(path)
+  local acc = path:sub(1, 1) == "/" and "" or "."
+  for part in path:gmatch("[^/]+") do
+    acc = acc .. "/" .. part
+    qos.mkdir(acc, 448)
+  end
+end
+
+local function abspath(p)
+  if p:sub(1, 1) == "/" then return p end
+  local pwd = os.getenv("PWD")
+  if not pwd then
+    local h = io.popen("pwd")
+    pwd = h:read("l")
+    h:close()
+  end
+  return pwd .. "/" .. p
+end
+
+-- default_state() -> $QUAN_SANDBOX_STATE, else $XDG_DATA_HOME/quan/sandbox,
+-- else ~/.local/share/quan/sandbox
+function M.default_state()
+  local env = os.getenv("QUAN_SANDBOX_STATE")
+  if env and env ~= "" then return env end
+  local xdg = os.getenv("XDG_DATA_HOME")
+  if xdg and xdg ~= "" then return xdg .. "/quan/sandbox" end
+  return (os.getenv("HOME") or ".") .. "/.local/share/quan/sandbox"
+end
+
+local function parse_args(args)
+  local o = {listen = "127.0.0.1:0"}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local k, v = a:match("^%-%-([%w%-]+)=(.*)$")
+    if not k then
+      k = a:match("^%-%-([%w%-]+)$")
+      if k and k ~= "help" then
+        i = i + 1
+        v = args[i]
+        if v == nil then return nil, "quan sandbox: --" .. k .. " needs a value" end
+      end
+    end
+    if k == "help" then return nil, nil
+    elseif k == "listen" then o.listen = v
+    elseif k == "state" then o.state = v
+    elseif k == "faults" then o.faults = v
+    elseif k == "ready-file" then o.ready_file = v
+    else return nil, "quan sandbox: unknown argument '" .. a .. "'" end
+    i = i + 1
+  end
+  return o
+end
+
+-- main(args) -> exit status. Serves until SIGINT/SIGTERM or until the
+-- parent process dies.
+function M.main(args)
+  local o, err = parse_args(args or {})
+  if not o then
+    io.stderr:write(err and (err .. "\n") or "", USAGE)
+    return err and 2 or 0
+  end
+  local host, port = o.listen:match("^([%d%.]+):(%d+)$")
+  if not host then
+    io.stderr:write("quan sandbox: --listen wants 127.0.0.1:PORT\n")
+    return 2
+  end
+  local faults, ferr = util.parse_faults(o.faults)
+  if not faults then
+    io.stderr:write("quan sandbox: ", ferr, "\n")
+    return 2
+  end
+  local dir = abspath(o.state or M.default_state())
+  mkdir_p(dir)
+  local lock, lerr = qos.lock(dir .. "/lock")
+  if not lock then
+    io.stderr:write("quan sandbox: state ", dir, " is in use by another sandbox (", tostring(lerr), ")\n")
+    return 1
+  end
+  local fresh = files.setup(dir)
+  -- the schema, and the faults of this run (a restart clears old faults; the
+  -- business clock offset persists with the state)
+  local sqlite = require "quan.sqlite"
+  local store = require "quan.sandbox.store"
+  local cjson = require "cjson"
+  local db = assert(sqlite.open(dir .. "/sandbox.db"))
+  store.migrate(db)
+  db:transaction(function()
+    local cur = cjson.decode(store.get_control(db))
+    cur.faults = faults
+    store.set_control(db, cur)
+  end)
+  db:close()
+  local server = require "quan.server"
+  local srv, serr = server.start {handler = "quan.sandbox.handler", arg = dir, host = host, port = tonumber(port),
+    cert = "file://" .. dir .. "/server.pem", key = "file://" .. dir .. "/server.key.pem"}
+  if not srv then
+    io.stderr:write("quan sandbox: ", serr, "\n")
+    return 1
+  end
+  local base_url = ("https://%s:%d"):format(host, srv:port())
+  files.write(dir .. "/config.lua", files.config_text(dir, base_url), 420)
+  io.stdout:write(base_url, "\n")
+  io.stdout:flush()
+  io.stderr:write(("quan sandbox: %s state %s%s; config %s/config.lua%s\n"):format(base_url, dir,
+    fresh and " (new)" or "", dir, o.faults and (", faults " .. o.faults) or ""))
+  if o.ready_file then files.write(o.ready_file, base_url .. "\n") end
+  local why, detail = srv:wait {parent = qos.getppid()}
+  srv:stop()
+  if o.ready_file then os.remove(o.ready_file) end
+  lock:close()
+  io.stderr:write("quan sandbox: stopped (", why, detail and (" " .. detail) or "", ")\n")
+  return 0
+end
+
+-- ---- the embedded default: a sandbox in a child process ----
+
+local Handle = {}
+Handle.__index = Handle
+
+local function rm_rf(path)
+  os.execute("rm -rf '" .. path:gsub("'", "'\\''") .. "'")
+end
+
+-- handle:stop() -> stops the child (SIGTERM, then SIGKILL after 5 s) and
+-- removes a temporary state dir. Idempotent.
+function Handle:stop()
+  if self.pid then
+    qos.kill(self.pid, "TERM")
+    local deadline = qos.now() + 5
+    while not qos.wait(self.pid, true) do
+      if qos.now() > deadline then
+        qos.kill(self.pid, "KILL")
+        qos.wait(self.pid)
+        break
+      end
+      qos.sleep(0.02)
+    end
+    self.pid = nil
+  end
+  if self.temporary and self.state then
+    rm_rf(self.state)
+    self.temporary = false
+  end
+end
+Handle.__close = Handle.stop
+Handle.__gc = Handle.stop
+
+-- start{state = dir|nil, faults = spec|nil, timeout = 30}
+--   -> handle {base_url, state, config_path, profile = "sandbox", pid, mchid,
+--      appid, serial, key_id} | nil, message
+-- state nil: a fresh temporary dir, removed by handle:stop().
+function M.start(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("quan.sandbox.start: options table expected", 2) end
+  for k in pairs(opts) do
+    if k ~= "state" and k ~= "faults" and k ~= "timeout" then
+      error("quan.sandbox.start: unknown option '" .. tostring(k) .. "'", 2)
+    end
+  end
+  local dir, temporary = opts.state, false
+  if dir == nil then
+    dir = assert(qos.mkdtemp("/tmp/quan-sandbox-"))
+    temporary = true
+  else
+    dir = abspath(dir)
+    mkdir_p(dir)
+  end
+  local ready = dir .. "/ready." .. qos.getpid()
+  os.remove(ready)
+  local argv = {qos.exe(), "sandbox", "--state", dir, "--listen", "127.0.0.1:0", "--ready-file", ready}
+  if opts.faults then
+    argv[#argv + 1] = "--faults"
+    argv[#argv + 1] = opts.faults
+  end
+  local pid, err = qos.spawn(argv, {stdout = "/dev/null", stderr = dir .. "/sandbox.log"})
+  if not pid then
+    if temporary then rm_rf(dir) end
+    return nil, "sandbox: cannot start: " .. tostring(err)
+  end
+  local h = setmetatable({pid = pid, state = dir, temporary = temporary, profile = "sandbox",
+    config_path = dir .. "/config.lua"}, Handle)
+  local deadline = qos.now() + (opts.timeout or 30)
+  while true do
+    local f = io.open(ready, "rb")
+    local url = f and f:read("l")
+    if f then f:close() end
+    if url and url:match("^https://") then
+      h.base_url = url
+      break
+    end
+    local how, code = qos.wait(pid, true)
+    if how then
+      h.pid = nil
+      local log = io.open(dir .. "/sandbox.log")
+      local text = log and log:read("a") or ""
+      if log then log:close() end
+      h:stop()
+      return nil, ("sandbox: exited (%s %s) before it was ready: %s"):format(how, tostring(code), text)
+    end
+    if qos.now() > deadline then
+      h:stop()
+      return nil, "sandbox: not ready after " .. (opts.timeout or 30) .. " s"
+    end
+    qos.sleep(0.02)
+  end
+  local id = files.identity(dir)
+  h.mchid, h.appid, h.serial, h.key_id = id.mchid, id.appid, id.serial, id.key_id
+  return h
+end
+
+return M

@@ -1,0 +1,591 @@
+-- quan.sandbox.store: the sandbox's durable state (SQLite) and the business
+-- rules of the favor endpoints. Every function takes the open db and a
+-- context {mchid =, appid =, now = business clock (epoch s), base_url =} and
+-- returns a response table, or nil and an error {status, code, message,
+-- field} in WeChat Pay's vocabulary.
+local M = {}
+
+local util = require "quan.sandbox.util"
+local cjson = require "cjson"
+
+local format_time, parse_time = util.format_time, util.parse_time
+local tonumber, tostring, type = tonumber, tostring, type
+
+local SCHEMA = [[
+CREATE TABLE IF NOT EXISTS stocks (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  stock_id TEXT UNIQUE,
+  creator_mchid TEXT NOT NULL,
+  out_request_no TEXT NOT NULL,
+  request_hash TEXT NOT NULL,
+  request TEXT NOT NULL,
+  stock_name TEXT NOT NULL,
+  status TEXT NOT NULL,
+  create_time INTEGER NOT NULL,
+  start_time INTEGER, pause_time INTEGER, restart_time INTEGER, stop_time INTEGER,
+  begin_time INTEGER NOT NULL,
+  end_time INTEGER NOT NULL,
+  max_coupons INTEGER NOT NULL,
+  max_amount INTEGER NOT NULL,
+  max_amount_by_day INTEGER,
+  max_per_user INTEGER NOT NULL,
+  coupon_amount INTEGER NOT NULL,
+  transaction_minimum INTEGER NOT NULL,
+  no_cash INTEGER NOT NULL,
+  distributed INTEGER NOT NULL DEFAULT 0,
+  sent_amount INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (creator_mchid, out_request_no)
+);
+CREATE TABLE IF NOT EXISTS coupons (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  coupon_id TEXT UNIQUE,
+  stock_id TEXT NOT NULL,
+  openid TEXT NOT NULL,
+  appid TEXT NOT NULL,
+  sender_mchid TEXT NOT NULL,
+  out_request_no TEXT NOT NULL,
+  amount INTEGER NOT NULL,
+  minimum INTEGER NOT NULL,
+  day TEXT NOT NULL,
+  create_time INTEGER NOT NULL,
+  status TEXT NOT NULL DEFAULT 'SENDED',
+  UNIQUE (sender_mchid, out_request_no)
+);
+CREATE INDEX IF NOT EXISTS coupons_user ON coupons (openid, stock_id);
+CREATE INDEX IF NOT EXISTS coupons_day ON coupons (stock_id, day);
+CREATE TABLE IF NOT EXISTS nonces (
+  mchid TEXT NOT NULL, nonce TEXT NOT NULL, ts INTEGER NOT NULL,
+  PRIMARY KEY (mchid, nonce)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS callbacks (
+  mchid TEXT PRIMARY KEY, notify_url TEXT NOT NULL, switch INTEGER, update_time INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS media (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, filename TEXT, sha256 TEXT, size INTEGER, create_time INTEGER
+);
+CREATE TABLE IF NOT EXISTS control (
+  key TEXT PRIMARY KEY, value TEXT NOT NULL
+);
+]]
+
+-- migrate(db): creates the tables when missing
+function M.migrate(db)
+  db:exec(SCHEMA)
+end
+
+-- control values shared by every connection thread: clock offset and faults
+function M.get_control(db)
+  local row = db:first("SELECT value FROM control WHERE key = 'control'")
+  return row and row.value or "{}"
+end
+
+function M.set_control(db, t)
+  db:run("INSERT INTO control (key, value) VALUES ('control', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    cjson.encode(t))
+end
+
+-- remember_nonce(db, mchid, nonce, ts) -> true | false when already seen
+-- within the window. Old nonces are pruned now and then.
+local seen = 0
+function M.remember_nonce(db, mchid, nonce, now)
+  local changes = db:run("INSERT OR IGNORE INTO nonces (mchid, nonce, ts) VALUES (?, ?, ?)", mchid, nonce, now)
+  seen = seen + 1
+  if seen % 500 == 0 then db:run("DELETE FROM nonces WHERE ts < ?", now - 900) end
+  return changes == 1
+end
+
+local function fail(status, code, message, field, value)
+  if code == "PARAM_ERROR" and field and not message:find(field, 1, true) then message = field .. ": " .. message end
+  return nil, {status = status, code = code, message = message, field = field, value = value}
+end
+M.fail = fail
+
+local function param(message, field, value)
+  return fail(400, "PARAM_ERROR", message, field, value)
+end
+
+local function is_int(v) return math.type(v) == "integer" or (type(v) == "number" and v == math.floor(v) and v < 2^53) end
+
+local function need_string(t, key, path, max)
+  local v = t[key]
+  if v == nil or v == cjson.null then return param(path .. " is required", path) end
+  if type(v) ~= "string" then return param(path .. " must be a string", path, v) end
+  if v == "" then return param(path .. " must not be empty", path, v) end
+  if max and #v > max then return param(("%s is longer than %d"):format(path, max), path, v) end
+  return v
+end
+
+local function need_int(t, key, path, min, max)
+  local v = t[key]
+  if v == nil or v == cjson.null then return param(path .. " is required", path) end
+  if not is_int(v) then return param(path .. " must be an integer", path, v) end
+  v = math.tointeger(v)
+  if min and v < min then return param(("%s must be at least %d"):format(path, min), path, v) end
+  if max and v > max then return param(("%s must be at most %d"):format(path, max), path, v) end
+  return v
+end
+
+local function need_bool(t, key, path)
+  local v = t[key]
+  if v == nil or v == cjson.null then return param(path .. " is required", path) end
+  if type(v) ~= "boolean" then return param(path .. " must be a boolean", path, v) end
+  return v
+end
+
+local OUT_NO = "^[%w|_*%-]+$"
+
+-- ---- stocks ------------------------------------------------------------
+
+local function stock_row(db, stock_id)
+  return db:first("SELECT * FROM stocks WHERE stock_id = ?", stock_id)
+end
+
+-- stock_json(row) -> the stock object of query and list answers
+local function stock_json(row)
+  local req = cjson.decode(row.request)
+  local sur, cur = req.stock_use_rule or {}, req.coupon_use_rule or {}
+  local pattern = type(req.pattern_info) == "table" and req.pattern_info or {}
+  local s = {
+    stock_id = row.stock_id,
+    stock_creator_mchid = row.creator_mchid,
+    stock_name = row.stock_name,
+    status = row.status,
+    create_time = format_time(row.create_time),
+    description = pattern.description or "",
+    stock_use_rule = {
+      max_coupons = row.max_coupons,
+      max_amount = row.max_amount,
+      max_amount_by_day = row.max_amount_by_day or row.max_amount,
+      max_coupons_per_user = row.max_per_user,
+      natural_person_limit = sur.natural_person_limit,
+      prevent_api_abuse = sur.prevent_api_abuse,
+      fixed_normal_coupon = {coupon_amount = row.coupon_amount, transaction_minimum = row.transaction_minimum},
+      coupon_type = "NORMAL",
+      goods_tag = cur.goods_tag,
+      trade_type = cur.trade_type,
+      combine_use = cur.combine_use,
+    },
+    available_begin_time = format_time(row.begin_time),
+    available_end_time = format_time(row.end_time),
+    distributed_coupons = row.distributed,
+    no_cash = row.no_cash == 1,
+    singleitem = type(cur.available_items) == "table" and #cur.available_items > 0,
+    stock_type = "NORMAL",
+  }
+  if row.start_time then s.start_time = format_time(row.start_time) end
+  if row.stop_time then s.stop_time = format_time(row.stop_time) end
+  return s
+end
+
+-- Rules of the create body beyond the schema (WXJ's 校验规则, favor-api §1).
+local function check_create(b, ctx)
+  local ok, err
+  ok, err = need_string(b, "stock_name", "stock_name", 60); if not ok then return nil, err end
+  local valid_utf8 = utf8.len(b.stock_name)
+  if not valid_utf8 then return param("stock_name is not valid UTF-8", "stock_name") end
+  if util.width(b.stock_name) > 20 then
+    return param("stock_name is longer than 9 Chinese characters or 20 letters", "stock_name", b.stock_name)
+  end
+  if b.stock_name:find("[_,;|]") then
+    return param("stock_name must not contain _ , ; |", "stock_name", b.stock_name)
+  end
+  if b.comment ~= nil and (type(b.comment) ~= "string" or (utf8.len(b.comment) or 61) > 60) then
+    return param("comment must be a string of at most 60 characters", "comment")
+  end
+  ok, err = need_string(b, "belong_merchant", "belong_merchant", 20); if not ok then return nil, err end
+  if b.belong_merchant ~= ctx.mchid then
+    return fail(400, "INVALID_REQUEST", "belong_merchant must be the calling merchant's own mchid", "belong_merchant", b.belong_merchant)
+  end
+  ok, err = need_string(b, "out_request_no", "out_request_no", 128); if not ok then return nil, err end
+  if not b.out_request_no:match(OUT_NO) then
+    return param("out_request_no may hold only letters, digits, | _ * -", "out_request_no", b.out_request_no)
+  end
+  ok, err = need_string(b, "available_begin_time", "available_begin_time", 32); if not ok then return nil, err end
+  ok, err = need_string(b, "available_end_time", "available_end_time", 32); if not ok then return nil, err end
+  local begin_t = parse_time(b.available_begin_time)
+  if not begin_t then return param("available_begin_time is not an RFC 3339 time", "available_begin_time", b.available_begin_time) end
+  local end_t = parse_time(b.available_end_time)
+  if not end_t then return param("available_end_time is not an RFC 3339 time", "available_end_time", b.available_end_time) end
+  if begin_t < ctx.now - 60 then
+    return param("available_begin_time must not be earlier than now", "available_begin_time", b.available_begin_time)
+  end
+  if begin_t > ctx.now + 365 * 86400 then
+    return param("available_begin_time must be within 365 days from now", "available_begin_time", b.available_begin_time)
+  end
+  if end_t <= begin_t then
+    return param("available_end_time must be later than available_begin_time", "available_end_time", b.available_end_time)
+  end
+  if end_t - begin_t > 90 * 86400 then
+    return param("the stock may be available for at most 90 days", "available_end_time", b.available_end_time)
+  end
+  ok, err = need_bool(b, "no_cash", "no_cash"); if ok == nil then return nil, err end
+  ok, err = need_string(b, "stock_type", "stock_type"); if not ok then return nil, err end
+  if b.stock_type ~= "NORMAL" then
+    return param("stock_type: only NORMAL stocks can be created", "stock_type", b.stock_type)
+  end
+  local sur = b.stock_use_rule
+  if type(sur) ~= "table" then return param("stock_use_rule is required", "stock_use_rule") end
+  local max_coupons, max_amount, max_per_user, by_day
+  max_coupons, err = need_int(sur, "max_coupons", "stock_use_rule.max_coupons", 5, 10000000); if not max_coupons then return nil, err end
+  max_amount, err = need_int(sur, "max_amount", "stock_use_rule.max_amount", 1, 10000000000); if not max_amount then return nil, err end
+  max_per_user, err = need_int(sur, "max_coupons_per_user", "stock_use_rule.max_coupons_per_user", 1, 60); if not max_per_user then return nil, err end
+  if max_per_user > max_coupons then
+    return param("stock_use_rule.max_coupons_per_user must not exceed max_coupons", "stock_use_rule.max_coupons_per_user", max_per_user)
+  end
+  if sur.max_amount_by_day ~= nil then
+    by_day, err = need_int(sur, "max_amount_by_day", "stock_use_rule.max_amount_by_day", 1, max_amount); if not by_day then return nil, err end
+  end
+  ok, err = need_bool(sur, "natural_person_limit", "stock_use_rule.natural_person_limit"); if ok == nil then return nil, err end
+  ok, err = need_bool(sur, "prevent_api_abuse", "stock_use_rule.prevent_api_abuse"); if ok == nil then return nil, err end
+  local cur = b.coupon_use_rule
+  if type(cur) ~= "table" then return param("coupon_use_rule is required", "coupon_use_rule") end
+  local fnc = cur.fixed_normal_coupon
+  if type(fnc) ~= "table" then
+    return param("coupon_use_rule.fixed_normal_coupon is required for NORMAL stocks", "coupon_use_rule.fixed_normal_coupon")
+  end
+  local amount, minimum
+  amount, err = need_int(fnc, "coupon_amount", "coupon_use_rule.fixed_normal_coupon.coupon_amount", 1, 100000); if not amount then return nil, err end
+  minimum, err = need_int(fnc, "transaction_minimum", "coupon_use_rule.fixed_normal_coupon.transaction_minimum", 0); if not minimum then return nil, err end
+  if minimum <= amount then
+    return param("transaction_minimum must be greater than coupon_amount", "coupon_use_rule.fixed_normal_coupon.transaction_minimum", minimum)
+  end
+  if max_amount ~= amount * max_coupons then
+    return param(("stock_use_rule.max_amount must equal coupon_amount x max_coupons (%d)"):format(amount * max_coupons),
+      "stock_use_rule.max_amount", max_amount)
+  end
+  return {
+    begin_t = begin_t, end_t = end_t, max_coupons = max_coupons, max_amount = max_amount, by_day = by_day,
+    max_per_user = max_per_user, amount = amount, minimum = minimum,
+  }
+end
+
+-- create_stock(db, ctx, body) -> {stock_id, create_time}
+function M.create_stock(db, ctx, b)
+  local r, err = check_create(b, ctx)
+  if not r then return nil, err end
+  local canon = util.canonical(b)
+  local hash = ctx.sha256(canon)
+  return db:transaction(function()
+    local old = db:first("SELECT stock_id, create_time, request_hash FROM stocks WHERE creator_mchid = ? AND out_request_no = ?",
+      ctx.mchid, b.out_request_no)
+    if old then
+      if old.request_hash ~= hash then
+        return fail(400, "INVALID_REQUEST", "out_request_no was already used with a different request", "out_request_no", b.out_request_no)
+      end
+      return {stock_id = old.stock_id, create_time = format_time(old.create_time)}
+    end
+    local _, seq = db:run([[INSERT INTO stocks (creator_mchid, out_request_no, request_hash, request, stock_name, status,
+      create_time, begin_time, end_time, max_coupons, max_amount, max_amount_by_day, max_per_user, coupon_amount,
+      transaction_minimum, no_cash) VALUES (?, ?, ?, ?, ?, 'unactivated', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
+      ctx.mchid, b.out_request_no, hash, canon, b.stock_name, ctx.now, r.begin_t, r.end_t, r.max_coupons, r.max_amount,
+      r.by_day, r.max_per_user, r.amount, r.minimum, b.no_cash and 1 or 0)
+    local stock_id = tostring(16000000 + seq)
+    db:run("UPDATE stocks SET stock_id = ? WHERE seq = ?", stock_id, seq)
+    return {stock_id = stock_id, create_time = format_time(ctx.now)}
+  end)
+end
+
+local TRANSITIONS = {
+  start = {from = "unactivated", to = "running", field = "start_time"},
+  pause = {from = "running", to = "paused", field = "pause_time"},
+  restart = {from = "paused", to = "running", field = "restart_time"},
+  stop = {from = "unactivated", to = "stoped", field = "stop_time"},
+}
+
+-- transition(db, ctx, stock_id, action, body) -> {stock_id, <action>_time}
+function M.transition(db, ctx, stock_id, action, b)
+  local tr = TRANSITIONS[action]
+  local creator, err = need_string(b, "stock_creator_mchid", "stock_creator_mchid", 20)
+  if not creator then return nil, err end
+  return db:transaction(function()
+    local row = stock_row(db, stock_id)
+    if not row or row.creator_mchid ~= creator then
+      return fail(404, "RESOURCE_NOT_EXISTS", "stock does not exist", "stock_id", stock_id)
+    end
+    if creator ~= ctx.mchid then
+      return fail(403, "REQUEST_BLOCKED", "only the creating merchant may change the stock", "stock_creator_mchid", creator)
+    end
+    if row.status ~= tr.from then
+      return fail(400, "PARAM_ERROR", ("illegal stock status: %s is %s, %s needs %s"):format(stock_id, row.status, action, tr.from),
+        "status", row.status)
+    end
+    if action == "start" and row.end_time < ctx.now then
+      return fail(400, "INVALID_REQUEST", "the activity has ended", "available_end_time", format_time(row.end_time))
+    end
+    db:run(("UPDATE stocks SET status = ?, %s = ? WHERE stock_id = ?"):format(tr.field), tr.to, ctx.now, stock_id)
+    return {stock_id = stock_id, [tr.field] = format_time(ctx.now)}
+  end)
+end
+
+-- get_stock(db, ctx, stock_id, query) -> stock
+function M.get_stock(db, ctx, stock_id, q)
+  local creator, err = need_string(q, "stock_creator_mchid", "stock_creator_mchid")
+  if not creator then return nil, err end
+  local row = stock_row(db, stock_id)
+  if not row or row.creator_mchid ~= creator then
+    return fail(404, "RESOURCE_NOT_EXISTS", "stock does not exist", "stock_id", stock_id)
+  end
+  return stock_json(row)
+end
+
+local function query_int(q, key, default, min, max, required)
+  local v = q[key]
+  if v == nil or v == "" then
+    if required then return param(key .. " is required", key) end
+    return default
+  end
+  local n = math.tointeger(tonumber(v))
+  if not n then return param(key .. " must be an integer", key, v) end
+  if n < min or n > max then return param(("%s must be between %d and %d"):format(key, min, max), key, n) end
+  return n
+end
+
+local STATUSES = {unactivated = true, audit = true, running = true, stoped = true, paused = true}
+
+-- list_stocks(db, ctx, query) -> {total_count, offset, limit, data}
+-- offset is a page index from 0 (favor-api §3.2), limit at most 10.
+function M.list_stocks(db, ctx, q)
+  local offset, err = query_int(q, "offset", 0, 0, 100000, true); if not offset then return nil, err end
+  local limit; limit, err = query_int(q, "limit", 10, 1, 10, true); if not limit then return nil, err end
+  local creator; creator, err = need_string(q, "stock_creator_mchid", "stock_creator_mchid"); if not creator then return nil, err end
+  local from, to = 0, 2^53
+  if q.create_start_time then
+    from = parse_time(q.create_start_time)
+    if not from then return param("create_start_time is not an RFC 3339 time", "create_start_time", q.create_start_time) end
+  end
+  if q.create_end_time then
+    to = parse_time(q.create_end_time)
+    if not to then return param("create_end_time is not an RFC 3339 time", "create_end_time", q.create_end_time) end
+  end
+  if q.status and not STATUSES[q.status] then return param("status is not a stock status", "status", q.status) end
+  local where = "creator_mchid = :creator AND create_time >= :from AND create_time <= :to AND (:status IS NULL OR status = :status)"
+  local args = {creator = creator, from = from, to = math.tointeger(to) or to, status = q.status, limit = limit, skip = offset * limit}
+  local total = db:first("SELECT count(*) AS n FROM stocks WHERE " .. where, args).n
+  local data = {}
+  for row in db:rows("SELECT * FROM stocks WHERE " .. where .. " ORDER BY seq DESC LIMIT :limit OFFSET :skip", args) do
+    data[#data + 1] = stock_json(row)
+  end
+  return {total_count = total, offset = offset, limit = limit, data = util.array(data)}
+end
+
+-- list_merchants / list_items(db, ctx, stock_id, query) -> page of strings
+local function stock_list(db, stock_id, q, field, max_offset, max_limit, default)
+  local offset, err = query_int(q, "offset", 0, 0, max_offset, true); if not offset then return nil, err end
+  local limit; limit, err = query_int(q, "limit", 10, 1, max_limit, true); if not limit then return nil, err end
+  local creator; creator, err = need_string(q, "stock_creator_mchid", "stock_creator_mchid"); if not creator then return nil, err end
+  local row = stock_row(db, stock_id)
+  if not row or row.creator_mchid ~= creator then
+    return fail(404, "RESOURCE_NOT_EXISTS", "stock does not exist", "stock_id", stock_id)
+  end
+  local cur = cjson.decode(row.request).coupon_use_rule or {}
+  local all = type(cur[field]) == "table" and cur[field] or default(row)
+  local data = {}
+  for i = offset + 1, math.min(#all, offset + limit) do data[#data + 1] = all[i] end
+  return {total_count = #all, offset = offset, limit = limit, stock_id = stock_id, data = util.array(data)}
+end
+
+function M.list_merchants(db, _, stock_id, q)
+  return stock_list(db, stock_id, q, "available_merchants", 1000, 50, function(row) return {row.creator_mchid} end)
+end
+
+function M.list_items(db, _, stock_id, q)
+  return stock_list(db, stock_id, q, "available_items", 500, 100, function() return {} end)
+end
+
+-- ---- coupons -----------------------------------------------------------
+
+local function coupon_json(c, s)
+  local req = cjson.decode(s.request)
+  local pattern = type(req.pattern_info) == "table" and req.pattern_info or {}
+  local status = c.status
+  return {
+    stock_creator_mchid = s.creator_mchid,
+    stock_id = c.stock_id,
+    coupon_id = c.coupon_id,
+    coupon_name = s.stock_name,
+    status = status,
+    description = pattern.description or "",
+    create_time = format_time(c.create_time),
+    coupon_type = "NORMAL",
+    no_cash = s.no_cash == 1,
+    available_begin_time = format_time(s.begin_time),
+    available_end_time = format_time(s.end_time),
+    singleitem = false,
+    normal_coupon_information = {coupon_amount = c.amount, transaction_minimum = c.minimum},
+    out_request_no = c.out_request_no,
+  }
+end
+
+local function coupon_status(c, s, now)
+  if c.status == "SENDED" and now > s.end_time then return "EXPIRED" end
+  return c.status
+end
+
+-- send_coupon(db, ctx, openid, body) -> {coupon_id}
+function M.send_coupon(db, ctx, openid, b)
+  local stock_id, err = need_string(b, "stock_id", "stock_id", 20); if not stock_id then return nil, err end
+  local out_no; out_no, err = need_string(b, "out_request_no", "out_request_no", 128); if not out_no then return nil, err end
+  if not out_no:match(OUT_NO) then
+    return param("out_request_no may hold only letters, digits, | _ * -", "out_request_no", out_no)
+  end
+  local appid; appid, err = need_string(b, "appid", "appid", 32); if not appid then return nil, err end
+  local creator; creator, err = need_string(b, "stock_creator_mchid", "stock_creator_mchid", 20); if not creator then return nil, err end
+  local value, minimum
+  if b.coupon_value ~= nil then
+    value, err = need_int(b, "coupon_value", "coupon_value", 1, 100000); if not value then return nil, err end
+    minimum, err = need_int(b, "coupon_minimum", "coupon_minimum", 0); if not minimum then return nil, err end
+  end
+  if appid ~= ctx.appid then
+    return fail(400, "APPID_MCHID_NOT_MATCH", "appid is not bound to the calling mchid", "appid", appid)
+  end
+  if openid == "" or #openid > 128 then return param("openid is required", "openid", openid) end
+  return db:transaction(function()
+    local old = db:first("SELECT coupon_id, stock_id, openid FROM coupons WHERE sender_mchid = ? AND out_request_no = ?",
+      ctx.mchid, out_no)
+    if old then
+      if old.stock_id ~= stock_id or old.openid ~= openid then
+        return fail(400, "INVALID_REQUEST", "out_request_no was already used for another stock or user", "out_request_no", out_no)
+      end
+      return {coupon_id = old.coupon_id}
+    end
+    local s = stock_row(db, stock_id)
+    if not s or s.creator_mchid ~= creator then
+      return fail(404, "RESOURCE_NOT_EXISTS", "stock does not exist", "stock_id", stock_id)
+    end
+    if creator ~= ctx.mchid then
+      return fail(403, "REQUEST_BLOCKED", "the calling merchant may not issue this stock", "stock_creator_mchid", creator)
+    end
+    if s.status ~= "running" then
+      return fail(400, "INVALID_REQUEST", ("the activity has ended or is not activated (stock status %s)"):format(s.status),
+        "stock_id", stock_id)
+    end
+    if ctx.now < s.begin_time then
+      return fail(400, "INVALID_REQUEST", "the activity has not begun (available_begin_time " .. format_time(s.begin_time) .. ")",
+        "stock_id", stock_id)
+    end
+    if ctx.now > s.end_time then
+      return fail(400, "INVALID_REQUEST", "the activity has ended (available_end_time " .. format_time(s.end_time) .. ")",
+        "stock_id", stock_id)
+    end
+    local amount = value or s.coupon_amount
+    minimum = minimum or s.transaction_minimum
+    if s.distributed >= s.max_coupons or s.sent_amount + amount > s.max_amount then
+      return fail(403, "NOT_ENOUGH", "the stock's budget is used up", "stock_id", stock_id)
+    end
+    local day = util.day(ctx.now)
+    if s.max_amount_by_day then
+      local today = db:first("SELECT coalesce(sum(amount), 0) AS n FROM coupons WHERE stock_id = ? AND day = ?", stock_id, day).n
+      if today + amount > s.max_amount_by_day then
+        return fail(403, "NOT_ENOUGH", "the stock's budget for today is used up", "stock_id", stock_id)
+      end
+    end
+    local mine = db:first("SELECT count(*) AS n FROM coupons WHERE openid = ? AND stock_id = ?", openid, stock_id).n
+    if mine >= s.max_per_user then
+      return fail(403, "REQUEST_BLOCKED", "the user has reached max_coupons_per_user", "openid", openid)
+    end
+    local _, seq = db:run([[INSERT INTO coupons (stock_id, openid, appid, sender_mchid, out_request_no, amount, minimum, day,
+      create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)]], stock_id, openid, appid, ctx.mchid, out_no, amount, minimum, day, ctx.now)
+    local coupon_id = tostring(98000000000 + seq)
+    db:run("UPDATE coupons SET coupon_id = ? WHERE seq = ?", coupon_id, seq)
+    db:run("UPDATE stocks SET distributed = distributed + 1, sent_amount = sent_amount + ? WHERE stock_id = ?", amount, stock_id)
+    return {coupon_id = coupon_id}
+  end)
+end
+
+-- get_coupon(db, ctx, openid, coupon_id, query) -> coupon
+function M.get_coupon(db, ctx, openid, coupon_id, q)
+  local appid, err = need_string(q, "appid", "appid"); if not appid then return nil, err end
+  if appid ~= ctx.appid then return fail(400, "APPID_MCHID_NOT_MATCH", "appid is not bound to the calling mchid", "appid", appid) end
+  local c = db:first("SELECT * FROM coupons WHERE coupon_id = ? AND openid = ?", coupon_id, openid)
+  if not c then return fail(404, "RESOURCE_NOT_EXISTS", "coupon does not exist", "coupon_id", coupon_id) end
+  local s = stock_row(db, c.stock_id)
+  local j = coupon_json(c, s)
+  j.status = coupon_status(c, s, ctx.now)
+  return j
+end
+
+-- list_coupons(db, ctx, openid, query) -> {total_count, offset, limit, data}
+function M.list_coupons(db, ctx, openid, q)
+  local appid, err = need_string(q, "appid", "appid"); if not appid then return nil, err end
+  if appid ~= ctx.appid then return fail(400, "APPID_MCHID_NOT_MATCH", "appid is not bound to the calling mchid", "appid", appid) end
+  local offset; offset, err = query_int(q, "offset", 0, 0, 100000); if not offset then return nil, err end
+  local limit; limit, err = query_int(q, "limit", 20, 1, 100); if not limit then return nil, err end
+  if q.status and q.status ~= "SENDED" and q.status ~= "USED" and q.status ~= "EXPIRED" then
+    return param("status must be SENDED or USED", "status", q.status)
+  end
+  local args = {openid = openid, stock_id = q.stock_id, creator = q.creator_mchid, sender = q.sender_mchid,
+    limit = limit, skip = offset * limit}
+  if q.available_mchid then args.stock_id = nil end
+  local where = [[c.openid = :openid AND (:stock_id IS NULL OR c.stock_id = :stock_id)
+    AND (:creator IS NULL OR s.creator_mchid = :creator) AND (:sender IS NULL OR c.sender_mchid = :sender)]]
+  local data, total = {}, 0
+  for row in db:rows("SELECT c.* FROM coupons c JOIN stocks s ON s.stock_id = c.stock_id WHERE "
+      .. where .. " ORDER BY c.seq", args) do
+    local s = stock_row(db, row.stock_id)
+    local status = coupon_status(row, s, ctx.now)
+    local usable = true
+    if q.available_mchid then
+      local cur = cjson.decode(s.request).coupon_use_rule or {}
+      local list = type(cur.available_merchants) == "table" and cur.available_merchants or {s.creator_mchid}
+      usable = false
+      for _, m in ipairs(list) do if m == q.available_mchid then usable = true end end
+    end
+    if usable and (not q.status or q.status == status) then
+      total = total + 1
+      if total > offset * limit and #data < limit then
+        local j = coupon_json(row, s)
+        j.status = status
+        data[#data + 1] = j
+      end
+    end
+  end
+  return {total_count = total, offset = offset, limit = limit, data = util.array(data)}
+end
+
+-- ---- callbacks and media ----------------------------------------------
+
+function M.set_callback(db, ctx, b)
+  local mchid, err = need_string(b, "mchid", "mchid", 20); if not mchid then return nil, err end
+  local url; url, err = need_string(b, "notify_url", "notify_url", 256); if not url then return nil, err end
+  if mchid ~= ctx.mchid then return fail(400, "MCH_NOT_EXISTS", "mchid is not the calling merchant", "mchid", mchid) end
+  if not url:match("^https://[^/?#]+") or url:find("?", 1, true) then
+    return param("notify_url must be an https URL without a query", "notify_url", url)
+  end
+  if b.switch ~= nil and type(b.switch) ~= "boolean" then return param("switch must be a boolean", "switch", b.switch) end
+  db:run("INSERT INTO callbacks (mchid, notify_url, switch, update_time) VALUES (?, ?, ?, ?) "
+    .. "ON CONFLICT (mchid) DO UPDATE SET notify_url = excluded.notify_url, switch = excluded.switch, update_time = excluded.update_time",
+    mchid, url, b.switch == nil and 1 or (b.switch and 1 or 0), ctx.now)
+  return {update_time = format_time(ctx.now), notify_url = url}
+end
+
+function M.get_callback(db, ctx, q)
+  local mchid, err = need_string(q, "mchid", "mchid"); if not mchid then return nil, err end
+  if mchid ~= ctx.mchid then return fail(400, "MCH_NOT_EXISTS", "mchid is not the calling merchant", "mchid", mchid) end
+  local row = db:first("SELECT * FROM callbacks WHERE mchid = ?", mchid)
+  if not row then return fail(404, "RESOURCE_NOT_EXISTS", "no callback URL is set", "mchid", mchid) end
+  return {mchid = mchid, notify_url = row.notify_url}
+end
+
+local MAGIC = {
+  png = "^\137PNG\r\n\26\n", jpg = "^\255\216\255", jpeg = "^\255\216\255", bmp = "^BM",
+}
+
+-- upload_image(db, ctx, meta_table, file_bytes) -> {media_url}
+function M.upload_image(db, ctx, meta, file)
+  if not file or #file == 0 then return param("the image file is empty", "file") end
+  if #file > 2 * 1024 * 1024 then return param("the image is larger than 2 MB", "file", #file) end
+  local filename, err = need_string(meta, "filename", "meta.filename", 128); if not filename then return nil, err end
+  local sha; sha, err = need_string(meta, "sha256", "meta.sha256", 64); if not sha then return nil, err end
+  local ext = filename:match("%.(%w+)$")
+  ext = ext and ext:lower()
+  if not ext or not MAGIC[ext] or not file:find(MAGIC[ext]) then
+    return fail(403, "REQUEST_BLOCKED", "unknown image type (JPG, BMP or PNG only, matching the file name)", "meta.filename", filename)
+  end
+  if sha:lower() ~= ctx.sha256(file) then
+    return fail(403, "REQUEST_BLOCKED", "meta.sha256 does not match the file", "meta.sha256", sha)
+  end
+  local _, seq = db:run("INSERT INTO media (filename, sha256, size, create_time) VALUES (?, ?, ?, ?)", filename, sha:lower(), #file, ctx.now)
+  return {media_url = ("https://sandbox.quan.invalid/media/%d/%s.%s"):format(seq, sha:sub(1, 16):lower(), ext)}
+end
+
+return M

@@ -1,0 +1,568 @@
+/* lsqlite.c: quan.sqlite, a small SQLite binding for the sandbox state and
+ * the batch journal. Values are always bound, never interpolated. Opening a
+ * database is a failure of the world (nil, message, code); a statement that
+ * fails raises "sqlite: <message>" (wrap it in pcall when a failure such as a
+ * constraint is expected) and db:errcode() names the primary result code.
+ * See docs/sqlite.md. */
+#include <string.h>
+#include <sqlite3.h>
+#include "quan.h"
+
+#define DB_MT "quan.sqlite.db"
+#define STMT_MT "quan.sqlite.stmt"
+
+typedef struct Db {
+  sqlite3 *db;
+  int closed;
+  int lastrc; /* primary result code of the last failure */
+} Db;
+
+typedef struct Stmt {
+  sqlite3_stmt *st;
+  Db *db;     /* kept alive through the userdata's user value */
+  int busy;   /* 1 while an iterator or a cached call is using it */
+  int cached; /* 1 when owned by the db's statement cache */
+} Stmt;
+
+static const char *rcname(int rc) {
+  switch (rc & 0xff) {
+  case SQLITE_OK: return "ok";
+  case SQLITE_BUSY: return "busy";
+  case SQLITE_LOCKED: return "locked";
+  case SQLITE_CONSTRAINT: return "constraint";
+  case SQLITE_NOMEM: return "nomem";
+  case SQLITE_READONLY: return "readonly";
+  case SQLITE_IOERR: return "ioerr";
+  case SQLITE_CORRUPT: return "corrupt";
+  case SQLITE_FULL: return "full";
+  case SQLITE_CANTOPEN: return "cantopen";
+  case SQLITE_MISMATCH: return "mismatch";
+  case SQLITE_MISUSE: return "misuse";
+  case SQLITE_RANGE: return "range";
+  case SQLITE_NOTADB: return "notadb";
+  case SQLITE_INTERRUPT: return "interrupt";
+  case SQLITE_ABORT: return "abort";
+  case SQLITE_TOOBIG: return "toobig";
+  default: return "error";
+  }
+}
+
+/* Raises "sqlite: <errmsg>" after recording the result code. */
+static int raise_db(lua_State *L, Db *d, int rc) {
+  d->lastrc = rc;
+  const char *msg = d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc);
+  return luaL_error(L, "sqlite: %s", msg);
+}
+
+static Db *checkdb(lua_State *L, int i) {
+  Db *d = luaL_checkudata(L, i, DB_MT);
+  if (d->closed) luaL_error(L, "sqlite: database is closed");
+  return d;
+}
+
+static Stmt *checkstmt(lua_State *L, int i) {
+  Stmt *s = luaL_checkudata(L, i, STMT_MT);
+  if (s->st == NULL || s->db->closed) luaL_error(L, "sqlite: statement is finalized");
+  return s;
+}
+
+/* ---- binding and reading values ---------------------------------------- */
+
+/* Binds the Lua value at index i to parameter n. */
+static void bind_one(lua_State *L, Stmt *s, int n, int i) {
+  int rc;
+  switch (lua_type(L, i)) {
+  case LUA_TNIL: rc = sqlite3_bind_null(s->st, n); break;
+  case LUA_TBOOLEAN: rc = sqlite3_bind_int(s->st, n, lua_toboolean(L, i)); break;
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, i)) rc = sqlite3_bind_int64(s->st, n, lua_tointeger(L, i));
+    else rc = sqlite3_bind_double(s->st, n, lua_tonumber(L, i));
+    break;
+  case LUA_TSTRING: {
+    size_t len;
+    const char *v = lua_tolstring(L, i, &len);
+    rc = sqlite3_bind_text64(s->st, n, v, len, SQLITE_TRANSIENT, SQLITE_UTF8);
+    break;
+  }
+  default:
+    luaL_error(L, "sqlite: cannot bind a %s (parameter %d)", luaL_typename(L, i), n);
+    return;
+  }
+  if (rc != SQLITE_OK) raise_db(L, s->db, rc);
+}
+
+/* Binds the values at indexes first..top: a single table binds by name
+ * (:name, @name, $name) and by position (t[1], t[2], ...); otherwise the
+ * values bind positionally. Bindings are cleared first. */
+static void bind_all(lua_State *L, Stmt *s, int first) {
+  int top = lua_gettop(L);
+  int np = sqlite3_bind_parameter_count(s->st);
+  sqlite3_clear_bindings(s->st);
+  if (top == first && lua_type(L, first) == LUA_TTABLE) {
+    for (int n = 1; n <= np; n++) {
+      const char *name = sqlite3_bind_parameter_name(s->st, n);
+      if (name && name[0] != '?') lua_getfield(L, first, name + 1);
+      else lua_rawgeti(L, first, n);
+      bind_one(L, s, n, -1);
+      lua_pop(L, 1);
+    }
+    return;
+  }
+  int nargs = top - first + 1;
+  if (nargs < 0) nargs = 0;
+  if (nargs > np)
+    luaL_error(L, "sqlite: %d values for %d parameters", nargs, np);
+  for (int n = 1; n <= nargs; n++) bind_one(L, s, n, first + n - 1);
+}
+
+/* Pushes the current row as a table keyed by column name; NULL columns are
+ * absent. */
+static void push_row(lua_State *L, sqlite3_stmt *st) {
+  int nc = sqlite3_column_count(st);
+  lua_createtable(L, 0, nc);
+  for (int c = 0; c < nc; c++) {
+    switch (sqlite3_column_type(st, c)) {
+    case SQLITE_INTEGER: lua_pushinteger(L, sqlite3_column_int64(st, c)); break;
+    case SQLITE_FLOAT: lua_pushnumber(L, sqlite3_column_double(st, c)); break;
+    case SQLITE_TEXT:
+      lua_pushlstring(L, (const char *)sqlite3_column_text(st, c), (size_t)sqlite3_column_bytes(st, c));
+      break;
+    case SQLITE_BLOB: {
+      const void *b = sqlite3_column_blob(st, c);
+      lua_pushlstring(L, b ? b : "", (size_t)sqlite3_column_bytes(st, c));
+      break;
+    }
+    default: continue; /* NULL */
+    }
+    lua_setfield(L, -2, sqlite3_column_name(st, c));
+  }
+}
+
+/* Steps once: pushes a row table and returns 1, or returns 0 when done. On
+ * failure resets the statement and raises. */
+static int step_row(lua_State *L, Stmt *s) {
+  int rc = sqlite3_step(s->st);
+  if (rc == SQLITE_ROW) {
+    push_row(L, s->st);
+    return 1;
+  }
+  if (rc == SQLITE_DONE) return 0;
+  sqlite3_reset(s->st);
+  s->busy = 0;
+  return raise_db(L, s->db, rc);
+}
+
+/* ---- statements --------------------------------------------------------- */
+
+/* Creates a Stmt userdata for sql on the db at index dbi; pushes it. */
+static Stmt *new_stmt(lua_State *L, int dbi, Db *d, const char *sql, size_t len) {
+  Stmt *s = lua_newuserdatauv(L, sizeof(Stmt), 1);
+  s->st = NULL;
+  s->db = d;
+  s->busy = 0;
+  s->cached = 0;
+  luaL_setmetatable(L, STMT_MT);
+  lua_pushvalue(L, dbi);
+  lua_setiuservalue(L, -2, 1);
+  const char *tail = NULL;
+  int rc = sqlite3_prepare_v2(d->db, sql, (int)len, &s->st, &tail);
+  if (rc != SQLITE_OK) raise_db(L, d, rc);
+  if (s->st == NULL) luaL_error(L, "sqlite: empty statement");
+  if (tail && *tail) {
+    while (*tail == ' ' || *tail == '\n' || *tail == '\t' || *tail == '\r' || *tail == ';') tail++;
+    if (*tail) luaL_error(L, "sqlite: prepare takes one statement (use db:exec for several)");
+  }
+  return s;
+}
+
+static void release_stmt(Stmt *s) {
+  if (s->st != NULL) {
+    if (!s->db->closed) sqlite3_finalize(s->st);
+    s->st = NULL;
+  }
+}
+
+/* Gets the cached statement for sql (preparing it on first use) and pushes
+ * it; a statement already in use yields a fresh, uncached one. */
+static Stmt *cached_stmt(lua_State *L, int dbi, Db *d, int sqli) {
+  size_t len;
+  const char *sql = luaL_checklstring(L, sqli, &len);
+  lua_getiuservalue(L, dbi, 1); /* cache */
+  lua_pushvalue(L, sqli);
+  if (lua_rawget(L, -2) == LUA_TUSERDATA) {
+    Stmt *s = lua_touserdata(L, -1);
+    if (!s->busy && s->st != NULL) {
+      lua_remove(L, -2);
+      sqlite3_reset(s->st);
+      return s;
+    }
+    lua_pop(L, 2);
+    return new_stmt(L, dbi, d, sql, len);
+  }
+  lua_pop(L, 1);
+  Stmt *s = new_stmt(L, dbi, d, sql, len); /* cache stmt */
+  s->cached = 1;
+  lua_pushvalue(L, sqli);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);
+  lua_remove(L, -2);
+  return s;
+}
+
+/* stmt:bind(...) -> stmt */
+static int stmt_bind(lua_State *L) {
+  Stmt *s = checkstmt(L, 1);
+  sqlite3_reset(s->st);
+  bind_all(L, s, 2);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* stmt:step() -> row table | nil when there are no more rows */
+static int stmt_step(lua_State *L) {
+  Stmt *s = checkstmt(L, 1);
+  if (!step_row(L, s)) lua_pushnil(L);
+  return 1;
+}
+
+/* stmt:reset() -> stmt (bindings are kept) */
+static int stmt_reset(lua_State *L) {
+  Stmt *s = checkstmt(L, 1);
+  sqlite3_reset(s->st);
+  s->busy = 0;
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* stmt:run(...) -> changes: binds, steps to the end, resets */
+static int stmt_run(lua_State *L) {
+  Stmt *s = checkstmt(L, 1);
+  sqlite3_reset(s->st);
+  bind_all(L, s, 2);
+  while (step_row(L, s)) lua_pop(L, 1);
+  sqlite3_reset(s->st);
+  lua_pushinteger(L, sqlite3_changes64(s->db->db));
+  return 1;
+}
+
+/* iterator state: upvalue 1 = stmt userdata */
+static int rows_next(lua_State *L) {
+  Stmt *s = lua_touserdata(L, lua_upvalueindex(1));
+  if (s->st == NULL || s->db->closed || !s->busy) return 0;
+  if (step_row(L, s)) return 1;
+  sqlite3_reset(s->st);
+  s->busy = 0;
+  return 0;
+}
+
+/* closing value of a generic for: resets the statement when the loop ends
+ * early (break or error) */
+static int rows_close(lua_State *L) {
+  Stmt *s = lua_touserdata(L, lua_upvalueindex(1));
+  if (s->st != NULL && !s->db->closed) sqlite3_reset(s->st);
+  s->busy = 0;
+  return 0;
+}
+
+/* Pushes the for-loop quadruple (iterator, nil, nil, closer) for the stmt at
+ * index si. */
+static int push_rows(lua_State *L, int si) {
+  Stmt *s = lua_touserdata(L, si);
+  s->busy = 1;
+  lua_pushvalue(L, si);
+  lua_pushcclosure(L, rows_next, 1);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  lua_newtable(L); /* to-be-closed value */
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, si);
+  lua_pushcclosure(L, rows_close, 1);
+  lua_setfield(L, -2, "__close");
+  lua_setmetatable(L, -2);
+  return 4;
+}
+
+/* stmt:rows(...) -> iterator of row tables (binds the values first) */
+static int stmt_rows(lua_State *L) {
+  Stmt *s = checkstmt(L, 1);
+  if (s->busy) return luaL_error(L, "sqlite: statement is already being iterated");
+  sqlite3_reset(s->st);
+  bind_all(L, s, 2);
+  return push_rows(L, 1);
+}
+
+/* stmt:finalize(); also __gc and __close */
+static int stmt_finalize(lua_State *L) {
+  Stmt *s = luaL_checkudata(L, 1, STMT_MT);
+  release_stmt(s);
+  return 0;
+}
+
+static int stmt_tostring(lua_State *L) {
+  Stmt *s = luaL_checkudata(L, 1, STMT_MT);
+  if (s->st == NULL || s->db->closed) lua_pushstring(L, "quan.sqlite.stmt (finalized)");
+  else lua_pushfstring(L, "quan.sqlite.stmt (%s)", sqlite3_sql(s->st));
+  return 1;
+}
+
+/* ---- databases ----------------------------------------------------------- */
+
+/* open(path [, {busy_timeout = ms, wal = true, synchronous = "normal"}])
+ *   -> db | nil, message, code */
+static int l_open(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int timeout = 5000, wal = 1;
+  const char *sync = "NORMAL";
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "busy_timeout");
+    if (!lua_isnil(L, -1)) timeout = (int)luaL_checkinteger(L, -1);
+    lua_getfield(L, 2, "wal");
+    if (!lua_isnil(L, -1)) wal = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "synchronous");
+    if (!lua_isnil(L, -1)) {
+      static const char *const modes[] = {"off", "normal", "full", NULL};
+      static const char *const up[] = {"OFF", "NORMAL", "FULL"};
+      sync = up[luaL_checkoption(L, -1, NULL, modes)];
+    }
+    lua_pop(L, 3);
+  }
+  Db *d = lua_newuserdatauv(L, sizeof(Db), 1);
+  d->db = NULL;
+  d->closed = 1;
+  d->lastrc = 0;
+  luaL_setmetatable(L, DB_MT);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, 1); /* statement cache */
+  int rc = sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "sqlite open %s: %s", path, d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc));
+    lua_pushstring(L, rcname(rc));
+    sqlite3_close(d->db);
+    d->db = NULL;
+    return 3;
+  }
+  d->closed = 0;
+  sqlite3_busy_timeout(d->db, timeout);
+  char pragma[96];
+  snprintf(pragma, sizeof pragma, "PRAGMA journal_mode=%s; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON",
+           wal ? "WAL" : "DELETE", sync);
+  char *err = NULL;
+  rc = sqlite3_exec(d->db, pragma, NULL, NULL, &err);
+  if (rc != SQLITE_OK) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "sqlite open %s: %s", path, err ? err : sqlite3_errstr(rc));
+    lua_pushstring(L, rcname(rc));
+    sqlite3_free(err);
+    sqlite3_close(d->db);
+    d->db = NULL;
+    d->closed = 1;
+    return 3;
+  }
+  return 1;
+}
+
+/* db:exec(sql) -> true; runs one or more statements, no values */
+static int db_exec(lua_State *L) {
+  Db *d = checkdb(L, 1);
+  const char *sql = luaL_checkstring(L, 2);
+  char *err = NULL;
+  int rc = sqlite3_exec(d->db, sql, NULL, NULL, &err);
+  if (rc != SQLITE_OK) {
+    d->lastrc = rc;
+    lua_pushfstring(L, "sqlite: %s", err ? err : sqlite3_errstr(rc));
+    sqlite3_free(err);
+    return lua_error(L);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* db:prepare(sql) -> stmt (uncached, yours to finalize or let collect) */
+static int db_prepare(lua_State *L) {
+  Db *d = checkdb(L, 1);
+  size_t len;
+  const char *sql = luaL_checklstring(L, 2, &len);
+  new_stmt(L, 1, d, sql, len);
+  return 1;
+}
+
+/* db:run(sql, ...) -> changes, last_insert_rowid (cached statement) */
+static int db_run(lua_State *L) {
+  Db *d = checkdb(L, 1);
+  Stmt *s = cached_stmt(L, 1, d, 2);
+  lua_replace(L, 2); /* stmt in place of the sql */
+  bind_all(L, s, 3);
+  s->busy = 1;
+  while (step_row(L, s)) lua_pop(L, 1);
+  sqlite3_reset(s->st);
+  s->busy = 0;
+  lua_pushinteger(L, sqlite3_changes64(d->db));
+  lua_pushinteger(L, sqlite3_last_insert_rowid(d->db));
+  return 2;
+}
+
+/* db:first(sql, ...) -> first row table | nil (cached statement) */
+static int db_first(lua_State *L) {
+  Db *d = checkdb(L, 1);
+  Stmt *s = cached_stmt(L, 1, d, 2);
+  lua_replace(L, 2);
+  bind_all(L, s, 3);
+  s->busy = 1;
+  int got = step_row(L, s);
+  sqlite3_reset(s->st);
+  s->busy = 0;
+  if (!got) lua_pushnil(L);
+  return 1;
+}
+
+/* db:rows(sql, ...) -> iterator of row tables (cached statement) */
+static int db_rows(lua_State *L) {
+  Db *d = checkdb(L, 1);
+  Stmt *s = cached_stmt(L, 1, d, 2);
+  lua_replace(L, 2);
+  bind_all(L, s, 3);
+  return push_rows(L, 2);
+}
+
+/* db:transaction(fn, ...) -> fn's results. BEGIN IMMEDIATE ... COMMIT at the
+ * outer level, a SAVEPOINT inside another transaction; on error rolls back
+ * and re-raises the error value unchanged. */
+static int db_transaction(lua_State *L) {
+  Db *d = checkdb(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  int nested = !sqlite3_get_autocommit(d->db);
+  const char *begin = nested ? "SAVEPOINT quan_tx" : "BEGIN IMMEDIATE";
+  int rc = sqlite3_exec(d->db, begin, NULL, NULL, NULL);
+  if (rc != SQLITE_OK) return raise_db(L, d, rc);
+  /* stack: db, fn, args...; results replace fn and args */
+  int status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 0);
+  if (status != LUA_OK) {
+    if (nested) {
+      sqlite3_exec(d->db, "ROLLBACK TO quan_tx", NULL, NULL, NULL);
+      sqlite3_exec(d->db, "RELEASE quan_tx", NULL, NULL, NULL);
+    } else if (!sqlite3_get_autocommit(d->db)) {
+      sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return lua_error(L);
+  }
+  rc = sqlite3_exec(d->db, nested ? "RELEASE quan_tx" : "COMMIT", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    d->lastrc = rc;
+    const char *msg = sqlite3_errmsg(d->db);
+    lua_pushfstring(L, "sqlite: %s", msg);
+    if (!nested && !sqlite3_get_autocommit(d->db)) sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    return lua_error(L);
+  }
+  return lua_gettop(L) - 1;
+}
+
+/* db:changes() -> rows changed by the last statement */
+static int db_changes(lua_State *L) {
+  Db *d = checkdb(L, 1);
+  lua_pushinteger(L, sqlite3_changes64(d->db));
+  return 1;
+}
+
+/* db:last_insert_rowid() -> integer */
+static int db_last_insert_rowid(lua_State *L) {
+  Db *d = checkdb(L, 1);
+  lua_pushinteger(L, sqlite3_last_insert_rowid(d->db));
+  return 1;
+}
+
+/* db:errcode() -> primary result code name of the last failure ("busy",
+ * "constraint", ...) or "ok" */
+static int db_errcode(lua_State *L) {
+  Db *d = luaL_checkudata(L, 1, DB_MT);
+  lua_pushstring(L, rcname(d->lastrc));
+  return 1;
+}
+
+/* db:in_transaction() -> boolean */
+static int db_in_transaction(lua_State *L) {
+  Db *d = checkdb(L, 1);
+  lua_pushboolean(L, !sqlite3_get_autocommit(d->db));
+  return 1;
+}
+
+/* db:close(); also __gc and __close. Finalizes every statement (cached or
+ * not) first; later use of them raises. Idempotent. */
+static int db_close(lua_State *L) {
+  Db *d = luaL_checkudata(L, 1, DB_MT);
+  if (!d->closed && d->db) {
+    sqlite3_stmt *st;
+    while ((st = sqlite3_next_stmt(d->db, NULL)) != NULL) sqlite3_finalize(st);
+    sqlite3_close(d->db);
+  }
+  d->db = NULL;
+  d->closed = 1;
+  return 0;
+}
+
+static int db_tostring(lua_State *L) {
+  Db *d = luaL_checkudata(L, 1, DB_MT);
+  if (d->closed) lua_pushstring(L, "quan.sqlite.db (closed)");
+  else lua_pushfstring(L, "quan.sqlite.db (%s)", sqlite3_db_filename(d->db, "main"));
+  return 1;
+}
+
+/* version() -> SQLite library version string */
+static int l_version(lua_State *L) {
+  lua_pushstring(L, sqlite3_libversion());
+  return 1;
+}
+
+static const luaL_Reg db_methods[] = {
+  {"exec", db_exec},
+  {"prepare", db_prepare},
+  {"run", db_run},
+  {"first", db_first},
+  {"rows", db_rows},
+  {"transaction", db_transaction},
+  {"changes", db_changes},
+  {"last_insert_rowid", db_last_insert_rowid},
+  {"errcode", db_errcode},
+  {"in_transaction", db_in_transaction},
+  {"close", db_close},
+  {NULL, NULL}
+};
+
+static const luaL_Reg stmt_methods[] = {
+  {"bind", stmt_bind},
+  {"step", stmt_step},
+  {"reset", stmt_reset},
+  {"run", stmt_run},
+  {"rows", stmt_rows},
+  {"finalize", stmt_finalize},
+  {NULL, NULL}
+};
+
+static const luaL_Reg funcs[] = {
+  {"open", l_open},
+  {"version", l_version},
+  {NULL, NULL}
+};
+
+static void newmeta(lua_State *L, const char *name, const luaL_Reg *methods,
+                    lua_CFunction release, lua_CFunction tostring) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, release);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, release);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+}
+
+int luaopen_quan_sqlite(lua_State *L) {
+  newmeta(L, DB_MT, db_methods, db_close, db_tostring);
+  newmeta(L, STMT_MT, stmt_methods, stmt_finalize, stmt_tostring);
+  luaL_newlib(L, funcs);
+  return 1;
+}
