@@ -205,7 +205,8 @@ static lua_State *callL = NULL; /* for the SIGINT handler only, as lua.c */
 static void stop_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
-  luaL_error(L, "interrupted!");
+  lua_pushliteral(L, "interrupted!"); /* no position: it is nobody's line */
+  lua_error(L);
 }
 
 static void on_sigint_call(int sig) {

@@ -220,6 +220,8 @@ local function print_values(n, ...)
   if n == 2 and (...) == nil and is_error((select(2, ...))) then
     return print_error((select(2, ...)))
   end
+  -- a client result followed by its nil error prints alone
+  if n == 2 and (select(2, ...)) == nil and pretty.is_response((...)) then n = 1 end
   local width = pretty.term_width()
   local parts = {}
   for i = 1, n do
