@@ -341,18 +341,31 @@ function M.main()
   end
   color = tty and pretty.use_color(1)
   M.install_globals(_G)
-  while true do
-    local ok, f = pcall(read_chunk)
-    if not ok then
-      print_error(f) -- an interrupt between reading and running
-    elseif f == nil then
-      io.stdout:write("\n")
-      io.stdout:flush()
-      return 0
-    elseif f then
-      run(f)
+  local function step()
+    local f = read_chunk()
+    if f == nil then return "eof" end
+    if f then run(f) end
+  end
+  local function loop()
+    while true do
+      local ok, r = pcall(step)
+      if not ok then
+        print_error(r) -- a Ctrl-C between reading and running, or printing
+      elseif r == "eof" then
+        io.stdout:write("\n")
+        io.stdout:flush()
+        return 0
+      end
     end
   end
+  -- the whole loop under quan.edit's SIGINT handling, so that a Ctrl-C
+  -- between two calls is an error here, never the default action
+  local ok, code = require("quan.edit").xpcall(loop, debug.traceback)
+  if not ok then
+    io.stderr:write(tostring(code), "\n")
+    return 1
+  end
+  return code
 end
 
 return M

@@ -26,7 +26,9 @@ local home = assert(qos.mkdtemp("/tmp/quan-bench-repl-"))
 
 -- one(cmd, marker) -> ms from spawning until marker appears on the pty
 local function one(cmd, marker)
-  local line = ("(sleep 0.1; printf '\\004') | env -u XDG_STATE_HOME -u QUAN_PROFILE -u QUAN_CONFIG "
+  -- Ctrl-D until the program has gone (a ^D typed before libedit switched the
+  -- terminal to raw mode may be lost); the loop ends on SIGPIPE
+  local line = ("(while :; do sleep 0.1; printf '\\004' || exit; done) 2>/dev/null | env -u XDG_STATE_HOME -u QUAN_PROFILE -u QUAN_CONFIG "
     .. "HOME=%s NO_COLOR=1 TERM=xterm script -qfec %s /dev/null"):format(q(home), q(cmd))
   local t0 = qos.now()
   local p = assert(io.popen(line, "r"))
