@@ -60,9 +60,40 @@ local function name_of(fn)
   end
 end
 
+-- the comment block right above line `line` of a source file, when the file
+-- can be found (next to the binary in a build tree, or from the current dir)
+local function comment_above(src, line)
+  local paths = { src }
+  local ok, qos = pcall(require, "quan.os")
+  local exe = ok and qos.exe and qos.exe()
+  if exe then paths[#paths + 1] = exe:gsub("/[^/]*$", "") .. "/../" .. src end
+  for _, path in ipairs(paths) do
+    local f = io.open(path, "r")
+    if f then
+      local lines, n = {}, 0
+      for l in f:lines() do
+        n = n + 1
+        if n >= line then break end
+        lines[n] = l
+      end
+      f:close()
+      local out = {}
+      for i = line - 1, 1, -1 do
+        local c = lines[i] and lines[i]:match("^%s*%-%-%s?(.*)$")
+        if not c or lines[i]:match("^%s*%-%-%-%-") then break end
+        table.insert(out, 1, c)
+      end
+      if #out > 0 then return table.concat(out, "\n") end
+      return nil
+    end
+  end
+end
+
 local function signature(fn, name)
   local info = debug.getinfo(fn, "uS")
   if info.what == "C" then return name .. "(...)  [C function]" end
+  local doc = info.source:sub(1, 1) == "@" and comment_above(info.source:sub(2), info.linedefined)
+  if doc then return doc end
   local params = {}
   for i = 1, info.nparams do params[i] = debug.getlocal(fn, i) end
   if info.isvararg then params[#params + 1] = "..." end
