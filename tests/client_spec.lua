@@ -326,11 +326,16 @@ end)
 
 -- The seed's request (shared/seed/000_3ec811569fb18aa1.txt), its empty and
 -- zero values filled so that it is a valid create-stock request.
-local function seed_request(out_request_no)
+local DAY = 24 * 3600
+local BEGIN = ((os.time() + 8 * 3600) // DAY + 1) * DAY - 8 * 3600
+local function rfc3339(t) return os.date("!%Y-%m-%dT%H:%M:%S.000+08:00", t + 8 * 3600) end
+
+local function seed_request(out_request_no, mchid)
+  mchid = mchid or "1900000001"
   return {
     stock_name = "微信支付代金券批次",
-    available_begin_time = "2027-03-01T00:00:00.000+08:00",
-    available_end_time = "2027-03-31T23:59:59.000+08:00",
+    available_begin_time = rfc3339(BEGIN),
+    available_end_time = rfc3339(BEGIN + 30 * DAY - 1),
     stock_use_rule = {
       max_coupons = 100, max_amount = 10000, max_amount_by_day = 1000,
       max_coupons_per_user = 1, natural_person_limit = true, prevent_api_abuse = true,
@@ -338,15 +343,15 @@ local function seed_request(out_request_no)
     no_cash = true,
     stock_type = "NORMAL",
     comment = "零售批次",
-    belong_merchant = "1900000001",
+    belong_merchant = mchid,
     pattern_info = {
       description = "满10元减1元", merchant_logo = "https://qpic.cn/logo",
       merchant_name = "示例商户", background_color = "Color010", coupon_image = "https://qpic.cn/image",
     },
     coupon_use_rule = {
       coupon_available_time = {
-        available_begin_time = "2027-03-01T00:00:00.000+08:00",
-        available_end_time = "2027-03-31T23:59:59.000+08:00",
+        available_begin_time = rfc3339(BEGIN),
+        available_end_time = rfc3339(BEGIN + 30 * DAY - 1),
         fix_available_time = { available_week_day = { 0, 1, 2, 3, 4, 5, 6 }, begin_time = 3600, end_time = 86399 },
         second_day_available = true,
       },
@@ -357,7 +362,7 @@ local function seed_request(out_request_no)
       trade_type = { "MICROAPP" },
       available_items = { "123321" },
       unavailable_items = { "789987" },
-      available_merchants = { "1900000001" },
+      available_merchants = { mchid },
     },
     out_request_no = out_request_no,
     ext_info = '{"exinfo1":"1234","exinfo2":"3456"}',
@@ -407,6 +412,22 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.is_nil(wx.profile.private_key)
       assert.is_nil(wx.profile.apiv3_key)
       assert.is_nil(wx.sandbox)
+    end)
+
+    it("warns once when a key file given to new is readable by others", function()
+      local dir = sh.tmpdir()
+      local key = dir .. "/open.key.pem"
+      sh.write(key, sh.read(fake.dir .. "/merchant.key.pem"))
+      require("quan.os").chmod(key, tonumber("644", 8))
+      local _, err = sh.run(sh.quan .. " -e " .. sh.quote(([[
+        package.path = %q .. "/?.lua;" .. package.path
+        local o = require("tests.support.wxfake").options_for(%q, "https://127.0.0.1:1")
+        o.private_key = %q
+        require("wechatpay").new(o)
+        require("wechatpay").new(o)
+      ]]):format(os.getenv("PWD"), fake.dir, "file://" .. key)))
+      assert.equal("quan: warning: private_key file " .. key
+        .. " is readable by group or others (mode 644); run chmod 600 on it\n", err)
     end)
 
     it("raises a config error naming the key", function()
@@ -506,6 +527,12 @@ describe_live("wechatpay client against the stand-in server", function()
       end
     end)
 
+    it("signs the path prefix of a base_url that has one (a gateway)", function()
+      local gw = wechatpay.new(fake.options { base_url = fake.base_url .. "/gw/" })
+      local e = assert(gw.v3.echo:get { query = { a = "1" } }).json
+      assert.equal("/gw/v3/echo?a=1", e.target)
+    end)
+
     it("decodes integral numbers as integers and keeps strings", function()
       local j = assert(wx.v3.echo:get()).json
       assert.equal("integer", math.type(j.numbers.int))
@@ -534,6 +561,12 @@ describe_live("wechatpay client against the stand-in server", function()
         "GET /v3/echo: query 't' must be a string, number, boolean or an array of them")
       assert.has_error(function() wx.v3.echo.post { json = {} } end, "post: call it with ':' (node:post{...})")
       assert.has_error(function() wx:chain(1) end, "chain: expected a path string, got number")
+      -- raised at the caller's line
+      local line = debug.getinfo(1, "l").currentline + 1
+      local ok, msg = pcall(function() local _ = wx.v3.echo:getAsync { nope = 1 } end)
+      assert.is_false(ok)
+      assert.equal("tests/client_spec.lua:" .. line .. ": GET /v3/echo: unknown option 'nope'", msg)
+      assert.equal("wechatpay.node /v3/client/segments", tostring(wx.v3.client.segments))
     end)
   end)
 
@@ -570,11 +603,34 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.matches("^GET /v3/echo: verify: response signature does not verify", err.message)
     end)
 
+    it("does not verify the unsigned file download of use-flow and refund-flow URLs", function()
+      local url = fake.base_url .. "/v3/billdownload/file?token=T0K%2B"
+      local res = assert(wx:download(url))
+      assert.equal("stock_id,coupon_id\n1,2\n", res.body)
+      assert.is_nil(res.json)
+      res = assert(wx.v3.billdownload.file:get { query = { token = "T0K+" } })
+      assert.equal(200, res.status)
+      assert.has_error(function() wx:download("https://elsewhere.example/v3/billdownload/file") end,
+        "download: URL is not on " .. fake.base_url)
+    end)
+
     it("verifies an empty 204 answer", function()
       local res = assert(tamper("empty"))
       assert.equal(204, res.status)
       assert.equal("", res.body)
       assert.is_nil(res.json)
+    end)
+  end)
+
+  describe("notifications", function()
+    it("decrypts a resource with the APIv3 key", function()
+      local crypto = require "quan.crypto"
+      local key = sh.read(fake.dir .. "/apiv3.key")
+      local ct = crypto.aes_gcm_encrypt(key, "0123456789ab", "coupon", '{"coupon_id":"9"}')
+      assert.equal('{"coupon_id":"9"}', wx:decrypt { ciphertext = ct, nonce = "0123456789ab", associated_data = "coupon" })
+      local plain, msg = wx:decrypt { ciphertext = ct, nonce = "0123456789ab", associated_data = "other" }
+      assert.is_nil(plain)
+      assert.is_string(msg)
     end)
   end)
 
@@ -665,7 +721,7 @@ describe_live("wechatpay client against the stand-in server", function()
         seen = req
         return { status = 200, headers = {}, body = '{"stock_id":"DRY"}' }
       end
-      local res = assert(wx.v3.marketing.favor.couponStocks:post { json = { out_request_no = "h1" } })
+      local res = assert(wx.v3.marketing.favor.couponStocks:post { json = { out_request_no = "h1" }, validate = false })
       assert.equal("DRY", res.json.stock_id)
       assert.equal("POST", seen.method)
       assert.equal(fake.base_url .. "/v3/marketing/favor/coupon-stocks", seen.url)
@@ -704,14 +760,77 @@ describe_live("wechatpay client against the stand-in server", function()
     end)
   end)
 
+  describe("profiles and the example", function()
+    -- config(dir) -> path of a config file with a profile for the stand-in
+    local function config(dir, extra)
+      return sh.write(dir .. "/config.lua", ([[
+        return { default = "fake", profiles = { fake = {
+          mchid = %q, serial = %q, private_key = %q, apiv3_key = %q,
+          certs = { [%q] = %q }, base_url = %q, ca_file = %q, appid = "wx1234" %s } } }
+      ]]):format(wxfake.MCHID, wxfake.MERCHANT_SERIAL, "file://" .. fake.dir .. "/merchant.key.pem",
+        "file://" .. fake.dir .. "/apiv3.key", wxfake.PUBKEY_ID, "file://" .. fake.dir .. "/platform.pub.pem",
+        fake.base_url, fake.dir .. "/ca.pem", extra or ""))
+    end
+
+    it("builds a client from a profile: wx.profile without secrets, wx.mchid", function()
+      local dir = sh.tmpdir()
+      local cfg = config(dir)
+      local out, err = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " -e " .. sh.quote([[
+        local wx = require("wechatpay").client()
+        print(wx.mchid, wx.profile.appid, wx.profile.private_key, wx.profile.apiv3_key, wx.profile_name)
+        print(assert(wx.v3.echo:get()).status)
+      ]]))
+      assert.equal(wxfake.MCHID .. "\twx1234\tnil\tnil\tfake\n200\n", out)
+      assert.equal("", err)
+    end)
+
+    it("names the profile in a config error", function()
+      local dir = sh.tmpdir()
+      local cfg = config(dir, ", timeout = -1")
+      local _, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " -e " .. sh.quote(
+        "require('wechatpay').client()"))
+      assert.equal(1, code)
+      assert.equal(sh.quan .. ": profile 'fake': timeout: expected a positive number of seconds\n", err)
+    end)
+
+    it("runs every example of docs/client.md", function()
+      local md = require "tests.support.mdexamples"
+      local dir = sh.tmpdir()
+      local cfg = config(dir)
+      local blocks = md.blocks("docs/client.md")
+      assert.is_true(#blocks >= 6)
+      for i, b in ipairs(blocks) do
+        local file = sh.write(dir .. "/example" .. i .. ".lua", b.code)
+        local out, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " " .. file)
+        assert.equal(0, code, "docs/client.md:" .. b.line .. "\n" .. out .. err)
+        assert.equal("", err, "docs/client.md:" .. b.line)
+      end
+    end)
+
+    it("runs scripts/examples/seed.lua: the seed in all six forms", function()
+      local dir = sh.tmpdir()
+      local cfg = config(dir)
+      local out, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " run scripts/examples/seed.lua")
+      assert.equal(0, code, err)
+      local forms = {}
+      for form, id, t in out:gmatch("([^\n\t]+)\t(SID%-[^\t]+)\t([^\n]+)\n") do
+        forms[#forms + 1] = form
+        assert.matches("^%d%d%d%d%-%d%d%-%d%dT", t)
+        assert.matches("^SID%-" .. wxfake.MCHID .. "%d+$", id)
+      end
+      assert.same({ "async chain", "async declarative", "async property", "sync chain", "sync declarative",
+        "sync property" }, forms)
+    end)
+  end)
+
   describe("seeing what happens", function()
     it("prints requests and responses on stderr with secrets redacted", function()
       local script = sh.write(fake.dir .. "/verbose.lua", ([[
         package.path = %q .. "/?.lua;" .. package.path
         local wx = require("wechatpay").new(%s)
-        assert(wx.v3.marketing.favor.couponStocks:post { json = { out_request_no = "v1" } })
+        assert(wx.v3.marketing.favor.couponStocks:post { json = { out_request_no = "v1" }, validate = false })
         local _, err = wx.v3.marketing.favor.couponStocks:post { json = { out_request_no = "v2" },
-          headers = { ["X-Fake"] = "badsig" } }
+          headers = { ["X-Fake"] = "badsig" }, validate = false }
         print(err.code)
       ]]):format(os.getenv("PWD"), "require('tests.support.wxfake').options_for(" .. ("%q"):format(fake.dir) .. ", " .. ("%q"):format(fake.base_url) .. ")"))
       local out, err = sh.run("QUAN_DEBUG=1 " .. sh.quan .. " " .. script)
@@ -730,5 +849,93 @@ describe_live("wechatpay client against the stand-in server", function()
       local quiet = select(2, sh.run(sh.quan .. " " .. script))
       assert.equal("", quiet)
     end)
+  end)
+end)
+
+local have_sandbox = have_natives and pcall(require, "quan.sandbox")
+
+;(have_sandbox and describe or pending)("wechatpay client against the embedded sandbox", function()
+  local wechatpay = require "wechatpay"
+  local config = require "wechatpay.config"
+  local h, wx
+
+  setup(function()
+    h = assert(require("quan.sandbox").start {})
+    local p = config.profile(config.read(h.config_path), h.profile, h.config_path)
+    local opts = {}
+    for _, k in ipairs { "mchid", "serial", "private_key", "certs", "apiv3_key", "base_url", "ca_file" } do
+      opts[k] = p[k]
+    end
+    wx = wechatpay.new(opts)
+  end)
+  teardown(function()
+    if h then h:stop() end
+  end)
+
+  local function faults(spec)
+    assert(wx:chain("sandbox/faults"):post { json = { spec = spec }, validate = false })
+  end
+
+  it("creates the seed's stock and reads it back", function()
+    local no = wx.mchid .. os.date("!%Y%m%d%H%M%S") .. "sb1"
+    local res = assert(wx.v3.marketing.favor.couponStocks:post { json = seed_request(no, wx.mchid) })
+    local id = res.json.stock_id
+    assert.is_string(id)
+    local got = assert(wx.v3.marketing.favor.stocks._stock_id_:get {
+      stock_id = id, query = { stock_creator_mchid = wx.mchid } })
+    assert.equal(id, got.json.stock_id)
+    assert.equal("微信支付代金券批次", got.json.stock_name)
+    assert.equal("integer", math.type(got.json.stock_use_rule.max_coupons))
+  end)
+
+  it("fails verification of each tampered answer, naming the check", function()
+    for _, case in ipairs {
+      { "tamper=signature", "bad_signature" }, { "tamper=body", "bad_signature" },
+      { "tamper=serial", "unknown_serial" }, { "tamper=timestamp", "clock_skew" },
+    } do
+      faults(case[1])
+      local res, err = wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 10, stock_creator_mchid = wx.mchid } }
+      faults("none")
+      assert.is_nil(res, case[1])
+      assert.equal("verify", err.kind, case[1])
+      assert.equal(case[2], err.code, case[1])
+    end
+  end)
+
+  it("turns the sandbox's error answers and faults into error tables", function()
+    local res, err = wx.v3.marketing.favor.stocks._stock_id_:get { stock_id = "1", query = { stock_creator_mchid = wx.mchid } }
+    assert.is_nil(res)
+    assert.equal("http", err.kind)
+    assert.equal(404, err.status)
+    assert.is_false(err.retryable)
+    faults("error500=1")
+    res, err = wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 10, stock_creator_mchid = wx.mchid } }
+    faults("none")
+    assert.equal(500, err.status)
+    assert.is_true(err.retryable)
+    faults("error429=1")
+    res, err = wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 10, stock_creator_mchid = wx.mchid } }
+    faults("none")
+    assert.equal(429, err.status)
+    assert.is_true(err.retryable)
+  end)
+
+  it("runs the seed example with --sandbox, announced on stderr", function()
+    local out, err, code = sh.run(sh.quan .. " run --sandbox scripts/examples/seed.lua")
+    assert.equal(0, code, err)
+    assert.matches("^quan: using a private sandbox at https://127%.0%.0%.1:%d+\n$", err)
+    local n = 0
+    for _ in out:gmatch("[^\n]+\t%S+\t%d%d%d%d%-%d%d%-%d%dT[^\n]+\n") do n = n + 1 end
+    assert.equal(6, n, out)
+  end)
+
+  it("falls back to a sandbox when no profile is configured", function()
+    local home, cwd = sh.tmpdir(), sh.tmpdir()
+    local out, err, code = sh.run("cd " .. sh.quote(cwd) .. " && HOME=" .. sh.quote(home) .. " " .. sh.quan
+      .. " -e " .. sh.quote("local wx = require('wechatpay').client() print(wx.sandbox ~= nil, wx.profile_name)"
+      .. " assert(require('wechatpay').client().sandbox == wx.sandbox)"))
+    assert.equal(0, code, err)
+    assert.equal("true\tsandbox\n", out)
+    assert.matches("^quan: no profile configured; using a private sandbox at https://127%.0%.0%.1:%d+\n$", err)
   end)
 end)

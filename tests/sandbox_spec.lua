@@ -440,6 +440,35 @@ describe("quan sandbox", function()
       assert.equal("", (sh.run("kill -0 " .. child .. " 2>/dev/null && echo alive")))
     end)
 
+    it("runs the examples of docs/sandbox.md", function()
+      local md = require "tests.support.mdexamples"
+      local blocks = md.blocks("docs/sandbox.md")
+      assert.is_true(#blocks >= 2)
+      for i = 1, #blocks do md.run("docs/sandbox.md", i) end
+    end)
+
+    it("answers --help and refuses bad arguments", function()
+      local _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --help")
+      assert.equal(0, code)
+      assert.matches("usage: quan sandbox", err)
+      _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --bogus")
+      assert.equal(2, code)
+      assert.matches("unknown argument", err)
+      _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --faults drop=2 --state " .. sh.tmpdir())
+      assert.equal(2, code)
+      assert.matches("faults: drop wants a rate", err)
+      assert.has_error(function() require("quan.sandbox").start {bogus = 1} end, "quan.sandbox.start: unknown option 'bogus'")
+    end)
+
+    it("refuses a second sandbox on the same state", function()
+      local dir = sh.tmpdir() .. "/one"
+      local a = sbx.start {state = dir}
+      local _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --state " .. dir)
+      assert.equal(1, code)
+      assert.matches("in use by another sandbox", err)
+      a:stop()
+    end)
+
     it("adds no globals", function()
       local before = {}
       for k in pairs(_G) do before[k] = true end

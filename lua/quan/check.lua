@@ -21,7 +21,7 @@ local M = {}
 -- ---------------------------------------------------------------------------
 -- synthetic responses
 
-local counter = 0
+local counter, requests = 0, 0
 
 local function jstr(s) return cjson.encode(s) end
 
@@ -90,10 +90,10 @@ function M.response(p)
   end
   for k, v in pairs(vars or {}) do echo[k] = v end
   local body = ep and ep.response and json_of(ep.response, nil, echo) or "{}"
-  counter = counter + 1
+  requests = requests + 1
   return {
     status = 200,
-    headers = { ["content-type"] = "application/json", ["request-id"] = ("CHECK-REQUEST-%04d"):format(counter) },
+    headers = { ["content-type"] = "application/json", ["request-id"] = ("CHECK-REQUEST-%04d"):format(requests) },
     body = body,
   }
 end
@@ -103,11 +103,12 @@ end
 
 local function dummy_client(wechatpay)
   local crypto = require "quan.crypto"
+  -- one throwaway key signs the requests; its public half stands in for the
+  -- WeChat Pay public key (no answer is verified in check mode)
   local key = crypto.generate_rsa(2048)
-  local platform = crypto.generate_rsa(2048)
   return wechatpay.new {
     mchid = "1900000001", serial = "C0FFEE0000000000000000000000000000000001",
-    private_key = key, certs = { PUB_KEY_ID_0000000000000000000000000CHECK = platform:public() },
+    private_key = key, certs = { PUB_KEY_ID_0000000000000000000000000CHECK = key:public() },
     apiv3_key = string.rep("0", 32), base_url = "https://check.invalid",
   }
 end
@@ -131,11 +132,13 @@ function M.run(path, args, opts)
 
   wechatpay.hooks.before_send = function(p)
     local body = p.json
-    if body == nil and p.body and p.body ~= "" and (p.body:sub(1, 1) == "{") then
+    if body == nil and type(p.upload_meta) == "string" then
+      body = require("cjson.safe").decode(p.upload_meta)    -- multipart: the signed meta part
+    elseif body == nil and p.body and p.body ~= "" and (p.body:sub(1, 1) == "{") then
       body = require("cjson.safe").decode(p.body)
     end
     local target = p.template or (p.path or ""):gsub("%?.*", "")
-    local ok, findings = saved_request(p.method, target, body, { now = opts.now })
+    local ok, findings = saved_request(p.method, target, body, { now = opts.now, query = parse_query(p.path or "") })
     local ep = p.endpoint or schema.find(p.method, p.path or "")
     local entry = {
       method = p.method, path = p.path, body = p.body or "", title = ep and ep.title,
@@ -171,16 +174,30 @@ function M.run(path, args, opts)
   return report
 end
 
-local USAGE = "usage: quan check [--profile NAME] [--config FILE] script.lua [args]"
+local USAGE = "usage: quan check [--now TIME] [--profile NAME] [--config FILE] script.lua [args]"
 
 -- main(args) -> exit status
 function M.main(args)
   args = args or {}
   local i = 1
+  local now
   while args[i] and args[i]:sub(1, 1) == "-" and args[i] ~= "-" do
     local a = args[i]
     if a == "--" then i = i + 1 break end
-    if a == "--profile" or a == "--config" or a == "--log-format" then
+    if a == "--now" then
+      -- check as of this time: "YYYY-MM-DD HH:MM" (Beijing time) or epoch seconds
+      local v = args[i + 1] or ""
+      now = tonumber(v)
+      if not now then
+        local ok, t = pcall(require("wechatpay.favor").at, v)
+        now = ok and validate.rfc3339(t) or nil
+      end
+      if not now then
+        io.stderr:write("quan check: --now expects \"YYYY-MM-DD HH:MM\" or epoch seconds, got '", v, "'\n")
+        return 2
+      end
+      i = i + 2
+    elseif a == "--profile" or a == "--config" or a == "--log-format" then
       i = i + 2          -- accepted for symmetry with `quan run`; check uses no profile
     elseif a:match("^%-%-profile=") or a:match("^%-%-config=") or a == "--verbose" or a == "--sandbox"
       or a == "--dry-run" or a:match("^%-%-log%-format=") then
@@ -199,13 +216,20 @@ function M.main(args)
   local out = io.stdout
   local n = 0
   local report = M.run(script, rest, {
+    now = now,
     on_request = function(e)
       n = n + 1
       out:write(("%d. %s %s%s: %s\n"):format(n, e.method, e.path,
         e.title and ("  (" .. e.title .. ")") or "",
         e.ok and (e.known and "valid" or "not a favor endpoint, not checked")
           or (#e.findings .. " finding" .. (#e.findings == 1 and "" or "s"))))
-      if e.body ~= "" then out:write("   body: ", e.body, "\n") end
+      if e.body ~= "" then
+        if e.body:find("[%z\1-\8\14-\31\127]") or #e.body > 4096 then
+          out:write("   body: <", #e.body, " bytes>\n")
+        else
+          out:write("   body: ", e.body, "\n")
+        end
+      end
       if not e.ok then
         for line in (validate.format(e.findings) .. "\n"):gmatch("([^\n]*)\n") do
           out:write("   - ", line, "\n")

@@ -34,6 +34,11 @@ function M.pretty(text)
       end
       out[#out + 1] = text:sub(i, j)
       i = j + 1
+    elseif c == "[" and text:find("^%[[^%[%]{}\"]*%]", i) and #text:match("^%[[^%[%]{}\"]*%]", i) <= 72 then
+      -- a short array of numbers, booleans or nulls stays on one line
+      local a = text:match("^%[[^%[%]{}\"]*%]", i)
+      out[#out + 1] = a:gsub("%s", ""):gsub(",", ", ")
+      i = i + #a
     elseif c == "{" or c == "[" then
       local close = c == "{" and "}" or "]"
       local k = i + 1

@@ -222,6 +222,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, json.dumps(out), fake)
         if "empty" in fake:
             return self.send(204, b"", fake)
+        if path == "/v3/billdownload/file":  # files are not signed (protocol.md B.9)
+            return self.send(200, b"stock_id,coupon_id\n1,2\n", fake, signed=False)
         echo = {"method": self.command, "target": self.path, "path": unquote(path),
                 "query": urlsplit(self.path).query, "body": body.decode("utf-8", "replace"),
                 "headers": {k.lower(): v for k, v in self.headers.items()},
@@ -239,6 +241,7 @@ class Server(ThreadingHTTPServer):
 
     def get_request(self):
         sock, addr = self.socket.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
     def finish_request(self, request, client_address):

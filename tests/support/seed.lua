@@ -69,15 +69,24 @@ function M.verbatim()
   }
 end
 
--- NOW: the clock the filled seed is valid at (2026-11-28T00:00:00Z)
+-- NOW: a fixed clock for specs (2026-11-28T00:00:00Z)
 M.NOW = 1795824000
 
--- filled() -> the seed with every empty or zero value filled in (see
--- docs/campaigns.md, "The seed, filled"); valid at M.NOW
-function M.filled()
+local function rfc3339(t)
+  return os.date("!%Y-%m-%dT%H:%M:%S.000+08:00", t + 8 * 3600)
+end
+M.rfc3339 = rfc3339
+
+-- filled([now]) -> the seed with every empty or zero value filled in (see
+-- docs/campaigns.md, "The seed, filled"), valid at `now` (default: the real
+-- clock): the stock runs from 00:00 (+08:00) two days after now, for 60 days
+function M.filled(now)
+  now = now or os.time()
+  local day0 = (now + 8 * 3600) // 86400 * 86400 - 8 * 3600 + 2 * 86400
+  local begin_time, end_time = rfc3339(day0), rfc3339(day0 + 60 * 86400 - 1)
   local s = M.verbatim()
-  s.available_begin_time = '2026-12-01T00:00:00.000+08:00'
-  s.available_end_time = '2027-01-31T23:59:59.000+08:00'
+  s.available_begin_time = begin_time
+  s.available_end_time = end_time
   local u = s.stock_use_rule
   u.max_coupons, u.max_amount, u.max_amount_by_day, u.max_coupons_per_user = 1000, 500000, 50000, 1
   local p = s.pattern_info
@@ -86,8 +95,8 @@ function M.filled()
   p.merchant_name = '微信支付'
   p.coupon_image = 'https://qpic.cn/image'
   local t = s.coupon_use_rule.coupon_available_time
-  t.available_begin_time = '2026-12-01T00:00:00.000+08:00'
-  t.available_end_time = '2027-01-31T23:59:59.000+08:00'
+  t.available_begin_time = begin_time
+  t.available_end_time = end_time
   -- available_time_after_receive stays 0: 0 means "not used", and a positive
   -- value may not be combined with fix_available_time
   local c = s.coupon_use_rule
@@ -96,7 +105,7 @@ function M.filled()
   c.discount_coupon.transaction_minimum = 10000
   c.exchange_coupon.exchange_price, c.exchange_coupon.transaction_minimum = 100, 10000
   s.out_request_no = '98568865202612010001'
-  return s
+  return s, day0
 end
 
 return M

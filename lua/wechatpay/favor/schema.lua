@@ -569,7 +569,7 @@ end
 -- find(method, path) -> endpoint, vars | nil
 -- path may be a template ("/v3/.../{stock_id}/start"), a concrete path, a path
 -- without the leading slash, with a query string, or a full URL.
-local found, found_n = {}, 0   -- method .. " " .. path -> { endpoint, vars } | false
+local found, found_n = {}, 0   -- method -> path -> { endpoint, vars } | false
 
 local function search(method, path)
   local list = compiled[method:upper()]
@@ -589,13 +589,15 @@ local function search(method, path)
 end
 
 local function lookup(method, path)
-  local key = method .. " " .. path
-  local hit = found[key]
+  local by_path = found[method]
+  local hit = by_path and by_path[path]
   if hit == nil then
     local ep, vars = search(method, path)
     hit = ep and { ep, vars } or false
     if found_n >= 256 then found, found_n = {}, 0 end
-    found[key], found_n = hit, found_n + 1
+    by_path = found[method] or {}
+    found[method] = by_path
+    by_path[path], found_n = hit, found_n + 1
   end
   return hit
 end
@@ -620,6 +622,7 @@ end
 -- field(node, "a.b.c") -> the node at that dotted path (array items through "[]"
 -- or a number) | nil: for help and completion
 function M.field(node, dotted)
+  dotted = dotted:gsub("%[%d*%]", ".[]")
   for part in dotted:gmatch("[^.]+") do
     if not node then return nil end
     if node.type == "array" and (part == "[]" or tonumber(part)) then
