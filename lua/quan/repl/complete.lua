@@ -147,6 +147,16 @@ local function client_mts()
   return rawget(c, "Client"), rawget(c, "Node")
 end
 
+-- node_segments(n) -> the path segments of a client API node (its
+-- __tostring is "wechatpay.node /v3/...", the client's public form)
+local function node_segments(n)
+  local segs = {}
+  local ok, text = pcall(tostring, n)
+  local path = ok and text:match("^wechatpay%.node (/.*)$") or ""
+  for sg in path:gmatch("[^/]+") do segs[#segs + 1] = sg end
+  return segs
+end
+
 -- resolve(parts, G) -> { segs = path segments } for a client or API node,
 -- or { value = v } for a plain value; nil when it cannot be followed.
 -- `wx` counts as the client before it is made: Tab never starts a sandbox.
@@ -164,9 +174,7 @@ function M.resolve(parts, G)
   local segs
   if v == true then segs = {}
   elseif Client and getmetatable(v) == Client then segs = {}
-  elseif Node and getmetatable(v) == Node then
-    segs = {}
-    for i, sg in ipairs(rawget(v, "segments") or {}) do segs[i] = sg end
+  elseif Node and getmetatable(v) == Node then segs = node_segments(v)
   end
   for k = 2, #parts do
     if segs then
@@ -175,9 +183,7 @@ function M.resolve(parts, G)
       v = index(v, parts[k])
       if v == nil then return nil end
       if Client and getmetatable(v) == Client then segs = {}
-      elseif Node and getmetatable(v) == Node then
-        segs = {}
-        for i, sg in ipairs(rawget(v, "segments") or {}) do segs[i] = sg end
+      elseif Node and getmetatable(v) == Node then segs = node_segments(v)
       end
     end
   end

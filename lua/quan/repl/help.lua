@@ -246,7 +246,10 @@ local function path_of(x)
   if type(c) ~= "table" then return nil end
   local mt = getmetatable(x)
   if mt ~= nil and mt == c.Client then return "/" end
-  if mt ~= nil and mt == c.Node then return "/" .. table.concat(rawget(x, "segments") or {}, "/") end
+  if mt ~= nil and mt == c.Node then
+    local ok, text = pcall(tostring, x) -- "wechatpay.node /v3/..."
+    return ok and text:match("^wechatpay%.node (/.*)$") or nil
+  end
 end
 
 -- ---- help ----------------------------------------------------------------
