@@ -324,6 +324,23 @@ describe("the REPL on a terminal", function()
 end)
 
 describe("the REPL off a terminal", function()
+  it("names the active profile in the prompt without building a client", function()
+    local home = sh.tmpdir()
+    os.execute("mkdir -p " .. home .. "/.config/quan")
+    sh.write(home .. "/.config/quan/config.lua",
+      'return { default = "staging", profiles = { staging = {}, prod = {} } }')
+    local base = "env -u QUAN_CONFIG -u QUAN_SANDBOX -u QUAN_PROFILE HOME=" .. home
+    local out, err = sh.run("cd /tmp && echo 'type(rawget(_G, \"wx\"))' | " .. base .. " " .. q .. " -i")
+    assert.matches("quan%[staging%]> \"nil\"", out)
+    assert.equal("", err)
+    out = sh.run("cd /tmp && echo | " .. base .. " QUAN_PROFILE=prod " .. q .. " -i")
+    assert.matches("quan%[prod%]> ", out)
+    out = sh.run("cd /tmp && echo | " .. base .. " QUAN_SANDBOX=1 " .. q .. " -i")
+    assert.matches("quan%[sandbox%]> ", out)
+    out = sh.run("cd /tmp && echo | env -u QUAN_CONFIG -u QUAN_SANDBOX -u QUAN_PROFILE HOME=" .. sh.tmpdir() .. " " .. q .. " -i")
+    assert.matches("quan%[sandbox%]> ", out)
+  end)
+
   it("reads piped lines with io.read", function()
     local out = sh.run("printf '1+1\\nfunction f()\\nreturn 3 end\\nf()\\n' | " .. q .. " -i 2>&1")
     assert.matches("\n?[^\n]*2\n", out)

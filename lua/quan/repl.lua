@@ -39,40 +39,29 @@ end
 
 -- ---- the active profile --------------------------------------------------
 
-local function config_path()
-  local p = os.getenv("QUAN_CONFIG")
-  if p and p ~= "" then return p end
-  local base = os.getenv("XDG_CONFIG_HOME")
-  if not base or base == "" then
-    local home = os.getenv("HOME")
-    if not home then return nil end
-    base = home .. "/.config"
-  end
-  return base .. "/quan/config.lua"
-end
-
 -- profile_name() -> the name the prompt shows, without building a client:
--- "sandbox" with QUAN_SANDBOX=1 or when no profile is configured.
+-- the profile wechatpay.client() would choose (wechatpay.config's rules:
+-- $QUAN_PROFILE, the config file's default, its only profile), "sandbox"
+-- with QUAN_SANDBOX=1 or when no profile is configured.
 function M.profile_name()
   local client = rawget(_G, "wx")
   if type(client) == "table" then
     local name = rawget(client, "profile_name") -- plain fields only: no API node
     if type(name) == "string" then return name end
   end
-  if os.getenv("QUAN_SANDBOX") == "1" then return "sandbox" end
-  local p = os.getenv("QUAN_PROFILE")
-  if p and p ~= "" then return p end
-  local path = config_path()
-  local f = path and loadfile(path, "t", {})
-  local ok, cfg = pcall(f or error)
-  if ok and type(cfg) == "table" and type(cfg.profiles) == "table" then
-    if type(cfg.default) == "string" then return cfg.default end
-    local only
-    for name in pairs(cfg.profiles) do
-      if only then only = nil break end
-      only = name
-    end
-    if type(only) == "string" then return only end
+  local sb = os.getenv("QUAN_SANDBOX")
+  if sb and sb ~= "" and sb ~= "0" then return "sandbox" end
+  local ok, name = pcall(function()
+    local config = require "wechatpay.config"
+    local path = config.find()
+    if not path then return nil end
+    return config.choose(config.read(path), nil, path)
+  end)
+  if ok and type(name) == "string" then return name end
+  if not ok then
+    local p = os.getenv("QUAN_PROFILE") -- a broken config: wx will say why
+    if p and p ~= "" then return p end
+    return "?"
   end
   return "sandbox"
 end
