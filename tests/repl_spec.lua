@@ -303,6 +303,10 @@ describe("the REPL on a terminal", function()
       s:type("fav.couponSt")
       s:keys("Tab")
       s:wait_for(PROMPT .. "fav.couponStocks")
+      s:keys("C-u")
+      s:type("wx:req")
+      s:keys("Tab")
+      s:wait_for(PROMPT .. "wx:request")
       s:close()
     end)
 
@@ -379,6 +383,27 @@ describe("quan.edit arguments", function()
 end)
 
 describe("quan.repl and quan.pretty", function()
+  local pretty = require "quan.pretty"
+  it("formats mixed tables: the sequence first, then sorted keys", function()
+    assert.equal("{\n  1,\n  2,\n  [10] = 5,\n  x    = 3.0\n}", pretty.format({ 1, 2, x = 3.0, [10] = 5 }))
+  end)
+  it("measures display width: wide CJK 2, combining 0, colour codes 0", function()
+    for _, case in ipairs {
+      { "abc", 3 }, { "满减", 4 }, { "ｆｕｌｌ", 8 }, { "e\u{301}", 1 }, { "\27[32mab\27[0m", 2 }, { "한글", 4 },
+    } do
+      assert.equal(case[2], pretty.width(case[1]), case[1])
+    end
+  end)
+  it("marks a table met twice without a cycle too", function()
+    local shared = { 1 }
+    assert.equal("{\n  a = <1>{ 1 },\n  b = <table 1>\n}", pretty.format({ a = shared, b = shared }))
+  end)
+  it("prints json.null as null and limits depth", function()
+    local cjson = require "cjson"
+    assert.equal("{ null }", pretty.format({ cjson.null }))
+    assert.equal("{\n  a = {...}\n}", pretty.format({ a = { b = 1 } }, { depth = 1 }))
+  end)
+
   it("add no globals when required", function()
     local before = {}
     for k in pairs(_G) do before[k] = true end

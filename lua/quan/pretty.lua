@@ -7,7 +7,7 @@ local M = {}
 
 local concat, sort, rep = table.concat, table.sort, string.rep
 local type, pairs, tostring, getmetatable = type, pairs, tostring, getmetatable
-local math_type = math.type
+local math_type, rawlen = math.type, rawlen
 
 local null = (function()
   local ok, cjson = pcall(require, "cjson")
@@ -221,8 +221,12 @@ local function render(v, opts, out, level, st)
     out[#out + 1] = rep(opts.indent, level) .. "}"
     return
   end
+  -- a mixed table: its sequence 1..#v first, without keys, then the rest
+  local seq = rawlen(v)
   local keys = {}
-  for k in pairs(v) do keys[#keys + 1] = k end
+  for k in pairs(v) do
+    if not (math_type(k) == "integer" and k >= 1 and k <= seq) then keys[#keys + 1] = k end
+  end
   sort(keys, key_less)
   -- keys, then '=' aligned by display width
   local labels, w = {}, 0
@@ -237,10 +241,16 @@ local function render(v, opts, out, level, st)
   end
   if w > 24 then w = 0 end -- one very long key: do not push everything right
   out[#out + 1] = "{\n"
+  local total = seq + #keys
+  for i = 1, seq do
+    out[#out + 1] = indent
+    render(v[i], opts, out, level + 1, st)
+    out[#out + 1] = i < total and ",\n" or "\n"
+  end
   for i, k in ipairs(keys) do
     out[#out + 1] = indent .. M.pad(paint(color, "key", labels[i]), w) .. " = "
     render(v[k], opts, out, level + 1, st)
-    out[#out + 1] = i < #keys and ",\n" or "\n"
+    out[#out + 1] = seq + i < total and ",\n" or "\n"
   end
   out[#out + 1] = rep(opts.indent, level) .. "}"
 end

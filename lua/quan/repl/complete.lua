@@ -300,13 +300,16 @@ local function chain_candidates(word, before, G)
   if not at then return {} end
   if at.segs then
     local node = M.api_node(at.segs)
-    if #at.segs == 0 then -- the client itself: its methods, and v3
-      if type(at.client) == "table" then fields_of(at.client, word, out) end
-      if sep == "." and node then child_names(node, word, out) end
-      if sep == ":" then
+    if #at.segs == 0 then -- the client itself: its fields and v3, or its methods
+      if sep == "." then
+        if type(at.client) == "table" then fields_of(at.client, word, out) end
+        if node then child_names(node, word, out) end
+      else
         local Client = client_mts()
         if Client then fields_of(Client, word, out) end
-        for k in pairs(out) do if k:sub(1, 2) == "__" then out[k] = nil end end
+        for k in pairs(out) do
+          if k:sub(1, 2) == "__" or type(rawget(Client, k)) ~= "function" then out[k] = nil end
+        end
       end
       return sorted(out)
     end
