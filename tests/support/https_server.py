@@ -73,6 +73,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def handle_any(self):
+        if self.path.startswith("/stats"):  # looking does not count as a request in flight
+            return self.route()
         with lock:
             stats["active"] += 1
             stats["max_active"] = max(stats["max_active"], stats["active"])
