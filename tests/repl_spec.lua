@@ -350,6 +350,12 @@ describe("the REPL off a terminal", function()
     assert.matches("quan%[sandbox%]> ", out)
   end)
 
+  it("runs as `quan repl` too", function()
+    local out, _, code = sh.run("printf '=1+1\\n' | " .. q .. " repl")
+    assert.matches("> 2\n", out)
+    assert.equal(0, code)
+  end)
+
   it("reads piped lines with io.read", function()
     local out = sh.run("printf '1+1\\nfunction f()\\nreturn 3 end\\nf()\\n' | " .. q .. " -i 2>&1")
     assert.matches("\n?[^\n]*2\n", out)
