@@ -326,9 +326,21 @@ describe("the REPL on a terminal", function()
       s:close()
     end)
 
-    pending("the embedded sandbox survives a Ctrl-C at the terminal: quan.os.spawn leaves the "
-      .. "child in the terminal's process group and `quan sandbox` stops on SIGINT, so Ctrl-C "
-      .. "in a REPL that started its own sandbox stops it (needs a new process group for the child)")
+    it_("keeps its private sandbox through a Ctrl-C at the terminal" .. why, function()
+      local s = repl() -- no profile configured: wx starts a private sandbox
+      s:line(LIST)
+      s:wait_for("HTTP 200", 60)
+      s:type("'cancelled line'")
+      s:keys("C-c") -- SIGINT to the terminal's foreground process group
+      s:wait_for("^C")
+      s:line(LIST)
+      s:line("'after'")
+      local screen = s:wait_for('"after"', 30)
+      local _, answers = screen:gsub("HTTP 200", "")
+      assert.equal(2, answers)
+      assert.not_matches("connect", screen)
+      s:close()
+    end)
   end)
 end)
 
