@@ -4,7 +4,9 @@
  * fails raises "sqlite: <message>" (wrap it in pcall when a failure such as a
  * constraint is expected) and db:errcode() names the primary result code.
  * See docs/sqlite.md. */
+#include <pthread.h>
 #include <string.h>
+#include <time.h>
 #include <sqlite3.h>
 #include "quan.h"
 
@@ -14,8 +16,16 @@
 typedef struct Db {
   sqlite3 *db;
   int closed;
-  int lastrc; /* primary result code of the last failure */
+  int lastrc;     /* primary result code of the last failure */
+  int timeout_ms; /* busy timeout */
+  int process_lock; /* transactions take the process-wide writer lock */
 } Db;
+
+/* Writers of one process that opened their db with process_lock = true queue
+ * on this mutex around each outer transaction: a blocked thread wakes as soon
+ * as the lock is released, instead of polling SQLite's file lock. Process-wide
+ * by nature, so a C global. */
+static pthread_mutex_t writer_lock = PTHREAD_MUTEX_INITIALIZER;
 
 typedef struct Stmt {
   sqlite3_stmt *st;
@@ -23,6 +33,23 @@ typedef struct Stmt {
   int busy;   /* 1 while an iterator or a cached call is using it */
   int cached; /* 1 when owned by the db's statement cache */
 } Stmt;
+
+/* Busy handler: short sleeps (50 us growing to 1 ms) until the timeout, so
+ * writers in several threads of one process hand the lock over quickly
+ * (SQLite's default handler sleeps in steps of up to 100 ms). */
+static int on_busy(void *ud, int count) {
+  Db *d = ud;
+  static _Thread_local struct timespec start;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  if (count == 0) start = now;
+  double waited = (double)(now.tv_sec - start.tv_sec) * 1e3 + (double)(now.tv_nsec - start.tv_nsec) / 1e6;
+  if (waited >= d->timeout_ms) return 0;
+  long us = count < 20 ? 50 : (count < 100 ? 200 : 1000);
+  struct timespec ts = {0, us * 1000};
+  nanosleep(&ts, NULL);
+  return 1;
+}
 
 static const char *rcname(int rc) {
   switch (rc & 0xff) {
@@ -311,7 +338,7 @@ static int stmt_tostring(lua_State *L) {
  *   -> db | nil, message, code */
 static int l_open(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  int timeout = 5000, wal = 1;
+  int timeout = 5000, wal = 1, plock = 0;
   const char *sync = "NORMAL";
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -319,6 +346,9 @@ static int l_open(lua_State *L) {
     if (!lua_isnil(L, -1)) timeout = (int)luaL_checkinteger(L, -1);
     lua_getfield(L, 2, "wal");
     if (!lua_isnil(L, -1)) wal = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "process_lock");
+    plock = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     lua_getfield(L, 2, "synchronous");
     if (!lua_isnil(L, -1)) {
       static const char *const modes[] = {"off", "normal", "full", NULL};
@@ -344,7 +374,9 @@ static int l_open(lua_State *L) {
     return 3;
   }
   d->closed = 0;
-  sqlite3_busy_timeout(d->db, timeout);
+  d->timeout_ms = timeout;
+  d->process_lock = plock;
+  sqlite3_busy_handler(d->db, on_busy, d);
   char pragma[96];
   snprintf(pragma, sizeof pragma, "PRAGMA journal_mode=%s; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON",
            wal ? "WAL" : "DELETE", sync);
@@ -434,8 +466,13 @@ static int db_transaction(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   int nested = !sqlite3_get_autocommit(d->db);
   const char *begin = nested ? "SAVEPOINT quan_tx" : "BEGIN IMMEDIATE";
+  int locked = !nested && d->process_lock;
+  if (locked) pthread_mutex_lock(&writer_lock);
   int rc = sqlite3_exec(d->db, begin, NULL, NULL, NULL);
-  if (rc != SQLITE_OK) return raise_db(L, d, rc);
+  if (rc != SQLITE_OK) {
+    if (locked) pthread_mutex_unlock(&writer_lock);
+    return raise_db(L, d, rc);
+  }
   /* stack: db, fn, args...; results replace fn and args */
   int status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 0);
   if (status != LUA_OK) {
@@ -445,6 +482,7 @@ static int db_transaction(lua_State *L) {
     } else if (!sqlite3_get_autocommit(d->db)) {
       sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
     }
+    if (locked) pthread_mutex_unlock(&writer_lock);
     return lua_error(L);
   }
   rc = sqlite3_exec(d->db, nested ? "RELEASE quan_tx" : "COMMIT", NULL, NULL, NULL);
@@ -453,8 +491,10 @@ static int db_transaction(lua_State *L) {
     const char *msg = sqlite3_errmsg(d->db);
     lua_pushfstring(L, "sqlite: %s", msg);
     if (!nested && !sqlite3_get_autocommit(d->db)) sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    if (locked) pthread_mutex_unlock(&writer_lock);
     return lua_error(L);
   }
+  if (locked) pthread_mutex_unlock(&writer_lock);
   return lua_gettop(L) - 1;
 }
 

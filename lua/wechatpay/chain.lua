@@ -43,10 +43,16 @@ local function scalar(v, what)
   usage(what .. " must be a string, number or boolean (got " .. t .. ")")
 end
 
--- variables(template) -> set of the {names} a path template uses
+local varsets = {} -- template -> set; templates are few (the API tree)
+
+-- variables(template) -> set of the {names} a path template uses (cached;
+-- do not modify the set)
 function M.variables(template)
-  local set = {}
+  local set = varsets[template]
+  if set then return set end
+  set = {}
   for name in template:gmatch("{([^}]+)}") do set[name] = true end
+  varsets[template] = set
   return set
 end
 
@@ -76,6 +82,9 @@ function M.query(t)
   for _, k in ipairs(keys) do
     local v = t[k]
     if type(v) == "table" then
+      if next(v) ~= nil and #v == 0 then
+        usage("query '" .. k .. "' must be a string, number, boolean or an array of them")
+      end
       for i = 1, #v do
         out[#out + 1] = M.encode(k) .. "=" .. M.encode(scalar(v[i], "query '" .. k .. "'"))
       end

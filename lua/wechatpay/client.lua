@@ -10,6 +10,7 @@
 -- the validator rejects) is returned as `nil, err` by the plain verbs and
 -- rejects the promise of the ...Async verbs (`:wait()` re-raises it).
 local chain = require "wechatpay.chain"
+local config = require "wechatpay.config"
 local errors = require "wechatpay.errors"
 local json = require "wechatpay.json"
 local sign = require "wechatpay.sign"
@@ -35,6 +36,19 @@ local function need(name)
   return m
 end
 
+-- optional(name) -> module | nil: modules of other tasks (validator, schemas)
+-- that may be absent; a failed require is not retried on every request
+local missing = {}
+local function optional(name)
+  local m = package.loaded[name]
+  if m ~= nil then return m end
+  if missing[name] then return nil end
+  local ok, v = pcall(require, name)
+  if ok then return v end
+  missing[name] = true
+  return nil
+end
+
 -- hooks: shared with wechatpay.hooks (init.lua sets M.hooks to that table)
 M.hooks = {}
 
@@ -57,8 +71,9 @@ local OPTIONS = {
 
 local NEW_KEYS = {
   mchid = true, serial = true, private_key = true, certs = true, apiv3_key = true,
-  base_url = true, ca_file = true, timeout = true,
+  base_url = true, ca_file = true, timeout = true, proxy = true,
 }
+M.NEW_KEYS = NEW_KEYS
 
 local function read_secret(src, what)
   local path = src:match("^file://(.*)$")
@@ -70,8 +85,10 @@ local function read_secret(src, what)
   return (s:gsub("\r?\n$", ""))
 end
 
+-- serial_eq(a, b) -> true when two hex serials name the same number
 local function serial_eq(a, b)
-  local na, nb = a:upper():gsub("^0+", ""), b:upper():gsub("^0+", "")
+  local na = a:upper():gsub("^0+", "")
+  local nb = b:upper():gsub("^0+", "")
   return na == nb
 end
 
@@ -86,7 +103,7 @@ local function load_certs(certs, own)
     if type(name) ~= "string" or name == "" then conferr("certs: keys must be serials or PUB_KEY_ID_... strings") end
     local where = ('certs["%s"]'):format(name)
     if own and serial_eq(name, own) then
-      conferr("%s: is the merchant's own certificate serial (serial); certs holds WeChat Pay's platform certificates or public key", where)
+      conferr("%s: is the merchant's own certificate serial (option 'serial'); certs holds WeChat Pay's platform certificates or public key", where)
     end
     local key, after
     if type(src) == "userdata" then
@@ -147,6 +164,10 @@ function M.new(opts, profile)
   if type(src) ~= "string" and type(src) ~= "userdata" then
     conferr("private_key: expected a file:// path or PEM text")
   end
+  for _, k in ipairs { "private_key", "apiv3_key" } do
+    local path = type(opts[k]) == "string" and opts[k]:match("^file://(.*)$")
+    if path then config.warn_mode(path, k) end
+  end
   local key = src
   if type(src) == "string" then
     local err
@@ -166,7 +187,10 @@ function M.new(opts, profile)
     conferr("base_url: expected https://host[:port], got %s", tostring(base))
   end
   base = base:gsub("/+$", "")
+  -- a base URL with a path (a gateway) puts that prefix in the signed target
+  local origin, prefix = base:match("^(https://[^/]+)(.*)$")
   if opts.ca_file ~= nil and type(opts.ca_file) ~= "string" then conferr("ca_file: expected a path") end
+  if opts.proxy ~= nil and type(opts.proxy) ~= "string" then conferr("proxy: expected a URL") end
   local timeout = opts.timeout or M.TIMEOUT
   if type(timeout) ~= "number" or timeout <= 0 then conferr("timeout: expected a positive number of seconds") end
 
@@ -178,7 +202,8 @@ function M.new(opts, profile)
   }, Client)
   state[wx] = {
     key = key, keys = keys, accept = accept, apiv3 = apiv3,
-    ca_file = opts.ca_file, timeout = timeout, verbose = trace.enabled(),
+    ca_file = opts.ca_file, proxy = opts.proxy, timeout = timeout, verbose = trace.enabled(),
+    origin = origin, prefix = prefix,
   }
   return wx
 end
@@ -186,12 +211,16 @@ end
 ---------------------------------------------------------------------------
 -- the API tree
 
+-- a node's client and segments live under private keys, so every string key
+-- stays free for the API tree
+local CLIENT, SEGMENTS, TEMPLATE = {}, {}, {}
+
 local function node(client, segs)
-  return setmetatable({ client = client, segments = segs }, Node)
+  return setmetatable({ [CLIENT] = client, [SEGMENTS] = segs, [TEMPLATE] = table.concat(segs, "/") }, Node)
 end
 
 local function template(n)
-  return table.concat(rawget(n, "segments"), "/")
+  return rawget(n, TEMPLATE)
 end
 
 local verb_fns = {}
@@ -202,8 +231,8 @@ function Node.__index(n, k)
   if k == "chain" then return Node.chain end
   if type(k) ~= "string" then return nil end
   local segs = {}
-  for i, s in ipairs(rawget(n, "segments")) do segs[i] = s end
-  local child = node(rawget(n, "client"), chain.split(k, segs))
+  for i, s in ipairs(rawget(n, SEGMENTS)) do segs[i] = s end
+  local child = node(rawget(n, CLIENT), chain.split(k, segs))
   rawset(n, k, child)
   return child
 end
@@ -268,8 +297,8 @@ end
 
 -- validation(method, tpl, body_table) -> nil | error table
 local function validation(method, path_template, body, ctx)
-  local ok, validate = pcall(require, "quan.validate")
-  if not ok or type(validate) ~= "table" or not validate.request then return nil end
+  local validate = optional("quan.validate")
+  if type(validate) ~= "table" or not validate.request then return nil end
   local good, findings = validate.request(method, path_template, body)
   if good then return nil end
   local text = validate.format and validate.format(findings) or tostring(findings)
@@ -289,7 +318,7 @@ local function prepare(wx, method, tpl, opts, raw)
   for k in pairs(opts) do
     if not OPTIONS[k] and not vars[k] then usage("unknown option '" .. tostring(k) .. "'") end
   end
-  local path = raw and raw:gsub("%?.*", "") or "/" .. chain.expand(tpl, opts)
+  local path = raw and raw:gsub("%?.*", "") or st.prefix .. "/" .. chain.expand(tpl, opts)
   local target = raw or path
   if opts.query ~= nil then
     local q = chain.query(opts.query)
@@ -350,12 +379,9 @@ local function prepare(wx, method, tpl, opts, raw)
     end
   end
   local ctx = context(method, target)
-  local endpoint
   if opts.validate ~= false and opts.file == nil and not raw then
     local verr = validation(method, "/" .. tpl, opts.json, ctx)
     if verr then return nil, verr end
-    local ok, schema = pcall(require, "wechatpay.favor.schema")
-    if ok and type(schema) == "table" and schema.find then endpoint = schema.find(method, path) end
   end
   local crypto = need("quan.crypto")
   local timestamp = ("%d"):format(math.floor(need("quan.os").time()))
@@ -364,15 +390,15 @@ local function prepare(wx, method, tpl, opts, raw)
   local auth = sign.authorization(wx.mchid, wx.serial, timestamp, nonce, st.key:sign(message))
   add_header(headers, index, "Authorization", auth)
   return {
-    method = method, url = wx.base_url .. target, path = target, target = target,
+    method = method, url = st.origin .. target, path = target, target = target,
     template = "/" .. tpl, headers = headers, body = body or "", string_to_sign = message,
-    endpoint = endpoint, json = opts.json, upload_meta = upload_meta,
+    plain_path = path, json = opts.json, upload_meta = upload_meta,
     timeout = opts.timeout or st.timeout, context = ctx,
   }
 end
 
 local function header(h, name)
-  return h[name] or h[name:lower()]
+  return h[name:lower()] or h[name]
 end
 
 -- decode_result(p, res) -> result table
@@ -425,6 +451,8 @@ local function perform(wx, p)
   local st = state[wx]
   local hook = M.hooks.before_send
   if hook ~= nil then
+    local schema = optional("wechatpay.favor.schema")
+    if type(schema) == "table" and schema.find then p.endpoint = schema.find(p.method, p.plain_path) end
     local fake = hook(p)
     if type(fake) == "table" then return finish(wx, p, fake, false) end
   end
@@ -433,12 +461,12 @@ local function perform(wx, p)
   local t0 = qos.now()
   local res, msg, code = need("quan.async").request {
     method = p.method, url = p.url, headers = p.headers, body = p.body,
-    timeout = p.timeout, cafile = st.ca_file,
+    timeout = p.timeout, cafile = st.ca_file, proxy = st.proxy,
   }
   if not res then
     local err = errors.new {
       kind = "network", code = code or "other", retryable = true,
-      message = p.context .. ": " .. tostring(msg),
+      message = p.context .. ": " .. tostring(msg):gsub("^%u+ https?://%S+: ", ""),
     }
     if st.verbose then trace.failure(p, err) end
     return nil, err
@@ -456,10 +484,13 @@ local function run(wx, method, tpl, opts, level)
   return perform(wx, p)
 end
 
+-- promise(...) -> a quan.async task (a promise) settled with the result, or
+-- rejected with the error table
 local function promise(wx, method, tpl, opts, level)
   local p, err = errors.call(level + 1, context(method, "/" .. tpl) .. ": ", prepare, wx, method, tpl, opts)
-  return need("quan.async").promise(function()
-    if not p then error(err, 0) end
+  local async = need("quan.async")
+  if not p then return async.rejected(err) end
+  return async.spawn(function()
     local r, e = perform(wx, p)
     if not r then error(e, 0) end
     return r
@@ -469,11 +500,13 @@ end
 for name, method in pairs(VERBS) do
   verb_fns[name] = function(n, opts)
     if getmetatable(n) ~= Node then error(name .. ": call it with ':' (node:" .. name .. "{...})", 2) end
-    return run(rawget(n, "client"), method, template(n), opts, 2)
+    local r, e = run(rawget(n, CLIENT), method, template(n), opts, 2)
+    return r, e -- not a tail call: error levels count this frame
   end
   verb_fns[name .. "Async"] = function(n, opts)
     if getmetatable(n) ~= Node then error(name .. "Async: call it with ':' (node:" .. name .. "Async{...})", 2) end
-    return promise(rawget(n, "client"), method, template(n), opts, 2)
+    local p = promise(rawget(n, CLIENT), method, template(n), opts, 2)
+    return p
   end
 end
 
@@ -484,7 +517,8 @@ function Client.request(wx, method, path, opts)
     error("request: bad method '" .. tostring(method) .. "'", 2)
   end
   if type(path) ~= "string" then error("request: expected a path string", 2) end
-  return run(wx, method:upper(), table.concat(chain.split(path), "/"), opts, 2)
+  local r, e = run(wx, method:upper(), table.concat(chain.split(path), "/"), opts, 2)
+  return r, e
 end
 
 -- wx:download(url) -> result | nil, err: a signed GET of a download URL
@@ -497,7 +531,7 @@ function Client.download(wx, url)
     if url:sub(1, #wx.base_url + 1) ~= wx.base_url .. "/" then
       error("download: URL is not on " .. wx.base_url, 2)
     end
-    target = url:sub(#wx.base_url + 1)
+    target = url:sub(#state[wx].origin + 1)
   end
   if target:sub(1, 1) ~= "/" then error("download: expected an https:// URL or an absolute path", 2) end
   local p = errors.call(2, "GET " .. target .. ": ", prepare, wx, "GET", "", nil, target)

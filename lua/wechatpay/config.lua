@@ -82,11 +82,16 @@ local function resolve(src, dir)
   return src
 end
 
--- warn_mode(path, what): warns on stderr when path is readable by group/others
+local warned = {}
+
+-- warn_mode(path, what): warns on stderr, once per path, when path is
+-- readable by group or others
 function M.warn_mode(path, what)
+  if warned[path] then return end
   local ok, qos = pcall(require, "quan.os")
   if not ok or not qos.mode then return end
   local mode = qos.mode(path)
+  warned[path] = true
   if mode and mode & 0x24 ~= 0 then -- 0044: group or other read
     io.stderr:write(("quan: warning: %s file %s is readable by group or others (mode %03o); run chmod 600 on it\n")
       :format(what, path, mode & 0x1ff))

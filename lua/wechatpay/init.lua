@@ -48,25 +48,25 @@ end
 
 local sandbox -- one private sandbox per process, started on demand
 
-local function start_sandbox(why)
+-- start_sandbox(why, announce) -> handle; announce(base_url) is printed on
+-- stderr when this call started it
+local function start_sandbox(why, announce)
   if not sandbox then
     local ok, sb = pcall(require, "quan.sandbox")
     if not ok then errors.config("%s, and the embedded sandbox is not available: %s", why, tostring(sb)) end
     local handle, err = sb.start {}
     if not handle then errors.config("%s, and the private sandbox did not start: %s", why, tostring(err)) end
     sandbox = handle
+    io.stderr:write(announce, handle.base_url, "\n")
   end
   return sandbox
 end
 
-local NEW_KEYS = {
-  mchid = true, serial = true, private_key = true, certs = true, apiv3_key = true,
-  base_url = true, ca_file = true, timeout = true,
-}
-
+-- build(profile, name[, handle]) -> client from a resolved profile; the keys
+-- of wechatpay.new go to new, the whole profile (secrets aside) to wx.profile
 local function build(profile, name, handle)
   local opts = {}
-  for k in pairs(NEW_KEYS) do opts[k] = profile[k] end
+  for k in pairs(client.NEW_KEYS) do opts[k] = profile[k] end
   install_dryrun()
   local ok, wx = pcall(client.new, opts, profile)
   if not ok then
@@ -89,15 +89,13 @@ local function truthy(v) return v ~= nil and v ~= "" and v ~= "0" end
 function M.client(name)
   if name ~= nil and type(name) ~= "string" then error("wechatpay.client: profile name must be a string", 2) end
   if truthy(os.getenv("QUAN_SANDBOX")) then
-    local h = start_sandbox("QUAN_SANDBOX=1")
-    io.stderr:write("quan: using a private sandbox at ", h.base_url, "\n")
+    local h = start_sandbox("QUAN_SANDBOX=1", "quan: using a private sandbox at ")
     local cfg = config.read(h.config_path)
     return build(config.profile(cfg, h.profile or "sandbox", h.config_path), h.profile or "sandbox", h)
   end
   local profile, chosen = config.load(name)
   if profile then return build(profile, chosen) end
-  local h = start_sandbox("no profile configured")
-  io.stderr:write("quan: no profile configured; using a private sandbox at ", h.base_url, "\n")
+  local h = start_sandbox("no profile configured", "quan: no profile configured; using a private sandbox at ")
   local cfg = config.read(h.config_path)
   return build(config.profile(cfg, h.profile or "sandbox", h.config_path), h.profile or "sandbox", h)
 end

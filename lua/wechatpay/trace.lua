@@ -56,7 +56,7 @@ end
 
 -- failure(p, err)
 function M.failure(p, err)
-  out { "quan: ! " .. p.method .. " " .. p.target .. ": " .. tostring(err) }
+  out { "quan: ! " .. tostring(err) }
 end
 
 return M

@@ -23,9 +23,14 @@ function M.skip(path)
   return false
 end
 
+local LOWER = {}
+for _, name in ipairs(M.HEADERS) do LOWER[name] = name:lower() end
+
+-- header(h, name) -> value | nil (empty counts as missing); lower-case key
+-- first (how quan.http stores them), then the name as written
 local function header(h, name)
-  local v = h[name]
-  if v == nil then v = h[name:lower()] end
+  local v = h[LOWER[name] or name:lower()]
+  if v == nil then v = h[name] end
   if v == "" then return nil end
   return v
 end

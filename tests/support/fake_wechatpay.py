@@ -14,6 +14,7 @@ uploads the meta part) and answers with signed responses. A request header
   serial_lower     send the signer's serial in lower case
   signer=SERIAL    sign with another configured key
   badsig           sign a different message
+  signtest         prefix the signature with WECHATPAY/SIGNTEST/ (a probe)
   flip             change one body byte after signing
   drop             close the connection without an answer
   sleep=S          wait S seconds before answering
@@ -56,6 +57,7 @@ class Conf:
     signers = {}  # serial -> private key
     default_signer = None
     counter = 0
+    active = 0  # requests being handled right now
     lock = threading.Lock()
 
 
@@ -123,6 +125,8 @@ class Handler(BaseHTTPRequestHandler):
             if "badsig" in fake:
                 msg = b"not" + msg
             sig = base64.b64encode(key.sign(msg, padding.PKCS1v15(), hashes.SHA256())).decode()
+            if "signtest" in fake:  # WeChat Pay's signature probe (protocol.md B.8)
+                sig = "WECHATPAY/SIGNTEST/" + sig
             if "serial" in fake:
                 serial = fake["serial"]
             if "serial_lower" in fake:
@@ -149,6 +153,15 @@ class Handler(BaseHTTPRequestHandler):
                                       "detail": {"field": "/x", "issue": message}}), fake, signed=False)
 
     def handle_any(self):
+        with Conf.lock:
+            Conf.active += 1
+        try:
+            self.handle_one()
+        finally:
+            with Conf.lock:
+                Conf.active -= 1
+
+    def handle_one(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         fake = {}
@@ -159,6 +172,7 @@ class Handler(BaseHTTPRequestHandler):
                 fake[k] = v
         if "sleep" in fake:
             time.sleep(float(fake["sleep"]))
+        concurrent = Conf.active  # how many were in the server as this one woke
         if "drop" in fake:
             self.close_connection = True
             try:
@@ -207,7 +221,7 @@ class Handler(BaseHTTPRequestHandler):
                 j = json.loads(body)
             except ValueError:
                 return self.error_answer(400, "PARAM_ERROR", "body is not JSON", fake)
-            out = {"stock_id": "SID-" + str(j.get("out_request_no")),
+            out = {"stock_id": "SID-" + str(j.get("out_request_no")), "concurrent": concurrent,
                    "create_time": time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(time.time() + 8 * 3600))}
             return self.send(200, json.dumps(out), fake)
         if self.command == "POST" and path == "/v3/marketing/favor/media/image-upload":
@@ -222,6 +236,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, json.dumps(out), fake)
         if "empty" in fake:
             return self.send(204, b"", fake)
+        if path == "/v3/billdownload/file":  # files are not signed (protocol.md B.9)
+            return self.send(200, b"stock_id,coupon_id\n1,2\n", fake, signed=False)
         echo = {"method": self.command, "target": self.path, "path": unquote(path),
                 "query": urlsplit(self.path).query, "body": body.decode("utf-8", "replace"),
                 "headers": {k.lower(): v for k, v in self.headers.items()},
@@ -239,6 +255,7 @@ class Server(ThreadingHTTPServer):
 
     def get_request(self):
         sock, addr = self.socket.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
     def finish_request(self, request, client_address):

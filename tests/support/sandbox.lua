@@ -133,10 +133,17 @@ end
 -- iso(epoch) -> RFC 3339 in +08:00
 M.iso = require("quan.sandbox.util").format_time
 
+-- now(h) -> the sandbox's business clock (epoch seconds), which
+-- POST /sandbox/clock may have moved ahead of real time
+function M.now(h)
+  local res = assert(M.control(h, "/sandbox/clock"))
+  return require("quan.sandbox.util").parse_time(res.json.now)
+end
+
 -- stock_body(h, over) -> a valid create-stock body, fields of `over` merged in
 -- (nested tables merged one level deep)
 function M.stock_body(h, over)
-  local now = math.floor(qos.time())
+  local now = M.now(h)
   local b = {
     stock_name = "sandbox stock",
     belong_merchant = h.mchid,

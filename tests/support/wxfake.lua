@@ -55,6 +55,20 @@ local function here()
   return dir
 end
 
+-- options_for(dir, base_url) -> options for wechatpay.new over the keys in dir
+function M.options_for(dir, base_url)
+  return {
+    mchid = M.MCHID, serial = M.MERCHANT_SERIAL,
+    private_key = "file://" .. dir .. "/merchant.key.pem",
+    certs = {
+      [M.PUBKEY_ID] = "file://" .. dir .. "/platform.pub.pem",
+      [M.PLATFORM_SERIAL] = "file://" .. dir .. "/platcert.crt.pem",
+    },
+    apiv3_key = "file://" .. dir .. "/apiv3.key",
+    base_url = base_url, ca_file = dir .. "/ca.pem", timeout = 10,
+  }
+end
+
 -- start([dir]) -> fake: {dir, port, base_url, pid, options(), stop()}
 function M.start(dir)
   if not dir then
@@ -87,16 +101,7 @@ function M.start(dir)
   end
   local fake = { dir = dir, port = port, pid = pid, base_url = "https://127.0.0.1:" .. port }
   function fake.options(extra)
-    local o = {
-      mchid = M.MCHID, serial = M.MERCHANT_SERIAL,
-      private_key = "file://" .. dir .. "/merchant.key.pem",
-      certs = {
-        [M.PUBKEY_ID] = "file://" .. dir .. "/platform.pub.pem",
-        [M.PLATFORM_SERIAL] = "file://" .. dir .. "/platcert.crt.pem",
-      },
-      apiv3_key = "file://" .. dir .. "/apiv3.key",
-      base_url = fake.base_url, ca_file = dir .. "/ca.pem", timeout = 10,
-    }
+    local o = M.options_for(dir, fake.base_url)
     for k, v in pairs(extra or {}) do o[k] = v end
     return o
   end

@@ -97,7 +97,7 @@ function M.new(dir)
   local id = files.identity(dir)
   local merchant_pub = assert(crypto.certificate("file://" .. dir .. "/merchant.pem")):public_key()
   local platform = assert(crypto.private_key("file://" .. dir .. "/platform.key.pem"))
-  local db = assert(sqlite.open(dir .. "/sandbox.db", {busy_timeout = 20000}))
+  local db = assert(sqlite.open(dir .. "/sandbox.db", {busy_timeout = 20000, process_lock = true}))
   local control_text, control = nil, {faults = {}, clock_offset = 0}
 
   local function sha256(s) return crypto.sha256(s) end

@@ -38,6 +38,8 @@ function M.default_state()
   return (os.getenv("HOME") or ".") .. "/.local/share/quan/sandbox"
 end
 
+local KNOWN = {listen = true, state = true, faults = true, ["ready-file"] = true}
+
 local function parse_args(args)
   local o = {listen = "127.0.0.1:0"}
   local i = 1
@@ -46,6 +48,7 @@ local function parse_args(args)
     local k, v = a:match("^%-%-([%w%-]+)=(.*)$")
     if not k then
       k = a:match("^%-%-([%w%-]+)$")
+      if k and not KNOWN[k] and k ~= "help" then return nil, "quan sandbox: unknown argument '" .. a .. "'" end
       if k and k ~= "help" then
         i = i + 1
         v = args[i]
@@ -184,7 +187,7 @@ function M.start(opts)
     argv[#argv + 1] = "--faults"
     argv[#argv + 1] = opts.faults
   end
-  local pid, err = qos.spawn(argv, {stdout = "/dev/null", stderr = dir .. "/sandbox.log"})
+  local pid, err = qos.spawn(argv, {stdout = "/dev/null", stderr = dir .. "/sandbox.log", detach = true})
   if not pid then
     if temporary then rm_rf(dir) end
     return nil, "sandbox: cannot start: " .. tostring(err)

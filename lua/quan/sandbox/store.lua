@@ -88,13 +88,16 @@ end
 -- within the window. Old nonces are pruned now and then.
 local seen = 0
 function M.remember_nonce(db, mchid, nonce, now)
-  local changes = db:run("INSERT OR IGNORE INTO nonces (mchid, nonce, ts) VALUES (?, ?, ?)", mchid, nonce, now)
-  seen = seen + 1
-  if seen % 500 == 0 then db:run("DELETE FROM nonces WHERE ts < ?", now - 900) end
-  return changes == 1
+  return db:transaction(function()
+    local changes = db:run("INSERT OR IGNORE INTO nonces (mchid, nonce, ts) VALUES (?, ?, ?)", mchid, nonce, now)
+    seen = seen + 1
+    if seen % 500 == 0 then db:run("DELETE FROM nonces WHERE ts < ?", now - 900) end
+    return changes == 1
+  end)
 end
 
 local function fail(status, code, message, field, value)
+  if code == "PARAM_ERROR" and field and not message:find(field, 1, true) then message = field .. ": " .. message end
   return nil, {status = status, code = code, message = message, field = field, value = value}
 end
 M.fail = fail

@@ -1,0 +1,480 @@
+-- quan sandbox: checks as WeChat Pay does them, the favor business rules,
+-- signed answers, faults, the clock and durable state.
+local sh = require "tests.support.sh"
+local sbx = require "tests.support.sandbox"
+local crypto = require "quan.crypto"
+local cjson = require "cjson"
+local qos = require "quan.os"
+
+local P = "/v3/marketing/favor"
+
+local h -- one sandbox for the whole file
+
+local function create(over)
+  local b = sbx.stock_body(h, over)
+  local res = assert(sbx.request(h, "POST", P .. "/coupon-stocks", b))
+  return res, b
+end
+
+local function act(id, action)
+  return assert(sbx.request(h, "POST", P .. "/stocks/" .. id .. "/" .. action, {stock_creator_mchid = h.mchid}))
+end
+
+local function running_stock(over)
+  local res = create(over)
+  assert.equal(200, res.status, res.body)
+  assert.equal(200, act(res.json.stock_id, "start").status)
+  return res.json.stock_id
+end
+
+local function send(id, openid, out_no, extra)
+  local b = {stock_id = id, out_request_no = out_no or ("send" .. crypto.nonce(10)), appid = h.appid,
+    stock_creator_mchid = h.mchid}
+  for k, v in pairs(extra or {}) do b[k] = v end
+  return assert(sbx.request(h, "POST", P .. "/users/" .. openid .. "/coupons", b))
+end
+
+local function refused(res, status, code)
+  assert.equal(status, res.status, res.body)
+  assert.equal(code, res.json.code, res.body)
+  assert.is_string(res.json.message)
+end
+
+describe("quan sandbox", function()
+  setup(function() h = sbx.start() end)
+  teardown(function() if h then h:stop() end end)
+
+  describe("state dir", function()
+    it("holds the documented files, secrets private, and a client config", function()
+      for _, name in ipairs {"ca.pem", "mchid", "appid", "merchant.key.pem", "merchant.serial", "platform.pub.pem",
+          "platform.key_id", "apiv3.key", "config.lua"} do
+        assert.truthy(io.open(h.state .. "/" .. name), name)
+      end
+      assert.equal(384, qos.mode(h.state .. "/merchant.key.pem")) -- 0600
+      assert.equal(384, qos.mode(h.state .. "/apiv3.key"))
+      assert.equal(32, #sh.read(h.state .. "/apiv3.key"))
+      assert.matches("^PUB_KEY_ID_%d+\n$", sh.read(h.state .. "/platform.key_id"))
+      assert.matches("BEGIN PRIVATE KEY", sh.read(h.state .. "/merchant.key.pem")) -- PKCS#8
+      local serial = sh.run("openssl x509 -noout -serial -in " .. h.state .. "/merchant.pem")
+      assert.equal("serial=" .. h.serial .. "\n", serial)
+      local cfg = dofile(h.config_path)
+      local p = cfg.profiles.sandbox
+      assert.equal("sandbox", cfg.default)
+      assert.equal(h.base_url, p.base_url)
+      assert.equal(h.mchid, p.mchid)
+      assert.equal(h.serial, p.serial)
+      assert.equal("file://" .. h.state .. "/merchant.key.pem", p.private_key)
+      assert.equal("file://" .. h.state .. "/platform.pub.pem", p.certs[h.key_id])
+      assert.equal(h.appid, p.appid)
+      -- the server certificate is trusted through ca.pem for 127.0.0.1
+      local out = sh.run("curl -sS --cacert " .. h.state .. "/ca.pem " .. h.base_url .. "/sandbox/health")
+      assert.equal(h.mchid, cjson.decode(out).mchid)
+    end)
+  end)
+
+  describe("request checks", function()
+    it("accepts a request signed with the openssl command line and sent by curl", function()
+      local dir = sh.tmpdir()
+      local target = P .. "/stocks?offset=0&limit=10&stock_creator_mchid=" .. h.mchid
+      local ts, nonce = tostring(math.floor(qos.time())), "opensslNonce" .. crypto.nonce(12)
+      sh.write(dir .. "/msg", "GET\n" .. target .. "\n" .. ts .. "\n" .. nonce .. "\n\n")
+      local sig = sh.run("openssl dgst -sha256 -sign " .. h.state .. "/merchant.key.pem " .. dir .. "/msg | base64 -w0")
+      local auth = ('WECHATPAY2-SHA256-RSA2048 mchid="%s",nonce_str="%s",timestamp="%s",serial_no="%s",signature="%s"')
+        :format(h.mchid, nonce, ts, h.serial, sig)
+      local res = sbx.raw(h, "GET", target, {headers = {"Authorization: " .. auth}})
+      assert.equal(200, res.status, res.body)
+      assert.equal(0, res.json.offset)
+      -- the same with one character of the signature changed
+      local bad = sig:sub(1, 10) .. (sig:sub(11, 11) == "A" and "B" or "A") .. sig:sub(12)
+      auth = ('WECHATPAY2-SHA256-RSA2048 mchid="%s",nonce_str="%s",timestamp="%s",serial_no="%s",signature="%s"')
+        :format(h.mchid, nonce .. "x", ts, h.serial, bad)
+      res = sbx.raw(h, "GET", target, {headers = {"Authorization: " .. auth}})
+      refused(res, 401, "SIGN_ERROR")
+      assert.equal("signature", res.json.detail.field)
+    end)
+
+    it("signs answers so that openssl dgst -verify accepts them with platform.pub.pem", function()
+      local res = sbx.request(h, "GET", P .. "/stocks?offset=0&limit=1&stock_creator_mchid=" .. h.mchid)
+      assert.equal(200, res.status)
+      assert.equal(h.key_id, res.headers["wechatpay-serial"])
+      assert.equal("WECHATPAY2-SHA256-RSA2048", res.headers["wechatpay-signature-type"])
+      assert.truthy(res.headers["request-id"])
+      assert.matches("^%x+$", res.headers["wechatpay-nonce"])
+      local dir = sh.tmpdir()
+      sh.write(dir .. "/msg", res.headers["wechatpay-timestamp"] .. "\n" .. res.headers["wechatpay-nonce"] .. "\n" .. res.body .. "\n")
+      sh.write(dir .. "/sig.b64", res.headers["wechatpay-signature"])
+      local out, _, code = sh.run("base64 -d " .. dir .. "/sig.b64 > " .. dir .. "/sig && openssl dgst -sha256 -verify "
+        .. h.state .. "/platform.pub.pem -signature " .. dir .. "/sig " .. dir .. "/msg")
+      assert.equal(0, code)
+      assert.equal("Verified OK\n", out)
+      -- error answers are signed too
+      res = sbx.request(h, "GET", P .. "/stocks/nope?stock_creator_mchid=" .. h.mchid)
+      refused(res, 404, "RESOURCE_NOT_EXISTS")
+      assert.is_true(sbx.verify(h, res))
+    end)
+
+    it("refuses each broken Authorization with 401 SIGN_ERROR", function()
+      local target = P .. "/stocks?offset=0&limit=1&stock_creator_mchid=" .. h.mchid
+      local cases = {
+        {"no header", {}, "authorization"},
+        {"other scheme", {"Authorization: Bearer x"}, "authorization"},
+        {"unknown mchid", {"Authorization: " .. sbx.authorization(h, "GET", target, "", {mchid = "1234567890"})}, "mchid"},
+        {"unknown serial", {"Authorization: " .. sbx.authorization(h, "GET", target, "", {serial = string.rep("AB", 20)})}, "serial_no"},
+        {"stale timestamp", {"Authorization: " .. sbx.authorization(h, "GET", target, "", {timestamp = math.floor(qos.time()) - 301})}, "timestamp"},
+        {"future timestamp", {"Authorization: " .. sbx.authorization(h, "GET", target, "", {timestamp = math.floor(qos.time()) + 400})}, "timestamp"},
+        {"signed other path", {"Authorization: " .. sbx.authorization(h, "GET", P .. "/stocks", "")}, "signature"},
+        {"not base64", {"Authorization: " .. sbx.authorization(h, "GET", target, "", {signature = "WECHATPAY/SIGNTEST/abc"})}, "signature"},
+      }
+      for _, c in ipairs(cases) do
+        local res = sbx.raw(h, "GET", target, {headers = c[2]})
+        assert.equal(401, res.status, c[1])
+        assert.equal("SIGN_ERROR", res.json.code, c[1])
+        assert.equal(c[3], res.json.detail.field, c[1])
+      end
+    end)
+
+    it("signs the body: a changed body is refused", function()
+      local body = cjson.encode(sbx.stock_body(h))
+      local auth = sbx.authorization(h, "POST", P .. "/coupon-stocks", body)
+      local res = sbx.raw(h, "POST", P .. "/coupon-stocks", {body = body .. " ", headers = {"Authorization: " .. auth,
+        "Content-Type: application/json"}})
+      refused(res, 401, "SIGN_ERROR")
+      assert.equal(P .. "/coupon-stocks", res.json.detail.sign_information.url)
+      assert.equal("POST", res.json.detail.sign_information.method)
+    end)
+
+    it("refuses a nonce used again within the window", function()
+      local target = P .. "/stocks?offset=0&limit=1&stock_creator_mchid=" .. h.mchid
+      local auth = sbx.authorization(h, "GET", target, "")
+      assert.equal(200, sbx.raw(h, "GET", target, {headers = {"Authorization: " .. auth}}).status)
+      local res = sbx.raw(h, "GET", target, {headers = {"Authorization: " .. auth}})
+      refused(res, 401, "SIGN_ERROR")
+      assert.equal("nonce_str", res.json.detail.field)
+    end)
+
+    it("answers PARAM_ERROR naming the field", function()
+      local cases = {
+        {{stock_name = false}, "stock_name"},
+        {{stock_use_rule = {max_amount = 999}}, "stock_use_rule.max_amount"},
+        {{stock_use_rule = {max_coupons = "10"}}, "stock_use_rule.max_coupons"},
+        {{coupon_use_rule = {fixed_normal_coupon = {coupon_amount = 100, transaction_minimum = 50}}},
+          "coupon_use_rule.fixed_normal_coupon.transaction_minimum"},
+        {{available_end_time = "tomorrow"}, "available_end_time"},
+        {{out_request_no = "has space"}, "out_request_no"},
+      }
+      for _, c in ipairs(cases) do
+        local b = sbx.stock_body(h, c[1])
+        if c[1].stock_name == false then b.stock_name = nil end
+        local res = sbx.request(h, "POST", P .. "/coupon-stocks", b)
+        assert.equal(400, res.status, res.body)
+        assert.equal("PARAM_ERROR", res.json.code, res.body)
+        assert.truthy(res.json.message:find(c[2], 1, true), res.json.message)
+        assert.equal("/" .. c[2]:gsub("%.", "/"), res.json.detail.field)
+      end
+      local res = sbx.request(h, "POST", P .. "/coupon-stocks", "{not json")
+      refused(res, 400, "PARAM_ERROR")
+    end)
+  end)
+
+  describe("stocks", function()
+    it("creates idempotently on out_request_no, refusing the same number with another body", function()
+      local res, b = create()
+      assert.equal(200, res.status, res.body)
+      assert.matches("^%d+$", res.json.stock_id)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%+08:00$", res.json.create_time)
+      local again = sbx.request(h, "POST", P .. "/coupon-stocks", b)
+      assert.equal(200, again.status)
+      assert.same(res.json, again.json)
+      b.stock_name = "another name"
+      refused(sbx.request(h, "POST", P .. "/coupon-stocks", b), 400, "INVALID_REQUEST")
+    end)
+
+    it("moves unactivated -> running -> paused -> running and refuses other moves", function()
+      local id = create().json.stock_id
+      local function status()
+        return sbx.request(h, "GET", P .. "/stocks/" .. id .. "?stock_creator_mchid=" .. h.mchid).json.status
+      end
+      assert.equal("unactivated", status())
+      refused(act(id, "pause"), 400, "PARAM_ERROR")
+      refused(act(id, "restart"), 400, "PARAM_ERROR")
+      local res = act(id, "start")
+      assert.equal(200, res.status)
+      assert.equal(id, res.json.stock_id)
+      assert.is_string(res.json.start_time)
+      assert.equal("running", status())
+      refused(act(id, "start"), 400, "PARAM_ERROR")
+      refused(act(id, "restart"), 400, "PARAM_ERROR")
+      assert.is_string(act(id, "pause").json.pause_time)
+      assert.equal("paused", status())
+      refused(act(id, "pause"), 400, "PARAM_ERROR")
+      refused(act(id, "start"), 400, "PARAM_ERROR")
+      assert.is_string(act(id, "restart").json.restart_time)
+      assert.equal("running", status())
+      refused(act("99999999", "start"), 404, "RESOURCE_NOT_EXISTS")
+    end)
+
+    it("queries one stock and lists stocks with paging and filters", function()
+      local id = running_stock {stock_name = "list me"}
+      local s = sbx.request(h, "GET", P .. "/stocks/" .. id .. "?stock_creator_mchid=" .. h.mchid).json
+      assert.equal("list me", s.stock_name)
+      assert.equal(h.mchid, s.stock_creator_mchid)
+      assert.equal(100, s.stock_use_rule.fixed_normal_coupon.coupon_amount)
+      assert.equal(0, s.distributed_coupons)
+      local list = sbx.request(h, "GET", P .. "/stocks?offset=0&limit=2&status=running&stock_creator_mchid=" .. h.mchid).json
+      assert.equal(2, list.limit)
+      assert.is_true(list.total_count >= 1)
+      assert.is_true(#list.data <= 2)
+      for _, st in ipairs(list.data) do assert.equal("running", st.status) end
+      refused(sbx.request(h, "GET", P .. "/stocks?offset=0&limit=11&stock_creator_mchid=" .. h.mchid), 400, "PARAM_ERROR")
+      refused(sbx.request(h, "GET", P .. "/stocks?offset=0&limit=5"), 400, "PARAM_ERROR")
+      local m = sbx.request(h, "GET", P .. "/stocks/" .. id .. "/merchants?offset=0&limit=10&stock_creator_mchid=" .. h.mchid).json
+      assert.same({h.mchid}, m.data)
+      local items = sbx.request(h, "GET", P .. "/stocks/" .. id .. "/items?offset=0&limit=10&stock_creator_mchid=" .. h.mchid)
+      assert.equal(200, items.status)
+      assert.equal(0, items.json.total_count)
+      assert.matches('"data":%[%]', items.body)
+    end)
+  end)
+
+  describe("sending coupons", function()
+    it("refuses a stock that is not running", function()
+      local id = create().json.stock_id
+      refused(send(id, "u1"), 400, "INVALID_REQUEST")
+      act(id, "start")
+      assert.equal(200, send(id, "u1").status)
+      act(id, "pause")
+      refused(send(id, "u1"), 400, "INVALID_REQUEST")
+      refused(send("99999999", "u1"), 404, "RESOURCE_NOT_EXISTS")
+      refused(send(id, "u1", nil, {appid = "wx0000000000000000"}), 400, "APPID_MCHID_NOT_MATCH")
+    end)
+
+    it("enforces max_coupons and the budget with NOT_ENOUGH", function()
+      local id = running_stock {stock_use_rule = {max_coupons = 5, max_amount = 500, max_coupons_per_user = 5}}
+      for i = 1, 5 do assert.equal(200, send(id, "budget" .. i).status) end
+      refused(send(id, "budget6"), 403, "NOT_ENOUGH")
+    end)
+
+    it("enforces max_coupons_per_user with REQUEST_BLOCKED", function()
+      local id = running_stock {stock_use_rule = {max_coupons_per_user = 1}}
+      assert.equal(200, send(id, "once").status)
+      refused(send(id, "once"), 403, "REQUEST_BLOCKED")
+      assert.equal(200, send(id, "another").status)
+    end)
+
+    it("is idempotent on out_request_no", function()
+      local id = running_stock()
+      local first = send(id, "idem", "same-no-" .. id)
+      assert.equal(200, first.status)
+      local again = send(id, "idem", "same-no-" .. id)
+      assert.equal(200, again.status)
+      assert.equal(first.json.coupon_id, again.json.coupon_id)
+      local s = sbx.request(h, "GET", P .. "/stocks/" .. id .. "?stock_creator_mchid=" .. h.mchid).json
+      assert.equal(1, s.distributed_coupons)
+      refused(send(id, "someone-else", "same-no-" .. id), 400, "INVALID_REQUEST")
+    end)
+
+    it("queries one coupon and lists a user's coupons", function()
+      local id = running_stock()
+      local cid = send(id, "lister").json.coupon_id
+      local c = sbx.request(h, "GET", P .. "/users/lister/coupons/" .. cid .. "?appid=" .. h.appid)
+      assert.equal(200, c.status)
+      assert.equal(cid, c.json.coupon_id)
+      assert.equal(id, c.json.stock_id)
+      assert.equal("SENDED", c.json.status)
+      assert.equal(100, c.json.normal_coupon_information.coupon_amount)
+      refused(sbx.request(h, "GET", P .. "/users/other/coupons/" .. cid .. "?appid=" .. h.appid), 404, "RESOURCE_NOT_EXISTS")
+      refused(sbx.request(h, "GET", P .. "/users/lister/coupons/" .. cid), 400, "PARAM_ERROR")
+      local list = sbx.request(h, "GET", P .. "/users/lister/coupons?appid=" .. h.appid .. "&stock_id=" .. id).json
+      assert.equal(1, list.total_count)
+      assert.equal(cid, list.data[1].coupon_id)
+      local none = sbx.request(h, "GET", P .. "/users/nobody/coupons?appid=" .. h.appid)
+      assert.equal(0, none.json.total_count)
+      assert.matches('"data":%[%]', none.body)
+    end)
+  end)
+
+  describe("the business clock", function()
+    it("moves forward through the control endpoint for time windows and daily budgets", function()
+      local now = sbx.now(h)
+      local later = running_stock {available_begin_time = sbx.iso(now + 3600), available_end_time = sbx.iso(now + 3 * 86400)}
+      refused(send(later, "early"), 400, "INVALID_REQUEST")
+      local daily = running_stock {stock_use_rule = {max_amount_by_day = 200, max_coupons_per_user = 5}}
+      assert.equal(200, send(daily, "d1").status)
+      assert.equal(200, send(daily, "d2").status)
+      refused(send(daily, "d3"), 403, "NOT_ENOUGH")
+      local res = sbx.control(h, "/sandbox/clock", {advance_seconds = 86400})
+      assert.equal(200, res.status)
+      assert.equal(86400, res.json.offset_seconds)
+      assert.equal(200, send(later, "early").status)
+      assert.equal(200, send(daily, "d3").status)
+      -- the signature timestamp still follows real time
+      assert.equal(200, sbx.request(h, "GET", P .. "/stocks?offset=0&limit=1&stock_creator_mchid=" .. h.mchid).status)
+      sbx.control(h, "/sandbox/clock", {advance_seconds = 3 * 86400})
+      refused(send(later, "late"), 400, "INVALID_REQUEST")
+      local c = sbx.request(h, "GET", P .. "/users/early/coupons?appid=" .. h.appid .. "&stock_id=" .. later).json
+      assert.equal("EXPIRED", c.data[1].status)
+      refused(sbx.control(h, "/sandbox/clock", {advance_seconds = -5}), 400, "PARAM_ERROR")
+    end)
+  end)
+
+  describe("callbacks and images", function()
+    it("sets and queries the callback URL", function()
+      refused(sbx.request(h, "GET", P .. "/callbacks?mchid=" .. h.mchid), 404, "RESOURCE_NOT_EXISTS")
+      local res = sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = "https://example.com/notify"})
+      assert.equal(200, res.status, res.body)
+      assert.equal("https://example.com/notify", res.json.notify_url)
+      local q = sbx.request(h, "GET", P .. "/callbacks?mchid=" .. h.mchid)
+      assert.same({mchid = h.mchid, notify_url = "https://example.com/notify"}, q.json)
+      refused(sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = "http://x"}), 400, "PARAM_ERROR")
+    end)
+
+    it("uploads an image as multipart with the signature over meta", function()
+      local dir = sh.tmpdir()
+      local png = "\137PNG\r\n\26\n" .. string.rep("\0", 64)
+      sh.write(dir .. "/logo.png", png)
+      local meta = cjson.encode {filename = "logo.png", sha256 = crypto.sha256(png)}
+      local target = P .. "/media/image-upload"
+      local auth = sbx.authorization(h, "POST", target, meta)
+      local res = sbx.raw(h, "POST", target, {headers = {"Authorization: " .. auth},
+        form = {"meta=" .. meta .. ";type=application/json", "file=@" .. dir .. "/logo.png;type=image/png"}})
+      assert.equal(200, res.status, res.body)
+      assert.matches("^https://", res.json.media_url)
+      assert.is_true(sbx.verify(h, res))
+      -- meta that does not match the file
+      meta = cjson.encode {filename = "logo.png", sha256 = string.rep("0", 64)}
+      auth = sbx.authorization(h, "POST", target, meta)
+      res = sbx.raw(h, "POST", target, {headers = {"Authorization: " .. auth},
+        form = {"meta=" .. meta .. ";type=application/json", "file=@" .. dir .. "/logo.png;type=image/png"}})
+      refused(res, 403, "REQUEST_BLOCKED")
+    end)
+  end)
+
+  describe("faults", function()
+    local function set(spec)
+      local res = sbx.control(h, "/sandbox/faults", {spec = spec})
+      assert.equal(200, res.status, res.body)
+    end
+    after_each(function() set("") end)
+    local function get()
+      return sbx.request(h, "GET", P .. "/stocks?offset=0&limit=1&stock_creator_mchid=" .. h.mchid)
+    end
+
+    it("answers 429 FREQUENCY_LIMIT_EXCEED and 500 SYSTEM_ERROR at the given rate", function()
+      set("error429=1")
+      refused(get(), 429, "FREQUENCY_LIMIT_EXCEED")
+      set("error500=1")
+      refused(get(), 500, "SYSTEM_ERROR")
+      set("latency=1ms")
+      assert.equal(200, get().status)
+      assert.equal("latency=1ms", sbx.control(h, "/sandbox/faults").json.faults)
+    end)
+
+    it("drops the connection after the write was committed", function()
+      local id = running_stock()
+      assert.equal(200, send(id, "dropped", "drop1-" .. id).status)
+      set("drop=1")
+      local res, err = sbx.request(h, "POST", P .. "/users/dropped/coupons",
+        {stock_id = id, out_request_no = "drop2-" .. id, appid = h.appid, stock_creator_mchid = h.mchid})
+      assert.is_nil(res)
+      assert.truthy(err)
+      set("")
+      local s = sbx.request(h, "GET", P .. "/stocks/" .. id .. "?stock_creator_mchid=" .. h.mchid).json
+      assert.equal(2, s.distributed_coupons)
+      local again = send(id, "dropped", "drop2-" .. id)
+      assert.equal(200, again.status)
+      assert.equal(2, sbx.request(h, "GET", P .. "/stocks/" .. id .. "?stock_creator_mchid=" .. h.mchid).json.distributed_coupons)
+    end)
+
+    it("tampers with answers so a verifying client rejects them", function()
+      local expect = {signature = "signature mismatch", body = "signature mismatch", serial = "unknown serial",
+        timestamp = "timestamp out of window"}
+      for kind, why in pairs(expect) do
+        set("tamper=" .. kind)
+        local res = get()
+        assert.equal(200, res.status)
+        local ok, reason = sbx.verify(h, res)
+        assert.is_false(ok, kind)
+        assert.matches(why, reason, 1, true)
+      end
+      set("")
+      assert.is_true(sbx.verify(h, get()))
+      refused(sbx.control(h, "/sandbox/faults", {spec = "tamper=nonsense"}), 400, "PARAM_ERROR")
+    end)
+  end)
+
+  describe("lifecycle", function()
+    it("keeps its state across a restart and takes --faults at start", function()
+      local dir = sh.tmpdir() .. "/state"
+      local a = sbx.start {state = dir}
+      local res = sbx.request(a, "POST", P .. "/coupon-stocks", sbx.stock_body(a))
+      local id = res.json.stock_id
+      local mchid = a.mchid
+      a:stop()
+      local b = sbx.start {state = dir, faults = "error429=1"}
+      assert.equal(mchid, b.mchid)
+      refused(sbx.request(b, "GET", P .. "/stocks/" .. id .. "?stock_creator_mchid=" .. b.mchid), 429, "FREQUENCY_LIMIT_EXCEED")
+      sbx.control(b, "/sandbox/faults", {spec = ""})
+      local s = sbx.request(b, "GET", P .. "/stocks/" .. id .. "?stock_creator_mchid=" .. b.mchid)
+      assert.equal(200, s.status)
+      assert.equal("unactivated", s.json.status)
+      b:stop()
+    end)
+
+    it("stops on SIGTERM and when its parent dies", function()
+      local dir = sh.tmpdir()
+      local ready = dir .. "/ready"
+      -- a shell parent that is killed: the sandbox notices and exits
+      local pid = qos.spawn({"/bin/sh", "-c", sh.quote(sh.quan) .. " sandbox --state " .. dir .. "/s --ready-file " .. ready
+        .. " >/dev/null 2>&1 & echo $! > " .. dir .. "/pid; wait"})
+      local deadline = qos.now() + 30
+      while not io.open(ready) and qos.now() < deadline do qos.sleep(0.05) end
+      assert.truthy(io.open(ready))
+      local child = tonumber(sh.read(dir .. "/pid"))
+      qos.kill(pid, "KILL")
+      qos.wait(pid)
+      deadline = qos.now() + 10
+      while io.open(ready) and qos.now() < deadline do qos.sleep(0.05) end
+      assert.is_nil(io.open(ready))
+      deadline = qos.now() + 10
+      while sh.run("kill -0 " .. child .. " 2>/dev/null && echo alive") ~= "" and qos.now() < deadline do qos.sleep(0.05) end
+      assert.equal("", (sh.run("kill -0 " .. child .. " 2>/dev/null && echo alive")))
+    end)
+
+    it("runs the examples of docs/sandbox.md", function()
+      local md = require "tests.support.mdexamples"
+      local blocks = md.blocks("docs/sandbox.md")
+      assert.is_true(#blocks >= 2)
+      for i = 1, #blocks do md.run("docs/sandbox.md", i) end
+    end)
+
+    it("answers --help and refuses bad arguments", function()
+      local _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --help")
+      assert.equal(0, code)
+      assert.matches("usage: quan sandbox", err)
+      _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --bogus")
+      assert.equal(2, code)
+      assert.matches("unknown argument", err)
+      _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --faults drop=2 --state " .. sh.tmpdir())
+      assert.equal(2, code)
+      assert.matches("faults: drop wants a rate", err)
+      assert.has_error(function() require("quan.sandbox").start {bogus = 1} end, "quan.sandbox.start: unknown option 'bogus'")
+    end)
+
+    it("refuses a second sandbox on the same state", function()
+      local dir = sh.tmpdir() .. "/one"
+      local a = sbx.start {state = dir}
+      local _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --state " .. dir)
+      assert.equal(1, code)
+      assert.matches("in use by another sandbox", err)
+      a:stop()
+    end)
+
+    it("adds no globals", function()
+      local before = {}
+      for k in pairs(_G) do before[k] = true end
+      require "quan.sandbox"
+      require "quan.sandbox.handler"
+      for k in pairs(_G) do assert.truthy(before[k], k) end
+    end)
+  end)
+end)

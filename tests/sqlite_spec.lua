@@ -1,0 +1,173 @@
+-- quan.sqlite: bound values, cached statements, transactions, lifetimes.
+local sqlite = require "quan.sqlite"
+local sh = require "tests.support.sh"
+local md = require "tests.support.mdexamples"
+
+describe("quan.sqlite", function()
+  local db
+  before_each(function()
+    db = assert(sqlite.open(":memory:"))
+    db:exec "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE, v REAL, b)"
+  end)
+  after_each(function() db:close() end)
+
+  it("opens a file in WAL mode and reports a failure of the world", function()
+    local path = sh.tmpdir() .. "/x.db"
+    local f = assert(sqlite.open(path))
+    assert.equal("wal", f:first("PRAGMA journal_mode").journal_mode)
+    assert.equal(1, f:first("PRAGMA synchronous").synchronous) -- NORMAL
+    f:close()
+    local none, msg, code = sqlite.open("/nonexistent/dir/x.db")
+    assert.is_nil(none)
+    assert.matches("^sqlite open /nonexistent/dir/x.db: ", msg)
+    assert.equal("cantopen", code)
+    assert.has_error(function() sqlite.open(path, {synchronous = "sometimes"}) end)
+  end)
+
+  it("round-trips values by type, never interpolating them", function()
+    local evil = "x'); DROP TABLE t; --"
+    db:run("INSERT INTO t (name, v, b) VALUES (?, ?, ?)", evil, 1.5, true)
+    db:run("INSERT INTO t (name, v, b) VALUES (?, ?, ?)", "bytes\0inside", 2, nil)
+    local r = db:first("SELECT * FROM t WHERE name = ?", evil)
+    assert.equal(evil, r.name)
+    assert.equal(1.5, r.v)
+    assert.equal(1, r.b)
+    assert.equal("integer", math.type(r.id))
+    r = db:first("SELECT * FROM t WHERE id = 2")
+    assert.equal("bytes\0inside", r.name)
+    assert.is_nil(r.b)
+    assert.equal(2, db:first("SELECT count(*) AS n FROM t").n)
+    assert.has_error(function() db:run("INSERT INTO t (name) VALUES (?)", print) end, "sqlite: cannot bind a function (parameter 1)")
+    assert.has_error(function() db:run("INSERT INTO t (name) VALUES (?)", 1, 2) end, "sqlite: 2 values for 1 parameters")
+  end)
+
+  it("binds named parameters from a table", function()
+    db:run("INSERT INTO t (name, v) VALUES (:name, @v)", {name = "a", v = 3})
+    assert.equal(3.0, db:first("SELECT v FROM t WHERE name = $n", {n = "a"}).v)
+  end)
+
+  it("returns changes and the last rowid, and raises with a code on constraint", function()
+    local changes, rowid = db:run("INSERT INTO t (name) VALUES (?)", "a")
+    assert.equal(1, changes)
+    assert.equal(1, rowid)
+    local ok, err = pcall(db.run, db, "INSERT INTO t (name) VALUES (?)", "a")
+    assert.is_false(ok)
+    assert.matches("^sqlite: UNIQUE constraint failed: t.name", err)
+    assert.equal("constraint", db:errcode())
+    assert.has_error(function() db:exec("SELEKT 1") end)
+    assert.equal("error", db:errcode())
+  end)
+
+  it("iterates rows, and a cached statement survives nested use and break", function()
+    for i = 1, 5 do db:run("INSERT INTO t (name) VALUES (?)", "n" .. i) end
+    local seen = {}
+    for row in db:rows("SELECT name FROM t ORDER BY id") do
+      -- the same SQL inside the loop gets its own statement
+      local inner = 0
+      for _ in db:rows("SELECT name FROM t ORDER BY id") do inner = inner + 1 end
+      assert.equal(5, inner)
+      seen[#seen + 1] = row.name
+      if #seen == 2 then break end
+    end
+    assert.same({"n1", "n2"}, seen)
+    local n = 0
+    for _ in db:rows("SELECT name FROM t ORDER BY id") do n = n + 1 end
+    assert.equal(5, n)
+  end)
+
+  it("commits a transaction, rolls back on error and re-raises the value", function()
+    local a, b = db:transaction(function(x)
+      db:run("INSERT INTO t (name) VALUES ('in')")
+      return x, 2
+    end, "ok")
+    assert.equal("ok", a)
+    assert.equal(2, b)
+    assert.is_false(db:in_transaction())
+    local marker = {}
+    local ok, err = pcall(db.transaction, db, function()
+      db:run("INSERT INTO t (name) VALUES ('gone')")
+      assert.is_true(db:in_transaction())
+      error(marker)
+    end)
+    assert.is_false(ok)
+    assert.equal(marker, err)
+    assert.is_nil(db:first("SELECT * FROM t WHERE name = 'gone'"))
+    assert.is_false(db:in_transaction())
+    -- nested: an inner failure undoes only the inner part
+    db:transaction(function()
+      db:run("INSERT INTO t (name) VALUES ('outer')")
+      pcall(db.transaction, db, function()
+        db:run("INSERT INTO t (name) VALUES ('inner')")
+        error("no")
+      end)
+    end)
+    assert.truthy(db:first("SELECT * FROM t WHERE name = 'outer'"))
+    assert.is_nil(db:first("SELECT * FROM t WHERE name = 'inner'"))
+  end)
+
+  it("lets two connections share a file, one writer at a time", function()
+    local path = sh.tmpdir() .. "/shared.db"
+    local a = assert(sqlite.open(path, {busy_timeout = 100}))
+    local b = assert(sqlite.open(path, {busy_timeout = 100}))
+    a:exec "CREATE TABLE j (k TEXT PRIMARY KEY)"
+    a:exec "BEGIN IMMEDIATE"
+    a:run("INSERT INTO j VALUES ('a')")
+    local ok, err = pcall(b.run, b, "INSERT INTO j VALUES ('b')")
+    assert.is_false(ok)
+    assert.matches("locked", err)
+    assert.equal("busy", b:errcode())
+    assert.equal(0, b:first("SELECT count(*) AS n FROM j").n) -- WAL: readers go on
+    a:exec "COMMIT"
+    b:run("INSERT INTO j VALUES ('b')")
+    assert.equal(2, a:first("SELECT count(*) AS n FROM j").n)
+    a:close()
+    b:close()
+  end)
+
+  it("prepares statements with bind, step, reset, run and finalize", function()
+    local ins = db:prepare("INSERT INTO t (name) VALUES (?)")
+    assert.equal(1, ins:run("x"))
+    assert.equal(1, ins:run("y"))
+    local q = db:prepare("SELECT name FROM t WHERE name > ? ORDER BY name")
+    assert.equal("x", q:bind("a"):step().name)
+    q:reset()
+    assert.equal("x", q:step().name)
+    assert.equal("y", q:step().name)
+    assert.is_nil(q:step())
+    assert.has_error(function() db:prepare("SELECT 1; SELECT 2") end)
+    q:finalize()
+    q:finalize()
+    assert.has_error(function() q:step() end, "sqlite: statement is finalized")
+    assert.matches("finalized", tostring(q))
+  end)
+
+  it("closes idempotently and finalizes statements with the db", function()
+    local d = assert(sqlite.open(":memory:"))
+    local st = d:prepare("SELECT 1 AS one")
+    assert.equal(1, st:step().one)
+    d:close()
+    d:close()
+    assert.has_error(function() st:step() end, "sqlite: statement is finalized")
+    assert.has_error(function() d:exec("SELECT 1") end, "sqlite: database is closed")
+    assert.equal("quan.sqlite.db (closed)", tostring(d))
+    do
+      local e <close> = assert(sqlite.open(":memory:"))
+      e:exec("SELECT 1")
+    end
+    collectgarbage()
+  end)
+
+  it("runs the examples of docs/sqlite.md", function()
+    local blocks = md.blocks("docs/sqlite.md")
+    assert.is_true(#blocks >= 3)
+    for i = 1, #blocks do md.run("docs/sqlite.md", i) end
+  end)
+
+  it("adds no globals", function()
+    local before = {}
+    for k in pairs(_G) do before[k] = true end
+    package.loaded["quan.sqlite"] = nil
+    require "quan.sqlite"
+    for k in pairs(_G) do assert.truthy(before[k], k) end
+  end)
+end)
