@@ -37,7 +37,8 @@ function M.stock(h, max_coupons)
     stock_use_rule = { max_coupons = max_coupons, max_amount = 100 * max_coupons,
                        max_coupons_per_user = 1, natural_person_limit = false, prevent_api_abuse = false },
     no_cash = false, stock_type = "NORMAL",
-    coupon_use_rule = { fixed_normal_coupon = { coupon_amount = 100, transaction_minimum = 200 } },
+    coupon_use_rule = { fixed_normal_coupon = { coupon_amount = 100, transaction_minimum = 200 },
+                        coupon_available_time = {} },
     out_request_no = "stock" .. require("quan.crypto").nonce(12),
   }
   local res, err = h.wx.v3.marketing.favor.couponStocks:post { json = body }
