@@ -143,7 +143,7 @@ end
 
 -- run(opts) -> summary | nil, message, exit_code
 -- opts (see docs/batches.md): input, key ("openid"), journal, send,
--- batch_id, batch_prefix, meta, classify, result, concurrency (32),
+-- batch_id, batch_prefix, meta, classify, result, concurrency (64),
 -- rate (400/s), burst, retry ({attempts, base, factor, max}), log_format,
 -- out (io.stderr), progress_interval (5 s), log_items, total, synchronous,
 -- flush_size, flush_interval, async (quan.async), sep.
@@ -158,7 +158,7 @@ function M.run(opts)
   local classify = opts.classify or retry.classify
   local resultfn = opts.result or default_result
   local policy = retry.policy(opts.retry)
-  local concurrency = opts.concurrency or 32
+  local concurrency = opts.concurrency or 64
   local bucket = ratelimit.new { rate = opts.rate or 400, burst = opts.burst }
   local flush_size = opts.flush_size or math.max(16, concurrency)
   local flush_interval = opts.flush_interval or 0.25

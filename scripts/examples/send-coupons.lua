@@ -9,7 +9,7 @@
 -- wx.mchid). Exit codes and a cron recipe: docs/batches.md.
 --
 -- options:
---   --concurrency N   calls in flight at once (32)
+--   --concurrency N   calls in flight at once (64)
 --   --rate N          calls per second at most, retries included (400)
 --   --attempts N      tries per row before it counts as failed (6)
 --   --key COLUMN      the CSV column that holds the openid (openid)
