@@ -120,6 +120,24 @@ local sum = coupons.send {
 local wall, cpu = qos.now() - t0, qos.cputime() - cpu0
 sampling = false
 sampler:wait()
+-- where the cost beyond the signature goes: the HTTP layer alone (the same
+-- number of unsigned POSTs to the sandbox's health endpoint, same concurrency)
+local http_cost
+do
+  local left, n = rows, rows
+  local function worker()
+    while left > 0 do
+      left = left - 1
+      assert(async.request { method = "POST", url = h.base_url .. "/sandbox/health", cafile = h.ca_file,
+                             body = '{"stock_id":"1"}', headers = { "Content-Type: application/json" } })
+    end
+  end
+  local c1 = qos.cputime()
+  local ts = {}
+  for i = 1, 64 do ts[i] = async.spawn(worker) end
+  for _, t in ipairs(ts) do t:wait() end
+  http_cost = (qos.cputime() - c1) / n
+end
 local sampled = 0
 for _, v in ipairs(samples) do sampled = sampled + v end
 cpu = cpu - sampled
@@ -140,6 +158,7 @@ print(("batch.crypto_bound_ms: %.3f ms (one RSA-2048 sign + verify, median of %d
   in_run * 1000, #samples))
 print(("batch.crypto_bound_quiet_ms: %.3f ms (the same, alone: median of 6 rounds before and after, %.3f..%.3f)"):format(
   bound * 1000, rounds[1] * 1000, rounds[6] * 1000))
+print(("batch.http_cpu_per_request_ms: %.3f ms (HTTP layer alone: curl, TLS, quan.async, kernel)"):format(http_cost * 1000))
 print(("batch.cpu_ratio: %.2f x (cpu per row / crypto bound during the run; target <= 1.3)"):format(per_row / in_run))
 print(("batch.cpu_ratio_quiet: %.2f x (cpu per row / crypto bound alone)"):format(per_row / bound))
 
@@ -150,6 +169,7 @@ local r1m, w1m, c1m, h1m = child_memory(big)
 print("batch.memory_note: engine with an in-process stand-in send (no signing, no network)")
 print(("batch.maxrss_10k_kib: %s KiB (%.1f s; Lua heap at the end %s KiB)"):format(tostring(r10), w10 or 0,
   tostring(h10)))
+if c1m then print(("batch.engine_cpu_per_row_ms: %.3f ms (CSV, journal, scheduling: no client)"):format(c1m / big * 1000)) end
 print(("batch.maxrss_1m_kib: %s KiB (%d rows, %.1f s, %.1f us cpu/row; Lua heap at the end %s KiB)"):format(
   tostring(r1m), big, w1m or 0, c1m and c1m / big * 1e6 or 0, tostring(h1m)))
 if r10 and r1m then
