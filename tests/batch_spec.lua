@@ -668,6 +668,30 @@ describe_e2e("quan.batch through the sandbox", function()
     assert.equal("300", recs[300].row)
   end)
 
+  it("records per-user refusals and goes on (exit 3)", function()
+    S.faults(h, "")
+    local dir = sh.tmpdir()
+    local stock = S.stock(h, 100) -- one coupon per user
+    local users = S.users(dir .. "/users.csv", 20, "oTwice")
+    local how, code = qos.wait(spawn_example(h, dir, { stock, users, dir .. "/night1.db" }, "n1"))
+    assert.equal(batch.exit.ok, code)
+    -- another night, another batch (a new journal) to the same users
+    local more = S.users(dir .. "/more.csv", 30, "oTwice") -- 20 old users, 10 new
+    how, code = qos.wait(spawn_example(h, dir, { "--export", dir .. "/n2.csv", stock, more, dir .. "/night2.db" }, "n2"))
+    assert.equal("exit", how)
+    assert.equal(batch.exit.refused, code)
+    local sum = events_of(dir .. "/n2.err")
+    sum = sum[#sum]
+    assert.equal(10, sum.sent)
+    assert.equal(20, sum.refused)
+    assert.same({ REQUEST_BLOCKED = 20 }, sum.refused_by_code)
+    assert.equal(30, S.coupons(h, stock).total)
+    local recs = read_all(assert(csv.open(dir .. "/n2.csv")))
+    assert.equal("refused", recs[1].state)
+    assert.equal("REQUEST_BLOCKED", recs[1].code)
+    assert.equal("sent", recs[30].state)
+  end)
+
   it("refuses a stock that is not running, before sending anything", function()
     local dir = sh.tmpdir()
     local stock = S.stock(h, 10)
