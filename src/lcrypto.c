@@ -241,6 +241,11 @@ static int loadsource(lua_State *L, int i, source *src, char *err, size_t errsz)
   scratch *box = scratch_new(L);
   src->owned = NULL;
   if (n < 7 || memcmp(s, "file://", 7) != 0) {
+    if (n > MAX_SOURCE) {
+      snprintf(err, errsz, "PEM text too large");
+      lua_pushnil(L);
+      return 0;
+    }
     src->p = s;
     src->n = n;
     lua_pushnil(L);
@@ -248,7 +253,7 @@ static int loadsource(lua_State *L, int i, source *src, char *err, size_t errsz)
   }
   const char *path = s + 7;
   struct stat st;
-  box->fd = open(path, O_RDONLY | O_CLOEXEC);
+  box->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block */
   if (box->fd < 0 || fstat(box->fd, &st) != 0) {
     snprintf(err, errsz, "cannot read %s: %s", path, strerror(errno));
     lua_pushnil(L);
@@ -411,6 +416,7 @@ static int c_private_key(lua_State *L) {
   }
   const char *why = key_accept(k);
   if (why) return fail(L, "type", "private key: %s", why);
+  ERR_clear_error();
   k->priv = 1;
   lua_settop(L, 3);
   return 1;
@@ -526,7 +532,7 @@ static int key_encrypt(lua_State *L) {
   qkey *k = checkkey(L, 1);
   size_t n;
   const char *pt = checkstr(L, 2, &n);
-  size_t size = (size_t)EVP_PKEY_get_size(k->pkey), max = size - 2 * 20 - 2;
+  size_t size = (size_t)EVP_PKEY_get_size(k->pkey), max = size > 42 ? size - 2 * 20 - 2 : 0;
   if (n > max)
     return fail(L, "too_long", "encrypt: plaintext is %d bytes, at most %d fit", (int)n, (int)max);
   scratch *box = scratch_new(L);
@@ -624,28 +630,41 @@ static int key_pem_public(lua_State *L) {
 }
 
 /* key:write_pem(path) -> true | nil, message, code
- * The private key as PKCS#8 PEM, written straight to a 0600 file. */
+ * The private key as PKCS#8 PEM, written straight from OpenSSL to a fresh
+ * 0600 file beside path (mkstemp), synced, then renamed over path: the key
+ * never passes through Lua and no reader sees a partial or wider file. */
 static int key_write_pem(lua_State *L) {
   qkey *k = checkprivate(L, 1);
-  const char *path = checkstr(L, 2, NULL);
+  size_t n;
+  const char *path = checkstr(L, 2, &n);
+  char tmp[PATH_MAX];
+  if (n + sizeof ".XXXXXX" > sizeof tmp)
+    return fail(L, "io", "write_pem: cannot write %s: %s", path, strerror(ENAMETOOLONG));
+  memcpy(tmp, path, n);
+  memcpy(tmp + n, ".XXXXXX", sizeof ".XXXXXX");
   scratch *box = scratch_new(L);
-  box->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (box->fd < 0 || fchmod(box->fd, 0600) != 0) {
+  box->fd = mkostemp(tmp, O_CLOEXEC);
+  if (box->fd < 0) {
     int e = errno;
     scratch_release(box);
     return fail(L, "io", "write_pem: cannot write %s: %s", path, strerror(e));
   }
   box->bio = BIO_new_fd(box->fd, BIO_NOCLOSE);
-  int ok = box->bio && PEM_write_bio_PrivateKey(box->bio, k->pkey, NULL, NULL, 0, NULL, NULL) &&
-           BIO_flush(box->bio) == 1;
+  errno = 0;
+  int ok = fchmod(box->fd, 0600) == 0 && box->bio &&
+           PEM_write_bio_PrivateKey(box->bio, k->pkey, NULL, NULL, 0, NULL, NULL) &&
+           BIO_flush(box->bio) == 1 && fsync(box->fd) == 0;
   int e = errno;
-  ok = ok && fsync(box->fd) == 0;
-  if (!ok) e = errno;
-  int closed = close(box->fd);
+  if (close(box->fd) != 0 && ok) ok = 0, e = errno;
   box->fd = -1;
   scratch_release(box);
-  if (!ok || closed != 0)
-    return fail(L, "io", "write_pem: cannot write %s: %s", path, strerror(ok ? errno : e));
+  if (ok && rename(tmp, path) != 0) ok = 0, e = errno;
+  if (!ok) {
+    unlink(tmp);
+    return fail(L, "io", "write_pem: cannot write %s: %s", path,
+                e ? strerror(e) : ossl_reason("encoding failed"));
+  }
+  ERR_clear_error();
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -987,6 +1006,7 @@ static int c_make_certificate(lua_State *L) {
          X509_sign(x, signer, st->sha256) > 0;
   }
   if (!ok) return fail(L, "openssl", "make_certificate: %s", ossl_reason("failed"));
+  ERR_clear_error();
   return 1;
 }
 

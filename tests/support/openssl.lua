@@ -20,7 +20,8 @@ end
 -- keys([serial]) -> a table of paths in a fresh directory:
 --   pkcs8, pkcs1 (private), spki, pkcs1_pub (public), cert (self-signed,
 --   serial given or 0x5F1C72E2A8931B72A2E13AF8DEE92471EB397115),
---   encrypted (PKCS#8 under `passphrase`), dir
+--   encrypted (PKCS#8 under `passphrase`), other (a second PKCS#8 key), dir
+-- (keys come from the CLI, so a spec under valgrind does not pay for keygen)
 function M.keys(serial)
   local dir = sh.tmpdir()
   local q = sh.quote
@@ -32,10 +33,12 @@ function M.keys(serial)
     pkcs1_pub = dir .. "/pub1.pem",
     cert = dir .. "/cert.pem",
     encrypted = dir .. "/enc.pem",
+    other = dir .. "/other.pem",
     passphrase = "s3cret pass",
     serial = serial or "5F1C72E2A8931B72A2E13AF8DEE92471EB397115",
   }
   M.run("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " .. q(k.pkcs8))
+  M.run("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " .. q(k.other))
   M.run("openssl rsa -in " .. q(k.pkcs8) .. " -traditional -out " .. q(k.pkcs1))
   M.run("openssl pkey -in " .. q(k.pkcs8) .. " -pubout -out " .. q(k.spki))
   M.run("openssl rsa -in " .. q(k.pkcs8) .. " -RSAPublicKey_out -out " .. q(k.pkcs1_pub))

@@ -1,0 +1,558 @@
+-- wechatpay.client: the client object, the API tree and one request's path
+-- from options to result:
+--   options -> path + query -> body (JSON | raw | multipart) -> validate ->
+--   sign -> [hook | send] -> verify (2xx) -> decode -> result | error table
+--
+-- Policy (docs/client.md): construction problems raise a "config" error
+-- table; a wrong argument (not a table, unknown option, missing path
+-- variable) raises a string at the caller's level; everything the world
+-- causes (network, an API error answer, a failed verification, a request
+-- the validator rejects) is returned as `nil, err` by the plain verbs and
+-- rejects the promise of the ...Async verbs (`:wait()` re-raises it).
+local chain = require "wechatpay.chain"
+local config = require "wechatpay.config"
+local errors = require "wechatpay.errors"
+local json = require "wechatpay.json"
+local sign = require "wechatpay.sign"
+local verify = require "wechatpay.verify"
+local multipart = require "wechatpay.multipart"
+local trace = require "wechatpay.trace"
+
+local M = {}
+
+M.VERSION = "0.1.0"
+M.USER_AGENT = "quan/" .. M.VERSION
+M.BASE_URL = "https://api.mch.weixin.qq.com"
+M.TIMEOUT = 30
+
+-- Natives are required when first used, so the pure parts load anywhere.
+local loaded = {}
+local function need(name)
+  local m = loaded[name]
+  if not m then
+    m = require(name)
+    loaded[name] = m
+  end
+  return m
+end
+
+-- optional(name) -> module | nil: modules of other tasks (validator, schemas)
+-- that may be absent; a failed require is not retried on every request
+local missing = {}
+local function optional(name)
+  local m = package.loaded[name]
+  if m ~= nil then return m end
+  if missing[name] then return nil end
+  local ok, v = pcall(require, name)
+  if ok then return v end
+  missing[name] = true
+  return nil
+end
+
+-- hooks: shared with wechatpay.hooks (init.lua sets M.hooks to that table)
+M.hooks = {}
+
+local conferr = errors.config
+local usage = errors.usage
+
+local Client = {}
+local Node = {}
+local state = setmetatable({}, { __mode = "k" }) -- client -> private state
+
+local VERBS = { get = "GET", post = "POST", put = "PUT", patch = "PATCH", delete = "DELETE" }
+
+local OPTIONS = {
+  json = true, body = true, query = true, headers = true, timeout = true,
+  validate = true, file = true, filename = true, content_type = true,
+}
+
+---------------------------------------------------------------------------
+-- construction
+
+local NEW_KEYS = {
+  mchid = true, serial = true, private_key = true, certs = true, apiv3_key = true,
+  base_url = true, ca_file = true, timeout = true, proxy = true,
+}
+
+local function read_secret(src, what)
+  local path = src:match("^file://(.*)$")
+  if not path then return src end
+  local f, err = io.open(path, "rb")
+  if not f then conferr("%s: cannot read %s: %s", what, path, tostring(err)) end
+  local s = f:read("a")
+  f:close()
+  return (s:gsub("\r?\n$", ""))
+end
+
+-- serial_eq(a, b) -> true when two hex serials name the same number
+local function serial_eq(a, b)
+  local na = a:upper():gsub("^0+", "")
+  local nb = b:upper():gsub("^0+", "")
+  return na == nb
+end
+
+-- load_certs(certs, merchant_serial) -> serial -> key map, advertised serial
+local function load_certs(certs, own)
+  local crypto = need("quan.crypto")
+  if type(certs) ~= "table" then conferr("certs: expected a table { [serial or PUB_KEY_ID_...] = certificate or public key }") end
+  local keys, pubkey_id, best, best_after = {}, nil, nil, nil
+  local n = 0
+  for name, src in pairs(certs) do
+    n = n + 1
+    if type(name) ~= "string" or name == "" then conferr("certs: keys must be serials or PUB_KEY_ID_... strings") end
+    local where = ('certs["%s"]'):format(name)
+    if own and serial_eq(name, own) then
+      conferr("%s: is the merchant's own certificate serial (option 'serial'); certs holds WeChat Pay's platform certificates or public key", where)
+    end
+    local key, after
+    if type(src) == "userdata" then
+      key = src
+    elseif type(src) == "string" then
+      local cert = crypto.certificate(src)
+      if cert then
+        local cs = cert:serial()
+        if not name:find("^PUB_KEY_ID_") and not serial_eq(cs, name) then
+          conferr("%s: the certificate's serial is %s", where, cs)
+        end
+        if own and serial_eq(cs, own) then
+          conferr("%s: is the merchant's own certificate (serial %s); certs holds WeChat Pay's platform certificates or public key", where, cs)
+        end
+        key, after = cert:public_key(), cert:not_after()
+      else
+        local k, err = crypto.public_key(src)
+        if not k then conferr("%s: not a certificate or public key: %s", where, tostring(err)) end
+        key = k
+      end
+    else
+      conferr("%s: expected a PEM text, a file:// path or a key (got %s)", where, type(src))
+    end
+    keys[name] = key
+    if name:find("^PUB_KEY_ID_") then
+      if not pubkey_id or name > pubkey_id then pubkey_id = name end
+    elseif not best or (after or 0) > (best_after or 0) or ((after or 0) == (best_after or 0) and name > best) then
+      best, best_after = name, after
+    end
+  end
+  if n == 0 then conferr("certs: empty; add the WeChat Pay public key (PUB_KEY_ID_...) or the platform certificates") end
+  return keys, pubkey_id or best
+end
+
+local function copy_public(opts)
+  local p = {}
+  for k, v in pairs(opts) do
+    if k ~= "private_key" and k ~= "apiv3_key" then p[k] = v end
+  end
+  return p
+end
+
+-- new(opts[, profile]) -> client; raises a config error table naming the key
+function M.new(opts, profile)
+  if type(opts) ~= "table" then conferr("wechatpay.new: expected a table of options, got %s", type(opts)) end
+  for k in pairs(opts) do
+    if not NEW_KEYS[k] then conferr("wechatpay.new: unknown option '%s'", tostring(k)) end
+  end
+  local mchid = opts.mchid
+  if math.type(mchid) == "integer" then mchid = ("%d"):format(mchid) end
+  if type(mchid) ~= "string" or not mchid:find("^%d+$") then conferr("mchid: expected the merchant id (digits)") end
+  local serial = opts.serial
+  if type(serial) ~= "string" or not serial:find("^%x+$") then
+    conferr("serial: expected the merchant certificate serial in hex")
+  end
+  serial = serial:upper()
+  local src = opts.private_key
+  if type(src) ~= "string" and type(src) ~= "userdata" then
+    conferr("private_key: expected a file:// path or PEM text")
+  end
+  for _, k in ipairs { "private_key", "apiv3_key" } do
+    local path = type(opts[k]) == "string" and opts[k]:match("^file://(.*)$")
+    if path then config.warn_mode(path, k) end
+  end
+  local key = src
+  if type(src) == "string" then
+    local err
+    key, err = need("quan.crypto").private_key(src)
+    if not key then conferr("private_key: %s", tostring(err)) end
+  end
+  if not key:is_private() then conferr("private_key: not a private key") end
+  local keys, accept = load_certs(opts.certs, serial)
+  local apiv3
+  if opts.apiv3_key ~= nil then
+    if type(opts.apiv3_key) ~= "string" then conferr("apiv3_key: expected a file:// path or the key text") end
+    apiv3 = read_secret(opts.apiv3_key, "apiv3_key")
+    if #apiv3 ~= 32 then conferr("apiv3_key: expected 32 bytes, got %d", #apiv3) end
+  end
+  local base = opts.base_url or M.BASE_URL
+  if type(base) ~= "string" or not base:find("^https://[^/]") then
+    conferr("base_url: expected https://host[:port], got %s", tostring(base))
+  end
+  base = base:gsub("/+$", "")
+  -- a base URL with a path (a gateway) puts that prefix in the signed target
+  local origin, prefix = base:match("^(https://[^/]+)(.*)$")
+  if opts.ca_file ~= nil and type(opts.ca_file) ~= "string" then conferr("ca_file: expected a path") end
+  if opts.proxy ~= nil and type(opts.proxy) ~= "string" then conferr("proxy: expected a URL") end
+  local timeout = opts.timeout or M.TIMEOUT
+  if type(timeout) ~= "number" or timeout <= 0 then conferr("timeout: expected a positive number of seconds") end
+
+  local wx = setmetatable({
+    mchid = mchid,
+    serial = serial,
+    base_url = base,
+    profile = copy_public(profile or opts),
+  }, Client)
+  state[wx] = {
+    key = key, keys = keys, accept = accept, apiv3 = apiv3,
+    ca_file = opts.ca_file, proxy = opts.proxy, timeout = timeout, verbose = trace.enabled(),
+    origin = origin, prefix = prefix,
+  }
+  return wx
+end
+
+---------------------------------------------------------------------------
+-- the API tree
+
+-- a node's client and segments live under private keys, so every string key
+-- stays free for the API tree
+local CLIENT, SEGMENTS, TEMPLATE = {}, {}, {}
+
+local function node(client, segs)
+  return setmetatable({ [CLIENT] = client, [SEGMENTS] = segs, [TEMPLATE] = table.concat(segs, "/") }, Node)
+end
+
+local function template(n)
+  return rawget(n, TEMPLATE)
+end
+
+local verb_fns = {}
+
+function Node.__index(n, k)
+  local f = verb_fns[k]
+  if f then return f end
+  if k == "chain" then return Node.chain end
+  if type(k) ~= "string" then return nil end
+  local segs = {}
+  for i, s in ipairs(rawget(n, SEGMENTS)) do segs[i] = s end
+  local child = node(rawget(n, CLIENT), chain.split(k, segs))
+  rawset(n, k, child)
+  return child
+end
+
+function Node.__tostring(n)
+  return "wechatpay.node /" .. template(n)
+end
+
+-- node:chain("a/b") -> the node below
+function Node.chain(n, path)
+  if getmetatable(n) ~= Node then error("chain: call it with ':' (node:chain(\"...\"))", 2) end
+  if type(path) ~= "string" then error("chain: expected a path string, got " .. type(path), 2) end
+  return n[path]
+end
+
+-- fields a client may lack; reading them must not grow the API tree
+local RESERVED = { sandbox = true, profile_name = true }
+
+function Client.__index(wx, k)
+  local m = Client[k]
+  if m then return m end
+  if type(k) ~= "string" or RESERVED[k] then return nil end
+  local child = node(wx, chain.split(k))
+  rawset(wx, k, child)
+  return child
+end
+
+function Client.__tostring(wx)
+  return "wechatpay.client " .. wx.mchid .. " " .. wx.base_url
+end
+
+-- wx:chain("v3/marketing/favor/coupon-stocks") -> node
+function Client.chain(wx, path)
+  if getmetatable(wx) ~= Client then error("chain: call it with ':' (wx:chain(\"...\"))", 2) end
+  if type(path) ~= "string" then error("chain: expected a path string, got " .. type(path), 2) end
+  return node(wx, chain.split(path))
+end
+
+---------------------------------------------------------------------------
+-- one request
+
+local function context(method, target)
+  return method .. " " .. target
+end
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then usage("option 'file': cannot read " .. tostring(err)) end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function add_header(list, index, name, value)
+  local lname = name:lower()
+  local line = name .. ": " .. value
+  if index[lname] then list[index[lname]] = line else
+    list[#list + 1] = line
+    index[lname] = #list
+  end
+end
+
+-- validation(method, tpl, body_table) -> nil | error table
+local function validation(method, path_template, body, ctx)
+  local validate = optional("quan.validate")
+  if type(validate) ~= "table" or not validate.request then return nil end
+  local good, findings = validate.request(method, path_template, body)
+  if good then return nil end
+  local text = validate.format and validate.format(findings) or tostring(findings)
+  return errors.new {
+    kind = "validation", code = "validation", detail = findings,
+    message = ctx .. ": invalid request:\n" .. text,
+  }
+end
+
+-- prepare(wx, method, tpl, opts[, raw]) -> prepared request | nil,
+-- validation error; `raw` is a ready path+query used instead of tpl/query
+local function prepare(wx, method, tpl, opts, raw)
+  local st = state[wx]
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then usage("expected a table of options, got " .. type(opts)) end
+  local vars = chain.variables(tpl)
+  for k in pairs(opts) do
+    if not OPTIONS[k] and not vars[k] then usage("unknown option '" .. tostring(k) .. "'") end
+  end
+  local path = raw and raw:gsub("%?.*", "") or st.prefix .. "/" .. chain.expand(tpl, opts)
+  local target = raw or path
+  if opts.query ~= nil then
+    local q = chain.query(opts.query)
+    if q ~= "" then target = path .. "?" .. q end
+  end
+  local n = (opts.json ~= nil and 1 or 0) + (opts.body ~= nil and 1 or 0) + (opts.file ~= nil and 1 or 0)
+  if n > 1 then usage("options 'json', 'body' and 'file' exclude each other") end
+  local body, signed, ctype, upload_meta
+  if opts.json ~= nil then
+    if type(opts.json) ~= "table" then usage("option 'json' must be a table") end
+    local ok, s = pcall(json.encode, opts.json)
+    if not ok then usage("option 'json': " .. tostring(s):gsub("^.-json: ", "")) end
+    body, signed, ctype = s, s, "application/json"
+  elseif opts.body ~= nil then
+    if type(opts.body) ~= "string" then usage("option 'body' must be a string") end
+    body, signed, ctype = opts.body, opts.body, "application/json"
+  elseif opts.file ~= nil then
+    if type(opts.file) ~= "string" then usage("option 'file' must be a path string") end
+    local data = read_file(opts.file)
+    local filename = opts.filename or multipart.basename(opts.file)
+    if type(filename) ~= "string" then usage("option 'filename' must be a string") end
+    local crypto = need("quan.crypto")
+    upload_meta = multipart.meta(filename, crypto.sha256(data))
+    body, ctype = multipart.build {
+      boundary = "quan-" .. crypto.nonce(24), meta = upload_meta, filename = filename,
+      data = data, content_type = opts.content_type or multipart.content_type(filename),
+    }
+    signed = upload_meta
+  else
+    body, signed, ctype = nil, "", "application/json"
+  end
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
+    usage("option 'timeout' must be a positive number of seconds")
+  end
+  if opts.validate ~= nil and type(opts.validate) ~= "boolean" then usage("option 'validate' must be a boolean") end
+  local headers, index = {}, {}
+  add_header(headers, index, "Accept", "application/json")
+  add_header(headers, index, "Content-Type", ctype)
+  add_header(headers, index, "User-Agent", M.USER_AGENT)
+  add_header(headers, index, "Wechatpay-Serial", st.accept)
+  if opts.headers ~= nil then
+    if type(opts.headers) ~= "table" then usage("option 'headers' must be a table") end
+    local names = {}
+    for k in pairs(opts.headers) do
+      if type(k) == "string" then names[#names + 1] = k end
+    end
+    table.sort(names)
+    for _, k in ipairs(names) do
+      local v = opts.headers[k]
+      if type(v) ~= "string" and type(v) ~= "number" then usage("header '" .. k .. "' must be a string") end
+      if k:lower() == "authorization" then usage("header 'Authorization' is the client's to set") end
+      add_header(headers, index, k, tostring(v))
+    end
+    for _, line in ipairs(opts.headers) do
+      local k, v = tostring(line):match("^([^:]+):%s*(.*)$")
+      if not k then usage("header '" .. tostring(line) .. "' is not 'Name: value'") end
+      add_header(headers, index, k, v)
+    end
+  end
+  local ctx = context(method, target)
+  local endpoint
+  if opts.validate ~= false and opts.file == nil and not raw then
+    local verr = validation(method, "/" .. tpl, opts.json, ctx)
+    if verr then return nil, verr end
+    local schema = optional("wechatpay.favor.schema")
+    if type(schema) == "table" and schema.find then endpoint = schema.find(method, path) end
+  end
+  local crypto = need("quan.crypto")
+  local timestamp = ("%d"):format(math.floor(need("quan.os").time()))
+  local nonce = crypto.nonce(32)
+  local message = sign.message(method, target, timestamp, nonce, signed)
+  local auth = sign.authorization(wx.mchid, wx.serial, timestamp, nonce, st.key:sign(message))
+  add_header(headers, index, "Authorization", auth)
+  return {
+    method = method, url = st.origin .. target, path = target, target = target,
+    template = "/" .. tpl, headers = headers, body = body or "", string_to_sign = message,
+    endpoint = endpoint, json = opts.json, upload_meta = upload_meta,
+    timeout = opts.timeout or st.timeout, context = ctx,
+  }
+end
+
+local function header(h, name)
+  return h[name:lower()] or h[name]
+end
+
+-- decode_result(p, res) -> result table
+local function result(res, request_id)
+  local r = {
+    status = res.status, headers = res.headers or {}, body = res.body or "",
+    request_id = request_id,
+  }
+  local body = r.body
+  if body ~= "" then
+    local v = json.decode(body)
+    if v ~= nil then r.json = v end
+  end
+  return r
+end
+
+-- finish(wx, p, res, check) -> result | nil, err
+local function finish(wx, p, res, check)
+  local h = res.headers or {}
+  local request_id = header(h, "Request-ID")
+  local status = res.status
+  if type(status) ~= "number" then
+    return nil, errors.new { kind = "http", code = "bad_response", message = p.context .. ": response without a status" }
+  end
+  if status >= 200 and status < 300 then
+    if check and not p.unsigned and not verify.skip(p.path) then
+      local ok, code, why = verify.check(h, res.body or "", state[wx].keys, need("quan.os").time())
+      if not ok then
+        return nil, errors.new {
+          kind = "verify", status = status, code = code, request_id = request_id,
+          message = p.context .. ": verify: " .. why,
+        }
+      end
+    end
+    return result(res, request_id)
+  end
+  local r = result(res, request_id)
+  local j = type(r.json) == "table" and r.json or {}
+  local code = type(j.code) == "string" and j.code or ("HTTP_" .. status)
+  local text = type(j.message) == "string" and j.message or (r.body ~= "" and r.body:sub(1, 200)) or "no body"
+  return nil, errors.new {
+    kind = "http", status = status, code = code, message = p.context .. ": " .. code .. ": " .. text,
+    detail = j.detail, request_id = request_id, retryable = errors.retryable_status(status),
+    body = r.body, headers = r.headers,
+  }
+end
+
+-- perform(wx, p) -> result | nil, err   (yields inside a quan.async task)
+local function perform(wx, p)
+  local st = state[wx]
+  local hook = M.hooks.before_send
+  if hook ~= nil then
+    local fake = hook(p)
+    if type(fake) == "table" then return finish(wx, p, fake, false) end
+  end
+  if st.verbose then trace.request(p) end
+  local qos = need("quan.os")
+  local t0 = qos.now()
+  local res, msg, code = need("quan.async").request {
+    method = p.method, url = p.url, headers = p.headers, body = p.body,
+    timeout = p.timeout, cafile = st.ca_file, proxy = st.proxy,
+  }
+  if not res then
+    local err = errors.new {
+      kind = "network", code = code or "other", retryable = true,
+      message = p.context .. ": " .. tostring(msg):gsub("^%u+ https?://%S+: ", ""),
+    }
+    if st.verbose then trace.failure(p, err) end
+    return nil, err
+  end
+  if st.verbose then trace.response(p, res, qos.now() - t0) end
+  local r, err = finish(wx, p, res, true)
+  if not r and st.verbose and err.kind == "verify" then trace.failure(p, err) end
+  return r, err
+end
+
+-- run(wx, method, tpl, opts, level) -> result | nil, err
+local function run(wx, method, tpl, opts, level)
+  local p, err = errors.call(level + 1, context(method, "/" .. tpl) .. ": ", prepare, wx, method, tpl, opts)
+  if not p then return nil, err end
+  return perform(wx, p)
+end
+
+-- promise(...) -> a quan.async task (a promise) settled with the result, or
+-- rejected with the error table
+local function promise(wx, method, tpl, opts, level)
+  local p, err = errors.call(level + 1, context(method, "/" .. tpl) .. ": ", prepare, wx, method, tpl, opts)
+  local async = need("quan.async")
+  if not p then return async.rejected(err) end
+  return async.spawn(function()
+    local r, e = perform(wx, p)
+    if not r then error(e, 0) end
+    return r
+  end)
+end
+
+for name, method in pairs(VERBS) do
+  verb_fns[name] = function(n, opts)
+    if getmetatable(n) ~= Node then error(name .. ": call it with ':' (node:" .. name .. "{...})", 2) end
+    local r, e = run(rawget(n, CLIENT), method, template(n), opts, 2)
+    return r, e -- not a tail call: error levels count this frame
+  end
+  verb_fns[name .. "Async"] = function(n, opts)
+    if getmetatable(n) ~= Node then error(name .. "Async: call it with ':' (node:" .. name .. "Async{...})", 2) end
+    local p = promise(rawget(n, CLIENT), method, template(n), opts, 2)
+    return p
+  end
+end
+
+-- wx:request(method, path, opts) -> result | nil, err
+function Client.request(wx, method, path, opts)
+  if getmetatable(wx) ~= Client then error("request: call it with ':' (wx:request(...))", 2) end
+  if type(method) ~= "string" or not VERBS[method:lower()] then
+    error("request: bad method '" .. tostring(method) .. "'", 2)
+  end
+  if type(path) ~= "string" then error("request: expected a path string", 2) end
+  local r, e = run(wx, method:upper(), table.concat(chain.split(path), "/"), opts, 2)
+  return r, e
+end
+
+-- wx:download(url) -> result | nil, err: a signed GET of a download URL
+-- (use-flow / refund-flow files) on the same host; answers are not verified
+function Client.download(wx, url)
+  if getmetatable(wx) ~= Client then error("download: call it with ':' (wx:download(url))", 2) end
+  if type(url) ~= "string" then error("download: expected a URL string", 2) end
+  local target = url
+  if url:find("^https://") then
+    if url:sub(1, #wx.base_url + 1) ~= wx.base_url .. "/" then
+      error("download: URL is not on " .. wx.base_url, 2)
+    end
+    target = url:sub(#state[wx].origin + 1)
+  end
+  if target:sub(1, 1) ~= "/" then error("download: expected an https:// URL or an absolute path", 2) end
+  local p = errors.call(2, "GET " .. target .. ": ", prepare, wx, "GET", "", nil, target)
+  p.unsigned = true
+  local r, err = perform(wx, p)
+  return r, err
+end
+
+-- wx:decrypt{ciphertext=, nonce=, associated_data=} -> plaintext | nil, msg
+-- (AEAD_AES_256_GCM with the APIv3 key: notification resources)
+function Client.decrypt(wx, resource)
+  if getmetatable(wx) ~= Client then error("decrypt: call it with ':' (wx:decrypt{...})", 2) end
+  if type(resource) ~= "table" or type(resource.ciphertext) ~= "string" or type(resource.nonce) ~= "string" then
+    error("decrypt: expected {ciphertext=, nonce=, associated_data=}", 2)
+  end
+  local key = state[wx].apiv3
+  if not key then error("decrypt: the client has no apiv3_key", 2) end
+  return need("quan.crypto").aes_gcm_decrypt(key, resource.nonce, resource.associated_data or "", resource.ciphertext)
+end
+
+M.Client, M.Node = Client, Node
+M.prepare = prepare -- for tests and `quan check`
+
+return M

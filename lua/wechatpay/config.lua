@@ -1,0 +1,184 @@
+-- wechatpay.config: profiles from a Lua config file.
+--
+-- Search order: $QUAN_CONFIG (set by `--config FILE`), ./quan.config.lua,
+-- ~/.config/quan/config.lua. The file returns
+--   { default = "name", profiles = { name = { mchid=, serial=, ... }, ... } }
+-- The profile is the argument given to wechatpay.client(name), else
+-- `--profile NAME` / $QUAN_PROFILE, else `default`, else the only profile.
+-- Environment overrides for non-secret keys: QUAN_MCHID, QUAN_SERIAL,
+-- QUAN_BASE_URL, QUAN_CA_FILE, QUAN_TIMEOUT. Secrets (private_key,
+-- apiv3_key) only as file:// paths; relative paths are taken from the
+-- config file's folder. A key file readable by group or others draws a
+-- warning on stderr.
+local errors = require "wechatpay.errors"
+
+local M = {}
+
+local getenv = os.getenv
+local conferr = errors.config
+
+M.SECRETS = { private_key = true, apiv3_key = true }
+
+M.OVERRIDES = {
+  { env = "QUAN_MCHID", key = "mchid" },
+  { env = "QUAN_SERIAL", key = "serial" },
+  { env = "QUAN_BASE_URL", key = "base_url" },
+  { env = "QUAN_CA_FILE", key = "ca_file" },
+  { env = "QUAN_TIMEOUT", key = "timeout", number = true },
+}
+
+local function exists(path)
+  local f = io.open(path, "r")
+  if f then f:close() return true end
+  return false
+end
+
+-- candidates() -> array of paths in search order, and whether the first
+-- one was named explicitly ($QUAN_CONFIG)
+function M.candidates()
+  local list = {}
+  local named = getenv("QUAN_CONFIG")
+  if named and named ~= "" then return { named }, true end
+  local cwd = getenv("PWD")
+  list[#list + 1] = (cwd and cwd:sub(1, 1) == "/" and cwd .. "/" or "./") .. "quan.config.lua"
+  local home = getenv("HOME")
+  if home and home ~= "" then list[#list + 1] = home .. "/.config/quan/config.lua" end
+  return list, false
+end
+
+-- find() -> path | nil, searched (array of paths); raises when $QUAN_CONFIG
+-- names a missing file
+function M.find()
+  local list, named = M.candidates()
+  if named then
+    if not exists(list[1]) then conferr("config file %s (QUAN_CONFIG or --config) not found", list[1]) end
+    return list[1], list
+  end
+  for _, p in ipairs(list) do
+    if exists(p) then return p, list end
+  end
+  return nil, list
+end
+
+-- read(path) -> the config table (run in an empty environment)
+function M.read(path)
+  local chunk, err = loadfile(path, "t", {})
+  if not chunk then conferr("config file %s: %s", path, err) end
+  local ok, cfg = pcall(chunk)
+  if not ok then conferr("config file %s: %s", path, tostring(cfg)) end
+  if type(cfg) ~= "table" then conferr("config file %s: must return a table", path) end
+  if type(cfg.profiles) ~= "table" then conferr("config file %s: 'profiles' must be a table", path) end
+  return cfg
+end
+
+local function dirname(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+-- resolve(src, dir) -> src with a relative file:// path made relative to dir
+local function resolve(src, dir)
+  local p = src:match("^file://(.*)$")
+  if p and p:sub(1, 1) ~= "/" then return "file://" .. dir .. "/" .. p end
+  return src
+end
+
+local warned = {}
+
+-- warn_mode(path, what): warns on stderr, once per path, when path is
+-- readable by group or others
+function M.warn_mode(path, what)
+  if warned[path] then return end
+  local ok, qos = pcall(require, "quan.os")
+  if not ok or not qos.mode then return end
+  local mode = qos.mode(path)
+  warned[path] = true
+  if mode and mode & 0x24 ~= 0 then -- 0044: group or other read
+    io.stderr:write(("quan: warning: %s file %s is readable by group or others (mode %03o); run chmod 600 on it\n")
+      :format(what, path, mode & 0x1ff))
+  end
+end
+
+local function names(profiles)
+  local list = {}
+  for k in pairs(profiles) do list[#list + 1] = tostring(k) end
+  table.sort(list)
+  return table.concat(list, ", ")
+end
+
+-- profile(cfg, name, path) -> the profile table, resolved: a copy with
+-- env overrides applied, relative file:// paths made absolute, secrets
+-- checked (file:// only) and their files' modes checked
+function M.profile(cfg, name, path)
+  local src = cfg.profiles[name]
+  if type(src) ~= "table" then
+    conferr("config file %s: no profile '%s' (profiles: %s)", path, tostring(name), names(cfg.profiles))
+  end
+  local dir = dirname(path)
+  local p = {}
+  for k, v in pairs(src) do p[k] = v end
+  for key in pairs(M.SECRETS) do
+    local v = p[key]
+    if v ~= nil then
+      if type(v) ~= "string" or not v:find("^file://") then
+        conferr("profile '%s': %s must be a file:// path in the config file, not inline text", name, key)
+      end
+      p[key] = resolve(v, dir)
+      M.warn_mode(p[key]:sub(8), key)
+    end
+  end
+  if type(p.certs) == "table" then
+    local certs = {}
+    for k, v in pairs(p.certs) do
+      certs[k] = type(v) == "string" and resolve(v, dir) or v
+    end
+    p.certs = certs
+  end
+  if type(p.ca_file) == "string" then
+    p.ca_file = resolve("file://" .. p.ca_file:gsub("^file://", ""), dir):sub(8)
+  end
+  for _, o in ipairs(M.OVERRIDES) do
+    local v = getenv(o.env)
+    if v and v ~= "" then
+      if o.number then
+        local n = tonumber(v)
+        if not n or n <= 0 then conferr("%s: expected a positive number of seconds, got '%s'", o.env, v) end
+        v = n
+      end
+      p[o.key] = v
+    end
+  end
+  return p
+end
+
+-- choose(cfg, name, path) -> profile name: `name`, else $QUAN_PROFILE, else
+-- cfg.default, else the only profile
+function M.choose(cfg, name, path)
+  if name then return name end
+  local env = getenv("QUAN_PROFILE")
+  if env and env ~= "" then return env end
+  if cfg.default ~= nil then return cfg.default end
+  local only, n = nil, 0
+  for k in pairs(cfg.profiles) do only, n = k, n + 1 end
+  if n == 1 then return only end
+  if n == 0 then conferr("config file %s: no profiles", path) end
+  conferr("config file %s: several profiles (%s) and no default; pick one with --profile NAME",
+    path, names(cfg.profiles))
+end
+
+-- load([name]) -> profile, profile name, config path | nil when no config
+-- file exists and no profile was asked for
+function M.load(name)
+  local path, searched = M.find()
+  if not path then
+    local want = name or getenv("QUAN_PROFILE")
+    if want and want ~= "" then
+      conferr("profile '%s': no config file (searched %s)", want, table.concat(searched, ", "))
+    end
+    return nil
+  end
+  local cfg = M.read(path)
+  local chosen = M.choose(cfg, name, path)
+  return M.profile(cfg, chosen, path), chosen, path
+end
+
+return M

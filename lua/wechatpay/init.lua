@@ -1,0 +1,106 @@
+-- wechatpay: the WeChat Pay APIv3 client.
+--   local wechatpay = require "wechatpay"
+--   local wx = wechatpay.new{mchid=, serial=, private_key=, certs=, ...}
+--   local wx = wechatpay.client([profile])   -- from the config file
+--   local res, err = wx.v3.marketing.favor.couponStocks:post{json = {...}}
+-- See docs/client.md.
+local client = require "wechatpay.client"
+local config = require "wechatpay.config"
+local errors = require "wechatpay.errors"
+
+local M = {}
+
+M._VERSION = client.VERSION
+M.errors = errors
+
+-- hooks.before_send(prepared) -> response table | nil (see docs/client.md)
+M.hooks = client.hooks
+
+local dryrun_checked = false
+
+-- With QUAN_DRY_RUN=1 the campaign task's dry-run printer is the hook.
+local function install_dryrun()
+  if dryrun_checked then return end
+  dryrun_checked = true
+  local v = os.getenv("QUAN_DRY_RUN")
+  if not v or v == "" or v == "0" or M.hooks.before_send ~= nil then return end
+  local ok, d = pcall(require, "quan.dryrun")
+  if not ok then
+    io.stderr:write("quan: --dry-run: quan.dryrun is not available; requests will be sent\n")
+    return
+  end
+  if type(d) == "function" then
+    M.hooks.before_send = d
+  elseif type(d) == "table" then
+    if type(d.install) == "function" then
+      d.install(M)
+    elseif d.before_send then
+      M.hooks.before_send = d.before_send
+    end
+  end
+end
+
+-- new(opts) -> client (raises a "config" error table on bad configuration)
+function M.new(opts)
+  install_dryrun()
+  return client.new(opts)
+end
+
+local sandbox -- one private sandbox per process, started on demand
+
+-- start_sandbox(why, announce) -> handle; announce(base_url) is printed on
+-- stderr when this call started it
+local function start_sandbox(why, announce)
+  if not sandbox then
+    local ok, sb = pcall(require, "quan.sandbox")
+    if not ok then errors.config("%s, and the embedded sandbox is not available: %s", why, tostring(sb)) end
+    local handle, err = sb.start {}
+    if not handle then errors.config("%s, and the private sandbox did not start: %s", why, tostring(err)) end
+    sandbox = handle
+    io.stderr:write(announce, handle.base_url, "\n")
+  end
+  return sandbox
+end
+
+local NEW_KEYS = {
+  mchid = true, serial = true, private_key = true, certs = true, apiv3_key = true,
+  base_url = true, ca_file = true, timeout = true, proxy = true,
+}
+
+local function build(profile, name, handle)
+  local opts = {}
+  for k in pairs(NEW_KEYS) do opts[k] = profile[k] end
+  install_dryrun()
+  local ok, wx = pcall(client.new, opts, profile)
+  if not ok then
+    if errors.is(wx) then
+      wx.message = "profile '" .. tostring(name) .. "': " .. wx.message
+      error(wx, 0)
+    end
+    error(wx, 0)
+  end
+  rawset(wx, "profile_name", name)
+  if handle then rawset(wx, "sandbox", handle) end
+  return wx
+end
+
+local function truthy(v) return v ~= nil and v ~= "" and v ~= "0" end
+
+-- client([profile]) -> client built from a profile of the config file
+-- (docs/client.md, "Profiles"); with QUAN_SANDBOX=1, or when no profile is
+-- configured anywhere, from a private sandbox started for this process
+function M.client(name)
+  if name ~= nil and type(name) ~= "string" then error("wechatpay.client: profile name must be a string", 2) end
+  if truthy(os.getenv("QUAN_SANDBOX")) then
+    local h = start_sandbox("QUAN_SANDBOX=1", "quan: using a private sandbox at ")
+    local cfg = config.read(h.config_path)
+    return build(config.profile(cfg, h.profile or "sandbox", h.config_path), h.profile or "sandbox", h)
+  end
+  local profile, chosen = config.load(name)
+  if profile then return build(profile, chosen) end
+  local h = start_sandbox("no profile configured", "quan: no profile configured; using a private sandbox at ")
+  local cfg = config.read(h.config_path)
+  return build(config.profile(cfg, h.profile or "sandbox", h.config_path), h.profile or "sandbox", h)
+end
+
+return M

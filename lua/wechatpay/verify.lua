@@ -1,0 +1,84 @@
+-- wechatpay.verify: the checks a 2xx response passes before the caller sees
+-- it, in order: the four Wechatpay-* headers present, the serial known, the
+-- timestamp within 300 s of now (301 either way fails), and the RSA-SHA256
+-- signature valid over "timestamp\nnonce\nbody\n" with the exact bytes
+-- received.
+local sign = require "wechatpay.sign"
+
+local M = {}
+
+M.MAX_SKEW = 300
+
+M.HEADERS = { "Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature", "Wechatpay-Serial" }
+
+-- Paths whose 2xx answers are not signed: the file downloads the use-flow
+-- and refund-flow URLs point at (protocol.md B.9).
+local UNSIGNED = { "^/v3/billdownload/file" }
+
+-- skip(path) -> true when responses from path are not verified
+function M.skip(path)
+  for _, p in ipairs(UNSIGNED) do
+    if path:find(p) then return true end
+  end
+  return false
+end
+
+local LOWER = {}
+for _, name in ipairs(M.HEADERS) do LOWER[name] = name:lower() end
+
+-- header(h, name) -> value | nil (empty counts as missing); lower-case key
+-- first (how quan.http stores them), then the name as written
+local function header(h, name)
+  local v = h[LOWER[name] or name:lower()]
+  if v == nil then v = h[name] end
+  if v == "" then return nil end
+  return v
+end
+
+-- lookup(keys, serial) -> key | nil: exact match first, then a
+-- case-insensitive match for hex serials
+function M.lookup(keys, serial)
+  local k = keys[serial]
+  if k then return k end
+  if serial:find("^%x+$") then
+    local up = serial:upper()
+    for name, key in pairs(keys) do
+      if name:upper() == up then return key end
+    end
+  end
+  return nil
+end
+
+-- check(headers, body, keys, now) -> true | false, code, message
+-- headers: table indexed by header name (any case); keys: serial -> key
+-- with :verify(msg, sig_b64); now: epoch seconds
+function M.check(headers, body, keys, now)
+  for _, name in ipairs(M.HEADERS) do
+    if not header(headers, name) then
+      return false, "missing_header", "response header " .. name .. " missing"
+    end
+  end
+  local ts = header(headers, "Wechatpay-Timestamp")
+  local nonce = header(headers, "Wechatpay-Nonce")
+  local sig = header(headers, "Wechatpay-Signature")
+  local serial = header(headers, "Wechatpay-Serial")
+  local key = M.lookup(keys, serial)
+  if not key then
+    return false, "unknown_serial", "response signed by unknown serial " .. serial
+  end
+  local t = ts:match("^%d+$") and math.tointeger(tonumber(ts))
+  if not t then
+    return false, "bad_timestamp", "response timestamp '" .. ts .. "' is not epoch seconds"
+  end
+  local skew = math.floor(now) - t
+  if skew > M.MAX_SKEW or skew < -M.MAX_SKEW then
+    return false, "clock_skew", ("response timestamp %s is %d s from now (allowed ± %d s)"):format(ts, skew, M.MAX_SKEW)
+  end
+  local ok, why = key:verify(sign.response_message(ts, nonce, body), sig)
+  if not ok then
+    return false, "bad_signature", "response signature does not verify" .. (why and (" (" .. tostring(why) .. ")") or "")
+  end
+  return true
+end
+
+return M

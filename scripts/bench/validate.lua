@@ -1,0 +1,45 @@
+-- scripts/bench/validate.lua: the cost of validating the seed's create-stock
+-- body (filled), against one request's CPU = one RSA-2048 sign + one verify,
+-- both measured in this run. Prints `name: value unit` lines.
+package.path = "./?.lua;" .. package.path
+local validate = require "quan.validate"
+local seed = require "tests.support.seed"
+local clock = os.clock
+
+local body = seed.filled(seed.NOW)
+local opts = { now = seed.NOW }
+local PATH = "/v3/marketing/favor/coupon-stocks"
+assert(validate.request("POST", PATH, body, opts), "the filled seed must validate")
+
+-- best of several rounds: the machine is shared, the minimum is the cost
+local function best(rounds, n, fn)
+  local b = math.huge
+  for _ = 1, rounds do
+    local t = clock()
+    for _ = 1, n do fn() end
+    b = math.min(b, (clock() - t) / n)
+  end
+  return b
+end
+
+local v = best(15, 2000, function() validate.request("POST", PATH, body, opts) end)
+print(("validate.seed_us: %.2f us"):format(v * 1e6))
+
+local bad = seed.verbatim()
+local vb = best(5, 500, function() validate.request("POST", PATH, bad, opts) end)
+print(("validate.seed_verbatim_16_findings_us: %.2f us"):format(vb * 1e6))
+
+local ok, crypto = pcall(require, "quan.crypto")
+if ok and crypto.generate_rsa then
+  local key = crypto.generate_rsa(2048)
+  local pub = key:public()
+  local msg = "POST\n" .. PATH .. "\n1795824000\nNONCE\n" .. require("cjson").encode(body) .. "\n"
+  local sig = key:sign(msg)
+  local s = best(5, 40, function() key:sign(msg) end)
+  local ver = best(5, 200, function() assert(pub:verify(msg, sig)) end)
+  print(("validate.rsa2048_sign_us: %.1f us"):format(s * 1e6))
+  print(("validate.rsa2048_verify_us: %.1f us"):format(ver * 1e6))
+  print(("validate.share_of_request: %.2f%%"):format(100 * v / (s + ver)))
+else
+  print("validate.share_of_request: n/a (quan.crypto not built in)")
+end

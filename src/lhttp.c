@@ -1,0 +1,958 @@
+/* lhttp.c: quan.http, HTTP(S) requests over libcurl.
+ *
+ * One engine per Lua state (an upvalue of the module's functions, never a C
+ * global) owns one CURLM handle, so every request made from the state shares
+ * one connection cache, DNS cache and TLS session cache. The engine watches
+ * libcurl's sockets itself with poll(2) (CURLMOPT_SOCKETFUNCTION and
+ * TIMERFUNCTION), which lets a wait end early on EINTR: the host's SIGINT
+ * handler sets a hook that raises "interrupted!" once Lua code runs again.
+ *
+ * Userdata:
+ *   quan.http.engine    the CURLM, its sockets and timer. User value 1: table
+ *                       lightuserdata(Transfer *) -> transfer, every transfer
+ *                       inside the CURLM.
+ *   quan.http.multi     a view on the engine: its own ids and completions.
+ *                       User values: 1 engine, 2 completion queue (array),
+ *                       3 table id -> transfer in flight.
+ *   quan.http.transfer  one request: the easy handle and every buffer it
+ *                       needs, released by __gc even when a Lua error unwinds.
+ *                       User values: 1 engine, 2 owning multi (nil: sync).
+ *
+ * Bad arguments raise; what the network causes returns nil, message, code. */
+#include <ctype.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <curl/curl.h>
+#include "quan.h"
+
+#define ENGINE_MT "quan.http.engine"
+#define MULTI_MT "quan.http.multi"
+#define TRANSFER_MT "quan.http.transfer"
+#define HEADERS_MT "quan.http.headers"
+
+#define DEFAULT_CONNECT_TIMEOUT_MS 10000L
+
+typedef struct Engine {
+  CURLM *multi;           /* NULL once released */
+  struct pollfd *fds;     /* the sockets libcurl asked us to watch */
+  struct pollfd *ready;   /* scratch copy of fds that had events */
+  int nfds, capfds;
+  int oom;                /* a socket callback could not allocate */
+  long long deadline;     /* monotonic ms of libcurl's timer, -1 none */
+  lua_Integer last_id;
+} Engine;
+
+typedef struct Multi {
+  Engine *engine;
+  int pending;            /* transfers added and not yet completed */
+  int closed;
+} Multi;
+
+typedef struct Buf {
+  char *p;
+  size_t len, cap;
+} Buf;
+
+typedef struct Transfer {
+  Engine *engine;
+  CURL *easy;
+  struct curl_slist *headers;
+  char *what;             /* "METHOD url", the context of messages */
+  Buf body;               /* response body */
+  Buf head;               /* response header lines, each ending in '\0' */
+  lua_Integer id;
+  int in_multi;           /* added to engine->multi */
+  int done;
+  CURLcode result;
+  char errbuf[CURL_ERROR_SIZE];
+} Transfer;
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Appends n bytes to b; 0 when out of memory. */
+static int buf_add(Buf *b, const char *p, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + n + 1) cap *= 2;
+    char *q = realloc(b->p, cap);
+    if (q == NULL) return 0;
+    b->p = q;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, p, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+  return 1;
+}
+
+static void buf_free(Buf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+}
+
+/* Raises "http request: <message>" at the caller's position. */
+static int req_error(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  luaL_where(L, 1);
+  lua_pushliteral(L, "http request: ");
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_concat(L, 3);
+  return lua_error(L);
+}
+
+/* ---- engine: sockets and timer ------------------------------------------ */
+
+/* libcurl tells us which socket to watch for what. */
+static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
+  Engine *e = userp;
+  (void)easy;
+  (void)socketp;
+  int i = 0;
+  while (i < e->nfds && e->fds[i].fd != s) i++;
+  if (what == CURL_POLL_REMOVE) {
+    if (i < e->nfds) e->fds[i] = e->fds[--e->nfds];
+    return 0;
+  }
+  if (i == e->nfds) {
+    if (e->nfds == e->capfds) {
+      int cap = e->capfds ? e->capfds * 2 : 16;
+      struct pollfd *f = realloc(e->fds, sizeof *f * (size_t)cap);
+      if (f == NULL) goto oom;
+      e->fds = f;
+      struct pollfd *r = realloc(e->ready, sizeof *r * (size_t)cap);
+      if (r == NULL) goto oom;
+      e->ready = r;
+      e->capfds = cap;
+    }
+    e->fds[i].fd = s;
+    e->nfds++;
+  }
+  e->fds[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) |
+                             ((what & CURL_POLL_OUT) ? POLLOUT : 0));
+  e->fds[i].revents = 0;
+  return 0;
+oom:
+  e->oom = 1;
+  return -1;
+}
+
+/* libcurl asks to be called back after timeout_ms (-1: never). */
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
+  Engine *e = userp;
+  (void)multi;
+  e->deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+  return 0;
+}
+
+static void engine_timeout(Engine *e) {
+  int running;
+  e->deadline = -1;
+  curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+}
+
+/* Waits up to wait_ms (-1: until libcurl's timer) for socket activity and
+ * lets libcurl act on it. Returns 1 when the wait was interrupted by a
+ * signal, 0 otherwise. Does not touch the Lua stack. */
+static int engine_step(Engine *e, long long wait_ms) {
+  long long now = now_ms();
+  if (e->deadline >= 0 && e->deadline <= now) {
+    engine_timeout(e);
+    return 0;
+  }
+  long long t = wait_ms;
+  if (e->deadline >= 0 && (t < 0 || e->deadline - now < t)) t = e->deadline - now;
+  if (t < 0 || t > 1000) t = 1000; /* never sleep blind for long */
+  int n = poll(e->fds, (nfds_t)e->nfds, (int)t);
+  if (n < 0) return errno == EINTR;
+  /* the callbacks below may change e->fds: act on a copy */
+  int k = 0;
+  for (int i = 0; i < e->nfds && k < n; i++)
+    if (e->fds[i].revents) e->ready[k++] = e->fds[i];
+  for (int i = 0; i < k; i++) {
+    short r = e->ready[i].revents;
+    int ev = ((r & (POLLIN | POLLHUP)) ? CURL_CSELECT_IN : 0) |
+             ((r & POLLOUT) ? CURL_CSELECT_OUT : 0) |
+             ((r & (POLLERR | POLLNVAL)) ? CURL_CSELECT_ERR : 0);
+    int running;
+    curl_multi_socket_action(e->multi, e->ready[i].fd, ev, &running);
+  }
+  if (e->deadline >= 0 && e->deadline <= now_ms()) engine_timeout(e);
+  return 0;
+}
+
+/* ---- transfers ------------------------------------------------------------ */
+
+/* Frees everything a transfer holds; idempotent. */
+static void transfer_release(Transfer *t) {
+  if (t->easy) {
+    if (t->in_multi && t->engine->multi) curl_multi_remove_handle(t->engine->multi, t->easy);
+    curl_easy_cleanup(t->easy);
+    t->easy = NULL;
+  }
+  t->in_multi = 0;
+  curl_slist_free_all(t->headers);
+  t->headers = NULL;
+  free(t->what);
+  t->what = NULL;
+  buf_free(&t->body);
+  buf_free(&t->head);
+}
+
+static int transfer_gc(lua_State *L) {
+  transfer_release(luaL_checkudata(L, 1, TRANSFER_MT));
+  return 0;
+}
+
+static size_t write_cb(char *p, size_t size, size_t n, void *userp) {
+  Transfer *t = userp;
+  return buf_add(&t->body, p, size * n) ? size * n : 0;
+}
+
+/* Keeps the header lines of the final response: a status line (a redirect,
+ * a 100 Continue, a proxy's answer before it) starts the list afresh. */
+static size_t header_cb(char *p, size_t size, size_t n, void *userp) {
+  Transfer *t = userp;
+  size_t len = size * n;
+  size_t l = len;
+  while (l > 0 && (p[l - 1] == '\r' || p[l - 1] == '\n')) l--;
+  if (l >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+    t->head.len = 0;
+    return len;
+  }
+  if (l == 0) return len;
+  if (!buf_add(&t->head, p, l) || !buf_add(&t->head, "", 1)) return 0;
+  return len;
+}
+
+/* ---- the request table ---------------------------------------------------- */
+
+/* [] -> [t[k]], raw: a string read stays alive as long as the table does. */
+static int rawfield(lua_State *L, int idx, const char *k) {
+  lua_pushstring(L, k);
+  return lua_rawget(L, idx < 0 ? idx - 1 : idx);
+}
+
+static const char *const fields[] = {"method", "url", "headers", "body", "timeout",
+                                     "connect_timeout", "cafile", "proxy", NULL};
+
+static int is_token(const char *s) {
+  if (*s == '\0') return 0;
+  for (; *s; s++)
+    if (!(isalnum((unsigned char)*s) || strchr("!#$%&'*+-.^_`|~", *s))) return 0;
+  return 1;
+}
+
+static int has_break(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 1;
+  return 0;
+}
+
+/* Checks one header line "Name: value" (or the pair name, value). */
+static void check_header(lua_State *L, const char *name, size_t nlen, const char *value, size_t vlen) {
+  char tmp[128];
+  size_t k = nlen < sizeof tmp - 1 ? nlen : sizeof tmp - 1;
+  memcpy(tmp, name, k);
+  tmp[k] = '\0';
+  if (nlen == 0 || k < nlen || memchr(name, '\0', nlen) || !is_token(tmp))
+    req_error(L, "bad header name '%s'", tmp);
+  if (has_break(value, vlen)) req_error(L, "header '%s' has a line break", tmp);
+}
+
+/* Validates the request table at idx without allocating anything. */
+static void check_request(lua_State *L, int idx) {
+  if (!lua_istable(L, idx))
+    luaL_typeerror(L, idx, "table");
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    int f = -1;
+    if (k)
+      for (int i = 0; fields[i]; i++)
+        if (strcmp(k, fields[i]) == 0) f = i;
+    if (f < 0) {
+      if (k) req_error(L, "unknown field '%s'", k);
+      req_error(L, "unknown field of type %s", luaL_typename(L, -2));
+    }
+    int ty = lua_type(L, -1);
+    switch (f) {
+    case 0: /* method */
+      if (ty != LUA_TSTRING) req_error(L, "'method' must be a string, got %s", luaL_typename(L, -1));
+      if (lua_rawlen(L, -1) > 32 || !is_token(lua_tostring(L, -1)))
+        req_error(L, "bad method '%s'", lua_tostring(L, -1));
+      break;
+    case 2: /* headers */
+      if (ty != LUA_TTABLE) req_error(L, "'headers' must be a table, got %s", luaL_typename(L, -1));
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        size_t vl;
+        if (lua_type(L, -2) == LUA_TNUMBER) {
+          if (lua_type(L, -1) != LUA_TSTRING)
+            req_error(L, "header entry %I must be a string \"Name: value\", got %s",
+                      lua_tointeger(L, -2), luaL_typename(L, -1));
+          const char *line = lua_tolstring(L, -1, &vl);
+          const char *colon = memchr(line, ':', vl);
+          if (colon == NULL) req_error(L, "header '%s' has no ':'", line);
+          size_t nl = (size_t)(colon - line);
+          while (nl > 0 && (line[nl - 1] == ' ' || line[nl - 1] == '\t')) nl--;
+          check_header(L, line, nl, colon + 1, vl - (size_t)(colon + 1 - line));
+        } else if (lua_type(L, -2) == LUA_TSTRING) {
+          size_t nl;
+          const char *name = lua_tolstring(L, -2, &nl);
+          int vt = lua_type(L, -1);
+          if (vt != LUA_TSTRING && vt != LUA_TNUMBER)
+            req_error(L, "header '%s' must be a string, got %s", name, luaL_typename(L, -1));
+          /* tolstring on a number converts it in place: that is the value
+           * slot, not the key, so lua_next stays valid */
+          const char *v = lua_tolstring(L, -1, &vl);
+          check_header(L, name, nl, v, vl);
+        } else {
+          req_error(L, "header keys must be strings or integers, got %s", luaL_typename(L, -2));
+        }
+        lua_pop(L, 1);
+      }
+      break;
+    case 4: /* timeout */
+    case 5: /* connect_timeout */
+      if (ty != LUA_TNUMBER) req_error(L, "'%s' must be a number, got %s", k, luaL_typename(L, -1));
+      if (!(lua_tonumber(L, -1) > 0)) req_error(L, "'%s' must be positive", k);
+      break;
+    default: /* url, body, cafile, proxy */
+      if (ty != LUA_TSTRING) req_error(L, "'%s' must be a string, got %s", k, luaL_typename(L, -1));
+      break;
+    }
+    lua_pop(L, 1);
+  }
+  if (rawfield(L, idx, "url") == LUA_TNIL) req_error(L, "'url' is required");
+  lua_pop(L, 1);
+}
+
+static void must(lua_State *L, CURLcode rc) {
+  if (rc == CURLE_OUT_OF_MEMORY) luaL_error(L, "http: out of memory");
+  if (rc != CURLE_OK) luaL_error(L, "http: %s", curl_easy_strerror(rc));
+}
+
+static void add_header(lua_State *L, Transfer *t, const char *line) {
+  struct curl_slist *l = curl_slist_append(t->headers, line);
+  if (l == NULL) luaL_error(L, "http: out of memory");
+  t->headers = l;
+}
+
+/* Does the request carry a header called name (any case)? */
+static int has_header(lua_State *L, int idx, const char *name) {
+  size_t n = strlen(name);
+  int found = 0;
+  if (rawfield(L, idx, "headers") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushnil(L);
+  while (!found && lua_next(L, -2)) {
+    size_t kl;
+    const char *s = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &kl) : lua_tolstring(L, -1, &kl);
+    if (lua_type(L, -2) == LUA_TSTRING) found = kl == n && strncasecmp(s, name, n) == 0;
+    else found = kl > n && strncasecmp(s, name, n) == 0 && (s[n] == ':' || s[n] == ' ' || s[n] == '\t');
+    lua_pop(L, 1);
+  }
+  if (found) lua_pop(L, 1); /* the key lua_next left */
+  lua_pop(L, 1);
+  return found;
+}
+
+/* Builds the header list of the request at idx into t->headers. */
+static void set_headers(lua_State *L, Transfer *t, int idx, int has_body) {
+  if (rawfield(L, idx, "headers") == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      if (lua_type(L, -2) == LUA_TNUMBER) {
+        /* "Name: value"; an empty value is written "Name;" for libcurl */
+        size_t n;
+        const char *line = lua_tolstring(L, -1, &n);
+        const char *colon = strchr(line, ':');
+        const char *v = colon + 1;
+        while (*v == ' ' || *v == '\t') v++;
+        if (*v == '\0') {
+          lua_pushlstring(L, line, (size_t)(colon - line));
+          lua_pushliteral(L, ";");
+          lua_concat(L, 2);
+          add_header(L, t, lua_tostring(L, -1));
+          lua_pop(L, 1);
+        } else {
+          add_header(L, t, line);
+        }
+      } else {
+        const char *name = lua_tostring(L, -2);
+        const char *v = lua_tostring(L, -1);
+        if (*v == '\0') lua_pushfstring(L, "%s;", name);
+        else lua_pushfstring(L, "%s: %s", name, v);
+        add_header(L, t, lua_tostring(L, -1));
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  /* no "Expect: 100-continue" round trip, no form content type by default */
+  if (!has_header(L, idx, "expect")) add_header(L, t, "Expect:");
+  if (has_body && !has_header(L, idx, "content-type")) add_header(L, t, "Content-Type:");
+}
+
+static long ms_field(lua_State *L, int idx, const char *k, long dflt) {
+  long ms = dflt;
+  if (rawfield(L, idx, k) == LUA_TNUMBER) {
+    lua_Number s = lua_tonumber(L, -1) * 1000;
+    ms = s > 2e9 ? 2000000000L : s < 1 ? 1 : (long)s;
+  }
+  lua_pop(L, 1);
+  return ms;
+}
+
+static const char *str_field(lua_State *L, int idx, const char *k, size_t *len) {
+  rawfield(L, idx, k);
+  const char *s = lua_tolstring(L, -1, len);
+  lua_pop(L, 1); /* the string stays alive: the request table holds it */
+  return s;
+}
+
+/* push_transfer(req at idx, owner at oidx or 0) -> [transfer]: a transfer
+ * set up from the request table and added to the engine at eidx. */
+static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
+  Engine *e = lua_touserdata(L, eidx);
+  check_request(L, idx);
+  Transfer *t = lua_newuserdatauv(L, sizeof *t, 2);
+  memset(t, 0, sizeof *t);
+  t->engine = e;
+  luaL_setmetatable(L, TRANSFER_MT);
+  lua_pushvalue(L, eidx);
+  lua_setiuservalue(L, -2, 1);
+  if (oidx) {
+    lua_pushvalue(L, oidx);
+    lua_setiuservalue(L, -2, 2);
+  }
+  t->easy = curl_easy_init();
+  if (t->easy == NULL) luaL_error(L, "http: cannot create a transfer");
+  CURL *h = t->easy;
+
+  const char *method = str_field(L, idx, "method", NULL);
+  if (method == NULL) method = "GET";
+  const char *url = str_field(L, idx, "url", NULL);
+  size_t blen = 0;
+  const char *body = str_field(L, idx, "body", &blen);
+  lua_pushfstring(L, "%s %s", method, url);
+  t->what = strdup(lua_tostring(L, -1));
+  lua_pop(L, 1);
+  if (t->what == NULL) luaL_error(L, "http: out of memory");
+
+  must(L, curl_easy_setopt(h, CURLOPT_PRIVATE, t));
+  must(L, curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->errbuf));
+  must(L, curl_easy_setopt(h, CURLOPT_URL, url));
+  must(L, curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https"));
+  must(L, curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L));
+  must(L, curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L));
+  must(L, curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L));
+  must(L, curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L));
+  must(L, curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L));
+  must(L, curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS));
+  must(L, curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L));
+  must(L, curl_easy_setopt(h, CURLOPT_USERAGENT, "quan/" QUAN_VERSION));
+  must(L, curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb));
+  must(L, curl_easy_setopt(h, CURLOPT_WRITEDATA, t));
+  must(L, curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb));
+  must(L, curl_easy_setopt(h, CURLOPT_HEADERDATA, t));
+  must(L, curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                           ms_field(L, idx, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_MS)));
+  must(L, curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms_field(L, idx, "timeout", 0)));
+  const char *s;
+  if ((s = str_field(L, idx, "cafile", NULL))) must(L, curl_easy_setopt(h, CURLOPT_CAINFO, s));
+  if ((s = str_field(L, idx, "proxy", NULL))) must(L, curl_easy_setopt(h, CURLOPT_PROXY, s));
+
+  int with_body = body != NULL || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+                  strcmp(method, "PATCH") == 0;
+  if (strcmp(method, "HEAD") == 0) {
+    must(L, curl_easy_setopt(h, CURLOPT_NOBODY, 1L));
+  } else if (with_body) {
+    must(L, curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen));
+    must(L, curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, body ? body : ""));
+    if (strcmp(method, "POST") != 0) must(L, curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method));
+  } else if (strcmp(method, "GET") != 0) {
+    must(L, curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method));
+  }
+  set_headers(L, t, idx, with_body);
+  must(L, curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->headers));
+
+  CURLMcode mc = curl_multi_add_handle(e->multi, h);
+  if (mc != CURLM_OK) luaL_error(L, "http: %s", curl_multi_strerror(mc));
+  t->in_multi = 1;
+  t->id = ++e->last_id;
+  /* engine.transfers[t] = transfer */
+  lua_getiuservalue(L, eidx, 1);
+  lua_pushlightuserdata(L, t);
+  lua_pushvalue(L, -3);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  return t;
+}
+
+/* ---- results ---------------------------------------------------------------- */
+
+static const char *code_of(CURLcode rc) {
+  switch (rc) {
+  case CURLE_OPERATION_TIMEDOUT: return "timeout";
+  case CURLE_COULDNT_RESOLVE_HOST: return "dns";
+  case CURLE_COULDNT_CONNECT: return "connect";
+  case CURLE_COULDNT_RESOLVE_PROXY:
+  case CURLE_PROXY: return "proxy";
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_ENGINE_NOTFOUND:
+  case CURLE_SSL_ENGINE_SETFAILED:
+  case CURLE_SSL_ENGINE_INITFAILED:
+  case CURLE_SSL_SHUTDOWN_FAILED:
+  case CURLE_SSL_CRL_BADFILE:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_INVALIDCERTSTATUS:
+  case CURLE_SSL_CLIENTCERT:
+  case CURLE_USE_SSL_FAILED: return "tls";
+  case CURLE_SEND_ERROR: return "send";
+  case CURLE_RECV_ERROR:
+  case CURLE_GOT_NOTHING:
+  case CURLE_PARTIAL_FILE:
+  case CURLE_WEIRD_SERVER_REPLY:
+  case CURLE_HTTP2:
+  case CURLE_HTTP2_STREAM:
+  case CURLE_BAD_CONTENT_ENCODING: return "recv";
+  case CURLE_URL_MALFORMAT:
+  case CURLE_UNSUPPORTED_PROTOCOL: return "url";
+  case CURLE_ABORTED_BY_CALLBACK: return "aborted";
+  default: return "other";
+  }
+}
+
+/* [] -> [nil, message, code]: a failed transfer as fail values. */
+static int push_failure(lua_State *L, Transfer *t) {
+  const char *msg = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result);
+  if (t->result == CURLE_WRITE_ERROR) msg = "out of memory storing the response";
+  lua_pushnil(L);
+  /* "Failed to connect" -> "failed to connect"; "URL ..." stays */
+  int c = (unsigned char)msg[0];
+  if (c && !isupper((unsigned char)msg[1])) c = tolower(c);
+  lua_pushfstring(L, "%s: %c%s", t->what ? t->what : "http", c ? c : '?', c ? msg + 1 : "");
+  lua_pushstring(L, code_of(t->result));
+  return 3;
+}
+
+/* [] -> [s]: s is the lower-case copy of p[0..n). */
+static void push_lower(lua_State *L, const char *p, size_t n) {
+  luaL_Buffer b;
+  char *d = luaL_buffinitsize(L, &b, n);
+  for (size_t i = 0; i < n; i++) d[i] = (char)tolower((unsigned char)p[i]);
+  luaL_pushresultsize(&b, n);
+}
+
+static const char *skip_ws(const char *p, const char *end) {
+  while (p < end && (*p == ' ' || *p == '\t')) p++;
+  return p;
+}
+
+static const char *trim_end(const char *p, const char *end) {
+  while (end > p && (end[-1] == ' ' || end[-1] == '\t')) end--;
+  return end;
+}
+
+/* [headers, list] -> [headers, list]: adds the stored header lines. */
+static void push_headers(lua_State *L, Transfer *t) {
+  int h = lua_gettop(L) - 1, list = h + 1;
+  const char *p = t->head.p, *end = p + t->head.len;
+  lua_Integer n = 0;
+  while (p && p < end) {
+    const char *line = p, *eol = line + strlen(line);
+    p = eol + 1;
+    const char *colon = memchr(line, ':', (size_t)(eol - line));
+    if (colon == NULL || line[0] == ' ' || line[0] == '\t') continue; /* stray line */
+    const char *nend = trim_end(line, colon);
+    /* value, with obsolete folded continuation lines joined by a space */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    const char *v = skip_ws(colon + 1, eol);
+    luaL_addlstring(&b, v, (size_t)(trim_end(v, eol) - v));
+    while (p < end && (*p == ' ' || *p == '\t')) {
+      const char *c = p, *ce = c + strlen(c);
+      p = ce + 1;
+      c = skip_ws(c, ce);
+      luaL_addchar(&b, ' ');
+      luaL_addlstring(&b, c, (size_t)(trim_end(c, ce) - c));
+    }
+    luaL_pushresult(&b);                      /* value */
+    lua_createtable(L, 2, 0);                 /* value pair */
+    lua_pushlstring(L, line, (size_t)(nend - line));
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, 2);
+    lua_rawseti(L, list, ++n);                /* value */
+    push_lower(L, line, (size_t)(nend - line)); /* value lname */
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, h) == LUA_TSTRING) {    /* value lname old */
+      lua_pushliteral(L, ", ");
+      lua_pushvalue(L, -4);
+      lua_concat(L, 3);                       /* value lname joined */
+    } else {
+      lua_pop(L, 1);
+      lua_pushvalue(L, -2);                   /* value lname value */
+    }
+    lua_rawset(L, h);                         /* value */
+    lua_pop(L, 1);
+  }
+}
+
+/* [] -> [res]: the response of a finished transfer. */
+static void push_response(lua_State *L, Transfer *t) {
+  long status = 0;
+  curl_off_t total = 0;
+  long connects = 0;
+  curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME_T, &total);
+  curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects);
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, status);
+  lua_setfield(L, -2, "status");
+  lua_newtable(L);
+  luaL_setmetatable(L, HEADERS_MT);
+  lua_newtable(L);
+  push_headers(L, t);
+  lua_setfield(L, -3, "header_list");
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, t->body.p ? t->body.p : "", t->body.len);
+  lua_setfield(L, -2, "body");
+  lua_pushinteger(L, connects);
+  lua_setfield(L, -2, "connects");
+  lua_pushnumber(L, (lua_Number)total / 1e6);
+  lua_setfield(L, -2, "time");
+}
+
+/* [] -> [res] or [nil, message, code]; returns the count pushed. */
+static int push_result(lua_State *L, Transfer *t) {
+  if (t->result != CURLE_OK) return push_failure(L, t);
+  push_response(L, t);
+  return 1;
+}
+
+/* headers.__index(h, k): looks up the lower-case form of a string key. */
+static int headers_index(lua_State *L) {
+  size_t n;
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  const char *k = lua_tolstring(L, 2, &n);
+  push_lower(L, k, n);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+/* ---- engine: completions -------------------------------------------------- */
+
+/* Moves the transfer finished in libcurl into its owner's queue (or leaves it
+ * marked done for a synchronous caller). Engine at eidx. */
+static void engine_finish(lua_State *L, int eidx, Transfer *t) {
+  Engine *e = lua_touserdata(L, eidx);
+  if (t->in_multi) {
+    curl_multi_remove_handle(e->multi, t->easy);
+    t->in_multi = 0;
+  }
+  lua_getiuservalue(L, eidx, 1);          /* transfers */
+  lua_pushlightuserdata(L, t);
+  if (lua_rawget(L, -2) != LUA_TUSERDATA) { /* transfers tu */
+    lua_pop(L, 2);
+    return;
+  }
+  lua_pushlightuserdata(L, t);
+  lua_pushnil(L);
+  lua_rawset(L, -4);                      /* transfers[t] = nil */
+  if (lua_getiuservalue(L, -1, 2) == LUA_TUSERDATA) { /* transfers tu owner */
+    Multi *m = lua_touserdata(L, -1);
+    m->pending--;
+    lua_getiuservalue(L, -1, 3);          /* ... owner inflight */
+    lua_pushnil(L);
+    lua_rawseti(L, -2, t->id);
+    lua_pop(L, 1);
+    lua_getiuservalue(L, -1, 2);          /* ... owner queue */
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, t->id);
+    lua_setfield(L, -2, "id");
+    if (push_result(L, t) == 1) {
+      lua_setfield(L, -2, "res");
+    } else {
+      lua_setfield(L, -4, "code");        /* code into the entry... */
+      lua_setfield(L, -3, "err");
+      lua_pop(L, 1);
+    }
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 1);
+    transfer_release(t);
+  }
+  lua_pop(L, 3);
+}
+
+/* Reads libcurl's finished transfers. Engine at eidx. */
+static void engine_process(lua_State *L, int eidx) {
+  Engine *e = lua_touserdata(L, eidx);
+  CURLMsg *msg;
+  int left;
+  if (e->oom) {
+    e->oom = 0;
+    luaL_error(L, "http: out of memory");
+  }
+  while ((msg = curl_multi_info_read(e->multi, &left))) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    Transfer *t = NULL;
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+    t->done = 1;
+    t->result = msg->data.result;
+    engine_finish(L, eidx, t);
+  }
+}
+
+static void engine_release(Engine *e) {
+  if (e->multi) curl_multi_cleanup(e->multi);
+  e->multi = NULL;
+  free(e->fds);
+  free(e->ready);
+  e->fds = e->ready = NULL;
+  e->nfds = e->capfds = 0;
+}
+
+/* engine.__gc: detaches every transfer still inside, then frees the CURLM. */
+static int engine_gc(lua_State *L) {
+  Engine *e = luaL_checkudata(L, 1, ENGINE_MT);
+  if (e->multi == NULL) return 0;
+  if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      Transfer *t = lua_touserdata(L, -1);
+      if (t) transfer_release(t);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  engine_release(e);
+  return 0;
+}
+
+/* [] -> [engine] */
+static Engine *push_engine(lua_State *L) {
+  Engine *e = lua_newuserdatauv(L, sizeof *e, 1);
+  memset(e, 0, sizeof *e);
+  e->deadline = -1;
+  luaL_setmetatable(L, ENGINE_MT);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, 1);
+  e->multi = curl_multi_init();
+  if (e->multi == NULL) luaL_error(L, "http: cannot create a multi handle");
+  curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+  curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
+  curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+  curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
+  curl_multi_setopt(e->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  return e;
+}
+
+/* ---- http.request ------------------------------------------------------------ */
+
+/* request(req) -> res | nil, message, code
+ * Synchronous. Drives the state's engine (other transfers progress too)
+ * until this one is done. An interrupting signal that sets a Lua hook (the
+ * host's SIGINT) aborts the transfer, so the hook can fire on return. */
+static int http_request(lua_State *L) {
+  int eidx = lua_upvalueindex(1);
+  Engine *e = lua_touserdata(L, eidx);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  Transfer *t = push_transfer(L, 1, eidx, 0);
+  lua_Hook hook0 = lua_gethook(L);
+  while (!t->done) {
+    int intr = engine_step(e, -1);
+    engine_process(L, eidx);
+    if (intr && !t->done && lua_gethook(L) != hook0) {
+      engine_finish(L, eidx, t); /* the engine forgets it */
+      lua_pushnil(L);
+      lua_pushfstring(L, "%s: interrupted", t->what);
+      lua_pushliteral(L, "aborted");
+      transfer_release(t);
+      return 3;
+    }
+  }
+  int n = push_result(L, t);
+  transfer_release(t);
+  return n;
+}
+
+/* ---- http.multi ---------------------------------------------------------- */
+
+static Multi *check_multi(lua_State *L) {
+  Multi *m = luaL_checkudata(L, 1, MULTI_MT);
+  if (m->closed) luaL_error(L, "http multi: used after close");
+  return m;
+}
+
+/* multi() -> m */
+static int http_multi(lua_State *L) {
+  Multi *m = lua_newuserdatauv(L, sizeof *m, 3);
+  m->engine = lua_touserdata(L, lua_upvalueindex(1));
+  m->pending = 0;
+  m->closed = 0;
+  luaL_setmetatable(L, MULTI_MT);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_setiuservalue(L, -2, 1);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, 2);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, 3);
+  return 1;
+}
+
+/* m:add(req) -> id */
+static int multi_add(lua_State *L) {
+  Multi *m = check_multi(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_getiuservalue(L, 1, 1); /* engine at 3 */
+  Transfer *t = push_transfer(L, 2, 3, 1);
+  lua_getiuservalue(L, 1, 3);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, t->id); /* inflight[id] = transfer */
+  m->pending++;
+  lua_pushinteger(L, t->id);
+  return 1;
+}
+
+/* m:perform([max_wait]) -> completions
+ * Waits until a completion is ready, max_wait seconds have passed (no limit
+ * when nil), or a signal interrupts; returns the completions made so far. */
+static int multi_perform(lua_State *L) {
+  Multi *m = check_multi(L);
+  lua_Number w = luaL_optnumber(L, 2, -1);
+  luaL_argcheck(L, lua_isnoneornil(L, 2) || w >= 0, 2, "negative wait");
+  lua_settop(L, 1);
+  lua_getiuservalue(L, 1, 1); /* engine at 2 */
+  lua_getiuservalue(L, 1, 2); /* queue at 3 */
+  long long deadline = w < 0 ? -1 : now_ms() + (long long)(w * 1000);
+  for (;;) {
+    if (lua_rawlen(L, 3) > 0 || m->pending == 0) break;
+    long long left = deadline < 0 ? -1 : deadline - now_ms();
+    int intr = engine_step(m->engine, left < 0 && deadline >= 0 ? 0 : left);
+    engine_process(L, 2);
+    if (intr) break;
+    if (deadline >= 0 && now_ms() >= deadline) {
+      if (lua_rawlen(L, 3) == 0) { /* one last look without waiting */
+        engine_step(m->engine, 0);
+        engine_process(L, 2);
+      }
+      break;
+    }
+  }
+  lua_newtable(L);
+  lua_setiuservalue(L, 1, 2);
+  return 1; /* the old queue */
+}
+
+/* m:pending() -> number of transfers in flight */
+static int multi_pending(lua_State *L) {
+  lua_pushinteger(L, check_multi(L)->pending);
+  return 1;
+}
+
+/* close, __close and __gc: aborts what is in flight; idempotent. */
+static int multi_close(lua_State *L) {
+  Multi *m = luaL_checkudata(L, 1, MULTI_MT);
+  if (m->closed) return 0;
+  m->closed = 1;
+  lua_getiuservalue(L, 1, 1); /* engine */
+  lua_getiuservalue(L, -1, 1); /* engine transfers */
+  lua_getiuservalue(L, 1, 3); /* inflight */
+  if (lua_istable(L, -1) && lua_istable(L, -2)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      Transfer *t = lua_touserdata(L, -1);
+      lua_pushlightuserdata(L, t);
+      lua_pushnil(L);
+      lua_rawset(L, -6); /* engine transfers[t] = nil */
+      transfer_release(t);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 3);
+  m->pending = 0;
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, 2);
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, 3);
+  return 0;
+}
+
+static int multi_tostring(lua_State *L) {
+  Multi *m = luaL_checkudata(L, 1, MULTI_MT);
+  if (m->closed) lua_pushliteral(L, "quan.http.multi (closed)");
+  else lua_pushfstring(L, "quan.http.multi (%d pending)", m->pending);
+  return 1;
+}
+
+static const luaL_Reg multi_methods[] = {
+  {"add", multi_add},
+  {"perform", multi_perform},
+  {"pending", multi_pending},
+  {"close", multi_close},
+  {NULL, NULL}
+};
+
+static const luaL_Reg funcs[] = {
+  {"request", http_request},
+  {"multi", http_multi},
+  {NULL, NULL}
+};
+
+int luaopen_quan_http(lua_State *L) {
+  /* reference-counted and thread-safe since libcurl 7.84 */
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) luaL_error(L, "http: cannot initialize libcurl");
+  if (luaL_newmetatable(L, TRANSFER_MT)) {
+    lua_pushcfunction(L, transfer_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, ENGINE_MT)) {
+    lua_pushcfunction(L, engine_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, HEADERS_MT)) {
+    lua_pushcfunction(L, headers_index);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, MULTI_MT)) {
+    luaL_newlib(L, multi_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, multi_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, multi_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, multi_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  luaL_newlibtable(L, funcs);
+  push_engine(L);
+  luaL_setfuncs(L, funcs, 1);
+  return 1;
+}

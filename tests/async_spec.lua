@@ -1,0 +1,316 @@
+-- quan.async: tasks and promises over quan.http, against a loopback HTTPS
+-- server with a CA made at test time.
+local async = require "quan.async"
+local http = require "quan.http"
+local qos = require "quan.os"
+local cjson = require "cjson"
+local sh = require "tests.support.sh"
+local https = require "tests.support.https"
+
+describe("quan.async", function()
+  local pki, server
+
+  lazy_setup(function()
+    pki = https.pki()
+    server = https.start(pki.cert, pki.key)
+  end)
+
+  lazy_teardown(function()
+    if server then server:stop() end
+  end)
+
+  local function req(path, t)
+    t = t or {}
+    t.url = server:url(path)
+    t.cafile = pki.ca
+    return t
+  end
+
+  local function stats(s)
+    return cjson.decode(assert(http.request { url = (s or server):url("/stats"), cafile = pki.ca }).body)
+  end
+
+  describe("requests in tasks", function()
+    it("keeps 50 requests in flight and gives each task its own result", function()
+      local tasks = {}
+      for i = 1, 50 do
+        tasks[i] = async.spawn(function(n)
+          local res, err = async.request(req("/echo?id=" .. n, { method = "POST", body = "id=" .. n }))
+          assert(res, err)
+          local echo = cjson.decode(res.body)
+          return echo.body, echo.path
+        end, i)
+      end
+      -- every task yielded at its request: all 50 are in flight together
+      for i = 1, 50 do assert.equal("pending", tasks[i]:status()) end
+      for i = 1, 50 do
+        local body, path = tasks[i]:wait()
+        assert.equal("id=" .. i, body)
+        assert.equal("/echo?id=" .. i, path)
+      end
+    end)
+
+    it("yields on a plain request inside a task: two slow requests overlap", function()
+      local s = https.start(pki.cert, pki.key) -- its own counters
+      local ok, err = pcall(function()
+        local function slow()
+          local res = assert(async.request { url = s:url("/slow?ms=300"), cafile = pki.ca })
+          return res.status
+        end
+        local a, b = async.spawn(slow), async.spawn(slow)
+        assert.same({ 200, 200 }, async.all { a, b }:wait())
+        assert.equal(2, stats(s).max_active)
+      end)
+      s:stop()
+      assert(ok, err)
+    end)
+
+    it("returns transport failures as values inside a task", function()
+      local t = async.spawn(function()
+        return async.request { url = ("https://127.0.0.1:%d/"):format(server.closed_port) }
+      end)
+      local res, err, code = t:wait()
+      assert.is_nil(res)
+      assert.equal("connect", code)
+      assert.matches("^GET https://127%.0%.0%.1:%d+/: ", err)
+      res, err, code = async.request(req("/slow?ms=3000", { timeout = 0.2 }))
+      assert.is_nil(res)
+      assert.equal("timeout", code)
+    end)
+
+    it("drives the loop outside a task, so other tasks progress meanwhile", function()
+      local t = async.spawn(function()
+        local a = assert(async.request(req("/echo?step=1")))
+        local b = assert(async.request(req("/echo?step=2")))
+        return a.status + b.status
+      end)
+      assert.equal("pending", t:status())
+      local res = assert(async.request(req("/slow?ms=600")))
+      assert.equal(200, res.status)
+      assert.equal("fulfilled", t:status())
+      assert.equal(400, t:wait())
+    end)
+
+    it("reports whether it runs in a task", function()
+      assert.is_false(async.in_task())
+      assert.is_true(async.spawn(function() return async.in_task() end):wait())
+      -- a coroutine of one's own is not a task
+      local co = coroutine.wrap(function() return async.in_task() end)
+      assert.is_false(co())
+    end)
+  end)
+
+  describe("sleep and run", function()
+    it("wakes sleeping tasks in deadline order", function()
+      local order = {}
+      local a = async.spawn(function() async.sleep(0.06) order[#order + 1] = "a" end)
+      local b = async.spawn(function() async.sleep(0.01) order[#order + 1] = "b" end)
+      local c = async.spawn(function() async.sleep(0) order[#order + 1] = "c" end)
+      assert.same({}, order)
+      async.run()
+      assert.same({ "c", "b", "a" }, order)
+      for _, t in ipairs { a, b, c } do assert.equal("fulfilled", t:status()) end
+    end)
+
+    it("sleeps outside a task while tasks progress", function()
+      local done = false
+      async.spawn(function() async.sleep(0.01) done = true end)
+      async.sleep(0.05)
+      assert.is_true(done)
+    end)
+
+    it("run re-raises an error nobody observed, once", function()
+      local t = async.spawn(function() error({ kind = "boom" }) end)
+      assert.equal("rejected", t:status())
+      local ok, err = pcall(async.run)
+      assert.is_false(ok)
+      assert.same({ kind = "boom" }, err)
+      assert.has_no_error(async.run)
+    end)
+
+    it("run stays quiet about errors that were caught", function()
+      local t = async.spawn(function() async.sleep(0) error("late") end)
+      local caught = t:catch(function(e) return e end)
+      async.run()
+      assert.matches("late$", caught:wait())
+    end)
+
+    it("raises on a wait that nothing can end", function()
+      local p = async.promise(function() end)
+      assert.has_error(function() p:wait() end, "async: deadlock: nothing left that could finish the wait")
+    end)
+
+    it("rejects a task that yields by itself", function()
+      local t = async.spawn(function() coroutine.yield("mine") end)
+      assert.equal("rejected", t:status())
+      assert.has_error(function() t:wait() end,
+        "async: a task yielded outside quan.async (use async.request, async.sleep, :wait)")
+    end)
+  end)
+
+  describe("promises", function()
+    it("chains next: each return value feeds the next callback", function()
+      local p = async.promise(function(resolve) resolve(1, "x") end)
+        :next(function(n, s) return n + 1, s .. "y" end)
+        :next(function(n, s) return n * 10, s .. "z" end)
+      assert.same({ 20, "xyz" }, { p:wait() })
+    end)
+
+    it("sends an error down to catch, and catch recovers the chain", function()
+      local seen = {}
+      local p = async.resolved(1)
+        :next(function() error("bad step", 0) end)
+        :next(function() seen[#seen + 1] = "skipped" end)
+        :catch(function(e) return "caught: " .. e end)
+        :next(function(v) return v .. "!" end)
+      assert.equal("caught: bad step!", p:wait())
+      assert.same({}, seen)
+    end)
+
+    it("waits for a promise returned by a callback", function()
+      local p = async.resolved(2):next(function(n)
+        return async.spawn(function()
+          local res = assert(async.request(req("/echo?n=" .. n)))
+          return cjson.decode(res.body).path
+        end)
+      end)
+      assert.equal("/echo?n=2", p:wait())
+    end)
+
+    it("lets callbacks yield: a request inside next", function()
+      local p = async.resolved("/echo?in=next"):next(function(path)
+        return assert(async.request(req(path))).status
+      end)
+      assert.equal(200, p:wait())
+    end)
+
+    it("wait re-raises the rejection value as is", function()
+      local e = setmetatable({ code = "X" }, { __tostring = function() return "X!" end })
+      local ok, err = pcall(function() return async.rejected(e):wait() end)
+      assert.is_false(ok)
+      assert.equal(e, err)
+      ok, err = pcall(function() return async.spawn(function() error("plain") end):wait() end)
+      assert.is_false(ok)
+      assert.matches("async_spec%.lua:%d+: plain$", err)
+    end)
+
+    it("settles once; resolving with a promise adopts it; executor errors reject", function()
+      local p = async.promise(function(resolve, reject)
+        resolve("first")
+        resolve("second")
+        reject("third")
+      end)
+      assert.equal("first", p:wait())
+      local adopted = async.promise(function(resolve) resolve(async.rejected("inner")) end)
+      assert.has_error(function() adopted:wait() end, "inner")
+      local thrown = async.promise(function() error("in executor", 0) end)
+      assert.equal("rejected", thrown:status())
+      assert.has_error(function() thrown:wait() end, "in executor")
+    end)
+
+    it("resolves later, from a task", function()
+      local resolve
+      local p = async.promise(function(r) resolve = r end)
+      async.spawn(function() async.sleep(0.01) resolve("later") end)
+      assert.equal("pending", p:status())
+      assert.equal("later", p:wait())
+    end)
+
+    it("all gathers first values in order, plain values included", function()
+      local slow = async.spawn(function()
+        return cjson.decode(assert(async.request(req("/slow?ms=100"))).body).path
+      end)
+      local fast = async.spawn(function()
+        return cjson.decode(assert(async.request(req("/echo"))).body).path
+      end)
+      local r = async.all { slow, fast, "plain", async.resolved(1, 2) }:wait()
+      assert.same({ "/slow?ms=100", "/echo", "plain", 1 }, r)
+      assert.same({}, async.all({}):wait())
+    end)
+
+    it("all rejects with the first rejection", function()
+      local never = async.promise(function() end)
+      local p = async.all { never, async.rejected("no"), async.resolved(1) }
+      assert.equal("rejected", p:status())
+      assert.has_error(function() p:wait() end, "no")
+    end)
+
+    it("wait inside a task yields instead of blocking", function()
+      local inner = async.spawn(function() return assert(async.request(req("/slow?ms=100"))).status end)
+      local outer = async.spawn(function() return inner:wait() + 1 end)
+      assert.equal("pending", outer:status())
+      assert.equal(201, outer:wait())
+    end)
+
+    it("prints its state", function()
+      assert.equal("quan.async.promise (fulfilled)", tostring(async.resolved()))
+      assert.is_true(async.is_promise(async.spawn(function() end)))
+      assert.is_false(async.is_promise({}))
+    end)
+  end)
+
+  describe("bad arguments", function()
+    local p = async.resolved(1)
+    local cases = {
+      { function() async.spawn(nil) end, "bad argument #1 to 'spawn' (function expected, got nil)" },
+      { function() async.spawn({}) end, "bad argument #1 to 'spawn' (function expected, got table)" },
+      { function() async.request("https://x") end, "bad argument #1 to 'request' (table expected, got string)" },
+      { function() async.sleep("1") end, "bad argument #1 to 'sleep' (number expected, got string)" },
+      { function() async.sleep(-1) end, "bad argument #1 to 'sleep' (negative duration)" },
+      { function() async.promise(1) end, "bad argument #1 to 'promise' (function expected, got number)" },
+      { function() async.all(nil) end, "bad argument #1 to 'all' (table expected, got nil)" },
+      { function() p:next(1) end, "bad argument #1 to 'next' (function or nil expected, got number)" },
+      { function() p:next(nil, "x") end, "bad argument #2 to 'next' (function or nil expected, got string)" },
+      { function() p:catch() end, "bad argument #1 to 'catch' (function expected, got nil)" },
+      { function() p.wait({}) end, "calling 'wait' on bad self (promise expected, got table)" },
+    }
+    for i, case in ipairs(cases) do
+      it("raises for case " .. i .. ": " .. case[2], function()
+        local ok, err = pcall(case[1])
+        assert.is_false(ok)
+        assert.equal("tests/async_spec.lua:" .. debug.getinfo(case[1], "S").linedefined .. ": " .. case[2], err)
+      end)
+    end
+
+    it("raises request-table errors at the caller", function()
+      local ok, err = pcall(function() async.request { url = "https://x", nope = true } end)
+      assert.is_false(ok)
+      assert.matches("^tests/async_spec%.lua:%d+: http request: unknown field 'nope'$", err)
+      ok, err = pcall(function() async.request {} end)
+      assert.matches("^tests/async_spec%.lua:%d+: http request: 'url' is required$", err)
+    end)
+  end)
+
+  it("lets Ctrl-C interrupt tasks waiting on the network", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/tasks.lua", [[
+      local async = require "quan.async"
+      for i = 1, 3 do
+        async.spawn(function() return async.request { url = arg[1], cafile = arg[2] } end)
+      end
+      async.run()
+      print("not reached")
+    ]])
+    local s = https.start(pki.cert, pki.key)
+    local pid = assert(qos.spawn({ sh.quan, script, s:url("/slow?ms=20000"), pki.ca },
+      { stdout = dir .. "/out", stderr = dir .. "/err" }))
+    local deadline = qos.now() + 20
+    while stats(s).active < 3 and qos.now() < deadline do qos.sleep(0.02) end
+    qos.kill(pid, "INT")
+    local how, code = qos.wait(pid)
+    s:stop()
+    assert.equal("exit", how)
+    assert.equal(1, code)
+    assert.matches("interrupted!", sh.read(dir .. "/err"))
+    assert.equal("", sh.read(dir .. "/out"))
+  end)
+
+  it("adds no globals", function()
+    local out, err = sh.run(sh.quan .. [[ -e 'local g = {} for k in pairs(_G) do g[k] = true end
+      local a = require "quan.async"
+      a.spawn(function() a.sleep(0) end):wait()
+      for k in pairs(_G) do if not g[k] then print(k) end end']])
+    assert.equal("", err)
+    assert.equal("", out)
+  end)
+end)

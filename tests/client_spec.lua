@@ -1,0 +1,941 @@
+-- The wechatpay client: segments, signing, verification, errors, profiles,
+-- and full round trips against tests/support/fake_wechatpay.py, a python
+-- stand-in that verifies quan's signatures independently.
+local sh = require "tests.support.sh"
+
+local have_natives = pcall(require, "quan.crypto") and pcall(require, "quan.async")
+
+local function globals()
+  local g = {}
+  for k in pairs(_G) do g[k] = true end
+  return g
+end
+
+describe("wechatpay modules", function()
+  it("add no globals", function()
+    local before = globals()
+    for _, m in ipairs { "wechatpay", "wechatpay.client", "wechatpay.chain", "wechatpay.config",
+      "wechatpay.errors", "wechatpay.json", "wechatpay.multipart", "wechatpay.sign",
+      "wechatpay.trace", "wechatpay.verify" } do
+      require(m)
+    end
+    for k in pairs(_G) do assert.is_true(before[k], "new global " .. tostring(k)) end
+  end)
+end)
+
+describe("wechatpay.chain", function()
+  local chain = require "wechatpay.chain"
+
+  it("normalizes segments as the PHP and Node SDKs do", function()
+    for _, case in ipairs {
+      { "couponStocks", "coupon-stocks" },
+      { "CouponStocks", "coupon-stocks" },
+      { "imageUpload", "image-upload" },
+      { "useFlow", "use-flow" },
+      { "coupon-stocks", "coupon-stocks" },
+      { "v3", "v3" },
+      { "_stock_id_", "{stock_id}" },
+      { "_stockId_", "{stockId}" },
+      { "{coupon_id}", "{coupon_id}" },
+    } do
+      assert.equal(case[2], chain.normalize(case[1]), case[1])
+    end
+    assert.same({ "v3", "marketing", "favor", "coupon-stocks" }, chain.split("v3/marketing/favor/couponStocks"))
+    assert.same({ "v3", "a", "{x}" }, chain.split("/v3//a/_x_/"))
+  end)
+
+  it("percent-encodes values, keeping only RFC 3986 unreserved characters", function()
+    assert.equal("AbZ09-._~", chain.encode("AbZ09-._~"))
+    assert.equal("a%2Bb%20c%2F%3F%26%3D%25", chain.encode("a+b c/?&=%"))
+    assert.equal("%E5%88%B8", chain.encode("券"))
+  end)
+
+  it("fills path variables from values that never pass through the segment rules", function()
+    assert.equal("v3/marketing/favor/stocks/AbC%2B9Z/use-flow",
+      chain.expand("v3/marketing/favor/stocks/{stock_id}/use-flow", { stock_id = "AbC+9Z" }))
+    assert.equal("v3/x/12", chain.expand("v3/x/{n}", { n = 12 }))
+  end)
+
+  it("builds the query with sorted keys, encoded so +08:00 survives", function()
+    assert.equal("limit=10&offset=0&start_time=2027-03-01T00%3A00%3A00%2B08%3A00&status=running",
+      chain.query { status = "running", start_time = "2027-03-01T00:00:00+08:00", offset = 0, limit = 10 })
+    assert.equal("a=1&a=2&b=true", chain.query { b = true, a = { 1, 2 } })
+    assert.equal("", chain.query {})
+  end)
+end)
+
+describe("wechatpay.sign", function()
+  local sign = require "wechatpay.sign"
+
+  it("builds the five-line string to sign, body bytes exact", function()
+    assert.equal("POST\n/v3/x?a=1\n1700000000\nNONCE\n{\"a\":1}\n",
+      sign.message("POST", "/v3/x?a=1", "1700000000", "NONCE", '{"a":1}'))
+    assert.equal("GET\n/v3/x\n1\nN\n\n", sign.message("GET", "/v3/x", "1", "N", ""))
+  end)
+
+  it("formats and redacts the Authorization header", function()
+    local h = sign.authorization("1900000001", "ABC", "1700000000", "N0", "c2ln+/==")
+    assert.equal('WECHATPAY2-SHA256-RSA2048 mchid="1900000001",serial_no="ABC",'
+      .. 'timestamp="1700000000",nonce_str="N0",signature="c2ln+/=="', h)
+    assert.equal('WECHATPAY2-SHA256-RSA2048 mchid="1900000001",serial_no="ABC",'
+      .. 'timestamp="1700000000",nonce_str="N0",signature="[redacted]"', sign.redact(h))
+  end)
+end)
+
+describe("wechatpay.verify (with a stand-in key)", function()
+  local verify = require "wechatpay.verify"
+  local sign = require "wechatpay.sign"
+  local NOW = 1800000000
+  -- a key that accepts exactly the signature "good:" .. message
+  local key = {}
+  function key:verify(msg, sig)
+    if sig == "good:" .. msg then return true end
+    return false, "mismatch"
+  end
+  local keys = { PUB_KEY_ID_01 = key, ["7132D72A03E9"] = key }
+
+  local function headers(over)
+    local h = {
+      ["wechatpay-timestamp"] = tostring(NOW), ["wechatpay-nonce"] = "n1",
+      ["wechatpay-serial"] = "PUB_KEY_ID_01",
+    }
+    for k, v in pairs(over or {}) do h[k] = v end
+    if h["wechatpay-signature"] == nil then
+      h["wechatpay-signature"] = "good:" .. sign.response_message(h["wechatpay-timestamp"] or "", h["wechatpay-nonce"] or "", "{}")
+    end
+    if h["wechatpay-signature"] == false then h["wechatpay-signature"] = nil end
+    return h
+  end
+
+  it("accepts a good response, and a hex serial in any case", function()
+    assert.is_true(verify.check(headers(), "{}", keys, NOW))
+    assert.is_true(verify.check(headers { ["wechatpay-serial"] = "7132d72a03e9" }, "{}", keys, NOW))
+    assert.is_true(verify.check(headers { ["wechatpay-timestamp"] = tostring(NOW + 300) }, "{}", keys, NOW))
+    assert.is_true(verify.check(headers { ["wechatpay-timestamp"] = tostring(NOW - 300) }, "{}", keys, NOW))
+  end)
+
+  it("names the failed check", function()
+    for _, name in ipairs { "Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature", "Wechatpay-Serial" } do
+      local h = headers()
+      h[name:lower()] = nil
+      local ok, code, msg = verify.check(h, "{}", keys, NOW)
+      assert.is_false(ok)
+      assert.equal("missing_header", code)
+      assert.equal("response header " .. name .. " missing", msg)
+    end
+    local ok, code, msg = verify.check(headers { ["wechatpay-serial"] = "PUB_KEY_ID_99" }, "{}", keys, NOW)
+    assert.is_false(ok)
+    assert.equal("unknown_serial", code)
+    assert.equal("response signed by unknown serial PUB_KEY_ID_99", msg)
+    assert.equal("unknown_serial", select(2, verify.check(headers { ["wechatpay-serial"] = "pub_key_id_01" }, "{}", keys, NOW)))
+    for _, d in ipairs { 301, -301 } do
+      ok, code, msg = verify.check(headers { ["wechatpay-timestamp"] = tostring(NOW + d) }, "{}", keys, NOW)
+      assert.is_false(ok)
+      assert.equal("clock_skew", code)
+      assert.matches("is " .. (-d) .. " s from now", msg, 1, true)
+    end
+    ok, code = verify.check(headers { ["wechatpay-signature"] = "bad" }, "{}", keys, NOW)
+    assert.is_false(ok)
+    assert.equal("bad_signature", code)
+    ok, code = verify.check(headers(), "{ }", keys, NOW)
+    assert.equal("bad_signature", code)
+    ok, code = verify.check(headers { ["wechatpay-timestamp"] = "12a" }, "{}", keys, NOW)
+    assert.equal("bad_timestamp", code)
+  end)
+
+  it("skips only the file download path", function()
+    assert.is_true(verify.skip("/v3/billdownload/file?token=x"))
+    assert.is_false(verify.skip("/v3/marketing/favor/stocks/1/use-flow"))
+  end)
+end)
+
+describe("wechatpay.errors", function()
+  local errors = require "wechatpay.errors"
+
+  it("prints itself with status, code and request id", function()
+    local e = errors.new { kind = "http", status = 400, code = "PARAM_ERROR",
+      message = "POST /v3/x: PARAM_ERROR: bad", request_id = "R1" }
+    assert.equal("POST /v3/x: PARAM_ERROR: bad (status 400, request-id R1)", tostring(e))
+    assert.is_false(e.retryable)
+    assert.is_true(errors.is(e))
+    e = errors.new { kind = "network", code = "timeout", message = "GET /v3/x: timed out", retryable = true }
+    assert.equal("GET /v3/x: timed out (code timeout)", tostring(e))
+  end)
+
+  it("marks 429 and 5xx retryable, never a business 4xx", function()
+    assert.is_true(errors.retryable_status(429))
+    assert.is_true(errors.retryable_status(500))
+    assert.is_true(errors.retryable_status(503))
+    assert.is_false(errors.retryable_status(400))
+    assert.is_false(errors.retryable_status(404))
+  end)
+
+  it("raises on a bad kind", function()
+    assert.has_error(function() errors.new { kind = "nope" } end, "errors.new: unknown kind 'nope'")
+  end)
+end)
+
+describe("wechatpay.json", function()
+  local json = require "wechatpay.json"
+
+  it("decodes integral numbers as integers, recursively", function()
+    local v = json.decode('{"a":5000,"b":[1,2.5,{"c":3}],"s":"98065001","n":-1,"f":1.0}')
+    assert.equal("integer", math.type(v.a))
+    assert.equal("integer", math.type(v.b[1]))
+    assert.equal("float", math.type(v.b[2]))
+    assert.equal("integer", math.type(v.b[3].c))
+    assert.equal("98065001", v.s)
+    assert.equal(-1, v.n)
+    assert.equal("integer", math.type(v.f))
+    assert.is_nil((json.decode("{bad")))
+  end)
+
+  it("encodes empty tables as objects and arrays as arrays", function()
+    assert.equal("{}", json.encode {})
+    assert.equal("[0,1,2]", json.encode { 0, 1, 2 })
+    assert.has_error(function() json.encode { f = print } end)
+  end)
+end)
+
+describe("wechatpay.multipart", function()
+  local mp = require "wechatpay.multipart"
+
+  it("puts the meta part first, byte-identical to the signed meta", function()
+    local meta = mp.meta("logo.png", ("a"):rep(64))
+    assert.equal('{"filename":"logo.png","sha256":"' .. ("a"):rep(64) .. '"}', meta)
+    local body, ctype = mp.build { boundary = "BND", meta = meta, filename = "logo.png",
+      data = "\137PNG", content_type = "image/png" }
+    assert.equal("multipart/form-data; boundary=BND", ctype)
+    assert.equal("--BND\r\nContent-Disposition: form-data; name=\"meta\"\r\nContent-Type: application/json\r\n\r\n"
+      .. meta .. "\r\n--BND\r\nContent-Disposition: form-data; name=\"file\"; filename=\"logo.png\"\r\n"
+      .. "Content-Type: image/png\r\n\r\n\137PNG\r\n--BND--\r\n", body)
+    assert.equal("image/jpeg", mp.content_type("a.JPG"))
+    assert.equal("image/bmp", mp.content_type("x/a.bmp"))
+    assert.equal("application/octet-stream", mp.content_type("noext"))
+  end)
+end)
+
+describe("wechatpay.config (profiles)", function()
+  local q = sh.quote
+  -- run(dir, env, code) -> stdout, stderr, exit code of quan -e code in dir
+  local function run(dir, env, code)
+    return sh.run("cd " .. q(dir) .. " && env -u QUAN_PROFILE -u QUAN_CONFIG " .. (env or "") .. " "
+      .. q(sh.quan) .. " -e " .. q(code))
+  end
+  local SHOW = [[
+    local config = require "wechatpay.config"
+    local ok, p, name, path = pcall(config.load, NAME)
+    if not ok then print("ERR " .. tostring(p)) return end
+    if not p then print("NONE") return end
+    print(name, p.mchid, p.base_url, p.private_key, p.timeout, p.appid, path)
+  ]]
+  local function show(dir, env, name)
+    local out, err = run(dir, env, "local NAME = " .. (name and ("%q"):format(name) or "nil") .. "\n" .. SHOW)
+    return out:gsub("\n$", ""), err
+  end
+
+  local function profile(mchid, extra)
+    return ([[{ mchid = "%s", serial = "AB12", private_key = "file://keys/m.pem",
+      apiv3_key = "file:///abs/v3.key", certs = {}, base_url = "https://h%s", appid = "wx%s" %s }]])
+      :format(mchid, mchid, mchid, extra or "")
+  end
+
+  local home, cwd
+  before_each(function()
+    home = sh.tmpdir()
+    cwd = sh.tmpdir()
+  end)
+
+  it("finds nothing on a fresh machine", function()
+    assert.equal("NONE", (show(cwd, "HOME=" .. q(home))))
+  end)
+
+  it("searches $QUAN_CONFIG, then ./quan.config.lua, then ~/.config/quan/config.lua", function()
+    require("quan.os").mkdir(home .. "/.config")
+    require("quan.os").mkdir(home .. "/.config/quan")
+    sh.write(home .. "/.config/quan/config.lua", "return { profiles = { home = " .. profile("1") .. " } }")
+    local out = show(cwd, "HOME=" .. q(home))
+    assert.equal("home\t1\thttps://h1\tfile://" .. home .. "/.config/quan/keys/m.pem\tnil\twx1\t"
+      .. home .. "/.config/quan/config.lua", out)
+    sh.write(cwd .. "/quan.config.lua", "return { profiles = { here = " .. profile("2") .. " } }")
+    out = show(cwd, "HOME=" .. q(home))
+    assert.matches("^here\t2\t", out)
+    local other = sh.write(cwd .. "/other.lua", "return { profiles = { named = " .. profile("3") .. " } }")
+    out = show(cwd, "HOME=" .. q(home) .. " QUAN_CONFIG=" .. q(other))
+    assert.matches("^named\t3\t", out)
+    out = show(cwd, "HOME=" .. q(home) .. " QUAN_CONFIG=" .. q(cwd .. "/missing.lua"))
+    assert.equal("ERR config file " .. cwd .. "/missing.lua (QUAN_CONFIG or --config) not found", out)
+  end)
+
+  it("picks the named profile, then QUAN_PROFILE, then default, then the only one", function()
+    sh.write(cwd .. "/quan.config.lua", "return { default = 'b', profiles = { a = " .. profile("1")
+      .. ", b = " .. profile("2") .. ", c = " .. profile("3") .. " } }")
+    assert.matches("^b\t2\t", (show(cwd, "HOME=" .. q(home))))
+    assert.matches("^c\t3\t", (show(cwd, "HOME=" .. q(home) .. " QUAN_PROFILE=c")))
+    assert.matches("^a\t1\t", (show(cwd, "HOME=" .. q(home) .. " QUAN_PROFILE=c", "a")))
+    assert.equal("ERR config file " .. cwd .. "/quan.config.lua: no profile 'zz' (profiles: a, b, c)",
+      (show(cwd, "HOME=" .. q(home), "zz")))
+    sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = " .. profile("1") .. ", b = " .. profile("2") .. " } }")
+    assert.equal("ERR config file " .. cwd .. "/quan.config.lua: several profiles (a, b) and no default; pick one with --profile NAME",
+      (show(cwd, "HOME=" .. q(home))))
+  end)
+
+  it("lets the environment override non-secret keys", function()
+    sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = " .. profile("1") .. " } }")
+    local out = show(cwd, "HOME=" .. q(home) .. " QUAN_MCHID=42 QUAN_BASE_URL=https://x QUAN_TIMEOUT=2.5")
+    assert.matches("^a\t42\thttps://x\t.-\t2.5\twx1\t", out)
+    out = show(cwd, "HOME=" .. q(home) .. " QUAN_TIMEOUT=soon")
+    assert.equal("ERR QUAN_TIMEOUT: expected a positive number of seconds, got 'soon'", out)
+  end)
+
+  it("refuses inline secrets and names the key", function()
+    sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = { mchid = '1', private_key = '-----BEGIN PRIVATE KEY-----' } } }")
+    assert.equal("ERR profile 'a': private_key must be a file:// path in the config file, not inline text",
+      (show(cwd, "HOME=" .. q(home))))
+    sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = { mchid = '1', apiv3_key = '0123456789abcdef0123456789abcdef' } } }")
+    assert.equal("ERR profile 'a': apiv3_key must be a file:// path in the config file, not inline text",
+      (show(cwd, "HOME=" .. q(home))))
+  end)
+
+  it("reports a config file that does not load", function()
+    sh.write(cwd .. "/quan.config.lua", "return { profiles = ")
+    assert.matches("^ERR config file " .. cwd:gsub("%p", "%%%0") .. "/quan.config.lua: .*unexpected symbol", (show(cwd, "HOME=" .. q(home))))
+    sh.write(cwd .. "/quan.config.lua", "return 42")
+    assert.equal("ERR config file " .. cwd .. "/quan.config.lua: must return a table", (show(cwd, "HOME=" .. q(home))))
+  end)
+
+  it("names a profile asked for when there is no config file", function()
+    assert.equal("ERR profile 'prod': no config file (searched " .. cwd .. "/quan.config.lua, " .. home .. "/.config/quan/config.lua)",
+      (show(cwd, "HOME=" .. q(home), "prod")))
+  end)
+
+  it("warns when a key file is readable by group or others", function()
+    local qos = require "quan.os"
+    qos.mkdir(cwd .. "/keys")
+    sh.write(cwd .. "/keys/m.pem", "x")
+    qos.chmod(cwd .. "/keys/m.pem", tonumber("644", 8))
+    sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = { mchid = '1', private_key = 'file://keys/m.pem' } } }")
+    local out, err = show(cwd, "HOME=" .. q(home))
+    assert.matches("^a\t1\t", out)
+    assert.equal("quan: warning: private_key file " .. cwd .. "/keys/m.pem is readable by group or others (mode 644); run chmod 600 on it\n", err)
+    qos.chmod(cwd .. "/keys/m.pem", tonumber("600", 8))
+    out, err = show(cwd, "HOME=" .. q(home))
+    assert.equal("", err)
+  end)
+end)
+
+-- The seed's request (shared/seed/000_3ec811569fb18aa1.txt), its empty and
+-- zero values filled so that it is a valid create-stock request.
+local DAY = 24 * 3600
+local BEGIN = ((os.time() + 8 * 3600) // DAY + 1) * DAY - 8 * 3600
+local function rfc3339(t) return os.date("!%Y-%m-%dT%H:%M:%S.000+08:00", t + 8 * 3600) end
+
+local function seed_request(out_request_no, mchid)
+  mchid = mchid or "1900000001"
+  return {
+    stock_name = "微信支付代金券批次",
+    available_begin_time = rfc3339(BEGIN),
+    available_end_time = rfc3339(BEGIN + 30 * DAY - 1),
+    stock_use_rule = {
+      max_coupons = 100, max_amount = 10000, max_amount_by_day = 1000,
+      max_coupons_per_user = 1, natural_person_limit = true, prevent_api_abuse = true,
+    },
+    no_cash = true,
+    stock_type = "NORMAL",
+    comment = "零售批次",
+    belong_merchant = mchid,
+    pattern_info = {
+      description = "满10元减1元", merchant_logo = "https://qpic.cn/logo",
+      merchant_name = "示例商户", background_color = "Color010", coupon_image = "https://qpic.cn/image",
+    },
+    coupon_use_rule = {
+      coupon_available_time = {
+        available_begin_time = rfc3339(BEGIN),
+        available_end_time = rfc3339(BEGIN + 30 * DAY - 1),
+        fix_available_time = { available_week_day = { 0, 1, 2, 3, 4, 5, 6 }, begin_time = 3600, end_time = 86399 },
+        second_day_available = true,
+      },
+      fixed_normal_coupon = { coupon_amount = 100, transaction_minimum = 1000 },
+      goods_tag = { "123321" },
+      limit_pay = { "ICBC_CREDIT" },
+      limit_card = { name = "精粹白金", bin = { "62123456" } },
+      trade_type = { "MICROAPP" },
+      available_items = { "123321" },
+      unavailable_items = { "789987" },
+      available_merchants = { mchid },
+    },
+    out_request_no = out_request_no,
+    ext_info = '{"exinfo1":"1234","exinfo2":"3456"}',
+  }
+end
+
+local describe_live = have_natives and describe or pending
+
+describe_live("wechatpay client against the stand-in server", function()
+  local wechatpay = require "wechatpay"
+  local wxfake = require "tests.support.wxfake"
+  local fake, wx
+  local n = 0
+  local function ref()
+    n = n + 1
+    return ("quan%s%04d"):format(os.date("%H%M%S"), n)
+  end
+
+  setup(function()
+    fake = wxfake.start()
+    wx = wechatpay.new(fake.options())
+  end)
+  teardown(function()
+    if fake then fake.stop() end
+  end)
+
+  local function fails(kind, code, res, err)
+    assert.is_nil(res)
+    assert.is_table(err)
+    assert.equal(kind, err.kind)
+    assert.equal(code, err.code)
+    return err
+  end
+
+  describe("construction", function()
+    local function config_error(opts)
+      local ok, e = pcall(wechatpay.new, opts)
+      assert.is_false(ok)
+      assert.is_true(wechatpay.errors.is(e), tostring(e))
+      assert.equal("config", e.kind)
+      return tostring(e)
+    end
+
+    it("keeps the profile without secrets and the merchant id", function()
+      assert.equal(wxfake.MCHID, wx.mchid)
+      assert.equal(fake.base_url, wx.profile.base_url)
+      assert.is_nil(wx.profile.private_key)
+      assert.is_nil(wx.profile.apiv3_key)
+      assert.is_nil(wx.sandbox)
+    end)
+
+    it("warns once when a key file given to new is readable by others", function()
+      local dir = sh.tmpdir()
+      local key = dir .. "/open.key.pem"
+      sh.write(key, sh.read(fake.dir .. "/merchant.key.pem"))
+      require("quan.os").chmod(key, tonumber("644", 8))
+      local _, err = sh.run(sh.quan .. " -e " .. sh.quote(([[
+        package.path = %q .. "/?.lua;" .. package.path
+        local o = require("tests.support.wxfake").options_for(%q, "https://127.0.0.1:1")
+        o.private_key = %q
+        require("wechatpay").new(o)
+        require("wechatpay").new(o)
+      ]]):format(os.getenv("PWD"), fake.dir, "file://" .. key)))
+      assert.equal("quan: warning: private_key file " .. key
+        .. " is readable by group or others (mode 644); run chmod 600 on it\n", err)
+    end)
+
+    it("raises a config error naming the key", function()
+      local own = fake.options()
+      own.certs[wxfake.MERCHANT_SERIAL] = "file://" .. fake.dir .. "/merchant.crt.pem"
+      assert.matches('certs%["' .. wxfake.MERCHANT_SERIAL .. "\"%]: is the merchant's own certificate serial", config_error(own))
+      local lower = fake.options()
+      lower.certs = { [wxfake.MERCHANT_SERIAL:lower()] = "file://" .. fake.dir .. "/platform.pub.pem" }
+      assert.matches("is the merchant's own certificate serial", config_error(lower))
+      local wrong = fake.options()
+      wrong.certs = { ["0ABC"] = "file://" .. fake.dir .. "/platcert.crt.pem" }
+      assert.equal('certs["0ABC"]: the certificate\'s serial is ' .. wxfake.PLATFORM_SERIAL, config_error(wrong))
+      assert.matches('^certs%["PUB_KEY_ID_1"%]: not a certificate or public key',
+        config_error(fake.options { certs = { PUB_KEY_ID_1 = "not a pem" } }))
+      assert.equal("certs: empty; add the WeChat Pay public key (PUB_KEY_ID_...) or the platform certificates",
+        config_error(fake.options { certs = {} }))
+      assert.matches("^private_key: ", config_error(fake.options { private_key = "file://" .. fake.dir .. "/missing.pem" }))
+      assert.equal("private_key: expected a file:// path or PEM text", config_error(fake.options { private_key = 42 }))
+      assert.equal("mchid: expected the merchant id (digits)", config_error(fake.options { mchid = "abc" }))
+      assert.equal("serial: expected the merchant certificate serial in hex", config_error(fake.options { serial = "xyz" }))
+      assert.equal("apiv3_key: expected 32 bytes, got 5", config_error(fake.options { apiv3_key = "short" }))
+      assert.equal("base_url: expected https://host[:port], got http://x", config_error(fake.options { base_url = "http://x" }))
+      assert.equal("wechatpay.new: unknown option 'mchId'", config_error(fake.options { mchId = "1" }))
+      assert.equal("wechatpay.new: expected a table of options, got nil", config_error(nil))
+    end)
+  end)
+
+  describe("the six forms of the seed", function()
+    local function check(res, no)
+      assert.equal(200, res.status)
+      assert.equal("SID-" .. no, res.json.stock_id)
+      assert.is_string(res.json.create_time)
+      assert.matches("^FAKE%-", res.request_id)
+      assert.equal(res.body, require("cjson").encode(require("cjson").decode(res.body)) and res.body)
+    end
+
+    it("sync property chain", function()
+      local no = ref()
+      check(assert(wx.v3.marketing.favor.couponStocks:post { json = seed_request(no) }), no)
+    end)
+    it("sync declarative chain", function()
+      local no = ref()
+      check(assert(wx:chain("v3/marketing/favor/coupon-stocks"):post { json = seed_request(no) }), no)
+    end)
+    it("sync array-style key", function()
+      local no = ref()
+      check(assert(wx["v3/marketing/favor/coupon-stocks"]:post { json = seed_request(no) }), no)
+    end)
+    it("async property chain, :next then :wait", function()
+      local no = ref()
+      local got = wx.v3.marketing.favor.couponStocks:postAsync { json = seed_request(no) }
+        :next(function(res) return res.json.stock_id end):wait()
+      assert.equal("SID-" .. no, got)
+    end)
+    it("async declarative chain", function()
+      local no = ref()
+      check(wx:chain("v3/marketing/favor/coupon-stocks"):postAsync { json = seed_request(no) }:wait(), no)
+    end)
+    it("async array-style key", function()
+      local no = ref()
+      check(wx["v3/marketing/favor/coupon-stocks"]:postAsync { json = seed_request(no) }:wait(), no)
+    end)
+  end)
+
+  describe("the request on the wire", function()
+    it("encodes path variables and the query; values keep their capitals and +", function()
+      local res = assert(wx.v3.marketing.favor.stocks._stock_id_.useFlow:get {
+        stock_id = "AbC+9/é", query = { stock_creator_mchid = "1900000001", t = "2027-03-01T00:00:00+08:00" },
+      })
+      local e = res.json
+      assert.equal("GET", e.method)
+      assert.equal("/v3/marketing/favor/stocks/AbC%2B9%2F%C3%A9/use-flow?stock_creator_mchid=1900000001"
+        .. "&t=2027-03-01T00%3A00%3A00%2B08%3A00", e.target)
+      assert.equal("/v3/marketing/favor/stocks/AbC+9/é/use-flow", e.path)
+      assert.equal("", e.body)
+    end)
+
+    it("sends the headers the protocol asks for", function()
+      local e = assert(wx.v3.echo:post { json = { a = 1 } }).json
+      assert.equal("application/json", e.headers["accept"])
+      assert.equal("application/json", e.headers["content-type"])
+      assert.equal("quan/" .. wechatpay._VERSION, e.headers["user-agent"])
+      assert.equal(wxfake.PUBKEY_ID, e.headers["wechatpay-serial"])
+      assert.matches('^WECHATPAY2%-SHA256%-RSA2048 mchid="1900000001",serial_no="' .. wxfake.MERCHANT_SERIAL
+        .. '",timestamp="%d+",nonce_str="%w+",signature="[%w+/=]+"$', e.headers["authorization"])
+      assert.equal('{"a":1}', e.body)
+    end)
+
+    it("sends a raw body and extra headers as given, for every verb", function()
+      for _, verb in ipairs { "get", "post", "put", "patch", "delete" } do
+        local body = '{"x": 1 }'
+        if verb == "get" then body = nil end
+        local e = assert(wx.v3.echo[verb](wx.v3.echo, { body = body, headers = { ["X-Extra"] = "yes" } })).json
+        assert.equal(verb:upper(), e.method)
+        assert.equal(verb == "get" and "" or '{"x": 1 }', e.body)
+        assert.equal("yes", e.headers["x-extra"])
+      end
+    end)
+
+    it("signs the path prefix of a base_url that has one (a gateway)", function()
+      local gw = wechatpay.new(fake.options { base_url = fake.base_url .. "/gw/" })
+      local e = assert(gw.v3.echo:get { query = { a = "1" } }).json
+      assert.equal("/gw/v3/echo?a=1", e.target)
+    end)
+
+    it("decodes integral numbers as integers and keeps strings", function()
+      local j = assert(wx.v3.echo:get()).json
+      assert.equal("integer", math.type(j.numbers.int))
+      assert.equal(5000, j.numbers.int)
+      assert.equal(12345678901, j.numbers.big)
+      assert.equal(1.5, j.numbers.float)
+    end)
+
+    it("uploads an image: meta first, signed over the meta only", function()
+      local png = sh.write(fake.dir .. "/logo.png", "\137PNG\r\n\26\n" .. ("x"):rep(300))
+      local res = assert(wx.v3.marketing.favor.media.imageUpload:post { file = png })
+      local sha = require("quan.crypto").sha256(sh.read(png))
+      assert.equal("https://fake.example/" .. sha, res.json.media_url)
+      assert.equal('{"filename":"logo.png","sha256":"' .. sha .. '"}', res.json.meta)
+      assert.equal("image/png", res.json.file_type)
+    end)
+
+    it("raises on programmer errors, naming the request", function()
+      assert.has_error(function() wx.v3.echo:post { josn = {} } end, "POST /v3/echo: unknown option 'josn'")
+      assert.has_error(function() wx.v3.stocks._stock_id_:get {} end,
+        "GET /v3/stocks/{stock_id}: missing path variable 'stock_id'")
+      assert.has_error(function() wx.v3.echo:post "x" end, "POST /v3/echo: expected a table of options, got string")
+      assert.has_error(function() wx.v3.echo:post { json = {}, body = "" } end,
+        "POST /v3/echo: options 'json', 'body' and 'file' exclude each other")
+      assert.has_error(function() wx.v3.echo:get { query = { t = { x = 1 } } } end,
+        "GET /v3/echo: query 't' must be a string, number, boolean or an array of them")
+      assert.has_error(function() wx.v3.echo.post { json = {} } end, "post: call it with ':' (node:post{...})")
+      assert.has_error(function() wx:chain(1) end, "chain: expected a path string, got number")
+      -- raised at the caller's line
+      local line = debug.getinfo(1, "l").currentline + 1
+      local ok, msg = pcall(function() local _ = wx.v3.echo:getAsync { nope = 1 } end)
+      assert.is_false(ok)
+      assert.equal("tests/client_spec.lua:" .. line .. ": GET /v3/echo: unknown option 'nope'", msg)
+      assert.equal("wechatpay.node /v3/client/segments", tostring(wx.v3.client.segments))
+    end)
+  end)
+
+  describe("verification of 2xx answers", function()
+    local function tamper(spec)
+      return wx.v3.echo:get { headers = { ["X-Fake"] = spec } }
+    end
+
+    it("fails when any of the four headers is missing", function()
+      for _, name in ipairs { "Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature", "Wechatpay-Serial" } do
+        local err = fails("verify", "missing_header", tamper("missing=" .. name))
+        assert.equal(200, err.status)
+        assert.equal(1, tostring(err):find("GET /v3/echo: verify: response header " .. name .. " missing", 1, true))
+        assert.is_false(err.retryable)
+      end
+    end)
+
+    it("fails on a skew of 301 s either way, passes at 300", function()
+      fails("verify", "clock_skew", tamper("skew=301"))
+      fails("verify", "clock_skew", tamper("skew=-301"))
+      assert(tamper("skew=300"))
+    end)
+
+    it("fails on an unknown serial, accepts a hex serial in lower case", function()
+      local err = fails("verify", "unknown_serial", tamper("serial=PUB_KEY_ID_0000000000000000000000000000"))
+      assert.matches("unknown serial PUB_KEY_ID_0000000000000000000000000000", err.message)
+      assert(tamper("signer=" .. wxfake.PLATFORM_SERIAL))
+      assert(tamper("signer=" .. wxfake.PLATFORM_SERIAL .. ",serial_lower"))
+    end)
+
+    it("fails on a bad signature and on one changed body byte", function()
+      fails("verify", "bad_signature", tamper("badsig"))
+      local err = fails("verify", "bad_signature", tamper("flip"))
+      assert.matches("^GET /v3/echo: verify: response signature does not verify", err.message)
+    end)
+
+    it("does not verify the unsigned file download of use-flow and refund-flow URLs", function()
+      local url = fake.base_url .. "/v3/billdownload/file?token=T0K%2B"
+      local res = assert(wx:download(url))
+      assert.equal("stock_id,coupon_id\n1,2\n", res.body)
+      assert.is_nil(res.json)
+      res = assert(wx.v3.billdownload.file:get { query = { token = "T0K+" } })
+      assert.equal(200, res.status)
+      assert.has_error(function() wx:download("https://elsewhere.example/v3/billdownload/file") end,
+        "download: URL is not on " .. fake.base_url)
+    end)
+
+    it("verifies an empty 204 answer", function()
+      local res = assert(tamper("empty"))
+      assert.equal(204, res.status)
+      assert.equal("", res.body)
+      assert.is_nil(res.json)
+    end)
+  end)
+
+  describe("notifications", function()
+    it("decrypts a resource with the APIv3 key", function()
+      local crypto = require "quan.crypto"
+      local key = sh.read(fake.dir .. "/apiv3.key")
+      local ct = crypto.aes_gcm_encrypt(key, "0123456789ab", "coupon", '{"coupon_id":"9"}')
+      assert.equal('{"coupon_id":"9"}', wx:decrypt { ciphertext = ct, nonce = "0123456789ab", associated_data = "coupon" })
+      local plain, msg = wx:decrypt { ciphertext = ct, nonce = "0123456789ab", associated_data = "other" }
+      assert.is_nil(plain)
+      assert.is_string(msg)
+    end)
+  end)
+
+  describe("error tables", function()
+    it("reports a business 4xx, not retryable", function()
+      local err = fails("http", "PARAM_ERROR", wx.v3.echo:get { headers = { ["X-Fake"] = "status=400" } })
+      assert.equal(400, err.status)
+      assert.is_false(err.retryable)
+      assert.equal("/x", err.detail.field)
+      assert.matches("^FAKE%-", err.request_id)
+      assert.equal("GET /v3/echo: PARAM_ERROR: fake status 400 (status 400, request-id " .. err.request_id .. ")", tostring(err))
+    end)
+
+    it("reports 5xx and 429 as retryable", function()
+      local err = fails("http", "SYSTEM_ERROR", wx.v3.echo:get { headers = { ["X-Fake"] = "status=500" } })
+      assert.equal(500, err.status)
+      assert.is_true(err.retryable)
+      err = fails("http", "RATELIMIT_EXCEED", wx.v3.echo:get { headers = { ["X-Fake"] = "status=429" } })
+      assert.is_true(err.retryable)
+    end)
+
+    it("reports transport errors as retryable network errors", function()
+      local err = fails("network", "recv", wx.v3.echo:get { headers = { ["X-Fake"] = "drop" } })
+      assert.is_true(err.retryable)
+      local closed = wechatpay.new(fake.options { base_url = "https://127.0.0.1:1" })
+      err = fails("network", "connect", closed.v3.echo:get())
+      assert.is_true(err.retryable)
+      assert.matches("^GET /v3/echo: ", err.message)
+    end)
+
+    it("rejects the promise of an Async verb; :wait() re-raises the table", function()
+      local p = wx.v3.echo:getAsync { headers = { ["X-Fake"] = "status=400" } }
+      local ok, err = pcall(p.wait, p)
+      assert.is_false(ok)
+      assert.equal("PARAM_ERROR", err.code)
+      local code = wx.v3.echo:getAsync { headers = { ["X-Fake"] = "status=500" } }
+        :catch(function(e) return e.code end):wait()
+      assert.equal("SYSTEM_ERROR", code)
+    end)
+  end)
+
+  describe("concurrency", function()
+    local async = require "quan.async"
+
+    it("completes promises from several Async calls together", function()
+      local list = {}
+      for i = 1, 5 do
+        list[i] = wx.v3.marketing.favor.couponStocks:postAsync { json = seed_request("all" .. i),
+          headers = { ["X-Fake"] = "sleep=0.2" } }
+      end
+      local t0 = require("quan.os").now()
+      local all = async.all(list):wait()
+      for i = 1, 5 do assert.equal("SID-all" .. i, all[i].json.stock_id) end
+      assert.is_true(require("quan.os").now() - t0 < 0.2 * 5)
+    end)
+
+    it("runs 200 requests at 16 in flight, each result matched to its request", function()
+      local results, inflight, peak = {}, 0, 0
+      local next_i = 0
+      local function worker()
+        while next_i < 200 do
+          next_i = next_i + 1
+          local i = next_i
+          inflight = inflight + 1
+          if inflight > peak then peak = inflight end
+          local res, err = wx.v3.marketing.favor.couponStocks:post { json = seed_request("c" .. i) }
+          inflight = inflight - 1
+          results[i] = res and res.json.stock_id or tostring(err)
+        end
+      end
+      local tasks = {}
+      for w = 1, 16 do tasks[w] = async.spawn(worker) end
+      async.run()
+      assert.equal(16, peak)
+      for i = 1, 200 do assert.equal("SID-c" .. i, results[i]) end
+    end)
+  end)
+
+  describe("hooks and validation", function()
+    after_each(function()
+      wechatpay.hooks.before_send = nil
+      package.loaded["quan.validate"] = nil
+    end)
+
+    it("hands the prepared request to before_send and uses its answer", function()
+      local seen
+      wechatpay.hooks.before_send = function(req)
+        seen = req
+        return { status = 200, headers = {}, body = '{"stock_id":"DRY"}' }
+      end
+      local res = assert(wx.v3.marketing.favor.couponStocks:post { json = { out_request_no = "h1" }, validate = false })
+      assert.equal("DRY", res.json.stock_id)
+      assert.equal("POST", seen.method)
+      assert.equal(fake.base_url .. "/v3/marketing/favor/coupon-stocks", seen.url)
+      assert.equal("/v3/marketing/favor/coupon-stocks", seen.path)
+      assert.equal('{"out_request_no":"h1"}', seen.body)
+      assert.equal("h1", seen.json.out_request_no)
+      assert.matches("^POST\n/v3/marketing/favor/coupon%-stocks\n%d+\n%w+\n{\"out_request_no\":\"h1\"}\n$", seen.string_to_sign)
+      local auth
+      for _, h in ipairs(seen.headers) do auth = auth or h:match("^Authorization: (.*)") end
+      assert.matches("^WECHATPAY2%-SHA256%-RSA2048 ", auth)
+      local sig = auth:match('signature="([^"]+)"')
+      local pub = require("quan.crypto").public_key("file://" .. fake.dir .. "/merchant.crt.pem")
+      assert.is_true(pub:verify(seen.string_to_sign, sig))
+    end)
+
+    it("turns validator findings into a validation error, unless validate = false", function()
+      local calls = {}
+      package.loaded["quan.validate"] = {
+        request = function(method, path, body)
+          calls[#calls + 1] = method .. " " .. path
+          if body and body.bad then return false, { { path = "/bad", desc = "bad", rule = "enum", value = 1 } } end
+          return true
+        end,
+        format = function(f) return f[1].path .. ": " .. f[1].rule end,
+      }
+      local err = fails("validation", "validation", wx.v3.marketing.favor.couponStocks:post { json = { bad = 1 } })
+      assert.equal("POST /v3/marketing/favor/coupon-stocks: invalid request:\n/bad: enum", err.message)
+      assert.equal("/bad", err.detail[1].path)
+      assert.equal("POST /v3/marketing/favor/coupon-stocks", calls[1])
+      assert.is_nil(err.retryable == true or nil)
+      local p = wx.v3.marketing.favor.couponStocks:postAsync { json = { bad = 1 } }
+      assert.equal("validation", select(2, pcall(p.wait, p)).kind)
+      assert.equal(200, assert(wx.v3.echo:post { json = { bad = 1 }, validate = false }).status)
+      assert(wx.v3.marketing.favor.stocks._stock_id_:get { stock_id = "9" })
+      assert.equal("GET /v3/marketing/favor/stocks/{stock_id}", calls[#calls])
+    end)
+  end)
+
+  describe("profiles and the example", function()
+    -- config(dir) -> path of a config file with a profile for the stand-in
+    local function config(dir, extra)
+      return sh.write(dir .. "/config.lua", ([[
+        return { default = "fake", profiles = { fake = {
+          mchid = %q, serial = %q, private_key = %q, apiv3_key = %q,
+          certs = { [%q] = %q }, base_url = %q, ca_file = %q, appid = "wx1234" %s } } }
+      ]]):format(wxfake.MCHID, wxfake.MERCHANT_SERIAL, "file://" .. fake.dir .. "/merchant.key.pem",
+        "file://" .. fake.dir .. "/apiv3.key", wxfake.PUBKEY_ID, "file://" .. fake.dir .. "/platform.pub.pem",
+        fake.base_url, fake.dir .. "/ca.pem", extra or ""))
+    end
+
+    it("builds a client from a profile: wx.profile without secrets, wx.mchid", function()
+      local dir = sh.tmpdir()
+      local cfg = config(dir)
+      local out, err = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " -e " .. sh.quote([[
+        local wx = require("wechatpay").client()
+        print(wx.mchid, wx.profile.appid, wx.profile.private_key, wx.profile.apiv3_key, wx.profile_name)
+        print(assert(wx.v3.echo:get()).status)
+      ]]))
+      assert.equal(wxfake.MCHID .. "\twx1234\tnil\tnil\tfake\n200\n", out)
+      assert.equal("", err)
+    end)
+
+    it("names the profile in a config error", function()
+      local dir = sh.tmpdir()
+      local cfg = config(dir, ", timeout = -1")
+      local _, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " -e " .. sh.quote(
+        "require('wechatpay').client()"))
+      assert.equal(1, code)
+      assert.equal(sh.quan .. ": profile 'fake': timeout: expected a positive number of seconds\n", err)
+    end)
+
+    it("runs every example of docs/client.md", function()
+      local md = require "tests.support.mdexamples"
+      local dir = sh.tmpdir()
+      local cfg = config(dir)
+      local blocks = md.blocks("docs/client.md")
+      assert.is_true(#blocks >= 6)
+      for i, b in ipairs(blocks) do
+        local file = sh.write(dir .. "/example" .. i .. ".lua", b.code)
+        local out, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " " .. file)
+        assert.equal(0, code, "docs/client.md:" .. b.line .. "\n" .. out .. err)
+        assert.equal("", err, "docs/client.md:" .. b.line)
+      end
+    end)
+
+    it("runs scripts/examples/seed.lua: the seed in all six forms", function()
+      local dir = sh.tmpdir()
+      local cfg = config(dir)
+      local out, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " run scripts/examples/seed.lua")
+      assert.equal(0, code, err)
+      local forms = {}
+      for form, id, t in out:gmatch("([^\n\t]+)\t(SID%-[^\t]+)\t([^\n]+)\n") do
+        forms[#forms + 1] = form
+        assert.matches("^%d%d%d%d%-%d%d%-%d%dT", t)
+        assert.matches("^SID%-" .. wxfake.MCHID .. "%d+$", id)
+      end
+      assert.same({ "async chain", "async declarative", "async property", "sync chain", "sync declarative",
+        "sync property" }, forms)
+    end)
+  end)
+
+  describe("seeing what happens", function()
+    it("prints requests and responses on stderr with secrets redacted", function()
+      local script = sh.write(fake.dir .. "/verbose.lua", ([[
+        package.path = %q .. "/?.lua;" .. package.path
+        local wx = require("wechatpay").new(%s)
+        assert(wx.v3.marketing.favor.couponStocks:post { json = { out_request_no = "v1" }, validate = false })
+        local _, err = wx.v3.marketing.favor.couponStocks:post { json = { out_request_no = "v2" },
+          headers = { ["X-Fake"] = "badsig" }, validate = false }
+        print(err.code)
+      ]]):format(os.getenv("PWD"), "require('tests.support.wxfake').options_for(" .. ("%q"):format(fake.dir) .. ", " .. ("%q"):format(fake.base_url) .. ")"))
+      local out, err = sh.run("QUAN_DEBUG=1 " .. sh.quan .. " " .. script)
+      assert.equal("bad_signature\n", out)
+      assert.matches("quan: > POST " .. fake.base_url:gsub("%p", "%%%0") .. "/v3/marketing/favor/coupon%-stocks", err)
+      assert.matches('signature="%[redacted%]"', err)
+      assert.matches('quan: > {"out_request_no":"v1"}', err, 1, true)
+      assert.matches("quan: < 200 POST /v3/marketing/favor/coupon-stocks", err, 1, true)
+      assert.matches("quan: ! POST /v3/marketing/favor/coupon-stocks: verify: response signature does not verify", err, 1, true)
+      assert.not_matches('signature="[%w+/]+=*"', err)
+      -- no secret appears: not the private key, not the APIv3 key
+      for line in sh.read(fake.dir .. "/merchant.key.pem"):gmatch("[^\n]+") do
+        if not line:find("^%-%-%-%-%-") then assert.is_nil(err:find(line, 1, true)) end
+      end
+      assert.is_nil(err:find(sh.read(fake.dir .. "/apiv3.key"), 1, true))
+      local quiet = select(2, sh.run(sh.quan .. " " .. script))
+      assert.equal("", quiet)
+    end)
+  end)
+end)
+
+local have_sandbox = have_natives and pcall(require, "quan.sandbox")
+
+;(have_sandbox and describe or pending)("wechatpay client against the embedded sandbox", function()
+  local wechatpay = require "wechatpay"
+  local config = require "wechatpay.config"
+  local h, wx
+
+  setup(function()
+    h = assert(require("quan.sandbox").start {})
+    local p = config.profile(config.read(h.config_path), h.profile, h.config_path)
+    local opts = {}
+    for _, k in ipairs { "mchid", "serial", "private_key", "certs", "apiv3_key", "base_url", "ca_file" } do
+      opts[k] = p[k]
+    end
+    wx = wechatpay.new(opts)
+  end)
+  teardown(function()
+    if h then h:stop() end
+  end)
+
+  local function faults(spec)
+    assert(wx:chain("sandbox/faults"):post { json = { spec = spec }, validate = false })
+  end
+
+  it("creates the seed's stock and reads it back", function()
+    local no = wx.mchid .. os.date("!%Y%m%d%H%M%S") .. "sb1"
+    local res = assert(wx.v3.marketing.favor.couponStocks:post { json = seed_request(no, wx.mchid) })
+    local id = res.json.stock_id
+    assert.is_string(id)
+    local got = assert(wx.v3.marketing.favor.stocks._stock_id_:get {
+      stock_id = id, query = { stock_creator_mchid = wx.mchid } })
+    assert.equal(id, got.json.stock_id)
+    assert.equal("微信支付代金券批次", got.json.stock_name)
+    assert.equal("integer", math.type(got.json.stock_use_rule.max_coupons))
+  end)
+
+  it("fails verification of each tampered answer, naming the check", function()
+    for _, case in ipairs {
+      { "tamper=signature", "bad_signature" }, { "tamper=body", "bad_signature" },
+      { "tamper=serial", "unknown_serial" }, { "tamper=timestamp", "clock_skew" },
+    } do
+      faults(case[1])
+      local res, err = wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 10, stock_creator_mchid = wx.mchid } }
+      faults("none")
+      assert.is_nil(res, case[1])
+      assert.equal("verify", err.kind, case[1])
+      assert.equal(case[2], err.code, case[1])
+    end
+  end)
+
+  it("turns the sandbox's error answers and faults into error tables", function()
+    local res, err = wx.v3.marketing.favor.stocks._stock_id_:get { stock_id = "1", query = { stock_creator_mchid = wx.mchid } }
+    assert.is_nil(res)
+    assert.equal("http", err.kind)
+    assert.equal(404, err.status)
+    assert.is_false(err.retryable)
+    faults("error500=1")
+    res, err = wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 10, stock_creator_mchid = wx.mchid } }
+    faults("none")
+    assert.equal(500, err.status)
+    assert.is_true(err.retryable)
+    faults("error429=1")
+    res, err = wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 10, stock_creator_mchid = wx.mchid } }
+    faults("none")
+    assert.equal(429, err.status)
+    assert.is_true(err.retryable)
+  end)
+
+  it("runs the seed example with --sandbox, announced on stderr", function()
+    local out, err, code = sh.run(sh.quan .. " run --sandbox scripts/examples/seed.lua")
+    assert.equal(0, code, err)
+    assert.matches("^quan: using a private sandbox at https://127%.0%.0%.1:%d+\n$", err)
+    local n = 0
+    for _ in out:gmatch("[^\n]+\t%S+\t%d%d%d%d%-%d%d%-%d%dT[^\n]+\n") do n = n + 1 end
+    assert.equal(6, n, out)
+  end)
+
+  it("falls back to a sandbox when no profile is configured", function()
+    local home, cwd = sh.tmpdir(), sh.tmpdir()
+    local out, err, code = sh.run("cd " .. sh.quote(cwd) .. " && HOME=" .. sh.quote(home) .. " " .. sh.quan
+      .. " -e " .. sh.quote("local wx = require('wechatpay').client() print(wx.sandbox ~= nil, wx.profile_name)"
+      .. " assert(require('wechatpay').client().sandbox == wx.sandbox)"))
+    assert.equal(0, code, err)
+    assert.equal("true\tsandbox\n", out)
+    assert.matches("^quan: no profile configured; using a private sandbox at https://127%.0%.0%.1:%d+\n$", err)
+  end)
+end)

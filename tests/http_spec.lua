@@ -1,0 +1,383 @@
+-- quan.http against a loopback HTTPS server with a CA made at test time.
+local http = require "quan.http"
+local qos = require "quan.os"
+local cjson = require "cjson"
+local sh = require "tests.support.sh"
+local https = require "tests.support.https"
+
+-- the ```lua blocks of a markdown file, in order
+local function lua_blocks(path)
+  local out = {}
+  for code in sh.read(path):gmatch("```lua\n(.-)```") do out[#out + 1] = code end
+  return out
+end
+
+describe("quan.http", function()
+  local pki, server
+
+  lazy_setup(function()
+    pki = https.pki()
+    server = https.start(pki.cert, pki.key)
+  end)
+
+  lazy_teardown(function()
+    if server then server:stop() end
+  end)
+
+  local function req(path, t)
+    t = t or {}
+    t.url = t.url or server:url(path)
+    if t.cafile == nil then t.cafile = pki.ca end
+    return t
+  end
+
+  local function stats(s)
+    local res = assert(http.request { url = s:url("/stats"), cafile = pki.ca })
+    return cjson.decode(res.body)
+  end
+
+  describe("request", function()
+    for _, method in ipairs { "GET", "POST", "PUT", "PATCH", "DELETE" } do
+      it("sends " .. method .. " with its body and headers", function()
+        local res, err = http.request(req("/echo?m=" .. method, {
+          method = method,
+          body = method .. " body \0 with a zero byte",
+          headers = { "X-Array: one", ["X-Map"] = "two", ["X-Number"] = 3 },
+        }))
+        assert.is_nil(err)
+        assert.equal(200, res.status)
+        local echo = cjson.decode(res.body)
+        assert.equal(method, echo.method)
+        assert.equal("/echo?m=" .. method, echo.path)
+        assert.equal(method .. " body \0 with a zero byte", echo.body)
+        local h = {}
+        for _, kv in ipairs(echo.headers) do h[kv[1]:lower()] = kv[2] end
+        assert.equal("one", h["x-array"])
+        assert.equal("two", h["x-map"])
+        assert.equal("3", h["x-number"])
+        assert.equal(tostring(#echo.body), h["content-length"])
+        assert.matches("^quan/", h["user-agent"])
+        assert.is_nil(h["expect"])         -- no 100-continue round trip
+        assert.is_nil(h["content-type"])   -- no form type invented
+      end)
+    end
+
+    it("sends an empty body for POST without one, and none for GET", function()
+      local echo = cjson.decode(assert(http.request(req("/echo", { method = "POST" }))).body)
+      assert.equal("", echo.body)
+      local h = {}
+      for _, kv in ipairs(echo.headers) do h[kv[1]:lower()] = kv[2] end
+      assert.equal("0", h["content-length"])
+      echo = cjson.decode(assert(http.request(req("/echo"))).body)
+      assert.equal("GET", echo.method)
+      assert.equal("", echo.body)
+    end)
+
+    it("lets the caller set Content-Type and User-Agent", function()
+      local echo = cjson.decode(assert(http.request(req("/echo", {
+        method = "POST", body = "{}",
+        headers = { ["Content-Type"] = "application/json", ["User-Agent"] = "agent/1" },
+      }))).body)
+      local h = {}
+      for _, kv in ipairs(echo.headers) do h[kv[1]:lower()] = kv[2] end
+      assert.equal("application/json", h["content-type"])
+      assert.equal("agent/1", h["user-agent"])
+    end)
+
+    it("reads headers case-insensitively and joins repeated ones", function()
+      local res = assert(http.request(req("/repeat-header")))
+      assert.equal("a=1, b=2", res.headers["set-cookie"])
+      assert.equal("a=1, b=2", res.headers["Set-Cookie"])
+      assert.equal("one, two", res.headers["X-MULTI"])
+      assert.equal("application/json", res.headers["Content-Type"])
+      assert.is_nil(res.headers["no-such-header"])
+      assert.is_nil(res.headers[1])
+      -- the stored keys are lower case
+      for k in pairs(res.headers) do assert.equal(k:lower(), k) end
+    end)
+
+    it("keeps every header in order in header_list", function()
+      local res = assert(http.request(req("/repeat-header")))
+      local names, cookies = {}, {}
+      for _, nv in ipairs(res.header_list) do
+        names[#names + 1] = nv[1]
+        if nv[1] == "Set-Cookie" then cookies[#cookies + 1] = nv[2] end
+      end
+      assert.same({ "a=1", "b=2" }, cookies)
+      local multi = {}
+      for _, nv in ipairs(res.header_list) do
+        if nv[1] == "X-Multi" then multi[#multi + 1] = nv[2] end
+      end
+      assert.same({ "one", "two" }, multi)
+      assert.is_true(#names >= 7)
+    end)
+
+    it("returns error statuses as responses", function()
+      for _, status in ipairs { 201, 204, 400, 404, 429, 500, 503 } do
+        local res, err = http.request(req("/status/" .. status))
+        assert.is_nil(err)
+        assert.equal(status, res.status)
+      end
+    end)
+
+    it("answers HEAD without a body", function()
+      local res = assert(http.request(req("/echo", { method = "HEAD" })))
+      assert.equal(200, res.status)
+      assert.equal("", res.body)
+    end)
+
+    it("reports how long it took", function()
+      local res = assert(http.request(req("/echo")))
+      assert.is_number(res.time)
+      assert.is_true(res.time >= 0)
+    end)
+  end)
+
+  describe("keep-alive", function()
+    it("reuses one connection for consecutive requests", function()
+      local fresh = https.start(pki.cert, pki.key) -- counts from zero
+      local ok, err = pcall(function()
+        local r1 = assert(http.request { url = fresh:url("/echo"), cafile = pki.ca })
+        local r2 = assert(http.request { url = fresh:url("/echo"), cafile = pki.ca, method = "POST", body = "x" })
+        local r3 = assert(http.request { url = fresh:url("/connections"), cafile = pki.ca })
+        assert.equal(1, r1.connects)
+        assert.equal(0, r2.connects)
+        assert.equal(0, r3.connects)
+        assert.equal(1, cjson.decode(r3.body).connections)
+      end)
+      fresh:stop()
+      assert(ok, err)
+    end)
+  end)
+
+  describe("transport failures", function()
+    it("returns code timeout when the total timeout passes", function()
+      local res, err, code = http.request(req("/slow?ms=3000", { timeout = 0.2 }))
+      assert.is_nil(res)
+      assert.equal("timeout", code)
+      assert.matches("^GET https://127%.0%.0%.1:%d+/slow%?ms=3000: ", err)
+      assert.matches("timed out", err)
+    end)
+
+    it("returns code connect for a refused connection", function()
+      local res, err, code = http.request { url = ("https://127.0.0.1:%d/"):format(server.closed_port) }
+      assert.is_nil(res)
+      assert.equal("connect", code)
+      assert.matches("^GET https://127%.0%.0%.1:%d+/: ", err)
+    end)
+
+    it("returns code tls for a certificate no trusted CA signed", function()
+      local res, err, code = http.request { url = server:url("/echo") } -- system CAs only
+      assert.is_nil(res)
+      assert.equal("tls", code)
+      assert.matches("certificate", err)
+      res, err, code = http.request { url = server:url("/echo"), cafile = pki.other_ca }
+      assert.is_nil(res)
+      assert.equal("tls", code)
+    end)
+
+    it("returns code tls for a certificate of another host", function()
+      local wrong = https.start(pki.wrong_cert, pki.wrong_key)
+      local res, err, code = http.request { url = wrong:url("/echo"), cafile = pki.ca }
+      wrong:stop()
+      assert.is_nil(res)
+      assert.equal("tls", code)
+      assert.matches("127%.0%.0%.1", err)
+    end)
+
+    it("returns code tls when the cafile does not exist", function()
+      local res, _, code = http.request(req("/echo", { cafile = pki.dir .. "/missing.pem" }))
+      assert.is_nil(res)
+      assert.equal("tls", code)
+    end)
+
+    it("returns code url for what is not an http(s) URL", function()
+      for _, url in ipairs { "ftp://127.0.0.1/", "https://", "file:///etc/passwd" } do
+        local res, _, code = http.request { url = url }
+        assert.is_nil(res)
+        assert.equal("url", code)
+      end
+    end)
+
+    it("returns code proxy when the proxy cannot be reached", function()
+      local res, _, code = http.request(req("/echo", {
+        proxy = ("http://127.0.0.1:%d"):format(server.closed_port) }))
+      assert.is_nil(res)
+      assert.is_true(code == "proxy" or code == "connect")
+    end)
+  end)
+
+  describe("multi", function()
+    it("keeps many transfers in flight and matches each completion to its id", function()
+      local m = http.multi()
+      local want = {}
+      for i = 1, 20 do
+        local id = m:add(req("/echo?n=" .. i, { method = "POST", body = "n=" .. i }))
+        assert.is_nil(want[id])
+        want[id] = "n=" .. i
+      end
+      assert.equal(20, m:pending())
+      local seen = 0
+      while m:pending() > 0 do
+        for _, c in ipairs(m:perform(5)) do
+          assert.is_nil(c.err)
+          assert.equal(want[c.id], cjson.decode(c.res.body).body)
+          want[c.id] = nil
+          seen = seen + 1
+        end
+      end
+      assert.equal(20, seen)
+      assert.is_nil(next(want))
+      m:close()
+    end)
+
+    it("returns failures as completions with a code", function()
+      local m = http.multi()
+      local id = m:add { url = ("https://127.0.0.1:%d/"):format(server.closed_port) }
+      local done = {}
+      while m:pending() > 0 do
+        for _, c in ipairs(m:perform()) do done[#done + 1] = c end
+      end
+      assert.equal(1, #done)
+      assert.equal(id, done[1].id)
+      assert.is_nil(done[1].res)
+      assert.equal("connect", done[1].code)
+      assert.matches("^GET ", done[1].err)
+    end)
+
+    it("returns from perform at max_wait with what is done so far", function()
+      local m = http.multi()
+      m:add(req("/slow?ms=1500"))
+      assert.same({}, m:perform(0.05))
+      assert.equal(1, m:pending())
+      m:close()
+    end)
+
+    it("returns at once when nothing is pending", function()
+      local m = http.multi()
+      assert.same({}, m:perform())
+      assert.equal(0, m:pending())
+    end)
+
+    it("lets synchronous requests and a multi share the engine", function()
+      local m = http.multi()
+      local id = m:add(req("/slow?ms=200"))
+      local res = assert(http.request(req("/echo")))
+      assert.equal(200, res.status)
+      local got
+      while m:pending() > 0 do
+        for _, c in ipairs(m:perform()) do got = c end
+      end
+      assert.equal(id, got.id)
+      assert.equal(200, got.res.status)
+    end)
+
+    it("aborts what is in flight on close, and raises when used after", function()
+      local m = http.multi()
+      m:add(req("/slow?ms=1000"))
+      m:close()
+      m:close() -- idempotent
+      assert.matches("closed", tostring(m))
+      assert.has_error(function() m:add(req("/echo")) end, "http multi: used after close")
+      assert.has_error(function() m:perform() end, "http multi: used after close")
+      assert.has_error(function() m:pending() end, "http multi: used after close")
+    end)
+
+    it("is closed by a to-be-closed variable", function()
+      local ref
+      do
+        local m <close> = http.multi()
+        ref = m
+        m:add(req("/slow?ms=1000"))
+      end
+      assert.matches("closed", tostring(ref))
+    end)
+  end)
+
+  describe("bad arguments", function()
+    local cases = {
+      { nil, "bad argument #1 to '[%w.]-request' %(table expected, got nil%)" },
+      { "https://x", "bad argument #1 to '[%w.]-request' %(table expected, got string%)" },
+      { {}, "http request: 'url' is required" },
+      { { url = 1 }, "http request: 'url' must be a string, got number" },
+      { { url = "https://x", verify = false }, "http request: unknown field 'verify'" },
+      { { url = "https://x", [1] = "y" }, "http request: unknown field of type number" },
+      { { url = "https://x", method = "G T" }, "http request: bad method 'G T'" },
+      { { url = "https://x", method = 1 }, "http request: 'method' must be a string, got number" },
+      { { url = "https://x", body = {} }, "http request: 'body' must be a string, got table" },
+      { { url = "https://x", timeout = "1" }, "http request: 'timeout' must be a number, got string" },
+      { { url = "https://x", timeout = 0 }, "http request: 'timeout' must be positive" },
+      { { url = "https://x", connect_timeout = -1 }, "http request: 'connect_timeout' must be positive" },
+      { { url = "https://x", headers = "X: y" }, "http request: 'headers' must be a table, got string" },
+      { { url = "https://x", headers = { "no colon" } }, "http request: header 'no colon' has no ':'" },
+      { { url = "https://x", headers = { true } }, "http request: header entry 1 must be a string" },
+      { { url = "https://x", headers = { ["X-A"] = "a\r\nX-B: b" } }, "http request: header 'X%-A' has a line break" },
+      { { url = "https://x", headers = { ["Bad Name"] = "v" } }, "http request: bad header name 'Bad Name'" },
+      { { url = "https://x", headers = { ["X-A"] = {} } }, "http request: header 'X%-A' must be a string, got table" },
+      { { url = "https://x", cafile = false }, "http request: 'cafile' must be a string, got boolean" },
+      { { url = "https://x", proxy = 1 }, "http request: 'proxy' must be a string, got number" },
+    }
+    for i, case in ipairs(cases) do
+      it("raises for case " .. i .. ": " .. case[2]:gsub("%%", ""):gsub("%[%w%.%]%-", ""), function()
+        local ok, err = pcall(http.request, case[1])
+        assert.is_false(ok)
+        assert.matches(case[2], err)
+        ok, err = pcall(function() http.multi():add(case[1]) end)
+        assert.is_false(ok)
+        assert.matches((case[2]:gsub("'%[%%w%.%]%-request'", "'add'")), err)
+      end)
+    end
+
+    it("names the caller's line in request-table errors", function()
+      local ok, err = pcall(function() http.request { url = "https://x", nope = 1 } end)
+      assert.is_false(ok)
+      assert.matches("http_spec%.lua:%d+: http request: unknown field 'nope'", err)
+    end)
+
+    it("checks perform's wait", function()
+      local m = http.multi()
+      assert.has_error(function() m:perform(-1) end, "bad argument #1 to 'perform' (negative wait)")
+      assert.has_error(function() m:perform("x") end)
+    end)
+  end)
+
+  describe("signals", function()
+    it("lets Ctrl-C interrupt a blocking request", function()
+      local dir = sh.tmpdir()
+      local script = sh.write(dir .. "/block.lua", [[
+        local http = require "quan.http"
+        print(http.request { url = arg[1], cafile = arg[2] })
+        print("not reached")
+      ]])
+      local s = https.start(pki.cert, pki.key)
+      local pid = assert(qos.spawn({ sh.quan, script, s:url("/slow?ms=20000"), pki.ca },
+        { stdout = dir .. "/out", stderr = dir .. "/err" }))
+      local deadline = qos.now() + 20
+      while stats(s).active < 1 and qos.now() < deadline do qos.sleep(0.02) end
+      qos.kill(pid, "INT")
+      local how, code = qos.wait(pid)
+      s:stop()
+      assert.equal("exit", how)
+      assert.equal(1, code)
+      assert.matches("interrupted!", sh.read(dir .. "/err"))
+      assert.equal("", sh.read(dir .. "/out"))
+    end)
+  end)
+
+  it("adds no globals", function()
+    local out, err = sh.run(sh.quan .. [[ -e 'local g = {} for k in pairs(_G) do g[k] = true end
+      require "quan.http" for k in pairs(_G) do if not g[k] then print(k) end end']])
+    assert.equal("", err)
+    assert.equal("", out)
+  end)
+
+  it("runs the examples in docs/http.md", function()
+    local blocks = lua_blocks("docs/http.md")
+    assert.is_true(#blocks >= 1)
+    for i, code in ipairs(blocks) do
+      local env = setmetatable({ print = function() end }, { __index = _G })
+      local chunk = assert(load(code, "=docs/http.md#" .. i, "t", env))
+      chunk(server:url(""), pki.ca)
+    end
+  end)
+end)
