@@ -51,12 +51,12 @@ local iso = require("quan.sandbox.util").format_time
 local stock = call("POST", P .. "/coupon-stocks", cjson.encode {
   stock_name = "bench", belong_merchant = h.mchid, available_begin_time = iso(now),
   available_end_time = iso(now + 86400), no_cash = false, stock_type = "NORMAL",
-  stock_use_rule = {max_coupons = 10000000, max_amount = 10000000, max_coupons_per_user = 60,
+  stock_use_rule = {max_coupons = 10000000, max_amount = 20000000, max_coupons_per_user = 60,
     natural_person_limit = false, prevent_api_abuse = false},
-  coupon_use_rule = {fixed_normal_coupon = {coupon_amount = 1, transaction_minimum = 2}},
+  coupon_use_rule = {fixed_normal_coupon = {coupon_amount = 2, transaction_minimum = 3}, coupon_available_time = {}},
   out_request_no = "bench" .. now,
 })
-assert(stock and stock.stock_id, "bench: create stock failed")
+assert(stock and stock.stock_id, "bench: create stock failed: " .. cjson.encode(stock or {}))
 call("POST", P .. "/stocks/" .. stock.stock_id .. "/start", cjson.encode {stock_creator_mchid = h.mchid})
 
 -- the client's signing rate: one thread, RSA-2048, for about a second
