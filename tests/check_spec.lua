@@ -290,6 +290,13 @@ describe("the dry-run printer and check's answers", function()
     assert.matches("^%d+%-%d+%-%d+T%d+:%d+:%d+%+08:00$", j.start_time)
   end)
 
+  it("raises on bad arguments", function()
+    assert.has_error(function() checkmod.run(nil) end, "check.run: path must be a string")
+    assert.has_error(function() checkmod.response(nil) end, "check.response: expected the prepared request table")
+    assert.has_error(function() dryrun.before_send("x") end, "dryrun.before_send: expected the prepared request table")
+    assert.has_error(function() dryrun.install({}) end, "dryrun.install: expected the wechatpay module")
+  end)
+
   it("answers from the response schema, echoing the request's values", function()
     local r = cjson.decode(checkmod.response { method = "POST", path = "/v3/marketing/favor/coupon-stocks", json = {} }.body)
     assert.matches("^CHECK%-%d%d%d%d$", r.stock_id)

@@ -73,6 +73,7 @@ local NEW_KEYS = {
   mchid = true, serial = true, private_key = true, certs = true, apiv3_key = true,
   base_url = true, ca_file = true, timeout = true, proxy = true,
 }
+M.NEW_KEYS = NEW_KEYS
 
 local function read_secret(src, what)
   local path = src:match("^file://(.*)$")
@@ -378,12 +379,9 @@ local function prepare(wx, method, tpl, opts, raw)
     end
   end
   local ctx = context(method, target)
-  local endpoint
   if opts.validate ~= false and opts.file == nil and not raw then
     local verr = validation(method, "/" .. tpl, opts.json, ctx)
     if verr then return nil, verr end
-    local schema = optional("wechatpay.favor.schema")
-    if type(schema) == "table" and schema.find then endpoint = schema.find(method, path) end
   end
   local crypto = need("quan.crypto")
   local timestamp = ("%d"):format(math.floor(need("quan.os").time()))
@@ -394,7 +392,7 @@ local function prepare(wx, method, tpl, opts, raw)
   return {
     method = method, url = st.origin .. target, path = target, target = target,
     template = "/" .. tpl, headers = headers, body = body or "", string_to_sign = message,
-    endpoint = endpoint, json = opts.json, upload_meta = upload_meta,
+    plain_path = path, json = opts.json, upload_meta = upload_meta,
     timeout = opts.timeout or st.timeout, context = ctx,
   }
 end
@@ -453,6 +451,8 @@ local function perform(wx, p)
   local st = state[wx]
   local hook = M.hooks.before_send
   if hook ~= nil then
+    local schema = optional("wechatpay.favor.schema")
+    if type(schema) == "table" and schema.find then p.endpoint = schema.find(p.method, p.plain_path) end
     local fake = hook(p)
     if type(fake) == "table" then return finish(wx, p, fake, false) end
   end

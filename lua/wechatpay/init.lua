@@ -62,14 +62,11 @@ local function start_sandbox(why, announce)
   return sandbox
 end
 
-local NEW_KEYS = {
-  mchid = true, serial = true, private_key = true, certs = true, apiv3_key = true,
-  base_url = true, ca_file = true, timeout = true, proxy = true,
-}
-
+-- build(profile, name[, handle]) -> client from a resolved profile; the keys
+-- of wechatpay.new go to new, the whole profile (secrets aside) to wx.profile
 local function build(profile, name, handle)
   local opts = {}
-  for k in pairs(NEW_KEYS) do opts[k] = profile[k] end
+  for k in pairs(client.NEW_KEYS) do opts[k] = profile[k] end
   install_dryrun()
   local ok, wx = pcall(client.new, opts, profile)
   if not ok then

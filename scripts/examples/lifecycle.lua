@@ -7,11 +7,14 @@ local yuan, at = favor.yuan, favor.at
 
 local wx = wechatpay.client()
 local day = 86400
-local begin = os.time() + day                       -- tomorrow, for 14 days
+-- tomorrow 00:00 Beijing time, for 14 days: whole days, so a second run the
+-- same day sends the very same tables (a request number must never be reused
+-- for a different request)
+local begin = (os.time() + 8 * 3600) // day * day - 8 * 3600 + day
 
 local base = favor.stock({
   belong_merchant = wx.mchid, stock_type = "NORMAL", no_cash = true,
-  available_begin_time = at(begin), available_end_time = at(begin + 14 * day),
+  available_begin_time = at(begin), available_end_time = at(begin + 14 * day - 1),
   stock_use_rule = { max_coupons = 100, max_coupons_per_user = 2,
                      natural_person_limit = false, prevent_api_abuse = true },
   coupon_use_rule = { coupon_available_time = favor.daily { from = "09:00", to = "21:00" } },

@@ -4,14 +4,13 @@
 local wechatpay = require "wechatpay"
 local wx = wechatpay.client()
 
--- The stock runs from the 1st of next month for 30 days. Dates are computed
--- here only so the example stays valid; a real campaign writes them literally,
--- e.g. '2027-03-01T00:00:00.000+08:00'.
-local now = os.time()
-local first = os.date("!*t", now + 8 * 3600)
-first = os.time { year = first.year + (first.month == 12 and 1 or 0), month = first.month % 12 + 1, day = 1, hour = 0 }
-local function rfc3339(t) return os.date("%Y-%m-%dT%H:%M:%S.000+08:00", t) end
-local begin_time, end_time = rfc3339(first), rfc3339(first + 30 * 86400 - 1)
+-- The stock runs from the next midnight in China for 30 days. Dates are
+-- computed here only so the example stays valid whenever it runs; a real
+-- campaign writes them literally, e.g. '2027-03-01T00:00:00.000+08:00'.
+local day = 24 * 3600
+local first = ((os.time() + 8 * 3600) // day + 1) * day - 8 * 3600
+local function rfc3339(t) return os.date("!%Y-%m-%dT%H:%M:%S.000+08:00", t + 8 * 3600) end
+local begin_time, end_time = rfc3339(first), rfc3339(first + 30 * day - 1)
 
 local res = assert(wx.v3.marketing.favor.couponStocks:post {
   json = {
@@ -73,8 +72,9 @@ local res = assert(wx.v3.marketing.favor.couponStocks:post {
       unavailable_items     = { '789987' },
       available_merchants   = { wx.mchid },
     },
-    out_request_no       = wx.mchid .. os.date('%Y%m%d', first) .. '0001',
+    out_request_no       = wx.mchid .. os.date('!%Y%m%d', first + 8 * 3600) .. '0001',
     ext_info             = '{"exinfo1":"1234","exinfo2":"3456"}',
   },
 })
-print(res.json.stock_id, res.json.create_time)
+print("stock_id: " .. res.json.stock_id)
+print("create_time: " .. res.json.create_time)

@@ -14,6 +14,7 @@ uploads the meta part) and answers with signed responses. A request header
   serial_lower     send the signer's serial in lower case
   signer=SERIAL    sign with another configured key
   badsig           sign a different message
+  signtest         prefix the signature with WECHATPAY/SIGNTEST/ (a probe)
   flip             change one body byte after signing
   drop             close the connection without an answer
   sleep=S          wait S seconds before answering
@@ -56,6 +57,7 @@ class Conf:
     signers = {}  # serial -> private key
     default_signer = None
     counter = 0
+    active = 0  # requests being handled right now
     lock = threading.Lock()
 
 
@@ -123,6 +125,8 @@ class Handler(BaseHTTPRequestHandler):
             if "badsig" in fake:
                 msg = b"not" + msg
             sig = base64.b64encode(key.sign(msg, padding.PKCS1v15(), hashes.SHA256())).decode()
+            if "signtest" in fake:  # WeChat Pay's signature probe (protocol.md B.8)
+                sig = "WECHATPAY/SIGNTEST/" + sig
             if "serial" in fake:
                 serial = fake["serial"]
             if "serial_lower" in fake:
@@ -149,6 +153,15 @@ class Handler(BaseHTTPRequestHandler):
                                       "detail": {"field": "/x", "issue": message}}), fake, signed=False)
 
     def handle_any(self):
+        with Conf.lock:
+            Conf.active += 1
+        try:
+            self.handle_one()
+        finally:
+            with Conf.lock:
+                Conf.active -= 1
+
+    def handle_one(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         fake = {}
@@ -159,6 +172,7 @@ class Handler(BaseHTTPRequestHandler):
                 fake[k] = v
         if "sleep" in fake:
             time.sleep(float(fake["sleep"]))
+        concurrent = Conf.active  # how many were in the server as this one woke
         if "drop" in fake:
             self.close_connection = True
             try:
@@ -207,7 +221,7 @@ class Handler(BaseHTTPRequestHandler):
                 j = json.loads(body)
             except ValueError:
                 return self.error_answer(400, "PARAM_ERROR", "body is not JSON", fake)
-            out = {"stock_id": "SID-" + str(j.get("out_request_no")),
+            out = {"stock_id": "SID-" + str(j.get("out_request_no")), "concurrent": concurrent,
                    "create_time": time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(time.time() + 8 * 3600))}
             return self.send(200, json.dumps(out), fake)
         if self.command == "POST" and path == "/v3/marketing/favor/media/image-upload":

@@ -14,7 +14,8 @@ Endpoints:
   /status/N         answers status N with a short body
   /repeat-header    two Set-Cookie and two X-Multi headers
   /connections      {"connections": accepted TCP connections so far}
-  /stats            {"connections", "active", "max_active"} (requests in flight)
+  /stats            {"connections", "active", "max_active"}: requests in flight
+                    now and at most so far (a /stats request is not counted)
   /reset            zeroes the counters
 """
 import json
@@ -73,6 +74,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def handle_any(self):
+        if self.path.startswith("/stats"):  # looking does not count as a request in flight
+            return self.route()
         with lock:
             stats["active"] += 1
             stats["max_active"] = max(stats["max_active"], stats["active"])

@@ -20,7 +20,8 @@ end
 -- keys([serial]) -> a table of paths in a fresh directory:
 --   pkcs8, pkcs1 (private), spki, pkcs1_pub (public), cert (self-signed,
 --   serial given or 0x5F1C72E2A8931B72A2E13AF8DEE92471EB397115),
---   encrypted (PKCS#8 under `passphrase`), other (a second PKCS#8 key), dir
+--   encrypted (PKCS#8 under `passphrase`), legacy (PKCS#1 with Proc-Type
+--   encryption under `passphrase`), other (a second PKCS#8 key), dir
 -- (keys come from the CLI, so a spec under valgrind does not pay for keygen)
 function M.keys(serial)
   local dir = sh.tmpdir()
@@ -34,6 +35,7 @@ function M.keys(serial)
     cert = dir .. "/cert.pem",
     encrypted = dir .. "/enc.pem",
     other = dir .. "/other.pem",
+    legacy = dir .. "/legacy.pem",
     passphrase = "s3cret pass",
     serial = serial or "5F1C72E2A8931B72A2E13AF8DEE92471EB397115",
   }
@@ -46,6 +48,8 @@ function M.keys(serial)
     .. " -days 2 -set_serial 0x" .. k.serial .. " -out " .. q(k.cert))
   M.run("openssl pkcs8 -topk8 -in " .. q(k.pkcs8) .. " -passout " .. q("pass:" .. k.passphrase)
     .. " -out " .. q(k.encrypted))
+  M.run("openssl rsa -in " .. q(k.pkcs8) .. " -traditional -aes256 -passout "
+    .. q("pass:" .. k.passphrase) .. " -out " .. q(k.legacy))
   return k
 end
 

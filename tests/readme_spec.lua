@@ -1,0 +1,29 @@
+-- The README's main-job command and its example run as written.
+local sh = require "tests.support.sh"
+local md = require "tests.support.mdexamples"
+
+describe("README", function()
+  it("runs the main job on the built-in sandbox and prints stock_id and create_time", function()
+    local readme = sh.read("README.md")
+    local cmd = readme:match("\n    sh scripts/install%-deps%.sh && make && (build/quan run %-%-sandbox [^\n]+)")
+    assert.truthy(cmd, "main-job command not found in README.md")
+    local out, err, code = sh.run(cmd:gsub("^build/quan", sh.quan))
+    assert.equal(0, code, err)
+    assert.matches("^stock_id: %d+\ncreate_time: %d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%+08:00\n$", out)
+    assert.matches("sandbox", err)
+  end)
+
+  it("shows a test command that is the one CI runs", function()
+    assert.matches("sh scripts/install%-deps%.sh && make test", sh.read("README.md"))
+    assert.matches("make test", sh.read(".ci/run"))
+  end)
+
+  it("has an example that passes quan check", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/spring.lua", md.blocks("README.md")[1].code)
+    -- checked as of a day before its dates, so the test does not age
+    local out, err, code = sh.run(sh.quan .. " check --now '2027-02-20 00:00' " .. script)
+    assert.equal(0, code, out .. err)
+    assert.matches("3 requests, 0 invalid", out .. err)
+  end)
+end)
