@@ -600,7 +600,16 @@ static void newmeta(lua_State *L, const char *name, const luaL_Reg *methods,
   lua_pop(L, 1);
 }
 
+/* Once per process, before SQLite is used: no global memory statistics,
+ * whose mutex every allocation of every thread would take. */
+static pthread_once_t configured = PTHREAD_ONCE_INIT;
+static void configure(void) {
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  sqlite3_initialize();
+}
+
 int luaopen_quan_sqlite(lua_State *L) {
+  pthread_once(&configured, configure);
   newmeta(L, DB_MT, db_methods, db_close, db_tostring);
   newmeta(L, STMT_MT, stmt_methods, stmt_finalize, stmt_tostring);
   luaL_newlib(L, funcs);
