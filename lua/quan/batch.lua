@@ -271,6 +271,7 @@ function M.run(opts)
   local function refill()
     local list = pending
     local skipped, dups = 0, 0
+    local claimed = {} -- queued only once the claims are committed
     j:transaction(function()
       write_pending()
       local n = 0
@@ -291,9 +292,8 @@ function M.run(opts)
           local orn = M.request_no(batch_id, key)
           local what, prior = j:claim(key, row, orn)
           if what == "new" or what == "resume" then
-            qtail = qtail + 1
-            queue[qtail] = { key = key, row = row, record = rec, out_request_no = orn,
-                             new = what == "new", prior = prior and prior.state }
+            claimed[#claimed + 1] = { key = key, row = row, record = rec, out_request_no = orn,
+                                      new = what == "new", prior = prior and prior.state }
             n = n + 1
           elseif what == "done" then
             skipped = skipped + 1
@@ -303,6 +303,10 @@ function M.run(opts)
         end
       end
     end)
+    for _, item in ipairs(claimed) do
+      qtail = qtail + 1
+      queue[qtail] = item
+    end
     pending, pending_since = {}, nil
     account(list)
     st.skipped, st.duplicates = st.skipped + skipped, st.duplicates + dups
