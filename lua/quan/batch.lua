@@ -467,8 +467,13 @@ function M.run(opts)
           for _ = 1, 2000 do
             local key, row = read_row()
             if not row then more = false; return end
-            key = (key == nil or key == "") and ("(row %d)"):format(row) or key
-            local what = j:not_attempted(key, row, key:sub(1, 1) == "(" and "-" or M.request_no(batch_id, key))
+            local orn
+            if key == nil or key == "" then
+              key, orn = ("(row %d)"):format(row), "-"
+            else
+              orn = M.request_no(batch_id, key)
+            end
+            local what = j:not_attempted(key, row, orn)
             if what == "new" or what == "kept" then st.not_attempted = st.not_attempted + 1
             elseif what == "done" then st.skipped = st.skipped + 1
             else st.duplicates = st.duplicates + 1 end
