@@ -160,7 +160,7 @@ function M.run(opts)
   local policy = retry.policy(opts.retry)
   local concurrency = opts.concurrency or 64
   local bucket = ratelimit.new { rate = opts.rate or 400, burst = opts.burst }
-  local flush_size = opts.flush_size or math.max(16, concurrency)
+  local flush_size = opts.flush_size or math.max(64, concurrency)
   local flush_interval = opts.flush_interval or 0.25
   local report = reporter_for(opts)
 

@@ -37,7 +37,6 @@ CREATE TABLE IF NOT EXISTS items (
   run            INTEGER NOT NULL,      -- the run that last claimed the item
   updated        REAL NOT NULL          -- epoch seconds
 );
-CREATE INDEX IF NOT EXISTS items_state ON items(state);
 CREATE TABLE IF NOT EXISTS runs (
   id       INTEGER PRIMARY KEY,
   pid      INTEGER,

@@ -14,7 +14,8 @@ local M = {}
 local Bucket = {}
 Bucket.__index = Bucket
 
--- new{rate = per second, burst = tokens (default max(1, rate / 50)),
+-- new{rate = per second, burst = tokens (default max(1, rate / 10): in any
+--     one second at most 1.1 x rate calls start),
 --     clock = function() -> seconds (default quan.os.now)} -> bucket
 function M.new(opts)
   if type(opts) ~= "table" then error("ratelimit.new: opts must be a table", 2) end
@@ -27,7 +28,7 @@ function M.new(opts)
   if type(rate) ~= "number" or not (rate > 0) or rate == math.huge then
     error("ratelimit.new: rate must be a positive number", 2)
   end
-  local burst = opts.burst or math.max(1, rate / 50)
+  local burst = opts.burst or math.max(1, rate / 10)
   if type(burst) ~= "number" or not (burst >= 1) then
     error("ratelimit.new: burst must be a number >= 1", 2)
   end
