@@ -211,6 +211,21 @@ return { default = "t", profiles = { t = { mchid = "1900000001", serial = "ABCDE
     end
     assert.matches("GET https://127.0.0.1:9/v3/marketing/favor/stocks/CHECK%-%d+%?stock_creator_mchid=1900000001", out)
   end)
+
+  it("prints the same body bytes in every run, as a later real run sends them", function()
+    local function bodies()
+      local out, err, code = sh.run("QUAN_CONFIG=" .. dir .. "/config.lua " .. q
+        .. " run --dry-run scripts/examples/spring.lua")
+      assert.equal(0, code, err)
+      local list = {}
+      for b in out:gmatch("\nbody: ([^\n]*)") do list[#list + 1] = b end
+      assert.equal(3, #list)
+      return list
+    end
+    -- each process seeds its string hashes anew; the bytes must not depend on it
+    local first = bodies()
+    for _ = 1, 2 do assert.same(first, bodies()) end
+  end)
 end)
 
 local ok_fake, wxfake = pcall(require, "tests.support.wxfake")

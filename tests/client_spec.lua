@@ -195,6 +195,31 @@ describe("wechatpay.json", function()
     assert.equal("[0,1,2]", json.encode { 0, 1, 2 })
     assert.has_error(function() json.encode { f = print } end)
   end)
+
+  it("encodes object keys sorted, so every process sends the same bytes for a table", function()
+    assert.equal('{"a":{"c":[3,{"e":1,"f":2}],"d":true},"b":"x\\/y","z":null}',
+      json.encode { z = json.null, b = "x/y", a = { d = true, c = { 3, { f = 2, e = 1 } } } })
+    local t, keys = {}, {}
+    for i = 1, 40 do t["k" .. i] = i; keys[#keys + 1] = "k" .. i end
+    table.sort(keys)
+    local want = {}
+    for i, k in ipairs(keys) do want[i] = ('"%s":%d'):format(k, t[k]) end
+    assert.equal("{" .. table.concat(want, ",") .. "}", json.encode(t))
+    -- another process (another hash seed) writes the same bytes
+    local out = sh.run(sh.quan .. " -e " .. sh.quote(
+      "local t = {} for i = 1, 40 do t['k' .. i] = i end io.write(require('wechatpay.json').encode(t))"))
+    assert.equal(json.encode(t), out)
+  end)
+
+  it("writes integers in full and refuses what JSON cannot hold", function()
+    assert.equal('{"f":0.5,"n":12345678901234567}', json.encode { n = 12345678901234567, f = 0.5 })
+    assert.equal("[1,null,3]", json.encode { 1, nil, 3 })
+    assert.has_error(function() json.encode { [1] = 1, [20] = 2 } end, "json: Cannot serialise table: excessively sparse array")
+    local loop = {}
+    loop.self = loop
+    assert.has_error(function() json.encode(loop) end, "json: Cannot serialise, excessive nesting (1001)")
+    assert.has_error(function() json.encode { [true] = 1 } end, "json: table key must be a number or string")
+  end)
 end)
 
 describe("wechatpay.multipart", function()
