@@ -678,6 +678,22 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.is_true(err.retryable)
     end)
 
+    it("reports a signed 2xx answer that is not valid JSON, never a success without json", function()
+      local err = fails("http", "bad_json", wx.v3.echo:get { headers = { ["X-Fake"] = "garble" } })
+      assert.equal(200, err.status)
+      assert.is_false(err.retryable)
+      assert.matches("^FAKE%-", err.request_id)
+      assert.matches("^GET /v3/echo: answer is not valid JSON: ", err.message)
+      assert.is_string(err.body)
+      -- the same from a hook's answer; a file download is no JSON and stays a success
+      wechatpay.hooks.before_send = function() return { status = 200, headers = {}, body = '{"stock_id":' } end
+      local res
+      res, err = wx.v3.echo:get()
+      wechatpay.hooks.before_send = nil
+      fails("http", "bad_json", res, err)
+      assert(wx:download(fake.base_url .. "/v3/billdownload/file?token=x"))
+    end)
+
     it("reports transport errors as retryable network errors", function()
       local err = fails("network", "recv", wx.v3.echo:get { headers = { ["X-Fake"] = "drop" } })
       assert.is_true(err.retryable)

@@ -424,7 +424,8 @@ local function finish(wx, p, res, check)
     return nil, errors.new { kind = "http", code = "bad_response", message = p.context .. ": response without a status" }
   end
   if status >= 200 and status < 300 then
-    if check and not p.unsigned and not verify.skip(p.path) then
+    local file = p.unsigned or verify.skip(p.path)
+    if check and not file then
       local ok, code, why = verify.check(h, res.body or "", state[wx].keys, need("quan.os").time())
       if not ok then
         return nil, errors.new {
@@ -433,7 +434,18 @@ local function finish(wx, p, res, check)
         }
       end
     end
-    return result(res, request_id)
+    local r = result(res, request_id)
+    -- an answer that says JSON (or says nothing) must decode: a caller never
+    -- gets a success whose res.json is silently missing
+    local ctype = header(h, "Content-Type")
+    if not file and r.body ~= "" and r.json == nil and (ctype == nil or ctype:lower():find("json", 1, true)) then
+      local _, why = json.decode(r.body)
+      return nil, errors.new {
+        kind = "http", status = status, code = "bad_json", request_id = request_id,
+        message = p.context .. ": answer is not valid JSON: " .. tostring(why), body = r.body, headers = r.headers,
+      }
+    end
+    return r
   end
   local r = result(res, request_id)
   local j = type(r.json) == "table" and r.json or {}
