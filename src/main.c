@@ -92,9 +92,11 @@ static int dostring(lua_State *L, const char *s, const char *name) {
 
 /* ---- options ----------------------------------------------------------- */
 
+static int needs_value(const char *option);
+
 static void print_usage(const char *badoption) {
   if (badoption) {
-    if (badoption[1] == 'e' || badoption[1] == 'l')
+    if (badoption[1] == 'e' || badoption[1] == 'l' || needs_value(badoption))
       fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
     else
       fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
@@ -135,6 +137,13 @@ static const struct { const char *flag, *env; int takes_value; } longopts[] = {
   {"--dry-run", "QUAN_DRY_RUN", 0},
   {NULL, NULL, 0}
 };
+
+/* needs_value(option) -> 1 when option is a long option that takes a value */
+static int needs_value(const char *option) {
+  for (int k = 0; longopts[k].flag; k++)
+    if (strcmp(option, longopts[k].flag) == 0) return longopts[k].takes_value;
+  return 0;
+}
 
 /* Returns how many argv entries the long option used, 0 if not one,
  * -1 on a missing value. */
