@@ -65,6 +65,36 @@ describe("quan as a lua interpreter", function()
     local _, err, code = sh.run(q .. " -z")
     assert.equal(1, code)
     assert.matches("unrecognized option '%-z'", err)
+    assert.matches("\nusage: ", err, 1, true)
+  end)
+
+  it("says which option lacks its value", function()
+    for _, opt in ipairs { "-e", "-l", "--profile", "--config", "--log-format" } do
+      local _, err, code = sh.run(q .. " " .. opt)
+      assert.equal(1, code, opt)
+      assert.equal(q .. ": '" .. opt .. "' needs argument", err:match("^[^\n]*"), opt)
+    end
+  end)
+
+  it("enters the REPL after the script with -i, the script's globals in scope", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/s.lua", "x = 40 + #arg")
+    local out, _, code = sh.run("printf 'return x + 1\\n' | " .. q .. " -i " .. script .. " a b")
+    assert.equal(0, code)
+    assert.matches("^quan %S+ %(Lua 5%.4", out)
+    assert.matches("\n?> 43\n", out)
+    -- after the script, -i is one of the script's arguments, as in lua.c
+    out = sh.run(q .. " " .. sh.write(dir .. "/t.lua", "print(arg[1])") .. " -i </dev/null")
+    assert.equal("-i\n", out)
+  end)
+
+  it("exits 1 when a -l module or the script cannot be loaded", function()
+    local _, err, code = sh.run(q .. " -l no.such.module -e 'print(1)'")
+    assert.equal(1, code)
+    assert.matches("module 'no.such.module' not found", err, 1, true)
+    _, err, code = sh.run(q .. " /nonexistent/script.lua")
+    assert.equal(1, code)
+    assert.matches("cannot open /nonexistent/script.lua", err, 1, true)
   end)
 
   it("interrupts a running script on SIGINT", function()
