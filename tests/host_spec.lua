@@ -118,6 +118,23 @@ describe("quan as a lua interpreter", function()
     assert.matches("9\n", out, 1, true)
   end)
 
+  it("installs with make install PREFIX=... and runs from any folder, modules embedded", function()
+    local build = q:match("^(.*)/quan$")
+    local root = build:match("^(.*)/build$") or build:match("^(.*)/build/[^/]+$")
+    if not root then return pending("binary under test is not in a build folder: " .. q) end
+    local mk = "make -s -C " .. sh.quote(root) .. " BUILD=" .. sh.quote(build:sub(#root + 2))
+    -- only when the binary is up to date, so the spec never rebuilds it
+    if select(3, sh.run(mk .. " -q all")) ~= 0 then return pending("build is not up to date") end
+    local prefix = sh.tmpdir() .. "/usr"
+    local _, err, code = sh.run(mk .. " install PREFIX=" .. sh.quote(prefix))
+    assert.equal(0, code, err)
+    local out
+    out, err, code = sh.run("cd / && " .. prefix .. "/bin/quan -e " .. sh.quote(
+      "print(require('wechatpay')._VERSION, type(require('quan.validate').request), require('cjson').encode{1})"))
+    assert.equal(0, code, err)
+    assert.matches("^%S+\tfunction\t%[1%]\n$", out)
+  end)
+
   it("adds no globals from its modules", function()
     local out = sh.run(q .. [[ -e 'local before = {} for k in pairs(_G) do before[k] = true end
       for _, m in ipairs{"quan.os", "cjson", "quan.cli"} do require(m) end
