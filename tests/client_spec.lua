@@ -811,6 +811,19 @@ describe_live("wechatpay client against the stand-in server", function()
       assert(wx.v3.marketing.favor.stocks._stock_id_:get { stock_id = "9" })
       assert.equal("GET /v3/marketing/favor/stocks/{stock_id}", calls[#calls])
     end)
+
+    it("validates the query as well, as the server reads it (what quan check reports, a run refuses)", function()
+      local stocks = wx.v3.marketing.favor.stocks
+      local err = fails("validation", "validation", stocks:get { query = { offset = 0, limit = 11, stock_creator_mchid = wx.mchid } })
+      assert.equal("limit", err.detail[1].path)
+      assert.equal(11, err.detail[1].value)
+      err = fails("validation", "validation", stocks._stock_id_:get { stock_id = "9" })
+      assert.equal("stock_creator_mchid", err.detail[1].path)
+      assert.equal("required", err.detail[1].rule)
+      -- numbers and strings alike, as they go out
+      assert.equal(200, assert(stocks:get { query = { offset = "0", limit = 10, stock_creator_mchid = tonumber(wx.mchid) } }).status)
+      assert.equal(200, assert(stocks:get { query = { limit = 11 }, validate = false }).status)
+    end)
   end)
 
   describe("profiles and the example", function()

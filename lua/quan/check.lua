@@ -65,15 +65,10 @@ local function json_of(node, name, echo)
   return "null"
 end
 
+local decode_query = require("wechatpay.chain").decode_query
+
 local function parse_query(path)
-  local q = {}
-  local s = path:match("%?(.*)$")
-  if not s then return q end
-  for k, v in s:gmatch("([^&=]+)=?([^&]*)") do
-    local function dec(x) return (x:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)) end
-    q[dec(k)] = dec(v)
-  end
-  return q
+  return decode_query(path:match("%?(.*)$"))
 end
 
 -- response(p) -> { status = 200, headers = {...}, body = json } built from the

@@ -295,11 +295,13 @@ local function add_header(list, index, name, value)
   end
 end
 
--- validation(method, tpl, body_table) -> nil | error table
-local function validation(method, path_template, body, ctx)
+-- validation(method, tpl, body_table, ctx, query_string) -> nil | error
+-- table; the query is checked as the server reads it (decoded strings), as
+-- `quan check` checks it
+local function validation(method, path_template, body, ctx, query)
   local validate = optional("quan.validate")
   if type(validate) ~= "table" or not validate.request then return nil end
-  local good, findings = validate.request(method, path_template, body)
+  local good, findings = validate.request(method, path_template, body, { query = chain.decode_query(query) })
   if good then return nil end
   local text = validate.format and validate.format(findings) or tostring(findings)
   return errors.new {
@@ -320,8 +322,9 @@ local function prepare(wx, method, tpl, opts, raw)
   end
   local path = raw and raw:gsub("%?.*", "") or st.prefix .. "/" .. chain.expand(tpl, opts)
   local target = raw or path
+  local q = ""
   if opts.query ~= nil then
-    local q = chain.query(opts.query)
+    q = chain.query(opts.query)
     if q ~= "" then target = path .. "?" .. q end
   end
   local n = (opts.json ~= nil and 1 or 0) + (opts.body ~= nil and 1 or 0) + (opts.file ~= nil and 1 or 0)
@@ -380,7 +383,7 @@ local function prepare(wx, method, tpl, opts, raw)
   end
   local ctx = context(method, target)
   if opts.validate ~= false and opts.file == nil and not raw then
-    local verr = validation(method, "/" .. tpl, opts.json, ctx)
+    local verr = validation(method, "/" .. tpl, opts.json, ctx, q)
     if verr then return nil, verr end
   end
   local crypto = need("quan.crypto")
