@@ -67,6 +67,7 @@ typedef struct Transfer {
   lua_Integer id;
   int in_multi;           /* added to engine->multi */
   int done;
+  int via_proxy;          /* an explicit, non-empty proxy was given */
   CURLcode result;
   char errbuf[CURL_ERROR_SIZE];
 } Transfer;
@@ -477,7 +478,10 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   must(L, curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms_field(L, idx, "timeout", 0)));
   const char *s;
   if ((s = str_field(L, idx, "cafile", NULL))) must(L, curl_easy_setopt(h, CURLOPT_CAINFO, s));
-  if ((s = str_field(L, idx, "proxy", NULL))) must(L, curl_easy_setopt(h, CURLOPT_PROXY, s));
+  if ((s = str_field(L, idx, "proxy", NULL))) {
+    must(L, curl_easy_setopt(h, CURLOPT_PROXY, s));
+    t->via_proxy = *s != '\0';
+  }
 
   int with_body = body != NULL || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
                   strcmp(method, "PATCH") == 0;
@@ -508,7 +512,10 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
 
 /* ---- results ---------------------------------------------------------------- */
 
-static const char *code_of(CURLcode rc) {
+static const char *code_of(Transfer *t) {
+  CURLcode rc = t->result;
+  /* through a proxy, the only host curl connects to is the proxy */
+  if (rc == CURLE_COULDNT_CONNECT && t->via_proxy) return "proxy";
   switch (rc) {
   case CURLE_OPERATION_TIMEDOUT: return "timeout";
   case CURLE_COULDNT_RESOLVE_HOST: return "dns";
@@ -554,7 +561,7 @@ static int push_failure(lua_State *L, Transfer *t) {
   int c = (unsigned char)msg[0];
   if (c && !isupper((unsigned char)msg[1])) c = tolower(c);
   lua_pushfstring(L, "%s: %c%s", t->what ? t->what : "http", c ? c : '?', c ? msg + 1 : "");
-  lua_pushstring(L, code_of(t->result));
+  lua_pushstring(L, code_of(t));
   return 3;
 }
 

@@ -14,7 +14,8 @@ Endpoints:
   /status/N         answers status N with a short body
   /repeat-header    two Set-Cookie and two X-Multi headers
   /connections      {"connections": accepted TCP connections so far}
-  /stats            {"connections", "active", "max_active"} (requests in flight)
+  /stats            {"connections", "active", "max_active"}: requests in flight
+                    now and at most so far (a /stats request is not counted)
   /reset            zeroes the counters
 """
 import json

@@ -187,7 +187,7 @@ function M.start(opts)
     argv[#argv + 1] = "--faults"
     argv[#argv + 1] = opts.faults
   end
-  local pid, err = qos.spawn(argv, {stdout = "/dev/null", stderr = dir .. "/sandbox.log"})
+  local pid, err = qos.spawn(argv, {stdout = "/dev/null", stderr = dir .. "/sandbox.log", detach = true})
   if not pid then
     if temporary then rm_rf(dir) end
     return nil, "sandbox: cannot start: " .. tostring(err)
