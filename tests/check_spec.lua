@@ -134,6 +134,23 @@ describe_client("quan check", function()
     assert.matches("x.lua", err2)
   end)
 
+  it("keeps its verdict when the script calls os.exit", function()
+    local invalid = [[
+      local wx = require("wechatpay").client()
+      wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 99, stock_creator_mchid = wx.mchid } }
+      os.exit(%s)
+    ]]
+    local out, err, code = check(invalid:format("0"))
+    assert.equal(1, code, out .. err)
+    assert.matches("quan check: 1 request, 1 invalid\n$", out)
+    out, err, code = check(invalid:format("3"))
+    assert.equal(1, code)
+    assert.matches("script called os.exit(3)", err, 1, true)
+    out, err, code = check("print('fine') os.exit(true)")
+    assert.equal(0, code, err)
+    assert.equal("fine\nquan check: 0 requests, 0 invalid\n", out)
+  end)
+
   it("checks as of another time with --now", function()
     local text = [[
       local favor = require "wechatpay.favor"
