@@ -41,8 +41,6 @@ end
 
 local MAX_DEPTH = 1000
 
-local put -- put(buf, v, depth): appends the JSON text of v to buf
-
 -- str(s) -> s as a JSON string literal, escaped by cjson; remembered (field
 -- names and enum values repeat; short ones only), the memo dropped past 2048
 -- entries
@@ -70,66 +68,66 @@ local function array_length(t)
   return items == 0 and -1 or tointeger(max)
 end
 
-local function put_table(buf, t, depth)
-  if depth > MAX_DEPTH then error(sformat("Cannot serialise, excessive nesting (%d)", depth), 0) end
-  local n = array_length(t)
-  if n >= 0 then
-    buf[#buf + 1] = "["
-    for i = 1, n do
-      if i > 1 then buf[#buf + 1] = "," end
-      local v = t[i]
-      if v == nil then buf[#buf + 1] = "null" else put(buf, v, depth + 1) end
-    end
-    buf[#buf + 1] = "]"
-    return
-  end
-  local keys, numeric = {}, nil
-  for k in next, t do
-    local tk = type(k)
-    if tk == "number" then
-      -- a number key is written as its text, as cjson does
-      numeric = numeric or {}
-      local name = mtype(k) == "integer" and sformat("%d", k) or cjson.encode(k)
-      numeric[name] = k
-      k = name
-    elseif tk ~= "string" then
-      error("table key must be a number or string", 0)
-    end
-    keys[#keys + 1] = k
-  end
-  sort(keys)
-  buf[#buf + 1] = "{"
-  for i = 1, #keys do
-    local name = keys[i]
-    if i > 1 then buf[#buf + 1] = "," end
-    buf[#buf + 1] = str(name)
-    buf[#buf + 1] = ":"
-    local k = numeric and numeric[name] or name
-    put(buf, t[k], depth + 1)
-  end
-  buf[#buf + 1] = "}"
-end
+-- the output of the encode in progress: pieces buf[1..n] (encode calls no
+-- Lua code of the caller's, so one at a time)
+local buf, n
 
-function put(buf, v, depth)
+local function put(v, depth)
   local t = type(v)
   if t == "string" then
-    buf[#buf + 1] = str(v)
+    n = n + 1; buf[n] = str(v)
   elseif t == "number" then
-    buf[#buf + 1] = mtype(v) == "integer" and sformat("%d", v) or cjson.encode(v)
+    n = n + 1; buf[n] = mtype(v) == "integer" and sformat("%d", v) or cjson.encode(v)
   elseif t == "boolean" then
-    buf[#buf + 1] = v and "true" or "false"
-  elseif t == "table" then
-    put_table(buf, v, depth)
+    n = n + 1; buf[n] = v and "true" or "false"
+  elseif t ~= "table" then
+    n = n + 1; buf[n] = cjson.encode(v) -- null, or cjson's error for a function
   else
-    buf[#buf + 1] = cjson.encode(v) -- null, or cjson's error for a function
+    if depth > MAX_DEPTH then error(sformat("Cannot serialise, excessive nesting (%d)", depth), 0) end
+    local len = array_length(v)
+    if len >= 0 then
+      for i = 1, len do
+        n = n + 1; buf[n] = i == 1 and "[" or ","
+        local x = rawget(v, i)
+        if x == nil then n = n + 1; buf[n] = "null" else put(x, depth + 1) end
+      end
+      n = n + 1; buf[n] = "]"
+      return
+    end
+    local keys, numeric = {}, nil
+    for k in next, v do
+      local tk = type(k)
+      if tk == "number" then
+        -- a number key is written as its text, as cjson does
+        numeric = numeric or {}
+        local name = mtype(k) == "integer" and sformat("%d", k) or cjson.encode(k)
+        numeric[name] = k
+        k = name
+      elseif tk ~= "string" then
+        error("table key must be a number or string", 0)
+      end
+      keys[#keys + 1] = k
+    end
+    if keys[1] == nil then n = n + 1; buf[n] = "{}" return end
+    sort(keys)
+    for i = 1, #keys do
+      local name = keys[i]
+      n = n + 1; buf[n] = i == 1 and "{" or ","
+      n = n + 1; buf[n] = str(name)
+      n = n + 1; buf[n] = ":"
+      put(rawget(v, numeric and numeric[name] or name), depth + 1)
+    end
+    n = n + 1; buf[n] = "}"
   end
 end
 
 function M.encode(v, level)
-  local buf = {}
-  local ok, err = pcall(put, buf, v, 1)
+  buf, n = {}, 0
+  local ok, err = pcall(put, v, 1)
+  local out = ok and concat(buf, "", 1, n)
+  buf = nil
   if not ok then error("json: " .. tostring(err):gsub("^[^:]*:%d+: ", ""), (level or 1) + 1) end
-  return concat(buf)
+  return out
 end
 
 -- string(s) -> s as a JSON string literal
