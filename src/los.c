@@ -172,8 +172,11 @@ static int os_spawn(lua_State *L) {
     lua_pop(L, 1);
     static const char *names[3] = {"stdin", "stdout", "stderr"};
     for (int i = 0; i < 3; i++) {
-      lua_getfield(L, 2, names[i]);
-      paths[i] = lua_tostring(L, -1); /* anchored in opts until we return */
+      int t = lua_getfield(L, 2, names[i]);
+      if (t != LUA_TNIL && t != LUA_TSTRING)
+        return luaL_error(L, "bad argument #2 to 'spawn' (%s must be a path string, got %s)", names[i],
+                          luaL_typename(L, -1));
+      paths[i] = lua_tostring(L, -1); /* a string anchored in opts until we return */
       lua_pop(L, 1);
     }
   }
@@ -203,6 +206,14 @@ static int os_spawn(lua_State *L) {
   posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
+    /* the child's failure to open a redirect looks like a failed exec: name
+     * the file when one of them is the cause */
+    for (int i = 0; i < 3; i++) {
+      if (paths[i] == NULL) continue;
+      int fd = open(paths[i], i == 0 ? O_RDONLY : O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (fd < 0) return fail(L, paths[i]);
+      close(fd);
+    }
     errno = rc;
     return fail(L, argv[0]);
   }
