@@ -25,6 +25,26 @@ describe("quan as a lua interpreter", function()
     assert.equal("a\tb\n", (sh.run(q .. " run " .. script .. " a b")))
   end)
 
+  it("takes quan's long options before or after the command word", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/p.lua", "print(os.getenv('QUAN_PROFILE'), os.getenv('QUAN_DEBUG'), ...)")
+    for _, cmd in ipairs {
+      " --profile p --verbose run " .. script .. " a",
+      " run --profile p --verbose " .. script .. " a",
+      " --profile=p run --verbose " .. script .. " a",
+    } do
+      local out, err, code = sh.run(q .. cmd)
+      assert.equal(0, code, cmd .. "\n" .. err)
+      assert.equal("p\t1\ta\n", out, cmd)
+    end
+    local out, err, code = sh.run(q .. " --profile p check " .. script)
+    assert.equal(0, code, err)
+    assert.matches("^p\tnil\nquan check: 0 requests", out)
+    _, err, code = sh.run(q .. " --bogus run " .. script)
+    assert.equal(1, code)
+    assert.matches("unrecognized option '%-%-bogus'", err)
+  end)
+
   it("handles -e, -l mod, -l g=mod, -v, --", function()
     assert.equal("3\n", (sh.run(q .. [[ -e 'print(1+2)']])))
     assert.equal("table\n", (sh.run(q .. [[ -l quan.os -e 'print(type(_G["quan.os"]))']])))
