@@ -694,6 +694,18 @@ describe_live("wechatpay client against the stand-in server", function()
       assert(wx:download(fake.base_url .. "/v3/billdownload/file?token=x"))
     end)
 
+    it("reports an error answer without JSON (a proxy's HTML page) on one line", function()
+      wechatpay.hooks.before_send = function()
+        return { status = 502, headers = { ["content-type"] = "text/html" }, body = "<html>\n<body>Bad  Gateway</body>\n</html>\n" }
+      end
+      local res, err = wx.v3.echo:get()
+      wechatpay.hooks.before_send = nil
+      fails("http", "HTTP_502", res, err)
+      assert.is_true(err.retryable)
+      assert.equal("GET /v3/echo: HTTP_502: <html> <body>Bad Gateway</body> </html> ", err.message)
+      assert.equal("<html>\n<body>Bad  Gateway</body>\n</html>\n", err.body)
+    end)
+
     it("reports transport errors as retryable network errors", function()
       local err = fails("network", "recv", wx.v3.echo:get { headers = { ["X-Fake"] = "drop" } })
       assert.is_true(err.retryable)

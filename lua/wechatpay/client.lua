@@ -454,6 +454,7 @@ local function finish(wx, p, res, check)
   local j = type(r.json) == "table" and r.json or {}
   local code = type(j.code) == "string" and j.code or ("HTTP_" .. status)
   local text = type(j.message) == "string" and j.message or (r.body ~= "" and r.body:sub(1, 200)) or "no body"
+  text = text:gsub("%s+", " ") -- one line, even for an HTML error page of a proxy
   return nil, errors.new {
     kind = "http", status = status, code = code, message = p.context .. ": " .. code .. ": " .. text,
     detail = j.detail, request_id = request_id, retryable = errors.retryable_status(status),
