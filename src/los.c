@@ -107,6 +107,14 @@ static int os_exe(lua_State *L) {
   return 1;
 }
 
+/* cwd() -> the current directory (getcwd; $PWD may be stale) | nil, message, errno */
+static int os_cwd(lua_State *L) {
+  char buf[PATH_MAX];
+  if (getcwd(buf, sizeof buf) == NULL) return fail(L, "getcwd");
+  lua_pushstring(L, buf);
+  return 1;
+}
+
 /* mode(path) -> permission bits (integer) | nil, message, errno */
 static int os_mode(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
@@ -306,6 +314,7 @@ static const luaL_Reg funcs[] = {
   {"isatty", os_isatty},
   {"columns", os_columns},
   {"exe", os_exe},
+  {"cwd", os_cwd},
   {"mode", os_mode},
   {"chmod", os_chmod},
   {"mkdir", os_mkdir},

@@ -49,6 +49,12 @@ describe("quan.os", function()
     assert.not_equal(tostring(pid), sh.read(dir .. "/pg"):match("%d+"))
   end)
 
+  it("tells the real working directory, whatever $PWD says", function()
+    local dir = sh.tmpdir()
+    local out = sh.run("cd " .. dir .. " && PWD=/ " .. sh.quan .. " -e 'print(require(\"quan.os\").cwd())'")
+    assert.equal(dir .. "\n", out)
+  end)
+
   it("reports file modes and makes private directories", function()
     local dir = sh.tmpdir()
     assert.equal(tonumber("700", 8), qos.mode(dir))
