@@ -214,11 +214,21 @@ describe("wechatpay.json", function()
   it("writes integers in full and refuses what JSON cannot hold", function()
     assert.equal('{"f":0.5,"n":12345678901234567}', json.encode { n = 12345678901234567, f = 0.5 })
     assert.equal("[1,null,3]", json.encode { 1, nil, 3 })
-    assert.has_error(function() json.encode { [1] = 1, [20] = 2 } end, "json: Cannot serialise table: excessively sparse array")
+    assert.has_error(function() json.encode { a = { [1] = 1, [20] = 2 } } end,
+      "json: field a: is a sparse array (2 values under keys up to 20); use a sequence 1..n")
     local loop = {}
     loop.self = loop
-    assert.has_error(function() json.encode(loop) end, "json: Cannot serialise, excessive nesting (1001)")
-    assert.has_error(function() json.encode { [true] = 1 } end, "json: table key must be a number or string")
+    assert.has_error(function() json.encode(loop) end, "json: nested more than 1000 deep (a table that contains itself?)")
+    assert.has_error(function() json.encode { a = { [true] = 1 } } end,
+      "json: field a: has a key that is a boolean (keys must be strings or numbers)")
+    assert.has_error(function() json.encode { a = { b = { 1, print } } } end, "json: field a.b[2]: a function is not a JSON value")
+  end)
+
+  it("names the field that holds a client node instead of a value (a typo such as wx.mchId)", function()
+    local wx = setmetatable({}, { __index = function() return setmetatable({}, {
+      __name = "wechatpay.node", __tostring = function() return "wechatpay.node /mch-id" end }) end })
+    assert.has_error(function() json.encode { stock_creator_mchid = wx.mchId } end,
+      "json: field stock_creator_mchid: is wechatpay.node /mch-id, not a value (a misspelt field of the client, such as wx.mchId for wx.mchid?)")
   end)
 end)
 

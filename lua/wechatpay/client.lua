@@ -237,6 +237,8 @@ function Node.__index(n, k)
   return child
 end
 
+Node.__name = "wechatpay.node" -- how wechatpay.json recognizes a node put in a body
+
 function Node.__tostring(n)
   return "wechatpay.node /" .. template(n)
 end

@@ -18,6 +18,7 @@ local next, type, tostring = next, type, tostring
 local M = {}
 
 M.null = cjson.null
+local null = cjson.null
 
 local function integers(v, depth)
   local t = type(v)
@@ -56,7 +57,8 @@ local function str(s)
 end
 
 -- array_length(t) -> n when t is a JSON array (keys 1..n, as cjson decides:
--- positive integral keys, not excessively sparse), -1 for an object
+-- positive integral keys, not excessively sparse), -1 for an object, -2 and
+-- a message for a sparse array
 local function array_length(t)
   local max, items = 0, 0
   for k in next, t do
@@ -64,13 +66,31 @@ local function array_length(t)
     if k > max then max = k end
     items = items + 1
   end
-  if max > 10 and max > items * 2 then error("Cannot serialise table: excessively sparse array", 0) end
+  if max > 10 and max > items * 2 then
+    return -2, sformat("is a sparse array (%d values under keys up to %d); use a sequence 1..n", items, max)
+  end
   return items == 0 and -1 or tointeger(max)
 end
 
 -- the output of the encode in progress: pieces buf[1..n] (encode calls no
--- Lua code of the caller's, so one at a time)
+-- Lua code of the caller's, so one at a time); keys[d] is the key under which
+-- the value at depth d + 1 sits, for naming the field in an error
 local buf, n
+local at = {}
+
+-- fail(depth, msg): raises msg naming the field at depth ("a.b[2]: msg")
+local function fail(depth, msg)
+  if depth > 1 then
+    local parts = {}
+    for d = 1, depth - 1 do
+      local k = at[d]
+      parts[#parts + 1] = type(k) == "number" and ("[" .. sformat("%d", k) .. "]")
+        or ((d > 1 and "." or "") .. tostring(k))
+    end
+    msg = "field " .. concat(parts) .. ": " .. msg
+  end
+  error(msg, 0)
+end
 
 local function put(v, depth)
   local t = type(v)
@@ -80,15 +100,23 @@ local function put(v, depth)
     n = n + 1; buf[n] = mtype(v) == "integer" and sformat("%d", v) or cjson.encode(v)
   elseif t == "boolean" then
     n = n + 1; buf[n] = v and "true" or "false"
+  elseif v == null then
+    n = n + 1; buf[n] = "null"
   elseif t ~= "table" then
-    n = n + 1; buf[n] = cjson.encode(v) -- null, or cjson's error for a function
+    fail(depth, "a " .. t .. " is not a JSON value")
   else
-    if depth > MAX_DEPTH then error(sformat("Cannot serialise, excessive nesting (%d)", depth), 0) end
-    local len = array_length(v)
+    if depth > MAX_DEPTH then error(sformat("nested more than %d deep (a table that contains itself?)", MAX_DEPTH), 0) end
+    local mt = getmetatable(v)
+    if mt and mt.__name == "wechatpay.node" then
+      fail(depth, "is " .. tostring(v) .. ", not a value (a misspelt field of the client, such as wx.mchId for wx.mchid?)")
+    end
+    local len, why = array_length(v)
+    if why then fail(depth, why) end
     if len >= 0 then
       for i = 1, len do
         n = n + 1; buf[n] = i == 1 and "[" or ","
         local x = rawget(v, i)
+        at[depth] = i
         if x == nil then n = n + 1; buf[n] = "null" else put(x, depth + 1) end
       end
       n = n + 1; buf[n] = "]"
@@ -104,7 +132,7 @@ local function put(v, depth)
         numeric[name] = k
         k = name
       elseif tk ~= "string" then
-        error("table key must be a number or string", 0)
+        fail(depth, "has a key that is a " .. tk .. " (keys must be strings or numbers)")
       end
       keys[#keys + 1] = k
     end
@@ -115,7 +143,9 @@ local function put(v, depth)
       n = n + 1; buf[n] = i == 1 and "{" or ","
       n = n + 1; buf[n] = str(name)
       n = n + 1; buf[n] = ":"
-      put(rawget(v, numeric and numeric[name] or name), depth + 1)
+      local k = numeric and numeric[name] or name
+      at[depth] = k
+      put(rawget(v, k), depth + 1)
     end
     n = n + 1; buf[n] = "}"
   end
