@@ -75,8 +75,8 @@ function M.main(args)
     return err and 2 or 0
   end
   local host, port = o.listen:match("^([%d%.]+):(%d+)$")
-  if not host then
-    io.stderr:write("quan sandbox: --listen wants 127.0.0.1:PORT\n")
+  if not host or not host:match("^127%.%d+%.%d+%.%d+$") then
+    io.stderr:write("quan sandbox: --listen wants a loopback address and port, like 127.0.0.1:0\n")
     return 2
   end
   local faults, ferr = util.parse_faults(o.faults)
