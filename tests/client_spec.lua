@@ -849,6 +849,10 @@ describe_live("wechatpay client against the stand-in server", function()
       -- numbers and strings alike, as they go out
       assert.equal(200, assert(stocks:get { query = { offset = "0", limit = 10, stock_creator_mchid = tonumber(wx.mchid) } }).status)
       assert.equal(200, assert(stocks:get { query = { limit = 11 }, validate = false }).status)
+      -- a query written into the path is read the same way
+      local inline = "v3/marketing/favor/stocks?offset=0&limit=%d&stock_creator_mchid=" .. wx.mchid
+      assert.equal("limit", fails("validation", "validation", wx:chain(inline:format(11)):get()).detail[1].path)
+      assert.equal(200, assert(wx:chain(inline:format(10)):get()).status)
     end)
   end)
 

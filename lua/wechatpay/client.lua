@@ -385,7 +385,7 @@ local function prepare(wx, method, tpl, opts, raw)
   end
   local ctx = context(method, target)
   if opts.validate ~= false and opts.file == nil and not raw then
-    local verr = validation(method, "/" .. tpl, opts.json, ctx, q)
+    local verr = validation(method, "/" .. tpl, opts.json, ctx, target:match("%?(.*)$"))
     if verr then return nil, verr end
   end
   local crypto = need("quan.crypto")
