@@ -489,6 +489,8 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal("serial: expected the merchant certificate serial in hex", config_error(fake.options { serial = "xyz" }))
       assert.equal("apiv3_key: expected 32 bytes, got 5", config_error(fake.options { apiv3_key = "short" }))
       assert.equal("base_url: expected https://host[:port], got http://x", config_error(fake.options { base_url = "http://x" }))
+      assert.equal("ca_file: cannot read /nonexistent/ca.pem: No such file or directory",
+        config_error(fake.options { ca_file = "/nonexistent/ca.pem" }))
       assert.equal("wechatpay.new: unknown option 'mchId'", config_error(fake.options { mchId = "1" }))
       assert.equal("wechatpay.new: expected a table of options, got nil", config_error(nil))
     end)

@@ -189,7 +189,12 @@ function M.new(opts, profile)
   base = base:gsub("/+$", "")
   -- a base URL with a path (a gateway) puts that prefix in the signed target
   local origin, prefix = base:match("^(https://[^/]+)(.*)$")
-  if opts.ca_file ~= nil and type(opts.ca_file) ~= "string" then conferr("ca_file: expected a path") end
+  if opts.ca_file ~= nil then
+    if type(opts.ca_file) ~= "string" then conferr("ca_file: expected a path") end
+    local f, err = io.open(opts.ca_file, "rb")
+    if not f then conferr("ca_file: cannot read %s", tostring(err)) end
+    f:close()
+  end
   if opts.proxy ~= nil and type(opts.proxy) ~= "string" then conferr("proxy: expected a URL") end
   local timeout = opts.timeout or M.TIMEOUT
   if type(timeout) ~= "number" or timeout <= 0 then conferr("timeout: expected a positive number of seconds") end
