@@ -213,6 +213,7 @@ describe("wechatpay.json", function()
 
   it("writes integers in full and refuses what JSON cannot hold", function()
     assert.equal('{"f":0.5,"n":12345678901234567}', json.encode { n = 12345678901234567, f = 0.5 })
+    assert.equal('[1000,1000000000000000,-3,0.5]', json.encode { 1000.0, 1e15, -3.0, 0.5 })
     assert.equal("[1,null,3]", json.encode { 1, nil, 3 })
     assert.has_error(function() json.encode { a = { [1] = 1, [20] = 2 } } end,
       "json: field a: is a sparse array (2 values under keys up to 20); use a sequence 1..n")

@@ -6,9 +6,10 @@
 --
 -- encode writes object keys in sorted order, so the same table gives the same
 -- bytes in every process (cjson follows the hash order, which Lua 5.4 seeds
--- per process): what `--dry-run` prints is what a later run sends. Integers
--- are written in full ("%d"; cjson rounds past 14 digits); strings, floats
--- and the array-or-object decision are cjson's.
+-- per process): what `--dry-run` prints is what a later run sends. Integral
+-- numbers are written in full ("%d"; cjson rounds past 14 digits and writes
+-- 1e15 as "1e+15"); strings, other floats and the array-or-object decision
+-- are cjson's.
 local cjson = require "cjson"
 local safe = require "cjson.safe"
 local tointeger, mtype = math.tointeger, math.type
@@ -97,7 +98,9 @@ local function put(v, depth)
   if t == "string" then
     n = n + 1; buf[n] = str(v)
   elseif t == "number" then
-    n = n + 1; buf[n] = mtype(v) == "integer" and sformat("%d", v) or cjson.encode(v)
+    -- integers, and floats with an integral value (1000.0, 1e15), in full
+    local i = tointeger(v)
+    n = n + 1; buf[n] = i and sformat("%d", i) or cjson.encode(v)
   elseif t == "boolean" then
     n = n + 1; buf[n] = v and "true" or "false"
   elseif v == null then
