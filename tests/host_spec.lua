@@ -119,9 +119,12 @@ describe("quan as a lua interpreter", function()
 
   it("interrupts a running script on SIGINT", function()
     local dir = sh.tmpdir()
-    local script = sh.write(dir .. "/loop.lua", "io.stdout:write('ready\\n') io.stdout:flush() while true do end")
-    local out, err, code = sh.run(
-      "sh -c '" .. q .. " " .. script .. " & p=$!; sleep 0.5; kill -INT $p; wait $p; echo rc=$?'")
+    -- the script says when it runs (its handler is set by then); no fixed sleep
+    local ready = dir .. "/ready"
+    local script = sh.write(dir .. "/loop.lua", "io.open('" .. ready .. "', 'w'):close() while true do end")
+    local out, err, code = sh.run("sh -c '" .. q .. " " .. script .. " & p=$!; i=0; "
+      .. "while [ ! -e " .. ready .. " ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; "
+      .. "kill -INT $p; wait $p; echo rc=$?'")
     assert.matches("rc=1", out)
     assert.matches("interrupted!", err)
   end)
