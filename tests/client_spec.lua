@@ -503,7 +503,8 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal("SID-" .. no, res.json.stock_id)
       assert.is_string(res.json.create_time)
       assert.matches("^FAKE%-", res.request_id)
-      assert.equal(res.body, require("cjson").encode(require("cjson").decode(res.body)) and res.body)
+      -- the raw bytes as the server wrote them (python's ", " and ": "), not a re-encoding
+      assert.matches('^{"stock_id": "SID%-' .. no:gsub("%p", "%%%0") .. '", "concurrent": %d+, "create_time": "', res.body)
     end
 
     it("sync property chain", function()
