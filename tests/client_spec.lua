@@ -941,6 +941,7 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.matches("quan: < 200 POST /v3/marketing/favor/coupon-stocks", err, 1, true)
       assert.matches("quan: ! POST /v3/marketing/favor/coupon-stocks: verify: response signature does not verify", err, 1, true)
       assert.not_matches('signature="[%w+/]+=*"', err)
+      assert.matches("\nquan: < Wechatpay%-Signature: %[redacted%]\n", err)
       -- no secret appears: not the private key, not the APIv3 key
       for line in sh.read(fake.dir .. "/merchant.key.pem"):gmatch("[^\n]+") do
         if not line:find("^%-%-%-%-%-") then assert.is_nil(err:find(line, 1, true)) end
