@@ -274,10 +274,16 @@ static int rawfield(lua_State *L, int idx, const char *k) {
 static const char *const fields[] = {"method", "url", "headers", "body", "timeout",
                                      "connect_timeout", "cafile", "proxy", NULL};
 
+/* RFC 9110 tchar, without locale lookups */
+static int is_tchar(unsigned char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
+  return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
 static int is_token(const char *s) {
   if (*s == '\0') return 0;
   for (; *s; s++)
-    if (!(isalnum((unsigned char)*s) || strchr("!#$%&'*+-.^_`|~", *s))) return 0;
+    if (!is_tchar((unsigned char)*s)) return 0;
   return 1;
 }
 
@@ -377,38 +383,23 @@ static void add_header(lua_State *L, Transfer *t, const char *line) {
   t->headers = l;
 }
 
-/* Does the request carry a header called name (any case)? */
-static int has_header(lua_State *L, int idx, const char *name) {
-  size_t n = strlen(name);
-  int found = 0;
-  if (rawfield(L, idx, "headers") != LUA_TTABLE) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  lua_pushnil(L);
-  while (!found && lua_next(L, -2)) {
-    size_t kl;
-    const char *s = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &kl) : lua_tolstring(L, -1, &kl);
-    if (lua_type(L, -2) == LUA_TSTRING) found = kl == n && strncasecmp(s, name, n) == 0;
-    else found = kl > n && strncasecmp(s, name, n) == 0 && (s[n] == ':' || s[n] == ' ' || s[n] == '\t');
-    lua_pop(L, 1);
-  }
-  if (found) lua_pop(L, 1); /* the key lua_next left */
-  lua_pop(L, 1);
-  return found;
-}
-
 /* Builds the header list of the request at idx into t->headers. */
 static void set_headers(lua_State *L, Transfer *t, int idx, int has_body) {
+  int expect = 0, ctype = 0; /* the request sets these itself */
   if (rawfield(L, idx, "headers") == LUA_TTABLE) {
     lua_pushnil(L);
     while (lua_next(L, -2)) {
+      const char *name;
+      size_t nlen;
       if (lua_type(L, -2) == LUA_TNUMBER) {
         /* "Name: value"; an empty value is written "Name;" for libcurl */
         size_t n;
         const char *line = lua_tolstring(L, -1, &n);
         const char *colon = strchr(line, ':');
         const char *v = colon + 1;
+        name = line;
+        nlen = (size_t)(colon - line);
+        while (nlen > 0 && (line[nlen - 1] == ' ' || line[nlen - 1] == '\t')) nlen--;
         while (*v == ' ' || *v == '\t') v++;
         if (*v == '\0') {
           lua_pushlstring(L, line, (size_t)(colon - line));
@@ -420,20 +411,22 @@ static void set_headers(lua_State *L, Transfer *t, int idx, int has_body) {
           add_header(L, t, line);
         }
       } else {
-        const char *name = lua_tostring(L, -2);
+        name = lua_tolstring(L, -2, &nlen);
         const char *v = lua_tostring(L, -1);
         if (*v == '\0') lua_pushfstring(L, "%s;", name);
         else lua_pushfstring(L, "%s: %s", name, v);
         add_header(L, t, lua_tostring(L, -1));
         lua_pop(L, 1);
       }
+      if (nlen == 6 && strncasecmp(name, "expect", 6) == 0) expect = 1;
+      else if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0) ctype = 1;
       lua_pop(L, 1);
     }
   }
   lua_pop(L, 1);
   /* no "Expect: 100-continue" round trip, no form content type by default */
-  if (!has_header(L, idx, "expect")) add_header(L, t, "Expect:");
-  if (has_body && !has_header(L, idx, "content-type")) add_header(L, t, "Content-Type:");
+  if (!expect) add_header(L, t, "Expect:");
+  if (has_body && !ctype) add_header(L, t, "Content-Type:");
 }
 
 static long ms_field(lua_State *L, int idx, const char *k, long dflt) {
