@@ -156,14 +156,20 @@ static int os_mkdtemp(lua_State *L) {
 /* spawn(argv [, opts]) -> pid | nil, message, errno
  * argv: {"path", "arg1", ...}; the path is looked up on PATH.
  * opts.stdout / opts.stderr: a file path to write to (truncated);
- * opts.stdin: a file path to read from (default: inherited). */
+ * opts.stdin: a file path to read from (default: inherited);
+ * opts.detach = true: the child gets a process group of its own, so a Ctrl-C
+ * at the terminal (SIGINT to the foreground group) does not reach it. */
 static int os_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   int n = (int)luaL_len(L, 1);
   luaL_argcheck(L, n >= 1, 1, "empty argv");
   const char *paths[3] = {NULL, NULL, NULL};
+  int detach = 0;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "detach");
+    detach = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     static const char *names[3] = {"stdin", "stdout", "stderr"};
     for (int i = 0; i < 3; i++) {
       lua_getfield(L, 2, names[i]);
@@ -186,8 +192,15 @@ static int os_spawn(lua_State *L) {
     int flags = i == 0 ? O_RDONLY : O_WRONLY | O_CREAT | O_TRUNC;
     posix_spawn_file_actions_addopen(&fa, i, paths[i], flags, 0644);
   }
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  if (detach) {
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+  }
   pid_t pid;
-  int rc = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+  int rc = posix_spawnp(&pid, argv[0], &fa, &attr, (char *const *)argv, environ);
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
     errno = rc;

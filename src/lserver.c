@@ -107,6 +107,7 @@ static ThreadState *thread_state(Shared *sh) {
   pthread_setspecific(sh->key, ts);
   lua_State *L = quan_newstate();
   if (L == NULL) return NULL;
+  lua_gc(L, LUA_GCGEN, 0, 0); /* requests make short-lived garbage */
   lua_pushcfunction(L, msgh);
   lua_pushcfunction(L, load_handler);
   lua_pushlightuserdata(L, sh);
@@ -292,7 +293,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, res);
   MHD_destroy_response(res);
   lua_settop(L, 0);
-  lua_gc(L, LUA_GCSTEP, 0);
   return ret;
 }
 

@@ -26,6 +26,15 @@ typedef struct Db {
  * as the lock is released, instead of polling SQLite's file lock. Process-wide
  * by nature, so a C global. */
 static pthread_mutex_t writer_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local int writer_depth; /* this thread's holds: nested dbs do not deadlock */
+
+static void writer_enter(void) {
+  if (writer_depth++ == 0) pthread_mutex_lock(&writer_lock);
+}
+
+static void writer_leave(void) {
+  if (--writer_depth == 0) pthread_mutex_unlock(&writer_lock);
+}
 
 typedef struct Stmt {
   sqlite3_stmt *st;
@@ -467,10 +476,10 @@ static int db_transaction(lua_State *L) {
   int nested = !sqlite3_get_autocommit(d->db);
   const char *begin = nested ? "SAVEPOINT quan_tx" : "BEGIN IMMEDIATE";
   int locked = !nested && d->process_lock;
-  if (locked) pthread_mutex_lock(&writer_lock);
+  if (locked) writer_enter();
   int rc = sqlite3_exec(d->db, begin, NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
-    if (locked) pthread_mutex_unlock(&writer_lock);
+    if (locked) writer_leave();
     return raise_db(L, d, rc);
   }
   /* stack: db, fn, args...; results replace fn and args */
@@ -482,7 +491,7 @@ static int db_transaction(lua_State *L) {
     } else if (!sqlite3_get_autocommit(d->db)) {
       sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
     }
-    if (locked) pthread_mutex_unlock(&writer_lock);
+    if (locked) writer_leave();
     return lua_error(L);
   }
   rc = sqlite3_exec(d->db, nested ? "RELEASE quan_tx" : "COMMIT", NULL, NULL, NULL);
@@ -491,10 +500,10 @@ static int db_transaction(lua_State *L) {
     const char *msg = sqlite3_errmsg(d->db);
     lua_pushfstring(L, "sqlite: %s", msg);
     if (!nested && !sqlite3_get_autocommit(d->db)) sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
-    if (locked) pthread_mutex_unlock(&writer_lock);
+    if (locked) writer_leave();
     return lua_error(L);
   }
-  if (locked) pthread_mutex_unlock(&writer_lock);
+  if (locked) writer_leave();
   return lua_gettop(L) - 1;
 }
 
@@ -600,7 +609,16 @@ static void newmeta(lua_State *L, const char *name, const luaL_Reg *methods,
   lua_pop(L, 1);
 }
 
+/* Once per process, before SQLite is used: no global memory statistics,
+ * whose mutex every allocation of every thread would take. */
+static pthread_once_t configured = PTHREAD_ONCE_INIT;
+static void configure(void) {
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  sqlite3_initialize();
+}
+
 int luaopen_quan_sqlite(lua_State *L) {
+  pthread_once(&configured, configure);
   newmeta(L, DB_MT, db_methods, db_close, db_tostring);
   newmeta(L, STMT_MT, stmt_methods, stmt_finalize, stmt_tostring);
   luaL_newlib(L, funcs);

@@ -124,6 +124,24 @@ describe("quan.sqlite", function()
     b:close()
   end)
 
+  it("takes the process-wide writer lock without deadlocking nested databases", function()
+    local dir = sh.tmpdir()
+    local a = assert(sqlite.open(dir .. "/a.db", {process_lock = true}))
+    local b = assert(sqlite.open(dir .. "/b.db", {process_lock = true}))
+    a:exec "CREATE TABLE t (k)"
+    b:exec "CREATE TABLE t (k)"
+    a:transaction(function()
+      a:run("INSERT INTO t VALUES (1)")
+      b:transaction(function() b:run("INSERT INTO t VALUES (2)") end)
+    end)
+    assert.is_false(pcall(a.transaction, a, function() error("x") end))
+    a:transaction(function() a:run("INSERT INTO t VALUES (3)") end) -- the lock was released
+    assert.equal(2, a:first("SELECT count(*) AS n FROM t").n)
+    assert.equal(1, b:first("SELECT count(*) AS n FROM t").n)
+    a:close()
+    b:close()
+  end)
+
   it("prepares statements with bind, step, reset, run and finalize", function()
     local ins = db:prepare("INSERT INTO t (name) VALUES (?)")
     assert.equal(1, ins:run("x"))

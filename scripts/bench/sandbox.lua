@@ -51,12 +51,12 @@ local iso = require("quan.sandbox.util").format_time
 local stock = call("POST", P .. "/coupon-stocks", cjson.encode {
   stock_name = "bench", belong_merchant = h.mchid, available_begin_time = iso(now),
   available_end_time = iso(now + 86400), no_cash = false, stock_type = "NORMAL",
-  stock_use_rule = {max_coupons = 10000000, max_amount = 10000000, max_coupons_per_user = 60,
+  stock_use_rule = {max_coupons = 10000000, max_amount = 20000000, max_coupons_per_user = 60,
     natural_person_limit = false, prevent_api_abuse = false},
-  coupon_use_rule = {fixed_normal_coupon = {coupon_amount = 1, transaction_minimum = 2}},
+  coupon_use_rule = {fixed_normal_coupon = {coupon_amount = 2, transaction_minimum = 3}, coupon_available_time = {}},
   out_request_no = "bench" .. now,
 })
-assert(stock and stock.stock_id, "bench: create stock failed")
+assert(stock and stock.stock_id, "bench: create stock failed: " .. cjson.encode(stock or {}))
 call("POST", P .. "/stocks/" .. stock.stock_id .. "/start", cjson.encode {stock_creator_mchid = h.mchid})
 
 -- the client's signing rate: one thread, RSA-2048, for about a second
@@ -98,8 +98,34 @@ local function cpu(pid)
   return (tonumber(fields[12]) + tonumber(fields[13])) / 100
 end
 
+-- a client thread signing alongside, as a real client does while the sandbox
+-- serves: its rate under the same load
+local signer_code = [[
+local crypto, qos = require "quan.crypto", require "quan.os"
+local key = crypto.generate_rsa(2048)
+local stop, out = arg[1], arg[2]
+local n, t0 = 0, qos.now()
+while true do
+  for _ = 1, 10 do key:sign("POST\n/v3/x\n1700000000\nnonce\nbody\n") end
+  n = n + 10
+  local f = io.open(stop)
+  if f then f:close() break end
+end
+local f = io.open(out, "w")
+f:write(n / (qos.now() - t0))
+f:close()
+]]
+local signer_file = work .. "/signer.lua"
+do
+  local f = io.open(signer_file, "w")
+  f:write(signer_code)
+  f:close()
+end
+
 local pids = {}
 local cpu0 = cpu(h.pid)
+local signer = assert(qos.spawn({qos.exe(), signer_file, work .. "/stop", work .. "/signed"}))
+qos.sleep(0.3) -- its key is made before the timed part
 local t1 = qos.now()
 for c = 1, clients do
   pids[c] = assert(qos.spawn({"curl", "-K", work .. "/client" .. c}, {stdout = work .. "/out" .. c}))
@@ -107,6 +133,9 @@ end
 for c = 1, clients do qos.wait(pids[c]) end
 local elapsed = qos.now() - t1
 local cpu_used = cpu(h.pid) - cpu0
+io.open(work .. "/stop", "w"):close()
+qos.wait(signer)
+local concurrent_sign_rate = tonumber(io.open(work .. "/signed"):read("a"))
 
 local ok, other = 0, {}
 for c = 1, clients do
@@ -122,6 +151,8 @@ local rps = ok / elapsed
 print(("sandbox.rps: %.0f req/s"):format(rps))
 print(("client.sign_per_sec: %.0f sign/s"):format(sign_rate))
 print(("sandbox.ratio: %.2f"):format(rps / sign_rate))
+print(("client.sign_per_sec_concurrent: %.0f sign/s"):format(concurrent_sign_rate))
+print(("sandbox.ratio_concurrent: %.2f"):format(rps / concurrent_sign_rate))
 -- the same comparison in CPU time, which the load of other processes on a
 -- shared machine does not distort: requests served per CPU-second of the
 -- sandbox against signatures per CPU-second of one client thread

@@ -75,8 +75,8 @@ function M.main(args)
     return err and 2 or 0
   end
   local host, port = o.listen:match("^([%d%.]+):(%d+)$")
-  if not host then
-    io.stderr:write("quan sandbox: --listen wants 127.0.0.1:PORT\n")
+  if not host or not host:match("^127%.%d+%.%d+%.%d+$") then
+    io.stderr:write("quan sandbox: --listen wants a loopback address and port, like 127.0.0.1:0\n")
     return 2
   end
   local faults, ferr = util.parse_faults(o.faults)
@@ -187,7 +187,7 @@ function M.start(opts)
     argv[#argv + 1] = "--faults"
     argv[#argv + 1] = opts.faults
   end
-  local pid, err = qos.spawn(argv, {stdout = "/dev/null", stderr = dir .. "/sandbox.log"})
+  local pid, err = qos.spawn(argv, {stdout = "/dev/null", stderr = dir .. "/sandbox.log", detach = true})
   if not pid then
     if temporary then rm_rf(dir) end
     return nil, "sandbox: cannot start: " .. tostring(err)

@@ -37,8 +37,8 @@ CREATE TABLE IF NOT EXISTS stocks (
   UNIQUE (creator_mchid, out_request_no)
 );
 CREATE TABLE IF NOT EXISTS coupons (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  coupon_id TEXT UNIQUE,
+  seq INTEGER PRIMARY KEY,   -- coupon_id = 98000000000 + seq
+  coupon_id TEXT NOT NULL,
   stock_id TEXT NOT NULL,
   openid TEXT NOT NULL,
   appid TEXT NOT NULL,
@@ -88,12 +88,10 @@ end
 -- within the window. Old nonces are pruned now and then.
 local seen = 0
 function M.remember_nonce(db, mchid, nonce, now)
-  return db:transaction(function()
-    local changes = db:run("INSERT OR IGNORE INTO nonces (mchid, nonce, ts) VALUES (?, ?, ?)", mchid, nonce, now)
-    seen = seen + 1
-    if seen % 500 == 0 then db:run("DELETE FROM nonces WHERE ts < ?", now - 900) end
-    return changes == 1
-  end)
+  local changes = db:run("INSERT OR IGNORE INTO nonces (mchid, nonce, ts) VALUES (?, ?, ?)", mchid, nonce, now)
+  seen = seen + 1
+  if seen % 500 == 0 then db:run("DELETE FROM nonces WHERE ts < ?", now - 900) end
+  return changes == 1
 end
 
 local function fail(status, code, message, field, value)
@@ -423,6 +421,8 @@ local function coupon_status(c, s, now)
   return c.status
 end
 
+local COUPON_BASE = 98000000000
+
 -- send_coupon(db, ctx, openid, body) -> {coupon_id}
 function M.send_coupon(db, ctx, openid, b)
   local stock_id, err = need_string(b, "stock_id", "stock_id", 20); if not stock_id then return nil, err end
@@ -485,10 +485,11 @@ function M.send_coupon(db, ctx, openid, b)
     if mine >= s.max_per_user then
       return fail(403, "REQUEST_BLOCKED", "the user has reached max_coupons_per_user", "openid", openid)
     end
-    local _, seq = db:run([[INSERT INTO coupons (stock_id, openid, appid, sender_mchid, out_request_no, amount, minimum, day,
-      create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)]], stock_id, openid, appid, ctx.mchid, out_no, amount, minimum, day, ctx.now)
-    local coupon_id = tostring(98000000000 + seq)
-    db:run("UPDATE coupons SET coupon_id = ? WHERE seq = ?", coupon_id, seq)
+    local seq = db:first("SELECT coalesce(max(seq), 0) + 1 AS n FROM coupons").n
+    local coupon_id = tostring(COUPON_BASE + seq)
+    db:run([[INSERT INTO coupons (seq, coupon_id, stock_id, openid, appid, sender_mchid, out_request_no, amount, minimum, day,
+      create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]], seq, coupon_id, stock_id, openid, appid, ctx.mchid, out_no, amount,
+      minimum, day, ctx.now)
     db:run("UPDATE stocks SET distributed = distributed + 1, sent_amount = sent_amount + ? WHERE stock_id = ?", amount, stock_id)
     return {coupon_id = coupon_id}
   end)
@@ -498,7 +499,8 @@ end
 function M.get_coupon(db, ctx, openid, coupon_id, q)
   local appid, err = need_string(q, "appid", "appid"); if not appid then return nil, err end
   if appid ~= ctx.appid then return fail(400, "APPID_MCHID_NOT_MATCH", "appid is not bound to the calling mchid", "appid", appid) end
-  local c = db:first("SELECT * FROM coupons WHERE coupon_id = ? AND openid = ?", coupon_id, openid)
+  local seq = coupon_id:match("^%d+$") and math.tointeger(tonumber(coupon_id) - COUPON_BASE)
+  local c = seq and db:first("SELECT * FROM coupons WHERE seq = ? AND openid = ?", seq, openid)
   if not c then return fail(404, "RESOURCE_NOT_EXISTS", "coupon does not exist", "coupon_id", coupon_id) end
   local s = stock_row(db, c.stock_id)
   local j = coupon_json(c, s)

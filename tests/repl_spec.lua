@@ -1,0 +1,436 @@
+-- The REPL, driven through a pseudo-terminal (tmux): line editing, Tab
+-- completion, pretty printing, help, errors, Ctrl-C, history.
+local sh = require "tests.support.sh"
+local tmux = require "tests.support.tmux"
+
+local q = sh.quan
+local PROMPT = "quan[sandbox]> "
+
+local function have(mod)
+  return package.preload[mod] ~= nil or pcall(require, mod)
+end
+
+local has_schema = have("wechatpay.favor.schema")
+local has_client = have("wechatpay") and have("quan.sandbox") and have("quan.http") and have("quan.crypto")
+
+-- repl([env]) -> a session at its first prompt, HOME a fresh directory
+local function repl(env, home)
+  home = home or sh.tmpdir()
+  local e = { HOME = home, NO_COLOR = "1" }
+  for k, v in pairs(env or {}) do e[k] = v end
+  local unset = {}
+  for _, k in ipairs { "XDG_STATE_HOME", "QUAN_PROFILE", "QUAN_CONFIG", "QUAN_SANDBOX" } do
+    if e[k] == nil then unset[#unset + 1] = "-u " .. k end
+  end
+  local s = tmux.start("env " .. table.concat(unset, " ") .. " " .. q, { env = e })
+  s.home = home
+  s:wait_for(PROMPT)
+  return s
+end
+
+describe("the REPL on a terminal", function()
+  it("prints the values of an expression line, and =expr", function()
+    local s = repl()
+    s:line("1 + 2, 'x'")
+    assert.matches('\n3%s+"x"\n', s:wait_for('"x"\n'))
+    s:line("=6 * 7")
+    s:wait_for("\n42")
+    s:close()
+  end)
+
+  it("continues an incomplete chunk with the >> prompt (a multi-line function)", function()
+    local s = repl()
+    s:line("function twice(a)")
+    s:wait_for(">> ")
+    s:line("  return a * 2")
+    s:line("end")
+    s:line("twice(21)")
+    local screen = s:wait_for("\n42")
+    assert.matches(">>   return a %* 2\n>> end", screen)
+    s:close()
+  end)
+
+  it("honours _PROMPT and _PROMPT2", function()
+    local s = repl()
+    s:line("_PROMPT = 'mine> '; _PROMPT2 = 'more> '")
+    s:wait_for("mine> ")
+    s:line("do")
+    s:wait_for("more> ")
+    s:line("end")
+    s:wait_for("mine> ", nil, nil, 2)
+    s:close()
+  end)
+
+  it("pretty-prints a table: sorted keys, nested indent, inline short arrays, cycles", function()
+    local s = repl()
+    s:line("t = {zeta = 1, alpha = {1, 2, 3}, name = '满100减10', nested = {b = true, a = 'x'}}")
+    s:line("t.self = t")
+    s:line("t")
+    local screen = s:wait_for("self   = <table 1>")
+    assert.truthy(screen:find([[
+<1>{
+  alpha  = { 1, 2, 3 },
+  name   = "满100减10",
+  nested = {
+    a = "x",
+    b = true
+  },
+  self   = <table 1>,
+  zeta   = 1
+}]], 1, true), screen)
+    s:close()
+  end)
+
+  it("uses colour on a terminal unless NO_COLOR is set", function()
+    local s = repl({ NO_COLOR = "" })
+    s:line("'green'")
+    local screen = s:wait_for("green\"", nil, true)
+    assert.truthy(screen:find("\27[32m\"green\"", 1, true), screen)
+    s:close()
+  end)
+
+  it("prints an error once and goes on", function()
+    local s = repl()
+    s:line("error('boom')")
+    s:wait_for("error: stdin:1: boom")
+    s:line("error({kind = 'http', status = 400, code = 'PARAM_ERROR', message = 'bad stock', request_id = 'RID-1'})")
+    s:wait_for("request id: RID-1")
+    s:line("nil + 1")
+    s:wait_for("attempt to perform arithmetic")
+    s:line("40 + 2")
+    local screen = s:wait_for("\n42")
+    assert.equal(1, select(2, screen:gsub("boom", "")) - 1) -- the typed line and one report
+    assert.matches("error %(http 400%): PARAM_ERROR: bad stock", screen)
+    assert.is_false(s:dead())
+    s:close()
+  end)
+
+  it("cancels the line being typed on Ctrl-C and stays", function()
+    local s = repl()
+    s:type("this is not lua")
+    s:keys("C-c")
+    s:wait_for("^C")
+    s:line("1 + 1")
+    local screen = s:wait_for("\n2")
+    assert.falsy(screen:find("syntax error", 1, true), screen)
+    s:close()
+  end)
+
+  it("interrupts a running call on Ctrl-C, any number of times", function()
+    local s = repl()
+    for i = 1, 2 do
+      s:line("while true do end")
+      s:wait_for("while true do end", nil, nil, i)
+      os.execute("sleep 0.3")
+      s:keys("C-c")
+      s:wait_for("interrupted!", nil, nil, i)
+    end
+    s:line("'still here'")
+    s:wait_for('"still here"')
+    s:close()
+  end)
+
+  it("leaves on Ctrl-D", function()
+    local s = repl()
+    s:keys("C-d")
+    assert.is_true(s:wait_dead())
+    s:close()
+  end)
+
+  it("keeps history across sessions in the state dir", function()
+    local s = repl()
+    s:line("history_marker = 4242")
+    s:line("history_marker + 1")
+    s:wait_for("4243")
+    s:line("function hf()")
+    s:line("  return 7 end")
+    s:wait_for(PROMPT, nil, nil, 4)
+    s:keys("C-d")
+    assert.is_true(s:wait_dead())
+    s:close()
+    local file = s.home .. "/.local/state/quan/history"
+    -- libedit's format: a header line, then one entry a line, vis(3)-encoded
+    local text = sh.read(file):gsub("\\040", " ")
+    assert.truthy(text:find("history_marker = 4242", 1, true), text)
+    local s2 = repl(nil, s.home)
+    s2:keys("Up")
+    s2:wait_for(PROMPT .. "function hf() return 7 end") -- a multi-line chunk, as one line
+    s2:keys("Up", "Up")
+    s2:wait_for(PROMPT .. "history_marker = 4242")
+    s2:keys("Enter")
+    s2:line("history_marker")
+    s2:wait_for("\n4242")
+    s2:close()
+  end)
+
+  it("honours XDG_STATE_HOME for the history file", function()
+    local home = sh.tmpdir()
+    local s = tmux.start("env -u QUAN_PROFILE " .. q,
+      { env = { HOME = home, XDG_STATE_HOME = home .. "/st", NO_COLOR = "1" } })
+    s:wait_for(PROMPT)
+    s:line("'xdg'")
+    s:wait_for('"xdg"')
+    s:keys("C-d")
+    assert.is_true(s:wait_dead())
+    s:close()
+    assert.truthy(sh.read(home .. "/st/quan/history"):find("'xdg'", 1, true))
+  end)
+
+  it("completes globals and table fields on Tab", function()
+    local s = repl()
+    s:type("string.for")
+    s:keys("Tab")
+    s:wait_for(PROMPT .. "string.format")
+    s:keys("C-u")
+    s:line("mytab = setmetatable({}, {__index = {inherited_field = 1}})")
+    s:wait_for(PROMPT, nil, nil, 2)
+    s:type("mytab.inh")
+    s:keys("Tab")
+    s:wait_for(PROMPT .. "mytab.inherited_field")
+    s:close()
+  end)
+
+  describe("with the endpoint schemas", function()
+    local it_ = has_schema and it or pending
+    local why = has_schema and "" or " (pending: wechatpay.favor.schema has not landed)"
+
+    it_("completes an API path segment of wx" .. why, function()
+      local s = repl()
+      s:type("wx.v3.marketing.favor.cou")
+      s:keys("Tab")
+      s:wait_for(PROMPT .. "wx.v3.marketing.favor.couponStocks")
+      s:type(":po")
+      s:keys("Tab")
+      s:wait_for("couponStocks:post") -- the common prefix of post, postAsync
+      s:keys("Tab")
+      s:wait_for("postAsync") -- a second Tab lists both
+      s:close()
+    end)
+
+    it_("completes the field names of a request body" .. why, function()
+      local s = repl()
+      s:type("wx.v3.marketing.favor.couponStocks:post{json={stock_na")
+      s:keys("Tab")
+      s:wait_for("{json={stock_name")
+      s:type("='x', stock_use_rule={max_coupons_p")
+      s:keys("Tab")
+      s:wait_for("max_coupons_per_user")
+      s:close()
+    end)
+
+    it_("shows help for the create-stock endpoint" .. why, function()
+      local s = repl()
+      s:line("help('/v3/marketing/favor/coupon-stocks')")
+      local screen = s:wait_for("POST /v3/marketing/favor/coupon-stocks")
+      s:wait_for("transaction_minimum")
+      screen = s:screen()
+      assert.matches("\n  stock_name%s+string%s+required%s+批次名称", screen)
+      assert.matches("\n    max_coupons%s+integer%s+required%s+发放总上限", screen)
+      assert.matches("批次类型  NORMAL | DISCOUNT", screen, 1, true)
+      s:close()
+    end)
+  end)
+
+  describe("with the client and the sandbox", function()
+    local ready = has_client and has_schema
+    local it_ = ready and it or pending
+    local why = ready and "" or " (pending: client/sandbox have not landed)"
+    local qos = require "quan.os"
+    local sandboxes = {}
+
+    -- sandbox([faults]) -> config path of a sandbox run by this process (not
+    -- by the REPL, so the terminal's Ctrl-C does not reach it)
+    local function sandbox(faults)
+      local key = faults or "none"
+      if sandboxes[key] then return sandboxes[key].config end
+      local dir = sh.tmpdir()
+      local argv = { q, "sandbox", "--state", dir .. "/sb", "--listen", "127.0.0.1:0",
+                     "--ready-file", dir .. "/ready" }
+      if faults then argv[#argv + 1] = "--faults"; argv[#argv + 1] = faults end
+      local pid = assert(qos.spawn(argv, { stdout = "/dev/null", stderr = dir .. "/log" }))
+      local deadline = qos.now() + 60
+      while not io.open(dir .. "/ready") do
+        assert(qos.now() < deadline, "sandbox did not start")
+        assert(not qos.wait(pid, true), "sandbox exited")
+        qos.sleep(0.05)
+      end
+      sandboxes[key] = { pid = pid, config = dir .. "/sb/config.lua" }
+      return sandboxes[key].config
+    end
+
+    teardown(function()
+      for _, sb in pairs(sandboxes) do qos.kill(sb.pid, "TERM") qos.wait(sb.pid) end
+    end)
+
+    local LIST = "wx.v3.marketing.favor.stocks:get{query={offset=0,limit=5,stock_creator_mchid=wx.mchid}}"
+
+    it_("prints a sandbox response: status, request id, JSON body" .. why, function()
+      local s = repl({ QUAN_CONFIG = sandbox() })
+      s:line(LIST)
+      local screen = s:wait_for("total_count", 30)
+      assert.matches("\nHTTP 200  request id %S+\n{\n  data%s+= {},\n  limit%s+= 5,", screen)
+      s:close()
+    end)
+
+    it_("prints an API error once with its code and request id, and goes on" .. why, function()
+      local s = repl({ QUAN_CONFIG = sandbox() })
+      s:line("wx.v3.marketing.favor.stocks._stock_id_:get{stock_id='404404', query={stock_creator_mchid=wx.mchid}}")
+      local screen = s:wait_for("request id: ", 30)
+      assert.matches("error %(http 404%): [A-Z_]+", screen)
+      s:line("'after'")
+      s:wait_for('"after"')
+      s:close()
+    end)
+
+    it_("prints a promise as its resolved value, and await(p)" .. why, function()
+      local s = repl({ QUAN_CONFIG = sandbox() })
+      s:line(LIST:gsub(":get{", ":getAsync{"))
+      s:wait_for("HTTP 200", 30)
+      s:line("p = " .. LIST:gsub(":get{", ":getAsync{"))
+      s:line("await(p).json.limit")
+      s:wait_for("\n5\n")
+      s:close()
+    end)
+
+    it_("shows help of wx.v3.marketing.favor.couponStocks" .. why, function()
+      local s = repl({ QUAN_CONFIG = sandbox() })
+      s:line("help(wx.v3.marketing.favor.couponStocks)")
+      s:wait_for("POST /v3/marketing/favor/coupon-stocks", 30)
+      local screen = s:wait_for("transaction_minimum")
+      assert.matches("\n  stock_name%s+string%s+required%s+批次名称", screen)
+      s:close()
+    end)
+
+    it_("completes through a variable holding an API node" .. why, function()
+      local s = repl({ QUAN_CONFIG = sandbox() })
+      s:line("fav = wx.v3.marketing.favor")
+      s:wait_for(PROMPT, 30, nil, 2) -- wx is made: typing ahead of the prompt is not editing
+      s:type("fav.couponSt")
+      s:keys("Tab")
+      s:wait_for(PROMPT .. "fav.couponStocks")
+      s:keys("C-u")
+      s:type("wx:req")
+      s:keys("Tab")
+      s:wait_for(PROMPT .. "wx:request")
+      s:close()
+    end)
+
+    it_("cancels a slow sandbox request on Ctrl-C and stays usable" .. why, function()
+      local s = repl({ QUAN_CONFIG = sandbox("latency=3s"), QUAN_DEBUG = "1" })
+      s:line(LIST)
+      s:wait_for("quan: > GET https://", 30) -- the request is on its way
+      s:keys("C-c")
+      s:wait_for("interrupted!")
+      s:line(LIST)
+      s:wait_for("HTTP 200", 30)
+      s:close()
+    end)
+
+    it_("keeps its private sandbox through a Ctrl-C at the terminal" .. why, function()
+      local s = repl() -- no profile configured: wx starts a private sandbox
+      s:line(LIST)
+      s:wait_for("HTTP 200", 60)
+      s:type("'cancelled line'")
+      s:keys("C-c") -- SIGINT to the terminal's foreground process group
+      s:wait_for("^C")
+      s:line(LIST)
+      s:line("'after'")
+      local screen = s:wait_for('"after"', 30)
+      local _, answers = screen:gsub("HTTP 200", "")
+      assert.equal(2, answers)
+      assert.not_matches("connect", screen)
+      s:close()
+    end)
+  end)
+end)
+
+describe("the REPL off a terminal", function()
+  it("names the active profile in the prompt without building a client", function()
+    local home = sh.tmpdir()
+    os.execute("mkdir -p " .. home .. "/.config/quan")
+    sh.write(home .. "/.config/quan/config.lua",
+      'return { default = "staging", profiles = { staging = {}, prod = {} } }')
+    local base = "env -u QUAN_CONFIG -u QUAN_SANDBOX -u QUAN_PROFILE HOME=" .. home
+    local out, err = sh.run("cd /tmp && echo 'type(rawget(_G, \"wx\"))' | " .. base .. " " .. q .. " -i")
+    assert.matches("quan%[staging%]> \"nil\"", out)
+    assert.equal("", err)
+    out = sh.run("cd /tmp && echo | " .. base .. " QUAN_PROFILE=prod " .. q .. " -i")
+    assert.matches("quan%[prod%]> ", out)
+    out = sh.run("cd /tmp && echo | " .. base .. " QUAN_SANDBOX=1 " .. q .. " -i")
+    assert.matches("quan%[sandbox%]> ", out)
+    out = sh.run("cd /tmp && echo | env -u QUAN_CONFIG -u QUAN_SANDBOX -u QUAN_PROFILE HOME=" .. sh.tmpdir() .. " " .. q .. " -i")
+    assert.matches("quan%[sandbox%]> ", out)
+  end)
+
+  it("runs as `quan repl` too", function()
+    local out, _, code = sh.run("printf '=1+1\\n' | " .. q .. " repl")
+    assert.matches("> 2\n", out)
+    assert.equal(0, code)
+  end)
+
+  it("reads piped lines with io.read", function()
+    local out = sh.run("printf '1+1\\nfunction f()\\nreturn 3 end\\nf()\\n' | " .. q .. " -i 2>&1")
+    assert.matches("\n?[^\n]*2\n", out)
+    assert.matches("3\n", out)
+  end)
+end)
+
+describe("docs/repl.md", function()
+  local md = require "tests.support.mdexamples"
+  for i, b in ipairs(md.blocks("docs/repl.md")) do
+    it("runs lua example " .. i .. " (line " .. b.line .. ")", function()
+      md.run("docs/repl.md", i)
+    end)
+  end
+end)
+
+describe("quan.edit arguments", function()
+  local edit = require "quan.edit"
+  it("raises on bad arguments", function()
+    assert.has_error(function() edit.set_completer(42) end)
+    assert.has_error(function() edit.add_history({}) end)
+    assert.has_error(function() edit.xpcall(print, 1) end)
+  end)
+  it("xpcall returns like xpcall", function()
+    assert.same({ true, 1, 2 }, { edit.xpcall(function(a) return a, 2 end, debug.traceback, 1) })
+    local ok, e = edit.xpcall(function() error({ code = 1 }) end, function(x) return x end)
+    assert.is_false(ok)
+    assert.same({ code = 1 }, e)
+  end)
+  it("reports a missing history file as nil, message, code", function()
+    local ok, msg, code = edit.load_history("/nonexistent/quan/history")
+    assert.is_nil(ok)
+    assert.matches("load history /nonexistent/quan/history", msg)
+    assert.equal("noent", code)
+  end)
+end)
+
+describe("quan.repl and quan.pretty", function()
+  local pretty = require "quan.pretty"
+  it("formats mixed tables: the sequence first, then sorted keys", function()
+    assert.equal("{\n  1,\n  2,\n  [10] = 5,\n  x    = 3.0\n}", pretty.format({ 1, 2, x = 3.0, [10] = 5 }))
+  end)
+  it("measures display width: wide CJK 2, combining 0, colour codes 0", function()
+    for _, case in ipairs {
+      { "abc", 3 }, { "满减", 4 }, { "ｆｕｌｌ", 8 }, { "e\u{301}", 1 }, { "\27[32mab\27[0m", 2 }, { "한글", 4 },
+    } do
+      assert.equal(case[2], pretty.width(case[1]), case[1])
+    end
+  end)
+  it("marks a table met twice without a cycle too", function()
+    local shared = { 1 }
+    assert.equal("{\n  a = <1>{ 1 },\n  b = <table 1>\n}", pretty.format({ a = shared, b = shared }))
+  end)
+  it("prints json.null as null and limits depth", function()
+    local cjson = require "cjson"
+    assert.equal("{ null }", pretty.format({ cjson.null }))
+    assert.equal("{\n  a = {...}\n}", pretty.format({ a = { b = 1 } }, { depth = 1 }))
+  end)
+
+  it("add no globals when required", function()
+    local before = {}
+    for k in pairs(_G) do before[k] = true end
+    require "quan.repl"; require "quan.pretty"; require "quan.repl.complete"; require "quan.repl.help"
+    for k in pairs(_G) do assert.is_true(before[k], "new global " .. tostring(k)) end
+  end)
+end)
