@@ -327,7 +327,8 @@ local function prepare(wx, method, tpl, opts, raw)
   for k in pairs(opts) do
     if not OPTIONS[k] and not vars[k] then usage("unknown option '" .. tostring(k) .. "'") end
   end
-  local path = raw and raw:gsub("%?.*", "") or st.prefix .. "/" .. chain.expand(tpl, opts)
+  local path = raw and raw:gsub("%?.*", "")
+    or st.prefix .. "/" .. (next(vars) == nil and tpl or chain.expand(tpl, opts))
   local target = raw or path
   local q = ""
   if opts.query ~= nil then
@@ -364,12 +365,24 @@ local function prepare(wx, method, tpl, opts, raw)
     usage("option 'timeout' must be a positive number of seconds")
   end
   if opts.validate ~= nil and type(opts.validate) ~= "boolean" then usage("option 'validate' must be a boolean") end
-  local headers, index = {}, {}
-  add_header(headers, index, "Accept", "application/json")
-  add_header(headers, index, "Content-Type", ctype)
-  add_header(headers, index, "User-Agent", M.USER_AGENT)
-  add_header(headers, index, "Wechatpay-Serial", st.accept)
-  if opts.headers ~= nil then
+  local headers, index
+  if opts.headers == nil then
+    -- the common case: the four fixed lines, as add_header would write them
+    local fixed = st.fixed
+    if fixed == nil or fixed.ua ~= M.USER_AGENT then
+      fixed = { ua = M.USER_AGENT, ua_line = "User-Agent: " .. M.USER_AGENT,
+        serial_line = "Wechatpay-Serial: " .. st.accept }
+      st.fixed = fixed
+    end
+    headers = { "Accept: application/json",
+      ctype == "application/json" and "Content-Type: application/json" or "Content-Type: " .. ctype,
+      fixed.ua_line, fixed.serial_line }
+  else
+    headers, index = {}, {}
+    add_header(headers, index, "Accept", "application/json")
+    add_header(headers, index, "Content-Type", ctype)
+    add_header(headers, index, "User-Agent", M.USER_AGENT)
+    add_header(headers, index, "Wechatpay-Serial", st.accept)
     if type(opts.headers) ~= "table" then usage("option 'headers' must be a table") end
     local names = {}
     for k in pairs(opts.headers) do
@@ -398,7 +411,8 @@ local function prepare(wx, method, tpl, opts, raw)
   local nonce = crypto.nonce(32)
   local message = sign.message(method, target, timestamp, nonce, signed)
   local auth = sign.authorization(wx.mchid, wx.serial, timestamp, nonce, st.key:sign(message))
-  add_header(headers, index, "Authorization", auth)
+  -- opts.headers may not name Authorization: it is always a new last line
+  headers[#headers + 1] = "Authorization: " .. auth
   return {
     method = method, url = st.origin .. target, path = target, target = target,
     template = "/" .. tpl, headers = headers, body = body or "", string_to_sign = message,
@@ -409,6 +423,14 @@ end
 
 local function header(h, name)
   return h[name:lower()] or h[name]
+end
+
+-- request_id(h) -> the Request-ID header (quan.http keys are lower case;
+-- a before_send hook's fake response may use any case)
+local function request_id_of(h)
+  local v = h["request-id"]
+  if v == nil then v = header(h, "Request-ID") end
+  return v
 end
 
 -- decode_result(p, res) -> result table
@@ -428,7 +450,7 @@ end
 -- finish(wx, p, res, check) -> result | nil, err
 local function finish(wx, p, res, check)
   local h = res.headers or {}
-  local request_id = header(h, "Request-ID")
+  local request_id = request_id_of(h)
   local status = res.status
   if type(status) ~= "number" then
     return nil, errors.new { kind = "http", code = "bad_response", message = p.context .. ": response without a status" }
@@ -479,9 +501,10 @@ local function perform(wx, p)
     local fake = hook(p)
     if type(fake) == "table" then return finish(wx, p, fake, false) end
   end
-  if st.verbose then trace.request(p) end
+  local verbose = st.verbose
+  if verbose then trace.request(p) end
   local qos = need("quan.os")
-  local t0 = qos.now()
+  local t0 = verbose and qos.now()
   local res, msg, code = need("quan.async").request {
     method = p.method, url = p.url, headers = p.headers, body = p.body,
     timeout = p.timeout, cafile = st.ca_file, proxy = st.proxy,
@@ -494,15 +517,24 @@ local function perform(wx, p)
     if st.verbose then trace.failure(p, err) end
     return nil, err
   end
-  if st.verbose then trace.response(p, res, qos.now() - t0) end
+  if verbose then trace.response(p, res, qos.now() - t0) end
   local r, err = finish(wx, p, res, true)
   if not r and st.verbose and err.kind == "verify" then trace.failure(p, err) end
   return r, err
 end
 
+-- prepared(level, wx, method, tpl, opts) -> prepare's results; a usage
+-- error re-raised as errors.call would (the context string is built only
+-- on that path)
+local function prepared(level, wx, method, tpl, opts)
+  local ok, p, err = pcall(prepare, wx, method, tpl, opts)
+  if ok then return p, err end
+  errors.call(level + 1, context(method, "/" .. tpl) .. ": ", error, p, 0)
+end
+
 -- run(wx, method, tpl, opts, level) -> result | nil, err
 local function run(wx, method, tpl, opts, level)
-  local p, err = errors.call(level + 1, context(method, "/" .. tpl) .. ": ", prepare, wx, method, tpl, opts)
+  local p, err = prepared(level + 1, wx, method, tpl, opts)
   if not p then return nil, err end
   return perform(wx, p)
 end
@@ -510,7 +542,7 @@ end
 -- promise(...) -> a quan.async task (a promise) settled with the result, or
 -- rejected with the error table
 local function promise(wx, method, tpl, opts, level)
-  local p, err = errors.call(level + 1, context(method, "/" .. tpl) .. ": ", prepare, wx, method, tpl, opts)
+  local p, err = prepared(level + 1, wx, method, tpl, opts)
   local async = need("quan.async")
   if not p then return async.rejected(err) end
   return async.spawn(function()
