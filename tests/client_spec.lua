@@ -497,6 +497,21 @@ describe_live("wechatpay client against the stand-in server", function()
     end)
   end)
 
+  describe("the API tree", function()
+    it("keeps property-chain nodes but not array-style paths or ids", function()
+      local a = wx.v3.marketing.favor.couponStocks
+      assert.equal(a, wx.v3.marketing.favor.couponStocks)
+      for i = 1, 50 do
+        local n = wx["v3/marketing/favor/stocks/" .. i]
+        assert.equal("wechatpay.node /v3/marketing/favor/stocks/" .. i, tostring(n))
+        assert.equal(tostring(n), tostring(wx.v3.marketing.favor.stocks[tostring(i)]))
+      end
+      assert.is_nil(rawget(wx, "v3/marketing/favor/stocks/7"))
+      assert.is_nil(rawget(wx.v3.marketing.favor.stocks, "7"))
+      assert.is_not_nil(rawget(wx, "v3"))
+    end)
+  end)
+
   describe("the six forms of the seed", function()
     local function check(res, no)
       assert.equal(200, res.status)
