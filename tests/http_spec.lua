@@ -148,6 +148,26 @@ describe("quan.http", function()
       fresh:stop()
       assert(ok, err)
     end)
+
+    it("keeps a burst's connections through sequential use for the next burst", function()
+      local fresh = https.start(pki.cert, pki.key)
+      local ok, err = pcall(function()
+        local function burst()
+          local m, opened = http.multi(), 0
+          for _ = 1, 12 do m:add { url = fresh:url("/slow?ms=300"), cafile = pki.ca } end
+          while m:pending() > 0 do
+            for _, c in ipairs(m:perform(5)) do opened = opened + assert(c.res, c.err).connects end
+          end
+          m:close()
+          return opened
+        end
+        assert.equal(12, burst())
+        for _ = 1, 6 do assert.equal(0, assert(http.request { url = fresh:url("/echo"), cafile = pki.ca }).connects) end
+        assert.equal(0, burst())
+      end)
+      fresh:stop()
+      assert(ok, err)
+    end)
   end)
 
   describe("transport failures", function()
