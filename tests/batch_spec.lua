@@ -734,6 +734,24 @@ describe_e2e("quan.batch through the sandbox", function()
   end)
 end)
 
+describe("scripts/examples/send-coupons.lua", function()
+  it("explains its usage and refuses bad arguments with exit 2", function()
+    local out, _, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua --help")
+    assert.equal(0, code)
+    assert.matches("usage: quan run send%-coupons.lua", out)
+    local _, err
+    _, err, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua onlyone")
+    assert.equal(batch.exit.cannot_start, code)
+    assert.matches("expected STOCK_ID USERS.csv %[JOURNAL%]", err)
+    _, err, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua --rate x S u.csv")
+    assert.equal(batch.exit.cannot_start, code)
+    assert.matches("%-%-rate wants a positive number", err)
+    _, err, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua --bogus S u.csv")
+    assert.equal(batch.exit.cannot_start, code)
+    assert.matches("unknown option %-%-bogus", err)
+  end)
+end)
+
 describe("docs/batches.md", function()
   local md = require "tests.support.mdexamples"
   local run = have_stack and it or pending

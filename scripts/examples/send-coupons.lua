@@ -22,10 +22,11 @@ local batch = require "quan.batch"
 local coupons = require "quan.batch.coupons"
 local wechatpay = require "wechatpay"
 
+local USAGE = "usage: quan run send-coupons.lua [--concurrency N] [--rate N] [--attempts N] [--key COLUMN]\n" ..
+  "         [--batch-id ID] [--export FILE] [--log-format F] [--no-preflight] STOCK_ID USERS.csv [JOURNAL]\n"
+
 local function usage(msg)
-  io.stderr:write("send-coupons: ", msg, "\n",
-    "usage: quan run send-coupons.lua [--concurrency N] [--rate N] [--attempts N] [--key COLUMN]\n",
-    "         [--batch-id ID] [--export FILE] [--log-format F] [--no-preflight] STOCK_ID USERS.csv [JOURNAL]\n")
+  io.stderr:write("send-coupons: ", msg, "\n", USAGE)
   os.exit(batch.exit.cannot_start)
 end
 
@@ -37,7 +38,10 @@ while i <= #args do
   local a = args[i]
   local name, value = a:match("^%-%-([%w-]+)=(.*)$")
   name = name or a:match("^%-%-([%w-]+)$")
-  if name == "no-preflight" then
+  if name == "help" then
+    io.stdout:write(USAGE, "exit codes and a cron recipe: docs/batches.md\n")
+    os.exit(0)
+  elseif name == "no-preflight" then
     opts.preflight = false
   elseif name then
     if value == nil then
