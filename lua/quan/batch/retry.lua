@@ -86,8 +86,8 @@ function M.classify(res, err)
   code = code or ("HTTP_" .. status)
   -- a replayed request (same nonce): a copy reached the server before, and
   -- its answer was lost. Unknown outcome: a new try (new nonce, same
-  -- out_request_no) settles it. libcurl resends a request by itself when a
-  -- kept-alive connection dies before the answer.
+  -- out_request_no) settles it. quan.http never resends a request with a
+  -- body (docs/http.md), but libcurl may resend a GET, and a proxy may too.
   if status == 401 and is_replay(api_message) then return "retry", "REPLAYED_NONCE", message end
   if M.stop_codes[code] or status == 401 then return "stop", code, message end
   if code == "INVALID_REQUEST" and mentions_stock_state(api_message) then
