@@ -34,7 +34,8 @@ describe("docs", function()
     for f in io.popen("ls docs/*.md"):lines() do pages[#pages + 1] = f end
     for _, page in ipairs(pages) do
       local dir = page:match("^(.*)/") or "."
-      for target in sh.read(page):gmatch("%]%(([^)#:]+)[#)]") do
+      local text = sh.read(page):gsub("```.-```", ""):gsub("`[^`\n]*`", "")
+      for target in text:gmatch("%]%(([^)#:]+)[#)]") do
         local f = io.open(dir .. "/" .. target)
         assert.truthy(f, page .. " links to missing " .. target)
         f:close()
