@@ -65,7 +65,7 @@ static int os_maxrss(lua_State *L) {
 /* sleep(seconds) -> true; an interrupting signal ends it early */
 static int os_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
-  luaL_argcheck(L, s >= 0, 1, "negative duration");
+  luaL_argcheck(L, s >= 0 && s <= 1e9, 1, s < 0 ? "negative duration" : "duration too long");
   struct timespec ts = {(time_t)s, (long)((s - (lua_Number)(time_t)s) * 1e9)};
   nanosleep(&ts, NULL);
   lua_pushboolean(L, 1);
@@ -133,11 +133,20 @@ static int os_chmod(lua_State *L) {
   return 1;
 }
 
-/* mkdir(path [, mode=0700]) -> true | nil, message, errno (EEXIST is not an error) */
+/* mkdir(path [, mode=0700]) -> true | nil, message, errno (an existing
+ * directory is not an error; an existing file is) */
 static int os_mkdir(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
-  if (mkdir(path, mode) != 0 && errno != EEXIST) return fail(L, path);
+  if (mkdir(path, mode) != 0) {
+    struct stat st;
+    if (errno != EEXIST) return fail(L, path);
+    if (stat(path, &st) != 0) return fail(L, path);
+    if (!S_ISDIR(st.st_mode)) {
+      errno = ENOTDIR;
+      return fail(L, path);
+    }
+  }
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -230,6 +230,14 @@ end
 
 local verb_fns = {}
 
+-- cacheable(k) -> whether a child node is kept on its parent: the segments of
+-- a property chain are (a program names few of them); array-style paths and
+-- values such as ids are made anew each time, so a long batch that indexes
+-- wx["v3/.../stocks/" .. id] does not grow the tree without bound
+local function cacheable(k)
+  return k:find("^[%a_][%w_]*$") ~= nil
+end
+
 function Node.__index(n, k)
   local f = verb_fns[k]
   if f then return f end
@@ -238,7 +246,7 @@ function Node.__index(n, k)
   local segs = {}
   for i, s in ipairs(rawget(n, SEGMENTS)) do segs[i] = s end
   local child = node(rawget(n, CLIENT), chain.split(k, segs))
-  rawset(n, k, child)
+  if cacheable(k) then rawset(n, k, child) end
   return child
 end
 
@@ -263,7 +271,7 @@ function Client.__index(wx, k)
   if m then return m end
   if type(k) ~= "string" or RESERVED[k] then return nil end
   local child = node(wx, chain.split(k))
-  rawset(wx, k, child)
+  if cacheable(k) then rawset(wx, k, child) end
   return child
 end
 
