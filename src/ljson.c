@@ -37,6 +37,7 @@ static const char *const escape[128] = {
 
 /* Appends n bytes; 0 when out of memory. */
 static int put(Out *o, const char *p, size_t n) {
+  if (n == 0) return 1;
   if (o->len + n > o->cap) {
     size_t cap = o->cap ? o->cap : 1024;
     while (cap < o->len + n) cap *= 2;
