@@ -68,6 +68,8 @@ typedef struct Transfer {
   struct curl_slist *headers;
   char *what;             /* "METHOD url", the context of messages */
   Buf body;               /* response body */
+  Buf sendbuf;            /* request body, fed to libcurl by read_cb */
+  size_t sent;            /* how much of sendbuf libcurl has read */
   Buf head;               /* response header lines, each ending in '\0' */
   lua_Integer id;
   int in_multi;           /* added to engine->multi */
@@ -235,6 +237,7 @@ static void transfer_release(Transfer *t) {
   t->what = NULL;
   buf_free(&t->body);
   buf_free(&t->head);
+  buf_free(&t->sendbuf);
 }
 
 static int transfer_gc(lua_State *L) {
@@ -446,6 +449,16 @@ static const char *str_field(lua_State *L, int idx, const char *k, size_t *len) 
   return s;
 }
 
+/* libcurl's read callback: the next part of the request body. */
+static size_t read_cb(char *out, size_t size, size_t n, void *ud) {
+  Transfer *t = ud;
+  size_t left = t->sendbuf.len - t->sent;
+  size_t k = size * n < left ? size * n : left;
+  if (k > 0) memcpy(out, t->sendbuf.p + t->sent, k);
+  t->sent += k;
+  return k;
+}
+
 /* push_transfer(req at idx, owner at oidx or 0) -> [transfer]: a transfer
  * set up from the request table and added to the engine at eidx. */
 static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
@@ -506,8 +519,17 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   if (strcmp(method, "HEAD") == 0) {
     must(L, curl_easy_setopt(h, CURLOPT_NOBODY, 1L));
   } else if (with_body) {
+    /* The body goes through read_cb and cannot be rewound (no seek
+     * function): libcurl then never sends a request twice on its own. It
+     * would otherwise resend it on a fresh connection when a kept-alive one
+     * closes without an answer — after the server may have acted on it, and
+     * with the same signature and nonce. The caller gets "recv" (outcome
+     * unknown) and decides. */
+    if (blen > 0 && !buf_add(&t->sendbuf, body, blen)) luaL_error(L, "http: out of memory");
+    must(L, curl_easy_setopt(h, CURLOPT_POST, 1L));
     must(L, curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen));
-    must(L, curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, body ? body : ""));
+    must(L, curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb));
+    must(L, curl_easy_setopt(h, CURLOPT_READDATA, t));
     if (strcmp(method, "POST") != 0) must(L, curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method));
   } else if (strcmp(method, "GET") != 0) {
     must(L, curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method));
@@ -556,6 +578,7 @@ static const char *code_of(Transfer *t) {
   case CURLE_SSL_CLIENTCERT:
   case CURLE_USE_SSL_FAILED: return "tls";
   case CURLE_SEND_ERROR: return "send";
+  case CURLE_SEND_FAIL_REWIND: /* the connection closed with no answer; not resent */
   case CURLE_RECV_ERROR:
   case CURLE_GOT_NOTHING:
   case CURLE_PARTIAL_FILE:

@@ -134,6 +134,22 @@ describe("quan.http", function()
   end)
 
   describe("keep-alive", function()
+    it("never sends a request twice when a kept-alive connection closes without an answer", function()
+      local fresh = https.start(pki.cert, pki.key)
+      local ok, err = pcall(function()
+        assert(http.request { url = fresh:url("/echo"), cafile = pki.ca }) -- a connection to reuse
+        for _, method in ipairs { "POST", "PUT", "PATCH" } do
+          local res, msg, code = http.request { url = fresh:url("/drop"), cafile = pki.ca, method = method, body = "once" }
+          assert.is_nil(res)
+          assert.equal("recv", code, msg)
+          assert(http.request { url = fresh:url("/echo"), cafile = pki.ca }) -- and again
+        end
+        assert.equal(3, stats(fresh).drops) -- libcurl resent none of them
+      end)
+      fresh:stop()
+      assert(ok, err)
+    end)
+
     it("reuses one connection for consecutive requests", function()
       local fresh = https.start(pki.cert, pki.key) -- counts from zero
       local ok, err = pcall(function()
