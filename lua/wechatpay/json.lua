@@ -154,7 +154,15 @@ local function put(v, depth)
   end
 end
 
+-- the same text from C for plain values (quan.json; nil for anything else,
+-- which the Lua encoder below writes or names in its error)
+local fast = package.preload["quan.json"] and require("quan.json").encode
+
 function M.encode(v, level)
+  if fast then
+    local s = fast(v)
+    if s then return s end
+  end
   buf, n = {}, 0
   local ok, err = pcall(put, v, 1)
   local out = ok and concat(buf, "", 1, n)
