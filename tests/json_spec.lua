@@ -108,4 +108,8 @@ describe("quan.json", function()
       require "quan.json" for k in pairs(_G) do if not g[k] then print(k) end end']])
     assert.equal("", out)
   end)
+
+  it("runs the example of docs/json.md", function()
+    require("tests.support.mdexamples").run("docs/json.md", 1)
+  end)
 end)
