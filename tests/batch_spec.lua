@@ -467,6 +467,37 @@ describe("quan.batch engine", function()
     assert.equal(batch.exit.ok, sum2.exit_code)
   end)
 
+  it("ends on Ctrl-C with exit 130, and the next run resends what was in flight", function()
+    local dir = sh.tmpdir()
+    local input = users_csv(dir, 200)
+    local sent = 0
+    local sum, events = run_fake {
+      input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 4,
+      send = function(item)
+        -- what the host's SIGINT hook raises wherever Lua runs
+        if item.key == "o00050" then error("interrupted!", 0) end
+        sent = sent + 1
+        return { status = 200, json = { coupon_id = "C" .. item.key } }
+      end,
+    }
+    assert.equal(batch.exit.interrupted, sum.exit_code)
+    assert.equal("interrupted", sum.exit_reason)
+    assert.equal(130, events[#events].exit_code)
+    assert.equal(sent, sum.journal_counts.sent) -- every finished row committed
+    assert.is_true(sum.journal_counts.in_flight >= 1) -- o00050 at least: unknown outcome
+    -- the next run sends every row not yet sent, o00050 with its own number
+    local sum2, _, calls = run_fake {
+      input = input, journal = dir .. "/j.db",
+      send = function(item) return { status = 200, json = { coupon_id = "C" .. item.key } } end,
+    }
+    assert.equal(batch.exit.ok, sum2.exit_code)
+    assert.equal(200 - sent, #calls)
+    local seen = {}
+    for _, c in ipairs(calls) do seen[c.key] = c.orn end
+    assert.equal(batch.request_no("B", "o00050"), seen.o00050)
+    assert.equal(200, sum2.journal_counts.sent)
+  end)
+
   it("skips duplicate keys and records rows without a key", function()
     local dir = sh.tmpdir()
     local sum, _, calls = run_fake {
