@@ -128,6 +128,22 @@ describe("quan.async", function()
       assert.has_no_error(async.run)
     end)
 
+    it("writes a rejection nothing observed to stderr when the state closes", function()
+      local cases = {
+        { "a.spawn(function() error('boom') end)", "quan.async: a rejection nothing observed: .*boom\n" },
+        { "a.resolved(1):next(function() error('in next') end)", "observed: .*in next\n" },
+        { "a.spawn(function() error('caught') end):catch(function() end); a.run()", nil },
+        { "a.spawn(function() error('waited') end); pcall(a.run)", nil },
+      }
+      for _, c in ipairs(cases) do
+        local out, err, code = sh.run(("%s -e %q"):format(sh.quan,
+          "local a = require 'quan.async'; " .. c[1] .. "; print('end')"))
+        assert.equal("end\n", out)
+        assert.equal(0, code)
+        if c[2] then assert.matches(c[2], err) else assert.equal("", err) end
+      end
+    end)
+
     it("run stays quiet about errors that were caught", function()
       local t = async.spawn(function() async.sleep(0) error("late") end)
       local caught = t:catch(function(e) return e end)
