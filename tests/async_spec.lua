@@ -297,6 +297,27 @@ describe("quan.async", function()
     end)
   end)
 
+  it("abandons a request whose wait an error unwinds: it is never sent later", function()
+    local s = https.start(pki.cert, pki.key)
+    local perform = getmetatable(http.multi()).__index.perform
+    -- what Ctrl-C does: an error raised where the loop would wait
+    debug.sethook(function()
+      if debug.getinfo(2, "f").func == perform then
+        debug.sethook()
+        error("interrupted!", 0)
+      end
+    end, "c")
+    local ok, err = pcall(async.request, { url = s:url("/slow?ms=10"), method = "POST", body = "x", cafile = pki.ca })
+    debug.sethook()
+    assert.is_false(ok)
+    assert.equal("interrupted!", err)
+    -- the loop runs again (another request, a sleep): the abandoned one stays gone
+    assert.equal(200, async.request(req("/echo")).status)
+    async.sleep(0.3)
+    assert.equal(0, stats(s).max_active)
+    s:stop()
+  end)
+
   it("lets Ctrl-C interrupt tasks waiting on the network", function()
     local dir = sh.tmpdir()
     local script = sh.write(dir .. "/tasks.lua", [[

@@ -283,7 +283,14 @@ function M.request(req)
   end
   local w = {}
   waiting[id] = w
-  drive(function() return w.n ~= nil end)
+  local ok, err = pcall(drive, function() return w.n ~= nil end)
+  if not ok then
+    -- an error unwinds the wait (Ctrl-C): the request is abandoned, so it
+    -- must not go on in the background the next time the loop runs
+    waiting[id] = nil
+    multi:cancel(id)
+    error(err, 0)
+  end
   return unpack(w, 1, w.n)
 end
 
