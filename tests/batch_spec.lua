@@ -498,6 +498,44 @@ describe("quan.batch engine", function()
     assert.equal(200, sum2.journal_counts.sent)
   end)
 
+  it("sends nothing more once a run has ended, when its tasks are resumed later", function()
+    -- Ctrl-C at the REPL unwinds batch.run in the main thread; the workers
+    -- stay suspended in the event loop, which the next command drives again
+    local dir = sh.tmpdir()
+    local A = fakeasync.new { virtual = true }
+    local calls, fired = 0, false
+    debug.sethook(function()
+      if not fired and calls >= 10 and not coroutine.isyieldable() then
+        fired = true
+        error("interrupted!", 0)
+      end
+    end, "", 50)
+    local sum = batch.run {
+      input = users_csv(dir, 200), journal = dir .. "/j.db", batch_id = "B", concurrency = 4,
+      async = A, out = { write = function(self) return self end, flush = function() end },
+      log_format = "json", rate = 1e6,
+      send = function(item)
+        calls = calls + 1
+        A.sleep(0.01)
+        return { status = 200, json = { coupon_id = "C" .. item.key } }
+      end,
+    }
+    debug.sethook()
+    assert.is_true(fired)
+    assert.equal(batch.exit.interrupted, sum.exit_code)
+    local before = calls
+    A.run() -- the loop runs again: the ended run's tasks wake up
+    assert.equal(before, calls)
+    -- the next run sends the rest, each row once
+    local sum2, _, calls2 = run_fake {
+      input = dir .. "/users.csv", journal = dir .. "/j.db",
+      send = function(item) return { status = 200, json = { coupon_id = "C" .. item.key } } end,
+    }
+    assert.equal(batch.exit.ok, sum2.exit_code)
+    assert.equal(200, sum2.journal_counts.sent)
+    assert.is_true(#calls2 >= 200 - before)
+  end)
+
   it("skips duplicate keys and records rows without a key", function()
     local dir = sh.tmpdir()
     local sum, _, calls = run_fake {
