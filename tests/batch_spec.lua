@@ -586,6 +586,8 @@ describe("quan.batch engine", function()
       "batch.run: unknown option 'wat'")
     assert.has_error(function() batch.run { input = "x", journal = "j", send = print, concurrency = 0 } end,
       "batch.run: concurrency must be an integer >= 1")
+    assert.has_error(function() batch.run { input = "x", journal = "j", send = print, log_format = "yaml" } end,
+      "batch.run: log_format must be 'bar', 'json' or 'text'")
   end)
 
   it("adds no globals", function()
@@ -818,6 +820,9 @@ describe("scripts/examples/send-coupons.lua", function()
     _, err, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua --bogus S u.csv")
     assert.equal(batch.exit.cannot_start, code)
     assert.matches("unknown option %-%-bogus", err)
+    _, err, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua --log-format yaml S u.csv")
+    assert.equal(batch.exit.cannot_start, code)
+    assert.matches("%-%-log%-format wants bar, json or text", err)
   end)
 end)
 

@@ -81,6 +81,10 @@ local function check_opts(opts)
   if c ~= nil and (math.type(c) ~= "integer" or c < 1) then
     error("batch.run: concurrency must be an integer >= 1", 3)
   end
+  local lf = opts.log_format
+  if lf ~= nil and lf ~= "bar" and lf ~= "json" and lf ~= "text" then
+    error("batch.run: log_format must be 'bar', 'json' or 'text'", 3)
+  end
   for _, k in ipairs { "key", "classify", "result" } do
     local v = opts[k]
     if v ~= nil and type(v) ~= "function" and not (k == "key" and type(v) == "string") then
