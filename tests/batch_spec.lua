@@ -175,6 +175,9 @@ describe("quan.batch.retry", function()
                  message = "POST /v3/x: INVALID_REQUEST: the activity has ended or is not activated (stock status paused)" },
         "stop", "INVALID_REQUEST" },
       { nil, E { kind = "config", message = "no key" }, "stop", "CONFIG" },
+      { nil, E { kind = "http", status = 403, code = "HTTP_403", message = "<html>denied by proxy</html>" },
+        "stop", "HTTP_403" },
+      { { status = 404, body = "not found" }, nil, "stop", "HTTP_404" },
       { nil, E { kind = "validation", message = "bad" }, "refuse", "VALIDATION" },
       { { status = 403, json = { code = "NOT_ENOUGH", message = "no budget" } }, nil, "stop", "NOT_ENOUGH" },
     }

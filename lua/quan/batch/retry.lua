@@ -78,6 +78,12 @@ function M.classify(res, err)
   status = tonumber(status) or 0
   if status == 429 then return "retry", code or "FREQUENCY_LIMITED", message end
   if status >= 500 then return "retry", code or ("HTTP_" .. status), message end
+  if status >= 400 and (code == nil or code == "HTTP_" .. status) then
+    -- no API error code: not WeChat Pay refusing this row but something in
+    -- the way (a wrong base_url's 404, a proxy's 403 page) that every row
+    -- meets; a refusal would be final and the row never sent
+    return "stop", "HTTP_" .. status, message
+  end
   code = code or ("HTTP_" .. status)
   -- a replayed request (same nonce): a copy reached the server before, and
   -- its answer was lost. Unknown outcome: a new try (new nonce, same
