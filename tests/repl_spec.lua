@@ -410,6 +410,16 @@ describe("quan.repl and quan.pretty", function()
   it("formats mixed tables: the sequence first, then sorted keys", function()
     assert.equal("{\n  1,\n  2,\n  [10] = 5,\n  x    = 3.0\n}", pretty.format({ 1, 2, x = 3.0, [10] = 5 }))
   end)
+  it("maps completion names to path segments by the client's own rules", function()
+    local complete, chain = require "quan.repl.complete", require "wechatpay.chain"
+    for _, c in ipairs {
+      { "couponStocks", "coupon-stocks" }, { "_stock_id_", "{stock_id}" }, { "V3", "v3" },
+      { "{openid}", "{openid}" }, { "useFlowCsv", "use-flow-csv" },
+    } do
+      assert.equal(c[2], complete.normalize(c[1]))
+      assert.equal(chain.normalize(c[1]), complete.normalize(c[1]))
+    end
+  end)
   it("measures display width: wide CJK 2, combining 0, colour codes 0", function()
     for _, case in ipairs {
       { "abc", 3 }, { "满减", 4 }, { "ｆｕｌｌ", 8 }, { "e\u{301}", 1 }, { "\27[32mab\27[0m", 2 }, { "한글", 4 },

@@ -33,13 +33,10 @@ function M.segment_name(seg)
   return (seg:gsub("%-(%w)", function(c) return c:upper() end))
 end
 
--- normalize("couponStocks") -> "coupon-stocks"; "_stock_id_" -> "{stock_id}"
--- (the client's segment rules, wechatpay.chain.normalize)
+-- normalize("couponStocks") -> "coupon-stocks"; "_stock_id_" -> "{stock_id}":
+-- the client's own segment rules, so completion and the client agree
 function M.normalize(name)
-  local var = name:match("^_(.+)_$")
-  if var then return "{" .. var .. "}" end
-  name = name:gsub("^%u", string.lower)
-  return (name:gsub("%u", function(c) return "-" .. c:lower() end))
+  return require("wechatpay.chain").normalize(name)
 end
 
 -- the tree of path segments: node = { children = {segment -> node},
