@@ -88,14 +88,15 @@ local stock = call("POST", P .. "/coupon-stocks", cjson.encode {
 assert(stock and stock.stock_id, "bench: create stock failed: " .. cjson.encode(stock or {}))
 call("POST", P .. "/stocks/" .. stock.stock_id .. "/start", cjson.encode {stock_creator_mchid = h.mchid})
 
--- presign(tag, base_url) -> paths of one curl config per client, each with
--- per_client pre-signed send-coupon requests on one kept-alive connection
-local function presign(tag, base_url)
+-- presign(tag, base_url [, n, close]) -> paths of one curl config per client,
+-- each with n (default per_client) pre-signed send-coupon requests on one
+-- kept-alive connection, or each on a new connection when close is set
+local function presign(tag, base_url, n, close)
   local paths = {}
   for c = 1, clients do
     paths[c] = ("%s/%s-client%d"):format(work, tag, c)
     local f = io.open(paths[c], "w")
-    for i = 1, per_client do
+    for i = 1, n or per_client do
       local target = ("%s/users/bench-%s-c%d-u%d/coupons"):format(P, tag, c, i)
       local body = cjson.encode {stock_id = stock.stock_id, out_request_no = ("b%d-%s-%d-%d"):format(now, tag, c, i),
         appid = h.appid, stock_creator_mchid = h.mchid}
@@ -103,6 +104,7 @@ local function presign(tag, base_url)
       f:write("url = ", q(base_url .. target), "\ncacert = ", q(state .. "/ca.pem"), "\nrequest = POST\n",
         "header = ", q("Authorization: " .. auth("POST", target, body)), "\n",
         "header = \"Content-Type: application/json\"\n", "data-binary = ", q(body), "\n",
+        close and "header = \"Connection: close\"\n" or "",
         "output = /dev/null\nsilent\nwrite-out = \"%{http_code}\\n\"\n")
     end
     f:close()
@@ -146,10 +148,17 @@ local function sign_rounds(rounds)
 end
 
 local paths = presign("cpu", h.base_url)
+local short_n = 25
+local short_paths = presign("short", h.base_url, short_n, true)
 sign_rounds(3)
 local cpu0 = cpu(h.pid)
 local ok, elapsed = load(paths, "cpu")
 local cpu_used = cpu(h.pid) - cpu0
+-- one request per connection: each answer also pays a TLS handshake and,
+-- unless states are reused, a fresh handler state
+cpu0 = cpu(h.pid)
+local short_ok = load(short_paths, "short")
+local short_cpu = (cpu(h.pid) - cpu0) / math.max(short_ok, 1)
 sign_rounds(3) -- before and after the load: a passing burst of other work does not decide the figure
 h:stop()
 
@@ -163,6 +172,8 @@ print(("client.sign_per_cpu_sec: %.0f sign/s"):format(best_cpu))
 print(("client.sign_per_sec: %.0f sign/s (wall, best of 6 rounds)"):format(best_wall))
 print(("sandbox.ratio: %.2f (capacity / sign_per_cpu_sec; target >= 1.0)"):format(capacity / best_cpu))
 print(("sandbox.cpu_ratio: %.2f (CPU per sign / CPU per request, one core each)"):format((1 / best_cpu) / per_req))
+print(("sandbox.cpu_per_request_new_connection: %.3f ms (%d answers, one connection each)"):format(short_cpu * 1000,
+  short_ok))
 print(("sandbox.rps: %.0f req/s (wall, curl load generators on the same cores)"):format(ok / elapsed))
 print(("sandbox.requests: %d ok of %d, %d clients, %.2f s, %.2f CPU-s"):format(ok, clients * per_client, clients,
   elapsed, cpu_used))
