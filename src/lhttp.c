@@ -35,9 +35,14 @@
 #define HEADERS_MT "quan.http.headers"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000L
+#define POOL_MAX 32       /* idle easy handles kept for reuse */
+#define MAX_CONNECTS 64L  /* idle connections kept open in the cache */
 
 typedef struct Engine {
   CURLM *multi;           /* NULL once released */
+  CURLSH *share;          /* TLS session cache shared by every transfer */
+  CURL *pool[POOL_MAX];   /* finished easy handles, reset, ready for reuse */
+  int npool;
   struct pollfd *fds;     /* the sockets libcurl asked us to watch */
   struct pollfd *ready;   /* scratch copy of fds that had events */
   int nfds, capfds;
@@ -63,6 +68,8 @@ typedef struct Transfer {
   struct curl_slist *headers;
   char *what;             /* "METHOD url", the context of messages */
   Buf body;               /* response body */
+  Buf sendbuf;            /* request body, fed to libcurl by read_cb */
+  size_t sent;            /* how much of sendbuf libcurl has read */
   Buf head;               /* response header lines, each ending in '\0' */
   lua_Integer id;
   int in_multi;           /* added to engine->multi */
@@ -196,11 +203,31 @@ static int engine_step(Engine *e, long long wait_ms) {
 
 /* ---- transfers ------------------------------------------------------------ */
 
+/* An easy handle for a new transfer: a pooled one (options reset; its
+ * connections stay in the multi's cache) or a fresh one. */
+static CURL *engine_easy(Engine *e) {
+  if (e->npool > 0) return e->pool[--e->npool];
+  CURL *h = curl_easy_init();
+  if (h && e->share) curl_easy_setopt(h, CURLOPT_SHARE, e->share);
+  return h;
+}
+
+/* Gives an easy handle back: reset into the pool, or freed when the pool
+ * is full or the engine is gone. curl_easy_reset keeps the share. */
+static void engine_unease(Engine *e, CURL *h) {
+  if (e->multi && e->npool < POOL_MAX) {
+    curl_easy_reset(h);
+    e->pool[e->npool++] = h;
+  } else {
+    curl_easy_cleanup(h);
+  }
+}
+
 /* Frees everything a transfer holds; idempotent. */
 static void transfer_release(Transfer *t) {
   if (t->easy) {
     if (t->in_multi && t->engine->multi) curl_multi_remove_handle(t->engine->multi, t->easy);
-    curl_easy_cleanup(t->easy);
+    engine_unease(t->engine, t->easy);
     t->easy = NULL;
   }
   t->in_multi = 0;
@@ -210,6 +237,7 @@ static void transfer_release(Transfer *t) {
   t->what = NULL;
   buf_free(&t->body);
   buf_free(&t->head);
+  buf_free(&t->sendbuf);
 }
 
 static int transfer_gc(lua_State *L) {
@@ -249,10 +277,16 @@ static int rawfield(lua_State *L, int idx, const char *k) {
 static const char *const fields[] = {"method", "url", "headers", "body", "timeout",
                                      "connect_timeout", "cafile", "proxy", NULL};
 
+/* RFC 9110 tchar, without locale lookups */
+static int is_tchar(unsigned char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
+  return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
 static int is_token(const char *s) {
   if (*s == '\0') return 0;
   for (; *s; s++)
-    if (!(isalnum((unsigned char)*s) || strchr("!#$%&'*+-.^_`|~", *s))) return 0;
+    if (!is_tchar((unsigned char)*s)) return 0;
   return 1;
 }
 
@@ -352,38 +386,23 @@ static void add_header(lua_State *L, Transfer *t, const char *line) {
   t->headers = l;
 }
 
-/* Does the request carry a header called name (any case)? */
-static int has_header(lua_State *L, int idx, const char *name) {
-  size_t n = strlen(name);
-  int found = 0;
-  if (rawfield(L, idx, "headers") != LUA_TTABLE) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  lua_pushnil(L);
-  while (!found && lua_next(L, -2)) {
-    size_t kl;
-    const char *s = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &kl) : lua_tolstring(L, -1, &kl);
-    if (lua_type(L, -2) == LUA_TSTRING) found = kl == n && strncasecmp(s, name, n) == 0;
-    else found = kl > n && strncasecmp(s, name, n) == 0 && (s[n] == ':' || s[n] == ' ' || s[n] == '\t');
-    lua_pop(L, 1);
-  }
-  if (found) lua_pop(L, 1); /* the key lua_next left */
-  lua_pop(L, 1);
-  return found;
-}
-
 /* Builds the header list of the request at idx into t->headers. */
 static void set_headers(lua_State *L, Transfer *t, int idx, int has_body) {
+  int expect = 0, ctype = 0; /* the request sets these itself */
   if (rawfield(L, idx, "headers") == LUA_TTABLE) {
     lua_pushnil(L);
     while (lua_next(L, -2)) {
+      const char *name;
+      size_t nlen;
       if (lua_type(L, -2) == LUA_TNUMBER) {
         /* "Name: value"; an empty value is written "Name;" for libcurl */
         size_t n;
         const char *line = lua_tolstring(L, -1, &n);
         const char *colon = strchr(line, ':');
         const char *v = colon + 1;
+        name = line;
+        nlen = (size_t)(colon - line);
+        while (nlen > 0 && (line[nlen - 1] == ' ' || line[nlen - 1] == '\t')) nlen--;
         while (*v == ' ' || *v == '\t') v++;
         if (*v == '\0') {
           lua_pushlstring(L, line, (size_t)(colon - line));
@@ -395,20 +414,22 @@ static void set_headers(lua_State *L, Transfer *t, int idx, int has_body) {
           add_header(L, t, line);
         }
       } else {
-        const char *name = lua_tostring(L, -2);
+        name = lua_tolstring(L, -2, &nlen);
         const char *v = lua_tostring(L, -1);
         if (*v == '\0') lua_pushfstring(L, "%s;", name);
         else lua_pushfstring(L, "%s: %s", name, v);
         add_header(L, t, lua_tostring(L, -1));
         lua_pop(L, 1);
       }
+      if (nlen == 6 && strncasecmp(name, "expect", 6) == 0) expect = 1;
+      else if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0) ctype = 1;
       lua_pop(L, 1);
     }
   }
   lua_pop(L, 1);
   /* no "Expect: 100-continue" round trip, no form content type by default */
-  if (!has_header(L, idx, "expect")) add_header(L, t, "Expect:");
-  if (has_body && !has_header(L, idx, "content-type")) add_header(L, t, "Content-Type:");
+  if (!expect) add_header(L, t, "Expect:");
+  if (has_body && !ctype) add_header(L, t, "Content-Type:");
 }
 
 static long ms_field(lua_State *L, int idx, const char *k, long dflt) {
@@ -428,6 +449,16 @@ static const char *str_field(lua_State *L, int idx, const char *k, size_t *len) 
   return s;
 }
 
+/* libcurl's read callback: the next part of the request body. */
+static size_t read_cb(char *out, size_t size, size_t n, void *ud) {
+  Transfer *t = ud;
+  size_t left = t->sendbuf.len - t->sent;
+  size_t k = size * n < left ? size * n : left;
+  if (k > 0) memcpy(out, t->sendbuf.p + t->sent, k);
+  t->sent += k;
+  return k;
+}
+
 /* push_transfer(req at idx, owner at oidx or 0) -> [transfer]: a transfer
  * set up from the request table and added to the engine at eidx. */
 static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
@@ -443,7 +474,7 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
     lua_pushvalue(L, oidx);
     lua_setiuservalue(L, -2, 2);
   }
-  t->easy = curl_easy_init();
+  t->easy = engine_easy(e);
   if (t->easy == NULL) luaL_error(L, "http: cannot create a transfer");
   CURL *h = t->easy;
 
@@ -488,8 +519,17 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   if (strcmp(method, "HEAD") == 0) {
     must(L, curl_easy_setopt(h, CURLOPT_NOBODY, 1L));
   } else if (with_body) {
+    /* The body goes through read_cb and cannot be rewound (no seek
+     * function): libcurl then never sends a request twice on its own. It
+     * would otherwise resend it on a fresh connection when a kept-alive one
+     * closes without an answer — after the server may have acted on it, and
+     * with the same signature and nonce. The caller gets "recv" (outcome
+     * unknown) and decides. */
+    if (blen > 0 && !buf_add(&t->sendbuf, body, blen)) luaL_error(L, "http: out of memory");
+    must(L, curl_easy_setopt(h, CURLOPT_POST, 1L));
     must(L, curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen));
-    must(L, curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, body ? body : ""));
+    must(L, curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb));
+    must(L, curl_easy_setopt(h, CURLOPT_READDATA, t));
     if (strcmp(method, "POST") != 0) must(L, curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method));
   } else if (strcmp(method, "GET") != 0) {
     must(L, curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method));
@@ -538,6 +578,7 @@ static const char *code_of(Transfer *t) {
   case CURLE_SSL_CLIENTCERT:
   case CURLE_USE_SSL_FAILED: return "tls";
   case CURLE_SEND_ERROR: return "send";
+  case CURLE_SEND_FAIL_REWIND: /* the connection closed with no answer; not resent */
   case CURLE_RECV_ERROR:
   case CURLE_GOT_NOTHING:
   case CURLE_PARTIAL_FILE:
@@ -567,6 +608,12 @@ static int push_failure(lua_State *L, Transfer *t) {
 
 /* [] -> [s]: s is the lower-case copy of p[0..n). */
 static void push_lower(lua_State *L, const char *p, size_t n) {
+  char tmp[64];
+  if (n <= sizeof tmp) { /* header names: no buffer on the Lua stack */
+    for (size_t i = 0; i < n; i++) tmp[i] = (char)tolower((unsigned char)p[i]);
+    lua_pushlstring(L, tmp, n);
+    return;
+  }
   luaL_Buffer b;
   char *d = luaL_buffinitsize(L, &b, n);
   for (size_t i = 0; i < n; i++) d[i] = (char)tolower((unsigned char)p[i]);
@@ -595,18 +642,22 @@ static void push_headers(lua_State *L, Transfer *t) {
     if (colon == NULL || line[0] == ' ' || line[0] == '\t') continue; /* stray line */
     const char *nend = trim_end(line, colon);
     /* value, with obsolete folded continuation lines joined by a space */
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
     const char *v = skip_ws(colon + 1, eol);
-    luaL_addlstring(&b, v, (size_t)(trim_end(v, eol) - v));
-    while (p < end && (*p == ' ' || *p == '\t')) {
-      const char *c = p, *ce = c + strlen(c);
-      p = ce + 1;
-      c = skip_ws(c, ce);
-      luaL_addchar(&b, ' ');
-      luaL_addlstring(&b, c, (size_t)(trim_end(c, ce) - c));
+    if (p < end && (*p == ' ' || *p == '\t')) {
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      luaL_addlstring(&b, v, (size_t)(trim_end(v, eol) - v));
+      while (p < end && (*p == ' ' || *p == '\t')) {
+        const char *c = p, *ce = c + strlen(c);
+        p = ce + 1;
+        c = skip_ws(c, ce);
+        luaL_addchar(&b, ' ');
+        luaL_addlstring(&b, c, (size_t)(trim_end(c, ce) - c));
+      }
+      luaL_pushresult(&b);                    /* value */
+    } else {
+      lua_pushlstring(L, v, (size_t)(trim_end(v, eol) - v)); /* value */
     }
-    luaL_pushresult(&b);                      /* value */
     lua_createtable(L, 2, 0);                 /* value pair */
     lua_pushlstring(L, line, (size_t)(nend - line));
     lua_rawseti(L, -2, 1);
@@ -639,9 +690,12 @@ static void push_response(lua_State *L, Transfer *t) {
   lua_createtable(L, 0, 6);
   lua_pushinteger(L, status);
   lua_setfield(L, -2, "status");
-  lua_newtable(L);
+  /* sized for the stored lines: no rehash while filling */
+  int lines = 0;
+  for (size_t i = 0; i < t->head.len; i++) lines += t->head.p[i] == '\0';
+  lua_createtable(L, 0, lines);
   luaL_setmetatable(L, HEADERS_MT);
-  lua_newtable(L);
+  lua_createtable(L, lines, 0);
   push_headers(L, t);
   lua_setfield(L, -3, "header_list");
   lua_setfield(L, -2, "headers");
@@ -734,8 +788,11 @@ static void engine_process(lua_State *L, int eidx) {
 }
 
 static void engine_release(Engine *e) {
+  while (e->npool > 0) curl_easy_cleanup(e->pool[--e->npool]);
   if (e->multi) curl_multi_cleanup(e->multi);
   e->multi = NULL;
+  /* refused (and kept) while an easy handle still uses it */
+  if (e->share && curl_share_cleanup(e->share) == CURLSHE_OK) e->share = NULL;
   free(e->fds);
   free(e->ready);
   e->fds = e->ready = NULL;
@@ -774,6 +831,14 @@ static Engine *push_engine(lua_State *L) {
   curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
   curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
   curl_multi_setopt(e->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  /* libcurl's default keeps 4 idle connections per easy handle inside the
+   * multi: after a burst of parallel requests, sequential use would close
+   * all but 4, and the next burst pays a TLS handshake per connection */
+  curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, MAX_CONNECTS);
+  /* TLS sessions are per easy handle unless shared: a new connection to a
+   * known host resumes a session instead of a full handshake */
+  e->share = curl_share_init();
+  if (e->share) curl_share_setopt(e->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   return e;
 }
 

@@ -65,7 +65,7 @@ static int os_maxrss(lua_State *L) {
 /* sleep(seconds) -> true; an interrupting signal ends it early */
 static int os_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
-  luaL_argcheck(L, s >= 0, 1, "negative duration");
+  luaL_argcheck(L, s >= 0 && s <= 1e9, 1, s < 0 ? "negative duration" : "duration too long");
   struct timespec ts = {(time_t)s, (long)((s - (lua_Number)(time_t)s) * 1e9)};
   nanosleep(&ts, NULL);
   lua_pushboolean(L, 1);
@@ -107,6 +107,14 @@ static int os_exe(lua_State *L) {
   return 1;
 }
 
+/* cwd() -> the current directory (getcwd; $PWD may be stale) | nil, message, errno */
+static int os_cwd(lua_State *L) {
+  char buf[PATH_MAX];
+  if (getcwd(buf, sizeof buf) == NULL) return fail(L, "getcwd");
+  lua_pushstring(L, buf);
+  return 1;
+}
+
 /* mode(path) -> permission bits (integer) | nil, message, errno */
 static int os_mode(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
@@ -125,11 +133,20 @@ static int os_chmod(lua_State *L) {
   return 1;
 }
 
-/* mkdir(path [, mode=0700]) -> true | nil, message, errno (EEXIST is not an error) */
+/* mkdir(path [, mode=0700]) -> true | nil, message, errno (an existing
+ * directory is not an error; an existing file is) */
 static int os_mkdir(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
-  if (mkdir(path, mode) != 0 && errno != EEXIST) return fail(L, path);
+  if (mkdir(path, mode) != 0) {
+    struct stat st;
+    if (errno != EEXIST) return fail(L, path);
+    if (stat(path, &st) != 0) return fail(L, path);
+    if (!S_ISDIR(st.st_mode)) {
+      errno = ENOTDIR;
+      return fail(L, path);
+    }
+  }
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -172,8 +189,11 @@ static int os_spawn(lua_State *L) {
     lua_pop(L, 1);
     static const char *names[3] = {"stdin", "stdout", "stderr"};
     for (int i = 0; i < 3; i++) {
-      lua_getfield(L, 2, names[i]);
-      paths[i] = lua_tostring(L, -1); /* anchored in opts until we return */
+      int t = lua_getfield(L, 2, names[i]);
+      if (t != LUA_TNIL && t != LUA_TSTRING)
+        return luaL_error(L, "bad argument #2 to 'spawn' (%s must be a path string, got %s)", names[i],
+                          luaL_typename(L, -1));
+      paths[i] = lua_tostring(L, -1); /* a string anchored in opts until we return */
       lua_pop(L, 1);
     }
   }
@@ -203,6 +223,14 @@ static int os_spawn(lua_State *L) {
   posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
+    /* the child's failure to open a redirect looks like a failed exec: name
+     * the file when one of them is the cause */
+    for (int i = 0; i < 3; i++) {
+      if (paths[i] == NULL) continue;
+      int fd = open(paths[i], i == 0 ? O_RDONLY : O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (fd < 0) return fail(L, paths[i]);
+      close(fd);
+    }
     errno = rc;
     return fail(L, argv[0]);
   }
@@ -295,6 +323,7 @@ static const luaL_Reg funcs[] = {
   {"isatty", os_isatty},
   {"columns", os_columns},
   {"exe", os_exe},
+  {"cwd", os_cwd},
   {"mode", os_mode},
   {"chmod", os_chmod},
   {"mkdir", os_mkdir},

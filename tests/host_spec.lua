@@ -25,6 +25,26 @@ describe("quan as a lua interpreter", function()
     assert.equal("a\tb\n", (sh.run(q .. " run " .. script .. " a b")))
   end)
 
+  it("takes quan's long options before or after the command word", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/p.lua", "print(os.getenv('QUAN_PROFILE'), os.getenv('QUAN_DEBUG'), ...)")
+    for _, cmd in ipairs {
+      " --profile p --verbose run " .. script .. " a",
+      " run --profile p --verbose " .. script .. " a",
+      " --profile=p run --verbose " .. script .. " a",
+    } do
+      local out, err, code = sh.run(q .. cmd)
+      assert.equal(0, code, cmd .. "\n" .. err)
+      assert.equal("p\t1\ta\n", out, cmd)
+    end
+    local out, err, code = sh.run(q .. " --profile p check " .. script)
+    assert.equal(0, code, err)
+    assert.matches("^p\tnil\nquan check: 0 requests", out)
+    _, err, code = sh.run(q .. " --bogus run " .. script)
+    assert.equal(1, code)
+    assert.matches("unrecognized option '%-%-bogus'", err)
+  end)
+
   it("handles -e, -l mod, -l g=mod, -v, --", function()
     assert.equal("3\n", (sh.run(q .. [[ -e 'print(1+2)']])))
     assert.equal("table\n", (sh.run(q .. [[ -l quan.os -e 'print(type(_G["quan.os"]))']])))
@@ -65,13 +85,46 @@ describe("quan as a lua interpreter", function()
     local _, err, code = sh.run(q .. " -z")
     assert.equal(1, code)
     assert.matches("unrecognized option '%-z'", err)
+    assert.matches("\nusage: ", err, 1, true)
+  end)
+
+  it("says which option lacks its value", function()
+    for _, opt in ipairs { "-e", "-l", "--profile", "--config", "--log-format" } do
+      local _, err, code = sh.run(q .. " " .. opt)
+      assert.equal(1, code, opt)
+      assert.equal(q .. ": '" .. opt .. "' needs argument", err:match("^[^\n]*"), opt)
+    end
+  end)
+
+  it("enters the REPL after the script with -i, the script's globals in scope", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/s.lua", "x = 40 + #arg")
+    local out, _, code = sh.run("printf 'return x + 1\\n' | " .. q .. " -i " .. script .. " a b")
+    assert.equal(0, code)
+    assert.matches("^quan %S+ %(Lua 5%.4", out)
+    assert.matches("\n?> 43\n", out)
+    -- after the script, -i is one of the script's arguments, as in lua.c
+    out = sh.run(q .. " " .. sh.write(dir .. "/t.lua", "print(arg[1])") .. " -i </dev/null")
+    assert.equal("-i\n", out)
+  end)
+
+  it("exits 1 when a -l module or the script cannot be loaded", function()
+    local _, err, code = sh.run(q .. " -l no.such.module -e 'print(1)'")
+    assert.equal(1, code)
+    assert.matches("module 'no.such.module' not found", err, 1, true)
+    _, err, code = sh.run(q .. " /nonexistent/script.lua")
+    assert.equal(1, code)
+    assert.matches("cannot open /nonexistent/script.lua", err, 1, true)
   end)
 
   it("interrupts a running script on SIGINT", function()
     local dir = sh.tmpdir()
-    local script = sh.write(dir .. "/loop.lua", "io.stdout:write('ready\\n') io.stdout:flush() while true do end")
-    local out, err, code = sh.run(
-      "sh -c '" .. q .. " " .. script .. " & p=$!; sleep 0.5; kill -INT $p; wait $p; echo rc=$?'")
+    -- the script says when it runs (its handler is set by then); no fixed sleep
+    local ready = dir .. "/ready"
+    local script = sh.write(dir .. "/loop.lua", "io.open('" .. ready .. "', 'w'):close() while true do end")
+    local out, err, code = sh.run("sh -c '" .. q .. " " .. script .. " & p=$!; i=0; "
+      .. "while [ ! -e " .. ready .. " ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; "
+      .. "kill -INT $p; wait $p; echo rc=$?'")
     assert.matches("rc=1", out)
     assert.matches("interrupted!", err)
   end)
@@ -86,6 +139,23 @@ describe("quan as a lua interpreter", function()
     assert.matches("5\n", out, 1, true)
     assert.matches("7\n", out, 1, true)
     assert.matches("9\n", out, 1, true)
+  end)
+
+  it("installs with make install PREFIX=... and runs from any folder, modules embedded", function()
+    local build = q:match("^(.*)/quan$")
+    local root = build:match("^(.*)/build$") or build:match("^(.*)/build/[^/]+$")
+    if not root then return pending("binary under test is not in a build folder: " .. q) end
+    local mk = "make -s -C " .. sh.quote(root) .. " BUILD=" .. sh.quote(build:sub(#root + 2))
+    -- only when the binary is up to date, so the spec never rebuilds it
+    if select(3, sh.run(mk .. " -q all")) ~= 0 then return pending("build is not up to date") end
+    local prefix = sh.tmpdir() .. "/usr"
+    local _, err, code = sh.run(mk .. " install PREFIX=" .. sh.quote(prefix))
+    assert.equal(0, code, err)
+    local out
+    out, err, code = sh.run("cd / && " .. prefix .. "/bin/quan -e " .. sh.quote(
+      "print(require('wechatpay')._VERSION, type(require('quan.validate').request), require('cjson').encode{1})"))
+    assert.equal(0, code, err)
+    assert.matches("^%S+\tfunction\t%[1%]\n$", out)
   end)
 
   it("adds no globals from its modules", function()

@@ -134,6 +134,22 @@ describe("quan.http", function()
   end)
 
   describe("keep-alive", function()
+    it("never sends a request twice when a kept-alive connection closes without an answer", function()
+      local fresh = https.start(pki.cert, pki.key)
+      local ok, err = pcall(function()
+        assert(http.request { url = fresh:url("/echo"), cafile = pki.ca }) -- a connection to reuse
+        for _, method in ipairs { "POST", "PUT", "PATCH" } do
+          local res, msg, code = http.request { url = fresh:url("/drop"), cafile = pki.ca, method = method, body = "once" }
+          assert.is_nil(res)
+          assert.equal("recv", code, msg)
+          assert(http.request { url = fresh:url("/echo"), cafile = pki.ca }) -- and again
+        end
+        assert.equal(3, stats(fresh).drops) -- libcurl resent none of them
+      end)
+      fresh:stop()
+      assert(ok, err)
+    end)
+
     it("reuses one connection for consecutive requests", function()
       local fresh = https.start(pki.cert, pki.key) -- counts from zero
       local ok, err = pcall(function()
@@ -144,6 +160,26 @@ describe("quan.http", function()
         assert.equal(0, r2.connects)
         assert.equal(0, r3.connects)
         assert.equal(1, cjson.decode(r3.body).connections)
+      end)
+      fresh:stop()
+      assert(ok, err)
+    end)
+
+    it("keeps a burst's connections through sequential use for the next burst", function()
+      local fresh = https.start(pki.cert, pki.key)
+      local ok, err = pcall(function()
+        local function burst()
+          local m, opened = http.multi(), 0
+          for _ = 1, 12 do m:add { url = fresh:url("/slow?ms=300"), cafile = pki.ca } end
+          while m:pending() > 0 do
+            for _, c in ipairs(m:perform(5)) do opened = opened + assert(c.res, c.err).connects end
+          end
+          m:close()
+          return opened
+        end
+        assert.equal(12, burst())
+        for _ = 1, 6 do assert.equal(0, assert(http.request { url = fresh:url("/echo"), cafile = pki.ca }).connects) end
+        assert.equal(0, burst())
       end)
       fresh:stop()
       assert(ok, err)

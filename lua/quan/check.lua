@@ -65,15 +65,10 @@ local function json_of(node, name, echo)
   return "null"
 end
 
+local decode_query = require("wechatpay.chain").decode_query
+
 local function parse_query(path)
-  local q = {}
-  local s = path:match("%?(.*)$")
-  if not s then return q end
-  for k, v in s:gmatch("([^&=]+)=?([^&]*)") do
-    local function dec(x) return (x:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)) end
-    q[dec(k)] = dec(v)
-  end
-  return q
+  return decode_query(path:match("%?(.*)$"))
 end
 
 -- response(p) -> { status = 200, headers = {...}, body = json } built from the
@@ -112,6 +107,8 @@ local function dummy_client(wechatpay)
     apiv3_key = string.rep("0", 32), base_url = "https://check.invalid",
   }
 end
+
+local Exit = {} -- metatable of the error os.exit raises inside a checked script
 
 -- run(path, args [, opts]) -> report
 -- report = { requests = { {method, path, body, title, ok, findings} }, error = msg|nil }
@@ -162,14 +159,25 @@ function M.run(path, args, opts)
   local a = { [0] = path }
   for i, v in ipairs(args) do a[i] = v end
   arg = a
+  -- os.exit ends the script, not the check: its summary and exit status
+  -- still come from the requests seen
+  local saved_exit = os.exit
+  os.exit = function(code) error(setmetatable({ code = code }, Exit), 0) end
   local ok, err = xpcall(chunk, function(e)
+    if getmetatable(e) == Exit then return e end
     if type(e) == "table" and getmetatable(e) and getmetatable(e).__tostring then e = tostring(e) end
     return debug.traceback(tostring(e), 2)
   end, table.unpack(args))
+  os.exit = saved_exit
   arg = saved_arg
   wechatpay.hooks.before_send = saved_hook
   wechatpay.client = saved_client
   validate.request = saved_request
+  if not ok and getmetatable(err) == Exit then
+    local code = err.code
+    if code == nil or code == true or code == 0 then ok = true
+    else err = "script called os.exit(" .. tostring(code) .. ")" end
+  end
   if not ok then report.error = err end
   return report
 end

@@ -76,9 +76,10 @@ function M.pretty(text)
   return table.concat(out)
 end
 
--- redact(line) -> the header line with the signature value replaced
+-- redact(line) -> the header line with the signature value replaced (the
+-- client's own redaction, as --verbose prints it)
 function M.redact(line)
-  return (tostring(line):gsub('signature="[^"]*"', 'signature="[redacted]"'))
+  return require("wechatpay.sign").redact(tostring(line))
 end
 
 local function show(s)

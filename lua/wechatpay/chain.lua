@@ -95,4 +95,17 @@ function M.query(t)
   return concat(out, "&")
 end
 
+-- decode_query("k=v&k2=v2") -> { k = "v", k2 = "v2" }: percent-decoded
+-- strings ("+" read as a space); a repeated key keeps its last value. What a
+-- server reads from a query, and what the validator checks.
+function M.decode_query(s)
+  local q = {}
+  if type(s) ~= "string" then return q end
+  local function dec(x)
+    return (x:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  end
+  for k, v in s:gmatch("([^&=]+)=?([^&]*)") do q[dec(k)] = dec(v) end
+  return q
+end
+
 return M

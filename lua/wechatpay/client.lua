@@ -189,7 +189,12 @@ function M.new(opts, profile)
   base = base:gsub("/+$", "")
   -- a base URL with a path (a gateway) puts that prefix in the signed target
   local origin, prefix = base:match("^(https://[^/]+)(.*)$")
-  if opts.ca_file ~= nil and type(opts.ca_file) ~= "string" then conferr("ca_file: expected a path") end
+  if opts.ca_file ~= nil then
+    if type(opts.ca_file) ~= "string" then conferr("ca_file: expected a path") end
+    local f, err = io.open(opts.ca_file, "rb")
+    if not f then conferr("ca_file: cannot read %s", tostring(err)) end
+    f:close()
+  end
   if opts.proxy ~= nil and type(opts.proxy) ~= "string" then conferr("proxy: expected a URL") end
   local timeout = opts.timeout or M.TIMEOUT
   if type(timeout) ~= "number" or timeout <= 0 then conferr("timeout: expected a positive number of seconds") end
@@ -225,6 +230,14 @@ end
 
 local verb_fns = {}
 
+-- cacheable(k) -> whether a child node is kept on its parent: the segments of
+-- a property chain are (a program names few of them); array-style paths and
+-- values such as ids are made anew each time, so a long batch that indexes
+-- wx["v3/.../stocks/" .. id] does not grow the tree without bound
+local function cacheable(k)
+  return k:find("^[%a_][%w_]*$") ~= nil
+end
+
 function Node.__index(n, k)
   local f = verb_fns[k]
   if f then return f end
@@ -233,9 +246,11 @@ function Node.__index(n, k)
   local segs = {}
   for i, s in ipairs(rawget(n, SEGMENTS)) do segs[i] = s end
   local child = node(rawget(n, CLIENT), chain.split(k, segs))
-  rawset(n, k, child)
+  if cacheable(k) then rawset(n, k, child) end
   return child
 end
+
+Node.__name = "wechatpay.node" -- how wechatpay.json recognizes a node put in a body
 
 function Node.__tostring(n)
   return "wechatpay.node /" .. template(n)
@@ -256,7 +271,7 @@ function Client.__index(wx, k)
   if m then return m end
   if type(k) ~= "string" or RESERVED[k] then return nil end
   local child = node(wx, chain.split(k))
-  rawset(wx, k, child)
+  if cacheable(k) then rawset(wx, k, child) end
   return child
 end
 
@@ -295,11 +310,13 @@ local function add_header(list, index, name, value)
   end
 end
 
--- validation(method, tpl, body_table) -> nil | error table
-local function validation(method, path_template, body, ctx)
+-- validation(method, tpl, body_table, ctx, query_string) -> nil | error
+-- table; the query is checked as the server reads it (decoded strings), as
+-- `quan check` checks it
+local function validation(method, path_template, body, ctx, query)
   local validate = optional("quan.validate")
   if type(validate) ~= "table" or not validate.request then return nil end
-  local good, findings = validate.request(method, path_template, body)
+  local good, findings = validate.request(method, path_template, body, { query = chain.decode_query(query) })
   if good then return nil end
   local text = validate.format and validate.format(findings) or tostring(findings)
   return errors.new {
@@ -318,10 +335,12 @@ local function prepare(wx, method, tpl, opts, raw)
   for k in pairs(opts) do
     if not OPTIONS[k] and not vars[k] then usage("unknown option '" .. tostring(k) .. "'") end
   end
-  local path = raw and raw:gsub("%?.*", "") or st.prefix .. "/" .. chain.expand(tpl, opts)
+  local path = raw and raw:gsub("%?.*", "")
+    or st.prefix .. "/" .. (next(vars) == nil and tpl or chain.expand(tpl, opts))
   local target = raw or path
+  local q = ""
   if opts.query ~= nil then
-    local q = chain.query(opts.query)
+    q = chain.query(opts.query)
     if q ~= "" then target = path .. "?" .. q end
   end
   local n = (opts.json ~= nil and 1 or 0) + (opts.body ~= nil and 1 or 0) + (opts.file ~= nil and 1 or 0)
@@ -354,12 +373,24 @@ local function prepare(wx, method, tpl, opts, raw)
     usage("option 'timeout' must be a positive number of seconds")
   end
   if opts.validate ~= nil and type(opts.validate) ~= "boolean" then usage("option 'validate' must be a boolean") end
-  local headers, index = {}, {}
-  add_header(headers, index, "Accept", "application/json")
-  add_header(headers, index, "Content-Type", ctype)
-  add_header(headers, index, "User-Agent", M.USER_AGENT)
-  add_header(headers, index, "Wechatpay-Serial", st.accept)
-  if opts.headers ~= nil then
+  local headers, index
+  if opts.headers == nil then
+    -- the common case: the four fixed lines, as add_header would write them
+    local fixed = st.fixed
+    if fixed == nil or fixed.ua ~= M.USER_AGENT then
+      fixed = { ua = M.USER_AGENT, ua_line = "User-Agent: " .. M.USER_AGENT,
+        serial_line = "Wechatpay-Serial: " .. st.accept }
+      st.fixed = fixed
+    end
+    headers = { "Accept: application/json",
+      ctype == "application/json" and "Content-Type: application/json" or "Content-Type: " .. ctype,
+      fixed.ua_line, fixed.serial_line }
+  else
+    headers, index = {}, {}
+    add_header(headers, index, "Accept", "application/json")
+    add_header(headers, index, "Content-Type", ctype)
+    add_header(headers, index, "User-Agent", M.USER_AGENT)
+    add_header(headers, index, "Wechatpay-Serial", st.accept)
     if type(opts.headers) ~= "table" then usage("option 'headers' must be a table") end
     local names = {}
     for k in pairs(opts.headers) do
@@ -380,7 +411,7 @@ local function prepare(wx, method, tpl, opts, raw)
   end
   local ctx = context(method, target)
   if opts.validate ~= false and opts.file == nil and not raw then
-    local verr = validation(method, "/" .. tpl, opts.json, ctx)
+    local verr = validation(method, "/" .. tpl, opts.json, ctx, target:match("%?(.*)$"))
     if verr then return nil, verr end
   end
   local crypto = need("quan.crypto")
@@ -388,7 +419,8 @@ local function prepare(wx, method, tpl, opts, raw)
   local nonce = crypto.nonce(32)
   local message = sign.message(method, target, timestamp, nonce, signed)
   local auth = sign.authorization(wx.mchid, wx.serial, timestamp, nonce, st.key:sign(message))
-  add_header(headers, index, "Authorization", auth)
+  -- opts.headers may not name Authorization: it is always a new last line
+  headers[#headers + 1] = "Authorization: " .. auth
   return {
     method = method, url = st.origin .. target, path = target, target = target,
     template = "/" .. tpl, headers = headers, body = body or "", string_to_sign = message,
@@ -399,6 +431,14 @@ end
 
 local function header(h, name)
   return h[name:lower()] or h[name]
+end
+
+-- request_id(h) -> the Request-ID header (quan.http keys are lower case;
+-- a before_send hook's fake response may use any case)
+local function request_id_of(h)
+  local v = h["request-id"]
+  if v == nil then v = header(h, "Request-ID") end
+  return v
 end
 
 -- decode_result(p, res) -> result table
@@ -418,13 +458,14 @@ end
 -- finish(wx, p, res, check) -> result | nil, err
 local function finish(wx, p, res, check)
   local h = res.headers or {}
-  local request_id = header(h, "Request-ID")
+  local request_id = request_id_of(h)
   local status = res.status
   if type(status) ~= "number" then
     return nil, errors.new { kind = "http", code = "bad_response", message = p.context .. ": response without a status" }
   end
   if status >= 200 and status < 300 then
-    if check and not p.unsigned and not verify.skip(p.path) then
+    local file = p.unsigned or verify.skip(p.path)
+    if check and not file then
       local ok, code, why = verify.check(h, res.body or "", state[wx].keys, need("quan.os").time())
       if not ok then
         return nil, errors.new {
@@ -433,12 +474,24 @@ local function finish(wx, p, res, check)
         }
       end
     end
-    return result(res, request_id)
+    local r = result(res, request_id)
+    -- an answer that says JSON (or says nothing) must decode: a caller never
+    -- gets a success whose res.json is silently missing
+    local ctype = header(h, "Content-Type")
+    if not file and r.body ~= "" and r.json == nil and (ctype == nil or ctype:lower():find("json", 1, true)) then
+      local _, why = json.decode(r.body)
+      return nil, errors.new {
+        kind = "http", status = status, code = "bad_json", request_id = request_id,
+        message = p.context .. ": answer is not valid JSON: " .. tostring(why), body = r.body, headers = r.headers,
+      }
+    end
+    return r
   end
   local r = result(res, request_id)
   local j = type(r.json) == "table" and r.json or {}
   local code = type(j.code) == "string" and j.code or ("HTTP_" .. status)
   local text = type(j.message) == "string" and j.message or (r.body ~= "" and r.body:sub(1, 200)) or "no body"
+  text = text:gsub("%s+", " ") -- one line, even for an HTML error page of a proxy
   return nil, errors.new {
     kind = "http", status = status, code = code, message = p.context .. ": " .. code .. ": " .. text,
     detail = j.detail, request_id = request_id, retryable = errors.retryable_status(status),
@@ -456,9 +509,10 @@ local function perform(wx, p)
     local fake = hook(p)
     if type(fake) == "table" then return finish(wx, p, fake, false) end
   end
-  if st.verbose then trace.request(p) end
+  local verbose = st.verbose
+  if verbose then trace.request(p) end
   local qos = need("quan.os")
-  local t0 = qos.now()
+  local t0 = verbose and qos.now()
   local res, msg, code = need("quan.async").request {
     method = p.method, url = p.url, headers = p.headers, body = p.body,
     timeout = p.timeout, cafile = st.ca_file, proxy = st.proxy,
@@ -471,15 +525,24 @@ local function perform(wx, p)
     if st.verbose then trace.failure(p, err) end
     return nil, err
   end
-  if st.verbose then trace.response(p, res, qos.now() - t0) end
+  if verbose then trace.response(p, res, qos.now() - t0) end
   local r, err = finish(wx, p, res, true)
   if not r and st.verbose and err.kind == "verify" then trace.failure(p, err) end
   return r, err
 end
 
+-- prepared(level, wx, method, tpl, opts) -> prepare's results; a usage
+-- error re-raised as errors.call would (the context string is built only
+-- on that path)
+local function prepared(level, wx, method, tpl, opts)
+  local ok, p, err = pcall(prepare, wx, method, tpl, opts)
+  if ok then return p, err end
+  errors.call(level + 1, context(method, "/" .. tpl) .. ": ", error, p, 0)
+end
+
 -- run(wx, method, tpl, opts, level) -> result | nil, err
 local function run(wx, method, tpl, opts, level)
-  local p, err = errors.call(level + 1, context(method, "/" .. tpl) .. ": ", prepare, wx, method, tpl, opts)
+  local p, err = prepared(level + 1, wx, method, tpl, opts)
   if not p then return nil, err end
   return perform(wx, p)
 end
@@ -487,7 +550,7 @@ end
 -- promise(...) -> a quan.async task (a promise) settled with the result, or
 -- rejected with the error table
 local function promise(wx, method, tpl, opts, level)
-  local p, err = errors.call(level + 1, context(method, "/" .. tpl) .. ": ", prepare, wx, method, tpl, opts)
+  local p, err = prepared(level + 1, wx, method, tpl, opts)
   local async = need("quan.async")
   if not p then return async.rejected(err) end
   return async.spawn(function()

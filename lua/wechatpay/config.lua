@@ -39,8 +39,11 @@ function M.candidates()
   local list = {}
   local named = getenv("QUAN_CONFIG")
   if named and named ~= "" then return { named }, true end
-  local cwd = getenv("PWD")
-  list[#list + 1] = (cwd and cwd:sub(1, 1) == "/" and cwd .. "/" or "./") .. "quan.config.lua"
+  -- the real current directory: $PWD is stale in a process started with
+  -- another working directory (e.g. python's subprocess cwd=)
+  local ok, qos = pcall(require, "quan.os")
+  local cwd = ok and qos.cwd and qos.cwd() or nil
+  list[#list + 1] = (cwd and cwd:sub(1, 1) == "/" and (cwd == "/" and "/" or cwd .. "/") or "./") .. "quan.config.lua"
   local home = getenv("HOME")
   if home and home ~= "" then list[#list + 1] = home .. "/.config/quan/config.lua" end
   return list, false

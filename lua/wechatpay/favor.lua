@@ -17,6 +17,7 @@
 -- Programmer errors (a wrong type, a malformed value) raise at the caller.
 -- See docs/campaigns.md.
 local schema = require "wechatpay.favor.schema"
+local rfc3339 = require("quan.validate").rfc3339
 
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
 local floor, abs, tointeger = math.floor, math.abs, math.tointeger
@@ -72,12 +73,6 @@ end
 -- ---------------------------------------------------------------------------
 -- time
 
-local MDAYS = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
-local function days_in_month(y, m)
-  if m == 2 and (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) then return 29 end
-  return MDAYS[m]
-end
-
 local function offset_seconds(offset, level)
   local sign, h, m = offset:match("^([+-])(%d%d):(%d%d)$")
   if not sign or tonumber(h) > 23 or tonumber(m) > 59 then
@@ -115,12 +110,12 @@ function M.at(s, offset)
   if not Y then
     error(sformat("favor.at: expected \"YYYY-MM-DD HH:MM\", got %q", s), 2)
   end
-  Y, Mo, D, h, mi, sec = tonumber(Y), tonumber(Mo), tonumber(D), tonumber(h), tonumber(mi), tonumber(sec)
-  if Mo < 1 or Mo > 12 or D < 1 or D > days_in_month(Y, Mo) then
-    error(sformat("favor.at: no such date %q", s), 2)
-  end
-  if h > 23 or mi > 59 or sec > 59 then error(sformat("favor.at: no such time of day %q", s), 2) end
-  return sformat("%04d-%02d-%02dT%02d:%02d:%02d%s", Y, Mo, D, h, mi, sec, offset)
+  local r = sformat("%s-%s-%sT%02d:%02d:%02d%s", Y, Mo, D, tonumber(h), tonumber(mi), tonumber(sec), offset)
+  -- the validator's parser is the one judge of dates ("no such date", "no
+  -- such time of day"), so what at() makes always validates
+  local ok, why = rfc3339(r)
+  if not ok then error(sformat("favor.at: %s %q", why, s), 2) end
+  return r
 end
 
 -- seconds(t) -> seconds since 00:00 of "HH:MM" or "HH:MM:SS" ("24:00" is

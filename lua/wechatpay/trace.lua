@@ -1,5 +1,6 @@
 -- wechatpay.trace: `--verbose` / QUAN_DEBUG=1 output on stderr, one block
--- per request and per response. The Authorization signature is redacted;
+-- per request and per response. The signatures (the request's Authorization,
+-- the answer's Wechatpay-Signature) are redacted;
 -- the client never holds key bytes, so nothing else secret can appear.
 local sign = require "wechatpay.sign"
 
@@ -48,7 +49,8 @@ end
 function M.response(p, res, seconds)
   local lines = { ("quan: < %d %s %s (%.0f ms)"):format(res.status, p.method, p.target, (seconds or 0) * 1000) }
   for _, h in ipairs(res.header_list or {}) do
-    lines[#lines + 1] = "quan: < " .. h[1] .. ": " .. h[2]
+    local v = h[1]:lower() == "wechatpay-signature" and "[redacted]" or h[2]
+    lines[#lines + 1] = "quan: < " .. h[1] .. ": " .. v
   end
   show_body(lines, "quan: < ", res.body, res.headers and res.headers["content-type"])
   out(lines)

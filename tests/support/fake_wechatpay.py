@@ -16,6 +16,7 @@ uploads the meta part) and answers with signed responses. A request header
   badsig           sign a different message
   signtest         prefix the signature with WECHATPAY/SIGNTEST/ (a probe)
   flip             change one body byte after signing
+  garble           cut the JSON body in half before signing (valid signature, bad JSON)
   drop             close the connection without an answer
   sleep=S          wait S seconds before answering
 
@@ -115,6 +116,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def send(self, status, body, fake, signed=True):
         body_bytes = body.encode() if isinstance(body, str) else body
+        if "garble" in fake:
+            body_bytes = body_bytes[:len(body_bytes) // 2]
         headers = [("Content-Type", "application/json; charset=utf-8"), ("Request-ID", rid())]
         if signed:
             serial = fake.get("signer", Conf.default_signer)

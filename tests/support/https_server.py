@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 lock = threading.Lock()
-stats = {"connections": 0, "active": 0, "max_active": 0}
+stats = {"connections": 0, "active": 0, "max_active": 0, "drops": 0}
 
 
 class Server(ThreadingHTTPServer):
@@ -106,6 +106,11 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/repeat-header":
             self.reply(200, b"ok", [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"),
                                     ("X-Multi", "one"), ("X-Multi", "two")])
+        elif url.path == "/drop":
+            # read the request, act on it (count it), close without an answer
+            with lock:
+                stats["drops"] += 1
+            self.close_connection = True
         elif url.path == "/connections":
             with lock:
                 self.reply(200, {"connections": stats["connections"]})

@@ -21,9 +21,13 @@ function M.run(cmd)
   return out, errout, code
 end
 
--- tmpdir() -> a fresh directory removed at exit of the process
+-- tmpdir() -> a fresh private directory under $QUAN_SPEC_TMP (tests/run
+-- points it at the run's temporary home and removes that at the end), else
+-- under /tmp (left behind)
 function M.tmpdir()
-  local d = assert(require("quan.os").mkdtemp("/tmp/quan-spec-"))
+  local base = os.getenv("QUAN_SPEC_TMP")
+  if not base or base == "" then base = "/tmp" end
+  local d = assert(require("quan.os").mkdtemp(base .. "/quan-spec-"))
   return d
 end
 

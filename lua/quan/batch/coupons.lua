@@ -1,0 +1,108 @@
+-- quan.batch.coupons: the batch engine applied to send-coupon
+-- (POST /v3/marketing/favor/users/{openid}/coupons): one coupon of a stock
+-- to every openid of an input.
+--
+--   local coupons = require "quan.batch.coupons"
+--   local summary = coupons.send{ wx = wx, stock_id = "9856000",
+--     input = "users.csv", journal = "users.journal" }
+local M = {}
+
+local batch = require "quan.batch"
+local retry = require "quan.batch.retry"
+
+-- sender{wx, stock_id, appid, creator_mchid[, validate]} -> send(item) for
+-- batch.run: posts one coupon to item.key (the openid) with
+-- item.out_request_no. The client validates the body of the first call
+-- that gets an answer; later calls skip it (validate = false skips it
+-- from the start)
+function M.sender(opts)
+  if type(opts) ~= "table" or type(opts.wx) ~= "table" then
+    error("coupons.sender: opts.wx must be a client", 2)
+  end
+  for _, k in ipairs { "stock_id", "appid", "creator_mchid" } do
+    if type(opts[k]) ~= "string" or opts[k] == "" then
+      error("coupons.sender: opts." .. k .. " must be a non-empty string", 2)
+    end
+  end
+  local node = opts.wx:chain("v3/marketing/favor/users/{openid}/coupons")
+  local stock_id, appid, creator = opts.stock_id, opts.appid, opts.creator_mchid
+  -- The body is built here, the same for every row but the number: it is
+  -- validated against the schema once (the first row), not once per row.
+  local validated = opts.validate == false
+  return function(item)
+    local req = {
+      openid = item.key,
+      json = { stock_id = stock_id, out_request_no = item.out_request_no,
+               appid = appid, stock_creator_mchid = creator },
+    }
+    if validated then req.validate = false end
+    local res, err = node:post(req)
+    if res or (err and err.kind ~= "validation") then validated = true end
+    return res, err
+  end
+end
+
+-- preflight(wx, stock_id, creator_mchid[, policy]) -> stock | nil, message
+-- Queries the stock before any coupon is sent: it must exist and be running.
+-- Transient failures (network, 429, 5xx) are retried under the policy
+-- (default: 5 tries from 0.5 s).
+function M.preflight(wx, stock_id, creator, policy)
+  policy = policy or retry.policy { attempts = 5, base = 0.5 }
+  local node = wx:chain("v3/marketing/favor/stocks/{stock_id}")
+  local tries = 0
+  while true do
+    tries = tries + 1
+    local res, err = node:get { stock_id = stock_id, query = { stock_creator_mchid = creator } }
+    local action, code = retry.classify(res, err)
+    if action == "ok" then
+      local stock = res.json or {}
+      if stock.status ~= "running" then
+        return nil, ("stock %s is %s, not running"):format(stock_id, tostring(stock.status))
+      end
+      return stock
+    end
+    local d = action == "retry" and policy:delay(tries, code)
+    if not d then return nil, "stock " .. stock_id .. ": " .. tostring(err) end
+    require("quan.os").sleep(d)
+  end
+end
+
+local send_opts = { wx = true, stock_id = true, appid = true, creator_mchid = true,
+                    preflight = true }
+
+-- send(opts) -> summary | nil, message, exit_code (the message already
+-- reported on stderr as batch.run reports it)
+-- opts: wx (client), stock_id, appid (default wx.profile.appid),
+-- creator_mchid (default wx.mchid), preflight (true: query the stock
+-- first), and any option of batch.run (input, journal, concurrency, rate,
+-- retry, key = "openid", ...). The journal records the stock, appid and
+-- creator and refuses to resume with others; the batch id starts with the
+-- stock id.
+function M.send(opts)
+  if type(opts) ~= "table" then error("coupons.send: opts must be a table", 2) end
+  local wx = opts.wx
+  if type(wx) ~= "table" then error("coupons.send: opts.wx must be a client", 2) end
+  local stock_id = opts.stock_id
+  if type(stock_id) ~= "string" or stock_id == "" then error("coupons.send: opts.stock_id must be a string", 2) end
+  local appid = opts.appid or (wx.profile and wx.profile.appid)
+  local creator = opts.creator_mchid or wx.mchid
+  if type(appid) ~= "string" or appid == "" then
+    return batch.fail(opts, "no appid: set appid in the profile or pass it", batch.exit.cannot_start)
+  end
+  if opts.preflight ~= false then
+    local stock, err = M.preflight(wx, stock_id, creator)
+    if not stock then return batch.fail(opts, err, batch.exit.cannot_start) end
+  end
+  local run = {}
+  for k, v in pairs(opts) do
+    if not send_opts[k] then run[k] = v end
+  end
+  run.send = M.sender { wx = wx, stock_id = stock_id, appid = appid, creator_mchid = creator }
+  run.batch_prefix = run.batch_prefix or stock_id
+  local meta = { stock_id = stock_id, appid = appid, creator_mchid = creator }
+  for k, v in pairs(run.meta or {}) do meta[k] = v end
+  run.meta = meta
+  return batch.run(run)
+end
+
+return M

@@ -1,0 +1,301 @@
+-- quan.batch.journal: the durable record of a batch (SQLite, quan.sqlite).
+--
+-- One row per item key: its out_request_no, its state and the outcome of its
+-- last call. The engine writes an item as in_flight (committed) before the
+-- first call that may send it and as sent/refused/failed after, so a run
+-- killed at any moment resumes from the journal: final items are skipped,
+-- the others are sent again with the same out_request_no. Nothing is held in
+-- memory: every question is an indexed lookup.
+--
+-- A lock file (JOURNAL.lock, flock) is held while the journal is open, so
+-- two runs of one batch never overlap.
+local M = {}
+
+local sqlite = require "quan.sqlite"
+local qos = require "quan.os"
+
+M.VERSION = 1
+
+-- States. Final ones are never sent again by a later run.
+M.final = { sent = true, refused = true }
+M.states = { "in_flight", "sent", "refused", "failed", "not_attempted" }
+
+local SCHEMA = [[
+CREATE TABLE IF NOT EXISTS meta (
+  name  TEXT PRIMARY KEY,
+  value TEXT
+);
+CREATE TABLE IF NOT EXISTS items (
+  key            TEXT PRIMARY KEY,      -- the row's key (openid)
+  row            INTEGER NOT NULL,      -- data row number in the input (from 1)
+  out_request_no TEXT NOT NULL,
+  state          TEXT NOT NULL,         -- in_flight|sent|refused|failed|not_attempted
+  attempts       INTEGER NOT NULL DEFAULT 0,  -- calls made, over all runs
+  result         TEXT,                  -- what the call returned (coupon_id)
+  code           TEXT,                  -- error code of the last failed call
+  message        TEXT,
+  run            INTEGER NOT NULL,      -- the run that last claimed the item
+  updated        REAL NOT NULL          -- epoch seconds
+);
+CREATE TABLE IF NOT EXISTS runs (
+  id       INTEGER PRIMARY KEY,
+  pid      INTEGER,
+  started  REAL NOT NULL,
+  ended    REAL,
+  exit     INTEGER,
+  summary  TEXT                         -- JSON
+);
+]]
+
+local Journal = {}
+Journal.__index = Journal
+
+local function generate_batch_id(prefix)
+  local t = os.date("!%Y%m%dT%H%M%SZ")
+  local r = {}
+  for i = 1, 6 do r[i] = string.char(("abcdefghijkmnpqrstuvwxyz23456789"):byte(math.random(32))) end
+  return (prefix and prefix .. "-" or "") .. t .. "-" .. table.concat(r)
+end
+
+local open_opts = { batch_id = true, batch_prefix = true, meta = true, synchronous = true }
+
+-- open(path, opts) -> journal | nil, message, code
+-- opts.batch_id: the batch id; a new journal records it (default: generated
+--   from batch_prefix, the UTC time and random letters); an existing one
+--   must match it.
+-- opts.meta: {name = string} recorded at creation and checked on reopen
+--   (a journal of stock A refuses to run stock B).
+-- opts.synchronous: "normal" (default: survives a killed process) or "full"
+--   (also survives a power cut, slower).
+-- codes: "busy" (another process holds the lock), "mismatch", "open".
+function M.open(path, opts)
+  opts = opts or {}
+  if type(path) ~= "string" then error("journal.open: path must be a string", 2) end
+  for k in pairs(opts) do
+    if not open_opts[k] then error("journal.open: unknown option '" .. tostring(k) .. "'", 2) end
+  end
+  local lockpath = path .. ".lock"
+  local lock, lerr, lcode = qos.lock(lockpath)
+  if not lock then
+    if lcode == "busy" then
+      local f = io.open(lockpath, "r")
+      local pid = f and f:read("l")
+      if f then f:close() end
+      return nil, ("journal %s is in use by another run%s (lock %s)"):format(
+        path, pid and pid ~= "" and " (pid " .. pid .. ")" or "", lockpath), "busy"
+    end
+    return nil, ("journal %s: lock %s: %s"):format(path, lockpath, tostring(lerr)), "open"
+  end
+  do -- the holder's pid, for the message of a refused second run
+    local f = io.open(lockpath, "w")
+    if f then f:write(qos.getpid(), "\n"); f:close() end
+  end
+  local db, err = sqlite.open(path, { synchronous = opts.synchronous or "normal" })
+  if not db then
+    lock:close()
+    return nil, "journal " .. path .. ": " .. tostring(err), "open"
+  end
+  local ok, e = pcall(db.exec, db, SCHEMA)
+  if not ok then
+    db:close(); lock:close()
+    return nil, "journal " .. path .. ": " .. tostring(e), "open"
+  end
+  local self = setmetatable({ path = path, db = db, lock = lock }, Journal)
+  local res, msg = db:transaction(function()
+    local version = self:get_meta("version")
+    if version and tonumber(version) ~= M.VERSION then
+      return nil, ("journal %s has format version %s, this quan writes %d"):format(path, version, M.VERSION)
+    end
+    local stored = self:get_meta("batch_id")
+    if stored then
+      if opts.batch_id and opts.batch_id ~= stored then
+        return nil, ("journal %s belongs to batch %s, not %s"):format(path, stored, opts.batch_id)
+      end
+      for k, v in pairs(opts.meta or {}) do
+        local was = self:get_meta(k)
+        if was ~= nil and was ~= tostring(v) then
+          return nil, ("journal %s was made with %s=%s, not %s"):format(path, k, was, tostring(v))
+        end
+      end
+      self.batch_id = stored
+      self.created = false
+    else
+      self.batch_id = opts.batch_id or generate_batch_id(opts.batch_prefix)
+      db:run("INSERT INTO meta(name, value) VALUES ('version', ?), ('batch_id', ?), ('created', ?)",
+             tostring(M.VERSION), self.batch_id, ("%.3f"):format(qos.time()))
+      for k, v in pairs(opts.meta or {}) do
+        db:run("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", k, tostring(v))
+      end
+      self.created = true
+    end
+    local _, id = db:run("INSERT INTO runs(pid, started) VALUES (?, ?)", qos.getpid(), qos.time())
+    self.run = id
+    return true
+  end)
+  if not res then
+    db:close(); lock:close()
+    return nil, msg, "mismatch"
+  end
+  return self
+end
+
+-- open_read(path) -> journal | nil, message
+-- Opens an existing journal to read it (export, inspection): no lock, no
+-- new run; safe while a run is writing it (WAL readers do not block).
+function M.open_read(path)
+  if type(path) ~= "string" then error("journal.open_read: path must be a string", 2) end
+  local f = io.open(path, "rb")
+  if not f then return nil, "journal " .. path .. ": no such file" end
+  f:close()
+  local db, err = sqlite.open(path)
+  if not db then return nil, "journal " .. path .. ": " .. tostring(err) end
+  local self = setmetatable({ path = path, db = db }, Journal)
+  local ok, id = pcall(self.get_meta, self, "batch_id")
+  if not ok or not id then
+    db:close()
+    return nil, "journal " .. path .. ": not a batch journal"
+  end
+  self.batch_id = id
+  return self
+end
+
+-- journal:get_meta(name) -> string | nil
+function Journal:get_meta(name)
+  local r = self.db:first("SELECT value FROM meta WHERE name = ?", name)
+  return r and r.value
+end
+
+-- journal:transaction(fn) -> fn's results, in one transaction
+function Journal:transaction(fn, ...)
+  return self.db:transaction(fn, ...)
+end
+
+-- journal:get(key) -> item row table | nil
+function Journal:get(key)
+  return self.db:first("SELECT * FROM items WHERE key = ?", key)
+end
+
+-- journal:claim(key, row, out_request_no) -> what, item
+-- Decides what to do with an input row, inside the caller's transaction:
+--   "new"        first time seen: recorded in_flight, to send
+--   "resume"     seen by an earlier run, not final: in_flight again, to send
+--                (item.attempts > 0 or state in_flight: it may have been sent)
+--   "done"       final in an earlier run: skip
+--   "duplicate"  the key already came up in this run: skip
+function Journal:claim(key, row, orn)
+  local db, run, now = self.db, self.run, qos.time()
+  local changes = db:run([[INSERT INTO items(key, row, out_request_no, state, run, updated)
+    VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT(key) DO NOTHING]], key, row, orn, run, now)
+  if changes == 1 then return "new" end
+  local item = db:first("SELECT state, run, attempts, out_request_no FROM items WHERE key = ?", key)
+  if item.run == run then return "duplicate", item end
+  if M.final[item.state] then return "done", item end
+  db:run("UPDATE items SET state = 'in_flight', row = ?, run = ?, updated = ? WHERE key = ?",
+         row, run, now, key)
+  return "resume", item
+end
+
+-- journal:record(key, state, attempts, result, code, message)
+-- The outcome of an item (inside the caller's transaction).
+function Journal:record(key, state, attempts, result, code, message)
+  self.db:run([[UPDATE items SET state = ?, attempts = attempts + ?, result = coalesce(?, result),
+    code = ?, message = ?, updated = ? WHERE key = ?]],
+    state, attempts, result, code, message, qos.time(), key)
+end
+
+-- journal:not_attempted(key, row, out_request_no) -> what
+-- Marks a row the stopped batch did not reach: a new key is recorded as
+-- not_attempted; a key an earlier run left in flight keeps its state (its
+-- outcome is unknown until it is sent again). Returns "new", "kept", "done"
+-- or "duplicate".
+function Journal:not_attempted(key, row, orn)
+  local db, run = self.db, self.run
+  local changes = db:run([[INSERT INTO items(key, row, out_request_no, state, run, updated)
+    VALUES (?, ?, ?, 'not_attempted', ?, ?) ON CONFLICT(key) DO NOTHING]], key, row, orn, run, qos.time())
+  if changes == 1 then return "new" end
+  local item = db:first("SELECT state, run FROM items WHERE key = ?", key)
+  if item.run == run then return "duplicate" end
+  if M.final[item.state] then return "done" end
+  db:run("UPDATE items SET run = ? WHERE key = ?", run, key)
+  return "kept"
+end
+
+-- journal:counts() -> {state = n, ...; total = n}
+function Journal:counts()
+  local c = { total = 0 }
+  for _, s in ipairs(M.states) do c[s] = 0 end
+  for r in self.db:rows("SELECT state, count(*) AS n FROM items GROUP BY state") do
+    c[r.state] = r.n
+    c.total = c.total + r.n
+  end
+  return c
+end
+
+-- journal:refused_by_code() -> {CODE = n}
+function Journal:refused_by_code()
+  local t = {}
+  for r in self.db:rows("SELECT coalesce(code, '?') AS code, count(*) AS n FROM items WHERE state = 'refused' GROUP BY code") do
+    t[r.code] = r.n
+  end
+  return t
+end
+
+-- journal:finish_run(exit_code, summary_json)
+function Journal:finish_run(code, summary)
+  self.db:run("UPDATE runs SET ended = ?, exit = ?, summary = ? WHERE id = ?",
+              qos.time(), code, summary, self.run)
+end
+
+local function csv_field(v)
+  if v == nil then return "" end
+  v = tostring(v)
+  if v:find('[",\r\n]') then return '"' .. v:gsub('"', '""') .. '"' end
+  return v
+end
+
+M.export_columns = { "row", "key", "state", "out_request_no", "result", "code", "message",
+                     "attempts", "updated" }
+
+-- journal:export(out) -> rows written; out is a path or an open file.
+-- Writes every item as CSV (header first), in input order.
+function Journal:export(out)
+  local f, owned = out, false
+  if type(out) == "string" then
+    local err
+    f, err = io.open(out, "wb")
+    if not f then return nil, "export: " .. err end
+    owned = true
+  end
+  local cols = M.export_columns
+  f:write(table.concat(cols, ","), "\n")
+  local n = 0
+  for r in self.db:rows("SELECT * FROM items ORDER BY row, key") do
+    local fields = {}
+    for i, c in ipairs(cols) do
+      local v = r[c]
+      if c == "updated" and v then v = os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(v)) end
+      fields[i] = csv_field(v)
+    end
+    f:write(table.concat(fields, ","), "\n")
+    n = n + 1
+  end
+  if owned then f:close() end
+  return n
+end
+
+-- journal:close(): closes the database and releases the lock (idempotent)
+function Journal:close()
+  if self.db then
+    self.db:close()
+    self.db = nil
+  end
+  if self.lock then
+    self.lock:close()
+    self.lock = nil
+  end
+end
+
+Journal.__close = Journal.close
+Journal.__gc = Journal.close
+
+return M

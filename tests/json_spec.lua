@@ -1,0 +1,115 @@
+-- quan.json (the C fast path of wechatpay.json.encode): byte for byte the
+-- text of the Lua encoder wherever it answers, nil wherever the Lua encoder
+-- must decide (and name the field of an error).
+local fast = require("quan.json").encode
+local cjson = require "cjson"
+
+-- the Lua encoder alone: wechatpay.json loaded without quan.json
+local function lua_encoder()
+  local saved_mod, saved_pre = package.loaded["wechatpay.json"], package.preload["quan.json"]
+  package.loaded["wechatpay.json"], package.preload["quan.json"] = nil, nil
+  local ok, m = pcall(require, "wechatpay.json")
+  package.loaded["wechatpay.json"], package.preload["quan.json"] = saved_mod, saved_pre
+  assert(ok, m)
+  return m.encode
+end
+
+describe("quan.json", function()
+  local slow = lua_encoder()
+
+  local function same(v)
+    local want = slow(v)
+    assert.equal(want, fast(v))
+  end
+
+  it("writes what the Lua encoder writes for plain values", function()
+    local t0, t1 = "2026-11-29T00:00:00+08:00", "2026-12-28T23:59:59+08:00"
+    same {
+      stock_name = "微信支付代金券", belong_merchant = "1900000001", stock_type = "NORMAL", no_cash = false,
+      available_begin_time = t0, available_end_time = t1,
+      stock_use_rule = { max_coupons = 100, max_amount = 10000, max_coupons_per_user = 1,
+        natural_person_limit = false, prevent_api_abuse = false },
+      coupon_use_rule = {
+        coupon_available_time = { available_begin_time = t0, available_end_time = t1 },
+        fixed_normal_coupon = { coupon_amount = 100, transaction_minimum = 1000.0 },
+        available_merchants = { "1900000001", "1900000002" } },
+      out_request_no = "x1", notify_url = "https://example.com/a?b=c&d=\"e\"",
+    }
+    for _, v in ipairs {
+      {}, { {} }, { 0, -1, math.maxinteger, math.mininteger, 1e15, -0.0 }, { 1, nil, 3 },
+      { a = cjson.null, b = { cjson.null } }, "text", 42, true, false, cjson.null,
+      { [1] = "a", [2] = "b", [10] = "c" }, { x = { y = { z = { "deep" } } } },
+    } do
+      same(v)
+    end
+  end)
+
+  it("escapes every byte as cjson does, in values and keys", function()
+    for b = 0, 255 do
+      local c = string.char(b)
+      same { k = "a" .. c .. "b", list = { c, c .. c } }
+      if b ~= 0 then same { ["k" .. c] = 1 } end -- a key with a zero byte is the Lua encoder's
+    end
+  end)
+
+  it("sorts keys as the Lua encoder does, up to 64 keys", function()
+    for _, n in ipairs { 2, 10, 40, 64 } do
+      local t = {}
+      for i = 1, n do t[("k%03d_%s"):format((i * 37) % 101, string.char(65 + i % 26))] = i end
+      t.A, t._, t.a = 1, 2, 3
+      if n == 64 then t.A, t._, t.a = nil, nil, nil end
+      same(t)
+    end
+  end)
+
+  it("agrees on random values", function()
+    local seed = 12345
+    local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n end
+    local function value(depth)
+      local r = rnd(depth > 3 and 5 or 8)
+      if r == 0 then return rnd(1000000) - 500000 end
+      if r == 1 then local s = {} for i = 1, rnd(12) do s[i] = string.char(rnd(256)) end return table.concat(s) end
+      if r == 2 then return rnd(2) == 1 end
+      if r == 3 then return cjson.null end
+      if r == 4 then return rnd(100) + 0.0 end
+      if r == 5 then local a = {} for i = 1, rnd(6) do a[i] = value(depth + 1) end return a end
+      local o = {}
+      for _ = 1, rnd(8) do o["f" .. rnd(50)] = value(depth + 1) end
+      return o
+    end
+    for _ = 1, 300 do same(value(0)) end
+  end)
+
+  it("leaves to the Lua encoder what only it decides", function()
+    local mt = setmetatable({}, {})
+    local keys65 = {}
+    for i = 1, 65 do keys65["k" .. i] = i end
+    local deep = {}
+    local cur = deep
+    for _ = 1, 120 do cur.n = {}; cur = cur.n end
+    for _, v in ipairs {
+      { 0.5 }, { a = 1 / 0 }, { mt }, { [1] = 1, [20] = 2 }, { 1, 2, x = 3 }, { [1.5] = 1 },
+      { f = print }, { [true] = 1 }, { ["a\0b"] = 1 }, keys65, deep, io.stdout, { co = coroutine.create(print) },
+    } do
+      assert.is_nil(fast(v))
+    end
+    local ok = pcall(slow, { [1] = 1, [20] = 2 })
+    assert.is_false(ok)
+  end)
+
+  it("raises only for a missing argument", function()
+    local json = require "quan.json"
+    assert.has_error(function() json.encode() end, "bad argument #1 to 'encode' (value expected)")
+  end)
+
+  it("adds no globals", function()
+    local sh = require "tests.support.sh"
+    local out = sh.run(sh.quan .. [[ -e 'local g = {} for k in pairs(_G) do g[k] = true end
+      require "quan.json" for k in pairs(_G) do if not g[k] then print(k) end end']])
+    assert.equal("", out)
+  end)
+
+  it("runs the example of docs/json.md", function()
+    require("tests.support.mdexamples").run("docs/json.md", 1)
+  end)
+end)
