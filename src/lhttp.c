@@ -945,6 +945,31 @@ static int multi_pending(lua_State *L) {
   return 1;
 }
 
+/* m:cancel(id) -> true when the transfer was in flight (it is aborted, its
+ * connection closed, and it will never complete), false otherwise. */
+static int multi_cancel(lua_State *L) {
+  Multi *m = check_multi(L);
+  lua_Integer id = luaL_checkinteger(L, 2);
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, 3);             /* [m, id, inflight] */
+  if (lua_rawgeti(L, 3, id) != LUA_TUSERDATA) { /* [m, id, inflight, t] */
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  Transfer *t = lua_touserdata(L, 4);
+  lua_pushnil(L);
+  lua_rawseti(L, 3, id);                  /* inflight[id] = nil */
+  lua_getiuservalue(L, 1, 1);             /* [m, id, inflight, t, engine] */
+  lua_getiuservalue(L, 5, 1);             /* [..., engine, transfers] */
+  lua_pushlightuserdata(L, t);
+  lua_pushnil(L);
+  lua_rawset(L, 6);                       /* transfers[t] = nil */
+  transfer_release(t);
+  m->pending--;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* close, __close and __gc: aborts what is in flight; idempotent. */
 static int multi_close(lua_State *L) {
   Multi *m = luaL_checkudata(L, 1, MULTI_MT);
@@ -984,6 +1009,7 @@ static const luaL_Reg multi_methods[] = {
   {"add", multi_add},
   {"perform", multi_perform},
   {"pending", multi_pending},
+  {"cancel", multi_cancel},
   {"close", multi_close},
   {NULL, NULL}
 };

@@ -128,6 +128,22 @@ describe("quan.async", function()
       assert.has_no_error(async.run)
     end)
 
+    it("writes a rejection nothing observed to stderr when the state closes", function()
+      local cases = {
+        { "a.spawn(function() error('boom') end)", "quan.async: a rejection nothing observed: .*boom\n" },
+        { "a.resolved(1):next(function() error('in next') end)", "observed: .*in next\n" },
+        { "a.spawn(function() error('caught') end):catch(function() end); a.run()", nil },
+        { "a.spawn(function() error('waited') end); pcall(a.run)", nil },
+      }
+      for _, c in ipairs(cases) do
+        local out, err, code = sh.run(("%s -e %q"):format(sh.quan,
+          "local a = require 'quan.async'; " .. c[1] .. "; print('end')"))
+        assert.equal("end\n", out)
+        assert.equal(0, code)
+        if c[2] then assert.matches(c[2], err) else assert.equal("", err) end
+      end
+    end)
+
     it("run stays quiet about errors that were caught", function()
       local t = async.spawn(function() async.sleep(0) error("late") end)
       local caught = t:catch(function(e) return e end)
@@ -279,6 +295,27 @@ describe("quan.async", function()
       ok, err = pcall(function() async.request {} end)
       assert.matches("^tests/async_spec%.lua:%d+: http request: 'url' is required$", err)
     end)
+  end)
+
+  it("abandons a request whose wait an error unwinds: it is never sent later", function()
+    local s = https.start(pki.cert, pki.key)
+    local perform = getmetatable(http.multi()).__index.perform
+    -- what Ctrl-C does: an error raised where the loop would wait
+    debug.sethook(function()
+      if debug.getinfo(2, "f").func == perform then
+        debug.sethook()
+        error("interrupted!", 0)
+      end
+    end, "c")
+    local ok, err = pcall(async.request, { url = s:url("/slow?ms=10"), method = "POST", body = "x", cafile = pki.ca })
+    debug.sethook()
+    assert.is_false(ok)
+    assert.equal("interrupted!", err)
+    -- the loop runs again (another request, a sleep): the abandoned one stays gone
+    assert.equal(200, async.request(req("/echo")).status)
+    async.sleep(0.3)
+    assert.equal(0, stats(s).max_active)
+    s:stop()
   end)
 
   it("lets Ctrl-C interrupt tasks waiting on the network", function()

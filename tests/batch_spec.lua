@@ -467,6 +467,75 @@ describe("quan.batch engine", function()
     assert.equal(batch.exit.ok, sum2.exit_code)
   end)
 
+  it("ends on Ctrl-C with exit 130, and the next run resends what was in flight", function()
+    local dir = sh.tmpdir()
+    local input = users_csv(dir, 200)
+    local sent = 0
+    local sum, events = run_fake {
+      input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 4,
+      send = function(item)
+        -- what the host's SIGINT hook raises wherever Lua runs
+        if item.key == "o00050" then error("interrupted!", 0) end
+        sent = sent + 1
+        return { status = 200, json = { coupon_id = "C" .. item.key } }
+      end,
+    }
+    assert.equal(batch.exit.interrupted, sum.exit_code)
+    assert.equal("interrupted", sum.exit_reason)
+    assert.equal(130, events[#events].exit_code)
+    assert.equal(sent, sum.journal_counts.sent) -- every finished row committed
+    assert.is_true(sum.journal_counts.in_flight >= 1) -- o00050 at least: unknown outcome
+    -- the next run sends every row not yet sent, o00050 with its own number
+    local sum2, _, calls = run_fake {
+      input = input, journal = dir .. "/j.db",
+      send = function(item) return { status = 200, json = { coupon_id = "C" .. item.key } } end,
+    }
+    assert.equal(batch.exit.ok, sum2.exit_code)
+    assert.equal(200 - sent, #calls)
+    local seen = {}
+    for _, c in ipairs(calls) do seen[c.key] = c.orn end
+    assert.equal(batch.request_no("B", "o00050"), seen.o00050)
+    assert.equal(200, sum2.journal_counts.sent)
+  end)
+
+  it("sends nothing more once a run has ended, when its tasks are resumed later", function()
+    -- Ctrl-C at the REPL unwinds batch.run in the main thread; the workers
+    -- stay suspended in the event loop, which the next command drives again
+    local dir = sh.tmpdir()
+    local A = fakeasync.new { virtual = true }
+    local calls, fired = 0, false
+    debug.sethook(function()
+      if not fired and calls >= 10 and not coroutine.isyieldable() then
+        fired = true
+        error("interrupted!", 0)
+      end
+    end, "", 50)
+    local sum = batch.run {
+      input = users_csv(dir, 200), journal = dir .. "/j.db", batch_id = "B", concurrency = 4,
+      async = A, out = { write = function(self) return self end, flush = function() end },
+      log_format = "json", rate = 1e6,
+      send = function(item)
+        calls = calls + 1
+        A.sleep(0.01)
+        return { status = 200, json = { coupon_id = "C" .. item.key } }
+      end,
+    }
+    debug.sethook()
+    assert.is_true(fired)
+    assert.equal(batch.exit.interrupted, sum.exit_code)
+    local before = calls
+    A.run() -- the loop runs again: the ended run's tasks wake up
+    assert.equal(before, calls)
+    -- the next run sends the rest, each row once
+    local sum2, _, calls2 = run_fake {
+      input = dir .. "/users.csv", journal = dir .. "/j.db",
+      send = function(item) return { status = 200, json = { coupon_id = "C" .. item.key } } end,
+    }
+    assert.equal(batch.exit.ok, sum2.exit_code)
+    assert.equal(200, sum2.journal_counts.sent)
+    assert.is_true(#calls2 >= 200 - before)
+  end)
+
   it("skips duplicate keys and records rows without a key", function()
     local dir = sh.tmpdir()
     local sum, _, calls = run_fake {
@@ -517,6 +586,8 @@ describe("quan.batch engine", function()
       "batch.run: unknown option 'wat'")
     assert.has_error(function() batch.run { input = "x", journal = "j", send = print, concurrency = 0 } end,
       "batch.run: concurrency must be an integer >= 1")
+    assert.has_error(function() batch.run { input = "x", journal = "j", send = print, log_format = "yaml" } end,
+      "batch.run: log_format must be 'bar', 'json' or 'text'")
   end)
 
   it("adds no globals", function()
@@ -749,6 +820,9 @@ describe("scripts/examples/send-coupons.lua", function()
     _, err, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua --bogus S u.csv")
     assert.equal(batch.exit.cannot_start, code)
     assert.matches("unknown option %-%-bogus", err)
+    _, err, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua --log-format yaml S u.csv")
+    assert.equal(batch.exit.cannot_start, code)
+    assert.matches("%-%-log%-format wants bar, json or text", err)
   end)
 end)
 

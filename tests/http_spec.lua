@@ -289,6 +289,25 @@ describe("quan.http", function()
       m:close()
     end)
 
+    it("cancels one transfer: it never completes, the others go on", function()
+      local m = http.multi()
+      local slow = m:add(req("/slow?ms=300"))
+      local quick = m:add(req("/echo?n=1"))
+      assert.is_true(m:cancel(slow))
+      assert.is_false(m:cancel(slow))
+      assert.is_false(m:cancel(12345))
+      assert.equal(1, m:pending())
+      local done = {}
+      local deadline = qos.now() + 10
+      while qos.now() < deadline and (m:pending() > 0 or qos.now() < deadline - 9.4) do
+        for _, c in ipairs(m:perform(0.1)) do done[#done + 1] = c.id end
+      end
+      assert.same({ quick }, done) -- and nothing for slow, though its 300 ms have passed
+      assert.has_error(function() m:cancel("x") end)
+      m:close()
+      assert.has_error(function() m:cancel(quick) end, "http multi: used after close")
+    end)
+
     it("returns at once when nothing is pending", function()
       local m = http.multi()
       assert.same({}, m:perform())

@@ -413,6 +413,7 @@ describe("quan.repl and quan.pretty", function()
   it("measures display width: wide CJK 2, combining 0, colour codes 0", function()
     for _, case in ipairs {
       { "abc", 3 }, { "满减", 4 }, { "ｆｕｌｌ", 8 }, { "e\u{301}", 1 }, { "\27[32mab\27[0m", 2 }, { "한글", 4 },
+      { "满\255减", 5 }, { "\255\254", 2 }, { "", 0 },
     } do
       assert.equal(case[2], pretty.width(case[1]), case[1])
     end

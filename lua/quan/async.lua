@@ -28,8 +28,20 @@ local timer_seq = 0
 local ready_fn, ready_arg, ready_head, ready_tail = {}, {}, 1, 0
 local task_of = setmetatable({}, { __mode = "k" }) -- coroutine -> task
 local live = 0               -- tasks started and not finished
-local unobserved = {}        -- rejected promise nobody looked at -> sequence no.
 local unobserved_seq = 0
+
+-- rejected promise nobody looked at -> sequence no. When the table goes
+-- (the state closes), what is still in it is written to stderr: a rejection
+-- never passes silently, even in a script that never calls async.run().
+local unobserved = setmetatable({}, { __gc = function(list)
+  local left = {}
+  for p, n in pairs(list) do left[#left + 1] = { n, p } end
+  table.sort(left, function(a, b) return a[1] < b[1] end)
+  for _, e in ipairs(left) do
+    local ok, msg = pcall(tostring, e[2].value[1])
+    io.stderr:write("quan.async: a rejection nothing observed: ", ok and msg or "?", "\n")
+  end
+end })
 
 local Promise = {}
 Promise.__index = Promise
@@ -271,7 +283,14 @@ function M.request(req)
   end
   local w = {}
   waiting[id] = w
-  drive(function() return w.n ~= nil end)
+  local ok, err = pcall(drive, function() return w.n ~= nil end)
+  if not ok then
+    -- an error unwinds the wait (Ctrl-C): the request is abandoned, so it
+    -- must not go on in the background the next time the loop runs
+    waiting[id] = nil
+    multi:cancel(id)
+    error(err, 0)
+  end
   return unpack(w, 1, w.n)
 end
 

@@ -81,6 +81,10 @@ local function check_opts(opts)
   if c ~= nil and (math.type(c) ~= "integer" or c < 1) then
     error("batch.run: concurrency must be an integer >= 1", 3)
   end
+  local lf = opts.log_format
+  if lf ~= nil and lf ~= "bar" and lf ~= "json" and lf ~= "text" then
+    error("batch.run: log_format must be 'bar', 'json' or 'text'", 3)
+  end
   for _, k in ipairs { "key", "classify", "result" } do
     local v = opts[k]
     if v ~= nil and type(v) ~= "function" and not (k == "key" and type(v) == "string") then
@@ -197,6 +201,10 @@ function M.run(opts)
   local eof, input_error = false, nil
   local pending, pending_since = {}, nil -- outcomes not yet committed
   local stop_reason, stop_code
+  -- set once the run has ended (done, stopped, Ctrl-C): a worker task that
+  -- the event loop resumes later (the REPL drives it again after a Ctrl-C)
+  -- must neither send nor touch the closed journal
+  local ended = false
 
   local function stop(code, reason)
     if not stop_reason then
@@ -262,6 +270,7 @@ function M.run(opts)
   end
 
   local function outcome(item, state, result, code, message)
+    if ended then return end -- stays in_flight in the journal: resent, same number
     pending[#pending + 1] = { key = item.key, row = item.row, state = state,
       attempts = item.attempt or 0, result = result, code = code, message = message }
     pending_since = pending_since or qos.now()
@@ -338,6 +347,7 @@ function M.run(opts)
   end
 
   local function take()
+    if ended then return nil end
     local item = pop_delayed(true)
     if item then return item end
     if not stop_reason and #delayed < max_delayed then
@@ -374,10 +384,12 @@ function M.run(opts)
       -- bucket still holds: waking later than the token is due never hurts)
       local now = qos.now()
       sleep(math.ceil((now + wait) / PACE_TICK) * PACE_TICK - now)
+      if ended then return end
     end
     item.attempt = attempt
     if attempt == 1 then st.attempted = st.attempted + 1 end
     local ok, res, err = pcall(opts.send, item)
+    if ended then return end
     if not ok then
       local msg = tostring(res)
       if msg:find("interrupted!", 1, true) then interrupted = true; error(res, 0) end
@@ -436,7 +448,7 @@ function M.run(opts)
     running = false
     pcall(ticker.wait, ticker)
   end)
-  running = false
+  running, ended = false, true
   if not ok then
     if tostring(err):find("interrupted!", 1, true) then
       interrupted = true

@@ -46,15 +46,19 @@ function M.charwidth(c)
 end
 
 -- width(s) -> columns s takes on a terminal (ANSI colour codes take none;
--- invalid UTF-8 counts one column a byte)
+-- a byte that is not valid UTF-8 counts one column, the text around it as
+-- what it is)
 function M.width(s)
   s = tostring(s):gsub("\27%[[%d;]*m", "")
-  local ok, w = pcall(function()
-    local n = 0
-    for _, c in utf8.codes(s) do n = n + M.charwidth(c) end
-    return n
-  end)
-  return ok and w or #s
+  local n, i, len = 0, 1, #s
+  while i <= len do
+    local ok, bad = utf8.len(s, i)
+    local last = ok and len or bad - 1
+    for _, c in utf8.codes(s:sub(i, last)) do n = n + M.charwidth(c) end
+    if ok then break end
+    n, i = n + 1, bad + 1
+  end
+  return n
 end
 
 -- pad(s, w) -> s followed by spaces up to display width w

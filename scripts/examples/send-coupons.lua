@@ -55,6 +55,8 @@ while i <= #args do
         usage("--" .. name .. " wants a positive " .. numeric[name])
       end
       opts[name] = n
+    elseif name == "log-format" and value ~= "bar" and value ~= "json" and value ~= "text" then
+      usage("--log-format wants bar, json or text")
     elseif name == "key" or name == "batch-id" or name == "export" or name == "log-format" then
       opts[name] = value
     else
