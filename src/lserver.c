@@ -29,11 +29,18 @@ typedef struct Shared {
   char *arg;         /* string handed to module.new(arg), may be NULL */
   size_t max_body;   /* larger request bodies get 413 */
   pthread_key_t key; /* per-thread ThreadState */
+  /* Handler states of ended connections kept for the next ones (start's
+   * `reuse` option): making a state (libraries, embedded modules, the
+   * handler's new()) costs more than several requests. One thread uses a
+   * state at a time; the pool hands it over under the mutex. */
+  pthread_mutex_t pool_lock;
+  lua_State **pool;
+  int npool, maxpool;
 } Shared;
 
 typedef struct ThreadState {
   lua_State *L;
-  int handler; /* registry ref of the handler function, LUA_NOREF if broken */
+  Shared *sh;
 } ThreadState;
 
 /* One request: created by the URI logger, freed when MHD completes it. */
@@ -61,10 +68,25 @@ static void on_signal(int sig) { got_signal = sig; }
 
 /* ---- per-thread Lua states ---------------------------------------------- */
 
+/* pthread key destructor, at the end of a connection thread: the state goes
+ * back to the pool when there is room, else it is closed. */
 static void thread_state_free(void *p) {
   ThreadState *ts = p;
   if (ts == NULL) return;
-  if (ts->L) lua_close(ts->L);
+  if (ts->L) {
+    Shared *sh = ts->sh;
+    int kept = 0;
+    if (sh->maxpool > 0) {
+      pthread_mutex_lock(&sh->pool_lock);
+      if (sh->npool < sh->maxpool) {
+        lua_settop(ts->L, 0);
+        sh->pool[sh->npool++] = ts->L;
+        kept = 1;
+      }
+      pthread_mutex_unlock(&sh->pool_lock);
+    }
+    if (!kept) lua_close(ts->L);
+  }
   free(ts);
 }
 
@@ -104,7 +126,14 @@ static ThreadState *thread_state(Shared *sh) {
   if (ts) return ts->L ? ts : NULL;
   ts = calloc(1, sizeof *ts);
   if (ts == NULL) return NULL;
+  ts->sh = sh;
   pthread_setspecific(sh->key, ts);
+  if (sh->maxpool > 0) {
+    pthread_mutex_lock(&sh->pool_lock);
+    if (sh->npool > 0) ts->L = sh->pool[--sh->npool];
+    pthread_mutex_unlock(&sh->pool_lock);
+    if (ts->L) return ts;
+  }
   lua_State *L = quan_newstate();
   if (L == NULL) return NULL;
   lua_gc(L, LUA_GCGEN, 0, 0); /* requests make short-lived garbage */
@@ -298,8 +327,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 /* ---- the Lua API --------------------------------------------------------- */
 
+/* Called once every connection thread has ended (after MHD_stop_daemon). */
 static void shared_free(Shared *sh) {
   if (sh == NULL) return;
+  if (sh->pool) {
+    for (int i = 0; i < sh->npool; i++) lua_close(sh->pool[i]);
+    free(sh->pool);
+    pthread_mutex_destroy(&sh->pool_lock);
+  }
   free(sh->module);
   free(sh->arg);
   free(sh);
@@ -388,7 +423,9 @@ static lua_Integer optint(lua_State *L, const char *field, lua_Integer def) {
 
 /* start{handler = "module", arg = string, host = "127.0.0.1", port = 0,
  *       cert = pem | "file://...", key = pem | "file://...", timeout = 60,
- *       max_body = 8 MiB}
+ *       max_body = 8 MiB, reuse = 0}
+ * reuse = n keeps up to n handler states of ended connections for new ones
+ * (0: every connection starts from a fresh state).
  *   -> server | nil, message, code ("bind", "tls", "memory") */
 static int l_start(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -404,6 +441,8 @@ static int l_start(lua_State *L) {
   lua_Integer timeout = optint(L, "timeout", 60);
   lua_Integer max_body = optint(L, "max_body", 8 << 20);
   luaL_argcheck(L, timeout >= 0 && max_body > 0, 1, "timeout and max_body must be positive");
+  lua_Integer reuse = optint(L, "reuse", 0);
+  luaL_argcheck(L, reuse >= 0 && reuse <= 4096, 1, "reuse must be between 0 and 4096");
   struct sockaddr_in sin;
   memset(&sin, 0, sizeof sin);
   sin.sin_family = AF_INET;
@@ -419,6 +458,12 @@ static int l_start(lua_State *L) {
   s->shared->arg = arg ? strdup(arg) : NULL;
   s->shared->max_body = (size_t)max_body;
   if (s->shared->module == NULL || (arg && s->shared->arg == NULL)) goto nomem;
+  if (reuse > 0) {
+    s->shared->pool = calloc((size_t)reuse, sizeof(lua_State *));
+    if (s->shared->pool == NULL) goto nomem;
+    pthread_mutex_init(&s->shared->pool_lock, NULL);
+    s->shared->maxpool = (int)reuse;
+  }
   unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
   if (cert) {
     size_t clen;

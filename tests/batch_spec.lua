@@ -266,6 +266,20 @@ describe("quan.batch.progress", function()
 end)
 
 describe("quan.batch.journal", function()
+  it("names new batches apart even when math.random repeats itself", function()
+    -- two runs started in the same second can share math.random's seed
+    local dir = sh.tmpdir()
+    local ids = {}
+    for i = 1, 2 do
+      math.randomseed(42)
+      local j = assert(journal.open(dir .. "/n" .. i .. ".db", { batch_prefix = "S1" }))
+      ids[i] = j.batch_id
+      j:close()
+    end
+    assert.matches("^S1%-%d+T%d+Z%-%w+$", ids[1])
+    assert.not_equal(ids[1], ids[2])
+  end)
+
   it("claims rows once, skips final ones, spots duplicates, and locks", function()
     local dir = sh.tmpdir()
     local path = dir .. "/j.db"

@@ -113,8 +113,29 @@ describe("quan.server", function()
     assert.equal("signal\n", out)
   end)
 
+  it("hands an ended connection's state to a later connection with reuse", function()
+    local s = assert(server.start {handler = "tests.support.echo_handler", reuse = 2})
+    local url = "http://127.0.0.1:" .. s:port() .. "/count"
+    -- one connection per curl process; the first one's thread may still be
+    -- ending when the next connects, so allow a few attempts
+    local counts = {}
+    for i = 1, 20 do
+      counts[i] = cjson.decode((sh.run("curl -sS " .. url))).count
+      if counts[i] > 1 then break end
+      require("quan.os").sleep(0.05)
+    end
+    assert.is_true(counts[#counts] > 1)
+    s:stop()
+    -- without reuse every connection starts afresh (the state per connection above)
+    s = assert(server.start {handler = "tests.support.echo_handler"})
+    url = "http://127.0.0.1:" .. s:port() .. "/count"
+    for _ = 1, 3 do assert.equal(1, cjson.decode((sh.run("curl -sS " .. url))).count) end
+    s:stop()
+  end)
+
   it("checks its arguments", function()
     assert.has_error(function() server.start {} end)
+    assert.has_error(function() server.start {handler = "x", reuse = -1} end)
     assert.has_error(function() server.start {handler = "x", port = 70000} end)
     assert.has_error(function() server.start {handler = "x", host = "localhost"} end)
     assert.has_error(function() server.start {handler = "x", cert = "c"} end)

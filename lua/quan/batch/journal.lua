@@ -50,11 +50,12 @@ CREATE TABLE IF NOT EXISTS runs (
 local Journal = {}
 Journal.__index = Journal
 
+-- The random part comes from the CSPRNG: math.random's seed is the time in
+-- seconds and an address, which two runs started in the same second can share
+-- (then both batches would send the same out_request_no values).
 local function generate_batch_id(prefix)
   local t = os.date("!%Y%m%dT%H%M%SZ")
-  local r = {}
-  for i = 1, 6 do r[i] = string.char(("abcdefghijkmnpqrstuvwxyz23456789"):byte(math.random(32))) end
-  return (prefix and prefix .. "-" or "") .. t .. "-" .. table.concat(r)
+  return (prefix and prefix .. "-" or "") .. t .. "-" .. require("quan.crypto").nonce(8)
 end
 
 local open_opts = { batch_id = true, batch_prefix = true, meta = true, synchronous = true }

@@ -98,7 +98,8 @@ function M.new(dir)
   local merchant_pub = assert(crypto.certificate("file://" .. dir .. "/merchant.pem")):public_key()
   local platform = assert(crypto.private_key("file://" .. dir .. "/platform.key.pem"))
   local db = assert(sqlite.open(dir .. "/sandbox.db", {busy_timeout = 20000, process_lock = true}))
-  db:exec "PRAGMA mmap_size = 268435456" -- pages shared with the other threads' connections, fewer reads
+  -- no mmap_size: with several connections each one remapped the growing
+  -- file about once per request (munmap, a TLB shootdown on every core)
   local control_text, control = nil, {faults = {}, clock_offset = 0}
 
   local function sha256(s) return crypto.sha256(s) end

@@ -107,7 +107,8 @@ function M.main(args)
   db:close()
   local server = require "quan.server"
   local srv, serr = server.start {handler = "quan.sandbox.handler", arg = dir, host = host, port = tonumber(port),
-    cert = "file://" .. dir .. "/server.pem", key = "file://" .. dir .. "/server.key.pem"}
+    cert = "file://" .. dir .. "/server.pem", key = "file://" .. dir .. "/server.key.pem",
+    reuse = 32} -- handler states outlive their connection: a new connection costs a TLS handshake only
   if not srv then
     io.stderr:write("quan sandbox: ", serr, "\n")
     return 1
