@@ -122,7 +122,7 @@ static void print_usage(const char *badoption) {
     "  --verbose        QUAN_DEBUG=1   print requests and responses, secrets redacted\n"
     "  --sandbox        QUAN_SANDBOX=1 run against a private local sandbox\n"
     "  --dry-run        QUAN_DRY_RUN=1 print each request instead of sending it\n"
-    "  --log-format F   QUAN_LOG_FORMAT  'json' or 'text'\n",
+    "  --log-format F   QUAN_LOG_FORMAT  a batch's log: 'bar', 'json' or 'text'\n",
     progname, progname, progname, progname);
 }
 

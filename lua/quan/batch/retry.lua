@@ -40,11 +40,6 @@ local function mentions_stock_state(message)
   return false
 end
 
-local function is_replay(message)
-  local lower = type(message) == "string" and message:lower() or ""
-  return lower:find("nonce", 1, true) ~= nil or lower:find("重复", 1, true) ~= nil
-end
-
 -- classify(res, err) -> action, code, message
 -- res: a client result ({status, json, ...}) or nil; err: nil, a client
 -- error table ({kind, status, code, message, retryable}) or a string
@@ -85,11 +80,6 @@ function M.classify(res, err)
     return "stop", "HTTP_" .. status, message
   end
   code = code or ("HTTP_" .. status)
-  -- a replayed request (same nonce): a copy reached the server before, and
-  -- its answer was lost. Unknown outcome: a new try (new nonce, same
-  -- out_request_no) settles it. quan.http never resends a request with a
-  -- body (docs/http.md), but libcurl may resend a GET, and a proxy may too.
-  if status == 401 and is_replay(api_message) then return "retry", "REPLAYED_NONCE", message end
   if M.stop_codes[code] or status == 401 then return "stop", code, message end
   if code == "INVALID_REQUEST" and mentions_stock_state(api_message) then
     return "stop", code, message
