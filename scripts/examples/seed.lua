@@ -28,7 +28,8 @@ local finish = begin + 30 * day - 1
 local sequence = 0
 local function out_request_no()
   sequence = sequence + 1
-  return ("%s%s%02d%s"):format(wx.mchid, os.date("!%Y%m%d%H%M%S"), sequence, require("quan.crypto").nonce(6))
+  local random = string.unpack("<I2", require("quan.crypto").random_bytes(2)) % 10000
+  return ("%s%s%02d%04d"):format(wx.mchid, os.date("!%Y%m%d%H%M%S"), sequence, random)
 end
 
 local function request()
