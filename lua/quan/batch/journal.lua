@@ -171,11 +171,6 @@ function Journal:transaction(fn, ...)
   return self.db:transaction(fn, ...)
 end
 
--- journal:get(key) -> item row table | nil
-function Journal:get(key)
-  return self.db:first("SELECT * FROM items WHERE key = ?", key)
-end
-
 -- journal:claim(key, row, out_request_no) -> what, item
 -- Decides what to do with an input row, inside the caller's transaction:
 --   "new"        first time seen: recorded in_flight, to send
@@ -230,15 +225,6 @@ function Journal:counts()
     c.total = c.total + r.n
   end
   return c
-end
-
--- journal:refused_by_code() -> {CODE = n}
-function Journal:refused_by_code()
-  local t = {}
-  for r in self.db:rows("SELECT coalesce(code, '?') AS code, count(*) AS n FROM items WHERE state = 'refused' GROUP BY code") do
-    t[r.code] = r.n
-  end
-  return t
 end
 
 -- journal:finish_run(exit_code, summary_json)

@@ -51,13 +51,5 @@ function Bucket:take(n)
   return -tokens / self.rate
 end
 
--- bucket:set_rate(rate): change the rate from now on (tokens kept)
-function Bucket:set_rate(rate)
-  if type(rate) ~= "number" or not (rate > 0) then
-    error("ratelimit: rate must be a positive number", 2)
-  end
-  self:take(0) -- account the refill at the old rate first
-  self.rate = rate
-end
 
 return M
