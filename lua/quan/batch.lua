@@ -446,7 +446,11 @@ function M.run(opts)
       if not tok then error(terr, 0) end
     end
     running = false
-    pcall(ticker.wait, ticker)
+    -- the progress display failing must not fail the run, nor pass unseen
+    local pok, perr = pcall(ticker.wait, ticker)
+    if not pok and not tostring(perr):find("interrupted!", 1, true) then
+      io.stderr:write("quan.batch: progress display: ", tostring(perr), "\n")
+    end
   end)
   running, ended = false, true
   if not ok then
