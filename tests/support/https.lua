@@ -72,6 +72,30 @@ function Server:url(path)
   return ("https://127.0.0.1:%d%s"):format(self.port, path or "/")
 end
 
+-- stats() -> {connections, active, max_active, drops} of the server
+function Server:stats(ca_path)
+  local res = assert(require("quan.http").request { url = self:url("/stats"), cafile = ca_path })
+  return cjson.decode(res.body)
+end
+
+-- interrupt(pki, source, in_flight) -> how, code, stdout, stderr
+-- Runs `source` as a quan script with arg[1] = the URL of a 20 s request and
+-- arg[2] = the CA file, waits until the server has `in_flight` requests of it
+-- in flight, sends SIGINT and waits for the process to end.
+function M.interrupt(pki, source, in_flight)
+  local dir = sh.tmpdir()
+  local script = sh.write(dir .. "/script.lua", source)
+  local s = M.start(pki.cert, pki.key)
+  local pid = assert(qos.spawn({ sh.quan, script, s:url("/slow?ms=20000"), pki.ca },
+    { stdout = dir .. "/out", stderr = dir .. "/err" }))
+  local deadline = qos.now() + 20
+  while s:stats(pki.ca).active < in_flight and qos.now() < deadline do qos.sleep(0.02) end
+  qos.kill(pid, "INT")
+  local how, code = qos.wait(pid)
+  s:stop()
+  return how, code, sh.read(dir .. "/out"), sh.read(dir .. "/err")
+end
+
 function Server:stop()
   if self.pid then
     qos.kill(self.pid, "KILL")
