@@ -6,8 +6,6 @@ local cases = require "tests.support.cases"
 local md = require "tests.support.mdexamples"
 
 local q = sh.quan
-local have_client = pcall(require, "wechatpay") and pcall(require, "quan.crypto")
-local describe_client = have_client and describe or pending
 
 -- check(script_text [, env]) -> stdout, stderr, exit code of `quan check`
 local function check(text, env, opts)
@@ -26,7 +24,7 @@ local function requests(out)
   return list
 end
 
-describe_client("quan check", function()
+describe("quan check", function()
   for _, name in ipairs { "seed-stock", "spring", "lifecycle" } do
     it("passes the example " .. name .. ".lua, listing its requests", function()
       local out, err, code = sh.run(q .. " check scripts/examples/" .. name .. ".lua")
@@ -190,7 +188,7 @@ describe_client("quan check", function()
   end)
 end)
 
-describe_client("quan run --dry-run", function()
+describe("quan run --dry-run", function()
   local dir
   setup(function()
     dir = sh.tmpdir()
@@ -245,10 +243,9 @@ return { default = "t", profiles = { t = { mchid = "1900000001", serial = "ABCDE
   end)
 end)
 
-local ok_fake, wxfake = pcall(require, "tests.support.wxfake")
-local describe_fake = (have_client and ok_fake and pcall(require, "quan.async")) and describe or pending
+local wxfake = require "tests.support.wxfake"
 
-describe_fake("the dry run against a real send", function()
+describe("the dry run against a real send", function()
   it("prints exactly the bytes the run sends", function()
     local wechatpay = require "wechatpay"
     local dryrun = require "quan.dryrun"
@@ -342,10 +339,8 @@ describe("the dry-run printer and check's answers", function()
   end)
 end)
 
-local have_sandbox = have_client and pcall(require, "quan.sandbox") and pcall(require, "quan.async")
-local describe_sandbox = have_sandbox and describe or pending
 
-describe_sandbox("the examples against the sandbox", function()
+describe("the examples against the sandbox", function()
   local sb
   setup(function() sb = assert(require("quan.sandbox").start {}) end)
   teardown(function() if sb then sb:stop() end end)

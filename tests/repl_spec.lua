@@ -6,13 +6,6 @@ local tmux = require "tests.support.tmux"
 local q = sh.quan
 local PROMPT = "quan[sandbox]> "
 
-local function have(mod)
-  return package.preload[mod] ~= nil or pcall(require, mod)
-end
-
-local has_schema = have("wechatpay.favor.schema")
-local has_client = have("wechatpay") and have("quan.sandbox") and have("quan.http") and have("quan.crypto")
-
 -- repl([env]) -> a session at its first prompt, HOME a fresh directory
 local function repl(env, home)
   home = home or sh.tmpdir()
@@ -191,10 +184,8 @@ describe("the REPL on a terminal", function()
   end)
 
   describe("with the endpoint schemas", function()
-    local it_ = has_schema and it or pending
-    local why = has_schema and "" or " (pending: wechatpay.favor.schema has not landed)"
 
-    it_("completes an API path segment of wx" .. why, function()
+    it("completes an API path segment of wx", function()
       local s = repl()
       s:type("wx.v3.marketing.favor.cou")
       s:keys("Tab")
@@ -207,7 +198,7 @@ describe("the REPL on a terminal", function()
       s:close()
     end)
 
-    it_("completes the field names of a request body" .. why, function()
+    it("completes the field names of a request body", function()
       local s = repl()
       s:type("wx.v3.marketing.favor.couponStocks:post{json={stock_na")
       s:keys("Tab")
@@ -218,7 +209,7 @@ describe("the REPL on a terminal", function()
       s:close()
     end)
 
-    it_("shows help for the create-stock endpoint" .. why, function()
+    it("shows help for the create-stock endpoint", function()
       local s = repl()
       s:line("help('/v3/marketing/favor/coupon-stocks')")
       local screen = s:wait_for("POST /v3/marketing/favor/coupon-stocks")
@@ -232,9 +223,6 @@ describe("the REPL on a terminal", function()
   end)
 
   describe("with the client and the sandbox", function()
-    local ready = has_client and has_schema
-    local it_ = ready and it or pending
-    local why = ready and "" or " (pending: client/sandbox have not landed)"
     local qos = require "quan.os"
     local sandboxes = {}
 
@@ -264,7 +252,7 @@ describe("the REPL on a terminal", function()
 
     local LIST = "wx.v3.marketing.favor.stocks:get{query={offset=0,limit=5,stock_creator_mchid=wx.mchid}}"
 
-    it_("prints a sandbox response: status, request id, JSON body" .. why, function()
+    it("prints a sandbox response: status, request id, JSON body", function()
       local s = repl({ QUAN_CONFIG = sandbox() })
       s:line(LIST)
       local screen = s:wait_for("total_count", 30)
@@ -272,7 +260,7 @@ describe("the REPL on a terminal", function()
       s:close()
     end)
 
-    it_("prints an API error once with its code and request id, and goes on" .. why, function()
+    it("prints an API error once with its code and request id, and goes on", function()
       local s = repl({ QUAN_CONFIG = sandbox() })
       s:line("wx.v3.marketing.favor.stocks._stock_id_:get{stock_id='404404', query={stock_creator_mchid=wx.mchid}}")
       local screen = s:wait_for("request id: ", 30)
@@ -282,7 +270,7 @@ describe("the REPL on a terminal", function()
       s:close()
     end)
 
-    it_("prints a promise as its resolved value, and await(p)" .. why, function()
+    it("prints a promise as its resolved value, and await(p)", function()
       local s = repl({ QUAN_CONFIG = sandbox() })
       s:line(LIST:gsub(":get{", ":getAsync{"))
       s:wait_for("HTTP 200", 30)
@@ -292,7 +280,7 @@ describe("the REPL on a terminal", function()
       s:close()
     end)
 
-    it_("shows help of wx.v3.marketing.favor.couponStocks" .. why, function()
+    it("shows help of wx.v3.marketing.favor.couponStocks", function()
       local s = repl({ QUAN_CONFIG = sandbox() })
       s:line("help(wx.v3.marketing.favor.couponStocks)")
       s:wait_for("POST /v3/marketing/favor/coupon-stocks", 30)
@@ -301,7 +289,7 @@ describe("the REPL on a terminal", function()
       s:close()
     end)
 
-    it_("completes through a variable holding an API node" .. why, function()
+    it("completes through a variable holding an API node", function()
       local s = repl({ QUAN_CONFIG = sandbox() })
       s:line("fav = wx.v3.marketing.favor")
       s:wait_for(PROMPT, 30, nil, 2) -- wx is made: typing ahead of the prompt is not editing
@@ -315,7 +303,7 @@ describe("the REPL on a terminal", function()
       s:close()
     end)
 
-    it_("cancels a slow sandbox request on Ctrl-C and stays usable" .. why, function()
+    it("cancels a slow sandbox request on Ctrl-C and stays usable", function()
       local s = repl({ QUAN_CONFIG = sandbox("latency=3s"), QUAN_DEBUG = "1" })
       s:line(LIST)
       s:wait_for("quan: > GET https://", 30) -- the request is on its way
@@ -326,7 +314,7 @@ describe("the REPL on a terminal", function()
       s:close()
     end)
 
-    it_("keeps its private sandbox through a Ctrl-C at the terminal" .. why, function()
+    it("keeps its private sandbox through a Ctrl-C at the terminal", function()
       local s = repl() -- no profile configured: wx starts a private sandbox
       s:line(LIST)
       s:wait_for("HTTP 200", 60)

@@ -36,19 +36,6 @@ local function need(name)
   return m
 end
 
--- optional(name) -> module | nil: modules of other tasks (validator, schemas)
--- that may be absent; a failed require is not retried on every request
-local missing = {}
-local function optional(name)
-  local m = package.loaded[name]
-  if m ~= nil then return m end
-  if missing[name] then return nil end
-  local ok, v = pcall(require, name)
-  if ok then return v end
-  missing[name] = true
-  return nil
-end
-
 -- hooks: shared with wechatpay.hooks (init.lua sets M.hooks to that table)
 M.hooks = {}
 
@@ -314,8 +301,7 @@ end
 -- table; the query is checked as the server reads it (decoded strings), as
 -- `quan check` checks it
 local function validation(method, path_template, body, ctx, query)
-  local validate = optional("quan.validate")
-  if type(validate) ~= "table" or not validate.request then return nil end
+  local validate = require "quan.validate" -- looked up each time: specs stand in for it
   local good, findings = validate.request(method, path_template, body, { query = chain.decode_query(query) })
   if good then return nil end
   local text = validate.format and validate.format(findings) or tostring(findings)
@@ -504,8 +490,7 @@ local function perform(wx, p)
   local st = state[wx]
   local hook = M.hooks.before_send
   if hook ~= nil then
-    local schema = optional("wechatpay.favor.schema")
-    if type(schema) == "table" and schema.find then p.endpoint = schema.find(p.method, p.plain_path) end
+    p.endpoint = require("wechatpay.favor.schema").find(p.method, p.plain_path)
     local fake = hook(p)
     if type(fake) == "table" then return finish(wx, p, fake, false) end
   end

@@ -12,10 +12,7 @@ local store = require "quan.sandbox.store"
 local util = require "quan.sandbox.util"
 local files = require "quan.sandbox.files"
 
-local validate do
-  local ok, v = pcall(require, "quan.validate")
-  validate = ok and type(v) == "table" and v.request and v or nil
-end
+local validate = require "quan.validate"
 
 local floor, random, tostring, type = math.floor, math.random, tostring, type
 
@@ -305,7 +302,7 @@ function M.new(dir)
       body, derr = cjson.decode(req.body)
       if type(body) ~= "table" then
         body_err = {status = 400, code = "PARAM_ERROR", message = "request body is not a JSON object" .. (derr and (": " .. derr) or "")}
-      elseif validate then
+      else
         -- time rules on the business clock, with the slack the sandbox allows
         -- for a request's trip (a begin time of "now" stays valid)
         local vok, findings = validate.request(req.method, PREFIX .. route[3], body,
