@@ -18,26 +18,13 @@ M.hooks = client.hooks
 
 local dryrun_checked = false
 
--- With QUAN_DRY_RUN=1 the campaign task's dry-run printer is the hook.
+-- With QUAN_DRY_RUN=1 quan.dryrun's printer is the hook: nothing is sent.
 local function install_dryrun()
   if dryrun_checked then return end
   dryrun_checked = true
   local v = os.getenv("QUAN_DRY_RUN")
   if not v or v == "" or v == "0" or M.hooks.before_send ~= nil then return end
-  local ok, d = pcall(require, "quan.dryrun")
-  if not ok then
-    io.stderr:write("quan: --dry-run: quan.dryrun is not available; requests will be sent\n")
-    return
-  end
-  if type(d) == "function" then
-    M.hooks.before_send = d
-  elseif type(d) == "table" then
-    if type(d.install) == "function" then
-      d.install(M)
-    elseif d.before_send then
-      M.hooks.before_send = d.before_send
-    end
-  end
+  require("quan.dryrun").install(M)
 end
 
 -- new(opts) -> client (raises a "config" error table on bad configuration)
