@@ -39,9 +39,7 @@ local sandbox -- one private sandbox per process, started on demand
 -- stderr when this call started it
 local function start_sandbox(why, announce)
   if not sandbox then
-    local ok, sb = pcall(require, "quan.sandbox")
-    if not ok then errors.config("%s, and the embedded sandbox is not available: %s", why, tostring(sb)) end
-    local handle, err = sb.start {}
+    local handle, err = require("quan.sandbox").start {}
     if not handle then errors.config("%s, and the private sandbox did not start: %s", why, tostring(err)) end
     sandbox = handle
     io.stderr:write(announce, handle.base_url, "\n")
