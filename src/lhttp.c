@@ -846,18 +846,22 @@ static Engine *push_engine(lua_State *L) {
 
 /* request(req) -> res | nil, message, code
  * Synchronous. Drives the state's engine (other transfers progress too)
- * until this one is done. An interrupting signal that sets a Lua hook (the
- * host's SIGINT) aborts the transfer, so the hook can fire on return. */
+ * until this one is done. An interrupting signal that sets a Lua hook on the
+ * main thread (the host's SIGINT) aborts the transfer, so the hook can fire
+ * on return, also when L is a coroutine. */
 static int http_request(lua_State *L) {
   int eidx = lua_upvalueindex(1);
   Engine *e = lua_touserdata(L, eidx);
   luaL_checktype(L, 1, LUA_TTABLE);
   Transfer *t = push_transfer(L, 1, eidx, 0);
-  lua_Hook hook0 = lua_gethook(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  lua_State *main = lua_tothread(L, -1); /* kept alive by the registry */
+  lua_pop(L, 1);
+  lua_Hook hook0 = lua_gethook(main);
   while (!t->done) {
     int intr = engine_step(e, -1);
     engine_process(L, eidx);
-    if (intr && !t->done && lua_gethook(L) != hook0) {
+    if (intr && !t->done && lua_gethook(main) != hook0) {
       engine_finish(L, eidx, t); /* the engine forgets it */
       lua_pushnil(L);
       lua_pushfstring(L, "%s: interrupted", t->what);

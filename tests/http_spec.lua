@@ -408,6 +408,19 @@ describe("quan.http", function()
       assert.matches("interrupted!", err)
       assert.equal("", out)
     end)
+
+    it("lets Ctrl-C interrupt a blocking request made inside a coroutine", function()
+      local how, code, out, err = https.interrupt(pki, [[
+        local http = require "quan.http"
+        coroutine.wrap(function() print(http.request { url = arg[1], cafile = arg[2] }) end)()
+        print("not reached")
+      ]], 1)
+      assert.equal("exit", how)
+      assert.equal(1, code)
+      assert.matches("interrupted!", err)
+      -- the coroutine sees the abort; the main thread's hook fires after it
+      assert.matches("^nil\t[^\n]*interrupted\taborted\n$", out)
+    end)
   end)
 
   it("adds no globals", function()
