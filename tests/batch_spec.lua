@@ -333,6 +333,11 @@ describe("quan.batch.journal", function()
     bad, err = journal.open(path, { meta = { stock_id = "S2" } })
     assert.is_nil(bad)
     assert.matches("was made with stock_id=S1, not S2", err)
+    -- a name the journal never recorded cannot be checked: refused
+    bad, err, code = journal.open(path, { meta = { stock_id = "S1", appid = "wx1" } })
+    assert.is_nil(bad)
+    assert.equal("mismatch", code)
+    assert.matches("was made without appid, refusing appid=wx1", err)
   end)
 end)
 

@@ -65,7 +65,8 @@ local open_opts = { batch_id = true, batch_prefix = true, meta = true, synchrono
 --   from batch_prefix, the UTC time and random letters); an existing one
 --   must match it.
 -- opts.meta: {name = string} recorded at creation and checked on reopen
---   (a journal of stock A refuses to run stock B).
+--   (a journal of stock A refuses to run stock B; a journal that lacks a
+--   name given here is refused too).
 -- opts.synchronous: "normal" (default: survives a killed process) or "full"
 --   (also survives a power cut, slower).
 -- codes: "busy" (another process holds the lock), "mismatch", "open".
@@ -114,7 +115,9 @@ function M.open(path, opts)
       end
       for k, v in pairs(opts.meta or {}) do
         local was = self:get_meta(k)
-        if was ~= nil and was ~= tostring(v) then
+        if was == nil then -- unchecked, it could be another stock's journal
+          return nil, ("journal %s was made without %s, refusing %s=%s"):format(path, k, k, tostring(v))
+        elseif was ~= tostring(v) then
           return nil, ("journal %s was made with %s=%s, not %s"):format(path, k, was, tostring(v))
         end
       end
