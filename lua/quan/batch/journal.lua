@@ -174,7 +174,8 @@ function Journal:transaction(fn, ...)
   return self.db:transaction(fn, ...)
 end
 
--- journal:claim(key, row, out_request_no) -> what, item
+-- journal:claim(key, row, out_request_no) -> what, item ({state, run, attempts,
+--   out_request_no, code, message} of a key seen before)
 -- Decides what to do with an input row, inside the caller's transaction:
 --   "new"        first time seen: recorded in_flight, to send
 --   "resume"     seen by an earlier run, not final: in_flight again, to send
@@ -186,7 +187,7 @@ function Journal:claim(key, row, orn)
   local changes = db:run([[INSERT INTO items(key, row, out_request_no, state, run, updated)
     VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT(key) DO NOTHING]], key, row, orn, run, now)
   if changes == 1 then return "new" end
-  local item = db:first("SELECT state, run, attempts, out_request_no FROM items WHERE key = ?", key)
+  local item = db:first("SELECT state, run, attempts, out_request_no, code, message FROM items WHERE key = ?", key)
   if item.run == run then return "duplicate", item end
   if M.final[item.state] then return "done", item end
   db:run("UPDATE items SET state = 'in_flight', row = ?, run = ?, updated = ? WHERE key = ?",
