@@ -173,7 +173,8 @@ static void engine_timeout(Engine *e) {
 
 /* Waits up to wait_ms (-1: until libcurl's timer) for socket activity and
  * lets libcurl act on it. Returns 1 when the wait was interrupted by a
- * signal, 0 otherwise. Does not touch the Lua stack. */
+ * signal, -1 when poll failed otherwise (errno tells why; waiting again
+ * would only spin), 0 otherwise. Does not touch the Lua stack. */
 static int engine_step(Engine *e, long long wait_ms) {
   long long now = now_ms();
   if (e->deadline >= 0 && e->deadline <= now) {
@@ -184,7 +185,7 @@ static int engine_step(Engine *e, long long wait_ms) {
   if (e->deadline >= 0 && (t < 0 || e->deadline - now < t)) t = e->deadline - now;
   if (t < 0 || t > 1000) t = 1000; /* never sleep blind for long */
   int n = poll(e->fds, (nfds_t)e->nfds, (int)t);
-  if (n < 0) return errno == EINTR;
+  if (n < 0) return errno == EINTR ? 1 : -1;
   /* the callbacks below may change e->fds: act on a copy */
   int k = 0;
   for (int i = 0; i < e->nfds && k < n; i++)
@@ -846,18 +847,31 @@ static Engine *push_engine(lua_State *L) {
 
 /* request(req) -> res | nil, message, code
  * Synchronous. Drives the state's engine (other transfers progress too)
- * until this one is done. An interrupting signal that sets a Lua hook (the
- * host's SIGINT) aborts the transfer, so the hook can fire on return. */
+ * until this one is done. An interrupting signal that sets a Lua hook on the
+ * main thread (the host's SIGINT) aborts the transfer, so the hook can fire
+ * on return, also when L is a coroutine. */
 static int http_request(lua_State *L) {
   int eidx = lua_upvalueindex(1);
   Engine *e = lua_touserdata(L, eidx);
   luaL_checktype(L, 1, LUA_TTABLE);
   Transfer *t = push_transfer(L, 1, eidx, 0);
-  lua_Hook hook0 = lua_gethook(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  lua_State *main = lua_tothread(L, -1); /* kept alive by the registry */
+  lua_pop(L, 1);
+  lua_Hook hook0 = lua_gethook(main);
   while (!t->done) {
     int intr = engine_step(e, -1);
+    int err = errno;
     engine_process(L, eidx);
-    if (intr && !t->done && lua_gethook(L) != hook0) {
+    if (intr < 0 && !t->done) {
+      engine_finish(L, eidx, t); /* the engine forgets it */
+      lua_pushnil(L);
+      lua_pushfstring(L, "%s: poll: %s", t->what, strerror(err));
+      lua_pushliteral(L, "other");
+      transfer_release(t);
+      return 3;
+    }
+    if (intr > 0 && !t->done && lua_gethook(main) != hook0) {
       engine_finish(L, eidx, t); /* the engine forgets it */
       lua_pushnil(L);
       lua_pushfstring(L, "%s: interrupted", t->what);
@@ -924,7 +938,9 @@ static int multi_perform(lua_State *L) {
     if (lua_rawlen(L, 3) > 0 || m->pending == 0) break;
     long long left = deadline < 0 ? -1 : deadline - now_ms();
     int intr = engine_step(m->engine, left < 0 && deadline >= 0 ? 0 : left);
+    int err = errno;
     engine_process(L, 2);
+    if (intr < 0) return luaL_error(L, "http multi: perform: poll: %s", strerror(err));
     if (intr) break;
     if (deadline >= 0 && now_ms() >= deadline) {
       if (lua_rawlen(L, 3) == 0) { /* one last look without waiting */

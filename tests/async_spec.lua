@@ -144,6 +144,23 @@ describe("quan.async", function()
       end
     end)
 
+    it("keeps the first 100 rejections nothing observed and counts the rest", function()
+      local out, err, code = sh.run(("%s -e %q"):format(sh.quan, [[
+        local a = require 'quan.async'
+        local ps = {}
+        for i = 1, 250 do ps[i] = a.spawn(function() error('e' .. i, 0) end) end
+        for i = 201, 250 do ps[i]:catch(function() end) end
+        ps = nil; collectgarbage(); print('end')]]))
+      assert.equal("end\n", out)
+      assert.equal(0, code)
+      local lines = {}
+      for l in err:gmatch("[^\n]+") do lines[#lines + 1] = l end
+      assert.equal(101, #lines)
+      assert.equal("quan.async: a rejection nothing observed: e1", lines[1])
+      assert.equal("quan.async: a rejection nothing observed: e100", lines[100])
+      assert.equal("quan.async: and 100 more rejections nothing observed", lines[101])
+    end)
+
     it("run stays quiet about errors that were caught", function()
       local t = async.spawn(function() async.sleep(0) error("late") end)
       local caught = t:catch(function(e) return e end)

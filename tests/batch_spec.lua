@@ -333,6 +333,11 @@ describe("quan.batch.journal", function()
     bad, err = journal.open(path, { meta = { stock_id = "S2" } })
     assert.is_nil(bad)
     assert.matches("was made with stock_id=S1, not S2", err)
+    -- a name the journal never recorded cannot be checked: refused
+    bad, err, code = journal.open(path, { meta = { stock_id = "S1", appid = "wx1" } })
+    assert.is_nil(bad)
+    assert.equal("mismatch", code)
+    assert.matches("was made without appid, refusing appid=wx1", err)
   end)
 end)
 
@@ -484,6 +489,36 @@ describe("quan.batch engine", function()
     assert.equal(900, #calls)
     assert.equal(100, sum2.skipped)
     assert.equal(batch.exit.ok, sum2.exit_code)
+  end)
+
+  it("keeps the last error of rows a stopped run hands back unsent", function()
+    local dir = sh.tmpdir()
+    local input = users_csv(dir, 50)
+    local sum = run_fake {
+      input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 2,
+      retry = { base = 0.01, attempts = 1 },
+      send = function() return api_error(500, "SYSTEM_ERROR", "try later") end,
+    }
+    assert.equal(50, sum.failed)
+    -- the next run stops at once: the rows it had read ahead go back unsent
+    sum = run_fake {
+      input = input, journal = dir .. "/j.db", concurrency = 1,
+      send = function() return api_error(403, "NOT_ENOUGH", "批次预算不足") end,
+    }
+    assert.equal(batch.exit.stopped, sum.exit_code)
+    local j = assert(journal.open_read(dir .. "/j.db"))
+    local out = dir .. "/out.csv"
+    assert.equal(50, j:export(out))
+    j:close()
+    local failed = 0
+    for _, r in ipairs(read_all(assert(csv.open(out)))) do
+      if r.state == "failed" then
+        failed = failed + 1
+        assert.equal("SYSTEM_ERROR", r.code)
+        assert.equal("try later", r.message)
+      end
+    end
+    assert.equal(49, failed)
   end)
 
   it("ends on Ctrl-C with exit 130, and the next run resends what was in flight", function()

@@ -408,6 +408,39 @@ describe("quan.http", function()
       assert.matches("interrupted!", err)
       assert.equal("", out)
     end)
+
+    it("lets Ctrl-C interrupt a blocking request made inside a coroutine", function()
+      local how, code, out, err = https.interrupt(pki, [[
+        local http = require "quan.http"
+        coroutine.wrap(function() print(http.request { url = arg[1], cafile = arg[2] }) end)()
+        print("not reached")
+      ]], 1)
+      assert.equal("exit", how)
+      assert.equal(1, code)
+      assert.matches("interrupted!", err)
+      -- the coroutine sees the abort; the main thread's hook fires after it
+      assert.matches("^nil\t[^\n]*interrupted\taborted\n$", out)
+    end)
+
+    it("returns a poll failure instead of spinning", function()
+      -- with no file descriptor allowed, poll() fails with EINVAL
+      local dir = sh.tmpdir()
+      local script = sh.write(dir .. "/s.lua", [[
+        print(require("quan.http").request { url = arg[1], cafile = arg[2] })]])
+      local s = https.start(pki.cert, pki.key)
+      local pid = assert(qos.spawn({ sh.quan, script, s:url("/slow?ms=20000"), pki.ca },
+        { stdout = dir .. "/out", stderr = dir .. "/err" }))
+      local deadline = qos.now() + 20
+      while s:stats(pki.ca).active < 1 and qos.now() < deadline do qos.sleep(0.02) end
+      local _, _, code = sh.run("prlimit --pid " .. pid .. " --nofile=0:0")
+      assert.equal(0, code)
+      local how = qos.wait(pid, true)
+      while not how and qos.now() < deadline do qos.sleep(0.05) how = qos.wait(pid, true) end
+      if not how then qos.kill(pid, "KILL") qos.wait(pid) end
+      s:stop()
+      assert.equal("exit", how)
+      assert.matches("^nil\t[^\n]*: poll: Invalid argument\tother\n$", sh.read(dir .. "/out"))
+    end)
   end)
 
   it("adds no globals", function()

@@ -29,10 +29,15 @@ local ready_fn, ready_arg, ready_head, ready_tail = {}, {}, 1, 0
 local task_of = setmetatable({}, { __mode = "k" }) -- coroutine -> task
 local live = 0               -- tasks started and not finished
 local unobserved_seq = 0
+local UNOBSERVED_KEPT = 100  -- rejections kept for the report; the rest are counted
+local unobserved_n = 0       -- entries in unobserved
+local unobserved_more = 0    -- rejections past the cap, still unobserved
 
 -- rejected promise nobody looked at -> sequence no. When the table goes
 -- (the state closes), what is still in it is written to stderr: a rejection
 -- never passes silently, even in a script that never calls async.run().
+-- Only the first UNOBSERVED_KEPT are held (a long run must not grow); the
+-- others are counted and reported as "and N more".
 local unobserved = setmetatable({}, { __gc = function(list)
   local left = {}
   for p, n in pairs(list) do left[#left + 1] = { n, p } end
@@ -40,6 +45,9 @@ local unobserved = setmetatable({}, { __gc = function(list)
   for _, e in ipairs(left) do
     local ok, msg = pcall(tostring, e[2].value[1])
     io.stderr:write("quan.async: a rejection nothing observed: ", ok and msg or "?", "\n")
+  end
+  if unobserved_more > 0 then
+    io.stderr:write("quan.async: and ", unobserved_more, " more rejections nothing observed\n")
   end
 end })
 
@@ -119,7 +127,13 @@ end
 local function mark_observed(p)
   if not p.observed then
     p.observed = true
-    unobserved[p] = nil
+    if unobserved[p] then
+      unobserved[p] = nil
+      unobserved_n = unobserved_n - 1
+    elseif p.past_cap then
+      p.past_cap = nil
+      unobserved_more = unobserved_more - 1
+    end
   end
 end
 
@@ -131,8 +145,14 @@ local function settle(p, state, value)
   local obs = p.observers
   p.observers = nil
   if state == "rejected" and not p.observed then
-    unobserved_seq = unobserved_seq + 1
-    unobserved[p] = unobserved_seq
+    if unobserved_n < UNOBSERVED_KEPT then
+      unobserved_seq = unobserved_seq + 1
+      unobserved[p] = unobserved_seq
+      unobserved_n = unobserved_n + 1
+    else
+      p.past_cap = true -- counted in unobserved_more, not held
+      unobserved_more = unobserved_more + 1
+    end
   end
   for i = 1, #obs do enqueue(obs[i], p) end
 end

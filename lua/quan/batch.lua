@@ -304,7 +304,9 @@ function M.run(opts)
           local what, prior = j:claim(key, row, orn)
           if what == "new" or what == "resume" then
             claimed[#claimed + 1] = { key = key, row = row, record = rec, out_request_no = orn,
-                                      new = what == "new", prior = prior and prior.state }
+                                      new = what == "new", prior = prior and prior.state,
+                                      prior_code = prior and prior.code,
+                                      prior_message = prior and prior.message }
             n = n + 1
           elseif what == "done" then
             skipped = skipped + 1
@@ -467,7 +469,7 @@ function M.run(opts)
 
   if input_error and not stop_reason then stop("INPUT", "input: " .. input_error) end
 
-  -- rows claimed but never sent go back to what they were
+  -- rows claimed but never sent go back to what they were, last error kept
   if not interrupted then
     local back = {}
     for i = qhead, qtail do back[#back + 1] = queue[i] end
@@ -475,7 +477,8 @@ function M.run(opts)
     if #back > 0 then
       j:transaction(function()
         for _, item in ipairs(back) do
-          j:record(item.key, item.new and "not_attempted" or (item.prior or "in_flight"), 0)
+          j:record(item.key, item.new and "not_attempted" or (item.prior or "in_flight"), 0,
+                   nil, item.prior_code, item.prior_message)
         end
       end)
       for _, item in ipairs(back) do

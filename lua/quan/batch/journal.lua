@@ -65,7 +65,8 @@ local open_opts = { batch_id = true, batch_prefix = true, meta = true, synchrono
 --   from batch_prefix, the UTC time and random letters); an existing one
 --   must match it.
 -- opts.meta: {name = string} recorded at creation and checked on reopen
---   (a journal of stock A refuses to run stock B).
+--   (a journal of stock A refuses to run stock B; a journal that lacks a
+--   name given here is refused too).
 -- opts.synchronous: "normal" (default: survives a killed process) or "full"
 --   (also survives a power cut, slower).
 -- codes: "busy" (another process holds the lock), "mismatch", "open".
@@ -114,7 +115,9 @@ function M.open(path, opts)
       end
       for k, v in pairs(opts.meta or {}) do
         local was = self:get_meta(k)
-        if was ~= nil and was ~= tostring(v) then
+        if was == nil then -- unchecked, it could be another stock's journal
+          return nil, ("journal %s was made without %s, refusing %s=%s"):format(path, k, k, tostring(v))
+        elseif was ~= tostring(v) then
           return nil, ("journal %s was made with %s=%s, not %s"):format(path, k, was, tostring(v))
         end
       end
@@ -171,7 +174,8 @@ function Journal:transaction(fn, ...)
   return self.db:transaction(fn, ...)
 end
 
--- journal:claim(key, row, out_request_no) -> what, item
+-- journal:claim(key, row, out_request_no) -> what, item ({state, run, attempts,
+--   out_request_no, code, message} of a key seen before)
 -- Decides what to do with an input row, inside the caller's transaction:
 --   "new"        first time seen: recorded in_flight, to send
 --   "resume"     seen by an earlier run, not final: in_flight again, to send
@@ -183,7 +187,7 @@ function Journal:claim(key, row, orn)
   local changes = db:run([[INSERT INTO items(key, row, out_request_no, state, run, updated)
     VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT(key) DO NOTHING]], key, row, orn, run, now)
   if changes == 1 then return "new" end
-  local item = db:first("SELECT state, run, attempts, out_request_no FROM items WHERE key = ?", key)
+  local item = db:first("SELECT state, run, attempts, out_request_no, code, message FROM items WHERE key = ?", key)
   if item.run == run then return "duplicate", item end
   if M.final[item.state] then return "done", item end
   db:run("UPDATE items SET state = 'in_flight', row = ?, run = ?, updated = ? WHERE key = ?",
