@@ -655,7 +655,7 @@ describe("quan.crypto", function()
   describe("docs/crypto.md", function()
     it("runs the lua examples, in order, as one script", function()
       local blocks = {}
-      for code in sh.read("docs/crypto.md"):gmatch("```lua\n(.-)```") do blocks[#blocks + 1] = code end
+      for i, b in ipairs(require("tests.support.mdexamples").blocks("docs/crypto.md")) do blocks[i] = b.code end
       assert.is_true(#blocks >= 5)
       local env = setmetatable({print = function() end}, {__index = _G})
       local fn = assert(load(table.concat(blocks, "\n"), "=docs/crypto.md examples", "t", env))

@@ -5,12 +5,7 @@ local cjson = require "cjson"
 local sh = require "tests.support.sh"
 local https = require "tests.support.https"
 
--- the ```lua blocks of a markdown file, in order
-local function lua_blocks(path)
-  local out = {}
-  for code in sh.read(path):gmatch("```lua\n(.-)```") do out[#out + 1] = code end
-  return out
-end
+local md = require "tests.support.mdexamples"
 
 describe("quan.http", function()
   local pki, server
@@ -451,11 +446,11 @@ describe("quan.http", function()
   end)
 
   it("runs the examples in docs/http.md", function()
-    local blocks = lua_blocks("docs/http.md")
+    local blocks = md.blocks("docs/http.md")
     assert.is_true(#blocks >= 1)
-    for i, code in ipairs(blocks) do
+    for i, b in ipairs(blocks) do
       local env = setmetatable({ print = function() end }, { __index = _G })
-      local chunk = assert(load(code, "=docs/http.md#" .. i, "t", env))
+      local chunk = assert(load(b.code, "=docs/http.md#" .. i, "t", env))
       chunk(server:url(""), pki.ca)
     end
   end)
