@@ -95,13 +95,14 @@ static int dostring(lua_State *L, const char *s, const char *name) {
 static int needs_value(const char *option);
 
 static void print_usage(const char *badoption) {
+  FILE *out = badoption ? stderr : stdout;
   if (badoption) {
     if (badoption[1] == 'e' || badoption[1] == 'l' || needs_value(badoption))
       fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
     else
       fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
   }
-  fprintf(stderr,
+  fprintf(out,
     "usage: %s [options] [script [args]]\n"
     "       %s run|check [options] script [args]\n"
     "       %s sandbox [--listen HOST:PORT] [--state DIR] [--faults SPEC] [--ready-file FILE]\n"
@@ -116,6 +117,7 @@ static void print_usage(const char *badoption) {
     "  -W        turn warnings on\n"
     "  --        stop handling options\n"
     "  -         stop handling options and execute stdin\n"
+    "  -h, --help  show this help\n"
     "quan options (each sets the environment variable named):\n"
     "  --profile NAME   QUAN_PROFILE   profile of the config file to use\n"
     "  --config FILE    QUAN_CONFIG    config file\n"
@@ -173,6 +175,7 @@ static int longopt(char **argv, int i) {
 #define has_v 4     /* -v */
 #define has_e 8     /* -e */
 #define has_E 16    /* -E */
+#define has_h 32    /* -h, --help */
 
 /* collectargs: scans options up to the script; *first is the index of the
  * script (or argc). Returns the flags seen, has_error on a bad one (then
@@ -183,6 +186,7 @@ static int collectargs(char **argv, int *first) {
   for (i = *first; argv[i] != NULL; i++) {
     *first = i;
     if (argv[i][0] != '-') return args; /* the script */
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return has_h;
     if (argv[i][1] == '-' && argv[i][2] != '\0') {
       int used = longopt(argv, i);
       if (used <= 0) return has_error;
@@ -389,6 +393,11 @@ static int pmain(lua_State *L) {
   if (args == has_error) {
     print_usage(argv[script]);
     *exitcode = 1;
+    return 0;
+  }
+  if (args == has_h) {
+    print_usage(NULL);
+    *exitcode = 0;
     return 0;
   }
   if (args & has_E) {

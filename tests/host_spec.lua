@@ -81,6 +81,16 @@ describe("quan as a lua interpreter", function()
     assert.matches("custom", err)
   end)
 
+  it("shows its usage on --help and -h, on stdout, with exit 0", function()
+    for _, flag in ipairs { "--help", "-h" } do
+      local out, err, code = sh.run(q .. " " .. flag)
+      assert.equal(0, code)
+      assert.equal("", err)
+      assert.matches("^usage: ", out)
+      assert.matches("%-%-profile NAME", out)
+    end
+  end)
+
   it("rejects an unknown option with usage", function()
     local _, err, code = sh.run(q .. " -z")
     assert.equal(1, code)
