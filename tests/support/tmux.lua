@@ -19,6 +19,13 @@ Session.__index = Session
 
 local count = 0
 
+-- sessions not closed (a spec that failed before its s:close()) are ended
+-- when the test process closes its Lua state, so no tmux server outlives it
+local open = {}
+M._reaper = setmetatable({}, { __gc = function()
+  for socket in pairs(open) do os.execute("tmux -L " .. socket .. " kill-server 2>/dev/null") end
+end })
+
 local function tmux(self, args)
   return sh.run("tmux -u -L " .. self.socket .. " " .. args)
 end
@@ -40,6 +47,7 @@ function M.start(cmd, opts)
   local _, err, code = sh.run(("tmux -u -L %s -f %s new-session -d -s t -x %d -y %d %s"):format(
     self.socket, conf, opts.width or 120, opts.height or 40, sh.quote(full)))
   assert(code == 0, "tmux new-session failed: " .. tostring(err))
+  open[self.socket] = true
   return self
 end
 
@@ -107,6 +115,7 @@ end
 function Session:close()
   tmux(self, "kill-server")
   os.remove(self.conf)
+  open[self.socket] = nil
 end
 
 return M
