@@ -62,6 +62,16 @@ local function sign_error(issue, message, field, extra)
 end
 
 -- parse_authorization(value) -> fields | nil, err
+-- control_body(req) -> table | nil, error answer: a control endpoint's JSON
+-- object body (empty means {})
+local function control_body(req)
+  local b = cjson.decode(req.body ~= "" and req.body or "{}")
+  if type(b) ~= "table" then
+    return nil, {status = 400, code = "PARAM_ERROR", message = "body must be a JSON object"}
+  end
+  return b
+end
+
 local function parse_authorization(h)
   if not h or h == "" then
     return nil, sign_error("authorization header is missing", "Http头缺少Authorization (the Authorization header is missing)", "authorization")
@@ -186,10 +196,8 @@ function M.new(dir)
         now = util.format_time(qos.time() + c.clock_offset)})
     elseif path == "/sandbox/faults" then
       if req.method == "POST" then
-        local b = cjson.decode(req.body ~= "" and req.body or "{}")
-        if type(b) ~= "table" then
-          return answer_error({status = 400, code = "PARAM_ERROR", message = "body must be a JSON object"})
-        end
+        local b, berr = control_body(req)
+        if not b then return answer_error(berr) end
         local spec = b.spec
         if spec == nil then
           local items = {}
@@ -208,10 +216,8 @@ function M.new(dir)
       return signed(200, cjson.encode {faults = util.format_faults(c.faults)})
     elseif path == "/sandbox/clock" then
       if req.method == "POST" then
-        local b = cjson.decode(req.body ~= "" and req.body or "{}")
-        if type(b) ~= "table" then
-          return answer_error({status = 400, code = "PARAM_ERROR", message = "body must be a JSON object"})
-        end
+        local b, berr = control_body(req)
+        if not b then return answer_error(berr) end
         local offset
         db:transaction(function()
           local cur = cjson.decode(store.get_control(db)) or {}

@@ -320,6 +320,18 @@ local coupon_object = {
   },
 }
 
+-- stock_codes(total, list, item) -> the answer of a stock's merchants or items:
+-- one page of code strings
+local function stock_codes(total_desc, list_desc, item_desc)
+  return { type = "object", fields = {
+    { name = "total_count", type = "integer", required = true, desc = total_desc },
+    { name = "data", type = "array", desc = list_desc, items = { type = "string", desc = item_desc } },
+    { name = "offset", type = "integer", required = true, desc = "分页页码" },
+    { name = "limit", type = "integer", required = true, desc = "分页大小" },
+    { name = "stock_id", type = "string", required = true, desc = "批次号" },
+  } }
+end
+
 local function page_of(item, desc)
   return {
     type = "object", desc = desc,
@@ -485,26 +497,14 @@ M.endpoints = {
     title = "查询代金券可用商户", doc = "查询批次的可用商户号。", rate = "1000/min",
     params = stock_id_param(),
     query = paged_query({ mchid("stock_creator_mchid", "创建批次的商户号", true, "query") }, 1000, 50),
-    response = { type = "object", fields = {
-      { name = "total_count", type = "integer", required = true, desc = "可用商户总数量" },
-      { name = "data", type = "array", desc = "可用商户列表", items = { type = "string", desc = "商户号" } },
-      { name = "offset", type = "integer", required = true, desc = "分页页码" },
-      { name = "limit", type = "integer", required = true, desc = "分页大小" },
-      { name = "stock_id", type = "string", required = true, desc = "批次号" },
-    } },
+    response = stock_codes("可用商户总数量", "可用商户列表", "商户号"),
   },
   {
     id = "list_items", method = "GET", path = "/v3/marketing/favor/stocks/{stock_id}/items",
     title = "查询代金券可用单品", doc = "查询批次的可核销商品编码。", rate = "600/min",
     params = stock_id_param(),
     query = paged_query({ mchid("stock_creator_mchid", "创建批次的商户号", true, "query") }, 500, 100),
-    response = { type = "object", fields = {
-      { name = "total_count", type = "integer", required = true, desc = "可用单品编码总数" },
-      { name = "data", type = "array", desc = "可用单品编码", items = { type = "string", desc = "商品编码" } },
-      { name = "offset", type = "integer", required = true, desc = "分页页码" },
-      { name = "limit", type = "integer", required = true, desc = "分页大小" },
-      { name = "stock_id", type = "string", required = true, desc = "批次号" },
-    } },
+    response = stock_codes("可用单品编码总数", "可用单品编码", "商品编码"),
   },
   {
     id = "set_callbacks", method = "POST", path = "/v3/marketing/favor/callbacks",
