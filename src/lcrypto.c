@@ -15,7 +15,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -49,11 +51,17 @@
 
 /* ---------------------------------------------------------------- state */
 
-/* Per-Lua-state algorithms, fetched once; the first upvalue of every
- * function of the module. */
+#define POOL_BYTES 1024 /* CSPRNG output drawn at once for nonces */
+
+/* Per-Lua-state algorithms, fetched once, and the nonce pool; the first
+ * upvalue of every function of the module. A Lua state runs in one thread
+ * at a time, so the pool needs no lock. */
 typedef struct state {
   EVP_MD *sha256;
   EVP_CIPHER *gcm128, *gcm256;
+  unsigned char pool[POOL_BYTES]; /* RAND_bytes output not handed out yet */
+  size_t pool_left;               /* its last pool_left bytes */
+  unsigned long pool_gen;         /* fork generation it was drawn in */
 } state;
 
 typedef struct qkey {
@@ -79,6 +87,8 @@ typedef struct scratch {
 
 static int state_gc(lua_State *L) {
   state *s = luaL_checkudata(L, 1, STATE_MT);
+  OPENSSL_cleanse(s->pool, sizeof s->pool);
+  s->pool_left = 0;
   EVP_MD_free(s->sha256);
   EVP_CIPHER_free(s->gcm128);
   EVP_CIPHER_free(s->gcm256);
@@ -1059,19 +1069,38 @@ static int c_base64_decode(lua_State *L) {
 }
 
 /* nonce([n=32]) -> n characters of [0-9A-Za-z], uniform, from the CSPRNG */
+/* A forked child holds a copy of its parent's pools: were both to use them,
+ * they would send the same nonces. Each fork moves the generation on, and a
+ * pool drawn in an older generation is thrown away. */
+static atomic_ulong fork_gen = 1;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void after_fork(void) { atomic_fetch_add(&fork_gen, 1); }
+static void watch_forks(void) { pthread_atfork(NULL, NULL, after_fork); }
+
+/* nonce([n]) -> n characters of [0-9A-Za-z], uniformly from the CSPRNG.
+ * One RAND_bytes call per POOL_BYTES bytes: a nonce per request would
+ * otherwise pay the DRBG's per-call cost every time. */
 static int c_nonce(lua_State *L) {
   static const char chars[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  state *st = STATE(L);
   lua_Integer n = luaL_optinteger(L, 1, 32);
   luaL_argcheck(L, n >= 1 && n <= 1 << 20, 1, "length must be between 1 and 1048576");
-  char *out = lua_newuserdatauv(L, (size_t)n, 0);
-  unsigned char r[64];
+  luaL_Buffer b;
+  char *out = luaL_buffinitsize(L, &b, (size_t)n);
+  unsigned long gen = atomic_load(&fork_gen);
+  if (st->pool_gen != gen) st->pool_left = 0;
   lua_Integer i = 0;
   while (i < n) {
-    if (RAND_bytes(r, sizeof r) != 1) return luaL_error(L, "nonce: %s", ossl_reason("no randomness"));
-    for (size_t j = 0; j < sizeof r && i < n; j++)
-      if (r[j] < 248) out[i++] = chars[r[j] % 62]; /* 248 = 4 * 62: no bias */
+    if (st->pool_left == 0) {
+      if (RAND_bytes(st->pool, sizeof st->pool) != 1) return luaL_error(L, "nonce: %s", ossl_reason("no randomness"));
+      st->pool_left = sizeof st->pool;
+      st->pool_gen = gen;
+    }
+    unsigned char *r = st->pool + sizeof st->pool - st->pool_left--;
+    if (*r < 248) out[i++] = chars[*r % 62]; /* 248 = 4 * 62: no bias */
+    *r = 0; /* a byte is handed out once */
   }
-  lua_pushlstring(L, out, (size_t)n);
+  luaL_pushresultsize(&b, (size_t)n);
   return 1;
 }
 
@@ -1247,6 +1276,7 @@ int luaopen_quan_crypto(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
+  pthread_once(&fork_once, watch_forks);
   state *st = lua_newuserdatauv(L, sizeof *st, 0);
   memset(st, 0, sizeof *st);
   if (luaL_newmetatable(L, STATE_MT)) {

@@ -68,8 +68,9 @@ typedef struct Transfer {
   struct curl_slist *headers;
   char *what;             /* "METHOD url", the context of messages */
   Buf body;               /* response body */
-  Buf sendbuf;            /* request body, fed to libcurl by read_cb */
-  size_t sent;            /* how much of sendbuf libcurl has read */
+  Buf sendbuf;            /* request body, sent by libcurl from here */
+  int attempts;           /* times libcurl was about to send (prereq_cb) */
+  int resend_refused;     /* prereq_cb refused a second attempt */
   Buf head;               /* response header lines, each ending in '\0' */
   lua_Integer id;
   int in_multi;           /* added to engine->multi */
@@ -450,14 +451,19 @@ static const char *str_field(lua_State *L, int idx, const char *k, size_t *len) 
   return s;
 }
 
-/* libcurl's read callback: the next part of the request body. */
-static size_t read_cb(char *out, size_t size, size_t n, void *ud) {
+/* libcurl's pre-request callback, called each time it is about to send the
+ * request. A second call for one transfer is libcurl retrying on a fresh
+ * connection because a kept-alive one closed without an answer: refused for
+ * a request with a body (see push_transfer). */
+static int prereq_cb(void *ud, char *remote_ip, char *local_ip, int remote_port, int local_port) {
   Transfer *t = ud;
-  size_t left = t->sendbuf.len - t->sent;
-  size_t k = size * n < left ? size * n : left;
-  if (k > 0) memcpy(out, t->sendbuf.p + t->sent, k);
-  t->sent += k;
-  return k;
+  (void)remote_ip;
+  (void)local_ip;
+  (void)remote_port;
+  (void)local_port;
+  if (t->attempts++ == 0) return CURL_PREREQFUNC_OK;
+  t->resend_refused = 1;
+  return CURL_PREREQFUNC_ABORT;
 }
 
 /* push_transfer(req at idx, owner at oidx or 0) -> [transfer]: a transfer
@@ -520,17 +526,18 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   if (strcmp(method, "HEAD") == 0) {
     must(L, curl_easy_setopt(h, CURLOPT_NOBODY, 1L));
   } else if (with_body) {
-    /* The body goes through read_cb and cannot be rewound (no seek
-     * function): libcurl then never sends a request twice on its own. It
-     * would otherwise resend it on a fresh connection when a kept-alive one
-     * closes without an answer — after the server may have acted on it, and
-     * with the same signature and nonce. The caller gets "recv" (outcome
-     * unknown) and decides. */
+    /* Never sent twice: when a kept-alive connection closes without an
+     * answer, libcurl would resend the request on a fresh connection —
+     * after the server may have acted on it, and with the same signature
+     * and nonce. prereq_cb refuses that second attempt; the caller gets
+     * "recv" (outcome unknown) and decides. The body is handed over whole
+     * (not through a read callback), so a small request goes out as one
+     * TLS record and one send. */
     if (blen > 0 && !buf_add(&t->sendbuf, body, blen)) luaL_error(L, "http: out of memory");
-    must(L, curl_easy_setopt(h, CURLOPT_POST, 1L));
     must(L, curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen));
-    must(L, curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb));
-    must(L, curl_easy_setopt(h, CURLOPT_READDATA, t));
+    must(L, curl_easy_setopt(h, CURLOPT_POSTFIELDS, blen > 0 ? t->sendbuf.p : ""));
+    must(L, curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, prereq_cb));
+    must(L, curl_easy_setopt(h, CURLOPT_PREREQDATA, t));
     if (strcmp(method, "POST") != 0) must(L, curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method));
   } else if (strcmp(method, "GET") != 0) {
     must(L, curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method));
@@ -579,7 +586,6 @@ static const char *code_of(Transfer *t) {
   case CURLE_SSL_CLIENTCERT:
   case CURLE_USE_SSL_FAILED: return "tls";
   case CURLE_SEND_ERROR: return "send";
-  case CURLE_SEND_FAIL_REWIND: /* the connection closed with no answer; not resent */
   case CURLE_RECV_ERROR:
   case CURLE_GOT_NOTHING:
   case CURLE_PARTIAL_FILE:
@@ -589,7 +595,7 @@ static const char *code_of(Transfer *t) {
   case CURLE_BAD_CONTENT_ENCODING: return "recv";
   case CURLE_URL_MALFORMAT:
   case CURLE_UNSUPPORTED_PROTOCOL: return "url";
-  case CURLE_ABORTED_BY_CALLBACK: return "aborted";
+  case CURLE_ABORTED_BY_CALLBACK: return t->resend_refused ? "recv" : "aborted";
   default: return "other";
   }
 }
@@ -598,6 +604,7 @@ static const char *code_of(Transfer *t) {
 static int push_failure(lua_State *L, Transfer *t) {
   const char *msg = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result);
   if (t->result == CURLE_WRITE_ERROR) msg = "out of memory storing the response";
+  if (t->resend_refused) msg = "connection closed without an answer (the request was not sent again)";
   lua_pushnil(L);
   /* "Failed to connect" -> "failed to connect"; "URL ..." stays */
   int c = (unsigned char)msg[0];

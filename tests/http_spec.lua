@@ -145,6 +145,35 @@ describe("quan.http", function()
       assert(ok, err)
     end)
 
+    it("sends a small POST whole: headers and body in one send (traced with strace)", function()
+      local _, _, has = sh.run("strace -qq -e trace=sendto true")
+      if has ~= 0 then return pending("strace is not usable here") end
+      local dir = sh.tmpdir()
+      sh.write(dir .. "/post.lua", ([[
+        local http = require "quan.http"
+        local req = { url = %q, cafile = %q }
+        assert(http.request(req)) -- a connection to reuse
+        io.stderr:write("MARK\n")
+        req.method, req.body = "POST", ("x"):rep(600)
+        assert(http.request(req).status == 200)
+        io.stderr:write("DONE\n") -- before the close_notify sent at exit
+      ]]):format(server:url("/echo"), pki.ca))
+      local _, err, code = sh.run("strace -qq -e trace=sendto,sendmsg,write,writev -o " .. dir .. "/trace "
+        .. sh.quan .. " " .. dir .. "/post.lua")
+      assert.equal(0, code, err)
+      local after, sends = false, 0
+      for line in sh.read(dir .. "/trace"):gmatch("[^\n]+") do
+        if line:find('"MARK\\n"', 1, true) then after = true
+        elseif line:find('"DONE\\n"', 1, true) then break
+        elseif after then
+          local fd = tonumber(line:match("^%a+%((%d+),"))
+          if fd and fd > 2 then sends = sends + 1 end
+        end
+      end
+      assert.is_true(after)
+      assert.equal(1, sends, sh.read(dir .. "/trace"))
+    end)
+
     it("reuses one connection for consecutive requests", function()
       local fresh = https.start(pki.cert, pki.key) -- counts from zero
       local ok, err = pcall(function()
