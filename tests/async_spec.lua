@@ -119,6 +119,19 @@ describe("quan.async", function()
       assert.is_true(done)
     end)
 
+    it("sleeps its own time while a slow request is in flight", function()
+      local t = async.spawn(function() return async.request(req("/slow?ms=600")) end)
+      local t0 = qos.now()
+      async.sleep(0.05)
+      assert.is_true(qos.now() - t0 < 0.4, "slept until the request ended")
+      assert.equal("pending", t:status())
+      local waiter = async.spawn(function() async.sleep(0.05) return "woke" end)
+      t0 = qos.now()
+      assert.equal("woke", waiter:wait()) -- a wait ends with the timer that ends it
+      assert.is_true(qos.now() - t0 < 0.4, "waited until the request ended")
+      assert.equal(200, t:wait().status)
+    end)
+
     it("run re-raises an error nobody observed, once", function()
       local t = async.spawn(function() error({ kind = "boom" }) end)
       assert.equal("rejected", t:status())
@@ -279,6 +292,100 @@ describe("quan.async", function()
       assert.equal("quan.async.promise (fulfilled)", tostring(async.resolved()))
       assert.is_true(async.is_promise(async.spawn(function() end)))
       assert.is_false(async.is_promise({}))
+    end)
+  end)
+
+  describe("cancel", function()
+    it("stops a task before its request is sent: the server never sees it", function()
+      local s = https.start(pki.cert, pki.key)
+      local after = false
+      local t = async.spawn(function()
+        async.request { url = s:url("/slow?ms=10"), method = "POST", body = "x", cafile = pki.ca }
+        after = true
+      end)
+      assert.is_true(t:cancel())
+      assert.equal("rejected", t:status())
+      async.sleep(0.3) -- the loop runs on: nothing of the task is left in it
+      assert.is_false(after)
+      assert.equal(0, stats(s).max_active)
+      local ok, err = pcall(t.wait, t)
+      assert.is_false(ok)
+      assert.equal("async: cancelled", err)
+      s:stop()
+    end)
+
+    it("drops the answer of a request in flight; the task never resumes", function()
+      local s = https.start(pki.cert, pki.key)
+      local after = false
+      local t = async.spawn(function()
+        async.request { url = s:url("/slow?ms=400"), cafile = pki.ca }
+        after = true
+      end)
+      local deadline = qos.now() + 5
+      repeat async.sleep(0.02) until stats(s).active == 1 or qos.now() > deadline
+      assert.equal(1, stats(s).active) -- the request is at the server
+      assert.is_true(t:cancel("stop"))
+      async.sleep(0.5)
+      assert.is_false(after)
+      assert.same({ false, "stop" }, { pcall(t.wait, t) })
+      assert.equal(200, async.request(req("/echo")).status) -- the loop still works
+      s:stop()
+    end)
+
+    it("stops a sleeping task and closes its to-be-closed variables", function()
+      local woke, closed = false, false
+      local t = async.spawn(function()
+        local guard <close> = setmetatable({}, { __close = function() closed = true end })
+        async.sleep(0.1)
+        woke = true
+      end)
+      assert.is_true(t:cancel())
+      assert.is_true(closed)
+      async.sleep(0.2)
+      assert.is_false(woke)
+    end)
+
+    it("stops a task waiting on a promise; run does not wait for it", function()
+      local never = async.promise(function() end)
+      local after = false
+      local t = async.spawn(function() never:wait(); after = true end)
+      assert.is_true(t:cancel())
+      async.run() -- no deadlock: the cancelled task is not live
+      assert.is_false(after)
+    end)
+
+    it("passes to whatever waits on the task, and counts as observed", function()
+      local t = async.spawn(function() async.sleep(5) end)
+      local seen = async.spawn(function()
+        local ok, err = pcall(t.wait, t)
+        return ok, err
+      end)
+      t:cancel({ code = "cancelled" })
+      local ok, err = seen:wait()
+      assert.is_false(ok)
+      assert.same({ code = "cancelled" }, err)
+      async.run() -- raises for an unobserved rejection: there is none
+    end)
+
+    it("rejects a plain pending promise; a later resolve is ignored", function()
+      local resolve
+      local p = async.promise(function(res) resolve = res end)
+      assert.is_true(p:cancel())
+      resolve(42)
+      assert.equal("rejected", p:status())
+      assert.is_false(p:cancel()) -- already settled
+      assert.is_false(async.resolved(1):cancel())
+    end)
+
+    it("refuses to cancel the running task", function()
+      local t
+      t = async.spawn(function()
+        async.sleep(0)
+        return pcall(t.cancel, t)
+      end)
+      local ok, err = t:wait()
+      assert.is_false(ok)
+      assert.matches("a running task cannot be cancelled", err)
     end)
   end)
 

@@ -314,6 +314,19 @@ describe("the REPL on a terminal", function()
       s:close()
     end)
 
+    it("cancels an awaited ...Async request on Ctrl-C: its task stops too", function()
+      local s = repl({ QUAN_CONFIG = sandbox("latency=3s"), QUAN_DEBUG = "1" })
+      s:line("p = " .. LIST:gsub(":get{", ":getAsync{"))
+      s:wait_for("quan: > GET https://", 30) -- the request is on its way
+      s:line("print('wait' .. 'ing') await(p)")
+      s:wait_for("waiting") -- printed by the line itself: the wait has begun
+      s:keys("C-c")
+      s:wait_for("interrupted!")
+      s:line("p:status() .. ' ' .. select(2, pcall(p.wait, p))")
+      s:wait_for('"rejected interrupted"')
+      s:close()
+    end)
+
     it("keeps its private sandbox through a Ctrl-C at the terminal", function()
       local s = repl() -- no profile configured: wx starts a private sandbox
       s:line(LIST)

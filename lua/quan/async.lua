@@ -180,8 +180,11 @@ local function current_task()
   return task_of[co]
 end
 
--- step(task, ...): resumes the task with ... until it yields or ends.
+-- step(task, ...): resumes the task with ... until it yields or ends. A
+-- task settled meanwhile (cancelled) is not resumed: a timer or an observer
+-- it left behind may still call.
 local function step(task, ...)
+  if task.state ~= "pending" then return end
   local co = task.co
   local r = pack(resume(co, ...))
   if not r[1] then
@@ -227,6 +230,7 @@ local function deliver(c)
   waiting[c.id] = nil
   if w == nil then return end
   if w.co then
+    w.request = nil
     if c.res then step(w, c.res) else step(w, nil, c.err, c.code) end
   elseif c.res then
     w[1], w.n = c.res, 1
@@ -239,11 +243,15 @@ end
 -- next timer. false when there is nothing left that could make progress.
 local function poll()
   local t = now()
+  local fired = false
   while timers[1] and timers[1].at <= t do
     local e = timer_pop()
+    fired = true
     if e.task then step(e.task) else e.waiter.done = true end
   end
-  if ready_head <= ready_tail then return true end
+  -- a timer that fired may have ended what the loop is driven for: back to
+  -- the caller before waiting on the network (which could take long)
+  if fired or ready_head <= ready_tail then return true end
   local pending = multi and multi:pending() or 0
   local wait = timers[1] and math.max(0, timers[1].at - now()) or nil
   if pending > 0 then
@@ -299,6 +307,7 @@ function M.request(req)
   local task = current_task()
   if task then
     waiting[id] = task
+    task.request = id -- what p:cancel() cancels
     return yield(YIELD)
   end
   local w = {}
@@ -451,6 +460,32 @@ function Promise:wait()
   mark_observed(self)
   drive(function() return self.state ~= "pending" end)
   return results(self)
+end
+
+-- p:cancel([reason]) -> true when p was pending: p is rejected with reason
+-- (default "async: cancelled"), counted as observed. A task also stops: its
+-- coroutine is closed (its to-be-closed variables too), the request it waits
+-- for is cancelled (never sent, or its answer dropped), its sleep or wait is
+-- forgotten. false when p had already settled. A task cannot cancel itself.
+function Promise:cancel(reason)
+  if not is_promise(self) then argerror("cancel", 0, "promise", self) end
+  if self.state ~= "pending" then return false end
+  local co = self.co
+  if co then
+    if costatus(co) ~= "suspended" then error("async: a running task cannot be cancelled", 2) end
+    local id = self.request
+    if id then
+      self.request = nil
+      waiting[id] = nil
+      multi:cancel(id)
+    end
+    live = live - 1
+    task_of[co] = nil
+    coroutine.close(co)
+  end
+  mark_observed(self)
+  settle(self, "rejected", pack(reason == nil and "async: cancelled" or reason))
+  return true
 end
 
 -- p:status() -> "pending" | "fulfilled" | "rejected"

@@ -77,9 +77,20 @@ function M.is_promise(v)
   return ok and yes
 end
 
+-- wait(p) -> p's values (raises its rejection). An error that ends the wait
+-- while p is still pending (Ctrl-C) cancels p too: an interrupted postAsync
+-- is not sent later, as an interrupted post is not.
+local function wait(p)
+  local r = table.pack(pcall(p.wait, p))
+  if r[1] then return table.unpack(r, 2, r.n) end
+  -- cancel() leaves a settled promise as it is: a rejection stays one
+  if type(p.cancel) == "function" then pcall(p.cancel, p, "interrupted") end
+  error(r[2], 0)
+end
+
 -- await(p) -> p's resolved values (raises its rejection); other values pass
 function M.await(p, ...)
-  if M.is_promise(p) then return p:wait() end
+  if M.is_promise(p) then return wait(p) end
   return p, ...
 end
 
@@ -237,7 +248,7 @@ local function settle(n, ...)
   local vals = table.pack(...)
   for i = 1, n do
     if M.is_promise(vals[i]) then
-      local r = table.pack(vals[i]:wait())
+      local r = table.pack(wait(vals[i]))
       if n == 1 then return r.n, table.unpack(r, 1, r.n) end
       vals[i] = r[1]
     end
