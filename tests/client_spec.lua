@@ -699,6 +699,87 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.is_nil(plain)
       assert.is_string(msg)
     end)
+
+    -- notice{...} -> headers, body: a COUPON.USE notification as WeChat Pay
+    -- sends it, signed with the fake's platform key; fields of the table
+    -- change one part (plain, algorithm, key, body, ts, type, serial)
+    local function notice(o)
+      o = o or {}
+      local crypto = require "quan.crypto"
+      local cjson = require "cjson"
+      local platform = assert(crypto.private_key("file://" .. fake.dir .. "/platform.key.pem"))
+      local nonce = "0123456789ab"
+      local plain = o.plain or '{"coupon_id":"98000000001","status":"USED","stock_id":"9876"}'
+      local body = o.body or cjson.encode {
+        id = "EV-2026112812000012345", create_time = "2026-11-28T12:00:00+08:00", event_type = "COUPON.USE",
+        resource_type = "encrypt-resource", summary = "用券成功",
+        resource = { original_type = "coupon", algorithm = o.algorithm or "AEAD_AES_256_GCM", associated_data = "coupon",
+          nonce = nonce, ciphertext = crypto.aes_gcm_encrypt(o.key or sh.read(fake.dir .. "/apiv3.key"), nonce, "coupon", plain) },
+      }
+      local ts = tostring(o.ts or os.time())
+      local n = "5K8264ILTKCH16CQ2502SI8ZNMTM67VS"
+      return {
+        ["Wechatpay-Timestamp"] = ts, ["Wechatpay-Nonce"] = n, ["Wechatpay-Serial"] = o.serial or wxfake.PUBKEY_ID,
+        ["Wechatpay-Signature"] = platform:sign(ts .. "\n" .. n .. "\n" .. body .. "\n"),
+        ["Wechatpay-Signature-Type"] = o.type or "WECHATPAY2-SHA256-RSA2048", ["Request-ID"] = "08F78BB5AF0610D3-0",
+      }, body
+    end
+
+    it("verifies a notification over its raw body and decrypts its resource", function()
+      local headers, body = notice()
+      local ev = assert(wx:notification(headers, body))
+      assert.equal("COUPON.USE", ev.event_type)
+      assert.equal("EV-2026112812000012345", ev.id)
+      assert.same({ coupon_id = "98000000001", status = "USED", stock_id = "9876" }, ev.data)
+      assert.equal("08F78BB5AF0610D3-0", ev.request_id)
+      local lower = {}
+      for k, v in pairs(headers) do lower[k:lower()] = v end -- as a server hands them over
+      assert.equal("USED", assert(wx:notification(lower, body)).data.status)
+    end)
+
+    it("names the check a notification fails", function()
+      local function code(headers, body, opts)
+        local ev, err = wx:notification(headers, body, opts)
+        assert.is_nil(ev)
+        assert.equal("verify", err.kind)
+        assert.matches("^notification: ", err.message)
+        return err.code
+      end
+      local headers, body = notice()
+      assert.equal("bad_signature", code(headers, (body:gsub("COUPON", "COUPOM"))))
+      for _, name in ipairs { "Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature", "Wechatpay-Serial" } do
+        local h = {}
+        for k, v in pairs(headers) do if k ~= name then h[k] = v end end
+        assert.equal("missing_header", code(h, body), name)
+      end
+      assert.equal("unknown_serial", code(notice { serial = "PUB_KEY_ID_0000000000000000000000000000" }))
+      local old = os.time() - 301
+      assert.equal("clock_skew", code(notice { ts = old }))
+      headers, body = notice { ts = old }
+      assert(wx:notification(headers, body, { max_skew = false }))      -- a replay, accepted on purpose
+      assert(wx:notification(headers, body, { now = old + 300 }))
+      assert.equal("signature_type", code(notice { type = "WECHATPAY2-SM2-WITH-SM3" }))
+      assert.equal("algorithm", code(notice { algorithm = "AEAD_SM4_GCM" }))
+      assert.equal("decrypt", code(notice { key = "0123456789abcdef0123456789abcdeX" }))
+      assert.equal("bad_plaintext", code(notice { plain = "not json" }))
+      assert.equal("bad_json", code(notice { body = "[1, 2]" }))
+      assert.equal("bad_resource", code(notice { body = '{"id":"EV-1","resource":{"algorithm":"AEAD_AES_256_GCM"}}' }))
+    end)
+
+    it("raises for what is not a notification's headers and body, or no APIv3 key", function()
+      local headers, body = notice()
+      assert.has_error(function() wx:notification("x", body) end,
+        "notification: expected the request's headers (a table)")
+      assert.has_error(function() wx:notification(headers, {}) end,
+        "notification: expected the request's raw body (a string)")
+      assert.has_error(function() wx:notification(headers, body, { max_skew = "5" }) end,
+        "notification: opts.max_skew must be seconds or false")
+      local opts = fake.options()
+      opts.apiv3_key = nil
+      local bare = wechatpay.new(opts)
+      assert.has_error(function() bare:notification(headers, body) end,
+        "notification: the client has no apiv3_key (it decrypts notifications)")
+    end)
   end)
 
   describe("error tables", function()
@@ -924,8 +1005,13 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.is_true(#blocks >= 6)
       for i, b in ipairs(blocks) do
         local file = sh.write(dir .. "/example" .. i .. ".lua", b.code)
-        local out, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " " .. file)
+        -- a block that says so runs as `quan run --sandbox` would (it uses
+        -- the sandbox's control endpoints); the others against the stand-in
+        local in_sandbox = b.code:find("^%-%- quan run %-%-sandbox") ~= nil
+        local out, err, code = sh.run((in_sandbox and "QUAN_SANDBOX=1 " or "") .. "QUAN_CONFIG=" .. sh.quote(cfg)
+          .. " " .. sh.quan .. " " .. file)
         assert.equal(0, code, "docs/client.md:" .. b.line .. "\n" .. out .. err)
+        if in_sandbox then err = err:gsub("^quan: using a private sandbox at https://127%.0%.0%.1:%d+\n", "") end
         assert.equal("", err, "docs/client.md:" .. b.line)
       end
     end)

@@ -353,6 +353,79 @@ describe("quan sandbox", function()
     end)
   end)
 
+  describe("coupon use and its notification", function()
+    local function use(body) return assert(sbx.control(h, "/sandbox/coupons/use", body)) end
+
+    it("uses a coupon: USED with consume_information, and the COUPON.USE notification", function()
+      -- a callback URL set by an earlier spec is switched off: nothing is delivered
+      sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = "https://merchant.quan.invalid/notify",
+        switch = false})
+      local id = running_stock()
+      local coupon_id = send(id, "user-use").json.coupon_id
+      local res = use {coupon_id = coupon_id, openid = "user-use", transaction_id = "4200000001"}
+      assert.equal(200, res.status, res.body)
+      assert.equal("USED", res.json.coupon.status)
+      assert.equal("4200000001", res.json.coupon.consume_information.transaction_id)
+      assert.equal(h.mchid, res.json.coupon.consume_information.consume_mchid)
+      assert.is_nil(res.json.delivery) -- no callback URL set in this state dir yet
+      -- the notification: signed by the platform key, resource encrypted with the APIv3 key
+      local note = res.json.notification
+      local sig_ok = sbx.verify(h, {headers = (function()
+        local lower = {}
+        for k, v in pairs(note.headers) do lower[k:lower()] = v end
+        return lower
+      end)(), body = note.body})
+      assert.is_true(sig_ok)
+      local env = cjson.decode(note.body)
+      assert.equal("COUPON.USE", env.event_type)
+      assert.equal("encrypt-resource", env.resource_type)
+      assert.equal("AEAD_AES_256_GCM", env.resource.algorithm)
+      local apiv3 = sh.read(h.state .. "/apiv3.key")
+      local plain = assert(crypto.aes_gcm_decrypt(apiv3, env.resource.nonce, env.resource.associated_data,
+        env.resource.ciphertext))
+      local data = cjson.decode(plain)
+      assert.equal(coupon_id, data.coupon_id)
+      assert.equal(id, data.stock_id)
+      assert.equal("USED", data.status)
+      -- the coupon reads USED from the API, and cannot be used twice
+      local got = sbx.request(h, "GET", P .. "/users/user-use/coupons/" .. coupon_id .. "?appid=" .. h.appid)
+      assert.equal("USED", got.json.status)
+      assert.equal("4200000001", got.json.consume_information.transaction_id)
+      refused(use {coupon_id = coupon_id, openid = "user-use"}, 400, "INVALID_REQUEST")
+      refused(use {coupon_id = coupon_id, openid = "someone-else"}, 404, "RESOURCE_NOT_EXISTS")
+      refused(use {coupon_id = coupon_id}, 400, "PARAM_ERROR")
+    end)
+
+    it("delivers the notification to the callback URL, which the client verifies", function()
+      local dir = sh.tmpdir()
+      local server = require "quan.server"
+      -- a merchant endpoint with a certificate the sandbox's CA signed
+      local srv = assert(server.start {handler = "tests.support.notify_handler", arg = dir .. "/got",
+        cert = "file://" .. h.state .. "/server.pem", key = "file://" .. h.state .. "/server.key.pem"})
+      local ok, err = pcall(function()
+        local url = "https://127.0.0.1:" .. srv:port() .. "/notify"
+        assert.equal(200, sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = url}).status)
+        local id = running_stock()
+        local coupon_id = send(id, "user-notify").json.coupon_id
+        local res = use {coupon_id = coupon_id, openid = "user-notify"}
+        assert.equal(200, res.status, res.body)
+        assert.same({notify_url = url, status = 200}, res.json.delivery)
+        local got = cjson.decode(sh.read(dir .. "/got"))
+        assert.equal("POST", got.method)
+        assert.equal(res.json.notification.body, got.body)
+        local wx = require("tests.support.batchsbx").client(h)
+        local ev = assert(wx:notification(got.headers, got.body))
+        assert.equal("COUPON.USE", ev.event_type)
+        assert.equal(coupon_id, ev.data.coupon_id)
+        assert.equal("USED", ev.data.status)
+      end)
+      srv:stop()
+      sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = "https://merchant.quan.invalid/notify",
+        switch = false})
+      assert(ok, err)
+    end)
+  end)
+
   describe("faults", function()
     local function set(spec)
       local res = sbx.control(h, "/sandbox/faults", {spec = spec})

@@ -600,6 +600,55 @@ function Client.decrypt(wx, resource)
   return need("quan.crypto").aes_gcm_decrypt(key, resource.nonce, resource.associated_data or "", resource.ciphertext)
 end
 
+-- wx:notification(headers, body[, opts]) -> event | nil, err: a
+-- notification WeChat Pay POSTed to the merchant's notify_url, verified as
+-- an answer is (the four Wechatpay-* headers, a known serial, the timestamp
+-- window, the signature over the exact body) and its resource decrypted
+-- with the APIv3 key. event is the decoded body with event.data = the
+-- decrypted resource (a table) and event.request_id.
+-- opts: now (epoch seconds), max_skew (seconds, default 300; false: none).
+function Client.notification(wx, headers, body, opts)
+  if getmetatable(wx) ~= Client then error("notification: call it with ':' (wx:notification(headers, body))", 2) end
+  if type(headers) ~= "table" then error("notification: expected the request's headers (a table)", 2) end
+  if type(body) ~= "string" then error("notification: expected the request's raw body (a string)", 2) end
+  if opts ~= nil and type(opts) ~= "table" then error("notification: opts must be a table", 2) end
+  opts = opts or {}
+  if opts.max_skew ~= nil and opts.max_skew ~= false and type(opts.max_skew) ~= "number" then
+    error("notification: opts.max_skew must be seconds or false", 2)
+  end
+  local key = state[wx].apiv3
+  if not key then error("notification: the client has no apiv3_key (it decrypts notifications)", 2) end
+  local request_id = request_id_of(headers)
+  local function fail(code, why)
+    return nil, errors.new { kind = "verify", code = code, request_id = request_id, message = "notification: " .. why }
+  end
+  local stype = header(headers, "Wechatpay-Signature-Type")
+  if stype ~= nil and stype ~= sign.SCHEME then
+    return fail("signature_type", "unsupported Wechatpay-Signature-Type " .. tostring(stype))
+  end
+  local ok, code, why = verify.check(headers, body, state[wx].keys, opts.now or need("quan.os").time(), opts.max_skew)
+  if not ok then return fail(code, (why:gsub("^response ", ""))) end
+  local event = json.decode(body)
+  if type(event) ~= "table" or event[1] ~= nil then return fail("bad_json", "the body is not a JSON object") end
+  local r = event.resource
+  if type(r) ~= "table" or type(r.ciphertext) ~= "string" or type(r.nonce) ~= "string" or r.nonce == ""
+    or #r.nonce > 128 or (r.associated_data ~= nil and type(r.associated_data) ~= "string") then
+    return fail("bad_resource", "resource lacks a ciphertext, a nonce or a string associated_data")
+  end
+  if r.algorithm ~= "AEAD_AES_256_GCM" then
+    return fail("algorithm", "resource.algorithm is " .. tostring(r.algorithm) .. ", expected AEAD_AES_256_GCM")
+  end
+  local plain, derr = need("quan.crypto").aes_gcm_decrypt(key, r.nonce, r.associated_data or "", r.ciphertext)
+  if not plain then
+    return fail("decrypt", "the resource does not decrypt with the APIv3 key (a wrong apiv3_key, or an altered resource): "
+      .. tostring(derr))
+  end
+  local data = json.decode(plain)
+  if type(data) ~= "table" or data[1] ~= nil then return fail("bad_plaintext", "the decrypted resource is not a JSON object") end
+  event.data, event.request_id = data, request_id
+  return event
+end
+
 M.Client, M.Node = Client, Node
 M.prepare = prepare -- for tests and `quan check`
 

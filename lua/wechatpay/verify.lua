@@ -49,10 +49,12 @@ function M.lookup(keys, serial)
   return nil
 end
 
--- check(headers, body, keys, now) -> true | false, code, message
+-- check(headers, body, keys, now[, max_skew]) -> true | false, code, message
 -- headers: table indexed by header name (any case); keys: serial -> key
--- with :verify(msg, sig_b64); now: epoch seconds
-function M.check(headers, body, keys, now)
+-- with :verify(msg, sig_b64); now: epoch seconds; max_skew: seconds
+-- (default MAX_SKEW), false for no timestamp window
+function M.check(headers, body, keys, now, max_skew)
+  if max_skew == nil then max_skew = M.MAX_SKEW end
   local ts = header(headers, "Wechatpay-Timestamp")
   local nonce = header(headers, "Wechatpay-Nonce")
   local sig = header(headers, "Wechatpay-Signature")
@@ -73,8 +75,8 @@ function M.check(headers, body, keys, now)
     return false, "bad_timestamp", "response timestamp '" .. ts .. "' is not epoch seconds"
   end
   local skew = math.floor(now) - t
-  if skew > M.MAX_SKEW or skew < -M.MAX_SKEW then
-    return false, "clock_skew", ("response timestamp %s is %d s from now (allowed ± %d s)"):format(ts, skew, M.MAX_SKEW)
+  if max_skew and (skew > max_skew or skew < -max_skew) then
+    return false, "clock_skew", ("response timestamp %s is %d s from now (allowed ± %d s)"):format(ts, skew, max_skew)
   end
   local ok, why = key:verify(sign.response_message(ts, nonce, body), sig)
   if not ok then

@@ -7,18 +7,23 @@ local cjson = require "cjson"
 
 local M = {}
 
--- start([faults]) -> handle (quan.sandbox.start), with h.wx a client of it
-function M.start(faults)
-  local h = assert(require("quan.sandbox").start { faults = faults })
+-- client(h) -> a wechatpay client of the sandbox h (its profile), profile
+function M.client(h)
   local config = require "wechatpay.config"
-  local cfg = config.read(h.config_path)
-  local profile = config.profile(cfg, "sandbox", h.config_path)
-  h.profile_table = profile
+  local profile = config.profile(config.read(h.config_path), "sandbox", h.config_path)
   local opts = {}
   for _, k in ipairs { "mchid", "serial", "private_key", "certs", "apiv3_key", "base_url", "ca_file", "timeout" } do
     opts[k] = profile[k]
   end
-  h.wx = require("wechatpay").new(opts)
+  return require("wechatpay").new(opts), profile
+end
+
+-- start([faults]) -> handle (quan.sandbox.start), with h.wx a client of it
+function M.start(faults)
+  local h = assert(require("quan.sandbox").start { faults = faults })
+  local profile
+  h.wx, profile = M.client(h)
+  h.profile_table = profile
   h.appid = h.appid or profile.appid
   h.ca_file = profile.ca_file
   return h

@@ -104,6 +104,7 @@ function M.new(dir)
   local id = files.identity(dir)
   local merchant_pub = assert(crypto.certificate("file://" .. dir .. "/merchant.pem")):public_key()
   local platform = assert(crypto.private_key("file://" .. dir .. "/platform.key.pem"))
+  local apiv3 = assert(io.open(dir .. "/apiv3.key", "rb")):read("a"):gsub("%s+$", "")
   local db = assert(sqlite.open(dir .. "/sandbox.db", {busy_timeout = 20000, process_lock = true}))
   -- no mmap_size: with several connections each one remapped the growing
   -- file about once per request (munmap, a TLB shootdown on every core)
@@ -187,6 +188,46 @@ function M.new(dir)
     return f
   end
 
+  -- ---- COUPON.USE notifications ----
+
+  -- notification(coupon, now) -> {headers, body}: the coupon-use event as
+  -- WeChat Pay POSTs it: the coupon encrypted with the APIv3 key
+  -- (AEAD_AES_256_GCM, associated data "coupon"), the body signed with the
+  -- platform key
+  local function notification(coupon, now)
+    local nonce = crypto.nonce(12)
+    local body = util.encode {
+      id = "EV-" .. os.date("!%Y%m%d%H%M%S", now + 8 * 3600) .. crypto.nonce(14):upper(),
+      create_time = util.format_time(now),
+      resource_type = "encrypt-resource",
+      event_type = "COUPON.USE",
+      summary = "用券成功",
+      resource = {
+        original_type = "coupon", algorithm = "AEAD_AES_256_GCM", associated_data = "coupon", nonce = nonce,
+        ciphertext = crypto.aes_gcm_encrypt(apiv3, nonce, "coupon", util.encode(coupon)),
+      },
+    }
+    local _, headers = signed(200, body)
+    return {headers = headers, body = body}
+  end
+
+  -- deliver(note, ca_file) -> what happened, for the control answer: nil
+  -- when no callback URL is set (or it is switched off), else {notify_url,
+  -- status} or {notify_url, error}. One attempt, no retries.
+  local function deliver(note, ca_file)
+    local cb = db:first("SELECT notify_url, switch FROM callbacks WHERE mchid = ?", id.mchid)
+    if not cb or cb.switch == 0 then return nil end
+    local list = {}
+    for k, v in pairs(note.headers) do list[#list + 1] = k .. ": " .. v end
+    table.sort(list)
+    local res, err = require("quan.http").request {
+      method = "POST", url = cb.notify_url, headers = list, body = note.body, timeout = 5,
+      cafile = ca_file or (dir .. "/ca.pem"),
+    }
+    if not res then return {notify_url = cb.notify_url, error = err} end
+    return {notify_url = cb.notify_url, status = res.status}
+  end
+
   -- ---- control endpoints (sandbox only, unsigned requests) ----
 
   local function control_request(req, path)
@@ -241,6 +282,17 @@ function M.new(dir)
         return signed(200, cjson.encode {now = util.format_time(qos.time() + offset), offset_seconds = offset})
       end
       return signed(200, cjson.encode {now = util.format_time(qos.time() + c.clock_offset), offset_seconds = c.clock_offset})
+    elseif path == "/sandbox/coupons/use" and req.method == "POST" then
+      local b, berr = control_body(req)
+      if not b then return answer_error(berr) end
+      if b.ca_file ~= nil and type(b.ca_file) ~= "string" then
+        return answer_error({status = 400, code = "PARAM_ERROR", message = "ca_file must be a path", field = "ca_file"})
+      end
+      local now = floor(qos.time() + c.clock_offset)
+      local coupon, err = store.use_coupon(db, {mchid = id.mchid, appid = id.appid, now = now}, b)
+      if not coupon then return answer_error(err) end
+      local note = notification(coupon, now)
+      return signed(200, util.encode {coupon = coupon, notification = note, delivery = deliver(note, b.ca_file)})
     end
     return answer_error({status = 404, code = "NOT_FOUND", message = "no such sandbox endpoint: " .. path})
   end

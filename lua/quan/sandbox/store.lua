@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS nonces (
   mchid TEXT NOT NULL, nonce TEXT NOT NULL, ts INTEGER NOT NULL,
   PRIMARY KEY (mchid, nonce)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uses (
+  coupon_id TEXT PRIMARY KEY, consume_time INTEGER NOT NULL, consume_mchid TEXT NOT NULL,
+  transaction_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS callbacks (
   mchid TEXT PRIMARY KEY, notify_url TEXT NOT NULL, switch INTEGER, update_time INTEGER NOT NULL
 );
@@ -495,6 +499,48 @@ function M.send_coupon(db, ctx, openid, b)
   end)
 end
 
+-- consumption(db, c) -> consume_information of a USED coupon, or nil
+local function consumption(db, c)
+  if c.status ~= "USED" then return nil end
+  local u = db:first("SELECT * FROM uses WHERE coupon_id = ?", c.coupon_id)
+  if not u then return nil end
+  return {consume_time = format_time(u.consume_time), consume_mchid = u.consume_mchid, transaction_id = u.transaction_id}
+end
+
+-- use_coupon(db, ctx, body) -> the coupon as a COUPON.USE notification
+-- carries it (status USED, consume_information): what a payment that
+-- redeems it would do. body: {coupon_id, openid[, transaction_id]}
+function M.use_coupon(db, ctx, b)
+  local coupon_id, err = need_string(b, "coupon_id", "coupon_id", 20); if not coupon_id then return nil, err end
+  local openid; openid, err = need_string(b, "openid", "openid", 128); if not openid then return nil, err end
+  local tx = b.transaction_id
+  if tx ~= nil and (type(tx) ~= "string" or not tx:match("^%d+$") or #tx > 32) then
+    return param("transaction_id must be 1 to 32 digits", "transaction_id", tx)
+  end
+  return db:transaction(function()
+    local seq = coupon_id:match("^%d+$") and math.tointeger(tonumber(coupon_id) - COUPON_BASE)
+    local c = seq and db:first("SELECT * FROM coupons WHERE seq = ? AND openid = ?", seq, openid)
+    if not c then return fail(404, "RESOURCE_NOT_EXISTS", "coupon does not exist", "coupon_id", coupon_id) end
+    local s = stock_row(db, c.stock_id)
+    local status = coupon_status(c, s, ctx.now)
+    if status ~= "SENDED" then
+      return fail(400, "INVALID_REQUEST", "the coupon is " .. status .. ", not SENDED (usable)", "coupon_id", coupon_id)
+    end
+    if ctx.now < s.begin_time then
+      return fail(400, "INVALID_REQUEST", "the coupon is usable from " .. format_time(s.begin_time), "coupon_id", coupon_id)
+    end
+    tx = tx or ("4200" .. os.date("!%Y%m%d", ctx.now + 8 * 3600) .. ("%014d"):format(seq))
+    db:run("UPDATE coupons SET status = 'USED' WHERE seq = ?", seq)
+    db:run("INSERT INTO uses (coupon_id, consume_time, consume_mchid, transaction_id) VALUES (?, ?, ?, ?)",
+      c.coupon_id, ctx.now, ctx.mchid, tx)
+    c.status = "USED"
+    local j = coupon_json(c, s)
+    j.out_request_no = nil -- not in the notification's resource
+    j.consume_information = consumption(db, c)
+    return j
+  end)
+end
+
 -- get_coupon(db, ctx, openid, coupon_id, query) -> coupon
 function M.get_coupon(db, ctx, openid, coupon_id, q)
   local appid, err = need_string(q, "appid", "appid"); if not appid then return nil, err end
@@ -505,6 +551,7 @@ function M.get_coupon(db, ctx, openid, coupon_id, q)
   local s = stock_row(db, c.stock_id)
   local j = coupon_json(c, s)
   j.status = coupon_status(c, s, ctx.now)
+  j.consume_information = consumption(db, c)
   return j
 end
 
