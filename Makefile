@@ -1,5 +1,5 @@
 # quan — see README.md.  `make` builds build/quan; `make test`, `make check`,
-# `make bench`, `make install PREFIX=...`.
+# `make fuzz`, `make bench`, `make install PREFIX=...`.
 
 PREFIX  ?= /usr/local
 CC      ?= cc
@@ -55,6 +55,17 @@ check:
 	$(MAKE) all
 	QUAN=build/quan sh tests/valgrind
 
+# libFuzzer (clang) over the natives as Lua calls them: tests/fuzz/. Runs
+# FUZZ_SECONDS (60); findings are written to build/fuzz/.
+FUZZ_SECONDS ?= 60
+fuzz: $(BUILD)/natives.h $(BUILD)/embedded.c
+	mkdir -p build/fuzz/corpus
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+	  -std=c11 -D_GNU_SOURCE -I$(BUILD) -Isrc $(PKG_CFLAGS) -o build/fuzz/natives \
+	  tests/fuzz/natives.c src/host.c $(NATIVE) $(BUILD)/embedded.c $(QLDLIBS)
+	ASAN_OPTIONS=detect_leaks=0 build/fuzz/natives -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	  -artifact_prefix=build/fuzz/ build/fuzz/corpus tests/fuzz/seeds
+
 bench: all
 	sh scripts/bench.sh
 
@@ -65,4 +76,4 @@ install: all
 clean:
 	rm -rf build
 
-.PHONY: all test check bench install clean
+.PHONY: all test check fuzz bench install clean

@@ -1068,14 +1068,15 @@ static int c_base64_decode(lua_State *L) {
   return 1;
 }
 
-/* nonce([n=32]) -> n characters of [0-9A-Za-z], uniform, from the CSPRNG */
 /* A forked child holds a copy of its parent's pools: were both to use them,
  * they would send the same nonces. Each fork moves the generation on, and a
- * pool drawn in an older generation is thrown away. */
+ * pool drawn in an older generation is thrown away. Without the fork
+ * handler (pthread_atfork failed) no pool is kept at all. */
 static atomic_ulong fork_gen = 1;
+static atomic_int pool_usable;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static void after_fork(void) { atomic_fetch_add(&fork_gen, 1); }
-static void watch_forks(void) { pthread_atfork(NULL, NULL, after_fork); }
+static void watch_forks(void) { atomic_store(&pool_usable, pthread_atfork(NULL, NULL, after_fork) == 0); }
 
 /* nonce([n]) -> n characters of [0-9A-Za-z], uniformly from the CSPRNG.
  * One RAND_bytes call per POOL_BYTES bytes: a nonce per request would
@@ -1088,7 +1089,7 @@ static int c_nonce(lua_State *L) {
   luaL_Buffer b;
   char *out = luaL_buffinitsize(L, &b, (size_t)n);
   unsigned long gen = atomic_load(&fork_gen);
-  if (st->pool_gen != gen) st->pool_left = 0;
+  if (st->pool_gen != gen || !atomic_load(&pool_usable)) st->pool_left = 0;
   lua_Integer i = 0;
   while (i < n) {
     if (st->pool_left == 0) {
@@ -1099,6 +1100,10 @@ static int c_nonce(lua_State *L) {
     unsigned char *r = st->pool + sizeof st->pool - st->pool_left--;
     if (*r < 248) out[i++] = chars[*r % 62]; /* 248 = 4 * 62: no bias */
     *r = 0; /* a byte is handed out once */
+  }
+  if (!atomic_load(&pool_usable)) {
+    OPENSSL_cleanse(st->pool, sizeof st->pool);
+    st->pool_left = 0;
   }
   luaL_pushresultsize(&b, (size_t)n);
   return 1;

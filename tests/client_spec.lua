@@ -732,9 +732,11 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal("EV-2026112812000012345", ev.id)
       assert.same({ coupon_id = "98000000001", status = "USED", stock_id = "9876" }, ev.data)
       assert.equal("08F78BB5AF0610D3-0", ev.request_id)
-      local lower = {}
-      for k, v in pairs(headers) do lower[k:lower()] = v end -- as a server hands them over
-      assert.equal("USED", assert(wx:notification(lower, body)).data.status)
+      for _, spell in ipairs { string.lower, string.upper } do -- as servers hand them over
+        local h = {}
+        for k, v in pairs(headers) do h[spell(k)] = v end
+        assert.equal("USED", assert(wx:notification(h, body)).data.status)
+      end
     end)
 
     it("names the check a notification fails", function()
@@ -772,8 +774,10 @@ describe_live("wechatpay client against the stand-in server", function()
         "notification: expected the request's headers (a table)")
       assert.has_error(function() wx:notification(headers, {}) end,
         "notification: expected the request's raw body (a string)")
-      assert.has_error(function() wx:notification(headers, body, { max_skew = "5" }) end,
-        "notification: opts.max_skew must be seconds or false")
+      for _, bad in ipairs { "5", -1, 0 / 0 } do
+        assert.has_error(function() wx:notification(headers, body, { max_skew = bad }) end,
+          "notification: opts.max_skew must be seconds (>= 0) or false")
+      end
       local opts = fake.options()
       opts.apiv3_key = nil
       local bare = wechatpay.new(opts)

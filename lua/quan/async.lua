@@ -246,23 +246,32 @@ local function poll()
   local fired = false
   while timers[1] and timers[1].at <= t do
     local e = timer_pop()
-    fired = true
-    if e.task then step(e.task) else e.waiter.done = true end
+    if e.task then
+      fired = true
+      step(e.task)
+    elseif e.waiter then
+      fired = true
+      e.waiter.done = true
+    end -- else: the sleep of a cancelled task
   end
-  -- a timer that fired may have ended what the loop is driven for: back to
-  -- the caller before waiting on the network (which could take long)
-  if fired or ready_head <= ready_tail then return true end
+  while timers[1] and not (timers[1].task or timers[1].waiter) do timer_pop() end
+  -- when a timer fired or a callback is ready, what the loop is driven for
+  -- may be over: the network is looked at without waiting, then back
+  local busy = fired or ready_head <= ready_tail
   local pending = multi and multi:pending() or 0
-  local wait = timers[1] and math.max(0, timers[1].at - now()) or nil
   if pending > 0 then
+    local wait = 0
+    if not busy then wait = timers[1] and math.max(0, timers[1].at - now()) or nil end
     local done = multi:perform(wait)
     for i = 1, #done do deliver(done[i]) end
-  elseif wait then
-    qos.sleep(wait)
-  else
-    return false
+    return true
   end
-  return true
+  if busy then return true end
+  if timers[1] then
+    qos.sleep(math.max(0, timers[1].at - now()))
+    return true
+  end
+  return false
 end
 
 -- drive(done): runs the loop until done() is true.
@@ -329,8 +338,11 @@ function M.sleep(s)
   if s < 0 then error("bad argument #1 to 'sleep' (negative duration)", 2) end
   local task = current_task()
   if task then
-    timer_push({ at = now() + s, task = task })
+    local e = { at = now() + s, task = task }
+    timer_push(e)
+    task.timer = e -- what p:cancel() forgets
     yield(YIELD)
+    task.timer = nil
     return
   end
   local w = {}
@@ -425,7 +437,7 @@ function Promise:next(on_ok, on_err)
   if on_ok ~= nil and type(on_ok) ~= "function" then argerror("next", 1, "function or nil", on_ok) end
   if on_err ~= nil and type(on_err) ~= "function" then argerror("next", 2, "function or nil", on_err) end
   local p = self
-  return start(function()
+  local t = start(function()
     local task = current_task()
     mark_observed(p)
     if p.state == "pending" then
@@ -443,6 +455,8 @@ function Promise:next(on_ok, on_err)
     if is_promise(r[1]) then return await(task, r[1]) end
     return unpack(r, 1, r.n)
   end)
+  t.source = p -- what it waits for first (the REPL cancels a chain whole)
+  return t
 end
 
 -- p:catch(on_err) -> task: p:next(nil, on_err)
@@ -463,25 +477,33 @@ function Promise:wait()
 end
 
 -- p:cancel([reason]) -> true when p was pending: p is rejected with reason
--- (default "async: cancelled"), counted as observed. A task also stops: its
--- coroutine is closed (its to-be-closed variables too), the request it waits
--- for is cancelled (never sent, or its answer dropped), its sleep or wait is
--- forgotten. false when p had already settled. A task cannot cancel itself.
+-- (default "async: cancelled"; an error a to-be-closed variable raises while
+-- closing, if any), counted as observed. A task also stops: its coroutine is
+-- closed, the request it waits for is cancelled (never sent, or its answer
+-- dropped), its sleep or wait is forgotten. Only p: what p waits for goes on
+-- (other promises may wait for it too). false when p had already settled. A
+-- task cannot cancel itself, nor a task whose coroutine is running.
 function Promise:cancel(reason)
   if not is_promise(self) then argerror("cancel", 0, "promise", self) end
   if self.state ~= "pending" then return false end
   local co = self.co
   if co then
-    if costatus(co) ~= "suspended" then error("async: a running task cannot be cancelled", 2) end
+    if costatus(co) ~= "suspended" then error("async: a task cannot be cancelled while it runs", 2) end
     local id = self.request
     if id then
       self.request = nil
       waiting[id] = nil
       multi:cancel(id)
     end
+    if self.timer then
+      self.timer.task = nil -- stays in the heap, inert
+      self.timer = nil
+    end
     live = live - 1
     task_of[co] = nil
-    coroutine.close(co)
+    local closed, err = coroutine.close(co)
+    -- an error raised while closing a to-be-closed variable is not lost
+    if not closed then reason = err end
   end
   mark_observed(self)
   settle(self, "rejected", pack(reason == nil and "async: cancelled" or reason))

@@ -78,13 +78,18 @@ function M.is_promise(v)
 end
 
 -- wait(p) -> p's values (raises its rejection). An error that ends the wait
--- while p is still pending (Ctrl-C) cancels p too: an interrupted postAsync
--- is not sent later, as an interrupted post is not.
+-- while p is still pending (Ctrl-C) cancels p, and what p waits for through
+-- :next, the whole chain typed: an interrupted postAsync is not sent later,
+-- as an interrupted post is not.
 local function wait(p)
   local r = table.pack(pcall(p.wait, p))
   if r[1] then return table.unpack(r, 2, r.n) end
   -- cancel() leaves a settled promise as it is: a rejection stays one
-  if type(p.cancel) == "function" then pcall(p.cancel, p, "interrupted") end
+  local q = p
+  while type(q) == "table" and type(q.cancel) == "function" do
+    pcall(q.cancel, q, "interrupted")
+    q = rawget(q, "source")
+  end
   error(r[2], 0)
 end
 

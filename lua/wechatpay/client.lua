@@ -415,9 +415,7 @@ local function prepare(wx, method, tpl, opts, raw)
   }
 end
 
-local function header(h, name)
-  return h[name:lower()] or h[name]
-end
+local header = verify.header -- any spelling of the name
 
 -- request_id(h) -> the Request-ID header (quan.http keys are lower case;
 -- a before_send hook's fake response may use any case)
@@ -613,8 +611,9 @@ function Client.notification(wx, headers, body, opts)
   if type(body) ~= "string" then error("notification: expected the request's raw body (a string)", 2) end
   if opts ~= nil and type(opts) ~= "table" then error("notification: opts must be a table", 2) end
   opts = opts or {}
-  if opts.max_skew ~= nil and opts.max_skew ~= false and type(opts.max_skew) ~= "number" then
-    error("notification: opts.max_skew must be seconds or false", 2)
+  local skew = opts.max_skew
+  if skew ~= nil and skew ~= false and not (type(skew) == "number" and skew >= 0) then
+    error("notification: opts.max_skew must be seconds (>= 0) or false", 2)
   end
   local key = state[wx].apiv3
   if not key then error("notification: the client has no apiv3_key (it decrypts notifications)", 2) end

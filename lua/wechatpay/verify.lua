@@ -27,13 +27,21 @@ local LOWER = {}
 for _, name in ipairs(M.HEADERS) do LOWER[name] = name:lower() end
 
 -- header(h, name) -> value | nil (empty counts as missing); lower-case key
--- first (how quan.http stores them), then the name as written
+-- first (how quan.http stores them), then the name as written, then any
+-- spelling (a web framework's table: WECHATPAY-TIMESTAMP)
 local function header(h, name)
-  local v = h[LOWER[name] or name:lower()]
+  local lower = LOWER[name] or name:lower()
+  local v = h[lower]
   if v == nil then v = h[name] end
+  if v == nil then
+    for k, x in pairs(h) do
+      if type(k) == "string" and k:lower() == lower then v = x break end
+    end
+  end
   if v == "" then return nil end
   return v
 end
+M.header = header
 
 -- lookup(keys, serial) -> key | nil: exact match first, then a
 -- case-insensitive match for hex serials

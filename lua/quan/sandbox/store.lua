@@ -586,6 +586,7 @@ function M.list_coupons(db, ctx, openid, q)
       if total > offset * limit and #data < limit then
         local j = coupon_json(row, s)
         j.status = status
+        j.consume_information = consumption(db, row)
         data[#data + 1] = j
       end
     end
