@@ -1116,6 +1116,60 @@ local have_sandbox = have_natives and pcall(require, "quan.sandbox")
     end
   end)
 
+  describe("platform certificates", function()
+    local function client(certs, drop)
+      local p = config.profile(config.read(h.config_path), h.profile, h.config_path)
+      local opts = {}
+      for _, k in ipairs { "mchid", "serial", "private_key", "apiv3_key", "base_url", "ca_file" } do opts[k] = p[k] end
+      opts.certs = certs
+      if drop then opts[drop] = nil end
+      return wechatpay.new(opts)
+    end
+
+    it("downloads and decrypts them; a client with only the certificate verifies answers under it", function()
+      local list = assert(wx:certificates())
+      assert.equal(1, #list)
+      local c = list[1]
+      assert.matches("^%x+$", c.serial_no)
+      assert.equal(c.serial_no, c.certificate:serial():upper())
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT", c.expire_time)
+      assert.matches("BEGIN CERTIFICATE", c.pem)
+      local only = client { [c.serial_no] = c.pem }
+      local res = assert(only.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 5, stock_creator_mchid = only.mchid } })
+      assert.equal(c.serial_no, res.headers["wechatpay-serial"])
+    end)
+
+    it("bootstraps: an answer signed under a certificate it carries verifies with that one", function()
+      local p = config.profile(config.read(h.config_path), h.profile, h.config_path)
+      local _, pub = next(p.certs)
+      local stranger = client { PUB_KEY_ID_0114000000000000000000000000 = pub }
+      local list = assert(stranger:certificates())
+      assert.equal(1, #list)
+    end)
+
+    it("refuses a tampered answer and raises without an APIv3 key", function()
+      faults("tamper=signature")
+      local list, err = wx:certificates()
+      faults("none")
+      assert.is_nil(list)
+      assert.equal("verify", err.kind)
+      assert.equal("bad_signature", err.code)
+      local certs = config.profile(config.read(h.config_path), h.profile, h.config_path).certs
+      assert.has_error(function() client(certs, "apiv3_key"):certificates() end,
+        "certificates: the client has no apiv3_key (it decrypts the certificates)")
+    end)
+
+    it("writes them with scripts/examples/certificates.lua", function()
+      local dir = sh.tmpdir()
+      local out, err, code = sh.run(sh.quan .. " run --sandbox scripts/examples/certificates.lua " .. dir .. "/certs")
+      assert.equal(0, code, err)
+      local serial, path = out:match('%["(%x+)"%] = "file://([^"]+)"')
+      assert.is_string(serial, out)
+      local cert = assert(require("quan.crypto").certificate("file://" .. path))
+      assert.equal(serial, cert:serial():upper())
+    end)
+  end)
+
   it("turns the sandbox's error answers and faults into error tables", function()
     local res, err = wx.v3.marketing.favor.stocks._stock_id_:get { stock_id = "1", query = { stock_creator_mchid = wx.mchid } }
     assert.is_nil(res)

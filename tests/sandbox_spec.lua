@@ -353,6 +353,33 @@ describe("quan sandbox", function()
     end)
   end)
 
+  describe("platform certificates", function()
+    it("answers GET /v3/certificates with the platform certificate, encrypted with the APIv3 key", function()
+      local res = sbx.request(h, "GET", "/v3/certificates")
+      assert.equal(200, res.status, res.body)
+      assert.is_true(sbx.verify(h, res))
+      local e = res.json.data[1]
+      local ec = e.encrypt_certificate
+      assert.equal("AEAD_AES_256_GCM", ec.algorithm)
+      assert.equal("certificate", ec.associated_data)
+      local pem = assert(crypto.aes_gcm_decrypt(sh.read(h.state .. "/apiv3.key"), ec.nonce, ec.associated_data, ec.ciphertext))
+      local cert = assert(crypto.certificate(pem))
+      assert.equal(e.serial_no, cert:serial():upper())
+      -- its key is the platform key: the PUB_KEY_ID's
+      assert.equal(sh.read(h.state .. "/platform.pub.pem"), cert:public_key():pem_public())
+      assert.same({}, sbx.request(h, "GET", "/v3/certificates?algorithm_type=SM2").json.data)
+      refused(sbx.request(h, "GET", "/v3/certificates?algorithm_type=DSA"), 400, "PARAM_ERROR")
+    end)
+
+    it("signs an answer under the certificate when the request names another serial", function()
+      local serial = sbx.request(h, "GET", "/v3/certificates").json.data[1].serial_no
+      local res = sbx.request(h, "GET", "/v3/certificates", nil, {headers = {"Wechatpay-Serial: " .. serial}})
+      assert.equal(serial, res.headers["wechatpay-serial"])
+      res = sbx.request(h, "GET", "/v3/certificates", nil, {headers = {"Wechatpay-Serial: " .. h.key_id}})
+      assert.equal(h.key_id, res.headers["wechatpay-serial"])
+    end)
+  end)
+
   describe("coupon use and its notification", function()
     local function use(body) return assert(sbx.control(h, "/sandbox/coupons/use", body)) end
 

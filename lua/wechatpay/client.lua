@@ -449,7 +449,7 @@ local function finish(wx, p, res, check)
   end
   if status >= 200 and status < 300 then
     local file = p.unsigned or verify.skip(p.path)
-    if check and not file then
+    if check and not file and not p.unchecked then
       local ok, code, why = verify.check(h, res.body or "", state[wx].keys, need("quan.os").time())
       if not ok then
         return nil, errors.new {
@@ -598,6 +598,25 @@ function Client.decrypt(wx, resource)
   return need("quan.crypto").aes_gcm_decrypt(key, resource.nonce, resource.associated_data or "", resource.ciphertext)
 end
 
+-- open(key, r) -> plaintext | nil, code, why: an AEAD_AES_256_GCM resource
+-- ({algorithm, ciphertext, nonce, associated_data}) of a notification or a
+-- certificate, decrypted with the APIv3 key
+local function open(key, r, what)
+  if type(r) ~= "table" or type(r.ciphertext) ~= "string" or type(r.nonce) ~= "string" or r.nonce == ""
+    or #r.nonce > 128 or (r.associated_data ~= nil and type(r.associated_data) ~= "string") then
+    return nil, "bad_resource", what .. " lacks a ciphertext, a nonce or a string associated_data"
+  end
+  if r.algorithm ~= "AEAD_AES_256_GCM" then
+    return nil, "algorithm", what .. ".algorithm is " .. tostring(r.algorithm) .. ", expected AEAD_AES_256_GCM"
+  end
+  local plain, derr = need("quan.crypto").aes_gcm_decrypt(key, r.nonce, r.associated_data or "", r.ciphertext)
+  if not plain then
+    return nil, "decrypt", what .. " does not decrypt with the APIv3 key (a wrong apiv3_key, or altered data): "
+      .. tostring(derr)
+  end
+  return plain
+end
+
 -- wx:notification(headers, body[, opts]) -> event | nil, err: a
 -- notification WeChat Pay POSTed to the merchant's notify_url, verified as
 -- an answer is (the four Wechatpay-* headers, a known serial, the timestamp
@@ -625,27 +644,60 @@ function Client.notification(wx, headers, body, opts)
   if stype ~= nil and stype ~= sign.SCHEME then
     return fail("signature_type", "unsupported Wechatpay-Signature-Type " .. tostring(stype))
   end
-  local ok, code, why = verify.check(headers, body, state[wx].keys, opts.now or need("quan.os").time(), opts.max_skew)
+  local ok, code, why = verify.check(headers, body, state[wx].keys, opts.now or need("quan.os").time(), skew)
   if not ok then return fail(code, (why:gsub("^response ", ""))) end
   local event = json.decode(body)
   if type(event) ~= "table" or event[1] ~= nil then return fail("bad_json", "the body is not a JSON object") end
-  local r = event.resource
-  if type(r) ~= "table" or type(r.ciphertext) ~= "string" or type(r.nonce) ~= "string" or r.nonce == ""
-    or #r.nonce > 128 or (r.associated_data ~= nil and type(r.associated_data) ~= "string") then
-    return fail("bad_resource", "resource lacks a ciphertext, a nonce or a string associated_data")
-  end
-  if r.algorithm ~= "AEAD_AES_256_GCM" then
-    return fail("algorithm", "resource.algorithm is " .. tostring(r.algorithm) .. ", expected AEAD_AES_256_GCM")
-  end
-  local plain, derr = need("quan.crypto").aes_gcm_decrypt(key, r.nonce, r.associated_data or "", r.ciphertext)
-  if not plain then
-    return fail("decrypt", "the resource does not decrypt with the APIv3 key (a wrong apiv3_key, or an altered resource): "
-      .. tostring(derr))
-  end
+  local plain
+  plain, code, why = open(key, event.resource, "resource")
+  if not plain then return fail(code, why) end
   local data = json.decode(plain)
   if type(data) ~= "table" or data[1] ~= nil then return fail("bad_plaintext", "the decrypted resource is not a JSON object") end
   event.data, event.request_id = data, request_id
   return event
+end
+
+-- wx:certificates() -> list | nil, err: WeChat Pay's platform certificates
+-- (GET /v3/certificates), each {serial_no, effective_time, expire_time, pem,
+-- certificate = a quan.crypto cert}, decrypted with the APIv3 key. The answer
+-- is verified with the client's keys, or with a certificate it carries when
+-- it is signed under that one's serial: how a merchant gets its first
+-- certificate, or the next one before the current expires (PHP's and Node's
+-- downloaders check it so too).
+function Client.certificates(wx)
+  if getmetatable(wx) ~= Client then error("certificates: call it with ':' (wx:certificates())", 2) end
+  local st = state[wx]
+  if not st.apiv3 then error("certificates: the client has no apiv3_key (it decrypts the certificates)", 2) end
+  local p = errors.call(2, "GET /v3/certificates: ", prepare, wx, "GET", "v3/certificates", nil)
+  p.unchecked = true -- verified below, once the certificates are known
+  local res, err = perform(wx, p)
+  if not res then return nil, err end
+  local function fail(code, why)
+    return nil, errors.new { kind = "verify", status = res.status, code = code, request_id = res.request_id,
+      message = p.context .. ": " .. why }
+  end
+  local data = type(res.json) == "table" and res.json.data
+  if type(data) ~= "table" then return fail("bad_json", "the answer has no data array") end
+  local crypto = need("quan.crypto")
+  local list, keys = {}, {}
+  for name, key in pairs(st.keys) do keys[name] = key end
+  for i, e in ipairs(data) do
+    local where = ("data[%d]"):format(i)
+    if type(e) ~= "table" or type(e.serial_no) ~= "string" then return fail("bad_resource", where .. " has no serial_no") end
+    local pem, code, why = open(st.apiv3, e.encrypt_certificate, where .. ".encrypt_certificate")
+    if not pem then return fail(code, why) end
+    local cert = crypto.certificate(pem)
+    if not cert then return fail("bad_plaintext", where .. " does not decrypt to a certificate") end
+    if cert:serial():upper() ~= e.serial_no:upper() then
+      return fail("bad_plaintext", ("%s: the certificate's serial is %s, not serial_no %s"):format(where, cert:serial(), e.serial_no))
+    end
+    list[i] = { serial_no = e.serial_no, effective_time = e.effective_time, expire_time = e.expire_time,
+      pem = pem, certificate = cert }
+    if keys[e.serial_no] == nil then keys[e.serial_no] = cert:public_key() end
+  end
+  local ok, code, why = verify.check(res.headers, res.body, keys, need("quan.os").time())
+  if not ok then return fail(code, "verify: " .. why) end
+  return list
 end
 
 M.Client, M.Node = Client, Node

@@ -81,6 +81,22 @@ function M.setup(dir)
   return true
 end
 
+-- platform_certificate(dir) -> cert: the platform certificate of the
+-- platform key (platform.pem), made on first use, also in a state dir made
+-- before it existed. Self-signed: WeChat Pay's are issued by its own CA,
+-- whose chain no SDK checks. Its serial is the certificate-mode name of the
+-- key that PUB_KEY_ID_... names in public-key mode.
+function M.platform_certificate(dir)
+  local path = dir .. "/platform.pem"
+  local cert = crypto.certificate("file://" .. path)
+  if cert then return cert end
+  local key = assert(crypto.private_key("file://" .. dir .. "/platform.key.pem"))
+  cert = assert(crypto.make_certificate {key = key, days = 1825,
+    subject = "/C=CN/L=ShenZhen/O=Tenpay.com/OU=Tenpay.com CA Center/CN=Tenpay.com sign (quan sandbox)"})
+  write(path, cert:pem(), 420)
+  return cert
+end
+
 -- identity(dir) -> {mchid, appid, serial, key_id}
 function M.identity(dir)
   local function field(name)

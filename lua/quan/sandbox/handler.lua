@@ -37,6 +37,7 @@ local ROUTES = {
   {"GET", "^/callbacks$", "/callbacks", "get_callback"},
   {"POST", "^/media/image%-upload$", "/media/image-upload", "upload_image"},
 }
+local CERTIFICATES = "/v3/certificates" -- outside PREFIX: the platform certificates
 
 local function json_pointer(field)
   if not field or field == "" then return nil end
@@ -105,6 +106,12 @@ function M.new(dir)
   local merchant_pub = assert(crypto.certificate("file://" .. dir .. "/merchant.pem")):public_key()
   local platform = assert(crypto.private_key("file://" .. dir .. "/platform.key.pem"))
   local apiv3 = assert(io.open(dir .. "/apiv3.key", "rb")):read("a"):gsub("%s+$", "")
+  local platform_cert = files.platform_certificate(dir)
+  local cert_serial = platform_cert:serial():upper()
+  -- the serial an answer is signed under: the PUB_KEY_ID when the request's
+  -- Wechatpay-Serial names it (or nothing), else the certificate's, as WeChat
+  -- Pay follows the request during a switch between the two modes
+  local answer_serial
   local db = assert(sqlite.open(dir .. "/sandbox.db", {busy_timeout = 20000, process_lock = true}))
   -- no mmap_size: with several connections each one remapped the growing
   -- file about once per request (munmap, a TLB shootdown on every core)
@@ -126,7 +133,7 @@ function M.new(dir)
   local function signed(status, body, tamper_kinds)
     local ts = tostring(floor(qos.time()))
     local nonce = crypto.sha256(crypto.random_bytes(16)):sub(1, 32)
-    local serial = id.key_id
+    local serial = answer_serial or id.key_id
     local sent_body = body
     if tamper_kinds then
       for _, kind in ipairs(tamper_kinds) do
@@ -228,6 +235,27 @@ function M.new(dir)
     return {notify_url = cb.notify_url, status = res.status}
   end
 
+  -- ---- GET /v3/certificates ----
+
+  -- certificates(query) -> {data = {...}}: the platform certificate,
+  -- encrypted with the APIv3 key as WeChat Pay sends it
+  local function certificates(q)
+    local algo = q.algorithm_type
+    if algo ~= nil and algo ~= "RSA" and algo ~= "SM2" and algo ~= "ALL" then
+      return nil, {status = 400, code = "PARAM_ERROR", message = "algorithm_type must be RSA, SM2 or ALL",
+        field = "algorithm_type", value = algo}
+    end
+    if algo == "SM2" then return {data = util.array({})} end
+    local nonce = crypto.nonce(12)
+    return {data = util.array {{
+      serial_no = cert_serial,
+      effective_time = util.format_time(platform_cert:not_before()),
+      expire_time = util.format_time(platform_cert:not_after()),
+      encrypt_certificate = {algorithm = "AEAD_AES_256_GCM", nonce = nonce, associated_data = "certificate",
+        ciphertext = crypto.aes_gcm_encrypt(apiv3, nonce, "certificate", platform_cert:pem())},
+    }}}
+  end
+
   -- ---- control endpoints (sandbox only, unsigned requests) ----
 
   local function control_request(req, path)
@@ -311,6 +339,7 @@ function M.new(dir)
     elseif action == "send_coupon" then return store.send_coupon(db, ctx, util.unescape(captures[1]), body)
     elseif action == "get_coupon" then return store.get_coupon(db, ctx, util.unescape(captures[1]), captures[2], query)
     elseif action == "list_coupons" then return store.list_coupons(db, ctx, util.unescape(captures[1]), query)
+    elseif action == "certificates" then return certificates(query)
     elseif action == "set_callback" then return store.set_callback(db, ctx, body)
     elseif action == "get_callback" then return store.get_callback(db, ctx, query)
     elseif action == "upload_image" then
@@ -327,7 +356,9 @@ function M.new(dir)
     local faults = c.faults
     local route, captures
     local sub = path:sub(#PREFIX + 1)
-    if path:sub(1, #PREFIX) == PREFIX then
+    if path == CERTIFICATES and req.method == "GET" then
+      route, captures = {"GET", nil, nil, "certificates"}, {}
+    elseif path:sub(1, #PREFIX) == PREFIX then
       for _, r in ipairs(ROUTES) do
         if r[1] == req.method then
           local caps = {sub:match(r[2])}
@@ -398,6 +429,8 @@ function M.new(dir)
 
   return function(req)
     local path, query = util.split_target(req.path)
+    local named = req.headers["wechatpay-serial"]
+    answer_serial = named and named ~= id.key_id and cert_serial or nil
     if path:sub(1, 9) == "/sandbox/" then return control_request(req, path) end
     return api_request(req, path, query)
   end

@@ -92,6 +92,7 @@ function M.main(args)
     return 1
   end
   local fresh = files.setup(dir)
+  files.platform_certificate(dir) -- before the handlers read it
   -- the schema, and the faults of this run (a restart clears old faults; the
   -- business clock offset persists with the state)
   local sqlite = require "quan.sqlite"
