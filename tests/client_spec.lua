@@ -482,8 +482,6 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal('certs["0ABC"]: the certificate\'s serial is ' .. wxfake.PLATFORM_SERIAL, config_error(wrong))
       assert.matches('^certs%["PUB_KEY_ID_1"%]: not a certificate or public key',
         config_error(fake.options { certs = { PUB_KEY_ID_1 = "not a pem" } }))
-      assert.equal("certs: empty; add the WeChat Pay public key (PUB_KEY_ID_...) or the platform certificates",
-        config_error(fake.options { certs = {} }))
       assert.matches("^private_key: ", config_error(fake.options { private_key = "file://" .. fake.dir .. "/missing.pem" }))
       assert.equal("private_key: expected a file:// path or PEM text", config_error(fake.options { private_key = 42 }))
       assert.equal("mchid: expected the merchant id (digits)", config_error(fake.options { mchid = "abc" }))
@@ -766,6 +764,75 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal("bad_plaintext", code(notice { plain = "not json" }))
       assert.equal("bad_json", code(notice { body = "[1, 2]" }))
       assert.equal("bad_resource", code(notice { body = '{"id":"EV-1","resource":{"algorithm":"AEAD_AES_256_GCM"}}' }))
+    end)
+
+    -- answer(entries, signer) -> a crafted GET /v3/certificates answer for
+    -- before_send: entries {serial, pem}, signed by signer {key, serial}
+    local function certificates_answer(entries, signer, body)
+      local crypto = require "quan.crypto"
+      local cjson = require "cjson"
+      local apiv3 = sh.read(fake.dir .. "/apiv3.key")
+      local data = {}
+      for i, e in ipairs(entries) do
+        data[i] = { serial_no = e.serial, effective_time = "2099-01-01T00:00:00+08:00", expire_time = "2099-12-31T00:00:00+08:00",
+          encrypt_certificate = { algorithm = "AEAD_AES_256_GCM", nonce = "0123456789ab", associated_data = "certificate",
+            ciphertext = crypto.aes_gcm_encrypt(apiv3, "0123456789ab", "certificate", e.pem) } }
+      end
+      body = body or cjson.encode { data = data }
+      local ts, n = tostring(os.time()), "N0NCE"
+      return { status = 200, body = body, headers = {
+        ["Wechatpay-Timestamp"] = ts, ["Wechatpay-Nonce"] = n, ["Wechatpay-Serial"] = signer.serial,
+        ["Wechatpay-Signature"] = signer.key:sign(ts .. "\n" .. n .. "\n" .. body .. "\n") } }
+    end
+
+    it("takes from a certificates answer only what passes every check", function()
+      local crypto = require "quan.crypto"
+      local platform = { key = assert(crypto.private_key("file://" .. fake.dir .. "/platform.key.pem")), serial = wxfake.PUBKEY_ID }
+      local other = crypto.generate_rsa(2048)
+      local function cert(serial, key)
+        return crypto.make_certificate { key = key or other, subject = "/CN=platform", serial = serial }:pem()
+      end
+      local function try(answer)
+        wechatpay.hooks.before_send = function() return answer end
+        local list, err = wx:certificates()
+        wechatpay.hooks.before_send = nil
+        return list, err
+      end
+      -- a new certificate, signed by the key the client holds: taken; times from the certificate
+      local list = assert(try(certificates_answer({ { serial = "0a0b", pem = cert("0A0B") } }, platform)))
+      assert.equal("0A0B", list[1].serial_no)
+      assert.not_equal("2099-12-31T00:00:00+08:00", list[1].expire_time)
+      local function code(answer)
+        local l, err = try(answer)
+        assert.is_nil(l)
+        assert.equal("verify", err.kind)
+        return err.code, err.message
+      end
+      -- a certificate under a serial the client holds, with another key (any case): refused
+      local known = wxfake.PLATFORM_SERIAL
+      assert.equal("bad_plaintext", code(certificates_answer({ { serial = known:lower(), pem = cert(known) } }, platform)))
+      -- and it cannot sign in that serial's place
+      assert.equal("bad_signature", code(certificates_answer({ { serial = known:lower(), pem = cert(known) } },
+        { key = other, serial = known:lower() })))
+      -- twice the same serial; the merchant's own serial; no certificates; not a PEM certificate
+      assert.equal("bad_resource", code(certificates_answer({ { serial = "0A0B", pem = cert("0A0B") },
+        { serial = "0a0b", pem = cert("0A0B") } }, platform)))
+      assert.equal("bad_resource", code(certificates_answer({ { serial = wxfake.MERCHANT_SERIAL,
+        pem = cert(wxfake.MERCHANT_SERIAL) } }, platform)))
+      assert.equal("bad_json", code(certificates_answer({}, platform, '{"data":[]}')))
+      assert.equal("bad_plaintext", code(certificates_answer({ { serial = "0A0B", pem = "file://" .. fake.dir .. "/platcert.crt.pem" } }, platform)))
+      -- signed under a serial neither held nor carried
+      assert.equal("unknown_serial", code(certificates_answer({ { serial = "0A0B", pem = cert("0A0B") } },
+        { key = other, serial = "0C0D" })))
+      -- signed by a known serial but garbled: the signature is what fails, before any decryption
+      local bad = certificates_answer({ { serial = "0A0B", pem = cert("0A0B") } }, platform)
+      bad.body = bad.body:gsub('"ciphertext":"', '"ciphertext":"AAAA', 1)
+      assert.equal("bad_signature", code(bad))
+      -- several certificates (a switch): all taken, one signing for the answer
+      local key2 = crypto.generate_rsa(2048)
+      list = assert(try(certificates_answer({ { serial = "0A0B", pem = cert("0A0B") }, { serial = "0E0F", pem = cert("0E0F", key2) } },
+        { key = key2, serial = "0e0f" })))
+      assert.equal(2, #list)
     end)
 
     it("raises for what is not a notification's headers and body, or no APIv3 key", function()
@@ -1139,12 +1206,16 @@ local have_sandbox = have_natives and pcall(require, "quan.sandbox")
       assert.equal(c.serial_no, res.headers["wechatpay-serial"])
     end)
 
-    it("bootstraps: an answer signed under a certificate it carries verifies with that one", function()
-      local p = config.profile(config.read(h.config_path), h.profile, h.config_path)
-      local _, pub = next(p.certs)
-      local stranger = client { PUB_KEY_ID_0114000000000000000000000000 = pub }
-      local list = assert(stranger:certificates())
+    it("bootstraps from no certificate at all: the answer is signed under one it carries", function()
+      local empty = client {}
+      local res, err = empty.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 5, stock_creator_mchid = empty.mchid } }
+      assert.is_nil(res)
+      assert.equal("unknown_serial", err.code)
+      assert.matches("certs is empty: get the platform certificates with wx:certificates%(%)", err.message)
+      local list = assert(empty:certificates())
       assert.equal(1, #list)
+      local filled = client { [list[1].serial_no] = list[1].pem }
+      assert(filled.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 5, stock_creator_mchid = filled.mchid } })
     end)
 
     it("refuses a tampered answer and raises without an APIv3 key", function()

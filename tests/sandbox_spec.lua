@@ -371,11 +371,14 @@ describe("quan sandbox", function()
       refused(sbx.request(h, "GET", "/v3/certificates?algorithm_type=DSA"), 400, "PARAM_ERROR")
     end)
 
-    it("signs an answer under the certificate when the request names another serial", function()
+    it("signs an answer under the certificate unless the request names the PUB_KEY_ID", function()
       local serial = sbx.request(h, "GET", "/v3/certificates").json.data[1].serial_no
-      local res = sbx.request(h, "GET", "/v3/certificates", nil, {headers = {"Wechatpay-Serial: " .. serial}})
-      assert.equal(serial, res.headers["wechatpay-serial"])
-      res = sbx.request(h, "GET", "/v3/certificates", nil, {headers = {"Wechatpay-Serial: " .. h.key_id}})
+      for _, named in ipairs {serial, false, "PUB_KEY_ID_0114000000000000000000000000"} do
+        local res = sbx.request(h, "GET", "/v3/certificates", nil, {wechatpay_serial = named})
+        assert.equal(serial, res.headers["wechatpay-serial"], tostring(named))
+        assert.is_true(sbx.verify(h, res))
+      end
+      local res = sbx.request(h, "GET", "/v3/certificates", nil, {wechatpay_serial = h.key_id})
       assert.equal(h.key_id, res.headers["wechatpay-serial"])
     end)
   end)

@@ -121,7 +121,8 @@ local function load_certs(certs, own)
       best, best_after = name, after
     end
   end
-  if n == 0 then conferr("certs: empty; add the WeChat Pay public key (PUB_KEY_ID_...) or the platform certificates") end
+  -- n == 0: a merchant in certificate mode before its first certificate;
+  -- wx:certificates() is then the one call whose answer can be verified
   return keys, pubkey_id or best
 end
 
@@ -365,7 +366,7 @@ local function prepare(wx, method, tpl, opts, raw)
     local fixed = st.fixed
     if fixed == nil or fixed.ua ~= M.USER_AGENT then
       fixed = { ua = M.USER_AGENT, ua_line = "User-Agent: " .. M.USER_AGENT,
-        serial_line = "Wechatpay-Serial: " .. st.accept }
+        serial_line = st.accept and ("Wechatpay-Serial: " .. st.accept) } -- none: empty certs
       st.fixed = fixed
     end
     headers = { "Accept: application/json",
@@ -376,7 +377,7 @@ local function prepare(wx, method, tpl, opts, raw)
     add_header(headers, index, "Accept", "application/json")
     add_header(headers, index, "Content-Type", ctype)
     add_header(headers, index, "User-Agent", M.USER_AGENT)
-    add_header(headers, index, "Wechatpay-Serial", st.accept)
+    if st.accept then add_header(headers, index, "Wechatpay-Serial", st.accept) end
     if type(opts.headers) ~= "table" then usage("option 'headers' must be a table") end
     local names = {}
     for k in pairs(opts.headers) do
@@ -451,6 +452,9 @@ local function finish(wx, p, res, check)
     local file = p.unsigned or verify.skip(p.path)
     if check and not file and not p.unchecked then
       local ok, code, why = verify.check(h, res.body or "", state[wx].keys, need("quan.os").time())
+      if not ok and code == "unknown_serial" and next(state[wx].keys) == nil then
+        why = why .. " (certs is empty: get the platform certificates with wx:certificates())"
+      end
       if not ok then
         return nil, errors.new {
           kind = "verify", status = status, code = code, request_id = request_id,
@@ -659,44 +663,70 @@ end
 
 -- wx:certificates() -> list | nil, err: WeChat Pay's platform certificates
 -- (GET /v3/certificates), each {serial_no, effective_time, expire_time, pem,
--- certificate = a quan.crypto cert}, decrypted with the APIv3 key. The answer
--- is verified with the client's keys, or with a certificate it carries when
--- it is signed under that one's serial: how a merchant gets its first
--- certificate, or the next one before the current expires (PHP's and Node's
--- downloaders check it so too).
+-- certificate = a quan.crypto cert}, decrypted with the APIv3 key; the times
+-- are the certificate's own. An answer signed under a serial the client
+-- knows is verified first, with that key; one signed under a serial it does
+-- not know yet, after decryption, with the certificate of that serial it
+-- carries: how a merchant gets its first certificate, or the next one (PHP's
+-- and Node's downloaders check it so too). A carried certificate never
+-- stands in for a key the client holds.
+local function beijing(t)
+  return os.date("!%Y-%m-%dT%H:%M:%S+08:00", t + 8 * 3600)
+end
+
 function Client.certificates(wx)
   if getmetatable(wx) ~= Client then error("certificates: call it with ':' (wx:certificates())", 2) end
   local st = state[wx]
   if not st.apiv3 then error("certificates: the client has no apiv3_key (it decrypts the certificates)", 2) end
   local p = errors.call(2, "GET /v3/certificates: ", prepare, wx, "GET", "v3/certificates", nil)
-  p.unchecked = true -- verified below, once the certificates are known
+  p.unchecked = true -- verified below: the signer may be among the certificates
   local res, err = perform(wx, p)
   if not res then return nil, err end
   local function fail(code, why)
     return nil, errors.new { kind = "verify", status = res.status, code = code, request_id = res.request_id,
       message = p.context .. ": " .. why }
   end
+  local now = need("quan.os").time()
+  local signer = verify.header(res.headers, "Wechatpay-Serial")
+  local known = signer and verify.lookup(st.keys, signer)
+  if known then -- the usual case: check the answer before reading it
+    local ok, code, why = verify.check(res.headers, res.body, st.keys, now)
+    if not ok then return fail(code, "verify: " .. why) end
+  end
   local data = type(res.json) == "table" and res.json.data
-  if type(data) ~= "table" then return fail("bad_json", "the answer has no data array") end
+  if type(data) ~= "table" or data[1] == nil then return fail("bad_json", "the answer has no certificates (data)") end
   local crypto = need("quan.crypto")
-  local list, keys = {}, {}
-  for name, key in pairs(st.keys) do keys[name] = key end
+  local list, carried, seen = {}, {}, {}
   for i, e in ipairs(data) do
     local where = ("data[%d]"):format(i)
-    if type(e) ~= "table" or type(e.serial_no) ~= "string" then return fail("bad_resource", where .. " has no serial_no") end
+    if type(e) ~= "table" or type(e.serial_no) ~= "string" or not e.serial_no:find("^%x+$") then
+      return fail("bad_resource", where .. " has no hex serial_no")
+    end
+    local serial = e.serial_no:upper()
+    if seen[serial] then return fail("bad_resource", where .. ": serial_no " .. serial .. " appears twice") end
+    seen[serial] = true
+    if serial_eq(serial, wx.serial) then
+      return fail("bad_resource", where .. ": serial_no " .. serial .. " is the merchant's own certificate")
+    end
     local pem, code, why = open(st.apiv3, e.encrypt_certificate, where .. ".encrypt_certificate")
     if not pem then return fail(code, why) end
-    local cert = crypto.certificate(pem)
-    if not cert then return fail("bad_plaintext", where .. " does not decrypt to a certificate") end
-    if cert:serial():upper() ~= e.serial_no:upper() then
-      return fail("bad_plaintext", ("%s: the certificate's serial is %s, not serial_no %s"):format(where, cert:serial(), e.serial_no))
+    local cert = pem:find("^%s*%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-") and crypto.certificate(pem)
+    if not cert then return fail("bad_plaintext", where .. " does not decrypt to a PEM certificate") end
+    if not serial_eq(cert:serial(), serial) then
+      return fail("bad_plaintext", ("%s: the certificate's serial is %s, not serial_no %s"):format(where, cert:serial(), serial))
     end
-    list[i] = { serial_no = e.serial_no, effective_time = e.effective_time, expire_time = e.expire_time,
+    local mine = verify.lookup(st.keys, serial)
+    if mine and mine:pem_public() ~= cert:public_key():pem_public() then
+      return fail("bad_plaintext", where .. ": certificate " .. serial .. " differs from the one in certs")
+    end
+    list[i] = { serial_no = serial, effective_time = beijing(cert:not_before()), expire_time = beijing(cert:not_after()),
       pem = pem, certificate = cert }
-    if keys[e.serial_no] == nil then keys[e.serial_no] = cert:public_key() end
+    carried[serial] = cert:public_key()
   end
-  local ok, code, why = verify.check(res.headers, res.body, keys, need("quan.os").time())
-  if not ok then return fail(code, "verify: " .. why) end
+  if not known then -- bootstrap: signed under a certificate it carries, or refused
+    local ok, code, why = verify.check(res.headers, res.body, carried, now)
+    if not ok then return fail(code, "verify: " .. why) end
+  end
   return list
 end
 

@@ -29,9 +29,11 @@ end
 local lines = {}
 for _, c in ipairs(list) do
   local path = dir .. "/" .. c.serial_no .. ".pem"
-  local f = assert(io.open(path, "wb"))
+  local tmp = path .. ".tmp" -- whole or not at all: a profile may be reading the old one
+  local f = assert(io.open(tmp, "wb"))
   f:write(c.pem)
   f:close()
+  assert(os.rename(tmp, path))
   io.stderr:write(("%s  valid %s .. %s  -> %s\n"):format(c.serial_no, c.effective_time, c.expire_time, path))
   lines[#lines + 1] = ("    [%q] = %q,"):format(c.serial_no, "file://" .. path)
 end

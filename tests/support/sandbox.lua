@@ -94,12 +94,17 @@ end
 
 -- request(h, method, target, body [, o]) -> res | nil, err
 -- body: a table (JSON-encoded) or a string, signed as sent. o as in
--- authorization() plus o.headers.
+-- authorization() plus o.headers and o.wechatpay_serial.
 function M.request(h, method, target, body, o)
   o = o or {}
   if type(body) == "table" then body = cjson.encode(body) end
   local auth = M.authorization(h, method, target, body, o)
   local headers = {"Authorization: " .. auth, "Accept: application/json"}
+  -- the key the answer is to be signed under, as a client sends it: the
+  -- PUB_KEY_ID unless o.wechatpay_serial names another (false: none)
+  local ws = o.wechatpay_serial
+  if ws == nil then ws = h.key_id end
+  if ws then headers[#headers + 1] = "Wechatpay-Serial: " .. ws end
   if body then headers[#headers + 1] = "Content-Type: application/json" end
   for _, line in ipairs(o.headers or {}) do headers[#headers + 1] = line end
   return M.raw(h, method, target, {body = body, headers = headers, timeout = o.timeout})
@@ -123,7 +128,9 @@ function M.verify(h, res)
   local hd = res.headers
   local ts, nonce, sig, serial = hd["wechatpay-timestamp"], hd["wechatpay-nonce"], hd["wechatpay-signature"], hd["wechatpay-serial"]
   if not (ts and nonce and sig and serial) then return false, "headers missing" end
-  if serial ~= h.key_id then return false, "unknown serial " .. serial end
+  -- the same key under either name: its PUB_KEY_ID or its certificate's serial
+  local cert = crypto.certificate("file://" .. h.state .. "/platform.pem")
+  if serial ~= h.key_id and not (cert and serial == cert:serial():upper()) then return false, "unknown serial " .. serial end
   if math.abs(qos.time() - tonumber(ts)) > 300 then return false, "timestamp out of window" end
   local ok = key:verify(ts .. "\n" .. nonce .. "\n" .. res.body .. "\n", sig)
   if not ok then return false, "signature mismatch" end

@@ -18,7 +18,7 @@ end
 
 -- write(path, text [, mode]): atomically, through a temporary file
 local function write(path, text, mode)
-  local tmp = path .. ".tmp"
+  local tmp = ("%s.tmp.%d.%s"):format(path, qos.getpid(), crypto.nonce(8)) -- writers never share one
   local f = assert(io.open(tmp, "wb"))
   f:write(text)
   f:close()
@@ -81,15 +81,19 @@ function M.setup(dir)
   return true
 end
 
--- platform_certificate(dir) -> cert: the platform certificate of the
--- platform key (platform.pem), made on first use, also in a state dir made
--- before it existed. Self-signed: WeChat Pay's are issued by its own CA,
--- whose chain no SDK checks. Its serial is the certificate-mode name of the
--- key that PUB_KEY_ID_... names in public-key mode.
-function M.platform_certificate(dir)
+-- platform_certificate(dir[, existing]) -> cert: the platform certificate
+-- of the platform key (platform.pem). Made (or made again when it is not
+-- the platform key's) by the sandbox's start, under the state lock, also in
+-- a state dir made before it existed; existing = true only loads it (the
+-- handlers). Self-signed: WeChat Pay's are issued by its own CA, whose chain
+-- no SDK checks. Its serial is the certificate-mode name of the key that
+-- PUB_KEY_ID_... names in public-key mode.
+function M.platform_certificate(dir, existing)
   local path = dir .. "/platform.pem"
   local cert = crypto.certificate("file://" .. path)
-  if cert then return cert end
+  if existing then return assert(cert, "sandbox state " .. dir .. ": missing platform.pem") end
+  local pub = read(dir .. "/platform.pub.pem")
+  if cert and cert:public_key():pem_public() == pub then return cert end
   local key = assert(crypto.private_key("file://" .. dir .. "/platform.key.pem"))
   cert = assert(crypto.make_certificate {key = key, days = 1825,
     subject = "/C=CN/L=ShenZhen/O=Tenpay.com/OU=Tenpay.com CA Center/CN=Tenpay.com sign (quan sandbox)"})

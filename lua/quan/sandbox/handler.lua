@@ -106,11 +106,13 @@ function M.new(dir)
   local merchant_pub = assert(crypto.certificate("file://" .. dir .. "/merchant.pem")):public_key()
   local platform = assert(crypto.private_key("file://" .. dir .. "/platform.key.pem"))
   local apiv3 = assert(io.open(dir .. "/apiv3.key", "rb")):read("a"):gsub("%s+$", "")
-  local platform_cert = files.platform_certificate(dir)
+  local platform_cert = files.platform_certificate(dir, true)
   local cert_serial = platform_cert:serial():upper()
-  -- the serial an answer is signed under: the PUB_KEY_ID when the request's
-  -- Wechatpay-Serial names it (or nothing), else the certificate's, as WeChat
-  -- Pay follows the request during a switch between the two modes
+  -- the serial an API answer is signed under: the PUB_KEY_ID when the
+  -- request's Wechatpay-Serial names it, else (another serial, or none) the
+  -- certificate's, as WeChat Pay answers a merchant in the middle of the
+  -- switch between the two modes; control answers and notifications always
+  -- under the PUB_KEY_ID
   local answer_serial
   local db = assert(sqlite.open(dir .. "/sandbox.db", {busy_timeout = 20000, process_lock = true}))
   -- no mmap_size: with several connections each one remapped the growing
@@ -429,9 +431,11 @@ function M.new(dir)
 
   return function(req)
     local path, query = util.split_target(req.path)
-    local named = req.headers["wechatpay-serial"]
-    answer_serial = named and named ~= id.key_id and cert_serial or nil
-    if path:sub(1, 9) == "/sandbox/" then return control_request(req, path) end
+    if path:sub(1, 9) == "/sandbox/" then
+      answer_serial = nil
+      return control_request(req, path)
+    end
+    answer_serial = req.headers["wechatpay-serial"] ~= id.key_id and cert_serial or nil
     return api_request(req, path, query)
   end
 end
