@@ -19,6 +19,8 @@ local apiv3 = "0123456789abcdef0123456789ABCDEF"
 local keys = { PUB_KEY_ID_0114 = pub }
 -- a client whose platform key is `key`: notifications signed here verify,
 -- so a fuzzed body reaches the decoding and decryption behind the checks
+local hooks = require("wechatpay").hooks
+local errors = require("wechatpay").errors
 local wx = require("wechatpay").new {
   mchid = "1900000001", serial = "ABC123", private_key = crypto.generate_rsa(2048),
   certs = { PUB_KEY_ID_0114 = pub }, apiv3_key = apiv3, base_url = "https://127.0.0.1:1",
@@ -73,5 +75,15 @@ function one(data)
     }
     local ev, err = must("notification", pcall(wx.notification, wx, nh, data, { now = 1700000000 }))
     if ev == nil and (type(err) ~= "table" or err.kind ~= "verify") then error("notification: no verify error", 0) end
+    -- the same body as a certificates answer (signed under the held serial,
+    -- so its data is read): a list or an error table, never a raise
+    local now = tostring(os.time())
+    local answer = { status = 200, body = data, headers = {
+      ["Wechatpay-Timestamp"] = now, ["Wechatpay-Nonce"] = nonce, ["Wechatpay-Serial"] = "PUB_KEY_ID_0114",
+      ["Wechatpay-Signature"] = key:sign(now .. "\n" .. nonce .. "\n" .. data .. "\n") } }
+    hooks.before_send = function() return answer end
+    local list, cerr = must("certificates", pcall(wx.certificates, wx))
+    hooks.before_send = nil
+    if list == nil and not errors.is(cerr) then error("certificates: no error table: " .. tostring(cerr), 0) end
   end
 end
