@@ -417,6 +417,27 @@ end)
 
 describe("quan.repl and quan.pretty", function()
   local pretty = require "quan.pretty"
+  it("await: an interrupted wait cancels what it waited for, through :next and async.all", function()
+    local async, qos, repl = require "quan.async", require "quan.os", require "quan.repl"
+    local function sleeper() return async.spawn(function() async.sleep(30) end) end
+    local a, b, c = sleeper(), sleeper(), sleeper()
+    local chained = c:next(function() return 1 end)
+    local p = async.all { a, chained, b }
+    -- what Ctrl-C does: an error raised where the loop would sleep
+    local sleep = qos.sleep
+    debug.sethook(function()
+      if debug.getinfo(2, "f").func == sleep then
+        debug.sethook()
+        error("interrupted!", 0)
+      end
+    end, "c")
+    local ok, err = pcall(repl.await, p)
+    debug.sethook()
+    assert.is_false(ok)
+    assert.equal("interrupted!", err)
+    for _, t in ipairs { p, a, b, c, chained } do assert.equal("rejected", t:status()) end
+    async.run() -- nothing left behind: no live task, no unobserved rejection
+  end)
   it("formats mixed tables: the sequence first, then sorted keys", function()
     assert.equal("{\n  1,\n  2,\n  [10] = 5,\n  x    = 3.0\n}", pretty.format({ 1, 2, x = 3.0, [10] = 5 }))
   end)

@@ -404,6 +404,7 @@ end
 function M.all(list)
   if type(list) ~= "table" then argerror("all", 1, "table", list) end
   local p = new_promise()
+  p.sources = list -- what it waits for (the REPL cancels them with it)
   local n = #list
   local out, left = {}, n
   for i = 1, n do

@@ -77,19 +77,27 @@ function M.is_promise(v)
   return ok and yes
 end
 
+-- cancel_all(p): cancels p and what it waits for as typed: the promise a
+-- :next or :catch hangs on, the members of async.all (cancel() leaves a
+-- settled promise as it is: a rejection stays one)
+local function cancel_all(p, seen)
+  if type(p) ~= "table" or seen[p] or type(p.cancel) ~= "function" then return end
+  seen[p] = true
+  pcall(p.cancel, p, "interrupted")
+  cancel_all(rawget(p, "source"), seen)
+  local list = rawget(p, "sources")
+  if type(list) == "table" then
+    for i = 1, #list do cancel_all(list[i], seen) end
+  end
+end
+
 -- wait(p) -> p's values (raises its rejection). An error that ends the wait
--- while p is still pending (Ctrl-C) cancels p, and what p waits for through
--- :next, the whole chain typed: an interrupted postAsync is not sent later,
--- as an interrupted post is not.
+-- while p is still pending (Ctrl-C) cancels p and what it waits for: an
+-- interrupted postAsync is not sent later, as an interrupted post is not.
 local function wait(p)
   local r = table.pack(pcall(p.wait, p))
   if r[1] then return table.unpack(r, 2, r.n) end
-  -- cancel() leaves a settled promise as it is: a rejection stays one
-  local q = p
-  while type(q) == "table" and type(q.cancel) == "function" do
-    pcall(q.cancel, q, "interrupted")
-    q = rawget(q, "source")
-  end
+  cancel_all(p, {})
   error(r[2], 0)
 end
 
