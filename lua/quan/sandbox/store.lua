@@ -499,6 +499,14 @@ function M.send_coupon(db, ctx, openid, b)
   end)
 end
 
+-- user_coupon(db, coupon_id, openid) -> the coupon row | nil, 404 error
+local function user_coupon(db, coupon_id, openid)
+  local seq = coupon_id:match("^%d+$") and math.tointeger(tonumber(coupon_id) - COUPON_BASE)
+  local c = seq and db:first("SELECT * FROM coupons WHERE seq = ? AND openid = ?", seq, openid)
+  if not c then return fail(404, "RESOURCE_NOT_EXISTS", "coupon does not exist", "coupon_id", coupon_id) end
+  return c
+end
+
 -- consumption(db, c) -> consume_information of a USED coupon, or nil
 local function consumption(db, c)
   if c.status ~= "USED" then return nil end
@@ -518,9 +526,8 @@ function M.use_coupon(db, ctx, b)
     return param("transaction_id must be 1 to 32 digits", "transaction_id", tx)
   end
   return db:transaction(function()
-    local seq = coupon_id:match("^%d+$") and math.tointeger(tonumber(coupon_id) - COUPON_BASE)
-    local c = seq and db:first("SELECT * FROM coupons WHERE seq = ? AND openid = ?", seq, openid)
-    if not c then return fail(404, "RESOURCE_NOT_EXISTS", "coupon does not exist", "coupon_id", coupon_id) end
+    local c, err = user_coupon(db, coupon_id, openid)
+    if not c then return nil, err end
     local s = stock_row(db, c.stock_id)
     local status = coupon_status(c, s, ctx.now)
     if status ~= "SENDED" then
@@ -529,8 +536,8 @@ function M.use_coupon(db, ctx, b)
     if ctx.now < s.begin_time then
       return fail(400, "INVALID_REQUEST", "the coupon is usable from " .. format_time(s.begin_time), "coupon_id", coupon_id)
     end
-    tx = tx or ("4200" .. os.date("!%Y%m%d", ctx.now + 8 * 3600) .. ("%014d"):format(seq))
-    db:run("UPDATE coupons SET status = 'USED' WHERE seq = ?", seq)
+    tx = tx or ("4200" .. os.date("!%Y%m%d", ctx.now + 8 * 3600) .. ("%014d"):format(c.seq))
+    db:run("UPDATE coupons SET status = 'USED' WHERE seq = ?", c.seq)
     db:run("INSERT INTO uses (coupon_id, consume_time, consume_mchid, transaction_id) VALUES (?, ?, ?, ?)",
       c.coupon_id, ctx.now, ctx.mchid, tx)
     c.status = "USED"
@@ -545,9 +552,8 @@ end
 function M.get_coupon(db, ctx, openid, coupon_id, q)
   local appid, err = need_string(q, "appid", "appid"); if not appid then return nil, err end
   if appid ~= ctx.appid then return fail(400, "APPID_MCHID_NOT_MATCH", "appid is not bound to the calling mchid", "appid", appid) end
-  local seq = coupon_id:match("^%d+$") and math.tointeger(tonumber(coupon_id) - COUPON_BASE)
-  local c = seq and db:first("SELECT * FROM coupons WHERE seq = ? AND openid = ?", seq, openid)
-  if not c then return fail(404, "RESOURCE_NOT_EXISTS", "coupon does not exist", "coupon_id", coupon_id) end
+  local c; c, err = user_coupon(db, coupon_id, openid)
+  if not c then return nil, err end
   local s = stock_row(db, c.stock_id)
   local j = coupon_json(c, s)
   j.status = coupon_status(c, s, ctx.now)
