@@ -533,21 +533,39 @@ static int server_port(lua_State *L) {
   return 1;
 }
 
-/* server:wait([{parent = pid, timeout = seconds}]) -> reason, detail
+static double since(const struct timespec *t0) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* server:wait([{parent = pid, timeout = seconds, tick = fn, every = seconds}])
+ *   -> reason, detail
  * Blocks until SIGINT or SIGTERM ("signal", "INT"|"TERM"), until the parent
  * process is no longer `parent` ("parent"), or until timeout ("timeout").
- * The previous signal dispositions are restored before returning. */
+ * Meanwhile tick() is called every `every` seconds (default 0.1), with the
+ * signals still caught; an error in it ends the wait and is raised. The
+ * previous signal dispositions are restored before returning. */
 static int server_wait(lua_State *L) {
   checkserver(L);
   lua_Integer parent = 0;
-  double timeout = -1;
+  double timeout = -1, every = 0.1;
+  int tick = 0; /* stack index of tick, 0 for none */
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_getfield(L, 2, "parent");
     parent = luaL_optinteger(L, -1, 0);
     lua_getfield(L, 2, "timeout");
     timeout = luaL_optnumber(L, -1, -1);
-    lua_pop(L, 2);
+    lua_getfield(L, 2, "every");
+    every = luaL_optnumber(L, -1, 0.1);
+    lua_pop(L, 3);
+    lua_getfield(L, 2, "tick");
+    if (lua_isnil(L, -1)) lua_pop(L, 1);
+    else {
+      luaL_checktype(L, -1, LUA_TFUNCTION);
+      tick = lua_gettop(L);
+    }
   }
   struct sigaction sa, old_int, old_term;
   memset(&sa, 0, sizeof sa);
@@ -556,9 +574,11 @@ static int server_wait(lua_State *L) {
   got_signal = 0;
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
-  struct timespec start, now, tick = {0, 50 * 1000 * 1000};
+  struct timespec start, last, nap = {0, 50 * 1000 * 1000};
   clock_gettime(CLOCK_MONOTONIC, &start);
+  last = start;
   const char *reason = NULL;
+  int failed = 0;
   for (;;) {
     if (got_signal) {
       reason = "signal";
@@ -568,15 +588,26 @@ static int server_wait(lua_State *L) {
       reason = "parent";
       break;
     }
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (timeout >= 0 && (double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) / 1e9 >= timeout) {
+    if (timeout >= 0 && since(&start) >= timeout) {
       reason = "timeout";
       break;
     }
-    nanosleep(&tick, NULL);
+    if (tick && since(&last) >= every) {
+      clock_gettime(CLOCK_MONOTONIC, &last);
+      lua_pushvalue(L, tick);
+      if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+        failed = 1;
+        break;
+      }
+    }
+    nanosleep(&nap, NULL);
   }
   sigaction(SIGINT, &old_int, NULL);
   sigaction(SIGTERM, &old_term, NULL);
+  if (failed) {
+    got_signal = 0;
+    return lua_error(L);
+  }
   lua_pushstring(L, reason);
   if (got_signal == SIGINT) lua_pushstring(L, "INT");
   else if (got_signal == SIGTERM) lua_pushstring(L, "TERM");

@@ -442,7 +442,7 @@ describe("quan sandbox", function()
         local coupon_id = send(id, "user-notify").json.coupon_id
         local res = use {coupon_id = coupon_id, openid = "user-notify"}
         assert.equal(200, res.status, res.body)
-        assert.same({notify_url = url, status = 200}, res.json.delivery)
+        assert.same({notify_url = url, status = 200, attempts = 1, state = "delivered"}, res.json.delivery)
         local got = cjson.decode(sh.read(dir .. "/got"))
         assert.equal("POST", got.method)
         assert.equal(res.json.notification.body, got.body)
@@ -456,6 +456,141 @@ describe("quan sandbox", function()
       sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = "https://merchant.quan.invalid/notify",
         switch = false})
       assert(ok, err)
+    end)
+  end)
+
+  describe("notification retries", function()
+    local function use(body) return assert(sbx.control(h, "/sandbox/coupons/use", body)) end
+    local function policy(b)
+      local res = assert(sbx.control(h, "/sandbox/notifications", b))
+      assert.equal(200, res.status, res.body)
+      return res.json
+    end
+    -- entry(event_id) -> the outbox entry of GET /sandbox/notifications
+    local function entry(event_id)
+      for _, e in ipairs(policy().data) do
+        if e.event_id == event_id then return e end
+      end
+    end
+    local function lines(path)
+      local out = {}
+      local f = io.open(path)
+      if not f then return out end
+      for line in f:lines() do out[#out + 1] = cjson.decode(line) end
+      f:close()
+      return out
+    end
+
+    -- with_receiver(spec_suffix, fn(url, got)): a merchant endpoint (the
+    -- sandbox CA signed its certificate) set as the callback URL during fn
+    local function with_receiver(suffix, fn)
+      local got = sh.tmpdir() .. "/got"
+      local srv = assert(require("quan.server").start {handler = "tests.support.notify_handler", arg = got .. suffix,
+        cert = "file://" .. h.state .. "/server.pem", key = "file://" .. h.state .. "/server.key.pem"})
+      local url = "https://127.0.0.1:" .. srv:port() .. "/notify"
+      local ok, err = pcall(function()
+        assert.equal(200, sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = url}).status)
+        fn(url, got)
+      end)
+      srv:stop()
+      sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = "https://merchant.quan.invalid/notify",
+        switch = false})
+      policy {retry_interval = 60, retries = 9}
+      assert(ok, err)
+    end
+
+    it("has WeChat Pay's policy by default: a retry a minute, 9 times", function()
+      local p = policy()
+      assert.equal(60, p.retry_interval)
+      assert.equal(9, p.retries)
+    end)
+
+    it("retries until the receiver answers 2xx: the same body, signed anew each time", function()
+      with_receiver("#fail=2", function(url, got)
+        assert.same({retry_interval = 0.2, retries = 3}, (function()
+          local p = policy {retry_interval = 0.2, retries = 3}
+          return {retry_interval = p.retry_interval, retries = p.retries}
+        end)())
+        local coupon_id = send(running_stock(), "user-retry").json.coupon_id
+        local res = use {coupon_id = coupon_id, openid = "user-retry"}
+        assert.equal(200, res.status, res.body)
+        local d = res.json.delivery
+        assert.same({notify_url = url, status = 500, attempts = 1, state = "pending", retry_in_seconds = 0.2}, d)
+        local event_id = cjson.decode(res.json.notification.body).id
+        local deadline = qos.now() + 15
+        while entry(event_id).state ~= "delivered" and qos.now() < deadline do qos.sleep(0.05) end
+        local e = entry(event_id)
+        assert.same({event_id = event_id, notify_url = url, state = "delivered", attempts = 3, status = 200},
+          {event_id = e.event_id, notify_url = e.notify_url, state = e.state, attempts = e.attempts, status = e.status})
+        local calls = lines(got)
+        assert.equal(3, #calls)
+        local wx = require("tests.support.batchsbx").client(h)
+        local nonces = {}
+        for i, c in ipairs(calls) do
+          assert.equal(res.json.notification.body, c.body, "attempt " .. i)
+          local ev = assert(wx:notification(c.headers, c.body))
+          assert.equal(coupon_id, ev.data.coupon_id)
+          nonces[c.headers["wechatpay-nonce"]] = true
+        end
+        local n = 0
+        for _ in pairs(nonces) do n = n + 1 end
+        assert.equal(3, n) -- a fresh signature for every attempt
+      end)
+    end)
+
+    it("gives up after the last retry, and says so", function()
+      with_receiver("#fail=100", function(_, got)
+        policy {retry_interval = 0.1, retries = 1}
+        local coupon_id = send(running_stock(), "user-giveup").json.coupon_id
+        local res = use {coupon_id = coupon_id, openid = "user-giveup"}
+        local event_id = cjson.decode(res.json.notification.body).id
+        local deadline = qos.now() + 15
+        while entry(event_id).state ~= "failed" and qos.now() < deadline do qos.sleep(0.05) end
+        local e = entry(event_id)
+        assert.equal("failed", e.state)
+        assert.equal(2, e.attempts)
+        assert.equal(500, e.status)
+        assert.is_nil(e.retry_in_seconds)
+        qos.sleep(0.4)
+        assert.equal(2, #lines(got)) -- no third attempt
+      end)
+    end)
+
+    it("retries a receiver that was not listening, naming the transport error", function()
+      local port
+      do -- a port nothing listens on
+        local srv = assert(require("quan.server").start {handler = "tests.support.notify_handler", arg = "/dev/null",
+          cert = "file://" .. h.state .. "/server.pem", key = "file://" .. h.state .. "/server.key.pem"})
+        port = srv:port()
+        srv:stop()
+      end
+      local url = "https://127.0.0.1:" .. port .. "/notify"
+      assert.equal(200, sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = url}).status)
+      local ok, err = pcall(function()
+        policy {retry_interval = 30, retries = 2}
+        local coupon_id = send(running_stock(), "user-down").json.coupon_id
+        local d = use({coupon_id = coupon_id, openid = "user-down"}).json.delivery
+        assert.equal("pending", d.state)
+        assert.equal(1, d.attempts)
+        assert.is_nil(d.status)
+        assert.is_string(d.error)
+        assert.equal(30, d.retry_in_seconds)
+      end)
+      sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = "https://merchant.quan.invalid/notify",
+        switch = false})
+      policy {retry_interval = 60, retries = 9}
+      assert(ok, err)
+    end)
+
+    it("refuses a policy it cannot follow", function()
+      for _, b in ipairs {{retries = -1}, {retries = 1.5}, {retries = 101}, {retries = "3"},
+          {retry_interval = -1}, {retry_interval = "soon"}, {retry_interval = 86401}} do
+        local res = assert(sbx.control(h, "/sandbox/notifications", b))
+        refused(res, 400, "PARAM_ERROR")
+      end
+      local p = policy()
+      assert.equal(60, p.retry_interval)
+      assert.equal(9, p.retries)
     end)
   end)
 

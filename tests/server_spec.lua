@@ -113,6 +113,20 @@ describe("quan.server", function()
     assert.equal("signal\n", out)
   end)
 
+  it("calls tick while it waits, signals still caught, and raises tick's error", function()
+    local s = assert(server.start {handler = "tests.support.echo_handler"})
+    local n = 0
+    assert.equal("timeout", (s:wait {timeout = 0.5, every = 0.05, tick = function() n = n + 1 end}))
+    assert.is_true(n >= 3 and n <= 11, tostring(n))
+    assert.has_error(function() s:wait {timeout = 5, tick = function() error("tick broke", 0) end} end, "tick broke")
+    assert.has_error(function() s:wait {tick = 42} end)
+    s:stop()
+    -- SIGTERM while tick runs: still ends the wait as "signal"
+    local out = sh.run(sh.quote(sh.quan) .. [[ -e 'local s = require("quan.server").start{handler="tests.support.echo_handler"}
+      io.stdout:write(s:wait{timeout = 5, every = 0, tick = function() require("quan.os").sleep(0.01) end}, "\n") s:stop()' & sleep 0.3; kill -TERM $!; wait]])
+    assert.equal("signal\n", out)
+  end)
+
   it("hands an ended connection's state to a later connection with reuse", function()
     local s = assert(server.start {handler = "tests.support.echo_handler", reuse = 2})
     local url = "http://127.0.0.1:" .. s:port() .. "/count"

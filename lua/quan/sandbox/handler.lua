@@ -2,6 +2,8 @@
 -- per connection thread (new(state_dir) -> handler(req) -> status, headers,
 -- body). It checks each request as WeChat Pay does, routes it to the store,
 -- signs the answer with the platform key and applies the configured faults.
+-- outbox(state_dir) -> run_due(): what the sandbox's main thread calls
+-- between waits to retry undelivered COUPON.USE notifications.
 local M = {}
 
 local crypto = require "quan.crypto"
@@ -17,6 +19,11 @@ local validate = require "quan.validate"
 local floor, random, tostring, type = math.floor, math.random, tostring, type
 
 local SCHEME = "WECHATPAY2-SHA256-RSA2048"
+
+-- COUPON.USE retries: "once a minute, 9 times" (favor-api.md section 7);
+-- POST /sandbox/notifications changes both for a state dir
+local RETRY_INTERVAL, RETRIES = 60, 9
+local DELIVERY_TIMEOUT = 5 -- seconds a receiver has to answer
 local PREFIX = "/v3/marketing/favor"
 
 -- routes: method, pattern (on the path without query), template, action
@@ -100,7 +107,8 @@ local function parse_authorization(h)
   return f
 end
 
-function M.new(dir)
+-- build(dir) -> {handle = handler(req), run_due = fn}
+local function build(dir)
   assert(type(dir) == "string", "quan.sandbox.handler: state dir expected")
   local id = files.identity(dir)
   local merchant_pub = assert(crypto.certificate("file://" .. dir .. "/merchant.pem")):public_key()
@@ -117,7 +125,7 @@ function M.new(dir)
   local db = assert(sqlite.open(dir .. "/sandbox.db", {busy_timeout = 20000, process_lock = true}))
   -- no mmap_size: with several connections each one remapped the growing
   -- file about once per request (munmap, a TLB shootdown on every core)
-  local control_text, control = nil, {faults = {}, clock_offset = 0}
+  local control_text, control = nil, nil
 
   local function sha256(s) return crypto.sha256(s) end
 
@@ -126,7 +134,9 @@ function M.new(dir)
     if text ~= control_text then
       control_text = text
       local c = cjson.decode(text) or {}
-      control = {faults = c.faults or {}, clock_offset = c.clock_offset or 0}
+      local n = type(c.notify) == "table" and c.notify or {}
+      control = {faults = c.faults or {}, clock_offset = c.clock_offset or 0,
+        notify = {retry_interval = n.retry_interval or RETRY_INTERVAL, retries = n.retries or RETRIES}}
     end
     return control
   end
@@ -220,21 +230,99 @@ function M.new(dir)
     return {headers = headers, body = body}
   end
 
+  -- The outbox: a notification to deliver is a row of `notifications`. The
+  -- first attempt is made at once, inside /sandbox/coupons/use; when the
+  -- receiver does not answer 2xx, the main thread retries it (run_due) every
+  -- retry_interval seconds, up to `retries` times. Every attempt is signed
+  -- anew (fresh timestamp and nonce) over the same body: a receiver sees the
+  -- same event id again, as from WeChat Pay. A row's next_at is pushed past
+  -- the attempt's timeout before the attempt, so a sandbox killed meanwhile
+  -- retries it after a restart.
+
+  -- attempt(row) -> delivery {notify_url, attempts, state, status | error
+  -- [, retry_in_seconds]}
+  local function attempt(row)
+    local now = qos.time()
+    db:run("UPDATE notifications SET next_at = ? WHERE event_id = ?", now + DELIVERY_TIMEOUT + 1, row.event_id)
+    local _, headers = signed(200, row.body)
+    local list = {}
+    for k, v in pairs(headers) do list[#list + 1] = k .. ": " .. v end
+    table.sort(list)
+    local res, err = require("quan.http").request {
+      method = "POST", url = row.notify_url, headers = list, body = row.body, timeout = DELIVERY_TIMEOUT,
+      cafile = row.ca_file or (dir .. "/ca.pem"),
+    }
+    local attempts = row.attempts + 1
+    local delivered = res and res.status >= 200 and res.status < 300
+    local policy = load_control().notify
+    local wait = not delivered and attempts <= policy.retries and policy.retry_interval or nil
+    local state = delivered and "delivered" or (wait and "pending" or "failed")
+    db:run("UPDATE notifications SET attempts = ?, state = ?, next_at = ?, last_status = ?, last_error = ?, update_time = ? "
+      .. "WHERE event_id = ?", attempts, state, wait and qos.time() + wait, res and res.status, not res and err or nil,
+      floor(qos.time()), row.event_id)
+    return {notify_url = row.notify_url, attempts = attempts, state = state, status = res and res.status,
+      error = not res and err or nil, retry_in_seconds = wait}
+  end
+
   -- deliver(note, ca_file) -> what happened, for the control answer: nil
-  -- when no callback URL is set (or it is switched off), else {notify_url,
-  -- status} or {notify_url, error}. One attempt, no retries.
+  -- when no callback URL is set (or it is switched off), else attempt()'s
+  -- delivery
   local function deliver(note, ca_file)
     local cb = db:first("SELECT notify_url, switch FROM callbacks WHERE mchid = ?", id.mchid)
     if not cb or cb.switch == 0 then return nil end
-    local list = {}
-    for k, v in pairs(note.headers) do list[#list + 1] = k .. ": " .. v end
-    table.sort(list)
-    local res, err = require("quan.http").request {
-      method = "POST", url = cb.notify_url, headers = list, body = note.body, timeout = 5,
-      cafile = ca_file or (dir .. "/ca.pem"),
-    }
-    if not res then return {notify_url = cb.notify_url, error = err} end
-    return {notify_url = cb.notify_url, status = res.status}
+    local row = {event_id = cjson.decode(note.body).id, notify_url = cb.notify_url, body = note.body,
+      ca_file = ca_file, attempts = 0}
+    local now = floor(qos.time())
+    db:run("INSERT INTO notifications (event_id, notify_url, body, ca_file, attempts, state, next_at, create_time, update_time) "
+      .. "VALUES (?, ?, ?, ?, 0, 'pending', ?, ?, ?)", row.event_id, row.notify_url, row.body, ca_file,
+      now + DELIVERY_TIMEOUT + 1, now, now)
+    return attempt(row)
+  end
+
+  -- run_due() -> how many notifications were attempted: the retries that
+  -- are due (a few at a time: each may wait DELIVERY_TIMEOUT)
+  local function run_due()
+    local due = {}
+    for row in db:rows("SELECT * FROM notifications WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at LIMIT 8",
+      qos.time()) do
+      due[#due + 1] = row
+    end
+    for _, row in ipairs(due) do attempt(row) end
+    return #due
+  end
+
+  -- notifications(req) -> the control answer of /sandbox/notifications
+  local function notifications(req)
+    if req.method == "POST" then
+      local b, berr = control_body(req)
+      if not b then return answer_error(berr) end
+      local interval, retries = b.retry_interval, b.retries
+      if interval ~= nil and (type(interval) ~= "number" or not (interval >= 0 and interval <= 86400)) then
+        return answer_error({status = 400, code = "PARAM_ERROR", message = "retry_interval must be seconds from 0 to 86400",
+          field = "retry_interval"})
+      end
+      if retries ~= nil and (type(retries) ~= "number" or retries % 1 ~= 0 or not (retries >= 0 and retries <= 100)) then
+        return answer_error({status = 400, code = "PARAM_ERROR", message = "retries must be a whole number from 0 to 100",
+          field = "retries"})
+      end
+      db:transaction(function()
+        local cur = cjson.decode(store.get_control(db)) or {}
+        local n = type(cur.notify) == "table" and cur.notify or {}
+        if interval ~= nil then n.retry_interval = interval end
+        if retries ~= nil then n.retries = floor(retries) end
+        cur.notify = n
+        store.set_control(db, cur)
+      end)
+    end
+    local policy = load_control().notify
+    local list, now = {}, qos.time()
+    for row in db:rows("SELECT * FROM notifications ORDER BY create_time DESC, rowid DESC LIMIT 100") do
+      list[#list + 1] = {event_id = row.event_id, notify_url = row.notify_url, state = row.state, attempts = row.attempts,
+        status = row.last_status, error = row.last_error,
+        retry_in_seconds = row.state == "pending" and row.next_at and math.max(0, row.next_at - now) or nil}
+    end
+    return signed(200, util.encode {retry_interval = policy.retry_interval, retries = policy.retries,
+      data = util.array(list)})
   end
 
   -- ---- GET /v3/certificates ----
@@ -323,6 +411,8 @@ function M.new(dir)
       if not coupon then return answer_error(err) end
       local note = notification(coupon, now)
       return signed(200, util.encode {coupon = coupon, notification = note, delivery = deliver(note, b.ca_file)})
+    elseif path == "/sandbox/notifications" then
+      return notifications(req)
     end
     return answer_error({status = 404, code = "NOT_FOUND", message = "no such sandbox endpoint: " .. path})
   end
@@ -429,7 +519,7 @@ function M.new(dir)
     return signed(200, util.encode(res), tamper)
   end
 
-  return function(req)
+  local function handle(req)
     local path, query = util.split_target(req.path)
     if path:sub(1, 9) == "/sandbox/" then
       answer_serial = nil
@@ -438,6 +528,19 @@ function M.new(dir)
     answer_serial = req.headers["wechatpay-serial"] ~= id.key_id and cert_serial or nil
     return api_request(req, path, query)
   end
+
+  return {handle = handle, run_due = function()
+    answer_serial = nil -- notifications are signed under the PUB_KEY_ID
+    return run_due()
+  end}
+end
+
+function M.new(dir)
+  return build(dir).handle
+end
+
+function M.outbox(dir)
+  return build(dir).run_due
 end
 
 return M

@@ -121,7 +121,13 @@ function M.main(args)
   io.stderr:write(("quan sandbox: %s state %s%s; config %s/config.lua%s\n"):format(base_url, dir,
     fresh and " (new)" or "", dir, o.faults and (", faults " .. o.faults) or ""))
   if o.ready_file then files.write(o.ready_file, base_url .. "\n") end
-  local why, detail = srv:wait {parent = qos.getppid()}
+  -- between waits, retry the notifications that are due (a failure there is
+  -- logged, never fatal: the API goes on answering)
+  local outbox = require("quan.sandbox.handler").outbox(dir)
+  local why, detail = srv:wait {parent = qos.getppid(), every = 0.1, tick = function()
+    local ok, err = pcall(outbox)
+    if not ok then io.stderr:write("quan sandbox: notification retries: ", tostring(err), "\n") end
+  end}
   srv:stop()
   if o.ready_file then os.remove(o.ready_file) end
   lock:close()

@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS callbacks (
 CREATE TABLE IF NOT EXISTS media (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, filename TEXT, sha256 TEXT, size INTEGER, create_time INTEGER
 );
+CREATE TABLE IF NOT EXISTS notifications (
+  event_id TEXT PRIMARY KEY, notify_url TEXT NOT NULL, body TEXT NOT NULL, ca_file TEXT,
+  attempts INTEGER NOT NULL, state TEXT NOT NULL, next_at REAL, last_status INTEGER, last_error TEXT,
+  create_time INTEGER NOT NULL, update_time INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications (next_at) WHERE next_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS control (
   key TEXT PRIMARY KEY, value TEXT NOT NULL
 );
