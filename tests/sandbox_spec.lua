@@ -582,6 +582,34 @@ describe("quan sandbox", function()
       assert(ok, err)
     end)
 
+    it("sends a pending retry after a restart of the sandbox", function()
+      local dir = sh.tmpdir() .. "/state"
+      local shared = h
+      h = sbx.start {state = dir}
+      local b
+      local ok, err = pcall(with_receiver, "#fail=1", function(_, got)
+        policy {retry_interval = 1, retries = 3}
+        local coupon_id = send(running_stock(), "user-restart").json.coupon_id
+        local res = use {coupon_id = coupon_id, openid = "user-restart"}
+        assert.equal("pending", res.json.delivery.state)
+        local event_id = cjson.decode(res.json.notification.body).id
+        h:stop() -- before the retry is due
+        assert.equal(1, #lines(got))
+        b = sbx.start {state = dir}
+        h = b
+        local deadline = qos.now() + 15
+        while entry(event_id).state ~= "delivered" and qos.now() < deadline do qos.sleep(0.05) end
+        assert.equal(2, entry(event_id).attempts)
+        local calls = lines(got)
+        assert.equal(2, #calls)
+        assert.equal(calls[1].body, calls[2].body)
+      end)
+      h:stop()
+      if b then b:stop() end
+      h = shared
+      assert(ok, err)
+    end)
+
     it("refuses a policy it cannot follow", function()
       for _, b in ipairs {{retries = -1}, {retries = 1.5}, {retries = 101}, {retries = "3"},
           {retry_interval = -1}, {retry_interval = "soon"}, {retry_interval = 86401}} do

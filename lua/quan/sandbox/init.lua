@@ -69,6 +69,7 @@ end
 -- main(args) -> exit status. Serves until SIGINT/SIGTERM or until the
 -- parent process dies.
 function M.main(args)
+  local parent = qos.getppid() -- now: a parent that dies while we start still counts
   local o, err = parse_args(args or {})
   if not o then
     io.stderr:write(err and (err .. "\n") or "", USAGE)
@@ -106,6 +107,9 @@ function M.main(args)
     store.set_control(db, cur)
   end)
   db:close()
+  -- between waits, retry the notifications that are due (a failure there is
+  -- logged, never fatal: the API goes on answering)
+  local outbox = require("quan.sandbox.handler").outbox(dir)
   local server = require "quan.server"
   local srv, serr = server.start {handler = "quan.sandbox.handler", arg = dir, host = host, port = tonumber(port),
     cert = "file://" .. dir .. "/server.pem", key = "file://" .. dir .. "/server.key.pem",
@@ -121,10 +125,7 @@ function M.main(args)
   io.stderr:write(("quan sandbox: %s state %s%s; config %s/config.lua%s\n"):format(base_url, dir,
     fresh and " (new)" or "", dir, o.faults and (", faults " .. o.faults) or ""))
   if o.ready_file then files.write(o.ready_file, base_url .. "\n") end
-  -- between waits, retry the notifications that are due (a failure there is
-  -- logged, never fatal: the API goes on answering)
-  local outbox = require("quan.sandbox.handler").outbox(dir)
-  local why, detail = srv:wait {parent = qos.getppid(), every = 0.1, tick = function()
+  local why, detail = srv:wait {parent = parent, every = 0.1, tick = function()
     local ok, err = pcall(outbox)
     if not ok then io.stderr:write("quan sandbox: notification retries: ", tostring(err), "\n") end
   end}
