@@ -495,7 +495,7 @@ describe("quan sandbox", function()
       srv:stop()
       sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = "https://merchant.quan.invalid/notify",
         switch = false})
-      policy {retry_interval = 60, retries = 9}
+      policy {retry_interval = 60, retries = 9, signed_by = "public_key"}
       assert(ok, err)
     end
 
@@ -610,9 +610,37 @@ describe("quan sandbox", function()
       assert(ok, err)
     end)
 
+    it("signs notifications under the platform certificate for a merchant in certificate mode", function()
+      with_receiver("", function(_, got)
+        assert.equal("public_key", policy().signed_by)
+        assert.equal("certificate", policy({signed_by = "certificate"}).signed_by)
+        local coupon_id = send(running_stock(), "user-certmode").json.coupon_id
+        local res = use {coupon_id = coupon_id, openid = "user-certmode"}
+        assert.equal("delivered", res.json.delivery.state)
+        local serial = sbx.request(h, "GET", "/v3/certificates").json.data[1].serial_no
+        local call = lines(got)[1]
+        assert.equal(serial, call.headers["wechatpay-serial"])
+        assert.equal(serial, res.json.notification.headers["Wechatpay-Serial"])
+        -- a client that holds only the certificate verifies it; one that
+        -- holds only the public key cannot
+        local _, profile = require("tests.support.batchsbx").client(h)
+        local function client(certs)
+          return require("wechatpay").new {mchid = profile.mchid, serial = profile.serial,
+            private_key = profile.private_key, apiv3_key = profile.apiv3_key, certs = certs}
+        end
+        local by_cert = client {[serial] = "file://" .. h.state .. "/platform.pem"}
+        assert.equal(coupon_id, assert(by_cert:notification(call.headers, call.body)).data.coupon_id)
+        local by_key = client {[h.key_id] = "file://" .. h.state .. "/platform.pub.pem"}
+        local ev, err = by_key:notification(call.headers, call.body)
+        assert.is_nil(ev)
+        assert.equal("unknown_serial", err.code)
+        policy {signed_by = "public_key"}
+      end)
+    end)
+
     it("refuses a policy it cannot follow", function()
       for _, b in ipairs {{retries = -1}, {retries = 1.5}, {retries = 101}, {retries = "3"},
-          {retry_interval = -1}, {retry_interval = "soon"}, {retry_interval = 86401}} do
+          {retry_interval = -1}, {retry_interval = "soon"}, {retry_interval = 86401}, {signed_by = "rsa"}} do
         local res = assert(sbx.control(h, "/sandbox/notifications", b))
         refused(res, 400, "PARAM_ERROR")
       end

@@ -136,16 +136,17 @@ local function build(dir)
       local c = cjson.decode(text) or {}
       local n = type(c.notify) == "table" and c.notify or {}
       control = {faults = c.faults or {}, clock_offset = c.clock_offset or 0,
-        notify = {retry_interval = n.retry_interval or RETRY_INTERVAL, retries = n.retries or RETRIES}}
+        notify = {retry_interval = n.retry_interval or RETRY_INTERVAL, retries = n.retries or RETRIES,
+          signed_by = n.signed_by or "public_key"}}
     end
     return control
   end
 
-  -- signed(status, body, tamper) -> status, headers, body
-  local function signed(status, body, tamper_kinds)
+  -- signed(status, body[, tamper[, serial]]) -> status, headers, body
+  local function signed(status, body, tamper_kinds, serial)
     local ts = tostring(floor(qos.time()))
     local nonce = crypto.sha256(crypto.random_bytes(16)):sub(1, 32)
-    local serial = answer_serial or id.key_id
+    serial = serial or answer_serial or id.key_id
     local sent_body = body
     if tamper_kinds then
       for _, kind in ipairs(tamper_kinds) do
@@ -209,6 +210,13 @@ local function build(dir)
 
   -- ---- COUPON.USE notifications ----
 
+  -- note_serial() -> the serial notifications are signed under: the
+  -- PUB_KEY_ID, or the platform certificate's for a merchant in certificate
+  -- mode (policy signed_by)
+  local function note_serial()
+    return load_control().notify.signed_by == "certificate" and cert_serial or id.key_id
+  end
+
   -- notification(coupon, now) -> {headers, body}: the coupon-use event as
   -- WeChat Pay POSTs it: the coupon encrypted with the APIv3 key
   -- (AEAD_AES_256_GCM, associated data "coupon"), the body signed with the
@@ -226,7 +234,7 @@ local function build(dir)
         ciphertext = crypto.aes_gcm_encrypt(apiv3, nonce, "coupon", util.encode(coupon)),
       },
     }
-    local _, headers = signed(200, body)
+    local _, headers = signed(200, body, nil, note_serial())
     return {headers = headers, body = body}
   end
 
@@ -244,7 +252,7 @@ local function build(dir)
   local function attempt(row)
     local now = qos.time()
     db:run("UPDATE notifications SET next_at = ? WHERE event_id = ?", now + DELIVERY_TIMEOUT + 1, row.event_id)
-    local _, headers = signed(200, row.body)
+    local _, headers = signed(200, row.body, nil, note_serial())
     local list = {}
     for k, v in pairs(headers) do list[#list + 1] = k .. ": " .. v end
     table.sort(list)
@@ -296,7 +304,11 @@ local function build(dir)
     if req.method == "POST" then
       local b, berr = control_body(req)
       if not b then return answer_error(berr) end
-      local interval, retries = b.retry_interval, b.retries
+      local interval, retries, signed_by = b.retry_interval, b.retries, b.signed_by
+      if signed_by ~= nil and signed_by ~= "public_key" and signed_by ~= "certificate" then
+        return answer_error({status = 400, code = "PARAM_ERROR", message = "signed_by must be public_key or certificate",
+          field = "signed_by"})
+      end
       if interval ~= nil and (type(interval) ~= "number" or not (interval >= 0 and interval <= 86400)) then
         return answer_error({status = 400, code = "PARAM_ERROR", message = "retry_interval must be seconds from 0 to 86400",
           field = "retry_interval"})
@@ -310,6 +322,7 @@ local function build(dir)
         local n = type(cur.notify) == "table" and cur.notify or {}
         if interval ~= nil then n.retry_interval = interval end
         if retries ~= nil then n.retries = floor(retries) end
+        if signed_by ~= nil then n.signed_by = signed_by end
         cur.notify = n
         store.set_control(db, cur)
       end)
@@ -322,7 +335,7 @@ local function build(dir)
         retry_in_seconds = row.state == "pending" and row.next_at and math.max(0, row.next_at - now) or nil}
     end
     return signed(200, util.encode {retry_interval = policy.retry_interval, retries = policy.retries,
-      data = util.array(list)})
+      signed_by = policy.signed_by, data = util.array(list)})
   end
 
   -- ---- GET /v3/certificates ----
@@ -529,10 +542,7 @@ local function build(dir)
     return api_request(req, path, query)
   end
 
-  return {handle = handle, run_due = function()
-    answer_serial = nil -- notifications are signed under the PUB_KEY_ID
-    return run_due()
-  end}
+  return {handle = handle, run_due = run_due}
 end
 
 function M.new(dir)
