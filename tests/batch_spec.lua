@@ -835,6 +835,50 @@ describe_e2e("quan.batch through the sandbox", function()
     assert.equal(0, S.coupons(h, stock).total)
   end)
 
+  it("leaves the journal alone in a dry run and in quan check: the real run sends to everyone", function()
+    S.faults(h, "")
+    local dir = sh.tmpdir()
+    local stock = S.stock(h, 100)
+    local users = S.users(dir .. "/users.csv", 6, "oDry")
+    local jpath = dir .. "/j.db"
+    local function quan(mode, tag, args)
+      local words = {}
+      for i, a in ipairs(args) do words[i] = sh.quote(a) end
+      local how, code = qos.wait(assert(qos.spawn({ "sh", "-c", ("exec env QUAN_CONFIG=%s QUAN_LOG_FORMAT=json %s %s %s %s"):format(
+        sh.quote(h.config_path), sh.quote(sh.quan), mode, example, table.concat(words, " ")) },
+        { stdout = dir .. "/" .. tag .. ".out", stderr = dir .. "/" .. tag .. ".err" })))
+      assert.equal("exit", how)
+      return code
+    end
+    -- before any real run: nothing sent, no journal written
+    assert.equal(0, quan("run --dry-run", "dry1", { stock, users, jpath }))
+    assert.is_nil(io.open(jpath))
+    local ev = events_of(dir .. "/dry1.err")
+    assert.is_true(ev[1].simulated)
+    assert.is_true(ev[#ev].simulated)
+    assert.equal(6, ev[#ev].sent) -- what a real run would send
+    assert.matches("dry run: POST https://%S+/v3/marketing/favor/users/oDry%d+/coupons", sh.read(dir .. "/dry1.out"))
+    assert.equal(0, quan("check", "check1", { stock, users, jpath }))
+    assert.is_nil(io.open(jpath))
+    assert.matches("7 requests, 0 invalid", sh.read(dir .. "/check1.out")) -- the stock query + 6 sends
+    assert.equal(0, S.coupons(h, stock).total)
+    -- a real run to 3 users, then a dry run over all 6: it skips the 3 and leaves the journal as it was
+    local three = S.users(dir .. "/three.csv", 3, "oDry")
+    assert.equal(0, quan("run", "real1", { "--batch-id", "dry-test", stock, three, jpath }))
+    local before = counts_of(jpath)
+    assert.equal(3, before.sent)
+    assert.equal(0, quan("run --dry-run", "dry2", { stock, users, jpath }))
+    ev = events_of(dir .. "/dry2.err")
+    assert.equal(3, ev[#ev].skipped)
+    assert.equal(3, ev[#ev].sent)
+    assert.same(before, counts_of(jpath))
+    assert.equal(3, S.coupons(h, stock).total)
+    -- the real run sends to the other 3
+    assert.equal(0, quan("run", "real2", { stock, users, jpath }))
+    assert.equal(6, counts_of(jpath).sent)
+    assert.equal(6, S.coupons(h, stock).total)
+  end)
+
   it("refuses a second concurrent run of the same batch", function()
     S.faults(h, "latency=30ms")
     local dir = sh.tmpdir()

@@ -741,6 +741,27 @@ describe("quan sandbox", function()
       assert.equal("", (sh.run("kill -0 " .. child .. " 2>/dev/null && echo alive")))
     end)
 
+    it("removes a temporary state, keys and all, even when its starter is killed", function()
+      local dir = sh.tmpdir()
+      -- a script that starts a private sandbox, reports its state dir, and sleeps
+      sh.write(dir .. "/starter.lua", [[
+        local h = assert(require("quan.sandbox").start())
+        local f = assert(io.open(arg[1], "w")) f:write(h.state) f:close()
+        require("quan.os").sleep(60)
+      ]])
+      local pid = qos.spawn({sh.quan, dir .. "/starter.lua", dir .. "/state"}, {stdout = "/dev/null", stderr = "/dev/null"})
+      local deadline = qos.now() + 30
+      while not io.open(dir .. "/state") and qos.now() < deadline do qos.sleep(0.05) end
+      local state = sh.read(dir .. "/state")
+      assert.truthy(io.open(state .. "/merchant.key.pem"))
+      qos.kill(pid, "KILL")
+      qos.wait(pid)
+      deadline = qos.now() + 10
+      while io.open(state .. "/apiv3.key") and qos.now() < deadline do qos.sleep(0.05) end
+      assert.is_nil(io.open(state .. "/apiv3.key"))
+      assert.is_nil(io.open(state .. "/merchant.key.pem"))
+    end)
+
     it("serves the wechatpay client through its config.lua", function()
       if not pcall(require, "wechatpay") then return pending("wechatpay client not built in") end
       local dir = sh.tmpdir()

@@ -66,7 +66,7 @@ local run_opts = {
   concurrency = "integer", rate = "number", burst = "number", retry = "table",
   log_format = "string", out = "file", progress_interval = "number", log_items = "boolean",
   synchronous = "string", flush_size = "integer", flush_interval = "number",
-  async = "table", sep = "string",
+  async = "table", sep = "string", simulated = "boolean",
 }
 
 local function check_opts(opts)
@@ -77,6 +77,7 @@ local function check_opts(opts)
   if type(opts.journal) ~= "string" then error("batch.run: journal must be a path", 3) end
   if type(opts.send) ~= "function" then error("batch.run: send must be a function", 3) end
   if opts.input == nil then error("batch.run: input is required", 3) end
+  if opts.simulated ~= nil and type(opts.simulated) ~= "boolean" then error("batch.run: simulated must be a boolean", 3) end
   local c = opts.concurrency
   if c ~= nil and (math.type(c) ~= "integer" or c < 1) then
     error("batch.run: concurrency must be an integer >= 1", 3)
@@ -155,6 +156,14 @@ end
 -- flush_size, flush_interval, async (quan.async), sep.
 -- The summary has the counts of this run, the journal's totals, the
 -- exit code and its reason.
+-- simulated(opts) -> true when requests are only pretended (opts.simulated,
+-- else the wechatpay client's dry-run or check mode)
+local function simulated(opts)
+  if opts.simulated ~= nil then return opts.simulated end
+  local wechatpay = package.loaded.wechatpay
+  return type(wechatpay) == "table" and wechatpay.simulation ~= nil
+end
+
 function M.run(opts)
   check_opts(opts)
   local async = opts.async or require("quan.async")
@@ -179,11 +188,25 @@ function M.run(opts)
   local next_record, total, close_input = open_input(opts, keycol)
   if not next_record then return cannot(total, M.exit.cannot_start) end
 
-  local j, jerr, jcode = journal_mod.open(opts.journal, {
+  -- a dry run or `quan check` only pretends to send: the batch runs on a
+  -- throwaway copy of its journal (rows a real run would skip, it skips), so
+  -- that pretended sends never count as done
+  local journal_path, scratch = opts.journal, nil
+  if simulated(opts) then
+    local serr
+    scratch, serr = journal_mod.scratch(opts.journal)
+    if not scratch then
+      close_input()
+      return cannot(serr, M.exit.cannot_start)
+    end
+    journal_path = scratch.path
+  end
+  local j, jerr, jcode = journal_mod.open(journal_path, {
     batch_id = opts.batch_id, batch_prefix = opts.batch_prefix, meta = opts.meta,
     synchronous = opts.synchronous })
   if not j then
     close_input()
+    if scratch then scratch.remove() end
     return cannot(jerr, jcode == "busy" and M.exit.busy or M.exit.cannot_start)
   end
   local batch_id = j.batch_id
@@ -193,7 +216,7 @@ function M.run(opts)
                failed = 0, not_attempted = 0, retrying = 0, attempted = 0, retries = 0,
                refused_by_code = {}, total = total }
   local started = qos.now()
-  report:event("start", { journal = opts.journal, total = total, resumed = not j.created,
+  report:event("start", { journal = opts.journal, total = total, resumed = not j.created, simulated = scratch and true,
                           run = j.run, concurrency = concurrency, rate = bucket.rate })
 
   -- ---- reading and claiming rows -----------------------------------------
@@ -527,10 +550,15 @@ function M.run(opts)
   }
   local jok, counts = pcall(j.counts, j)
   if jok then summary.journal_counts = counts end
+  -- rows of a known total this run never read (interrupted, or an input
+  -- line it could not read past)
+  if (not eof or input_error) and total and total > st.rows then summary.not_read = total - st.rows end
+  summary.simulated = scratch and true or nil
   report:tick(st, true)
   report:finish(summary)
   pcall(j.finish_run, j, code, cjson.encode(summary))
   j:close()
+  if scratch then scratch.remove() end
   return summary
 end
 

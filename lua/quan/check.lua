@@ -47,7 +47,7 @@ local function json_of(node, name, echo)
   elseif t == "array" then
     return "[]"
   elseif t == "string" then
-    if node.enum then return jstr(node.enum[1]) end
+    if node.enum then return jstr(node.example or node.enum[1]) end
     if node.format == "rfc3339" then return jstr(iso_now()) end
     if name and (name:match("_id$") or name == "url" or name == "media_url") then
       if name == "url" then return jstr("https://check.invalid/download.csv") end
@@ -101,11 +101,18 @@ local function dummy_client(wechatpay)
   -- one throwaway key signs the requests; its public half stands in for the
   -- WeChat Pay public key (no answer is verified in check mode)
   local key = crypto.generate_rsa(2048)
-  return wechatpay.new {
+  local opts = {
     mchid = "1900000001", serial = "C0FFEE0000000000000000000000000000000001",
     private_key = key, certs = { PUB_KEY_ID_0000000000000000000000000CHECK = key:public() },
     apiv3_key = string.rep("0", 32), base_url = "https://check.invalid",
   }
+  -- wx.profile as a script reads it: the public keys and a placeholder appid
+  local profile = { appid = "wx00000000000c4ec0" }
+  for k, v in pairs(opts) do
+    if k ~= "private_key" and k ~= "apiv3_key" then profile[k] = v end
+  end
+  wechatpay.new(opts) -- the dry-run check of wechatpay.new, then the client with its profile
+  return require("wechatpay.client").new(opts, profile)
 end
 
 local Exit = {} -- metatable of the error os.exit raises inside a checked script
@@ -125,6 +132,7 @@ function M.run(path, args, opts)
   local saved_hook = wechatpay.hooks.before_send
   local saved_client = wechatpay.client
   local saved_request = validate.request
+  local saved_simulation = wechatpay.simulation
   local client
 
   wechatpay.hooks.before_send = function(p)
@@ -149,6 +157,7 @@ function M.run(path, args, opts)
   -- hook sees it; in check mode every request goes on to the hook, which
   -- validates and lists it, so one run reports every finding
   validate.request = function() return true end
+  wechatpay.simulation = "check"
   wechatpay.client = function(name)
     if name ~= nil and type(name) ~= "string" then error("wechatpay.client: profile name must be a string", 2) end
     client = client or dummy_client(wechatpay)
@@ -172,6 +181,7 @@ function M.run(path, args, opts)
   arg = saved_arg
   wechatpay.hooks.before_send = saved_hook
   wechatpay.client = saved_client
+  wechatpay.simulation = saved_simulation
   validate.request = saved_request
   if not ok and getmetatable(err) == Exit then
     local code = err.code

@@ -127,6 +127,7 @@ function M.install(wechatpay)
     error("dryrun.install: expected the wechatpay module", 2)
   end
   wechatpay.hooks.before_send = M.before_send
+  wechatpay.simulation = "dry-run" -- what pretends to send (quan.batch then keeps its journal)
 end
 
 return M

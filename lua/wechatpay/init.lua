@@ -16,6 +16,10 @@ M.errors = errors
 -- hooks.before_send(prepared) -> response table | nil (see docs/client.md)
 M.hooks = client.hooks
 
+-- simulation: nil, or "dry-run" / "check" while requests are only pretended
+-- (quan.batch then runs on a throwaway copy of its journal)
+M.simulation = nil
+
 local dryrun_checked = false
 
 -- With QUAN_DRY_RUN=1 quan.dryrun's printer is the hook: nothing is sent.

@@ -163,6 +163,31 @@ function M.open_read(path)
   return self
 end
 
+-- scratch(path) -> {path, remove = fn} | nil, message: a throwaway copy of
+-- the journal at path (a fresh one when there is no file yet), for a run
+-- that only pretends to send (a dry run, `quan check`); the real journal is
+-- read, never written
+function M.scratch(path)
+  if type(path) ~= "string" then error("journal.scratch: path must be a string", 2) end
+  local dir, derr = qos.mkdtemp("/tmp/quan-journal.")
+  if not dir then return nil, "journal " .. path .. ": no scratch copy: " .. tostring(derr) end
+  local copy = dir .. "/journal"
+  local function remove()
+    for _, suffix in ipairs { ".lock", "-wal", "-shm", "" } do os.remove(copy .. suffix) end
+    os.remove(dir)
+  end
+  local f = io.open(path, "rb")
+  if f then
+    f:close()
+    local j, err = M.open_read(path)
+    if not j then remove() return nil, err end
+    local ok, e = pcall(j.db.run, j.db, "VACUUM INTO ?", copy)
+    j:close()
+    if not ok then remove() return nil, "journal " .. path .. ": no scratch copy: " .. tostring(e) end
+  end
+  return { path = copy, remove = remove }
+end
+
 -- journal:get_meta(name) -> string | nil
 function Journal:get_meta(name)
   local r = self.db:first("SELECT value FROM meta WHERE name = ?", name)

@@ -65,10 +65,11 @@ function M.text_line(t)
   local parts = { tostring(t.event) }
   for _, k in ipairs(keys) do
     local v = t[k]
-    if type(v) == "table" then v = cjson.encode(v)
+    if type(v) == "table" then v = (cjson.encode(v):gsub("\\/", "/"))
     elseif math.type(v) == "float" then v = ("%.1f"):format(v) end
     v = tostring(v)
-    if v:find("[%s\"]") then v = cjson.encode(v) end
+    -- quoted as a JSON string, but "/" as itself (cjson writes "\/")
+    if v:find("[%s\"]") then v = (cjson.encode(v):gsub("\\/", "/")) end
     parts[#parts + 1] = k .. "=" .. v
   end
   return concat(parts, " ")
@@ -105,7 +106,8 @@ end
 
 -- summary_text(sum) -> several lines for humans (no trailing newline)
 -- sum = {batch, rows, sent, skipped, refused, refused_by_code = {CODE = n},
---        failed, not_attempted, duplicates, elapsed, exit_code, exit_reason}
+--        failed, not_attempted, duplicates, elapsed, exit_code, exit_reason,
+--        journal_counts, not_read, simulated}
 function M.summary_text(sum)
   local lines = {}
   local function add(fmt, ...) lines[#lines + 1] = fmt:format(...) end
@@ -122,6 +124,10 @@ function M.summary_text(sum)
   add("  failed         %8d", sum.failed or 0)
   add("  not attempted  %8d", sum.not_attempted or 0)
   if (sum.duplicates or 0) > 0 then add("  duplicate rows %8d", sum.duplicates) end
+  local unknown = sum.journal_counts and sum.journal_counts.in_flight or 0
+  if unknown > 0 then add("  outcome unknown%8d  (in flight when the run ended: run again, same out_request_no)", unknown) end
+  if (sum.not_read or 0) > 0 then add("  not read       %8d  (the input was not read to its end)", sum.not_read) end
+  if sum.simulated then add("simulated: nothing was sent, the journal was not changed") end
   if sum.stop_reason then add("stopped: %s", sum.stop_reason) end
   add("exit %d (%s)", sum.exit_code or 0, sum.exit_reason or "")
   return concat(lines, "\n")

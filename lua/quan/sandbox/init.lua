@@ -7,7 +7,7 @@ local qos = require "quan.os"
 local files = require "quan.sandbox.files"
 local util = require "quan.sandbox.util"
 
-local USAGE = "usage: quan sandbox [--listen 127.0.0.1:PORT] [--state DIR] [--faults SPEC] [--ready-file FILE]\n"
+local USAGE = "usage: quan sandbox [--listen 127.0.0.1:PORT] [--state DIR] [--faults SPEC] [--ready-file FILE] [--temporary]\n"
 
 local function mkdir_p(path)
   local acc = path:sub(1, 1) == "/" and "" or "."
@@ -15,6 +15,10 @@ local function mkdir_p(path)
     acc = acc .. "/" .. part
     qos.mkdir(acc, 448)
   end
+end
+
+local function rm_rf(path)
+  os.execute("rm -rf '" .. path:gsub("'", "'\\''") .. "'")
 end
 
 local function abspath(p)
@@ -48,14 +52,17 @@ local function parse_args(args)
     local k, v = a:match("^%-%-([%w%-]+)=(.*)$")
     if not k then
       k = a:match("^%-%-([%w%-]+)$")
-      if k and not KNOWN[k] and k ~= "help" then return nil, "quan sandbox: unknown argument '" .. a .. "'" end
-      if k and k ~= "help" then
+      if k and not KNOWN[k] and k ~= "help" and k ~= "temporary" then
+        return nil, "quan sandbox: unknown argument '" .. a .. "'"
+      end
+      if k and k ~= "help" and k ~= "temporary" then
         i = i + 1
         v = args[i]
         if v == nil then return nil, "quan sandbox: --" .. k .. " needs a value" end
       end
     end
     if k == "help" then return nil, nil
+    elseif k == "temporary" then o.temporary = true
     elseif k == "listen" then o.listen = v
     elseif k == "state" then o.state = v
     elseif k == "faults" then o.faults = v
@@ -132,6 +139,9 @@ function M.main(args)
   srv:stop()
   if o.ready_file then os.remove(o.ready_file) end
   lock:close()
+  -- a temporary state (start{} without a state dir) goes with the sandbox,
+  -- even when the process that started it was killed and cannot remove it
+  if o.temporary then rm_rf(dir) end
   io.stderr:write("quan sandbox: stopped (", why, detail and (" " .. detail) or "", ")\n")
   return 0
 end
@@ -140,10 +150,6 @@ end
 
 local Handle = {}
 Handle.__index = Handle
-
-local function rm_rf(path)
-  os.execute("rm -rf '" .. path:gsub("'", "'\\''") .. "'")
-end
 
 -- handle:stop() -> stops the child (SIGTERM, then SIGKILL after 5 s) and
 -- removes a temporary state dir. Idempotent.
@@ -196,6 +202,7 @@ function M.start(opts)
     argv[#argv + 1] = "--faults"
     argv[#argv + 1] = opts.faults
   end
+  if temporary then argv[#argv + 1] = "--temporary" end
   local pid, err = qos.spawn(argv, {stdout = "/dev/null", stderr = dir .. "/sandbox.log", detach = true})
   if not pid then
     if temporary then rm_rf(dir) end
