@@ -282,6 +282,41 @@ describe("quan.batch.journal", function()
     assert.not_equal(ids[1], ids[2])
   end)
 
+  it("refuses another program's database and a damaged journal, naming the file", function()
+    local dir = sh.tmpdir()
+    local sqlite = require "quan.sqlite"
+    for name, sql in pairs { foreign = "CREATE TABLE x (a)", items_only = "CREATE TABLE items (key)" } do
+      local path = dir .. "/" .. name .. ".db"
+      local db = assert(sqlite.open(path))
+      db:exec(sql)
+      db:close()
+      local j, err, code = journal.open(path, { batch_id = "b" })
+      assert.is_nil(j)
+      assert.equal("open", code)
+      assert.matches("journal .*" .. name .. "%.db: not a quan batch journal", err)
+      -- and the database is left as it was
+      db = assert(sqlite.open(path))
+      assert.is_nil(db:first("SELECT name FROM sqlite_master WHERE name = 'runs'"))
+      db:close()
+    end
+    -- a journal with damaged pages
+    local path = dir .. "/damaged.db"
+    local j = assert(journal.open(path, { batch_id = "b" }))
+    j:transaction(function()
+      for i = 1, 3000 do j:claim(("o%05d"):format(i), i, "n" .. i) end
+    end)
+    j:close()
+    local f = assert(io.open(path, "r+b"))
+    f:seek("set", 8192)
+    f:write(("\222\173"):rep(2000))
+    f:close()
+    local j2, err, code = journal.open(path, { batch_id = "b" })
+    assert.is_nil(j2)
+    assert.equal("open", code)
+    assert.matches("journal .*damaged%.db: ", err)
+    assert.not_matches("%.lua:%d+", err)
+  end)
+
   it("claims rows once, skips final ones, spots duplicates, and locks", function()
     local dir = sh.tmpdir()
     local path = dir .. "/j.db"
@@ -350,6 +385,14 @@ local function users_csv(dir, n, extra)
   return sh.write(dir .. "/users.csv", lines(t))
 end
 
+local function counts_of(path)
+  local j = journal.open_read(path)
+  if not j then return nil end
+  local ok, c = pcall(j.counts, j)
+  j:close()
+  return ok and c or nil
+end
+
 local function api_error(status, code, message)
   return nil, { kind = "http", status = status, code = code, message = message or code }
 end
@@ -383,6 +426,73 @@ local function run_fake(opts)
 end
 
 describe("quan.batch engine", function()
+  it("retries an answer it cannot read, then counts the row failed: never sent, never a stop", function()
+    local dir = sh.tmpdir()
+    local input = users_csv(dir, 6)
+    local coupons = require "quan.batch.coupons"
+    local tries = {}
+    local sum, events = run_fake {
+      input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 2, result = coupons.coupon_id,
+      send = function(item)
+        tries[item.key] = (tries[item.key] or 0) + 1
+        local bad = ({ o00001 = { coupon_id = { a = 1 } }, o00002 = { x = 1 / 0 }, o00003 = { coupon_id = false },
+                       o00004 = { coupon_id = "" } })[item.key]
+        if item.key == "o00005" and tries[item.key] == 1 then bad = { coupon_id = 5 } end -- then a good answer
+        return { status = 200, json = bad or { coupon_id = "C" .. item.key }, body = "{}" }
+      end,
+    }
+    assert.equal(2, sum.sent)
+    assert.equal(4, sum.failed)
+    assert.is_nil(sum.stop_reason)
+    assert.equal(batch.exit.failed, sum.exit_code)
+    assert.equal(4, tries.o00001) -- every attempt of the policy
+    assert.equal(2, tries.o00005)
+    local failed = 0
+    for _, e in ipairs(events) do
+      if e.event == "failed" then
+        failed = failed + 1
+        assert.equal("BAD_ANSWER", e.code)
+        assert.matches("no coupon_id in the answer", e.message)
+      end
+    end
+    assert.equal(4, failed)
+    local c = counts_of(dir .. "/j.db")
+    assert.equal(0, c.in_flight)
+    assert.equal(4, c.failed)
+    -- the generic engine: a result function that raises or gives a table is the same
+    local sum2 = run_fake {
+      input = users_csv(sh.tmpdir(), 2), journal = dir .. "/j2.db", batch_id = "B2", retry = { attempts = 1 },
+      result = function(res) return res.json end,
+      send = function() return { status = 200, json = { coupon_id = "X" } } end,
+    }
+    assert.equal(2, sum2.failed)
+  end)
+
+  it("stops with JOURNAL (exit 5) when the journal cannot be written mid-run, and a rerun finishes", function()
+    local dir = sh.tmpdir()
+    users_csv(dir, 5000)
+    sh.write(dir .. "/run.lua", [[
+      local batch = require "quan.batch"
+      local s, err, code = batch.run { input = arg[1], journal = arg[2], batch_id = "full", log_format = "json",
+        out = io.open(arg[3], "w"), send = function(item) return { status = 200, json = { coupon_id = "C" .. item.key } } end }
+      if not s then io.stdout:write("nil ", tostring(err), "\n") os.exit(code) end
+      io.stdout:write(s.exit_code, " ", tostring(s.stop_code), " ", tostring(s.stop_reason), "\n")
+      os.exit(s.exit_code)
+    ]])
+    local run = ("%s %s %s %s %s"):format(sh.quote(sh.quan), sh.quote(dir .. "/run.lua"), sh.quote(dir .. "/users.csv"),
+      sh.quote(dir .. "/j.db"), sh.quote(dir .. "/events"))
+    -- a file size limit stands in for a full disk
+    local out, err, code = sh.run("trap '' XFSZ; ulimit -f 300; " .. run)
+    assert.equal(batch.exit.stopped, code, out .. err)
+    assert.matches("^5 JOURNAL journal: ", out)
+    assert.equal("", err) -- no traceback, no unobserved rejections
+    out, err, code = sh.run(run)
+    assert.equal(0, code, out .. err)
+    local c = counts_of(dir .. "/j.db")
+    assert.equal(5000, c.sent)
+    assert.equal(5000, c.total)
+  end)
+
   it("sends every row once, records the refused and goes on", function()
     local dir = sh.tmpdir()
     local input = users_csv(dir, 300)
@@ -678,14 +788,6 @@ local function events_of(path)
     if ok and type(e) == "table" then out[#out + 1] = e end
   end
   return out
-end
-
-local function counts_of(path)
-  local j = journal.open_read(path)
-  if not j then return nil end
-  local ok, c = pcall(j.counts, j)
-  j:close()
-  return ok and c or nil
 end
 
 local describe_e2e = describe

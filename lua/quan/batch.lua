@@ -282,11 +282,24 @@ function M.run(opts)
     end
   end
 
-  -- commits the pending outcomes (and nothing else)
+  -- journal_write(fn) -> true | false: runs fn in a journal transaction. A
+  -- journal that cannot be written (disk full, I/O error, damage) stops the
+  -- batch: what was not committed stays in_flight or unread, and the next
+  -- run sends it again with the same out_request_no.
+  local function journal_write(fn)
+    local ok, err = pcall(j.transaction, j, fn)
+    if ok then return true end
+    err = "journal: " .. tostring(err):gsub("^[^\n]-%.lua:%d+: ", "")
+    if stop_reason then report:event("error", { message = err }) else stop("JOURNAL", err) end
+    return false
+  end
+
+  -- commits the pending outcomes (and nothing else); on a journal error
+  -- they stay pending (in_flight in the journal)
   local function flush()
     if #pending == 0 then return end
     local list = pending
-    j:transaction(write_pending)
+    if not journal_write(write_pending) then return end
     pending, pending_since = {}, nil
     account(list)
     report:tick(st)
@@ -306,7 +319,7 @@ function M.run(opts)
     local list = pending
     local skipped, dups = 0, 0
     local claimed = {} -- queued only once the claims are committed
-    j:transaction(function()
+    local committed = journal_write(function()
       write_pending()
       local n = 0
       while n < flush_size do
@@ -339,6 +352,7 @@ function M.run(opts)
         end
       end
     end)
+    if not committed then return end
     for _, item in ipairs(claimed) do
       qtail = qtail + 1
       queue[qtail] = item
@@ -425,8 +439,16 @@ function M.run(opts)
     end
     local action, code, message = classify(res, err)
     if action == "ok" then
-      return outcome(item, "sent", resultfn(res, item))
-    elseif action == "retry" then
+      -- the answer must give a result the journal can hold; one it cannot
+      -- read leaves the outcome unknown: retried with the same number
+      local rok, value, why = pcall(resultfn, res, item)
+      if rok and (type(value) == "string" or math.type(value) == "integer" or (value == nil and why == nil)) then
+        return outcome(item, "sent", value ~= nil and tostring(value) or nil)
+      end
+      action, code = "retry", "BAD_ANSWER"
+      message = "the answer cannot be read: " .. tostring(rok and (why or ("result is a " .. type(value))) or value)
+    end
+    if action == "retry" then
       local d = policy:delay(attempt, code)
       if not d then return outcome(item, "failed", nil, code, message) end
       st.retries = st.retries + 1
@@ -487,8 +509,7 @@ function M.run(opts)
   end
 
   -- whatever happened, commit the outcomes we know
-  local fok, ferr = pcall(flush)
-  if not fok then stop("JOURNAL", "journal: " .. tostring(ferr)) end
+  flush()
 
   if input_error and not stop_reason then stop("INPUT", "input: " .. input_error) end
 
@@ -498,7 +519,7 @@ function M.run(opts)
     for i = qhead, qtail do back[#back + 1] = queue[i] end
     queue, qhead, qtail = {}, 1, 0
     if #back > 0 then
-      j:transaction(function()
+      journal_write(function()
         for _, item in ipairs(back) do
           j:record(item.key, item.new and "not_attempted" or (item.prior or "in_flight"), 0,
                    nil, item.prior_code, item.prior_message)
@@ -513,7 +534,7 @@ function M.run(opts)
     if stop_reason and not eof then
       local more = true
       while more do
-        j:transaction(function()
+        if not journal_write(function()
           for _ = 1, 2000 do
             local key, row = read_row()
             if not row then more = false; return end
@@ -529,7 +550,7 @@ function M.run(opts)
             else st.duplicates = st.duplicates + 1 end
             st.done = st.done + 1
           end
-        end)
+        end) then more = false end
       end
     end
   end

@@ -70,6 +70,17 @@ end
 local send_opts = { wx = true, stock_id = true, appid = true, creator_mchid = true,
                     preflight = true }
 
+-- coupon_id(res) -> the coupon_id of a send-coupon answer | nil, why: an
+-- answer without one (verified, yet not what the API sends) leaves the
+-- outcome unknown, so the row is retried with the same out_request_no
+function M.coupon_id(res)
+  local j = type(res) == "table" and res.json
+  local id = type(j) == "table" and j.coupon_id
+  if type(id) == "string" and id:find("^[%w%p]+$") and #id <= 128 then return id end
+  local body = type(res) == "table" and type(res.body) == "string" and res.body or ""
+  return nil, "no coupon_id in the answer: " .. (#body > 120 and body:sub(1, 120) .. "..." or body)
+end
+
 -- send(opts) -> summary | nil, message, exit_code (the message already
 -- reported on stderr as batch.run reports it)
 -- opts: wx (client), stock_id, appid (default wx.profile.appid),
@@ -98,6 +109,7 @@ function M.send(opts)
     if not send_opts[k] then run[k] = v end
   end
   run.send = M.sender { wx = wx, stock_id = stock_id, appid = appid, creator_mchid = creator }
+  run.result = run.result or M.coupon_id
   run.batch_prefix = run.batch_prefix or stock_id
   local meta = { stock_id = stock_id, appid = appid, creator_mchid = creator }
   for k, v in pairs(run.meta or {}) do meta[k] = v end

@@ -97,13 +97,25 @@ function M.open(path, opts)
     lock:close()
     return nil, "journal " .. path .. ": " .. tostring(err), "open"
   end
-  local ok, e = pcall(db.exec, db, SCHEMA)
-  if not ok then
+  -- a SQLite file that is not a journal (another program's database) is
+  -- refused, never adopted; a damaged one fails here, not in the middle of
+  -- a run
+  local ok, e = pcall(function()
+    local tables = {}
+    for r in db:rows("SELECT name FROM sqlite_master WHERE type = 'table'") do tables[r.name] = true end
+    if next(tables) ~= nil and not (tables.meta and tables.items and tables.runs) then return "foreign" end
+    db:exec(SCHEMA)
+    for r in db:rows("PRAGMA quick_check") do
+      if r.quick_check ~= "ok" then error("damaged: " .. tostring(r.quick_check), 0) end
+    end
+  end)
+  if not ok or e == "foreign" then
     db:close(); lock:close()
-    return nil, "journal " .. path .. ": " .. tostring(e), "open"
+    return nil, "journal " .. path .. ": " .. (ok and "not a quan batch journal (a database with other tables)"
+      or tostring(e)), "open"
   end
   local self = setmetatable({ path = path, db = db, lock = lock }, Journal)
-  local res, msg = db:transaction(function()
+  local tok, res, msg = pcall(db.transaction, db, function()
     local version = self:get_meta("version")
     if version and tonumber(version) ~= M.VERSION then
       return nil, ("journal %s has format version %s, this quan writes %d"):format(path, version, M.VERSION)
@@ -136,6 +148,10 @@ function M.open(path, opts)
     self.run = id
     return true
   end)
+  if not tok then
+    db:close(); lock:close()
+    return nil, "journal " .. path .. ": " .. tostring(res), "open"
+  end
   if not res then
     db:close(); lock:close()
     return nil, msg, "mismatch"
