@@ -369,6 +369,11 @@ static void check_request(lua_State *L, int idx) {
       break;
     default: /* url, body, cafile, proxy */
       if (ty != LUA_TSTRING) req_error(L, "'%s' must be a string, got %s", k, luaL_typename(L, -1));
+      if (strcmp(k, "body") != 0) { /* C strings for libcurl: a NUL would cut them short */
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        if (strlen(s) != n) req_error(L, "'%s' contains a NUL byte", k);
+      }
       break;
     }
     lua_pop(L, 1);

@@ -379,6 +379,8 @@ describe("quan.http", function()
       { "https://x", "bad argument #1 to '[%w.]-request' %(table expected, got string%)" },
       { {}, "http request: 'url' is required" },
       { { url = 1 }, "http request: 'url' must be a string, got number" },
+      { { url = "https://x/a\0b" }, "http request: 'url' contains a NUL byte" },
+      { { url = "https://x", cafile = "/etc/ssl\0/x" }, "http request: 'cafile' contains a NUL byte" },
       { { url = "https://x", verify = false }, "http request: unknown field 'verify'" },
       { { url = "https://x", [1] = "y" }, "http request: unknown field of type number" },
       { { url = "https://x", method = "G T" }, "http request: bad method 'G T'" },
