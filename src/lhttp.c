@@ -35,6 +35,7 @@
 #define HEADERS_MT "quan.http.headers"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000L
+#define DEFAULT_MAX_RESPONSE ((lua_Integer)64 << 20) /* bytes of an answer body kept */
 #define POOL_MAX 32       /* idle easy handles kept for reuse */
 #define MAX_CONNECTS 64L  /* idle connections kept open in the cache */
 
@@ -76,6 +77,8 @@ typedef struct Transfer {
   int in_multi;           /* added to engine->multi */
   int done;
   int via_proxy;          /* an explicit, non-empty proxy was given */
+  size_t max_response;    /* body bytes kept at most (max_response) */
+  int too_large;          /* the body went past max_response */
   CURLcode result;
   char errbuf[CURL_ERROR_SIZE];
 } Transfer;
@@ -249,6 +252,10 @@ static int transfer_gc(lua_State *L) {
 
 static size_t write_cb(char *p, size_t size, size_t n, void *userp) {
   Transfer *t = userp;
+  if (size * n > t->max_response - t->body.len) {
+    t->too_large = 1;
+    return 0;
+  }
   return buf_add(&t->body, p, size * n) ? size * n : 0;
 }
 
@@ -277,7 +284,7 @@ static int rawfield(lua_State *L, int idx, const char *k) {
 }
 
 static const char *const fields[] = {"method", "url", "headers", "body", "timeout",
-                                     "connect_timeout", "cafile", "proxy", NULL};
+                                     "connect_timeout", "cafile", "proxy", "max_response", NULL};
 
 /* RFC 9110 tchar, without locale lookups */
 static int is_tchar(unsigned char c) {
@@ -366,6 +373,10 @@ static void check_request(lua_State *L, int idx) {
     case 5: /* connect_timeout */
       if (ty != LUA_TNUMBER) req_error(L, "'%s' must be a number, got %s", k, luaL_typename(L, -1));
       if (!(lua_tonumber(L, -1) > 0)) req_error(L, "'%s' must be positive", k);
+      break;
+    case 8: /* max_response */
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
+        req_error(L, "'max_response' must be a positive integer (bytes), got %s", luaL_typename(L, -1));
       break;
     default: /* url, body, cafile, proxy */
       if (ty != LUA_TSTRING) req_error(L, "'%s' must be a string, got %s", k, luaL_typename(L, -1));
@@ -500,6 +511,10 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   lua_pop(L, 1);
   if (t->what == NULL) luaL_error(L, "http: out of memory");
 
+  lua_Integer max = (rawfield(L, idx, "max_response") == LUA_TNIL) ? DEFAULT_MAX_RESPONSE : lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  t->max_response = (size_t)max;
+  must(L, curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max));
   must(L, curl_easy_setopt(h, CURLOPT_PRIVATE, t));
   must(L, curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->errbuf));
   must(L, curl_easy_setopt(h, CURLOPT_URL, url));
@@ -601,6 +616,8 @@ static const char *code_of(Transfer *t) {
   case CURLE_URL_MALFORMAT:
   case CURLE_UNSUPPORTED_PROTOCOL: return "url";
   case CURLE_ABORTED_BY_CALLBACK: return t->resend_refused ? "recv" : "aborted";
+  case CURLE_FILESIZE_EXCEEDED: return "too_large";
+  case CURLE_WRITE_ERROR: return t->too_large ? "too_large" : "other";
   default: return "other";
   }
 }
@@ -608,7 +625,12 @@ static const char *code_of(Transfer *t) {
 /* [] -> [nil, message, code]: a failed transfer as fail values. */
 static int push_failure(lua_State *L, Transfer *t) {
   const char *msg = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result);
+  char big[96];
   if (t->result == CURLE_WRITE_ERROR) msg = "out of memory storing the response";
+  if (t->too_large || t->result == CURLE_FILESIZE_EXCEEDED) {
+    snprintf(big, sizeof big, "answer larger than %zu bytes (max_response)", t->max_response);
+    msg = big;
+  }
   if (t->resend_refused) msg = "connection closed without an answer (the request was not sent again)";
   lua_pushnil(L);
   /* "Failed to connect" -> "failed to connect"; "URL ..." stays */

@@ -219,6 +219,19 @@ describe("quan.http", function()
       assert.matches("timed out", err)
     end)
 
+    it("returns code too_large for an answer past max_response, with or without a length", function()
+      for _, chunked in ipairs { "0", "1" } do
+        local path = "/big?n=5000&chunked=" .. chunked
+        local res, err, code = http.request(req(path, { max_response = 4000 }))
+        assert.is_nil(res)
+        assert.equal("too_large", code, chunked)
+        assert.matches("answer larger than 4000 bytes %(max_response%)", err)
+        res = assert(http.request(req(path, { max_response = 5000 })))
+        assert.equal(5000, #res.body)
+      end
+      assert.equal(3000, #assert(http.request(req("/big?n=3000&chunked=1"))).body) -- the default: 64 MiB
+    end)
+
     it("returns code connect for a refused connection", function()
       local res, err, code = http.request { url = ("https://127.0.0.1:%d/"):format(server.closed_port) }
       assert.is_nil(res)
@@ -397,6 +410,7 @@ describe("quan.http", function()
       { { url = "https://x", headers = { ["X-A"] = {} } }, "http request: header 'X%-A' must be a string, got table" },
       { { url = "https://x", cafile = false }, "http request: 'cafile' must be a string, got boolean" },
       { { url = "https://x", proxy = 1 }, "http request: 'proxy' must be a string, got number" },
+      { { url = "https://x", max_response = 0 }, "http request: 'max_response' must be a positive integer %(bytes%), got number" },
     }
     for i, case in ipairs(cases) do
       it("raises for case " .. i .. ": " .. case[2]:gsub("%%", ""):gsub("%[%w%.%]%-", ""), function()

@@ -106,6 +106,18 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/repeat-header":
             self.reply(200, b"ok", [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"),
                                     ("X-Multi", "one"), ("X-Multi", "two")])
+        elif url.path == "/big":
+            # n bytes, with a Content-Length or (chunked=1) without one
+            n = int(query.get("n", ["1000"])[0])
+            if query.get("chunked") == ["1"]:
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for _ in range(0, n, 1000):
+                    self.wfile.write(b"3e8\r\n" + b"x" * 1000 + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+            else:
+                self.reply(200, b"x" * n)
         elif url.path == "/drop":
             # read the request, act on it (count it), close without an answer
             with lock:
