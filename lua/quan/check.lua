@@ -47,7 +47,7 @@ local function json_of(node, name, echo)
   elseif t == "array" then
     return "[]"
   elseif t == "string" then
-    if node.enum then return jstr(node.example or node.enum[1]) end
+    if node.enum then return jstr(node.enum[1]) end
     if node.format == "rfc3339" then return jstr(iso_now()) end
     if name and (name:match("_id$") or name == "url" or name == "media_url") then
       if name == "url" then return jstr("https://check.invalid/download.csv") end

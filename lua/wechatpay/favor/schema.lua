@@ -235,8 +235,7 @@ local stock_object = {
     { name = "stock_id", type = "string", desc = "批次号" },
     { name = "stock_creator_mchid", type = "string", desc = "创建批次的商户号" },
     { name = "stock_name", type = "string", required = true, desc = "批次名称" },
-    { name = "status", type = "string", desc = "批次状态", enum = STOCK_STATUS, enum_desc = STOCK_STATUS_DESC,
-      example = "running" }, -- what `quan check` answers: a stock a script can go on with
+    { name = "status", type = "string", desc = "批次状态", enum = STOCK_STATUS, enum_desc = STOCK_STATUS_DESC },
     { name = "create_time", type = "string", format = "rfc3339", desc = "创建时间" },
     { name = "description", type = "string", required = true, desc = "使用说明" },
     { name = "stock_use_rule", type = "object", desc = "满减券批次使用规则",
