@@ -414,6 +414,15 @@ describe("the REPL off a terminal", function()
     assert.equal(0, code)
   end)
 
+  it("refuses an argument after `quan repl` with exit 2", function()
+    for _, a in ipairs { "foo", "--bogus", "--profile" } do
+      local out, err, code = sh.run("printf '=1+1\\n' | " .. q .. " repl " .. a)
+      assert.equal(2, code, a)
+      assert.equal("", out, a)
+      assert.matches("^quan repl: unexpected argument '" .. a:gsub("%-", "%%-") .. "'\nusage: quan ", err)
+    end
+  end)
+
   it("reads piped lines with io.read", function()
     local out = sh.run("printf '1+1\\nfunction f()\\nreturn 3 end\\nf()\\n' | " .. q .. " -i 2>&1")
     assert.matches("\n?[^\n]*2\n", out)

@@ -341,9 +341,15 @@ local function read_chunk()
   return f
 end
 
--- main() -> exit status. Ctrl-C cancels the line or the call in flight;
--- Ctrl-D (EOF) leaves.
-function M.main()
+-- main([args]) -> exit status. Ctrl-C cancels the line or the call in
+-- flight; Ctrl-D (EOF) leaves. `quan repl` takes no arguments: any is a
+-- usage error (2), never ignored.
+function M.main(args)
+  if args and args[1] ~= nil then
+    io.stderr:write("quan repl: unexpected argument '", tostring(args[1]), "'\n",
+      "usage: quan [--profile NAME] [--config FILE] [--sandbox] [--verbose] repl\n")
+    return 2
+  end
   local tty = qos.isatty(0)
   if tty then
     edit = require "quan.edit"
