@@ -128,17 +128,50 @@ static void print_usage(const char *badoption) {
     progname, progname, progname, progname);
 }
 
+#define EXIT_USAGE 2 /* quan's own usage errors; a bad Lua option exits 1, as in lua.c */
+
+static const char *const log_formats[] = {"bar", "json", "text", NULL};
+
 /* Long options are another spelling of an environment variable, so they
- * reach every module (and child process) the same way. */
-static const struct { const char *flag, *env; int takes_value; } longopts[] = {
-  {"--profile", "QUAN_PROFILE", 1},
-  {"--config", "QUAN_CONFIG", 1},
-  {"--log-format", "QUAN_LOG_FORMAT", 1},
-  {"--verbose", "QUAN_DEBUG", 0},
-  {"--sandbox", "QUAN_SANDBOX", 0},
-  {"--dry-run", "QUAN_DRY_RUN", 0},
-  {NULL, NULL, 0}
+ * reach every module (and child process) the same way. `values`, when set,
+ * lists the only values the option takes. */
+static const struct {
+  const char *flag, *env;
+  int takes_value;
+  const char *const *values;
+} longopts[] = {
+  {"--profile", "QUAN_PROFILE", 1, NULL},
+  {"--config", "QUAN_CONFIG", 1, NULL},
+  {"--log-format", "QUAN_LOG_FORMAT", 1, log_formats},
+  {"--verbose", "QUAN_DEBUG", 0, NULL},
+  {"--sandbox", "QUAN_SANDBOX", 0, NULL},
+  {"--dry-run", "QUAN_DRY_RUN", 0, NULL},
+  {NULL, NULL, 0, NULL}
 };
+
+/* allowed(values, v) -> 1 when values is NULL or lists v */
+static int allowed(const char *const *values, const char *v) {
+  if (values == NULL) return 1;
+  for (int k = 0; values[k]; k++)
+    if (strcmp(values[k], v) == 0) return 1;
+  return 0;
+}
+
+/* print_bad_value(argv, i): says that the long option at argv[i] (with
+ * its value after '=' or in argv[i + 1]) has a value it does not take */
+static void print_bad_value(char **argv, int i) {
+  const char *a = argv[i], *eq = strchr(a, '=');
+  int n = eq ? (int)(eq - a) : (int)strlen(a);
+  const char *value = eq ? eq + 1 : argv[i + 1];
+  fprintf(stderr, "%s: %.*s must be one of", progname, n, a);
+  for (int k = 0; longopts[k].flag; k++) {
+    if (strncmp(longopts[k].flag, a, (size_t)n) != 0 || longopts[k].flag[n] != '\0') continue;
+    for (int j = 0; longopts[k].values[j]; j++)
+      fprintf(stderr, "%s %s", j ? "," : "", longopts[k].values[j]);
+  }
+  fprintf(stderr, ", got '%s'\n", value);
+  fflush(stderr);
+}
 
 /* needs_value(option) -> 1 when option is a long option that takes a value */
 static int needs_value(const char *option) {
@@ -148,13 +181,14 @@ static int needs_value(const char *option) {
 }
 
 /* Returns how many argv entries the long option used, 0 if not one,
- * -1 on a missing value. */
+ * -1 on a missing value, -2 on a value the option does not take. */
 static int longopt(char **argv, int i) {
   const char *a = argv[i];
   for (int k = 0; longopts[k].flag; k++) {
     size_t n = strlen(longopts[k].flag);
     if (strncmp(a, longopts[k].flag, n) != 0) continue;
     if (a[n] == '=' && longopts[k].takes_value) {
+      if (!allowed(longopts[k].values, a + n + 1)) return -2;
       setenv(longopts[k].env, a + n + 1, 1);
       return 1;
     }
@@ -164,6 +198,7 @@ static int longopt(char **argv, int i) {
       return 1;
     }
     if (argv[i + 1] == NULL) return -1;
+    if (!allowed(longopts[k].values, argv[i + 1])) return -2;
     setenv(longopts[k].env, argv[i + 1], 1);
     return 2;
   }
@@ -176,10 +211,11 @@ static int longopt(char **argv, int i) {
 #define has_e 8     /* -e */
 #define has_E 16    /* -E */
 #define has_h 32    /* -h, --help */
+#define has_bad_value 64 /* a long option with a value it does not take */
 
 /* collectargs: scans options up to the script; *first is the index of the
- * script (or argc). Returns the flags seen, has_error on a bad one (then
- * *first is the bad option's index). */
+ * script (or argc). Returns the flags seen, has_error on a bad one or
+ * has_bad_value on a bad value (then *first is the bad option's index). */
 static int collectargs(char **argv, int *first) {
   int args = 0;
   int i;
@@ -189,6 +225,7 @@ static int collectargs(char **argv, int *first) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return has_h;
     if (argv[i][1] == '-' && argv[i][2] != '\0') {
       int used = longopt(argv, i);
+      if (used == -2) return has_bad_value;
       if (used <= 0) return has_error;
       i += used - 1;
       continue;
@@ -384,9 +421,10 @@ static int pmain(lua_State *L) {
     *exitcode = run_lua_entry(L, "quan.cli", "main", argv[cmd], argv + cmd + 1, argc - cmd - 1);
     return 0;
   }
-  /* `quan run ...` is `quan ...`: the word only reads better in scripts */
-  int first = 1;
-  if (cmd < argc && strcmp(argv[cmd], "run") == 0) first = cmd + 1;
+  /* `quan run ...` is `quan ...`: the word only reads better in scripts,
+   * and it always names one (`quan run -` reads stdin) */
+  int first = 1, run = 0;
+  if (cmd < argc && strcmp(argv[cmd], "run") == 0) first = cmd + 1, run = 1;
 
   int script = first;
   int args = collectargs(argv, &script);
@@ -395,9 +433,21 @@ static int pmain(lua_State *L) {
     *exitcode = 1;
     return 0;
   }
+  if (args == has_bad_value) {
+    print_bad_value(argv, script);
+    *exitcode = EXIT_USAGE;
+    return 0;
+  }
   if (args == has_h) {
     print_usage(NULL);
     *exitcode = 0;
+    return 0;
+  }
+  if (run && script == argc) {
+    fprintf(stderr, "%s: run: no script given ('-' reads one from stdin)\n"
+                    "usage: %s run [options] script [args]\n", progname, progname);
+    fflush(stderr);
+    *exitcode = EXIT_USAGE;
     return 0;
   }
   if (args & has_E) {

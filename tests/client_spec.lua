@@ -344,6 +344,27 @@ describe("wechatpay.config (profiles)", function()
     assert.equal("ERR config file " .. cwd .. "/quan.config.lua: must return a table", (show(cwd, "HOME=" .. q(home))))
   end)
 
+  it("stops a config file that runs too long, with a config error", function()
+    for _, text in ipairs { "while true do end", "local function f() return f() end f()", "repeat until false" } do
+      sh.write(cwd .. "/quan.config.lua", text)
+      local out, err, code = sh.run("cd " .. q(cwd) .. " && env -u QUAN_PROFILE -u QUAN_CONFIG HOME=" .. q(home)
+        .. " timeout 20 " .. q(sh.quan) .. " -e " .. q([[
+          local ok, e = pcall(require("wechatpay").client)
+          print(ok, type(e) == "table" and e.kind, tostring(e))
+          print(debug.gethook() == nil)]]))
+      assert.equal(0, code, text .. "\n" .. err)
+      assert.equal("false\tconfig\tconfig file " .. cwd .. "/quan.config.lua takes too long to run (a loop?)\ntrue\n", out)
+    end
+  end)
+
+  it("says that a profile is not a table", function()
+    sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = 5 } }")
+    assert.equal("ERR config file " .. cwd .. "/quan.config.lua: profile 'a' is not a table (it is a number)",
+      (show(cwd, "HOME=" .. q(home))))
+    assert.equal("ERR config file " .. cwd .. "/quan.config.lua: profile 'a' is not a table (it is a number)",
+      (show(cwd, "HOME=" .. q(home), "a")))
+  end)
+
   it("names a profile asked for when there is no config file", function()
     assert.equal("ERR profile 'prod': no config file (searched " .. cwd .. "/quan.config.lua, " .. home .. "/.config/quan/config.lua)",
       (show(cwd, "HOME=" .. q(home), "prod")))

@@ -9,7 +9,7 @@ local NOW = seed.NOW
 
 describe("favor.yuan", function()
   local good = {
-    { "12.34", 1234 }, { "0.01", 1 }, { "0.1", 10 }, { "12", 1200 }, { "12.340", 1234 }, { " 8.00 ", 800 },
+    { "12.34", 1234 }, { "0.01", 1 }, { "0.1", 10 }, { "12", 1200 }, { "12.340", 1234 }, { "8.00", 800 },
     { "0", 0 }, { "99999999.99", 9999999999 }, { 12, 1200 }, { 12.34, 1234 }, { 0.1 + 0.2, 30 },
     { 19.99, 1999 }, { 1.1 * 3, 330 }, { 0.07, 7 }, { 1e8, 10000000000 },
   }
@@ -28,7 +28,8 @@ describe("favor.yuan", function()
     { 1.005, "fraction of a fen" },
     { "-1", "is not an amount" }, { -1, "must not be negative" },
     { "1,000", "is not an amount" }, { "¥5", "is not an amount" }, { ".5", "is not an amount" },
-    { "", "is not an amount" }, { 0 / 0, "finite" }, { math.huge, "finite" },
+    { "", "is not an amount" }, { " 5 ", "favor.yuan: \" 5 \" is not an amount" }, { "5\n", "is not an amount" },
+    { 0 / 0, "finite" }, { math.huge, "finite" },
     { nil, "must be a string or number, got nil" }, { {}, "must be a string or number, got table" },
   }
   for _, c in ipairs(bad) do
@@ -75,6 +76,24 @@ describe("favor.at", function()
     end)
   end
 
+  for _, c in ipairs {
+    { 1e18, "favor.at: epoch 1e%+18 is outside the years 1970..9999 at %+08:00" },
+    { -1e15, "favor.at: epoch %-1e%+15 is outside the years 1970..9999" },
+    { 253402300799, "favor.at: epoch 253402300799 is outside the years 1970..9999" }, -- 10000-01-01 at +08:00
+    { "1969-12-31 23:59", "favor.at: \"1969%-12%-31 23:59\" is outside the years 1970..9999" },
+  } do
+    it("refuses a time outside the years 1970..9999: " .. tostring(c[1]), function()
+      local ok, err = pcall(function() local v = favor.at(c[1]); return v end)
+      assert.is_false(ok)
+      assert.matches("favor_spec.lua:%d+: " .. c[2], err)
+    end)
+  end
+
+  it("formats the first and last seconds of the years 1970..9999", function()
+    assert.equal("1970-01-01T00:00:00+08:00", favor.at(-8 * 3600))
+    assert.equal("9999-12-31T23:59:59+08:00", favor.at(253402300799 - 8 * 3600))
+  end)
+
   it("refuses a malformed offset", function()
     assert.has_error(function() favor.at("2026-11-11 10:00", "+8") end,
       "favor.at: offset must be like \"+08:00\", got \"+8\"")
@@ -99,6 +118,20 @@ describe("favor.weekdays and favor.daily", function()
     b.coupon_use_rule.coupon_available_time = favor.weekdays { 1, 2, 3, 4, 5, from = "10:00", to = "22:00" }
     assert.is_true((validate.request("POST", "/v3/marketing/favor/coupon-stocks", b, { now = NOW })))
   end)
+
+  for _, c in ipairs {
+    { function() local w = favor.daily { from = "22:00", to = "10:00" }; return w end, "favor.daily: from" },
+    { function() local w = favor.weekdays { 1, from = "22:00", to = "10:00" }; return w end, "favor.weekdays: from" },
+    { function() local w = favor.daily { to = "25:00" }; return w end, "favor.daily: no such time" },
+    { function() local w = favor.weekdays { 1, from = "x" }; return w end, "favor.weekdays: time of day" },
+    { function() local n = favor.seconds "x"; return n end, "favor.seconds: time of day" },
+  } do
+    it("raises at the caller's line: " .. c[2], function()
+      local ok, err = pcall(c[1])
+      assert.is_false(ok)
+      assert.matches("favor_spec.lua:%d+: " .. c[2], err)
+    end)
+  end
 
   for _, c in ipairs {
     { function() favor.weekdays { 7 } end, "favor.weekdays: day 1 must be 0..6 %(0 = Sunday%), got 7" },
@@ -191,6 +224,13 @@ describe("favor.stock templates", function()
     assert.equal(hex:match("^%x+"), favor._sha256("abc"))
   end)
 
+  it("takes a table shared by two fields (no cycle)", function()
+    local tags = { "a" }
+    local m = favor.merge({ x = tags }, { y = tags })
+    assert.same({ x = { "a" }, y = { "a" } }, m)
+    assert.same({ "a" }, favor.stock({ p = tags, q = { tags } }).q[1])
+  end)
+
   it("turns a template into a request the validator accepts", function()
     local t = seed.filled(NOW)
     local s = favor.stock(t):with { stock_use_rule = { max_amount = favor.unset, max_amount_by_day = favor.unset } }
@@ -206,6 +246,16 @@ describe("favor.stock templates", function()
     { function() local s = favor.stock {} s.with { } end, "use stock:with" },
     { function() favor.request_no("", "a") end, "favor.request_no: campaign must be a non%-empty string" },
     { function() favor.merge(1, {}) end, "favor.merge: base must be a table, got number" },
+    { function() local t = { a = {} } t.a.b = t; local s = favor.stock(t); return s end,
+      "favor_spec.lua:%d+: favor.stock: fields holds a cycle: fields.a.b refers back to fields" },
+    { function() local t = { a = { b = {} } } t.a.b.c = t.a; local m = favor.merge({}, t); return m end,
+      "favor_spec.lua:%d+: favor.merge: overrides holds a cycle: overrides.a.b.c refers back to overrides.a" },
+    { function() local t = { x = 1 } t.y = t; local m = favor.merge(t, {}); return m end,
+      "favor.merge: base holds a cycle: base.y refers back to base" },
+    { function() local s = favor.stock { x = {} } s.x.y = s; local r = s:with {}; return r end,
+      "favor_spec.lua:%d+: stock:with: stock holds a cycle: stock.x.y refers back to stock" },
+    { function() local o = {} o[1] = o; local r = favor.stock {}:with(o); return r end,
+      "stock:with: overrides holds a cycle: overrides.1 refers back to overrides" },
   } do
     it("refuses: " .. c[2], function()
       local ok, err = pcall(c[1])

@@ -98,6 +98,35 @@ describe("quan as a lua interpreter", function()
     assert.matches("\nusage: ", err, 1, true)
   end)
 
+  it("refuses a --log-format it does not know with exit 2, naming the values", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/s.lua", "print('ran')")
+    for _, cmd in ipairs {
+      " --log-format xml run " .. script, " run --log-format xml " .. script, " --log-format=xml " .. script,
+      " --log-format xml check " .. script, " check --log-format xml " .. script, " check --log-format=xml " .. script,
+    } do
+      local out, err, code = sh.run(q .. cmd)
+      assert.equal(2, code, cmd)
+      assert.equal("", out, cmd)
+      assert.matches("%-%-log%-format must be one of bar, json, text, got 'xml'\n$", err, nil, cmd)
+    end
+    local out, err, code = sh.run(q .. " --log-format text run " .. script)
+    assert.equal(0, code, err)
+    assert.equal("ran\n", out)
+  end)
+
+  it("refuses `quan run` without a script with exit 2; `quan run -` reads stdin", function()
+    for _, cmd in ipairs { " run", " run --profile p", " --sandbox run" } do
+      local out, err, code = sh.run("echo 'print(\"read stdin\")' | " .. q .. cmd)
+      assert.equal(2, code, cmd)
+      assert.equal("", out, cmd)
+      assert.matches("run: no script given %('%-' reads one from stdin%)\nusage: %S+ run %[options%] script", err)
+    end
+    local out, err, code = sh.run("echo 'print(\"read stdin\")' | " .. q .. " run -")
+    assert.equal(0, code, err)
+    assert.equal("read stdin\n", out)
+  end)
+
   it("says which option lacks its value", function()
     for _, opt in ipairs { "-e", "-l", "--profile", "--config", "--log-format" } do
       local _, err, code = sh.run(q .. " " .. opt)

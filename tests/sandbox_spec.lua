@@ -804,6 +804,28 @@ describe("quan sandbox", function()
       assert.has_error(function() require("quan.sandbox").start {bogus = 1} end, "quan.sandbox.start: unknown option 'bogus'")
     end)
 
+    it("refuses an address, port or fault rate out of range, and a state or ready file it cannot use, with exit 2", function()
+      local dir = sh.tmpdir()
+      for _, c in ipairs {
+        { "--listen 127.0.0.1:70000", "^quan sandbox: %-%-listen: port 70000 is out of range %(0..65535%)\nusage: " },
+        { "--listen 127.999.0.1:0", "^quan sandbox: %-%-listen: 127.999.0.1 is not an IPv4 address" },
+        { "--faults tamper=body:2", "^quan sandbox: faults: tamper's rate %(after ':'%) wants a rate between 0 and 1\n$" },
+        { "--faults error429=2", "^quan sandbox: faults: error429 wants a rate between 0 and 1\n$" },
+        { "--ready-file /nonexistent/f",
+          "^quan sandbox: %-%-ready%-file /nonexistent/f cannot be written %(No such file or directory%)\n$" },
+        { "--ready-file " .. dir .. "/none/f", "cannot be written %(No such file or directory%)" },
+        { "--state /proc/x", "^quan sandbox: state directory /proc/x cannot be made %(/proc/x: No such file or directory%)\n$" },
+        { "--state /dev/null/x", "^quan sandbox: state directory /dev/null/x cannot be made %(/dev/null/x: Not a directory%)\n$" },
+      } do
+        local args = c[1]:match("^%-%-state") and c[1] or (c[1] .. " --state " .. dir .. "/sb")
+        local out, err, code = sh.run("timeout 20 " .. sh.quote(sh.quan) .. " sandbox " .. args)
+        assert.equal(2, code, c[1] .. "\n" .. err)
+        assert.equal("", out, c[1])
+        assert.matches(c[2], err)
+        assert.not_matches("traceback", err)
+      end
+    end)
+
     it("refuses a second sandbox on the same state", function()
       local dir = sh.tmpdir() .. "/one"
       local a = sbx.start {state = dir}

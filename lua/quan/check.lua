@@ -192,6 +192,8 @@ function M.run(path, args, opts)
   return report
 end
 
+local LOG_FORMATS = { bar = true, json = true, text = true }
+
 local USAGE = "usage: quan check [--now TIME] [--profile NAME] [--config FILE] script.lua [args]"
 
 -- main(args) -> exit status
@@ -215,6 +217,12 @@ function M.main(args)
         return 2
       end
       i = i + 2
+    elseif (a == "--log-format" or a:match("^%-%-log%-format="))
+      and not LOG_FORMATS[a:match("=(.*)$") or args[i + 1] or ""] then
+      local v = a:match("=(.*)$") or args[i + 1]
+      io.stderr:write("quan check: --log-format ",
+        v and ("must be one of bar, json, text, got '" .. v .. "'") or "needs a value", "\n")
+      return 2
     elseif a == "--profile" or a == "--config" or a == "--log-format" then
       i = i + 2          -- accepted for symmetry with `quan run`; check uses no profile
     elseif a:match("^%-%-profile=") or a:match("^%-%-config=") or a == "--verbose" or a == "--sandbox"

@@ -112,8 +112,10 @@ local function field(t, k)
   if ok then return v end
 end
 
--- describe_error(e [, color]) -> text: an API error shows its code, message
--- and request id; an error table with __tostring prints through it.
+-- describe_error(e [, color]) -> text: an API error shows its code, message,
+-- request id and detail; an error table with __tostring prints through it.
+-- A validation error's message already lists its findings (its detail), and
+-- its code repeats its kind: each is shown once.
 function M.describe_error(e, color)
   local red = function(s) return pretty.paint(color, "err", s) end
   if type(e) == "table" and (field(e, "kind") or field(e, "code")) then
@@ -121,7 +123,7 @@ function M.describe_error(e, color)
     local head = red("error") .. (kind and (" (" .. tostring(kind) .. (status and (" " .. tostring(status)) or "") .. ")") or "")
     local code, msg = field(e, "code"), field(e, "message")
     local parts = {}
-    if code then parts[#parts + 1] = tostring(code) end
+    if code and code ~= kind then parts[#parts + 1] = tostring(code) end
     if msg then parts[#parts + 1] = tostring(msg) end
     if #parts == 0 then
       local ok, s = pcall(tostring, e)
@@ -131,7 +133,7 @@ function M.describe_error(e, color)
     local rid = field(e, "request_id")
     if rid then lines[#lines + 1] = "  request id: " .. tostring(rid) end
     local detail = field(e, "detail")
-    if detail ~= nil then
+    if detail ~= nil and kind ~= "validation" then
       lines[#lines + 1] = "  detail: " .. pretty.format(detail, { color = color }):gsub("\n", "\n  ")
     end
     return table.concat(lines, "\n")
@@ -269,13 +271,15 @@ local function settle(n, ...)
   return n, table.unpack(vals, 1, n)
 end
 
+-- run(f): the chunk is called by xpcall itself, never from a Lua function
+-- here: a line like `favor.yuan "x"` is a tail call, and an error raised at
+-- its caller's level then names no file (as in lua.c), never this one.
 local function run(f)
   local call = edit and edit.xpcall or require("quan.edit").xpcall
-  local function body()
-    local r = table.pack(f())
-    return settle(r.n, table.unpack(r, 1, r.n))
+  local res = table.pack(call(f, msgh))
+  if res[1] then
+    res = table.pack(call(settle, msgh, res.n - 1, table.unpack(res, 2, res.n)))
   end
-  local res = table.pack(call(body, msgh))
   if not res[1] then
     print_error(res[2])
   else
@@ -337,9 +341,15 @@ local function read_chunk()
   return f
 end
 
--- main() -> exit status. Ctrl-C cancels the line or the call in flight;
--- Ctrl-D (EOF) leaves.
-function M.main()
+-- main([args]) -> exit status. Ctrl-C cancels the line or the call in
+-- flight; Ctrl-D (EOF) leaves. `quan repl` takes no arguments: any is a
+-- usage error (2), never ignored.
+function M.main(args)
+  if args and args[1] ~= nil then
+    io.stderr:write("quan repl: unexpected argument '", tostring(args[1]), "'\n",
+      "usage: quan [--profile NAME] [--config FILE] [--sandbox] [--verbose] repl\n")
+    return 2
+  end
   local tty = qos.isatty(0)
   if tty then
     edit = require "quan.edit"

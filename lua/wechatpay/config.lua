@@ -16,6 +16,10 @@ local M = {}
 
 local getenv = os.getenv
 local conferr = errors.config
+local debug = debug
+
+-- instructions a config file may run: a table literal takes a few hundred
+M.INSTRUCTION_LIMIT = 10000000
 
 M.SECRETS = { private_key = true, apiv3_key = true }
 
@@ -63,11 +67,27 @@ function M.find()
   return nil, list
 end
 
--- read(path) -> the config table (run in an empty environment)
+-- run_bounded(chunk) -> true, value | false, error | nil (ran too long):
+-- pcall(chunk) under an instruction count hook, so that a loop in a config
+-- file raises instead of hanging whoever reads it; the hook in place before
+-- (one set from Lua) is put back
+local function run_bounded(chunk)
+  local hook, mask, count = debug.gethook()
+  local too_long = {}
+  debug.sethook(function() error(too_long, 0) end, "", M.INSTRUCTION_LIMIT)
+  local ok, v = pcall(chunk)
+  if type(hook) == "function" then debug.sethook(hook, mask, count) else debug.sethook() end
+  if not ok and v == too_long then return nil end
+  return ok, v
+end
+
+-- read(path) -> the config table (run in an empty environment, at most
+-- M.INSTRUCTION_LIMIT instructions)
 function M.read(path)
   local chunk, err = loadfile(path, "t", {})
   if not chunk then conferr("config file %s: %s", path, err) end
-  local ok, cfg = pcall(chunk)
+  local ok, cfg = run_bounded(chunk)
+  if ok == nil then conferr("config file %s takes too long to run (a loop?)", path) end
   if not ok then conferr("config file %s: %s", path, tostring(cfg)) end
   if type(cfg) ~= "table" then conferr("config file %s: must return a table", path) end
   if type(cfg.profiles) ~= "table" then conferr("config file %s: 'profiles' must be a table", path) end
@@ -113,8 +133,10 @@ end
 -- checked (file:// only) and their files' modes checked
 function M.profile(cfg, name, path)
   local src = cfg.profiles[name]
-  if type(src) ~= "table" then
+  if src == nil then
     conferr("config file %s: no profile '%s' (profiles: %s)", path, tostring(name), names(cfg.profiles))
+  elseif type(src) ~= "table" then
+    conferr("config file %s: profile '%s' is not a table (it is a %s)", path, tostring(name), type(src))
   end
   local dir = dirname(path)
   local p = {}

@@ -35,12 +35,12 @@ local MAX_FEN = 2^53
 -- yuan(x) -> integer 分
 -- x: a decimal string ("12.34", "12", "0.01", "12.340") parsed exactly, or a
 -- number (integer, or a float within float error of a whole fen: 0.1 + 0.2
--- gives 30). Refuses negatives, fractions of a fen ("12.345"), NaN, inf.
+-- gives 30). Refuses negatives, fractions of a fen ("12.345"), NaN, inf,
+-- and anything else in a string (spaces around it too).
 function M.yuan(x)
   if type(x) == "string" then
-    local s = x:match("^%s*(.-)%s*$")
-    local whole, frac = s:match("^(%d+)%.(%d+)$")
-    if not whole then whole, frac = s:match("^(%d+)$"), "" end
+    local whole, frac = x:match("^(%d+)%.(%d+)$")
+    if not whole then whole, frac = x:match("^(%d+)$"), "" end
     if not whole then
       error(sformat("favor.yuan: %q is not an amount in 元 (e.g. \"12.34\")", x), 2)
     end
@@ -82,17 +82,27 @@ local function offset_seconds(offset, level)
   return sign == "-" and -s or s
 end
 
+-- the local times at() makes: years 1970..9999
+local FIRST_YEAR, LAST_YEAR = 1970, 9999
+local LAST_SECOND = 253402300799 -- 9999-12-31T23:59:59, as if at UTC
+
 -- at(s [, offset]) -> RFC 3339 string
 -- s: "YYYY-MM-DD HH:MM", "YYYY-MM-DD HH:MM:SS", "YYYY-MM-DD" (00:00), a "T"
 -- in place of the space, or epoch seconds (a number); offset: "+08:00"
--- (Beijing time, the default) or any "+HH:MM" / "-HH:MM".
+-- (Beijing time, the default) or any "+HH:MM" / "-HH:MM". The time at
+-- offset must fall in the years 1970..9999.
 function M.at(s, offset)
   if offset == nil then offset = "+08:00" end
   if type(offset) ~= "string" then error("favor.at: offset must be a string like \"+08:00\"", 2) end
   local off = offset_seconds(offset, 2)
   if type(s) == "number" then
     if s ~= s or s == math.huge or s == -math.huge then error("favor.at: epoch must be finite", 2) end
-    return os.date("!%Y-%m-%dT%H:%M:%S", floor(s) + off) .. offset
+    local t = floor(s) + off
+    if t < 0 or t > LAST_SECOND then
+      error(sformat("favor.at: epoch %s is outside the years %d..%d at %s", tostring(s), FIRST_YEAR, LAST_YEAR,
+        offset), 2)
+    end
+    return os.date("!%Y-%m-%dT%H:%M:%S", tointeger(t)) .. offset
   end
   if type(s) ~= "string" then
     error("favor.at: expected a time like \"2026-11-11 10:00\" or epoch seconds, got " .. type(s), 2)
@@ -109,6 +119,9 @@ function M.at(s, offset)
   end
   if not Y then
     error(sformat("favor.at: expected \"YYYY-MM-DD HH:MM\", got %q", s), 2)
+  end
+  if tonumber(Y) < FIRST_YEAR then
+    error(sformat("favor.at: %q is outside the years %d..%d", s, FIRST_YEAR, LAST_YEAR), 2)
   end
   local r = sformat("%s-%s-%sT%02d:%02d:%02d%s", Y, Mo, D, tonumber(h), tonumber(mi), tonumber(sec), offset)
   -- the validator's parser is the one judge of dates ("no such date", "no
@@ -137,7 +150,11 @@ local function seconds(t, who, level)
   return h * 3600 + m * 60 + s
 end
 
-function M.seconds(t) return seconds(t, "favor.seconds", 2) end
+-- (no tail calls below: a tail call would hide the frame that error levels count)
+function M.seconds(t)
+  local n = seconds(t, "favor.seconds", 2)
+  return n
+end
 
 local function window(who, spec, days, level)
   local from = spec.from == nil and 0 or seconds(spec.from, who, level + 1)
@@ -170,7 +187,8 @@ function M.weekdays(spec)
   end
   if #days == 0 then error("favor.weekdays: no days given (use favor.daily for every day)", 2) end
   table.sort(days)
-  return window("favor.weekdays", spec, days, 2)
+  local w = window("favor.weekdays", spec, days, 2)
+  return w
 end
 
 -- daily{from = "HH:MM", to = "HH:MM"} -> coupon_available_time, every day of the week
@@ -180,7 +198,8 @@ function M.daily(spec)
   for k in pairs(spec) do
     if k ~= "from" and k ~= "to" then error("favor.daily: unknown option '" .. tostring(k) .. "' (from, to)", 2) end
   end
-  return window("favor.daily", spec, { 0, 1, 2, 3, 4, 5, 6 }, 2)
+  local w = window("favor.daily", spec, { 0, 1, 2, 3, 4, 5, 6 }, 2)
+  return w
 end
 
 -- after_receive(minutes) -> { available_time_after_receive = minutes }
@@ -221,6 +240,32 @@ local function is_sequence(t)
   return t[1] ~= nil
 end
 
+-- cycle(t, name) -> the path of a table inside t that holds one of its
+-- own enclosing tables, and the path of that table; nil when t is a tree
+-- (a table shared by two branches is no cycle)
+local function cycle(t, path, open)
+  open = open or {}
+  open[t] = path
+  for k, v in pairs(t) do
+    if type(v) == "table" and v ~= M.unset then
+      local p = path .. "." .. tostring(k)
+      if open[v] then return p, open[v] end
+      local a, b = cycle(v, p, open)
+      if a then return a, b end
+    end
+  end
+  open[t] = nil
+end
+
+-- check_tree(who, t, name, level): raises when t holds a cycle, which no
+-- request body can be
+local function check_tree(who, t, name, level)
+  local at, back = cycle(t, name)
+  if at then
+    error(sformat("%s: %s holds a cycle: %s refers back to %s", who, name, at, back), level + 1)
+  end
+end
+
 local function deep_copy(v)
   if type(v) ~= "table" or v == M.unset then return v end
   local r = {}
@@ -259,6 +304,8 @@ end
 function M.merge(base, over)
   if type(base) ~= "table" then error("favor.merge: base must be a table, got " .. type(base), 2) end
   if type(over) ~= "table" then error("favor.merge: overrides must be a table, got " .. type(over), 2) end
+  check_tree("favor.merge", base, "base", 2)
+  check_tree("favor.merge", over, "overrides", 2)
   return merge(base, over)
 end
 
@@ -314,8 +361,9 @@ end
 -- The result is the request table itself (send it as `json`), with methods:
 function M.stock(fields, opts)
   if type(fields) ~= "table" then error("favor.stock: fields must be a table, got " .. type(fields), 2) end
+  check_tree("favor.stock", fields, "fields", 2)
   if getmetatable(fields) == Stock then
-    return fields:with({}, opts)
+    return fields:with({}, opts) -- a tail call: :with raises at our caller's line
   end
   return make(fields, check_opts("favor.stock", opts))
 end
@@ -325,6 +373,8 @@ end
 function Stock:with(over, opts)
   if getmetatable(self) ~= Stock then error("favor.stock: use stock:with{...}, not stock.with{...}", 2) end
   if type(over) ~= "table" then error("stock:with: overrides must be a table, got " .. type(over), 2) end
+  check_tree("stock:with", self, "stock", 2)
+  check_tree("stock:with", over, "overrides", 2)
   local m = meta[self] or { derived = {}, opts = {} }
   local base = deep_copy(self)
   if m.derived.max_amount and type(base.stock_use_rule) == "table" then base.stock_use_rule.max_amount = nil end

@@ -73,8 +73,48 @@ local function parse_args(args)
   return o
 end
 
+-- loopback(listen) -> host, port | nil, message: "127.x.y.z:port", each
+-- octet 0..255, the port 0..65535 (0: any free port)
+local function loopback(listen)
+  local host, port = listen:match("^(%d+%.%d+%.%d+%.%d+):(%d+)$")
+  if not host or not host:match("^127%.") then
+    return nil, "--listen wants a loopback address and port, like 127.0.0.1:0, got '" .. listen .. "'"
+  end
+  for octet in host:gmatch("%d+") do
+    if tonumber(octet) > 255 then
+      return nil, "--listen: " .. host .. " is not an IPv4 address (each part 0..255)"
+    end
+  end
+  port = tonumber(port)
+  if port > 65535 then return nil, "--listen: port " .. port .. " is out of range (0..65535)" end
+  return host, port
+end
+
+-- writable_dir_of(file) -> true | nil, message: whether a file can be
+-- written next to `file` (files.write makes a temporary file there first)
+local function writable_dir_of(file)
+  local probe = ("%s.tmp.%d.probe"):format(file, qos.getpid())
+  local f, err = io.open(probe, "wb")
+  if not f then
+    if err:sub(1, #probe + 2) == probe .. ": " then err = err:sub(#probe + 3) end -- the reason alone
+    return nil, err
+  end
+  f:close()
+  os.remove(probe)
+  return true
+end
+
+-- state_dir(dir) -> true | nil, message: makes dir and its parents
+local function state_dir(dir)
+  mkdir_p(dir)
+  local ok, err = qos.mkdir(dir, 448)
+  if not ok then return nil, err end
+  return true
+end
+
 -- main(args) -> exit status. Serves until SIGINT/SIGTERM or until the
--- parent process dies.
+-- parent process dies. Usage errors, and a --state or --ready-file that
+-- cannot be used, exit 2; a sandbox that cannot start otherwise exits 1.
 function M.main(args)
   local parent = qos.getppid() -- now: a parent that dies while we start still counts
   local o, err = parse_args(args or {})
@@ -82,9 +122,9 @@ function M.main(args)
     io.stderr:write(err and (err .. "\n") or "", USAGE)
     return err and 2 or 0
   end
-  local host, port = o.listen:match("^([%d%.]+):(%d+)$")
-  if not host or not host:match("^127%.%d+%.%d+%.%d+$") then
-    io.stderr:write("quan sandbox: --listen wants a loopback address and port, like 127.0.0.1:0\n")
+  local host, port = loopback(o.listen)
+  if not host then
+    io.stderr:write("quan sandbox: ", port, "\n", USAGE)
     return 2
   end
   local faults, ferr = util.parse_faults(o.faults)
@@ -92,12 +132,27 @@ function M.main(args)
     io.stderr:write("quan sandbox: ", ferr, "\n")
     return 2
   end
+  if o.ready_file then
+    local ok, rerr = writable_dir_of(o.ready_file)
+    if not ok then
+      io.stderr:write("quan sandbox: --ready-file ", o.ready_file, " cannot be written (", tostring(rerr), ")\n")
+      return 2
+    end
+  end
   local dir = abspath(o.state or M.default_state())
-  mkdir_p(dir)
-  local lock, lerr = qos.lock(dir .. "/lock")
-  if not lock then
+  local bad_state = o.state and 2 or 1 -- a state dir named by the user is a usage error
+  local made, merr = state_dir(dir)
+  if not made then
+    io.stderr:write("quan sandbox: state directory ", dir, " cannot be made (", tostring(merr), ")\n")
+    return bad_state
+  end
+  local lock, lerr, lcode = qos.lock(dir .. "/lock")
+  if not lock and lcode == "busy" then
     io.stderr:write("quan sandbox: state ", dir, " is in use by another sandbox (", tostring(lerr), ")\n")
     return 1
+  elseif not lock then
+    io.stderr:write("quan sandbox: state directory ", dir, " cannot be used (", tostring(lerr), ")\n")
+    return bad_state
   end
   local fresh = files.setup(dir)
   files.platform_certificate(dir) -- before the handlers read it
@@ -118,7 +173,7 @@ function M.main(args)
   -- logged, never fatal: the API goes on answering)
   local outbox = require("quan.sandbox.handler").outbox(dir)
   local server = require "quan.server"
-  local srv, serr = server.start {handler = "quan.sandbox.handler", arg = dir, host = host, port = tonumber(port),
+  local srv, serr = server.start {handler = "quan.sandbox.handler", arg = dir, host = host, port = port,
     cert = "file://" .. dir .. "/server.pem", key = "file://" .. dir .. "/server.key.pem",
     reuse = 32} -- handler states outlive their connection: a new connection costs a TLS handshake only
   if not srv then
@@ -131,7 +186,16 @@ function M.main(args)
   io.stdout:flush()
   io.stderr:write(("quan sandbox: %s state %s%s; config %s/config.lua%s\n"):format(base_url, dir,
     fresh and " (new)" or "", dir, o.faults and (", faults " .. o.faults) or ""))
-  if o.ready_file then files.write(o.ready_file, base_url .. "\n") end
+  if o.ready_file then
+    local ok, werr = pcall(files.write, o.ready_file, base_url .. "\n")
+    if not ok then -- checked before starting, so only a change since then
+      io.stderr:write("quan sandbox: --ready-file ", o.ready_file, " cannot be written (", tostring(werr), ")\n")
+      srv:stop()
+      lock:close()
+      if o.temporary then rm_rf(dir) end
+      return 2
+    end
+  end
   local why, detail = srv:wait {parent = parent, every = 0.1, tick = function()
     local ok, err = pcall(outbox)
     if not ok then io.stderr:write("quan sandbox: notification retries: ", tostring(err), "\n") end

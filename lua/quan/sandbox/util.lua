@@ -154,8 +154,10 @@ function M.parse_faults(spec)
         if not TAMPER[kind] then return nil, "faults: unknown tamper kind '" .. kind .. "'" end
         list[#list + 1] = kind
       end
+      local r = rate == "" and 1 or tonumber(rate)
+      if not r or r < 0 or r > 1 then return nil, "faults: tamper's rate (after ':') wants a rate between 0 and 1" end
       f.tamper = list
-      f.tamper_rate = rate ~= "" and tonumber(rate) or 1
+      f.tamper_rate = r
     else
       return nil, "faults: unknown fault '" .. k .. "'"
     end
