@@ -143,6 +143,32 @@ describe("wechatpay.verify (with a stand-in key)", function()
     assert.equal("bad_timestamp", code)
   end)
 
+  it("reads a number as its decimal text, an array as its one string; refuses other values", function()
+    assert.is_true(verify.check(headers { ["wechatpay-timestamp"] = NOW, ["wechatpay-signature"] =
+      "good:" .. sign.response_message(tostring(NOW), "n1", "{}") }, "{}", keys, NOW))
+    assert.is_true(verify.check(headers { ["wechatpay-timestamp"] = NOW + 0.0, ["wechatpay-signature"] =
+      "good:" .. sign.response_message(tostring(NOW), "n1", "{}") }, "{}", keys, NOW))
+    assert.is_true(verify.check(headers { ["wechatpay-serial"] = { "PUB_KEY_ID_01" } }, "{}", keys, NOW))
+    assert.same({ false, "unknown_serial", "response signed by unknown serial 12345" },
+      { verify.check(headers { ["wechatpay-serial"] = 12345 }, "{}", keys, NOW) })
+    assert.same({ false, "bad_timestamp", "response timestamp '1.5' is not epoch seconds" },
+      { verify.check(headers { ["wechatpay-timestamp"] = 1.5 }, "{}", keys, NOW) })
+    for _, case in ipairs {
+      { { "a", "b" }, "a table of 2 values" },
+      { {}, "a table of 0 values" },
+      { { x = "a" }, "a table of 1 value" },
+      { { 7 }, "a table holding a number" },
+      { true, "a boolean" },
+    } do
+      local ok, code, msg = verify.check(headers { ["wechatpay-serial"] = case[1] }, "{}", keys, NOW)
+      assert.is_false(ok)
+      assert.equal("bad_header", code)
+      assert.equal("response header Wechatpay-Serial is " .. case[2] .. ", not one string", msg)
+    end
+    assert.same({ nil, "header Wechatpay-Nonce is a table of 2 values, not one string" },
+      { verify.header({ ["Wechatpay-Nonce"] = { "a", "b" } }, "Wechatpay-Nonce") })
+  end)
+
   it("skips only the file download path", function()
     assert.is_true(verify.skip("/v3/billdownload/file?token=x"))
     assert.is_false(verify.skip("/v3/marketing/favor/stocks/1/use-flow"))
@@ -824,6 +850,11 @@ describe_live("wechatpay client against the stand-in server", function()
       -- signed under a serial neither held nor carried
       assert.equal("unknown_serial", code(certificates_answer({ { serial = "0A0B", pem = cert("0A0B") } },
         { key = other, serial = "0C0D" })))
+      -- a signer header that is not one string
+      local twice = certificates_answer({ { serial = "0A0B", pem = cert("0A0B") } }, platform)
+      twice.headers["Wechatpay-Serial"] = { wxfake.PUBKEY_ID, "0A0B" }
+      assert.same({ "bad_header", "GET /v3/certificates: verify: response header Wechatpay-Serial is a table of 2 values, not one string" },
+        { code(twice) })
       -- signed by a known serial but garbled: the signature is what fails, before any decryption
       local bad = certificates_answer({ { serial = "0A0B", pem = cert("0A0B") } }, platform)
       bad.body = bad.body:gsub('"ciphertext":"', '"ciphertext":"AAAA', 1)
@@ -833,6 +864,53 @@ describe_live("wechatpay client against the stand-in server", function()
       list = assert(try(certificates_answer({ { serial = "0A0B", pem = cert("0A0B") }, { serial = "0E0F", pem = cert("0E0F", key2) } },
         { key = key2, serial = "0e0f" })))
       assert.equal(2, #list)
+    end)
+
+    it("takes header values a web framework hands over: numbers, one-string arrays; refuses others", function()
+      local headers, body = notice()
+      local function with(name, v)
+        local h = {}
+        for k, x in pairs(headers) do h[k] = x end
+        h[name] = v
+        return h
+      end
+      -- a timestamp as a number, a repeated header as an array of one
+      assert(wx:notification(with("Wechatpay-Timestamp", tonumber(headers["Wechatpay-Timestamp"])), body))
+      assert(wx:notification(with("Wechatpay-Serial", { headers["Wechatpay-Serial"] }), body))
+      assert(wx:notification(with("Request-ID", { "R" }), body))
+      local function fails_with(h)
+        local ev, err = wx:notification(h, body)
+        assert.is_nil(ev)
+        assert.equal("verify", err.kind)
+        return err.code, err.message
+      end
+      assert.same({ "bad_header", "notification: header Wechatpay-Serial is a table of 2 values, not one string" },
+        { fails_with(with("Wechatpay-Serial", { "a", "b" })) })
+      assert.same({ "bad_header", "notification: header Wechatpay-Signature is a boolean, not one string" },
+        { fails_with(with("Wechatpay-Signature", true)) })
+      assert.same({ "bad_header", "notification: header Wechatpay-Signature-Type is a table of 2 values, not one string" },
+        { fails_with(with("Wechatpay-Signature-Type", { "a", "b" })) })
+      assert.same({ "unknown_serial", "notification: signed by unknown serial 12345" },
+        { fails_with(with("Wechatpay-Serial", 12345)) })
+      local _, err = wx:notification(with("Request-ID", { "a", "b" }), "{}")
+      assert.is_nil(err.request_id)
+    end)
+
+    it("raises for bad opts, naming the option", function()
+      local headers, body = notice()
+      for _, case in ipairs {
+        { { now = "x" }, "notification: opts.now must be epoch seconds (a finite number)" },
+        { { now = 0 / 0 }, "notification: opts.now must be epoch seconds (a finite number)" },
+        { { now = math.huge }, "notification: opts.now must be epoch seconds (a finite number)" },
+        { { max_skew = "5" }, "notification: opts.max_skew must be seconds (>= 0) or false" },
+        { { maxskew = 5 }, "notification: unknown option 'maxskew'" },
+        { { [1] = true }, "notification: unknown option '1'" },
+      } do
+        local line = debug.getinfo(1, "l").currentline + 1
+        local ok, msg = pcall(function() local r = wx:notification(headers, body, case[1]) return r end)
+        assert.is_false(ok)
+        assert.equal("tests/client_spec.lua:" .. line .. ": " .. case[2], msg)
+      end
     end)
 
     it("raises for what is not a notification's headers and body, or no APIv3 key", function()

@@ -422,7 +422,7 @@ local header = verify.header -- any spelling of the name
 -- a before_send hook's fake response may use any case)
 local function request_id_of(h)
   local v = h["request-id"]
-  if v == nil then v = header(h, "Request-ID") end
+  if type(v) ~= "string" then v = header(h, "Request-ID") end -- nil when not one string
   return v
 end
 
@@ -628,15 +628,24 @@ end
 -- with the APIv3 key. event is the decoded body with event.data = the
 -- decrypted resource (a table) and event.request_id.
 -- opts: now (epoch seconds), max_skew (seconds, default 300; false: none).
+local NOTIFICATION_OPTIONS = { now = true, max_skew = true }
+
 function Client.notification(wx, headers, body, opts)
   if getmetatable(wx) ~= Client then error("notification: call it with ':' (wx:notification(headers, body))", 2) end
   if type(headers) ~= "table" then error("notification: expected the request's headers (a table)", 2) end
   if type(body) ~= "string" then error("notification: expected the request's raw body (a string)", 2) end
   if opts ~= nil and type(opts) ~= "table" then error("notification: opts must be a table", 2) end
   opts = opts or {}
+  for k in pairs(opts) do
+    if not NOTIFICATION_OPTIONS[k] then error("notification: unknown option '" .. tostring(k) .. "'", 2) end
+  end
   local skew = opts.max_skew
   if skew ~= nil and skew ~= false and not (type(skew) == "number" and skew >= 0) then
     error("notification: opts.max_skew must be seconds (>= 0) or false", 2)
+  end
+  local now = opts.now
+  if now ~= nil and not (type(now) == "number" and now == now and now > -math.huge and now < math.huge) then
+    error("notification: opts.now must be epoch seconds (a finite number)", 2)
   end
   local key = state[wx].apiv3
   if not key then error("notification: the client has no apiv3_key (it decrypts notifications)", 2) end
@@ -644,11 +653,12 @@ function Client.notification(wx, headers, body, opts)
   local function fail(code, why)
     return nil, errors.new { kind = "verify", code = code, request_id = request_id, message = "notification: " .. why }
   end
-  local stype = header(headers, "Wechatpay-Signature-Type")
+  local stype, bad = header(headers, "Wechatpay-Signature-Type")
+  if bad then return fail("bad_header", bad) end
   if stype ~= nil and stype ~= sign.SCHEME then
-    return fail("signature_type", "unsupported Wechatpay-Signature-Type " .. tostring(stype))
+    return fail("signature_type", "unsupported Wechatpay-Signature-Type " .. stype)
   end
-  local ok, code, why = verify.check(headers, body, state[wx].keys, opts.now or need("quan.os").time(), skew)
+  local ok, code, why = verify.check(headers, body, state[wx].keys, now or need("quan.os").time(), skew)
   if not ok then return fail(code, (why:gsub("^response ", ""))) end
   local event = json.decode(body)
   if type(event) ~= "table" or event[1] ~= nil then return fail("bad_json", "the body is not a JSON object") end
@@ -687,7 +697,8 @@ function Client.certificates(wx)
       message = p.context .. ": " .. why }
   end
   local now = need("quan.os").time()
-  local signer = verify.header(res.headers, "Wechatpay-Serial")
+  local signer, bad = verify.header(res.headers, "Wechatpay-Serial")
+  if bad then return fail("bad_header", "verify: response " .. bad) end
   local known = signer and verify.lookup(st.keys, signer)
   if known then -- the usual case: check the answer before reading it
     local ok, code, why = verify.check(res.headers, res.body, st.keys, now)
