@@ -124,6 +124,26 @@ static int os_mode(lua_State *L) {
   return 1;
 }
 
+/* stat(path) -> {kind =, size =, mode =} | nil, message, errno; kind is
+ * "file", "directory", "char", "block", "fifo", "socket" or "other"
+ * (symbolic links are followed) */
+static int os_stat(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct stat st;
+  if (stat(path, &st) != 0) return fail(L, path);
+  const char *kind = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
+    : S_ISCHR(st.st_mode) ? "char" : S_ISBLK(st.st_mode) ? "block"
+    : S_ISFIFO(st.st_mode) ? "fifo" : S_ISSOCK(st.st_mode) ? "socket" : "other";
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  lua_pushinteger(L, (lua_Integer)st.st_size);
+  lua_setfield(L, -2, "size");
+  lua_pushinteger(L, st.st_mode & 07777);
+  lua_setfield(L, -2, "mode");
+  return 1;
+}
+
 /* chmod(path, mode) -> true | nil, message, errno */
 static int os_chmod(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
@@ -325,6 +345,7 @@ static const luaL_Reg funcs[] = {
   {"exe", os_exe},
   {"cwd", os_cwd},
   {"mode", os_mode},
+  {"stat", os_stat},
   {"chmod", os_chmod},
   {"mkdir", os_mkdir},
   {"mkdtemp", os_mkdtemp},

@@ -632,6 +632,31 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal("image/png", res.json.file_type)
     end)
 
+    it("uploads only a regular file of 1 byte to 2 MB, refused before it is read otherwise", function()
+      local up = wx.v3.marketing.favor.media.imageUpload
+      local ctx = "POST /v3/marketing/favor/media/image-upload: option 'file': "
+      local dir = sh.tmpdir()
+      assert.equal(2 * 1024 * 1024, require("wechatpay.client").UPLOAD_LIMIT)
+      for _, path in ipairs { dir, "/dev/zero" } do
+        assert.has_error(function() up:post { file = path } end, ctx .. path .. " is not a regular file")
+      end
+      assert.has_error(function() up:post { file = dir .. "/none.png" } end,
+        ctx .. "cannot read " .. dir .. "/none.png: No such file or directory")
+      local big = sh.write(dir .. "/big.png", ("x"):rep(2 * 1024 * 1024 + 1))
+      assert.has_error(function() up:post { file = big } end,
+        ctx .. big .. " is 2097153 bytes, over the upload limit of 2097152 bytes (2 MB)")
+      local empty = sh.write(dir .. "/empty.png", "")
+      assert.has_error(function() up:post { file = empty } end, ctx .. empty .. " is empty")
+      -- exactly the limit goes out (answered by a hook: nothing sent)
+      local full = sh.write(dir .. "/full.png", ("x"):rep(2 * 1024 * 1024))
+      local sent
+      wechatpay.hooks.before_send = function(req) sent = #req.body return { status = 200, headers = {}, body = "{}" } end
+      local ok, res = pcall(up.post, up, { file = full })
+      wechatpay.hooks.before_send = nil
+      assert(ok, res)
+      assert.is_true(sent > 2 * 1024 * 1024)
+    end)
+
     it("raises on programmer errors, naming the request", function()
       assert.has_error(function() wx.v3.echo:post { josn = {} } end, "POST /v3/echo: unknown option 'josn'")
       assert.has_error(function() wx.v3.stocks._stock_id_:get {} end,

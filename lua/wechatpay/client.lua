@@ -24,6 +24,7 @@ M.VERSION = "0.1.0"
 M.USER_AGENT = "quan/" .. M.VERSION
 M.BASE_URL = "https://api.mch.weixin.qq.com"
 M.TIMEOUT = 30
+M.UPLOAD_LIMIT = 2 * 1024 * 1024 -- bytes: image-upload takes at most 2 MB
 
 -- Natives are required when first used, so the pure parts load anywhere.
 local loaded = {}
@@ -281,11 +282,26 @@ local function context(method, target)
   return method .. " " .. target
 end
 
+-- read_file(path) -> the bytes of a regular file of 1..UPLOAD_LIMIT bytes;
+-- a directory, a device or a pipe is refused before it is opened, and no
+-- more than UPLOAD_LIMIT + 1 bytes are read
 local function read_file(path)
+  local st, why = need("quan.os").stat(path)
+  if not st then usage("option 'file': cannot read " .. tostring(why)) end
+  if st.kind ~= "file" then usage("option 'file': " .. path .. " is not a regular file") end
+  local limit = M.UPLOAD_LIMIT
+  local function too_big(size)
+    usage(("option 'file': %s is %s bytes, over the upload limit of %d bytes (%d MB)"):format(
+      path, size, limit, limit // 1048576))
+  end
+  if st.size > limit then too_big(("%d"):format(st.size)) end
   local f, err = io.open(path, "rb")
   if not f then usage("option 'file': cannot read " .. tostring(err)) end
-  local s = f:read("a")
+  local s, rerr = f:read(limit + 1)
   f:close()
+  if s == nil and rerr then usage("option 'file': cannot read " .. path .. ": " .. tostring(rerr)) end
+  if s == nil or s == "" then usage("option 'file': " .. path .. " is empty") end
+  if #s > limit then too_big("more than " .. limit) end -- grown since stat
   return s
 end
 
