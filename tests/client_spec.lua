@@ -351,7 +351,10 @@ describe("wechatpay.config (profiles)", function()
     local out = show(cwd, "HOME=" .. q(home) .. " QUAN_MCHID=42 QUAN_BASE_URL=https://x QUAN_TIMEOUT=2.5")
     assert.matches("^a\t42\thttps://x\t.-\t2.5\twx1\t", out)
     out = show(cwd, "HOME=" .. q(home) .. " QUAN_TIMEOUT=soon")
-    assert.equal("ERR QUAN_TIMEOUT: expected a positive number of seconds, got 'soon'", out)
+    for _, bad in ipairs { "soon", "1e999", "-inf", "nan", "0", "-2" } do
+      out = show(cwd, "HOME=" .. q(home) .. " QUAN_TIMEOUT=" .. bad)
+      assert.equal("ERR QUAN_TIMEOUT: expected a positive, finite number of seconds, got '" .. bad .. "'", out)
+    end
   end)
 
   it("refuses inline secrets and names the key", function()
@@ -517,6 +520,10 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal("ca_file: cannot read /nonexistent/ca.pem: No such file or directory",
         config_error(fake.options { ca_file = "/nonexistent/ca.pem" }))
       assert.equal("wechatpay.new: unknown option 'mchId'", config_error(fake.options { mchId = "1" }))
+      for _, bad in ipairs { 0 / 0, math.huge, -math.huge, 0, -1, "5" } do
+        assert.equal("timeout: expected a positive, finite number of seconds, got " .. tostring(bad),
+          config_error(fake.options { timeout = bad }))
+      end
       assert.equal("wechatpay.new: expected a table of options, got nil", config_error(nil))
     end)
   end)
@@ -667,6 +674,10 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.has_error(function() wx.v3.echo:get { query = { t = { x = 1 } } } end,
         "GET /v3/echo: query 't' must be a string, number, boolean or an array of them")
       assert.has_error(function() wx.v3.echo.post { json = {} } end, "post: call it with ':' (node:post{...})")
+      for _, bad in ipairs { 0 / 0, math.huge, 0, -1, "5" } do
+        assert.has_error(function() wx.v3.echo:get { timeout = bad } end,
+          "GET /v3/echo: option 'timeout' must be a positive, finite number of seconds (got " .. tostring(bad) .. ")")
+      end
       assert.has_error(function() wx:chain(1) end, "chain: expected a path string, got number")
       -- raised at the caller's line
       local line = debug.getinfo(1, "l").currentline + 1
@@ -1168,7 +1179,7 @@ describe_live("wechatpay client against the stand-in server", function()
       local _, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " -e " .. sh.quote(
         "require('wechatpay').client()"))
       assert.equal(1, code)
-      assert.equal(sh.quan .. ": profile 'fake': timeout: expected a positive number of seconds\n", err)
+      assert.equal(sh.quan .. ": profile 'fake': timeout: expected a positive, finite number of seconds, got -1\n", err)
     end)
 
     it("runs every example of docs/client.md", function()

@@ -127,6 +127,11 @@ local function load_certs(certs, own)
   return keys, pubkey_id or best
 end
 
+-- seconds(v) -> true when v is a timeout: a number > 0 and finite (NaN fails)
+local function seconds(v)
+  return type(v) == "number" and v > 0 and v < math.huge
+end
+
 local function copy_public(opts)
   local p = {}
   for k, v in pairs(opts) do
@@ -186,7 +191,7 @@ function M.new(opts, profile)
   end
   if opts.proxy ~= nil and type(opts.proxy) ~= "string" then conferr("proxy: expected a URL") end
   local timeout = opts.timeout or M.TIMEOUT
-  if type(timeout) ~= "number" or timeout <= 0 then conferr("timeout: expected a positive number of seconds") end
+  if not seconds(timeout) then conferr("timeout: expected a positive, finite number of seconds, got %s", tostring(timeout)) end
 
   local wx = setmetatable({
     mchid = mchid,
@@ -372,8 +377,8 @@ local function prepare(wx, method, tpl, opts, raw)
   else
     body, signed, ctype = nil, "", "application/json"
   end
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
-    usage("option 'timeout' must be a positive number of seconds")
+  if opts.timeout ~= nil and not seconds(opts.timeout) then
+    usage("option 'timeout' must be a positive, finite number of seconds (got " .. tostring(opts.timeout) .. ")")
   end
   if opts.validate ~= nil and type(opts.validate) ~= "boolean" then usage("option 'validate' must be a boolean") end
   local headers, index
