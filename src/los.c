@@ -65,7 +65,7 @@ static int os_maxrss(lua_State *L) {
 /* sleep(seconds) -> true; an interrupting signal ends it early */
 static int os_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
-  luaL_argcheck(L, s >= 0 && s <= 1e9, 1, s < 0 ? "negative duration" : "duration too long");
+  luaL_argcheck(L, s >= 0 && s <= 1e9, 1, s != s ? "NaN is not a duration" : s < 0 ? "negative duration" : "duration too long");
   struct timespec ts = {(time_t)s, (long)((s - (lua_Number)(time_t)s) * 1e9)};
   nanosleep(&ts, NULL);
   lua_pushboolean(L, 1);

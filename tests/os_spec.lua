@@ -100,6 +100,7 @@ describe("quan.os", function()
   it("raises on bad arguments", function()
     assert.has_error(function() qos.sleep(-1) end, "bad argument #1 to 'sleep' (negative duration)")
     assert.has_error(function() qos.sleep(math.huge) end, "bad argument #1 to 'sleep' (duration too long)")
+    assert.has_error(function() qos.sleep(0 / 0) end, "bad argument #1 to 'sleep' (NaN is not a duration)")
     assert.has_error(function() qos.spawn({}) end, "bad argument #1 to 'spawn' (empty argv)")
     assert.has_error(function() qos.kill(1, "NOPE") end, "bad argument #2 to 'kill' (invalid option 'NOPE')")
     assert.has_error(function() qos.spawn({"true"}, {stdout = {}}) end,
