@@ -664,6 +664,39 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.is_true(sent > 2 * 1024 * 1024)
     end)
 
+    it("refuses a header that would break the request, before signing, at the caller's line", function()
+      local signed = 0
+      for _, case in ipairs {
+        { { X = "a\r\nB: c" }, "header 'X': the value has a CR, LF or NUL byte" },
+        { { X = "a\nb" }, "header 'X': the value has a CR, LF or NUL byte" },
+        { { X = "a\0b" }, "header 'X': the value has a CR, LF or NUL byte" },
+        { { "X: a\r\nB: c" }, "header 'X': the value has a CR, LF or NUL byte" },
+        { { [""] = "a" }, "header '': the name is empty" },
+        { { ": a" }, "header '': the name is empty" },
+        { { ["X\r\nY"] = "a" }, "header 'X\\x0D\\x0AY': the name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)" },
+        { { ["X\0"] = "a" }, "header 'X\\x00': the name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)" },
+        { { "X Y: a" }, "header 'X Y': the name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)" },
+        { { "Authorization: x" }, "header 'Authorization' is the client's to set" },
+        { { X = 0 / 0 }, "header 'X' must be a string or a finite number" },
+        { { X = {} }, "header 'X' must be a string" },
+        { { 5 }, "option 'headers': line 1 must be a string 'Name: value'" },
+        { { [true] = "x" }, "option 'headers': key true is neither a header name nor a line 1..0" },
+        { { "NoColon" }, "header 'NoColon' is not 'Name: value'" },
+      } do
+        wechatpay.hooks.before_send = function() signed = signed + 1 return { status = 200, headers = {}, body = "{}" } end
+        local line = debug.getinfo(1, "l").currentline + 1
+        local ok, msg = pcall(function() local r = wx.v3.echo:post { json = {}, headers = case[1] } return r end)
+        wechatpay.hooks.before_send = nil
+        assert.is_false(ok)
+        assert.equal("tests/client_spec.lua:" .. line .. ": POST /v3/echo: " .. case[2], msg)
+      end
+      assert.equal(0, signed)
+      -- what is fine: a name with token punctuation, a number, a line with spaces around the colon
+      local e = assert(wx.v3.echo:post { json = {}, headers = { ["X-A.b_c~1"] = 1.0, "X-Line :  v" } }).json
+      assert.equal("1", e.headers["x-a.b_c~1"])
+      assert.equal("v", e.headers["x-line"])
+    end)
+
     it("raises on programmer errors, naming the request", function()
       assert.has_error(function() wx.v3.echo:post { josn = {} } end, "POST /v3/echo: unknown option 'josn'")
       assert.has_error(function() wx.v3.stocks._stock_id_:get {} end,

@@ -310,6 +310,24 @@ local function read_file(path)
   return s
 end
 
+-- printable(s) -> s with control bytes written as \xHH, for a message
+local function printable(s)
+  return (s:gsub("%c", function(c) return ("\\x%02X"):format(c:byte()) end))
+end
+
+-- check_header(name, value) -> name, or a usage error naming the header:
+-- the name an HTTP token, the value free of CR, LF and NUL (a line break
+-- would start another header, or end them)
+local function check_header(name, value)
+  if name == "" then usage("header '': the name is empty") end
+  if not name:find("^[%w!#$%%&'*+%-.^_`|~]+$") then
+    usage("header '" .. printable(name) .. "': the name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)")
+  end
+  if name:lower() == "authorization" then usage("header 'Authorization' is the client's to set") end
+  if value:find("[\r\n%z]") then usage("header '" .. name .. "': the value has a CR, LF or NUL byte") end
+  return name
+end
+
 local function add_header(list, index, name, value)
   local lname = name:lower()
   local line = name .. ": " .. value
@@ -394,27 +412,40 @@ local function prepare(wx, method, tpl, opts, raw)
       ctype == "application/json" and "Content-Type: application/json" or "Content-Type: " .. ctype,
       fixed.ua_line, fixed.serial_line }
   else
+    if type(opts.headers) ~= "table" then usage("option 'headers' must be a table") end
     headers, index = {}, {}
     add_header(headers, index, "Accept", "application/json")
     add_header(headers, index, "Content-Type", ctype)
     add_header(headers, index, "User-Agent", M.USER_AGENT)
     if st.accept then add_header(headers, index, "Wechatpay-Serial", st.accept) end
-    if type(opts.headers) ~= "table" then usage("option 'headers' must be a table") end
+    local given = opts.headers
+    local lines = #given
     local names = {}
-    for k in pairs(opts.headers) do
-      if type(k) == "string" then names[#names + 1] = k end
+    for k in pairs(given) do
+      if type(k) == "string" then
+        names[#names + 1] = k
+      elseif math.type(k) ~= "integer" or k < 1 or k > lines then
+        usage("option 'headers': key " .. printable(tostring(k)) .. " is neither a header name nor a line 1.." .. lines)
+      end
     end
     table.sort(names)
     for _, k in ipairs(names) do
-      local v = opts.headers[k]
-      if type(v) ~= "string" and type(v) ~= "number" then usage("header '" .. k .. "' must be a string") end
-      if k:lower() == "authorization" then usage("header 'Authorization' is the client's to set") end
-      add_header(headers, index, k, tostring(v))
+      local v = given[k]
+      if type(v) == "number" then
+        if v ~= v or v == math.huge or v == -math.huge then usage("header '" .. printable(k) .. "' must be a string or a finite number") end
+        v = math.type(v) == "integer" and ("%d"):format(v) or tostring(math.tointeger(v) or v)
+      elseif type(v) ~= "string" then
+        usage("header '" .. printable(k) .. "' must be a string")
+      end
+      add_header(headers, index, check_header(k, v), v)
     end
-    for _, line in ipairs(opts.headers) do
-      local k, v = tostring(line):match("^([^:]+):%s*(.*)$")
-      if not k then usage("header '" .. tostring(line) .. "' is not 'Name: value'") end
-      add_header(headers, index, k, v)
+    for i = 1, lines do
+      local line = given[i]
+      if type(line) ~= "string" then usage(("option 'headers': line %d must be a string 'Name: value'"):format(i)) end
+      local k, v = line:match("^([^:]*):[ \t]*(.*)$")
+      if not k then usage("header '" .. printable(line) .. "' is not 'Name: value'") end
+      k = k:gsub("[ \t]+$", "")
+      add_header(headers, index, check_header(k, v), v)
     end
   end
   local ctx = context(method, target)
