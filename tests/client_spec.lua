@@ -61,6 +61,19 @@ describe("wechatpay.chain", function()
       chain.query { status = "running", start_time = "2027-03-01T00:00:00+08:00", offset = 0, limit = 10 })
     assert.equal("a=1&a=2&b=true", chain.query { b = true, a = { 1, 2 } })
     assert.equal("", chain.query {})
+    assert.equal("f=1.5&n=3", chain.query { n = 3.0, f = 1.5 })
+  end)
+
+  it("refuses NaN and infinities in the query and in path variables, naming them", function()
+    local function usage(fn, ...)
+      local ok, e = pcall(fn, ...)
+      assert.is_false(ok)
+      return e.message
+    end
+    assert.equal("query 'x' must be a finite number (got NaN)", usage(chain.query, { x = 0 / 0 }))
+    assert.equal("query 'y' must be a finite number (got inf)", usage(chain.query, { y = math.huge }))
+    assert.equal("query 'z' must be a finite number (got -inf)", usage(chain.query, { z = { 1, -math.huge } }))
+    assert.equal("path variable 'n' must be a finite number (got NaN)", usage(chain.expand, "v3/x/{n}", { n = 0 / 0 }))
   end)
 end)
 
@@ -240,9 +253,13 @@ describe("wechatpay.json", function()
   it("writes integers in full and refuses what JSON cannot hold", function()
     assert.equal('{"f":0.5,"n":12345678901234567}', json.encode { n = 12345678901234567, f = 0.5 })
     assert.equal('[1000,1000000000000000,-3,0.5]', json.encode { 1000.0, 1e15, -3.0, 0.5 })
-    assert.equal("[1,null,3]", json.encode { 1, nil, 3 })
+    assert.equal("[1,null,3]", json.encode { 1, json.null, 3 }) -- a null said on purpose
+    assert.has_error(function() json.encode { 1, nil, 3 } end,
+      "json: is a sparse array (2 values under keys up to 3, none at [2]); use a sequence 1..n")
     assert.has_error(function() json.encode { a = { [1] = 1, [20] = 2 } } end,
-      "json: field a: is a sparse array (2 values under keys up to 20); use a sequence 1..n")
+      "json: field a: is a sparse array (2 values under keys up to 20, none at [2]); use a sequence 1..n")
+    assert.has_error(function() json.encode { a = "\xff\xfe" } end, "json: field a: is not valid UTF-8 (at byte 1)")
+    assert.has_error(function() json.encode { a = { b = 0 / 0 } } end, "json: field a.b: is not a finite number (NaN)")
     local loop = {}
     loop.self = loop
     assert.has_error(function() json.encode(loop) end, "json: nested more than 1000 deep (a table that contains itself?)")
@@ -695,6 +712,31 @@ describe_live("wechatpay client against the stand-in server", function()
       local e = assert(wx.v3.echo:post { json = {}, headers = { ["X-A.b_c~1"] = 1.0, "X-Line :  v" } }).json
       assert.equal("1", e.headers["x-a.b_c~1"])
       assert.equal("v", e.headers["x-line"])
+    end)
+
+    it("refuses a body or query WeChat Pay would misread, with or without the validator", function()
+      for _, validate in ipairs { true, false } do
+        for _, case in ipairs {
+          { { json = { [1] = 1, [3] = 3 } }, "option 'json': is a sparse array (2 values under keys up to 3, none at [2]); use a sequence 1..n" },
+          { { json = { a = { "x", nil, "z" } } }, "option 'json': field a: is a sparse array (2 values under keys up to 3, none at [2]); use a sequence 1..n" },
+          { { json = { a = "\xff\xfe" } }, "option 'json': field a: is not valid UTF-8 (at byte 1)" },
+          { { json = { ["k\xff"] = 1 } }, "option 'json': has a key that is not valid UTF-8 (at byte 2)" },
+          { { json = { a = 0 / 0 } }, "option 'json': field a: is not a finite number (NaN)" },
+          { { query = { x = 0 / 0, y = 1 } }, "query 'x' must be a finite number (got NaN)" },
+          { { query = { y = math.huge } }, "query 'y' must be a finite number (got inf)" },
+        } do
+          local opts = case[1]
+          opts.validate = validate
+          local line = debug.getinfo(1, "l").currentline + 1
+          local ok, msg = pcall(function() local r = wx.v3.echo:post(opts) return r end)
+          assert.is_false(ok)
+          assert.equal("tests/client_spec.lua:" .. line .. ": POST /v3/echo: " .. case[2], msg)
+        end
+      end
+      local dir = sh.tmpdir()
+      local png = sh.write(dir .. "/logo.png", "\137PNG")
+      assert.has_error(function() wx.v3.marketing.favor.media.imageUpload:post { file = png, filename = "\xfflogo.png" } end,
+        "POST /v3/marketing/favor/media/image-upload: option 'filename' is not valid UTF-8")
     end)
 
     it("raises on programmer errors, naming the request", function()

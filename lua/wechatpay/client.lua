@@ -385,6 +385,10 @@ local function prepare(wx, method, tpl, opts, raw)
     local data = read_file(opts.file)
     local filename = opts.filename or multipart.basename(opts.file)
     if type(filename) ~= "string" then usage("option 'filename' must be a string") end
+    if not utf8.len(filename) then
+      usage(opts.filename and "option 'filename' is not valid UTF-8"
+        or "option 'file': the file's name is not valid UTF-8 (give option 'filename')")
+    end
     local crypto = need("quan.crypto")
     upload_meta = multipart.meta(filename, crypto.sha256(data))
     body, ctype = multipart.build {
