@@ -647,6 +647,27 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal(1.5, j.numbers.float)
     end)
 
+    it("gives res.json nil for a body of JSON null; a huge integer stays a float", function()
+      local function answer(body)
+        wechatpay.hooks.before_send = function() return { status = 200, headers = {}, body = body } end
+        local res, err = wx.v3.echo:get()
+        wechatpay.hooks.before_send = nil
+        return res, err
+      end
+      local res = assert(answer("null"))
+      assert.is_nil(res.json)
+      assert.equal("null", res.body)
+      res = assert(answer(" null "))
+      assert.is_nil(res.json)
+      assert.is_false(assert(answer("false")).json)
+      local _, err = answer("nul")
+      assert.equal("bad_json", err.code)
+      res = assert(answer('{"n":123456789012345678901234567890,"m":9007199254740993}'))
+      assert.equal("float", math.type(res.json.n))
+      assert.equal(1.2345678901234568e29, res.json.n)
+      assert.equal(9007199254740992, res.json.m) -- past 2^53: a double's nearest
+    end)
+
     it("uploads an image: meta first, signed over the meta only", function()
       local png = sh.write(fake.dir .. "/logo.png", "\137PNG\r\n\26\n" .. ("x"):rep(300))
       local res = assert(wx.v3.marketing.favor.media.imageUpload:post { file = png })

@@ -482,7 +482,9 @@ local function request_id_of(h)
   return v
 end
 
--- decode_result(p, res) -> result table
+-- result(res, request_id) -> result table, and whether a body was there
+-- that does not decode; a body of JSON null leaves r.json nil (cjson.null
+-- is a userdata: res.json.x would raise in the caller's code)
 local function result(res, request_id)
   local r = {
     status = res.status, headers = res.headers or {}, body = res.body or "",
@@ -491,9 +493,10 @@ local function result(res, request_id)
   local body = r.body
   if body ~= "" then
     local v = json.decode(body)
-    if v ~= nil then r.json = v end
+    if v == nil then return r, true end
+    if v ~= json.null then r.json = v end
   end
-  return r
+  return r, false
 end
 
 -- finish(wx, p, res, check) -> result | nil, err
@@ -518,11 +521,11 @@ local function finish(wx, p, res, check)
         }
       end
     end
-    local r = result(res, request_id)
+    local r, undecoded = result(res, request_id)
     -- an answer that says JSON (or says nothing) must decode: a caller never
     -- gets a success whose res.json is silently missing
     local ctype = header(h, "Content-Type")
-    if not file and r.body ~= "" and r.json == nil and (ctype == nil or ctype:lower():find("json", 1, true)) then
+    if not file and undecoded and (ctype == nil or ctype:lower():find("json", 1, true)) then
       local _, why = json.decode(r.body)
       return nil, errors.new {
         kind = "http", status = status, code = "bad_json", request_id = request_id,
