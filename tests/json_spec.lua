@@ -87,6 +87,7 @@ describe("quan.json", function()
       { { a = { ["\xc0\xaf"] = 1 } }, "json: field a: has a key that is not valid UTF-8 (at byte 1)" },
       { { a = 0 / 0 }, "json: field a: is not a finite number (NaN)" },
       { { a = { -math.huge } }, "json: field a[1]: is not a finite number (-inf)" },
+      { { [math.huge] = 1 }, "json: has a key that is not a finite number (inf)" },
     } do
       assert.is_nil(fast(case[1]))
       assert.has_error(function() json.encode(case[1]) end, case[2])
@@ -149,6 +150,9 @@ describe("quan.json", function()
     end
     local ok = pcall(slow, { [1] = 1, [20] = 2 })
     assert.is_false(ok)
+    -- a float key without an integer value is an object's key, as cjson writes it
+    assert.is_nil(fast { [1e300] = 1 })
+    assert.equal('{"1e+300":1}', slow { [1e300] = 1 })
   end)
 
   it("raises only for a missing argument", function()

@@ -70,7 +70,7 @@ end
 local function array_length(t)
   local max, items = 0, 0
   for k in next, t do
-    if type(k) ~= "number" or k < 1 or k ~= k // 1 then return -1 end
+    if mtype(k) ~= "integer" or k < 1 then return -1 end -- a float key has no integral value
     if k > max then max = k end
     items = items + 1
   end
@@ -143,6 +143,7 @@ local function put(v, depth)
       if tk == "number" then
         -- a number key is written as its text, as cjson does
         numeric = numeric or {}
+        if k == huge or k == -huge then fail(depth, "has a key that is not a finite number (" .. tostring(k) .. ")") end
         local name = mtype(k) == "integer" and sformat("%d", k) or cjson.encode(k)
         numeric[name] = k
         k = name
