@@ -36,14 +36,12 @@ describe("quan check", function()
     end)
   end
 
-  it("keeps create -> query chains working on placeholder answers", function()
-    -- the placeholder stock answers "running" (its schema's example), so
-    -- the example's start step is skipped, as on a second real run
+  it("keeps create -> start -> query chains working on placeholder answers", function()
     local out, _, code = sh.run(q .. " check scripts/examples/lifecycle.lua")
     assert.equal(0, code)
     assert.matches("2%. GET /v3/marketing/favor/stocks/CHECK%-0001%?stock_creator_mchid=1900000001", out)
-    assert.not_matches("/start", out)
-    assert.matches("周末满50减5\tCHECK%-0001\t%d+%-%d+%-%d+T[^\t]*\trunning", out)
+    assert.matches("3%. POST /v3/marketing/favor/stocks/CHECK%-0001/start", out)
+    assert.matches("周末满50减5\tCHECK%-0001\t%d+%-%d+%-%d+T[^\t]*\tunactivated", out)
   end)
 
   it("rejects every invalid table with its field path, all in one run, without network I/O", function()
