@@ -4,9 +4,9 @@
  *   The JSON text wechatpay.json.encode writes for v (object keys in sorted
  *   order, integral numbers in full, strings escaped as cjson 2.1.0 escapes
  *   them), or nil when v holds anything outside the plain subset: a table
- *   with a metatable, an object with a non-string key or more than 64 keys, a
- *   sparse array, a float that is not integral, a non-JSON value, nesting
- *   deeper than 100. On nil the caller uses its Lua encoder, which also
+ *   with a metatable, an object with a non-string key or more than 64 keys, an
+ *   array with holes, a string that is not valid UTF-8, a float that is not
+ *   integral, a non-JSON value, nesting deeper than 100. On nil the caller uses its Lua encoder, which also
  *   names the field of any error. Never raises for a bad value.
  *
  * The text is built in a malloc'd buffer owned by a userdata box (freed by
@@ -51,12 +51,43 @@ static int put(Out *o, const char *p, size_t n) {
   return 1;
 }
 
+/* Length of the UTF-8 sequence at s[i] (of n bytes), whose first byte c is
+ * >= 0x80; 0 when it is not valid UTF-8 as utf8.len decides it: no
+ * overlong forms, no surrogates, nothing past U+10FFFF. */
+static size_t utf8_seq(const unsigned char *s, size_t i, size_t n, unsigned char c) {
+  size_t len;
+  unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
+  if (c >= 0xC2 && c <= 0xDF) len = 2;
+  else if (c >= 0xE0 && c <= 0xEF) {
+    len = 3;
+    if (c == 0xE0) lo = 0xA0; /* overlong */
+    if (c == 0xED) hi = 0x9F; /* surrogates */
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    len = 4;
+    if (c == 0xF0) lo = 0x90; /* overlong */
+    if (c == 0xF4) hi = 0x8F; /* past U+10FFFF */
+  } else return 0;
+  if (n - i < len || s[i + 1] < lo || s[i + 1] > hi) return 0;
+  for (size_t k = 2; k < len; k++)
+    if ((s[i + k] & 0xC0) != 0x80) return 0;
+  return len;
+}
+
+/* Appends s as a JSON string literal; 0 when s is not valid UTF-8 (the Lua
+ * encoder names it) or out of memory. */
 static int put_string(Out *o, const char *s, size_t n) {
   if (!put(o, "\"", 1)) return 0;
   size_t run = 0; /* bytes written as themselves, pending */
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
-    const char *e = c < 128 ? escape[c] : NULL;
+    if (c >= 128) {
+      size_t len = utf8_seq((const unsigned char *)s, i, n, c);
+      if (len == 0) return 0;
+      run += len;
+      i += len - 1;
+      continue;
+    }
+    const char *e = escape[c];
     if (e == NULL) {
       run++;
       continue;
@@ -111,8 +142,9 @@ static int encode_object(lua_State *L, int idx, Out *o, int depth) {
   return put(o, "}", 1);
 }
 
-/* The table at idx: an array when every key is a positive integer and it
- * is not sparse (wechatpay.json's rule), else an object. */
+/* The table at idx: an array when its keys are exactly 1..n, an object
+ * when they are not all positive integers (wechatpay.json's rule); an array
+ * with holes is the Lua encoder's to refuse. */
 static int encode_table(lua_State *L, int idx, Out *o, int depth) {
   if (depth > MAX_DEPTH || !lua_checkstack(L, 4)) return 0;
   if (lua_getmetatable(L, idx)) { /* a node of the client, or anything else */
@@ -132,11 +164,11 @@ static int encode_table(lua_State *L, int idx, Out *o, int depth) {
     items++;
   }
   if (items == 0) return put(o, "{}", 2);
-  if (max > 10 && max > items * 2) return 0; /* sparse: the Lua encoder says why */
+  if (max > items) return 0; /* holes: the Lua encoder says where */
   for (lua_Integer i = 1; i <= max; i++) {
     if (!put(o, i == 1 ? "[" : ",", 1)) return 0;
     lua_rawgeti(L, idx, i);
-    int ok = lua_isnil(L, -1) ? put(o, "null", 4) : encode(L, lua_gettop(L), o, depth + 1);
+    int ok = encode(L, lua_gettop(L), o, depth + 1);
     lua_pop(L, 1);
     if (!ok) return 0;
   }

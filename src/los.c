@@ -65,7 +65,7 @@ static int os_maxrss(lua_State *L) {
 /* sleep(seconds) -> true; an interrupting signal ends it early */
 static int os_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
-  luaL_argcheck(L, s >= 0 && s <= 1e9, 1, s < 0 ? "negative duration" : "duration too long");
+  luaL_argcheck(L, s >= 0 && s <= 1e9, 1, s != s ? "NaN is not a duration" : s < 0 ? "negative duration" : "duration too long");
   struct timespec ts = {(time_t)s, (long)((s - (lua_Number)(time_t)s) * 1e9)};
   nanosleep(&ts, NULL);
   lua_pushboolean(L, 1);
@@ -121,6 +121,26 @@ static int os_mode(lua_State *L) {
   struct stat st;
   if (stat(path, &st) != 0) return fail(L, path);
   lua_pushinteger(L, st.st_mode & 07777);
+  return 1;
+}
+
+/* stat(path) -> {kind =, size =, mode =} | nil, message, errno; kind is
+ * "file", "directory", "char", "block", "fifo", "socket" or "other"
+ * (symbolic links are followed) */
+static int os_stat(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct stat st;
+  if (stat(path, &st) != 0) return fail(L, path);
+  const char *kind = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
+    : S_ISCHR(st.st_mode) ? "char" : S_ISBLK(st.st_mode) ? "block"
+    : S_ISFIFO(st.st_mode) ? "fifo" : S_ISSOCK(st.st_mode) ? "socket" : "other";
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  lua_pushinteger(L, (lua_Integer)st.st_size);
+  lua_setfield(L, -2, "size");
+  lua_pushinteger(L, st.st_mode & 07777);
+  lua_setfield(L, -2, "mode");
   return 1;
 }
 
@@ -325,6 +345,7 @@ static const luaL_Reg funcs[] = {
   {"exe", os_exe},
   {"cwd", os_cwd},
   {"mode", os_mode},
+  {"stat", os_stat},
   {"chmod", os_chmod},
   {"mkdir", os_mkdir},
   {"mkdtemp", os_mkdtemp},

@@ -430,6 +430,9 @@ describe("quan.async", function()
       { function() async.request("https://x") end, "bad argument #1 to 'request' (table expected, got string)" },
       { function() async.sleep("1") end, "bad argument #1 to 'sleep' (number expected, got string)" },
       { function() async.sleep(-1) end, "bad argument #1 to 'sleep' (negative duration)" },
+      { function() async.sleep(0 / 0) end, "bad argument #1 to 'sleep' (NaN is not a duration)" },
+      { function() async.sleep(math.huge) end, "bad argument #1 to 'sleep' (infinite duration)" },
+      { function() async.sleep(-math.huge) end, "bad argument #1 to 'sleep' (negative duration)" },
       { function() async.promise(1) end, "bad argument #1 to 'promise' (function expected, got number)" },
       { function() async.all(nil) end, "bad argument #1 to 'all' (table expected, got nil)" },
       { function() p:next(1) end, "bad argument #1 to 'next' (function or nil expected, got number)" },
@@ -444,6 +447,17 @@ describe("quan.async", function()
         assert.equal("tests/async_spec.lua:" .. debug.getinfo(case[1], "S").linedefined .. ": " .. case[2], err)
       end)
     end
+
+    it("rejects a task that sleeps NaN or forever, at once", function()
+      for _, bad in ipairs { 0 / 0, math.huge } do
+        local line = debug.getinfo(1, "l").currentline + 1
+        local t = async.spawn(function() async.sleep(bad) end)
+        assert.equal("rejected", t:status())
+        local ok, err = pcall(t.wait, t)
+        assert.is_false(ok)
+        assert.matches("^tests/async_spec%.lua:" .. line .. ": bad argument #1 to 'sleep' %(", err)
+      end
+    end)
 
     it("raises request-table errors at the caller", function()
       local ok, err = pcall(function() async.request { url = "https://x", nope = true } end)

@@ -61,6 +61,19 @@ describe("wechatpay.chain", function()
       chain.query { status = "running", start_time = "2027-03-01T00:00:00+08:00", offset = 0, limit = 10 })
     assert.equal("a=1&a=2&b=true", chain.query { b = true, a = { 1, 2 } })
     assert.equal("", chain.query {})
+    assert.equal("f=1.5&n=3", chain.query { n = 3.0, f = 1.5 })
+  end)
+
+  it("refuses NaN and infinities in the query and in path variables, naming them", function()
+    local function usage(fn, ...)
+      local ok, e = pcall(fn, ...)
+      assert.is_false(ok)
+      return e.message
+    end
+    assert.equal("query 'x' must be a finite number (got NaN)", usage(chain.query, { x = 0 / 0 }))
+    assert.equal("query 'y' must be a finite number (got inf)", usage(chain.query, { y = math.huge }))
+    assert.equal("query 'z' must be a finite number (got -inf)", usage(chain.query, { z = { 1, -math.huge } }))
+    assert.equal("path variable 'n' must be a finite number (got NaN)", usage(chain.expand, "v3/x/{n}", { n = 0 / 0 }))
   end)
 end)
 
@@ -143,6 +156,32 @@ describe("wechatpay.verify (with a stand-in key)", function()
     assert.equal("bad_timestamp", code)
   end)
 
+  it("reads a number as its decimal text, an array as its one string; refuses other values", function()
+    assert.is_true(verify.check(headers { ["wechatpay-timestamp"] = NOW, ["wechatpay-signature"] =
+      "good:" .. sign.response_message(tostring(NOW), "n1", "{}") }, "{}", keys, NOW))
+    assert.is_true(verify.check(headers { ["wechatpay-timestamp"] = NOW + 0.0, ["wechatpay-signature"] =
+      "good:" .. sign.response_message(tostring(NOW), "n1", "{}") }, "{}", keys, NOW))
+    assert.is_true(verify.check(headers { ["wechatpay-serial"] = { "PUB_KEY_ID_01" } }, "{}", keys, NOW))
+    assert.same({ false, "unknown_serial", "response signed by unknown serial 12345" },
+      { verify.check(headers { ["wechatpay-serial"] = 12345 }, "{}", keys, NOW) })
+    assert.same({ false, "bad_timestamp", "response timestamp '1.5' is not epoch seconds" },
+      { verify.check(headers { ["wechatpay-timestamp"] = 1.5 }, "{}", keys, NOW) })
+    for _, case in ipairs {
+      { { "a", "b" }, "a table of 2 values" },
+      { {}, "a table of 0 values" },
+      { { x = "a" }, "a table of 1 value" },
+      { { 7 }, "a table holding a number" },
+      { true, "a boolean" },
+    } do
+      local ok, code, msg = verify.check(headers { ["wechatpay-serial"] = case[1] }, "{}", keys, NOW)
+      assert.is_false(ok)
+      assert.equal("bad_header", code)
+      assert.equal("response header Wechatpay-Serial is " .. case[2] .. ", not one string", msg)
+    end
+    assert.same({ nil, "header Wechatpay-Nonce is a table of 2 values, not one string" },
+      { verify.header({ ["Wechatpay-Nonce"] = { "a", "b" } }, "Wechatpay-Nonce") })
+  end)
+
   it("skips only the file download path", function()
     assert.is_true(verify.skip("/v3/billdownload/file?token=x"))
     assert.is_false(verify.skip("/v3/marketing/favor/stocks/1/use-flow"))
@@ -214,9 +253,13 @@ describe("wechatpay.json", function()
   it("writes integers in full and refuses what JSON cannot hold", function()
     assert.equal('{"f":0.5,"n":12345678901234567}', json.encode { n = 12345678901234567, f = 0.5 })
     assert.equal('[1000,1000000000000000,-3,0.5]', json.encode { 1000.0, 1e15, -3.0, 0.5 })
-    assert.equal("[1,null,3]", json.encode { 1, nil, 3 })
+    assert.equal("[1,null,3]", json.encode { 1, json.null, 3 }) -- a null said on purpose
+    assert.has_error(function() json.encode { 1, nil, 3 } end,
+      "json: is a sparse array (2 values under keys up to 3, none at [2]); use a sequence 1..n")
     assert.has_error(function() json.encode { a = { [1] = 1, [20] = 2 } } end,
-      "json: field a: is a sparse array (2 values under keys up to 20); use a sequence 1..n")
+      "json: field a: is a sparse array (2 values under keys up to 20, none at [2]); use a sequence 1..n")
+    assert.has_error(function() json.encode { a = "\xff\xfe" } end, "json: field a: is not valid UTF-8 (at byte 1)")
+    assert.has_error(function() json.encode { a = { b = 0 / 0 } } end, "json: field a.b: is not a finite number (NaN)")
     local loop = {}
     loop.self = loop
     assert.has_error(function() json.encode(loop) end, "json: nested more than 1000 deep (a table that contains itself?)")
@@ -325,7 +368,10 @@ describe("wechatpay.config (profiles)", function()
     local out = show(cwd, "HOME=" .. q(home) .. " QUAN_MCHID=42 QUAN_BASE_URL=https://x QUAN_TIMEOUT=2.5")
     assert.matches("^a\t42\thttps://x\t.-\t2.5\twx1\t", out)
     out = show(cwd, "HOME=" .. q(home) .. " QUAN_TIMEOUT=soon")
-    assert.equal("ERR QUAN_TIMEOUT: expected a positive number of seconds, got 'soon'", out)
+    for _, bad in ipairs { "soon", "1e999", "-inf", "nan", "0", "-2" } do
+      out = show(cwd, "HOME=" .. q(home) .. " QUAN_TIMEOUT=" .. bad)
+      assert.equal("ERR QUAN_TIMEOUT: expected a positive, finite number of seconds, got '" .. bad .. "'", out)
+    end
   end)
 
   it("refuses inline secrets and names the key", function()
@@ -512,6 +558,10 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal("ca_file: cannot read /nonexistent/ca.pem: No such file or directory",
         config_error(fake.options { ca_file = "/nonexistent/ca.pem" }))
       assert.equal("wechatpay.new: unknown option 'mchId'", config_error(fake.options { mchId = "1" }))
+      for _, bad in ipairs { 0 / 0, math.huge, -math.huge, 0, -1, "5" } do
+        assert.equal("timeout: expected a positive, finite number of seconds, got " .. tostring(bad),
+          config_error(fake.options { timeout = bad }))
+      end
       assert.equal("wechatpay.new: expected a table of options, got nil", config_error(nil))
     end)
   end)
@@ -618,6 +668,27 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal(1.5, j.numbers.float)
     end)
 
+    it("gives res.json nil for a body of JSON null; a huge integer stays a float", function()
+      local function answer(body)
+        wechatpay.hooks.before_send = function() return { status = 200, headers = {}, body = body } end
+        local res, err = wx.v3.echo:get()
+        wechatpay.hooks.before_send = nil
+        return res, err
+      end
+      local res = assert(answer("null"))
+      assert.is_nil(res.json)
+      assert.equal("null", res.body)
+      res = assert(answer(" null "))
+      assert.is_nil(res.json)
+      assert.is_false(assert(answer("false")).json)
+      local _, err = answer("nul")
+      assert.equal("bad_json", err.code)
+      res = assert(answer('{"n":123456789012345678901234567890,"m":9007199254740993}'))
+      assert.equal("float", math.type(res.json.n))
+      assert.equal(1.2345678901234568e29, res.json.n)
+      assert.equal(9007199254740992, res.json.m) -- past 2^53: a double's nearest
+    end)
+
     it("uploads an image: meta first, signed over the meta only", function()
       local png = sh.write(fake.dir .. "/logo.png", "\137PNG\r\n\26\n" .. ("x"):rep(300))
       local res = assert(wx.v3.marketing.favor.media.imageUpload:post { file = png })
@@ -625,6 +696,89 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal("https://fake.example/" .. sha, res.json.media_url)
       assert.equal('{"filename":"logo.png","sha256":"' .. sha .. '"}', res.json.meta)
       assert.equal("image/png", res.json.file_type)
+    end)
+
+    it("uploads only a regular file of 1 byte to 2 MB, refused before it is read otherwise", function()
+      local up = wx.v3.marketing.favor.media.imageUpload
+      local ctx = "POST /v3/marketing/favor/media/image-upload: option 'file': "
+      local dir = sh.tmpdir()
+      assert.equal(2 * 1024 * 1024, require("wechatpay.client").UPLOAD_LIMIT)
+      for _, path in ipairs { dir, "/dev/zero" } do
+        assert.has_error(function() up:post { file = path } end, ctx .. path .. " is not a regular file")
+      end
+      assert.has_error(function() up:post { file = dir .. "/none.png" } end,
+        ctx .. "cannot read " .. dir .. "/none.png: No such file or directory")
+      local big = sh.write(dir .. "/big.png", ("x"):rep(2 * 1024 * 1024 + 1))
+      assert.has_error(function() up:post { file = big } end,
+        ctx .. big .. " is 2097153 bytes, over the upload limit of 2097152 bytes (2 MB)")
+      local empty = sh.write(dir .. "/empty.png", "")
+      assert.has_error(function() up:post { file = empty } end, ctx .. empty .. " is empty")
+      -- exactly the limit goes out (answered by a hook: nothing sent)
+      local full = sh.write(dir .. "/full.png", ("x"):rep(2 * 1024 * 1024))
+      local sent
+      wechatpay.hooks.before_send = function(req) sent = #req.body return { status = 200, headers = {}, body = "{}" } end
+      local ok, res = pcall(up.post, up, { file = full })
+      wechatpay.hooks.before_send = nil
+      assert(ok, res)
+      assert.is_true(sent > 2 * 1024 * 1024)
+    end)
+
+    it("refuses a header that would break the request, before signing, at the caller's line", function()
+      local signed = 0
+      for _, case in ipairs {
+        { { X = "a\r\nB: c" }, "header 'X': the value has a CR, LF or NUL byte" },
+        { { X = "a\nb" }, "header 'X': the value has a CR, LF or NUL byte" },
+        { { X = "a\0b" }, "header 'X': the value has a CR, LF or NUL byte" },
+        { { "X: a\r\nB: c" }, "header 'X': the value has a CR, LF or NUL byte" },
+        { { [""] = "a" }, "header '': the name is empty" },
+        { { ": a" }, "header '': the name is empty" },
+        { { ["X\r\nY"] = "a" }, "header 'X\\x0D\\x0AY': the name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)" },
+        { { ["X\0"] = "a" }, "header 'X\\x00': the name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)" },
+        { { "X Y: a" }, "header 'X Y': the name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)" },
+        { { "Authorization: x" }, "header 'Authorization' is the client's to set" },
+        { { X = 0 / 0 }, "header 'X' must be a string or a finite number" },
+        { { X = {} }, "header 'X' must be a string" },
+        { { 5 }, "option 'headers': line 1 must be a string 'Name: value'" },
+        { { [true] = "x" }, "option 'headers': key true is neither a header name nor a line 1..0" },
+        { { "NoColon" }, "header 'NoColon' is not 'Name: value'" },
+      } do
+        wechatpay.hooks.before_send = function() signed = signed + 1 return { status = 200, headers = {}, body = "{}" } end
+        local line = debug.getinfo(1, "l").currentline + 1
+        local ok, msg = pcall(function() local r = wx.v3.echo:post { json = {}, headers = case[1] } return r end)
+        wechatpay.hooks.before_send = nil
+        assert.is_false(ok)
+        assert.equal("tests/client_spec.lua:" .. line .. ": POST /v3/echo: " .. case[2], msg)
+      end
+      assert.equal(0, signed)
+      -- what is fine: a name with token punctuation, a number, a line with spaces around the colon
+      local e = assert(wx.v3.echo:post { json = {}, headers = { ["X-A.b_c~1"] = 1.0, "X-Line :  v" } }).json
+      assert.equal("1", e.headers["x-a.b_c~1"])
+      assert.equal("v", e.headers["x-line"])
+    end)
+
+    it("refuses a body or query WeChat Pay would misread, with or without the validator", function()
+      for _, validate in ipairs { true, false } do
+        for _, case in ipairs {
+          { { json = { [1] = 1, [3] = 3 } }, "option 'json': is a sparse array (2 values under keys up to 3, none at [2]); use a sequence 1..n" },
+          { { json = { a = { "x", nil, "z" } } }, "option 'json': field a: is a sparse array (2 values under keys up to 3, none at [2]); use a sequence 1..n" },
+          { { json = { a = "\xff\xfe" } }, "option 'json': field a: is not valid UTF-8 (at byte 1)" },
+          { { json = { ["k\xff"] = 1 } }, "option 'json': has a key that is not valid UTF-8 (at byte 2)" },
+          { { json = { a = 0 / 0 } }, "option 'json': field a: is not a finite number (NaN)" },
+          { { query = { x = 0 / 0, y = 1 } }, "query 'x' must be a finite number (got NaN)" },
+          { { query = { y = math.huge } }, "query 'y' must be a finite number (got inf)" },
+        } do
+          local opts = case[1]
+          opts.validate = validate
+          local line = debug.getinfo(1, "l").currentline + 1
+          local ok, msg = pcall(function() local r = wx.v3.echo:post(opts) return r end)
+          assert.is_false(ok)
+          assert.equal("tests/client_spec.lua:" .. line .. ": POST /v3/echo: " .. case[2], msg)
+        end
+      end
+      local dir = sh.tmpdir()
+      local png = sh.write(dir .. "/logo.png", "\137PNG")
+      assert.has_error(function() wx.v3.marketing.favor.media.imageUpload:post { file = png, filename = "\xfflogo.png" } end,
+        "POST /v3/marketing/favor/media/image-upload: option 'filename' is not valid UTF-8")
     end)
 
     it("raises on programmer errors, naming the request", function()
@@ -637,6 +791,10 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.has_error(function() wx.v3.echo:get { query = { t = { x = 1 } } } end,
         "GET /v3/echo: query 't' must be a string, number, boolean or an array of them")
       assert.has_error(function() wx.v3.echo.post { json = {} } end, "post: call it with ':' (node:post{...})")
+      for _, bad in ipairs { 0 / 0, math.huge, 0, -1, "5" } do
+        assert.has_error(function() wx.v3.echo:get { timeout = bad } end,
+          "GET /v3/echo: option 'timeout' must be a positive, finite number of seconds (got " .. tostring(bad) .. ")")
+      end
       assert.has_error(function() wx:chain(1) end, "chain: expected a path string, got number")
       -- raised at the caller's line
       local line = debug.getinfo(1, "l").currentline + 1
@@ -845,6 +1003,11 @@ describe_live("wechatpay client against the stand-in server", function()
       -- signed under a serial neither held nor carried
       assert.equal("unknown_serial", code(certificates_answer({ { serial = "0A0B", pem = cert("0A0B") } },
         { key = other, serial = "0C0D" })))
+      -- a signer header that is not one string
+      local twice = certificates_answer({ { serial = "0A0B", pem = cert("0A0B") } }, platform)
+      twice.headers["Wechatpay-Serial"] = { wxfake.PUBKEY_ID, "0A0B" }
+      assert.same({ "bad_header", "GET /v3/certificates: verify: response header Wechatpay-Serial is a table of 2 values, not one string" },
+        { code(twice) })
       -- signed by a known serial but garbled: the signature is what fails, before any decryption
       local bad = certificates_answer({ { serial = "0A0B", pem = cert("0A0B") } }, platform)
       bad.body = bad.body:gsub('"ciphertext":"', '"ciphertext":"AAAA', 1)
@@ -854,6 +1017,53 @@ describe_live("wechatpay client against the stand-in server", function()
       list = assert(try(certificates_answer({ { serial = "0A0B", pem = cert("0A0B") }, { serial = "0E0F", pem = cert("0E0F", key2) } },
         { key = key2, serial = "0e0f" })))
       assert.equal(2, #list)
+    end)
+
+    it("takes header values a web framework hands over: numbers, one-string arrays; refuses others", function()
+      local headers, body = notice()
+      local function with(name, v)
+        local h = {}
+        for k, x in pairs(headers) do h[k] = x end
+        h[name] = v
+        return h
+      end
+      -- a timestamp as a number, a repeated header as an array of one
+      assert(wx:notification(with("Wechatpay-Timestamp", tonumber(headers["Wechatpay-Timestamp"])), body))
+      assert(wx:notification(with("Wechatpay-Serial", { headers["Wechatpay-Serial"] }), body))
+      assert(wx:notification(with("Request-ID", { "R" }), body))
+      local function fails_with(h)
+        local ev, err = wx:notification(h, body)
+        assert.is_nil(ev)
+        assert.equal("verify", err.kind)
+        return err.code, err.message
+      end
+      assert.same({ "bad_header", "notification: header Wechatpay-Serial is a table of 2 values, not one string" },
+        { fails_with(with("Wechatpay-Serial", { "a", "b" })) })
+      assert.same({ "bad_header", "notification: header Wechatpay-Signature is a boolean, not one string" },
+        { fails_with(with("Wechatpay-Signature", true)) })
+      assert.same({ "bad_header", "notification: header Wechatpay-Signature-Type is a table of 2 values, not one string" },
+        { fails_with(with("Wechatpay-Signature-Type", { "a", "b" })) })
+      assert.same({ "unknown_serial", "notification: signed by unknown serial 12345" },
+        { fails_with(with("Wechatpay-Serial", 12345)) })
+      local _, err = wx:notification(with("Request-ID", { "a", "b" }), "{}")
+      assert.is_nil(err.request_id)
+    end)
+
+    it("raises for bad opts, naming the option", function()
+      local headers, body = notice()
+      for _, case in ipairs {
+        { { now = "x" }, "notification: opts.now must be epoch seconds (a finite number)" },
+        { { now = 0 / 0 }, "notification: opts.now must be epoch seconds (a finite number)" },
+        { { now = math.huge }, "notification: opts.now must be epoch seconds (a finite number)" },
+        { { max_skew = "5" }, "notification: opts.max_skew must be seconds (>= 0) or false" },
+        { { maxskew = 5 }, "notification: unknown option 'maxskew'" },
+        { { [1] = true }, "notification: unknown option '1'" },
+      } do
+        local line = debug.getinfo(1, "l").currentline + 1
+        local ok, msg = pcall(function() local r = wx:notification(headers, body, case[1]) return r end)
+        assert.is_false(ok)
+        assert.equal("tests/client_spec.lua:" .. line .. ": " .. case[2], msg)
+      end
     end)
 
     it("raises for what is not a notification's headers and body, or no APIv3 key", function()
@@ -1086,7 +1296,7 @@ describe_live("wechatpay client against the stand-in server", function()
       local _, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " -e " .. sh.quote(
         "require('wechatpay').client()"))
       assert.equal(1, code)
-      assert.equal(sh.quan .. ": profile 'fake': timeout: expected a positive number of seconds\n", err)
+      assert.equal(sh.quan .. ": profile 'fake': timeout: expected a positive, finite number of seconds, got -1\n", err)
     end)
 
     it("runs every example of docs/client.md", function()

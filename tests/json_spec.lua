@@ -36,19 +36,62 @@ describe("quan.json", function()
       out_request_no = "x1", notify_url = "https://example.com/a?b=c&d=\"e\"",
     }
     for _, v in ipairs {
-      {}, { {} }, { 0, -1, math.maxinteger, math.mininteger, 1e15, -0.0 }, { 1, nil, 3 },
+      {}, { {} }, { 0, -1, math.maxinteger, math.mininteger, 1e15, -0.0 }, { 1, cjson.null, 3 },
       { a = cjson.null, b = { cjson.null } }, "text", 42, true, false, cjson.null,
-      { [1] = "a", [2] = "b", [10] = "c" }, { x = { y = { z = { "deep" } } } },
+      { [1] = "a", [2] = "b", [3] = "c" }, { x = { y = { z = { "deep" } } } },
+      { "é", "券", "\u{10FFFF}", "\u{FFFF}", "\u{7FF}", "\u{800}", "\u{10000}", "\u{D7FF}", "\u{E000}" },
     } do
       same(v)
     end
   end)
 
   it("escapes every byte as cjson does, in values and keys", function()
-    for b = 0, 255 do
+    for b = 0, 127 do
       local c = string.char(b)
       same { k = "a" .. c .. "b", list = { c, c .. c } }
       if b ~= 0 then same { ["k" .. c] = 1 } end -- a key with a zero byte is the Lua encoder's
+    end
+  end)
+
+  -- refused(v): the Lua encoder raises and the fast path leaves v to it
+  local function refused(v)
+    assert.is_false((pcall(slow, v)))
+    assert.is_nil(fast(v))
+  end
+
+  it("agrees with utf8.len on what is UTF-8, for every lead byte and its neighbours", function()
+    local tails = { "", "\x80", "\xBF", "\x80\x80", "\x8F\xBF", "\x90\x80", "\x9F\xBF", "\xA0\x80",
+      "\xBF\xBF", "\x80\x80\x80", "\x8F\xBF\xBF", "\x90\x80\x80", "\xBF\xBF\xBF", "\xC0", "a", "\x80a" }
+    for b = 128, 255 do
+      for _, tail in ipairs(tails) do
+        local s = string.char(b) .. tail
+        if utf8.len(s) then
+          same { s }
+          same { [s] = 1 }
+        else
+          refused { s }
+          refused { [s] = 1 }
+        end
+      end
+    end
+  end)
+
+  it("leaves holes, invalid UTF-8 and NaN to the Lua encoder, which names the field", function()
+    local json = require "wechatpay.json"
+    for _, case in ipairs {
+      { { [1] = 1, [3] = 3 }, "json: is a sparse array (2 values under keys up to 3, none at [2]); use a sequence 1..n" },
+      { { a = { 1, nil, 3 } }, "json: field a: is a sparse array (2 values under keys up to 3, none at [2]); use a sequence 1..n" },
+      { { a = { [2] = 1 } }, "json: field a: is a sparse array (1 values under keys up to 2, none at [1]); use a sequence 1..n" },
+      { { a = "\xff\xfe" }, "json: field a: is not valid UTF-8 (at byte 1)" },
+      { { a = { "ok", "x\xed\xa0\x80" } }, "json: field a[2]: is not valid UTF-8 (at byte 2)" },
+      { { a = { ["\xc0\xaf"] = 1 } }, "json: field a: has a key that is not valid UTF-8 (at byte 1)" },
+      { { a = 0 / 0 }, "json: field a: is not a finite number (NaN)" },
+      { { a = { -math.huge } }, "json: field a[1]: is not a finite number (-inf)" },
+      { { [math.huge] = 1 }, "json: has a key that is not a finite number (inf)" },
+    } do
+      assert.is_nil(fast(case[1]))
+      assert.has_error(function() json.encode(case[1]) end, case[2])
+      assert.has_error(function() slow(case[1]) end, case[2])
     end
   end)
 
@@ -68,7 +111,15 @@ describe("quan.json", function()
     local function value(depth)
       local r = rnd(depth > 3 and 5 or 8)
       if r == 0 then return rnd(1000000) - 500000 end
-      if r == 1 then local s = {} for i = 1, rnd(12) do s[i] = string.char(rnd(256)) end return table.concat(s) end
+      if r == 1 then -- mostly UTF-8 (ASCII, two-, three- and four-byte characters), now and then a stray byte
+        local s = {}
+        for i = 1, rnd(12) do
+          local k = rnd(20)
+          if k == 0 then s[i] = string.char(128 + rnd(128))
+          else s[i] = utf8.char(({ 0, 128, 2048, 65536 })[k % 4 + 1] + rnd(128)) end
+        end
+        return table.concat(s)
+      end
       if r == 2 then return rnd(2) == 1 end
       if r == 3 then return cjson.null end
       if r == 4 then return rnd(100) + 0.0 end
@@ -77,7 +128,10 @@ describe("quan.json", function()
       for _ = 1, rnd(8) do o["f" .. rnd(50)] = value(depth + 1) end
       return o
     end
-    for _ = 1, 300 do same(value(0)) end
+    for _ = 1, 300 do
+      local v = value(0)
+      if pcall(slow, v) then same(v) else refused(v) end
+    end
   end)
 
   it("leaves to the Lua encoder what only it decides", function()
@@ -88,13 +142,17 @@ describe("quan.json", function()
     local cur = deep
     for _ = 1, 120 do cur.n = {}; cur = cur.n end
     for _, v in ipairs {
-      { 0.5 }, { a = 1 / 0 }, { mt }, { [1] = 1, [20] = 2 }, { 1, 2, x = 3 }, { [1.5] = 1 },
+      { 0.5 }, { a = 1 / 0 }, { mt }, { [1] = 1, [20] = 2 }, { [1] = 1, [3] = 3 }, { 1, 2, x = 3 }, { [1.5] = 1 },
+      { "\xff" }, { ["\xfe"] = 1 },
       { f = print }, { [true] = 1 }, { ["a\0b"] = 1 }, keys65, deep, io.stdout, { co = coroutine.create(print) },
     } do
       assert.is_nil(fast(v))
     end
     local ok = pcall(slow, { [1] = 1, [20] = 2 })
     assert.is_false(ok)
+    -- a float key without an integer value is an object's key, as cjson writes it
+    assert.is_nil(fast { [1e300] = 1 })
+    assert.equal('{"1e+300":1}', slow { [1e300] = 1 })
   end)
 
   it("raises only for a missing argument", function()

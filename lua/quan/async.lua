@@ -333,9 +333,13 @@ function M.request(req)
 end
 
 -- sleep(seconds): yields inside a task; outside, drives the loop meanwhile.
+-- NaN and infinite durations raise (a timer that never fires, or never
+-- compares, would stall the loop)
 function M.sleep(s)
   if type(s) ~= "number" then argerror("sleep", 1, "number", s) end
+  if s ~= s then error("bad argument #1 to 'sleep' (NaN is not a duration)", 2) end
   if s < 0 then error("bad argument #1 to 'sleep' (negative duration)", 2) end
+  if s == math.huge then error("bad argument #1 to 'sleep' (infinite duration)", 2) end
   local task = current_task()
   if task then
     local e = { at = now() + s, task = task }

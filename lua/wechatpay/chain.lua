@@ -37,7 +37,11 @@ local function scalar(v, what)
   local t = type(v)
   if t == "string" then return v end
   if t == "number" then
-    return math.type(v) == "integer" and ("%d"):format(v) or tostring(math.tointeger(v) or v)
+    if math.type(v) == "integer" then return ("%d"):format(v) end
+    if v ~= v or v == math.huge or v == -math.huge then
+      usage(what .. " must be a finite number (got " .. (v ~= v and "NaN" or tostring(v)) .. ")")
+    end
+    return tostring(math.tointeger(v) or v)
   end
   if t == "boolean" then return tostring(v) end
   usage(what .. " must be a string, number or boolean (got " .. t .. ")")

@@ -24,6 +24,7 @@ M.VERSION = "0.1.0"
 M.USER_AGENT = "quan/" .. M.VERSION
 M.BASE_URL = "https://api.mch.weixin.qq.com"
 M.TIMEOUT = 30
+M.UPLOAD_LIMIT = 2 * 1024 * 1024 -- bytes: image-upload takes at most 2 MB
 
 -- Natives are required when first used, so the pure parts load anywhere.
 local loaded = {}
@@ -126,6 +127,11 @@ local function load_certs(certs, own)
   return keys, pubkey_id or best
 end
 
+-- seconds(v) -> true when v is a timeout: a number > 0 and finite (NaN fails)
+local function seconds(v)
+  return type(v) == "number" and v > 0 and v < math.huge
+end
+
 local function copy_public(opts)
   local p = {}
   for k, v in pairs(opts) do
@@ -185,7 +191,7 @@ function M.new(opts, profile)
   end
   if opts.proxy ~= nil and type(opts.proxy) ~= "string" then conferr("proxy: expected a URL") end
   local timeout = opts.timeout or M.TIMEOUT
-  if type(timeout) ~= "number" or timeout <= 0 then conferr("timeout: expected a positive number of seconds") end
+  if not seconds(timeout) then conferr("timeout: expected a positive, finite number of seconds, got %s", tostring(timeout)) end
 
   local wx = setmetatable({
     mchid = mchid,
@@ -281,12 +287,45 @@ local function context(method, target)
   return method .. " " .. target
 end
 
+-- read_file(path) -> the bytes of a regular file of 1..UPLOAD_LIMIT bytes;
+-- a directory, a device or a pipe is refused before it is opened, and no
+-- more than UPLOAD_LIMIT + 1 bytes are read
 local function read_file(path)
+  local st, why = need("quan.os").stat(path)
+  if not st then usage("option 'file': cannot read " .. tostring(why)) end
+  if st.kind ~= "file" then usage("option 'file': " .. path .. " is not a regular file") end
+  local limit = M.UPLOAD_LIMIT
+  local function too_big(size)
+    usage(("option 'file': %s is %s bytes, over the upload limit of %d bytes (%d MB)"):format(
+      path, size, limit, limit // 1048576))
+  end
+  if st.size > limit then too_big(("%d"):format(st.size)) end
   local f, err = io.open(path, "rb")
   if not f then usage("option 'file': cannot read " .. tostring(err)) end
-  local s = f:read("a")
+  local s, rerr = f:read(limit + 1)
   f:close()
+  if s == nil and rerr then usage("option 'file': cannot read " .. path .. ": " .. tostring(rerr)) end
+  if s == nil or s == "" then usage("option 'file': " .. path .. " is empty") end
+  if #s > limit then too_big("more than " .. limit) end -- grown since stat
   return s
+end
+
+-- printable(s) -> s with control bytes written as \xHH, for a message
+local function printable(s)
+  return (s:gsub("%c", function(c) return ("\\x%02X"):format(c:byte()) end))
+end
+
+-- check_header(name, value) -> name, or a usage error naming the header:
+-- the name an HTTP token, the value free of CR, LF and NUL (a line break
+-- would start another header, or end them)
+local function check_header(name, value)
+  if name == "" then usage("header '': the name is empty") end
+  if not name:find("^[%w!#$%%&'*+%-.^_`|~]+$") then
+    usage("header '" .. printable(name) .. "': the name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)")
+  end
+  if name:lower() == "authorization" then usage("header 'Authorization' is the client's to set") end
+  if value:find("[\r\n%z]") then usage("header '" .. name .. "': the value has a CR, LF or NUL byte") end
+  return name
 end
 
 local function add_header(list, index, name, value)
@@ -346,6 +385,10 @@ local function prepare(wx, method, tpl, opts, raw)
     local data = read_file(opts.file)
     local filename = opts.filename or multipart.basename(opts.file)
     if type(filename) ~= "string" then usage("option 'filename' must be a string") end
+    if not utf8.len(filename) then
+      usage(opts.filename and "option 'filename' is not valid UTF-8"
+        or "option 'file': the file's name is not valid UTF-8 (give option 'filename')")
+    end
     local crypto = need("quan.crypto")
     upload_meta = multipart.meta(filename, crypto.sha256(data))
     body, ctype = multipart.build {
@@ -356,8 +399,8 @@ local function prepare(wx, method, tpl, opts, raw)
   else
     body, signed, ctype = nil, "", "application/json"
   end
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
-    usage("option 'timeout' must be a positive number of seconds")
+  if opts.timeout ~= nil and not seconds(opts.timeout) then
+    usage("option 'timeout' must be a positive, finite number of seconds (got " .. tostring(opts.timeout) .. ")")
   end
   if opts.validate ~= nil and type(opts.validate) ~= "boolean" then usage("option 'validate' must be a boolean") end
   local headers, index
@@ -373,27 +416,40 @@ local function prepare(wx, method, tpl, opts, raw)
       ctype == "application/json" and "Content-Type: application/json" or "Content-Type: " .. ctype,
       fixed.ua_line, fixed.serial_line }
   else
+    if type(opts.headers) ~= "table" then usage("option 'headers' must be a table") end
     headers, index = {}, {}
     add_header(headers, index, "Accept", "application/json")
     add_header(headers, index, "Content-Type", ctype)
     add_header(headers, index, "User-Agent", M.USER_AGENT)
     if st.accept then add_header(headers, index, "Wechatpay-Serial", st.accept) end
-    if type(opts.headers) ~= "table" then usage("option 'headers' must be a table") end
+    local given = opts.headers
+    local lines = #given
     local names = {}
-    for k in pairs(opts.headers) do
-      if type(k) == "string" then names[#names + 1] = k end
+    for k in pairs(given) do
+      if type(k) == "string" then
+        names[#names + 1] = k
+      elseif math.type(k) ~= "integer" or k < 1 or k > lines then
+        usage("option 'headers': key " .. printable(tostring(k)) .. " is neither a header name nor a line 1.." .. lines)
+      end
     end
     table.sort(names)
     for _, k in ipairs(names) do
-      local v = opts.headers[k]
-      if type(v) ~= "string" and type(v) ~= "number" then usage("header '" .. k .. "' must be a string") end
-      if k:lower() == "authorization" then usage("header 'Authorization' is the client's to set") end
-      add_header(headers, index, k, tostring(v))
+      local v = given[k]
+      if type(v) == "number" then
+        if v ~= v or v == math.huge or v == -math.huge then usage("header '" .. printable(k) .. "' must be a string or a finite number") end
+        v = math.type(v) == "integer" and ("%d"):format(v) or tostring(math.tointeger(v) or v)
+      elseif type(v) ~= "string" then
+        usage("header '" .. printable(k) .. "' must be a string")
+      end
+      add_header(headers, index, check_header(k, v), v)
     end
-    for _, line in ipairs(opts.headers) do
-      local k, v = tostring(line):match("^([^:]+):%s*(.*)$")
-      if not k then usage("header '" .. tostring(line) .. "' is not 'Name: value'") end
-      add_header(headers, index, k, v)
+    for i = 1, lines do
+      local line = given[i]
+      if type(line) ~= "string" then usage(("option 'headers': line %d must be a string 'Name: value'"):format(i)) end
+      local k, v = line:match("^([^:]*):[ \t]*(.*)$")
+      if not k then usage("header '" .. printable(line) .. "' is not 'Name: value'") end
+      k = k:gsub("[ \t]+$", "")
+      add_header(headers, index, check_header(k, v), v)
     end
   end
   local ctx = context(method, target)
@@ -422,11 +478,13 @@ local header = verify.header -- any spelling of the name
 -- a before_send hook's fake response may use any case)
 local function request_id_of(h)
   local v = h["request-id"]
-  if v == nil then v = header(h, "Request-ID") end
+  if type(v) ~= "string" then v = header(h, "Request-ID") end -- nil when not one string
   return v
 end
 
--- decode_result(p, res) -> result table
+-- result(res, request_id) -> result table, and whether a body was there
+-- that does not decode; a body of JSON null leaves r.json nil (cjson.null
+-- is a userdata: res.json.x would raise in the caller's code)
 local function result(res, request_id)
   local r = {
     status = res.status, headers = res.headers or {}, body = res.body or "",
@@ -435,9 +493,10 @@ local function result(res, request_id)
   local body = r.body
   if body ~= "" then
     local v = json.decode(body)
-    if v ~= nil then r.json = v end
+    if v == nil then return r, true end
+    if v ~= json.null then r.json = v end
   end
-  return r
+  return r, false
 end
 
 -- finish(wx, p, res, check) -> result | nil, err
@@ -462,11 +521,11 @@ local function finish(wx, p, res, check)
         }
       end
     end
-    local r = result(res, request_id)
+    local r, undecoded = result(res, request_id)
     -- an answer that says JSON (or says nothing) must decode: a caller never
     -- gets a success whose res.json is silently missing
     local ctype = header(h, "Content-Type")
-    if not file and r.body ~= "" and r.json == nil and (ctype == nil or ctype:lower():find("json", 1, true)) then
+    if not file and undecoded and (ctype == nil or ctype:lower():find("json", 1, true)) then
       local _, why = json.decode(r.body)
       return nil, errors.new {
         kind = "http", status = status, code = "bad_json", request_id = request_id,
@@ -628,15 +687,24 @@ end
 -- with the APIv3 key. event is the decoded body with event.data = the
 -- decrypted resource (a table) and event.request_id.
 -- opts: now (epoch seconds), max_skew (seconds, default 300; false: none).
+local NOTIFICATION_OPTIONS = { now = true, max_skew = true }
+
 function Client.notification(wx, headers, body, opts)
   if getmetatable(wx) ~= Client then error("notification: call it with ':' (wx:notification(headers, body))", 2) end
   if type(headers) ~= "table" then error("notification: expected the request's headers (a table)", 2) end
   if type(body) ~= "string" then error("notification: expected the request's raw body (a string)", 2) end
   if opts ~= nil and type(opts) ~= "table" then error("notification: opts must be a table", 2) end
   opts = opts or {}
+  for k in pairs(opts) do
+    if not NOTIFICATION_OPTIONS[k] then error("notification: unknown option '" .. tostring(k) .. "'", 2) end
+  end
   local skew = opts.max_skew
   if skew ~= nil and skew ~= false and not (type(skew) == "number" and skew >= 0) then
     error("notification: opts.max_skew must be seconds (>= 0) or false", 2)
+  end
+  local now = opts.now
+  if now ~= nil and not (type(now) == "number" and now == now and now > -math.huge and now < math.huge) then
+    error("notification: opts.now must be epoch seconds (a finite number)", 2)
   end
   local key = state[wx].apiv3
   if not key then error("notification: the client has no apiv3_key (it decrypts notifications)", 2) end
@@ -644,11 +712,12 @@ function Client.notification(wx, headers, body, opts)
   local function fail(code, why)
     return nil, errors.new { kind = "verify", code = code, request_id = request_id, message = "notification: " .. why }
   end
-  local stype = header(headers, "Wechatpay-Signature-Type")
+  local stype, bad = header(headers, "Wechatpay-Signature-Type")
+  if bad then return fail("bad_header", bad) end
   if stype ~= nil and stype ~= sign.SCHEME then
-    return fail("signature_type", "unsupported Wechatpay-Signature-Type " .. tostring(stype))
+    return fail("signature_type", "unsupported Wechatpay-Signature-Type " .. stype)
   end
-  local ok, code, why = verify.check(headers, body, state[wx].keys, opts.now or need("quan.os").time(), skew)
+  local ok, code, why = verify.check(headers, body, state[wx].keys, now or need("quan.os").time(), skew)
   if not ok then return fail(code, (why:gsub("^response ", ""))) end
   local event = json.decode(body)
   if type(event) ~= "table" or event[1] ~= nil then return fail("bad_json", "the body is not a JSON object") end
@@ -687,7 +756,8 @@ function Client.certificates(wx)
       message = p.context .. ": " .. why }
   end
   local now = need("quan.os").time()
-  local signer = verify.header(res.headers, "Wechatpay-Serial")
+  local signer, bad = verify.header(res.headers, "Wechatpay-Serial")
+  if bad then return fail("bad_header", "verify: response " .. bad) end
   local known = signer and verify.lookup(st.keys, signer)
   if known then -- the usual case: check the answer before reading it
     local ok, code, why = verify.check(res.headers, res.body, st.keys, now)

@@ -166,7 +166,9 @@ function M.profile(cfg, name, path)
     if v and v ~= "" then
       if o.number then
         local n = tonumber(v)
-        if not n or n <= 0 then conferr("%s: expected a positive number of seconds, got '%s'", o.env, v) end
+        if not (n and n > 0 and n < math.huge) then
+          conferr("%s: expected a positive, finite number of seconds, got '%s'", o.env, v)
+        end
         v = n
       end
       p[o.key] = v

@@ -8,13 +8,18 @@
 -- bytes in every process (cjson follows the hash order, which Lua 5.4 seeds
 -- per process): what `--dry-run` prints is what a later run sends. Integral
 -- numbers are written in full ("%d"; cjson rounds past 14 digits and writes
--- 1e15 as "1e+15"); strings, other floats and the array-or-object decision
--- are cjson's.
+-- 1e15 as "1e+15"); strings and other floats are written as cjson writes
+-- them. A table is an array when its keys are exactly 1..n, an object when
+-- they are not all positive integers. encode raises, naming the field, for
+-- what WeChat Pay could not read as meant: an array with holes (a nil
+-- inside 1..n; cjson would write null), a string or key that is not valid
+-- UTF-8, NaN and infinities.
 local cjson = require "cjson"
 local safe = require "cjson.safe"
-local tointeger, mtype = math.tointeger, math.type
+local tointeger, mtype, huge = math.tointeger, math.type, math.huge
 local concat, sort, sformat = table.concat, table.sort, string.format
 local next, type, tostring = next, type, tostring
+local utf8len = utf8.len -- strict: no surrogates, nothing past U+10FFFF, no overlong forms
 
 local M = {}
 
@@ -43,13 +48,15 @@ end
 
 local MAX_DEPTH = 1000
 
--- str(s) -> s as a JSON string literal, escaped by cjson; remembered (field
--- names and enum values repeat; short ones only), the memo dropped past 2048
--- entries
+-- str(s) -> s as a JSON string literal, escaped by cjson | nil when s is
+-- not valid UTF-8 (cjson would write the bytes as they are); remembered
+-- (field names and enum values repeat; short ones only), the memo dropped
+-- past 2048 entries
 local memo, memo_n = {}, 0
 local function str(s)
   local e = memo[s]
   if e then return e end
+  if not utf8len(s) then return nil end
   e = cjson.encode(s)
   if #s > 64 then return e end
   if memo_n >= 2048 then memo, memo_n = {}, 0 end
@@ -57,18 +64,21 @@ local function str(s)
   return e
 end
 
--- array_length(t) -> n when t is a JSON array (keys 1..n, as cjson decides:
--- positive integral keys, not excessively sparse), -1 for an object, -2 and
--- a message for a sparse array
+-- array_length(t) -> n when t is a JSON array (positive integral keys, all
+-- of 1..n), -1 for an object, -2 and a message for an array with holes:
+-- a nil inside 1..n would go out as null, which WeChat Pay refuses
 local function array_length(t)
   local max, items = 0, 0
   for k in next, t do
-    if type(k) ~= "number" or k < 1 or k ~= k // 1 then return -1 end
+    if mtype(k) ~= "integer" or k < 1 then return -1 end -- a float key has no integral value
     if k > max then max = k end
     items = items + 1
   end
-  if max > 10 and max > items * 2 then
-    return -2, sformat("is a sparse array (%d values under keys up to %d); use a sequence 1..n", items, max)
+  if max > items then
+    local hole = 1
+    while rawget(t, hole) ~= nil do hole = hole + 1 end
+    return -2, sformat("is a sparse array (%d values under keys up to %d, none at [%d]); use a sequence 1..n",
+      items, max, hole)
   end
   return items == 0 and -1 or tointeger(max)
 end
@@ -96,10 +106,13 @@ end
 local function put(v, depth)
   local t = type(v)
   if t == "string" then
-    n = n + 1; buf[n] = str(v)
+    local e = str(v)
+    if not e then fail(depth, sformat("is not valid UTF-8 (at byte %d)", select(2, utf8len(v)))) end
+    n = n + 1; buf[n] = e
   elseif t == "number" then
     -- integers, and floats with an integral value (1000.0, 1e15), in full
     local i = tointeger(v)
+    if not i and (v ~= v or v == huge or v == -huge) then fail(depth, "is not a finite number (" .. (v ~= v and "NaN" or tostring(v)) .. ")") end
     n = n + 1; buf[n] = i and sformat("%d", i) or cjson.encode(v)
   elseif t == "boolean" then
     n = n + 1; buf[n] = v and "true" or "false"
@@ -118,9 +131,8 @@ local function put(v, depth)
     if len >= 0 then
       for i = 1, len do
         n = n + 1; buf[n] = i == 1 and "[" or ","
-        local x = rawget(v, i)
         at[depth] = i
-        if x == nil then n = n + 1; buf[n] = "null" else put(x, depth + 1) end
+        put(rawget(v, i), depth + 1)
       end
       n = n + 1; buf[n] = "]"
       return
@@ -131,6 +143,7 @@ local function put(v, depth)
       if tk == "number" then
         -- a number key is written as its text, as cjson does
         numeric = numeric or {}
+        if k == huge or k == -huge then fail(depth, "has a key that is not a finite number (" .. tostring(k) .. ")") end
         local name = mtype(k) == "integer" and sformat("%d", k) or cjson.encode(k)
         numeric[name] = k
         k = name
@@ -143,8 +156,12 @@ local function put(v, depth)
     sort(keys)
     for i = 1, #keys do
       local name = keys[i]
+      local e = str(name)
+      if not e then
+        fail(depth, sformat("has a key that is not valid UTF-8 (at byte %d)", select(2, utf8len(name))))
+      end
       n = n + 1; buf[n] = i == 1 and "{" or ","
-      n = n + 1; buf[n] = str(name)
+      n = n + 1; buf[n] = e
       n = n + 1; buf[n] = ":"
       local k = numeric and numeric[name] or name
       at[depth] = k
@@ -171,7 +188,8 @@ function M.encode(v, level)
   return out
 end
 
--- string(s) -> s as a JSON string literal
+-- string(s) -> s as a JSON string literal (the bytes as they are: check
+-- utf8.len(s) first where that matters)
 function M.string(s)
   return cjson.encode(s)
 end

@@ -1,5 +1,5 @@
 -- wechatpay.verify: the checks a 2xx response passes before the caller sees
--- it, in order: the four Wechatpay-* headers present, the serial known, the
+-- it, in order: the four Wechatpay-* headers present (each one string), the serial known, the
 -- timestamp within 300 s of now (301 either way fails), and the RSA-SHA256
 -- signature valid over "timestamp\nnonce\nbody\n" with the exact bytes
 -- received.
@@ -26,7 +26,28 @@ end
 local LOWER = {}
 for _, name in ipairs(M.HEADERS) do LOWER[name] = name:lower() end
 
--- header(h, name) -> value | nil (empty counts as missing); lower-case key
+-- text(v, name) -> v as a header's text | nil, message: a number is its
+-- decimal text (a framework may hand over a timestamp as a number); a
+-- table, a repeated header as an array, counts when it holds one string
+local function text(v, name)
+  local t = type(v)
+  if t == "number" then
+    local i = math.tointeger(v)
+    return i and ("%d"):format(i) or tostring(v)
+  end
+  if t == "table" and v[1] ~= nil and v[2] == nil and next(v, next(v)) == nil then
+    if type(v[1]) == "string" then return v[1] end
+    t = "table holding a " .. type(v[1])
+  elseif t == "table" then
+    local n = 0
+    for _ in pairs(v) do n = n + 1 end
+    t = ("table of %d value%s"):format(n, n == 1 and "" or "s")
+  end
+  return nil, ("header %s is a %s, not one string"):format(name, t)
+end
+
+-- header(h, name) -> value | nil (empty counts as missing) | nil, message
+-- for a value that is not a header's text (see text); lower-case key
 -- first (how quan.http stores them), then the name as written, then any
 -- spelling (a web framework's table: WECHATPAY-TIMESTAMP)
 local function header(h, name)
@@ -37,6 +58,11 @@ local function header(h, name)
     for k, x in pairs(h) do
       if type(k) == "string" and k:lower() == lower then v = x break end
     end
+  end
+  if type(v) ~= "string" and v ~= nil then
+    local why
+    v, why = text(v, name)
+    if not v then return nil, why end
   end
   if v == "" then return nil end
   return v
@@ -69,7 +95,9 @@ function M.check(headers, body, keys, now, max_skew)
   local serial = header(headers, "Wechatpay-Serial")
   if not (ts and nonce and sig and serial) then
     for _, name in ipairs(M.HEADERS) do
-      if not header(headers, name) then
+      local v, why = header(headers, name)
+      if why then return false, "bad_header", "response " .. why end
+      if not v then
         return false, "missing_header", "response header " .. name .. " missing"
       end
     end
