@@ -627,6 +627,8 @@ static int push_failure(lua_State *L, Transfer *t) {
   const char *msg = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result);
   char big[96];
   if (t->result == CURLE_WRITE_ERROR) msg = "out of memory storing the response";
+  /* libcurl 7.88 reports a header line past its 100 KB limit this way too */
+  if (t->result == CURLE_OUT_OF_MEMORY) msg = "out of memory, or an answer header longer than libcurl allows (100 KB)";
   if (t->too_large || t->result == CURLE_FILESIZE_EXCEEDED) {
     snprintf(big, sizeof big, "answer larger than %zu bytes (max_response)", t->max_response);
     msg = big;

@@ -468,6 +468,21 @@ describe("quan.batch engine", function()
     assert.equal(2, sum2.failed)
   end)
 
+  it("drops the spaces around a key: ' o1 ' is o1 (and a duplicate of it)", function()
+    local dir = sh.tmpdir()
+    sh.write(dir .. "/users.csv", lines { "openid,name", '" o1 ",a', "o1,b", '"\to2",c' })
+    local sum, _, calls = run_fake {
+      input = dir .. "/users.csv", journal = dir .. "/j.db", batch_id = "B",
+      send = function(item) return { status = 200, json = { coupon_id = "C" .. item.key } } end,
+    }
+    local keys = {}
+    for _, c in ipairs(calls) do keys[#keys + 1] = c.key end
+    table.sort(keys)
+    assert.same({ "o1", "o2" }, keys)
+    assert.equal(1, sum.duplicates)
+    assert.equal(2, sum.sent)
+  end)
+
   it("stops with JOURNAL (exit 5) when the journal cannot be written mid-run, and a rerun finishes", function()
     local dir = sh.tmpdir()
     users_csv(dir, 5000)

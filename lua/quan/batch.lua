@@ -249,6 +249,8 @@ function M.run(opts)
     local row = st.rows
     local key = keyfn(rec)
     if key ~= nil and type(key) ~= "string" then key = tostring(key) end
+    -- " oUser1 " in a hand-edited CSV is the openid oUser1
+    if key and key:find("^%s") or key and key:find("%s$") then key = key:match("^%s*(.-)%s*$") end
     return key, row, rec
   end
 
