@@ -148,14 +148,6 @@ function M.fail(opts, message, code)
   return nil, message, code
 end
 
--- run(opts) -> summary | nil, message, exit_code
--- opts (see docs/batches.md): input, key ("openid"), journal, send,
--- batch_id, batch_prefix, meta, classify, result, concurrency (64),
--- rate (400/s), burst, retry ({attempts, base, factor, max}), log_format,
--- out (io.stderr), progress_interval (5 s), log_items, total, synchronous,
--- flush_size, flush_interval, async (quan.async), sep.
--- The summary has the counts of this run, the journal's totals, the
--- exit code and its reason.
 -- simulated(opts) -> true when requests are only pretended (opts.simulated,
 -- else the wechatpay client's dry-run or check mode)
 local function simulated(opts)
@@ -164,6 +156,14 @@ local function simulated(opts)
   return type(wechatpay) == "table" and wechatpay.simulation ~= nil
 end
 
+-- run(opts) -> summary | nil, message, exit_code
+-- opts (see docs/batches.md): input, key ("openid"), journal, send,
+-- batch_id, batch_prefix, meta, classify, result, concurrency (64),
+-- rate (400/s), burst, retry ({attempts, base, factor, max}), log_format,
+-- out (io.stderr), progress_interval (5 s), log_items, total, synchronous,
+-- flush_size, flush_interval, async (quan.async), sep, simulated.
+-- The summary has the counts of this run, the journal's totals, the
+-- exit code and its reason.
 function M.run(opts)
   check_opts(opts)
   local async = opts.async or require("quan.async")
@@ -291,6 +291,7 @@ function M.run(opts)
   local function journal_write(fn)
     local ok, err = pcall(j.transaction, j, fn)
     if ok then return true end
+    if tostring(err):find("interrupted!", 1, true) then error(err, 0) end -- Ctrl-C: not the journal's fault
     err = "journal: " .. tostring(err):gsub("^[^\n]-%.lua:%d+: ", "")
     if stop_reason then report:event("error", { message = err }) else stop("JOURNAL", err) end
     return false
@@ -444,6 +445,7 @@ function M.run(opts)
       -- the answer must give a result the journal can hold; one it cannot
       -- read leaves the outcome unknown: retried with the same number
       local rok, value, why = pcall(resultfn, res, item)
+      if not rok and tostring(value):find("interrupted!", 1, true) then interrupted = true; error(value, 0) end
       if rok and (type(value) == "string" or math.type(value) == "integer" or (value == nil and why == nil)) then
         return outcome(item, "sent", value ~= nil and tostring(value) or nil)
       end
