@@ -443,7 +443,7 @@ static int pmain(lua_State *L) {
     *exitcode = 0;
     return 0;
   }
-  if (run && script == argc) {
+  if (run && script == argc && !(args & (has_e | has_i | has_v))) {
     fprintf(stderr, "%s: run: no script given ('-' reads one from stdin)\n"
                     "usage: %s run [options] script [args]\n", progname, progname);
     fflush(stderr);

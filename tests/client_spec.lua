@@ -856,6 +856,16 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal(200, res.status)
       assert.has_error(function() wx:download("https://elsewhere.example/v3/billdownload/file") end,
         "download: URL is not on " .. fake.base_url)
+      -- a download keeps up to DOWNLOAD_LIMIT bytes (1 GiB), past it: too_large
+      local client = require "wechatpay.client"
+      assert.equal(1024 * 1024 * 1024, client.DOWNLOAD_LIMIT)
+      client.DOWNLOAD_LIMIT = 10
+      local ok, r, e = pcall(wx.download, wx, url)
+      client.DOWNLOAD_LIMIT = 1024 * 1024 * 1024
+      assert(ok, r)
+      assert.is_nil(r)
+      assert.equal("network", e.kind)
+      assert.equal("too_large", e.code)
     end)
 
     it("verifies an empty 204 answer", function()

@@ -125,6 +125,10 @@ describe("quan as a lua interpreter", function()
     local out, err, code = sh.run("echo 'print(\"read stdin\")' | " .. q .. " run -")
     assert.equal(0, code, err)
     assert.equal("read stdin\n", out)
+    -- -e is a script of its own: `quan run -e CODE` runs it
+    out, err, code = sh.run(q .. " run -e 'print(1 + 1)' < /dev/null")
+    assert.equal(0, code, err)
+    assert.equal("2\n", out)
   end)
 
   it("says which option lacks its value", function()

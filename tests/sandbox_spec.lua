@@ -741,6 +741,18 @@ describe("quan sandbox", function()
       assert.equal("", (sh.run("kill -0 " .. child .. " 2>/dev/null && echo alive")))
     end)
 
+    it("refuses --temporary for anything but a new, empty --state directory", function()
+      local dir = sh.tmpdir()
+      qos.mkdir(dir .. "/keep", 448)
+      sh.write(dir .. "/keep/notes.txt", "precious\n")
+      for _, args in ipairs { " --state " .. dir .. "/keep --temporary", " --temporary" } do
+        local _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox" .. args)
+        assert.equal(2, code, args)
+        assert.matches("%-%-temporary wants %-%-state naming a new, empty directory", err)
+      end
+      assert.equal("precious\n", sh.read(dir .. "/keep/notes.txt"))
+    end)
+
     it("removes a temporary state, keys and all, even when its starter is killed", function()
       local dir = sh.tmpdir()
       -- a script that starts a private sandbox, reports its state dir, and sleeps

@@ -25,6 +25,7 @@ M.USER_AGENT = "quan/" .. M.VERSION
 M.BASE_URL = "https://api.mch.weixin.qq.com"
 M.TIMEOUT = 30
 M.UPLOAD_LIMIT = 2 * 1024 * 1024 -- bytes: image-upload takes at most 2 MB
+M.DOWNLOAD_LIMIT = 1024 * 1024 * 1024 -- bytes of a file wx:download keeps
 
 -- Natives are required when first used, so the pure parts load anywhere.
 local loaded = {}
@@ -561,7 +562,7 @@ local function perform(wx, p)
   local t0 = verbose and qos.now()
   local res, msg, code = need("quan.async").request {
     method = p.method, url = p.url, headers = p.headers, body = p.body,
-    timeout = p.timeout, cafile = st.ca_file, proxy = st.proxy,
+    timeout = p.timeout, cafile = st.ca_file, proxy = st.proxy, max_response = p.max_response,
   }
   if not res then
     local err = errors.new {
@@ -645,6 +646,7 @@ function Client.download(wx, url)
   if target:sub(1, 1) ~= "/" then error("download: expected an https:// URL or an absolute path", 2) end
   local p = errors.call(2, "GET " .. target .. ": ", prepare, wx, "GET", "", nil, target)
   p.unsigned = true
+  p.max_response = M.DOWNLOAD_LIMIT -- a flow file, not an API answer (64 MiB)
   local r, err = perform(wx, p)
   return r, err
 end

@@ -24,6 +24,10 @@ local SCHEME = "WECHATPAY2-SHA256-RSA2048"
 -- POST /sandbox/notifications changes both for a state dir
 local RETRY_INTERVAL, RETRIES = 60, 9
 local DELIVERY_TIMEOUT = 5 -- seconds a receiver has to answer
+-- how long an attempt holds its row: a thread that died mid-attempt (a
+-- killed sandbox) leaves it to be retried after this; far longer than an
+-- attempt can take, so no two threads ever attempt one row at once
+local LEASE = 60
 local PREFIX = "/v3/marketing/favor"
 
 -- routes: method, pattern (on the path without query), template, action
@@ -244,14 +248,23 @@ local function build(dir)
   -- retry_interval seconds, up to `retries` times. Every attempt is signed
   -- anew (fresh timestamp and nonce) over the same body: a receiver sees the
   -- same event id again, as from WeChat Pay. A row's next_at is pushed past
-  -- the attempt's timeout before the attempt, so a sandbox killed meanwhile
-  -- retries it after a restart.
+  -- the attempt's timeout before the attempt (LEASE), so a sandbox killed
+  -- meanwhile retries it after a restart. A callback switched off (or
+  -- removed) ends the retries of what was sent to it.
 
   -- attempt(row) -> delivery {notify_url, attempts, state, status | error
   -- [, retry_in_seconds]}
   local function attempt(row)
     local now = qos.time()
-    db:run("UPDATE notifications SET next_at = ? WHERE event_id = ?", now + DELIVERY_TIMEOUT + 1, row.event_id)
+    db:run("UPDATE notifications SET next_at = ? WHERE event_id = ?", now + LEASE, row.event_id)
+    if row.attempts > 0 then
+      local cb = db:first("SELECT switch FROM callbacks WHERE mchid = ? AND notify_url = ?", id.mchid, row.notify_url)
+      if not cb or cb.switch == 0 then
+        db:run("UPDATE notifications SET state = 'failed', next_at = NULL, last_error = ?, update_time = ? WHERE event_id = ?",
+          "callback switched off or changed: no more retries", floor(now), row.event_id)
+        return
+      end
+    end
     local _, headers = signed(200, row.body, nil, note_serial())
     local list = {}
     for k, v in pairs(headers) do list[#list + 1] = k .. ": " .. v end
@@ -265,9 +278,9 @@ local function build(dir)
     local policy = load_control().notify
     local wait = not delivered and attempts <= policy.retries and policy.retry_interval or nil
     local state = delivered and "delivered" or (wait and "pending" or "failed")
-    db:run("UPDATE notifications SET attempts = ?, state = ?, next_at = ?, last_status = ?, last_error = ?, update_time = ? "
-      .. "WHERE event_id = ?", attempts, state, wait and qos.time() + wait, res and res.status, not res and err or nil,
-      floor(qos.time()), row.event_id)
+    db:run("UPDATE notifications SET attempts = attempts + 1, state = ?, next_at = ?, last_status = ?, last_error = ?, "
+      .. "update_time = ? WHERE event_id = ?", state, wait and qos.time() + wait, res and res.status,
+      not res and err or nil, floor(qos.time()), row.event_id)
     return {notify_url = row.notify_url, attempts = attempts, state = state, status = res and res.status,
       error = not res and err or nil, retry_in_seconds = wait}
   end
@@ -283,20 +296,19 @@ local function build(dir)
     local now = floor(qos.time())
     db:run("INSERT INTO notifications (event_id, notify_url, body, ca_file, attempts, state, next_at, create_time, update_time) "
       .. "VALUES (?, ?, ?, ?, 0, 'pending', ?, ?, ?)", row.event_id, row.notify_url, row.body, ca_file,
-      now + DELIVERY_TIMEOUT + 1, now, now)
+      now + LEASE, now, now)
     return attempt(row)
   end
 
-  -- run_due() -> how many notifications were attempted: the retries that
-  -- are due (a few at a time: each may wait DELIVERY_TIMEOUT)
+  -- run_due() -> 1 when a retry was due and attempted, else 0: one per
+  -- call, as it may wait DELIVERY_TIMEOUT and the caller's wait checks for
+  -- signals between calls
   local function run_due()
-    local due = {}
-    for row in db:rows("SELECT * FROM notifications WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at LIMIT 8",
-      qos.time()) do
-      due[#due + 1] = row
-    end
-    for _, row in ipairs(due) do attempt(row) end
-    return #due
+    local row = db:first("SELECT * FROM notifications WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at LIMIT 1",
+      qos.time())
+    if not row then return 0 end
+    attempt(row)
+    return 1
   end
 
   -- notifications(req) -> the control answer of /sandbox/notifications

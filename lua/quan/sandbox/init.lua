@@ -21,6 +21,18 @@ local function rm_rf(path)
   os.execute("rm -rf '" .. path:gsub("'", "'\\''") .. "'")
 end
 
+-- holds_only(dir, names) -> true when every entry of dir is in names
+local function holds_only(dir, names)
+  local p = io.popen("ls -A '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
+  if not p then return false end
+  local ok = true
+  for name in p:lines() do
+    if not names[name] then ok = false end
+  end
+  p:close()
+  return ok
+end
+
 local function abspath(p)
   if p:sub(1, 1) == "/" then return p end
   local pwd = os.getenv("PWD")
@@ -146,6 +158,13 @@ function M.main(args)
     io.stderr:write("quan sandbox: state directory ", dir, " cannot be made (", tostring(merr), ")\n")
     return bad_state
   end
+  -- --temporary removes the state at stop: only a new, empty directory
+  -- named by --state (what start{} makes; its log may be there already)
+  if o.temporary and not (o.state and holds_only(dir, {["sandbox.log"] = true})) then
+    io.stderr:write("quan sandbox: --temporary wants --state naming a new, empty directory (it is removed at stop); ",
+      dir, " is not one\n")
+    return 2
+  end
   local lock, lerr, lcode = qos.lock(dir .. "/lock")
   if not lock and lcode == "busy" then
     io.stderr:write("quan sandbox: state ", dir, " is in use by another sandbox (", tostring(lerr), ")\n")
@@ -215,12 +234,12 @@ end
 local Handle = {}
 Handle.__index = Handle
 
--- handle:stop() -> stops the child (SIGTERM, then SIGKILL after 5 s) and
+-- handle:stop() -> stops the child (SIGTERM, then SIGKILL after 10 s) and
 -- removes a temporary state dir. Idempotent.
 function Handle:stop()
   if self.pid then
     qos.kill(self.pid, "TERM")
-    local deadline = qos.now() + 5
+    local deadline = qos.now() + 10 -- a notification retry in progress may take 5 s
     while not qos.wait(self.pid, true) do
       if qos.now() > deadline then
         qos.kill(self.pid, "KILL")
