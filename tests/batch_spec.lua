@@ -468,6 +468,32 @@ describe("quan.batch engine", function()
     assert.equal(2, sum2.failed)
   end)
 
+  it("simulated: runs on a throwaway copy, also of an empty journal file, and leaves it as it was", function()
+    local dir = sh.tmpdir()
+    local input = users_csv(dir, 3)
+    sh.write(dir .. "/j.db", "") -- a journal file made, nothing in it yet: a real run would start it
+    local sum = run_fake {
+      input = input, journal = dir .. "/j.db", batch_id = "B", simulated = true,
+      send = function(item) return { status = 200, json = { coupon_id = "C" .. item.key } } end,
+    }
+    assert.equal(0, sum.exit_code)
+    assert.equal(3, sum.sent)
+    assert.is_true(sum.simulated)
+    assert.equal("", sh.read(dir .. "/j.db"))
+    assert.is_nil(io.open(dir .. "/j.db.lock"))
+    -- another program's database: refused as a real run refuses it
+    local db = assert(require("quan.sqlite").open(dir .. "/other.db"))
+    db:exec("CREATE TABLE x (a)")
+    db:close()
+    local nosum, _, _, err, code = run_fake {
+      input = input, journal = dir .. "/other.db", batch_id = "B", simulated = true,
+      send = function() error("never sent") end,
+    }
+    assert.is_nil(nosum)
+    assert.equal(batch.exit.cannot_start, code)
+    assert.matches("not a quan batch journal", err)
+  end)
+
   it("drops the spaces around a key: ' o1 ' is o1 (and a duplicate of it)", function()
     local dir = sh.tmpdir()
     sh.write(dir .. "/users.csv", lines { "openid,name", '" o1 ",a', "o1,b", '"\to2",c' })
@@ -978,6 +1004,9 @@ describe_e2e("quan.batch through the sandbox", function()
     assert.equal(0, quan("check", "check1", { stock, users, jpath }))
     assert.is_nil(io.open(jpath))
     assert.matches("7 requests, 0 invalid", sh.read(dir .. "/check1.out")) -- the stock query + 6 sends
+    -- quan check's own --log-format (over QUAN_LOG_FORMAT=json): the summary for humans
+    assert.equal(0, quan("check --log-format text", "check2", { stock, users, jpath }))
+    assert.matches("simulated: nothing was sent, the journal was not changed", sh.read(dir .. "/check2.err"))
     assert.equal(0, S.coupons(h, stock).total)
     -- a real run to 3 users, then a dry run over all 6: it skips the 3 and leaves the journal as it was
     local three = S.users(dir .. "/three.csv", 3, "oDry")

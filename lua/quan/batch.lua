@@ -133,9 +133,13 @@ local function default_result(res)
   return res ~= nil and tostring(res) or nil
 end
 
+-- log_format: the format when a run names none, before QUAN_LOG_FORMAT
+-- (`quan check --log-format F` sets it)
+M.log_format = nil
+
 local function reporter_for(opts)
   local out = opts.out or io.stderr
-  local format = progress.format_for(opts.log_format or os.getenv("QUAN_LOG_FORMAT"),
+  local format = progress.format_for(opts.log_format or M.log_format or os.getenv("QUAN_LOG_FORMAT"),
                                      out == io.stderr and qos.isatty(2))
   return progress.new { format = format, out = out, interval = opts.progress_interval }
 end
@@ -201,12 +205,12 @@ function M.run(opts)
     end
     journal_path = scratch.path
   end
+  local _ <close> = scratch -- removed however this function ends
   local j, jerr, jcode = journal_mod.open(journal_path, {
     batch_id = opts.batch_id, batch_prefix = opts.batch_prefix, meta = opts.meta,
     synchronous = opts.synchronous })
   if not j then
     close_input()
-    if scratch then scratch.remove() end
     return cannot(jerr, jcode == "busy" and M.exit.busy or M.exit.cannot_start)
   end
   local batch_id = j.batch_id
@@ -222,6 +226,7 @@ function M.run(opts)
   -- ---- reading and claiming rows -----------------------------------------
   local queue, qhead, qtail = {}, 1, 0  -- claimed items waiting for a worker
   local eof, input_error = false, nil
+  local interrupted = false -- a Ctrl-C reached the run
   local pending, pending_since = {}, nil -- outcomes not yet committed
   local stop_reason, stop_code
   -- set once the run has ended (done, stopped, Ctrl-C): a worker task that
@@ -389,7 +394,7 @@ function M.run(opts)
   end
 
   local function take()
-    if ended then return nil end
+    if ended or interrupted then return nil end
     local item = pop_delayed(true)
     if item then return item end
     if not stop_reason and #delayed < max_delayed then
@@ -414,7 +419,6 @@ function M.run(opts)
   end
 
   -- ---- one item ------------------------------------------------------------
-  local interrupted = false
 
   -- one try of an item: its outcome, or the item put aside for a retry
   local function process(item)
@@ -470,11 +474,19 @@ function M.run(opts)
     end
   end
 
+  -- a Ctrl-C raises "interrupted!" in whichever task runs: that worker ends
+  -- with it, and the others take no new row (take) and end too
   local function worker()
-    while true do
-      local item = take()
-      if not item then return end
-      process(item)
+    local ok, err = pcall(function()
+      while true do
+        local item = take()
+        if not item then return end
+        process(item)
+      end
+    end)
+    if not ok then
+      if tostring(err):find("interrupted!", 1, true) then interrupted = true end
+      error(err, 0)
     end
   end
 
@@ -583,7 +595,6 @@ function M.run(opts)
   report:finish(summary)
   pcall(j.finish_run, j, code, cjson.encode(summary))
   j:close()
-  if scratch then scratch.remove() end
   return summary
 end
 

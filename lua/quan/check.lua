@@ -200,7 +200,7 @@ local USAGE = "usage: quan check [--now TIME] [--profile NAME] [--config FILE] s
 function M.main(args)
   args = args or {}
   local i = 1
-  local now
+  local now, log_format
   while args[i] and args[i]:sub(1, 1) == "-" and args[i] ~= "-" do
     local a = args[i]
     if a == "--" then i = i + 1 break end
@@ -223,10 +223,13 @@ function M.main(args)
       io.stderr:write("quan check: --log-format ",
         v and ("must be one of bar, json, text, got '" .. v .. "'") or "needs a value", "\n")
       return 2
-    elseif a == "--profile" or a == "--config" or a == "--log-format" then
+    elseif a == "--log-format" or a:match("^%-%-log%-format=") then
+      log_format = a:match("=(.*)$") or args[i + 1] -- a batch's log, as `quan run` takes it
+      i = i + (a:match("=") and 1 or 2)
+    elseif a == "--profile" or a == "--config" then
       i = i + 2          -- accepted for symmetry with `quan run`; check uses no profile
     elseif a:match("^%-%-profile=") or a:match("^%-%-config=") or a == "--verbose" or a == "--sandbox"
-      or a == "--dry-run" or a:match("^%-%-log%-format=") then
+      or a == "--dry-run" then
       i = i + 1
     else
       io.stderr:write("quan check: unknown option '", a, "'\n", USAGE, "\n")
@@ -241,6 +244,7 @@ function M.main(args)
   local rest = table.move(args, i + 1, #args, 1, {})
   local out = io.stdout
   local n = 0
+  if log_format then require("quan.batch").log_format = log_format end
   local report = M.run(script, rest, {
     now = now,
     on_request = function(e)

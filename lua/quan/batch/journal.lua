@@ -182,26 +182,39 @@ end
 -- scratch(path) -> {path, remove = fn} | nil, message: a throwaway copy of
 -- the journal at path (a fresh one when there is no file yet), for a run
 -- that only pretends to send (a dry run, `quan check`); the real journal is
--- read, never written
+-- read, never written. The copy lives in $TMPDIR (else /tmp); remove() (also
+-- its __close) deletes it. Whether the copy is a usable journal, open()
+-- decides, as for the real file.
+local Scratch = {}
+Scratch.__index = Scratch
+function Scratch:remove()
+  for _, suffix in ipairs { ".lock", "-wal", "-shm", "" } do os.remove(self.path .. suffix) end
+  os.remove(self.dir)
+end
+Scratch.__close = Scratch.remove
+
 function M.scratch(path)
   if type(path) ~= "string" then error("journal.scratch: path must be a string", 2) end
-  local dir, derr = qos.mkdtemp("/tmp/quan-journal.")
+  local tmp = os.getenv("TMPDIR")
+  local dir, derr = qos.mkdtemp((tmp and tmp ~= "" and tmp or "/tmp") .. "/quan-journal.")
   if not dir then return nil, "journal " .. path .. ": no scratch copy: " .. tostring(derr) end
-  local copy = dir .. "/journal"
-  local function remove()
-    for _, suffix in ipairs { ".lock", "-wal", "-shm", "" } do os.remove(copy .. suffix) end
-    os.remove(dir)
-  end
+  local self = setmetatable({ dir = dir, path = dir .. "/journal" }, Scratch)
   local f = io.open(path, "rb")
-  if f then
-    f:close()
-    local j, err = M.open_read(path)
-    if not j then remove() return nil, err end
-    local ok, e = pcall(j.db.run, j.db, "VACUUM INTO ?", copy)
-    j:close()
-    if not ok then remove() return nil, "journal " .. path .. ": no scratch copy: " .. tostring(e) end
+  local size = f and f:seek("end")
+  if f then f:close() end
+  if size and size > 0 then
+    local db, err = sqlite.open(path)
+    local ok, e = db ~= nil, err
+    if db then
+      ok, e = pcall(db.run, db, "VACUUM INTO ?", self.path)
+      db:close()
+    end
+    if not ok then
+      self:remove()
+      return nil, "journal " .. path .. ": no scratch copy: " .. tostring(e)
+    end
   end
-  return { path = copy, remove = remove }
+  return self
 end
 
 -- journal:get_meta(name) -> string | nil
