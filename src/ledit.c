@@ -211,8 +211,8 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
 
 static void on_sigint_call(int sig) {
   (void)sig;
-  if (callL)
-    lua_sethook(callL, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+  lua_State *t = quan_running_task ? quan_running_task : callL; /* a task running now, else f */
+  if (t) lua_sethook(t, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
 }
 
 /* edit.xpcall(f, msgh, ...) -> true, results... | false, msgh(err)

@@ -77,6 +77,42 @@ static int os_getpid(lua_State *L) {
   return 1;
 }
 
+_Thread_local lua_State *quan_running_task = NULL;
+
+/* resume(co, ...) -> as coroutine.resume(co, ...), with co recorded as the
+ * running task meanwhile (quan_running_task): quan.async resumes its tasks
+ * with it, so a Ctrl-C reaches a task that never yields. */
+static int os_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argexpected(L, co != NULL, 1, "coroutine");
+  int narg = lua_gettop(L) - 1;
+  if (!lua_checkstack(co, narg)) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "too many arguments to resume");
+    return 2;
+  }
+  lua_xmove(L, co, narg);
+  lua_State *prev = quan_running_task;
+  quan_running_task = co;
+  int nres;
+  int status = lua_resume(co, L, narg, &nres);
+  quan_running_task = prev;
+  if (status == LUA_OK || status == LUA_YIELD) {
+    if (!lua_checkstack(L, nres + 1)) {
+      lua_pop(co, nres);
+      lua_pushboolean(L, 0);
+      lua_pushliteral(L, "too many results to resume");
+      return 2;
+    }
+    lua_pushboolean(L, 1);
+    lua_xmove(co, L, nres);
+    return nres + 1;
+  }
+  lua_pushboolean(L, 0);
+  lua_xmove(co, L, 1); /* the error object */
+  return 2;
+}
+
 static int os_getppid(lua_State *L) {
   lua_pushinteger(L, getppid());
   return 1;
@@ -340,6 +376,7 @@ static const luaL_Reg funcs[] = {
   {"sleep", os_sleep},
   {"getpid", os_getpid},
   {"getppid", os_getppid},
+  {"resume", os_resume},
   {"isatty", os_isatty},
   {"columns", os_columns},
   {"exe", os_exe},

@@ -26,7 +26,8 @@ static void lstop(lua_State *L, lua_Debug *ar) {
 static void laction(int sig) {
   int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
   signal(sig, SIG_DFL); /* a second Ctrl-C kills the process */
-  lua_sethook(globalL, lstop, flag, 1);
+  /* in the quan.async task running now, else the main state */
+  lua_sethook(quan_running_task ? quan_running_task : globalL, lstop, flag, 1);
 }
 
 /* Installed without SA_RESTART, so a blocking wait (poll in quan.http)

@@ -32,4 +32,10 @@ lua_State *quan_newstate(void);
 /* Opens the same set on an existing state (standard libraries excluded). */
 void quan_openlibs(lua_State *L);
 
+/* The coroutine quan.os.resume is running in this thread, or NULL: where a
+ * Ctrl-C handler sets its hook, so that a task running Lua without yielding
+ * is interrupted too (a hook on the main state would fire only once the
+ * task yields). */
+extern _Thread_local lua_State *quan_running_task;
+
 #endif

@@ -172,6 +172,38 @@ describe("quan as a lua interpreter", function()
     assert.matches("interrupted!", err)
   end)
 
+  it("interrupts a quan.async task that runs without yielding, and a batch whose sends never wait", function()
+    local dir = sh.tmpdir()
+    local ready = dir .. "/ready"
+    local cases = {
+      spin = "local a = require 'quan.async'; a.spawn(function() io.open('" .. ready .. "', 'w'):close() "
+        .. "while true do end end); a.run()",
+      -- a stand-in send that answers at once: the first worker would go through the whole input
+      batch = "local b = require 'quan.batch'; local n = 0; local s = b.run { journal = '" .. dir .. "/j.db', "
+        .. "input = function() n = n + 1; if n == 1000 then io.open('" .. ready .. "', 'w'):close() end; "
+        .. "if n <= 3000000 then return ('o%08d'):format(n) end end, rate = 1e9, log_format = 'json', "
+        .. "out = io.open('/dev/null', 'w'), send = function(item) return { status = 200, json = { coupon_id = 'C' } } end } "
+        .. "print(s.exit_code, s.rows)",
+    }
+    for name, code in pairs(cases) do
+      os.remove(ready)
+      local script = sh.write(dir .. "/" .. name .. ".lua", code)
+      -- not stopped within 5 s of the SIGINT: killed, and the case fails
+      local out, err = sh.run("sh -c '" .. q .. " " .. script .. " & p=$!; i=0; "
+        .. "while [ ! -e " .. ready .. " ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; "
+        .. "kill -INT $p; i=0; while kill -0 $p 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; "
+        .. "kill -KILL $p 2>/dev/null; wait $p; echo rc=$?'")
+      if name == "spin" then
+        assert.matches("rc=1", out)
+        assert.matches("interrupted!", err)
+      else
+        local exit, rows = out:match("^(%d+)\t(%d+)\n")
+        assert.equal("130", exit, out .. err)
+        assert.is_true(tonumber(rows) < 3000000, rows) -- stopped, not run to the end
+      end
+    end
+  end)
+
   it("loads system Lua 5.4 modules as lua5.4 does", function()
     local out = sh.run("cd /tmp && " .. q .. [[ -e 'print(require("pl.stringx").strip("  a "))']])
     assert.equal("a\n", out)

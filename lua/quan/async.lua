@@ -3,15 +3,16 @@
 -- A task is a coroutine that the loop below resumes. Inside a task,
 -- async.request, async.sleep and promise:wait() yield to the loop instead of
 -- blocking; outside any task they drive the loop themselves until their own
--- result is in, so other tasks progress meanwhile. lua_resume stays out of C:
--- every resume happens here, in step().
+-- result is in, so other tasks progress meanwhile. Only step() resumes tasks
+-- (through quan.os.resume, which lets a Ctrl-C reach the task it runs).
 --
 -- A task is also a promise (:next, :catch, :wait). Callbacks given to :next
 -- and :catch run in tasks of their own, so they may yield too.
 local http = require "quan.http"
 local qos = require "quan.os"
 
-local create, resume, yield = coroutine.create, coroutine.resume, coroutine.yield
+-- resume: coroutine.resume that lets a Ctrl-C reach the task it runs
+local create, resume, yield = coroutine.create, require("quan.os").resume, coroutine.yield
 local running, costatus = coroutine.running, coroutine.status
 local pack, unpack = table.pack, table.unpack
 local now = qos.now
@@ -191,6 +192,12 @@ local function step(task, ...)
     live = live - 1
     task_of[co] = nil
     settle(task, "rejected", pack(r[2]))
+    -- a Ctrl-C that landed in the task ends the loop, as it would have had it
+    -- landed here
+    if tostring(r[2]):find("interrupted!", 1, true) then
+      mark_observed(task)
+      error(r[2], 0)
+    end
   elseif costatus(co) == "dead" then
     live = live - 1
     task_of[co] = nil
