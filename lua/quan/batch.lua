@@ -83,7 +83,7 @@ local function check_opts(opts)
     error("batch.run: concurrency must be an integer >= 1", 3)
   end
   local lf = opts.log_format
-  if lf ~= nil and lf ~= "bar" and lf ~= "json" and lf ~= "text" then
+  if lf ~= nil and not progress.FORMATS[lf] then
     error("batch.run: log_format must be 'bar', 'json' or 'text'", 3)
   end
   for _, k in ipairs { "key", "classify", "result" } do
@@ -255,7 +255,7 @@ function M.run(opts)
     local key = keyfn(rec)
     if key ~= nil and type(key) ~= "string" then key = tostring(key) end
     -- " oUser1 " in a hand-edited CSV is the openid oUser1
-    if key and key:find("^%s") or key and key:find("%s$") then key = key:match("^%s*(.-)%s*$") end
+    if key and (key:find("^%s") or key:find("%s$")) then key = key:match("^%s*(.-)%s*$") end
     return key, row, rec
   end
 

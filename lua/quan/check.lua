@@ -106,12 +106,10 @@ local function dummy_client(wechatpay)
     private_key = key, certs = { PUB_KEY_ID_0000000000000000000000000CHECK = key:public() },
     apiv3_key = string.rep("0", 32), base_url = "https://check.invalid",
   }
-  -- wx.profile as a script reads it: the public keys and a placeholder appid
+  -- wx.profile as a script reads it: opts (the client keeps no secret of
+  -- them) and a placeholder appid
   local profile = { appid = "wx00000000000c4ec0" }
-  for k, v in pairs(opts) do
-    if k ~= "private_key" and k ~= "apiv3_key" then profile[k] = v end
-  end
-  wechatpay.new(opts) -- the dry-run check of wechatpay.new, then the client with its profile
+  for k, v in pairs(opts) do profile[k] = v end
   return require("wechatpay.client").new(opts, profile)
 end
 
@@ -192,7 +190,7 @@ function M.run(path, args, opts)
   return report
 end
 
-local LOG_FORMATS = { bar = true, json = true, text = true }
+local LOG_FORMATS = require("quan.batch.progress").FORMATS
 
 local USAGE = "usage: quan check [--now TIME] [--profile NAME] [--config FILE] script.lua [args]"
 
@@ -217,15 +215,17 @@ function M.main(args)
         return 2
       end
       i = i + 2
-    elseif (a == "--log-format" or a:match("^%-%-log%-format="))
-      and not LOG_FORMATS[a:match("=(.*)$") or args[i + 1] or ""] then
-      local v = a:match("=(.*)$") or args[i + 1]
-      io.stderr:write("quan check: --log-format ",
-        v and ("must be one of bar, json, text, got '" .. v .. "'") or "needs a value", "\n")
-      return 2
     elseif a == "--log-format" or a:match("^%-%-log%-format=") then
-      log_format = a:match("=(.*)$") or args[i + 1] -- a batch's log, as `quan run` takes it
-      i = i + (a:match("=") and 1 or 2)
+      -- a batch's log, as `quan run` takes it
+      local v = a:match("=(.*)$")
+      i = i + (v and 1 or 2)
+      v = v or args[i - 1]
+      if not LOG_FORMATS[v or ""] then
+        io.stderr:write("quan check: --log-format ",
+          v and ("must be one of bar, json, text, got '" .. v .. "'") or "needs a value", "\n")
+        return 2
+      end
+      log_format = v
     elseif a == "--profile" or a == "--config" then
       i = i + 2          -- accepted for symmetry with `quan run`; check uses no profile
     elseif a:match("^%-%-profile=") or a:match("^%-%-config=") or a == "--verbose" or a == "--sandbox"

@@ -1,8 +1,8 @@
 -- wechatpay.verify: the checks a 2xx response passes before the caller sees
--- it, in order: the four Wechatpay-* headers present (each one string), the serial known, the
--- timestamp within 300 s of now (301 either way fails), and the RSA-SHA256
--- signature valid over "timestamp\nnonce\nbody\n" with the exact bytes
--- received.
+-- it, in order: the four Wechatpay-* headers present (each one string), the
+-- serial known, the timestamp within 300 s of now (301 either way fails), and
+-- the RSA-SHA256 signature valid over "timestamp\nnonce\nbody\n" with the
+-- exact bytes received.
 local sign = require "wechatpay.sign"
 
 local M = {}

@@ -152,6 +152,8 @@ Reporter.__index = Reporter
 local reporter_opts = { format = true, out = true, clock = true, wallclock = true,
                         interval = true, columns = true, batch = true }
 
+M.FORMATS = { bar = true, json = true, text = true }
+
 -- new{format = "bar"|"json"|"text", out = file (io.stderr),
 --     interval = seconds between progress events (5), batch = id,
 --     clock, wallclock, columns = function() -> width} -> reporter
@@ -161,7 +163,7 @@ function M.new(opts)
     if not reporter_opts[k] then error("progress.new: unknown option '" .. tostring(k) .. "'", 2) end
   end
   local format = opts.format or "json"
-  if format ~= "bar" and format ~= "json" and format ~= "text" then
+  if not M.FORMATS[format] then
     error("progress.new: format must be 'bar', 'json' or 'text'", 2)
   end
   local qos = require "quan.os"

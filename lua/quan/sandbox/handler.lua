@@ -129,7 +129,7 @@ local function build(dir)
   local db = assert(sqlite.open(dir .. "/sandbox.db", {busy_timeout = 20000, process_lock = true}))
   -- no mmap_size: with several connections each one remapped the growing
   -- file about once per request (munmap, a TLB shootdown on every core)
-  local control_text, control = nil, nil
+  local control_text, control
 
   local function sha256(s) return crypto.sha256(s) end
 
