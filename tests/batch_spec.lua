@@ -741,6 +741,38 @@ describe("quan.batch engine", function()
     assert.is_true(#calls2 >= 200 - before)
   end)
 
+  it("sends nothing more once a run has ended, not even a row waking from its backoff", function()
+    local dir = sh.tmpdir()
+    local A = fakeasync.new { virtual = true }
+    local calls, fired = 0, false
+    -- Ctrl-C in the main thread while the only worker waits out o1's backoff
+    debug.sethook(function()
+      if not fired and A.now > 1 and not coroutine.isyieldable() then
+        fired = true
+        error("interrupted!", 0)
+      end
+    end, "", 50)
+    local i, rows = 0, { "o1", "o2" }
+    local sum = batch.run {
+      input = function() i = i + 1; return rows[i] end, journal = dir .. "/j.db", batch_id = "B",
+      concurrency = 1, async = A, out = { write = function(self) return self end, flush = function() end },
+      log_format = "json", rate = 1e6, retry = { base = 10, attempts = 4 },
+      send = function(item)
+        calls = calls + 1
+        A.sleep(0.01)
+        if item.key == "o1" then return api_error(500, "SYSTEM_ERROR") end
+        return { status = 200, json = { coupon_id = "C" .. item.key } }
+      end,
+    }
+    debug.sethook()
+    assert.is_true(fired)
+    assert.equal(batch.exit.interrupted, sum.exit_code)
+    assert.equal(2, calls)
+    A.run() -- the worker wakes from the backoff: the run has ended, o1 is not sent
+    assert.equal(2, calls)
+    assert.equal(1, counts_of(dir .. "/j.db").in_flight) -- o1: sent by the next run, same number
+  end)
+
   it("skips duplicate keys and records rows without a key", function()
     local dir = sh.tmpdir()
     local sum, _, calls = run_fake {

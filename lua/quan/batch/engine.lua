@@ -365,9 +365,9 @@ function Run:pop_retry(due_only)
 end
 
 -- run:take() -> the next item for a worker | nil when there is none left
--- (or the run ended, or a Ctrl-C reached it): a due retry first, then a
--- claimed row (claiming more when the queue is empty), else the earliest
--- retry, waited for
+-- (or the run ended, or a Ctrl-C reached it, also while the worker waited):
+-- a due retry first, then a claimed row (claiming more when the queue is
+-- empty), else the earliest retry, waited for
 function Run:take()
   if self.ended or self.interrupted then return nil end
   local item = self:pop_retry(true)
@@ -381,7 +381,10 @@ function Run:take()
   item = self:pop_retry(false)
   if item then
     local wait = item.due - qos.now()
-    if wait > 0 then self.async.sleep(wait) end
+    if wait > 0 then
+      self.async.sleep(wait)
+      if self.ended or self.interrupted then return nil end
+    end
   end
   return item
 end
