@@ -774,6 +774,21 @@ describe("quan sandbox", function()
       assert.is_nil(io.open(state .. "/merchant.key.pem"))
     end)
 
+    it("removes a whole temporary state at stop, never what a link in it points to", function()
+      local outside = sh.tmpdir()
+      sh.write(outside .. "/keep.txt", "precious\n")
+      local t = assert(require("quan.sandbox").start())
+      local state = t.state
+      assert(qos.mkdir(state .. "/nested"))
+      assert(qos.mkdir(state .. "/nested/deeper"))
+      sh.write(state .. "/nested/deeper/f", "x")
+      sh.write(state .. "/it's \"quoted\"", "x")
+      sh.run("ln -s " .. sh.quote(outside) .. " " .. sh.quote(state .. "/link"))
+      t:stop()
+      assert.is_nil(qos.stat(state))
+      assert.equal("precious\n", sh.read(outside .. "/keep.txt"))
+    end)
+
     it("serves the wechatpay client through its config.lua", function()
       if not pcall(require, "wechatpay") then return pending("wechatpay client not built in") end
       local dir = sh.tmpdir()

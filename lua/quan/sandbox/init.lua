@@ -17,31 +17,36 @@ local function mkdir_p(path)
   end
 end
 
-local function rm_rf(path)
-  os.execute("rm -rf '" .. path:gsub("'", "'\\''") .. "'")
+-- remove_tree(path) -> true | nil, message: removes path and, for a
+-- directory, everything under it. os.remove takes a file, a symbolic link
+-- (never what it points to) or an empty directory; a directory it cannot
+-- take is emptied first.
+local function remove_tree(path)
+  local ok, err = os.remove(path)
+  if ok then return true end
+  local names = qos.list(path) -- a directory os.remove could not take: not empty
+  if not names then
+    if not qos.stat(path) then return true end -- not there (any more)
+    return nil, err
+  end
+  for _, name in ipairs(names) do remove_tree(path .. "/" .. name) end
+  return os.remove(path)
 end
 
 -- holds_only(dir, names) -> true when every entry of dir is in names
 local function holds_only(dir, names)
-  local p = io.popen("ls -A '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
-  if not p then return false end
-  local ok = true
-  for name in p:lines() do
-    if not names[name] then ok = false end
+  local entries = qos.list(dir)
+  if not entries then return false end
+  for _, name in ipairs(entries) do
+    if not names[name] then return false end
   end
-  p:close()
-  return ok
+  return true
 end
 
+-- abspath(p) -> p made absolute against the current directory
 local function abspath(p)
   if p:sub(1, 1) == "/" then return p end
-  local pwd = os.getenv("PWD")
-  if not pwd then
-    local h = io.popen("pwd")
-    pwd = h:read("l")
-    h:close()
-  end
-  return pwd .. "/" .. p
+  return assert(qos.cwd()) .. "/" .. p
 end
 
 -- default_state() -> $QUAN_SANDBOX_STATE, else $XDG_DATA_HOME/quan/sandbox,
@@ -211,7 +216,7 @@ function M.main(args)
       io.stderr:write("quan sandbox: --ready-file ", o.ready_file, " cannot be written (", tostring(werr), ")\n")
       srv:stop()
       lock:close()
-      if o.temporary then rm_rf(dir) end
+      if o.temporary then remove_tree(dir) end
       return 2
     end
   end
@@ -224,7 +229,7 @@ function M.main(args)
   lock:close()
   -- a temporary state (start{} without a state dir) goes with the sandbox,
   -- even when the process that started it was killed and cannot remove it
-  if o.temporary then rm_rf(dir) end
+  if o.temporary then remove_tree(dir) end
   io.stderr:write("quan sandbox: stopped (", why, detail and (" " .. detail) or "", ")\n")
   return 0
 end
@@ -251,7 +256,7 @@ function Handle:stop()
     self.pid = nil
   end
   if self.temporary and self.state then
-    rm_rf(self.state)
+    remove_tree(self.state)
     self.temporary = false
   end
 end
@@ -288,7 +293,7 @@ function M.start(opts)
   if temporary then argv[#argv + 1] = "--temporary" end
   local pid, err = qos.spawn(argv, {stdout = "/dev/null", stderr = dir .. "/sandbox.log", detach = true})
   if not pid then
-    if temporary then rm_rf(dir) end
+    if temporary then remove_tree(dir) end
     return nil, "sandbox: cannot start: " .. tostring(err)
   end
   local h = setmetatable({pid = pid, state = dir, temporary = temporary, profile = "sandbox",
