@@ -7,8 +7,6 @@ local qos = require "quan.os"
 local files = require "quan.sandbox.files"
 local util = require "quan.sandbox.util"
 
-local USAGE = "usage: quan sandbox [--listen 127.0.0.1:PORT] [--state DIR] [--faults SPEC] [--ready-file FILE] [--temporary]\n"
-
 local function mkdir_p(path)
   local acc = path:sub(1, 1) == "/" and "" or "."
   for part in path:gmatch("[^/]+") do
@@ -59,37 +57,6 @@ function M.default_state()
   return (os.getenv("HOME") or ".") .. "/.local/share/quan/sandbox"
 end
 
-local KNOWN = {listen = true, state = true, faults = true, ["ready-file"] = true}
-
-local function parse_args(args)
-  local o = {listen = "127.0.0.1:0"}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local k, v = a:match("^%-%-([%w%-]+)=(.*)$")
-    if not k then
-      k = a:match("^%-%-([%w%-]+)$")
-      if k and not KNOWN[k] and k ~= "help" and k ~= "temporary" then
-        return nil, "quan sandbox: unknown argument '" .. a .. "'"
-      end
-      if k and k ~= "help" and k ~= "temporary" then
-        i = i + 1
-        v = args[i]
-        if v == nil then return nil, "quan sandbox: --" .. k .. " needs a value" end
-      end
-    end
-    if k == "help" then return nil, nil
-    elseif k == "temporary" then o.temporary = true
-    elseif k == "listen" then o.listen = v
-    elseif k == "state" then o.state = v
-    elseif k == "faults" then o.faults = v
-    elseif k == "ready-file" then o.ready_file = v
-    else return nil, "quan sandbox: unknown argument '" .. a .. "'" end
-    i = i + 1
-  end
-  return o
-end
-
 -- loopback(listen) -> host, port | nil, message: "127.x.y.z:port", each
 -- octet 0..255, the port 0..65535 (0: any free port)
 local function loopback(listen)
@@ -129,19 +96,16 @@ local function state_dir(dir)
   return true
 end
 
--- main(args) -> exit status. Serves until SIGINT/SIGTERM or until the
--- parent process dies. Usage errors, and a --state or --ready-file that
--- cannot be used, exit 2; a sandbox that cannot start otherwise exits 1.
-function M.main(args)
+-- main(o) -> exit status; the `quan sandbox` command (its options, parsed:
+-- quan.cli's table; o.listen, o.state, o.faults, o.ready_file, o.temporary).
+-- Serves until SIGINT/SIGTERM or until the parent process dies. A bad
+-- address or fault spec, and a --state or --ready-file that cannot be used,
+-- exit 2; a sandbox that cannot start otherwise exits 1.
+function M.main(o)
   local parent = qos.getppid() -- now: a parent that dies while we start still counts
-  local o, err = parse_args(args or {})
-  if not o then
-    io.stderr:write(err and (err .. "\n") or "", USAGE)
-    return err and 2 or 0
-  end
   local host, port = loopback(o.listen)
   if not host then
-    io.stderr:write("quan sandbox: ", port, "\n", USAGE)
+    io.stderr:write("quan sandbox: ", port, "\n", require("quan.cli").usage("sandbox"))
     return 2
   end
   local faults, ferr = util.parse_faults(o.faults)
