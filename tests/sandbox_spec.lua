@@ -820,21 +820,17 @@ describe("quan sandbox", function()
       assert.equal(0, code)
       assert.matches("^usage: quan sandbox", out)
       assert.matches("\n  %-%-ready%-file FILE ", out)
-      _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --bogus")
-      assert.equal(2, code)
-      assert.matches("^quan sandbox: unknown option '%-%-bogus'\nusage: quan sandbox", err)
-      _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --stat /tmp/x")
-      assert.equal(2, code)
-      assert.matches("^quan sandbox: unknown option '%-%-stat' %(did you mean %-%-state%?%)\n", err)
-      _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --state")
-      assert.equal(2, code)
-      assert.matches("^quan sandbox: %-%-state needs a value\nusage: ", err)
-      _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --temporary=yes")
-      assert.equal(2, code)
-      assert.matches("^quan sandbox: %-%-temporary takes no value\n", err)
-      _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox extra")
-      assert.equal(2, code)
-      assert.matches("^quan sandbox: unexpected argument 'extra'\n", err)
+      for _, c in ipairs {
+        { "--bogus", "unknown option '%-%-bogus'" },
+        { "--stat /tmp/x", "unknown option '%-%-stat' %(did you mean %-%-state%?%)" },
+        { "--state", "%-%-state needs a value" },
+        { "--temporary=yes", "%-%-temporary takes no value" },
+        { "extra", "unexpected argument 'extra'" },
+      } do
+        _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox " .. c[1])
+        assert.equal(2, code, c[1])
+        assert.matches("^quan sandbox: " .. c[2] .. "\nusage: quan sandbox %[options%]\n", err)
+      end
       _, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --listen 0.0.0.0:0 --state " .. sh.tmpdir())
       assert.equal(2, code)
       assert.matches("loopback", err)
