@@ -36,7 +36,7 @@ M.COMMANDS = {
   {
     name = "run", host = true,
     summary = "run a Lua script, as lua does (`quan script.lua` is the same)",
-    usage = "quan [options] run script [args]  ('-' reads the script from stdin)",
+    usage = "quan run [options] script [args]   ('-' reads the script from stdin)",
     options = false,
     footer = "options: lua's (-e, -l, -i, -v, -E, -W) and quan's (--profile, --config, --verbose,\n"
       .. "--sandbox, --dry-run, --log-format), before or after the word run: 'quan --help' lists them",
