@@ -38,12 +38,13 @@ function Recorder:overdue(now)
 end
 
 -- recorder:write(fn) -> true | false, error: runs fn in one journal
--- transaction (the error is what the transaction raised: a journal that
--- cannot be written, or an interrupt)
+-- transaction; error is what failed: a journal that cannot be written
+-- (raised by fn or the transaction, or a transaction that returns its
+-- failure), or an interrupt
 function Recorder:write(fn)
-  local ok, err = pcall(self.journal.transaction, self.journal, fn)
-  if ok then return true end
-  return false, err
+  local ok, committed, err = pcall(self.journal.transaction, self.journal, function() fn(); return true end)
+  if ok and committed then return true end
+  return false, ok and err or committed
 end
 
 -- recorder:commit([fn]) -> the outcomes committed | nil, error: writes the
