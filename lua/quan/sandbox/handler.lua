@@ -14,7 +14,7 @@ local store = require "quan.sandbox.store"
 local util = require "quan.sandbox.util"
 local files = require "quan.sandbox.files"
 
-local validate = require "quan.validate"
+local validate = require "wechatpay.favor.validate"
 
 local floor, random, tostring, type = math.floor, math.random, tostring, type
 
