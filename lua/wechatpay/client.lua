@@ -17,7 +17,6 @@ local sign = require "wechatpay.sign"
 local verify = require "wechatpay.verify"
 local multipart = require "wechatpay.multipart"
 local trace = require "wechatpay.trace"
-local time = require "quan.time"
 local decode_query = require("quan.url").query
 
 local M = {}
@@ -778,7 +777,7 @@ function Client.certificates(wx)
   end
   local data = type(res.json) == "table" and res.json.data
   if type(data) ~= "table" or data[1] == nil then return fail("bad_json", "the answer has no certificates (data)") end
-  local crypto = require("quan.crypto")
+  local crypto, beijing = require("quan.crypto"), require("quan.time").beijing
   local list, carried, seen = {}, {}, {}
   for i, e in ipairs(data) do
     local where = ("data[%d]"):format(i)
@@ -802,8 +801,7 @@ function Client.certificates(wx)
     if mine and mine:pem_public() ~= cert:public_key():pem_public() then
       return fail("bad_plaintext", where .. ": certificate " .. serial .. " differs from the one in certs")
     end
-    list[i] = { serial_no = serial, effective_time = time.beijing(cert:not_before()),
-      expire_time = time.beijing(cert:not_after()),
+    list[i] = { serial_no = serial, effective_time = beijing(cert:not_before()), expire_time = beijing(cert:not_after()),
       pem = pem, certificate = cert }
     carried[serial] = cert:public_key()
   end
