@@ -1,6 +1,6 @@
 -- The layers point one way (docs/client.md, "Hooks"; docs/helpers.md):
 --
---   core       natives (src/), quan.async, the helpers quan.time/url/text
+--   core       natives (src/), quan.async, the helpers quan.time/url/text/suggest
 --      ^
 --   wechatpay  the client: lua/wechatpay/**
 --      ^
@@ -24,6 +24,7 @@ local CORE = {
   ["quan.crypto"] = true, ["quan.http"] = true, ["quan.json"] = true, ["quan.os"] = true,
   ["quan.server"] = true, ["quan.sqlite"] = true, ["quan.edit"] = true,
   ["quan.async"] = true, ["quan.time"] = true, ["quan.url"] = true, ["quan.text"] = true,
+  ["quan.suggest"] = true,
 }
 local OTHER = { cjson = true, ["cjson.safe"] = true }
 
