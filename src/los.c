@@ -448,5 +448,7 @@ int luaopen_quan_os(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   luaL_newlib(L, funcs);
+  lua_pushliteral(L, QUAN_VERSION);
+  lua_setfield(L, -2, "VERSION");
   return 1;
 }

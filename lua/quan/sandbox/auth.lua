@@ -7,7 +7,9 @@
 -- names the field (as the API's do).
 local M = {}
 
-M.SCHEME = "WECHATPAY2-SHA256-RSA2048"
+local sign = require "wechatpay.sign"
+
+M.SCHEME = sign.SCHEME
 
 -- sign_error(issue, message, field[, extra]) -> the error table of a 401
 -- SIGN_ERROR (extra: more detail fields)
@@ -68,7 +70,7 @@ function M.check(req, sign_body, merchant, now)
   if #f.nonce_str > 64 then
     return nil, sign_error("nonce_str too long", "Http头Authorization值格式错误 (nonce_str longer than 64)", "nonce_str")
   end
-  local message = req.method .. "\n" .. req.path .. "\n" .. f.timestamp .. "\n" .. f.nonce_str .. "\n" .. sign_body .. "\n"
+  local message = sign.message(req.method, req.path, f.timestamp, f.nonce_str, sign_body)
   local ok = merchant.public_key:verify(message, f.signature)
   if not ok then
     return nil, sign_error("sign not match", "错误的签名，验签失败 (signature does not verify)", "signature", {

@@ -10,6 +10,7 @@ local qos = require "quan.os"
 local cjson = require "cjson.safe"
 local store = require "quan.sandbox.store"
 local util = require "quan.sandbox.util"
+local time = require "quan.time"
 local notify = require "quan.sandbox.notify"
 
 local floor, tostring, type = math.floor, tostring, type
@@ -21,7 +22,7 @@ end
 local function health(ex)
   local sandbox = ex.sandbox
   return ex:answer(200, cjson.encode {ok = true, mchid = sandbox.id.mchid, appid = sandbox.id.appid,
-    now = util.format_time(qos.time() + ex.control.clock_offset)})
+    now = time.beijing(qos.time() + ex.control.clock_offset)})
 end
 
 local function show_faults(ex)
@@ -47,7 +48,7 @@ end
 
 local function show_clock(ex)
   local offset = ex.control.clock_offset
-  return ex:answer(200, cjson.encode {now = util.format_time(qos.time() + offset), offset_seconds = offset})
+  return ex:answer(200, cjson.encode {now = time.beijing(qos.time() + offset), offset_seconds = offset})
 end
 
 -- POST /sandbox/clock {"advance_seconds": n} moves the business clock
@@ -72,7 +73,7 @@ local function move_clock(ex)
   if not offset then
     return ex:fail(param_error("advance_seconds must be a number >= 0 (the clock only moves forward)", "advance_seconds"))
   end
-  return ex:answer(200, cjson.encode {now = util.format_time(qos.time() + offset), offset_seconds = offset})
+  return ex:answer(200, cjson.encode {now = time.beijing(qos.time() + offset), offset_seconds = offset})
 end
 
 -- POST /sandbox/coupons/use: uses a coupon as a shop's payment would, and

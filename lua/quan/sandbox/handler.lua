@@ -18,8 +18,9 @@ local sqlite = require "quan.sqlite"
 local qos = require "quan.os"
 local cjson = require "cjson.safe"
 local store = require "quan.sandbox.store"
-local util = require "quan.sandbox.util"
 local files = require "quan.sandbox.files"
+local url = require "quan.url"
+local sign = require "wechatpay.sign"
 local auth = require "quan.sandbox.auth"
 local api = require "quan.sandbox.api"
 local control = require "quan.sandbox.control"
@@ -105,11 +106,11 @@ function Sandbox:sign(status, body, tamper_kinds, serial)
     end
   end
   local platform = self.platform
-  local sig = platform:sign(ts .. "\n" .. nonce .. "\n" .. body .. "\n")
+  local sig = platform:sign(sign.response_message(ts, nonce, body))
   if tamper_kinds then
     for _, kind in ipairs(tamper_kinds) do
       if kind == "signature" then
-        sig = platform:sign(ts .. "\n" .. nonce .. "\n" .. body .. " \n")
+        sig = platform:sign(sign.response_message(ts, nonce, body .. " "))
       elseif kind == "body" then
         sent_body = body:gsub('"', "'", 1)
         if sent_body == body then sent_body = body .. " " end
@@ -123,7 +124,7 @@ function Sandbox:sign(status, body, tamper_kinds, serial)
     ["Wechatpay-Nonce"] = nonce,
     ["Wechatpay-Signature"] = sig,
     ["Wechatpay-Serial"] = serial,
-    ["Wechatpay-Signature-Type"] = auth.SCHEME,
+    ["Wechatpay-Signature-Type"] = sign.SCHEME,
   }, sent_body
 end
 
@@ -142,7 +143,7 @@ Exchange.__index = Exchange
 -- The API's pipeline (quan.sandbox.api) adds route, params, auth, body,
 -- parts and ctx.
 local function new_exchange(sandbox, req)
-  local path, query = util.split_target(req.path)
+  local path, query = url.split(req.path)
   return setmetatable({sandbox = sandbox, db = sandbox.db, req = req, path = path, query = query,
     control = sandbox:control()}, Exchange)
 end

@@ -19,6 +19,7 @@ local crypto = require "quan.crypto"
 local qos = require "quan.os"
 local cjson = require "cjson.safe"
 local util = require "quan.sandbox.util"
+local time = require "quan.time"
 
 local floor = math.floor
 
@@ -45,8 +46,8 @@ end
 function M.notification(sandbox, coupon, now)
   local nonce = crypto.nonce(12)
   local body = util.encode {
-    id = "EV-" .. os.date("!%Y%m%d%H%M%S", now + 8 * 3600) .. crypto.nonce(14):upper(),
-    create_time = util.format_time(now),
+    id = "EV-" .. time.beijing(now, "%Y%m%d%H%M%S") .. crypto.nonce(14):upper(),
+    create_time = time.beijing(now),
     resource_type = "encrypt-resource",
     event_type = "COUPON.USE",
     summary = "用券成功",
