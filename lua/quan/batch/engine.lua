@@ -117,8 +117,6 @@ function Queue:pop()
   return item
 end
 
-function Queue:empty() return self.first > self.last end
-
 -- queue:drain() -> every item left, in order; the queue is empty after
 function Queue:drain()
   local rest = {}
@@ -359,8 +357,10 @@ end
 -- run:pop_retry(due_only) -> the row whose retry comes first (when due,
 -- with due_only) | nil
 function Run:pop_retry(due_only)
-  local item = self.backoff:pop(due_only and qos.now() or nil)
-  if item then self.counts.retrying = self.backoff:count() end
+  local backoff = self.backoff
+  if backoff:count() == 0 then return nil end
+  local item = backoff:pop(due_only and qos.now() or nil)
+  if item then self.counts.retrying = backoff:count() end
   return item
 end
 
@@ -373,8 +373,11 @@ function Run:take()
   local item = self:pop_retry(true)
   if item then return item end
   if not self.stop_reason and not self.backoff:full() then
-    if self.queue:empty() and not self.input.eof then self:claim() end
     item = self.queue:pop()
+    if not item and not self.input.eof then
+      self:claim()
+      item = self.queue:pop()
+    end
     if item then return item end
   end
   -- nothing new to send: the earliest retry, when its time comes
