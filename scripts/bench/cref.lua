@@ -161,6 +161,7 @@ local ok, err = pcall(function()
       print(("cref.cg_%s_quan: %.0f instructions/request"):format(what[1], q))
       print(("cref.cg_%s_c: %.0f instructions/request"):format(what[1], c))
       print(("cref.cg_%s_ratio: %.3f"):format(what[1], q / c))
+      print(("cref.cg_%s_difference: %.0f instructions/request"):format(what[1], q - c))
     end
     print(("cref.cg_startup_quan: %.0f instructions"):format(boot.quan))
     print(("cref.cg_startup_c: %.0f instructions"):format(boot.c))
