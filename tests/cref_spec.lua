@@ -48,7 +48,7 @@ describe("the C reference client (build/cref)", function()
 
   for _, side in ipairs { "c", "quan" } do
     it(("completes verified requests sequentially and 16 in flight (%s)"):format(side), function()
-      local values, why = client(side, { "--warm-up", "--sequential", "3", "--parallel", "20" })
+      local values, why = client(side, { "--warm-up", "16", "--sequential", "3", "--parallel", "20" })
       assert.is_table(values, why)
       assert.equal(3, values.sequential_requests)
       assert.equal(20, values.parallel_requests)

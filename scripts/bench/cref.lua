@@ -9,10 +9,10 @@
 --       requests each way under callgrind; QUAN_BENCH_CALLGRIND=0 skips it.
 --
 -- Each round runs both clients once, one after the other (which one first
--- alternates): a fresh process that warms up (1 request, then 16 at once),
--- then sends N requests sequentially and N with 16 in flight, printing the
--- CPU time of each phase (getrusage of its own process; the server is
--- another process) and its peak RSS. The CPU figures are medians of the
+-- alternates): a fresh process that warms up (1 request, then 128 with 16
+-- in flight), then sends N requests sequentially and N with 16 in flight,
+-- printing the CPU time of each phase (getrusage of its own process; the
+-- server is another process) and its peak RSS. The CPU figures are medians of the
 -- rounds; the ratios are quan's median over C's.
 package.path = "./?.lua;" .. package.path
 local qos = require "quan.os"
@@ -23,6 +23,9 @@ local N = math.tointeger(tonumber(args[1] or os.getenv("QUAN_BENCH_N") or 1000))
 local ROUNDS = math.tointeger(tonumber(args[2] or 5))
 local CG_N = math.tointeger(tonumber(os.getenv("QUAN_BENCH_CG_N") or 100))
 local STARTS = 11 -- start-up runs of each client
+-- requests at 16 in flight before the measured ones (after 1 sequential):
+-- enough for all 16 connections to be open even under callgrind
+local WARM_UP = 128
 if not (N and N > 0 and ROUNDS and ROUNDS > 0 and CG_N and CG_N > 0) then
   io.stderr:write("usage: quan scripts/bench/cref.lua [N [ROUNDS]] (positive integers)\n")
   os.exit(2)
@@ -119,7 +122,7 @@ local ok, err = pcall(function()
   for r = 1, ROUNDS do
     for k = 0, 1 do
       local side = SIDES[(r + k) % 2 + 1]
-      local v = client(side, { "--warm-up", "--sequential", tostring(N), "--parallel", tostring(N) })
+      local v = client(side, { "--warm-up", tostring(WARM_UP), "--sequential", tostring(N), "--parallel", tostring(N) })
       table.insert(cpu.seq[side], v.sequential_cpu_s / N)
       table.insert(cpu.par[side], v.parallel_cpu_s / N)
       table.insert(rss.seq[side], v.sequential_maxrss_kib)
@@ -128,8 +131,8 @@ local ok, err = pcall(function()
   end
 
   print(("cref.server: %s"):format(server_name))
-  print(("cref.requests: %d rounds, each a fresh process per client: 17 warm-up, %d sequential, %d at 16 in flight"):format(
-    ROUNDS, N, N))
+  print(("cref.requests: %d rounds, each a fresh process per client: %d warm-up, %d sequential, %d at 16 in flight"):format(
+    ROUNDS, WARM_UP + 1, N, N))
   local function cpu_lines(name, what)
     local q, c = median(cpu[what].quan), median(cpu[what].c)
     local qlo, qhi = spread(cpu[what].quan)
@@ -150,7 +153,7 @@ local ok, err = pcall(function()
     local per, boot = {}, {}
     for _, side in ipairs(SIDES) do
       local parts = callgrind(side, commands[side], MARKER[side], common,
-        { "--warm-up", "--sequential", tostring(CG_N), "--parallel", tostring(CG_N) })
+        { "--warm-up", tostring(WARM_UP), "--sequential", tostring(CG_N), "--parallel", tostring(CG_N) })
       if not (parts[2] and parts[3]) then error("cref: callgrind of the " .. side .. " client: no phase parts", 0) end
       per[side] = { seq = parts[2] / CG_N, par = parts[3] / CG_N }
       boot[side] = callgrind(side, commands[side], MARKER[side], common, {}).total
@@ -184,7 +187,7 @@ local ok, err = pcall(function()
     print(("cref.%s_c: %.1f MB"):format(name, c / 1024))
     print(("cref.%s_ratio: %.2f  (%s)"):format(name, q / c, what))
   end
-  rss_lines("rss", rss.seq, ("peak after 17 warm-up + %d sequential requests"):format(N))
+  rss_lines("rss", rss.seq, ("peak after %d warm-up + %d sequential requests"):format(WARM_UP + 1, N))
   rss_lines("rss_par16", rss.par, ("peak after a further %d at 16 in flight"):format(N))
 end)
 stop()

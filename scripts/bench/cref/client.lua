@@ -8,7 +8,7 @@
 --   build/quan scripts/bench/cref/client.lua --base-url URL --mchid ID
 --     --serial HEX --private-key PATH --cert NAME=PATH [...] [--ca-file PATH]
 --     --begin RFC3339 --end RFC3339 --prefix P [--user-agent UA]
---     [--warm-up] [--sequential N] [--parallel N] [--print-request I]
+--     [--warm-up W] [--sequential N] [--parallel N] [--print-request I]
 --
 -- --user-agent is accepted for the twin's sake; quan sends its own. Phases
 -- end with quan.os.getppid(), where `--dump-before=os_getppid` cuts a
@@ -36,34 +36,30 @@ local VALUED = {
   ["--private-key"] = "private_key", ["--ca-file"] = "ca_file", ["--begin"] = "begin",
   ["--end"] = "end", ["--prefix"] = "prefix", ["--user-agent"] = "user_agent",
   ["--sequential"] = "sequential", ["--parallel"] = "parallel", ["--print-request"] = "print_request",
+  ["--warm-up"] = "warm_up",
 }
-local run = { sequential = 0, parallel = 0 }
+local run = { sequential = 0, parallel = 0, warm_up = 0 }
 local certs = {}
 local i = 1
 while arg[i] do
-  local a = arg[i]
-  if a == "--warm-up" then
-    run.warm_up = true
+  local a, v = arg[i], arg[i + 1]
+  if v == nil then die(a .. ": expected a value") end
+  if a == "--cert" then
+    local name, path = v:match("^([^=]+)=(.+)$")
+    if not name then die("--cert: expected NAME=PATH, got '" .. v .. "'") end
+    certs[name] = "file://" .. path
+  elseif VALUED[a] then
+    run[VALUED[a]] = v
   else
-    local v = arg[i + 1]
-    if v == nil then die(a .. ": expected a value") end
-    i = i + 1
-    if a == "--cert" then
-      local name, path = v:match("^([^=]+)=(.+)$")
-      if not name then die("--cert: expected NAME=PATH, got '" .. v .. "'") end
-      certs[name] = "file://" .. path
-    elseif VALUED[a] then
-      run[VALUED[a]] = v
-    else
-      die("unknown option '" .. a .. "'")
-    end
+    die("unknown option '" .. a .. "'")
   end
-  i = i + 1
+  i = i + 2
 end
 for _, k in ipairs { "base_url", "mchid", "serial", "private_key", "begin", "end", "prefix" } do
   if not run[k] then die("--" .. k:gsub("_", "-") .. " is required") end
 end
 run.sequential, run.parallel = count("--sequential", run.sequential), count("--parallel", run.parallel)
+run.warm_up = count("--warm-up", run.warm_up)
 
 local wx = wechatpay.new {
   mchid = run.mchid, serial = run.serial, private_key = "file://" .. run.private_key,
@@ -138,9 +134,9 @@ local function measured(phase, fn, n)
   io.stdout:flush()
 end
 
-if run.warm_up then
+if run.warm_up > 0 then
   sequential(1)
-  parallel(PARALLEL)
+  parallel(run.warm_up)
 end
 qos.getppid() -- marker: end of start-up and warm-up
 if run.sequential > 0 then measured("sequential", sequential, run.sequential) end
