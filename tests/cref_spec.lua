@@ -56,6 +56,11 @@ describe("the C reference client (build/cref)", function()
         assert.is_number(values[k], k)
       end
       assert.is_true(values.parallel_maxrss_kib > 0)
+      -- the warm-up opens the connections of 16 in flight (it stops trying
+      -- after 64 bursts, so only a range is certain)
+      assert.is_true(values.warm_up_requests >= 1 + 16, tostring(values.warm_up_requests))
+      assert.is_true(values.warm_up_connections >= 1 and values.warm_up_connections <= 16)
+      assert.is_true(values.final_connections >= 1 and values.final_connections <= 16)
     end)
   end
 

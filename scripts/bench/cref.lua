@@ -10,7 +10,7 @@
 --
 -- Each round runs both clients once, one after the other (which one first
 -- alternates): a fresh process that warms up (1 request, then 128 with 16
--- in flight), then sends N requests sequentially and N with 16 in flight,
+-- in flight, then bursts of 16 until 16 connections are open), then sends N requests sequentially and N with 16 in flight,
 -- printing the CPU time of each phase (getrusage of its own process; the
 -- server is another process) and its peak RSS. The CPU figures are medians of the
 -- rounds; the ratios are quan's median over C's.
@@ -23,8 +23,8 @@ local N = math.tointeger(tonumber(args[1] or os.getenv("QUAN_BENCH_N") or 1000))
 local ROUNDS = math.tointeger(tonumber(args[2] or 5))
 local CG_N = math.tointeger(tonumber(os.getenv("QUAN_BENCH_CG_N") or 100))
 local STARTS = 11 -- start-up runs of each client
--- requests at 16 in flight before the measured ones (after 1 sequential):
--- enough for all 16 connections to be open even under callgrind
+-- requests at 16 in flight before the measured ones (after 1 sequential;
+-- the clients add bursts of 16 until 16 connections are open)
 local WARM_UP = 128
 if not (N and N > 0 and ROUNDS and ROUNDS > 0 and CG_N and CG_N > 0) then
   io.stderr:write("usage: quan scripts/bench/cref.lua [N [ROUNDS]] (positive integers)\n")
@@ -57,7 +57,8 @@ end
 -- under callgrind with the driver's arguments and extra, its profile cut
 -- at marker (the function each client calls at the end of a phase): part 1
 -- start-up and warm-up, 2 the sequential requests, 3 those at 16 in flight,
--- the last one the exit; parts.total sums them all
+-- the last one the exit; parts.total sums them all; and the client's
+-- printed values
 local function callgrind(side, command, marker, common, extra)
   local dir = assert(qos.mkdtemp("/tmp/quan-cref-cg."))
   local argv = setup.join({ "valgrind", "--tool=callgrind", "--dump-before=" .. marker,
@@ -81,7 +82,7 @@ local function callgrind(side, command, marker, common, extra)
     error(("cref: callgrind of the %s client gave no profile in %s: %s"):format(side, dir, tostring(err)), 0)
   end
   os.execute("rm -rf " .. dir)
-  return parts
+  return parts, values
 end
 
 local options, server_name, stop = setup.server()
@@ -90,6 +91,16 @@ local ok, err = pcall(function()
   local stamp = os.date("!%H%M%S")
   local common = setup.argv(options) -- each run adds its own --prefix
   local runs = 0
+  -- the connections each warmed-up run had open after its warm-up and at
+  -- its end: fewest and most over the runs
+  local conns = { quan = { warm = math.huge, final = 0 }, c = { warm = math.huge, final = 0 } }
+  local function count_connections(side, values)
+    if values.warm_up_connections then
+      local c = conns[side]
+      c.warm = math.min(c.warm, values.warm_up_connections)
+      c.final = math.max(c.final, values.final_connections)
+    end
+  end
   -- client(side, extra) -> values, wall seconds; raises when the client failed
   local function client(side, extra)
     runs = runs + 1
@@ -97,6 +108,7 @@ local ok, err = pcall(function()
       { "--prefix", ("b%s%s%dx"):format(stamp, side == "quan" and "q" or "c", runs) }, extra or {})
     local values, wall = setup.run(argv)
     if not values then error("cref: " .. wall, 0) end
+    count_connections(side, values)
     return values, wall
   end
 
@@ -131,7 +143,7 @@ local ok, err = pcall(function()
   end
 
   print(("cref.server: %s"):format(server_name))
-  print(("cref.requests: %d rounds, each a fresh process per client: %d warm-up, %d sequential, %d at 16 in flight"):format(
+  print(("cref.requests: %d rounds, each a fresh process per client: %d+ warm-up, %d sequential, %d at 16 in flight"):format(
     ROUNDS, WARM_UP + 1, N, N))
   local function cpu_lines(name, what)
     local q, c = median(cpu[what].quan), median(cpu[what].c)
@@ -152,8 +164,9 @@ local ok, err = pcall(function()
     local MARKER = { quan = "os_getppid", c = "phase_marker" }
     local per, boot = {}, {}
     for _, side in ipairs(SIDES) do
-      local parts = callgrind(side, commands[side], MARKER[side], common,
+      local parts, values = callgrind(side, commands[side], MARKER[side], common,
         { "--warm-up", tostring(WARM_UP), "--sequential", tostring(CG_N), "--parallel", tostring(CG_N) })
+      count_connections(side, values)
       if not (parts[2] and parts[3]) then error("cref: callgrind of the " .. side .. " client: no phase parts", 0) end
       per[side] = { seq = parts[2] / CG_N, par = parts[3] / CG_N }
       boot[side] = callgrind(side, commands[side], MARKER[side], common, {}).total
@@ -171,6 +184,15 @@ local ok, err = pcall(function()
     print(("cref.cg_startup_ratio: %.2f  (start, load, build the client, exit)"):format(boot.quan / boot.c))
   end
 
+  -- a warmed-up run with fewer than 16 connections (or more at its end)
+  -- paid TLS handshakes inside its measured phases
+  local function connection_line(side)
+    local c = conns[side]
+    return ("%s %d after the warm-up, %d at the end"):format(side == "c" and "C" or side, c.warm, c.final)
+  end
+  print(("cref.connections: %s; %s  (fewest, most over the runs; 16 wanted)"):format(
+    connection_line("quan"), connection_line("c")))
+
   local function time_lines(name, list, what)
     local q, c = median(list.quan), median(list.c)
     print(("cref.%s_quan: %.1f ms"):format(name, q * 1e3))
@@ -187,7 +209,7 @@ local ok, err = pcall(function()
     print(("cref.%s_c: %.1f MB"):format(name, c / 1024))
     print(("cref.%s_ratio: %.2f  (%s)"):format(name, q / c, what))
   end
-  rss_lines("rss", rss.seq, ("peak after %d warm-up + %d sequential requests"):format(WARM_UP + 1, N))
+  rss_lines("rss", rss.seq, ("peak after %d+ warm-up + %d sequential requests"):format(WARM_UP + 1, N))
   rss_lines("rss_par16", rss.par, ("peak after a further %d at 16 in flight"):format(N))
 end)
 stop()

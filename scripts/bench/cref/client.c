@@ -24,17 +24,19 @@
  *
  * Without --sequential or --parallel it loads the keys, sets up libcurl and
  * exits (the start-up a benchmark times). --warm-up W first sends one
- * request and then W with 16 in flight: the connections and TLS sessions of
- * the measured requests. (When the client is slow, as under callgrind, a
- * burst of 16 may leave fewer than 16 connections open — strace showed 1 to
- * 15 — as requests waiting for a connection take one that fell idle
- * meanwhile, and the measured requests would pay the other handshakes; a
- * longer warm-up opens all 16 first.) Each measured phase prints
- * `<phase>_cpu_s`, `<phase>_wall_s`,
- * `<phase>_maxrss_kib` and `<phase>_requests` lines and then calls
- * phase_marker(), where `valgrind --tool=callgrind --dump-before=phase_marker`
- * cuts its profile. --print-request I prints the headers (but Authorization)
- * and the body of request I and exits. Any failure (transport, status,
+ * request, then W with 16 in flight, then bursts of 16 until 16 connections
+ * to the server are open (/proc/self/net/tcp), so that the measured
+ * requests pay no TLS handshake: when the client is slow, as under
+ * callgrind, requests waiting for a connection take one that fell idle
+ * meanwhile, and 16 in flight can run on fewer connections until the
+ * measured phase opens the rest (strace showed 1 to 15 open after a burst
+ * of 16, 9 after 128). It prints warm_up_requests and warm_up_connections,
+ * and final_connections at the end. Each measured phase prints
+ * `<phase>_cpu_s`, `<phase>_wall_s`, `<phase>_maxrss_kib` and
+ * `<phase>_requests` lines and then calls phase_marker(), where
+ * `valgrind --tool=callgrind --dump-before=phase_marker` cuts its profile.
+ * --print-request I prints the headers (but Authorization) and the body of
+ * request I and exits. Any failure (transport, status,
  * verification, body) ends the process with status 1 and a message naming
  * the request. */
 #include <ctype.h>
@@ -127,6 +129,7 @@ typedef struct Config {
   /* derived */
   char url[1024];        /* origin + prefix + TARGET */
   char target[1024];     /* prefix + TARGET: the signed path */
+  unsigned port;         /* the server's TCP port */
   const char *accept;    /* the Wechatpay-Serial sent: the key answers are signed with */
   EVP_PKEY_CTX *sign;    /* sign-initialised merchant key */
   EVP_MD *sha256;
@@ -244,6 +247,18 @@ static void parse_args(Config *c, int argc, char **argv) {
   int un = tn < 0 || (size_t)tn >= sizeof c->target ? -1
            : snprintf(c->url, sizeof c->url, "%.*s%s", (int)origin, c->base_url, c->target);
   if (un < 0 || (size_t)un >= sizeof c->url) die("--base-url: too long");
+  /* the port: after the host's last ':' that is not inside [IPv6] */
+  const char *host_end = c->base_url + origin, *colon = NULL;
+  for (const char *q = c->base_url + 8; q < host_end; q++)
+    if (*q == ':') colon = q;
+    else if (*q == ']') colon = NULL;
+  c->port = 443;
+  if (colon) {
+    char *end;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (end != host_end || p == 0 || p > 65535) die("--base-url: bad port");
+    c->port = (unsigned)p;
+  }
 
   c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
   if (c->sha256 == NULL) die("SHA-256: %s", ossl_reason("unavailable"));
@@ -693,6 +708,36 @@ static void parallel(Client *cl, long n) {
   run(cl, started, n - started);
 }
 
+/* The TCP connections open from this machine to the server's port, as
+ * /proc/self/net/tcp and tcp6 list them (state 01, ESTABLISHED): the
+ * client's own, as it is the only one talking to its server meanwhile. */
+static int connections(unsigned port) {
+  static const char *const files[] = {"/proc/self/net/tcp", "/proc/self/net/tcp6"};
+  int n = 0;
+  for (int i = 0; i < 2; i++) {
+    FILE *f = fopen(files[i], "r");
+    if (f == NULL) continue;
+    char line[512], remote[64];
+    unsigned state;
+    while (fgets(line, sizeof line, f))
+      if (sscanf(line, " %*d: %*s %63s %x", remote, &state) == 2 && state == 1) {
+        const char *colon = strrchr(remote, ':');
+        if (colon && strtoul(colon + 1, NULL, 16) == port) n++;
+      }
+    fclose(f);
+  }
+  return n;
+}
+
+/* One request, then w with PARALLEL in flight, then bursts of PARALLEL
+ * until PARALLEL connections are open (at most 64 bursts). */
+static void warm_up(Client *cl, long w) {
+  sequential(cl, 1);
+  parallel(cl, w);
+  for (int bursts = 0; bursts < 64 && connections(cl->config->port) < PARALLEL; bursts++)
+    parallel(cl, PARALLEL);
+}
+
 static void measured(Client *cl, const char *phase, void (*fn)(Client *, long), long n) {
   double c0 = cputime(), w0 = wallclock();
   fn(cl, n);
@@ -726,12 +771,14 @@ int main(int argc, char **argv) {
   for (int i = 0; i < PARALLEL; i++) slot_init(&config, &cl.slots[i], share);
   printf("ready_cpu_s %.6f\n", cputime());
   if (config.warm_up > 0) {
-    sequential(&cl, 1);
-    parallel(&cl, config.warm_up);
+    warm_up(&cl, config.warm_up);
+    printf("warm_up_requests %ld\nwarm_up_connections %d\n", cl.next - 1, connections(config.port));
+    fflush(stdout);
   }
   phase_marker();
   if (config.sequential > 0) measured(&cl, "sequential", sequential, config.sequential);
   if (config.parallel > 0) measured(&cl, "parallel", parallel, config.parallel);
+  if (config.sequential > 0 || config.parallel > 0) printf("final_connections %d\n", connections(config.port));
   for (int i = 0; i < PARALLEL; i++) {
     curl_easy_cleanup(cl.slots[i].easy);
     curl_slist_free_all(cl.slots[i].headers);

@@ -134,10 +134,39 @@ local function measured(phase, fn, n)
   io.stdout:flush()
 end
 
+-- connections() -> the TCP connections open to the server's port, as
+-- /proc/self/net/tcp and tcp6 list them (state 01, ESTABLISHED): the
+-- client's own, as it is the only one talking to its server meanwhile
+local port = tonumber(run.base_url:match("^https://[^/]*:(%d+)")) or 443
+local function connections()
+  local n = 0
+  for _, file in ipairs { "/proc/self/net/tcp", "/proc/self/net/tcp6" } do
+    local f = io.open(file)
+    if f then
+      for line in f:lines() do
+        local remote, state = line:match("^%s*%d+: %S+ %S+:(%x+) (%x+)")
+        if remote and tonumber(state, 16) == 1 and tonumber(remote, 16) == port then n = n + 1 end
+      end
+      f:close()
+    end
+  end
+  return n
+end
+
+-- the warm-up of client.c: one request, then W with 16 in flight, then
+-- bursts of 16 until 16 connections are open (at most 64 bursts)
 if run.warm_up > 0 then
   sequential(1)
   parallel(run.warm_up)
+  local bursts = 0
+  while bursts < 64 and connections() < PARALLEL do
+    parallel(PARALLEL)
+    bursts = bursts + 1
+  end
+  io.write(("warm_up_requests %d\nwarm_up_connections %d\n"):format(next_number - 1, connections()))
+  io.stdout:flush()
 end
 qos.getppid() -- marker: end of start-up and warm-up
 if run.sequential > 0 then measured("sequential", sequential, run.sequential) end
 if run.parallel > 0 then measured("parallel", parallel, run.parallel) end
+print(("final_connections %d"):format(connections()))
