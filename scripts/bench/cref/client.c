@@ -262,7 +262,9 @@ static void parse_args(Config *c, int argc, char **argv) {
 
   c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
   if (c->sha256 == NULL) die("SHA-256: %s", ossl_reason("unavailable"));
-  c->sign = rsa_ctx(read_private_key(c->private_key), c->sha256, 1);
+  EVP_PKEY *merchant = read_private_key(c->private_key);
+  c->sign = rsa_ctx(merchant, c->sha256, 1); /* holds its own reference */
+  EVP_PKEY_free(merchant);
   /* the key answers are asked to be signed with, as the client chooses it:
    * the greatest PUB_KEY_ID_..., else the certificate that expires last */
   const Key *best = NULL, *pub = NULL;
@@ -277,6 +279,16 @@ static void parse_args(Config *c, int argc, char **argv) {
     }
   }
   c->accept = pub ? pub->name : best->name;
+}
+
+static void config_free(Config *c) {
+  EVP_PKEY_CTX_free(c->sign);
+  for (int i = 0; i < c->nkeys; i++) {
+    EVP_PKEY_CTX_free(c->keys[i].verify);
+    EVP_PKEY_free(c->keys[i].pkey);
+    free((char *)c->keys[i].name);
+  }
+  EVP_MD_free(c->sha256);
 }
 
 /* ---- one request ---------------------------------------------------------- */
@@ -760,6 +772,8 @@ int main(int argc, char **argv) {
     char body[1024];
     make_body(&config, config.print_request, body, sizeof body);
     printf("\n%s\n", body);
+    curl_slist_free_all(s.headers);
+    config_free(&config);
     return 0;
   }
   cl.multi = curl_multi_init();
@@ -786,6 +800,7 @@ int main(int argc, char **argv) {
   }
   curl_multi_cleanup(cl.multi);
   curl_share_cleanup(share);
+  config_free(&config);
   curl_global_cleanup();
   return 0;
 }
