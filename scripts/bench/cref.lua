@@ -129,12 +129,14 @@ local ok, err = pcall(function()
   end
 
   -- rounds
+  local validated = true
   local cpu = { seq = { quan = {}, c = {} }, par = { quan = {}, c = {} } }
   local rss = { seq = { quan = {}, c = {} }, par = { quan = {}, c = {} } }
   for r = 1, ROUNDS do
     for k = 0, 1 do
       local side = SIDES[(r + k) % 2 + 1]
       local v = client(side, { "--warm-up", tostring(WARM_UP), "--sequential", tostring(N), "--parallel", tostring(N) })
+      if side == "quan" then validated = validated and v.validated == 1 end
       table.insert(cpu.seq[side], v.sequential_cpu_s / N)
       table.insert(cpu.par[side], v.parallel_cpu_s / N)
       table.insert(rss.seq[side], v.sequential_maxrss_kib)
@@ -145,6 +147,7 @@ local ok, err = pcall(function()
   print(("cref.server: %s"):format(server_name))
   print(("cref.requests: %d rounds, each a fresh process per client: %d+ warm-up, %d sequential, %d at 16 in flight"):format(
     ROUNDS, WARM_UP + 1, N, N))
+  print(("cref.quan_validation: %s"):format(validated and "on (the client's default)" or "off in some run"))
   local function cpu_lines(name, what)
     local q, c = median(cpu[what].quan), median(cpu[what].c)
     local qlo, qhi = spread(cpu[what].quan)

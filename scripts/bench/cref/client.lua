@@ -170,3 +170,5 @@ qos.getppid() -- marker: end of start-up and warm-up
 if run.sequential > 0 then measured("sequential", sequential, run.sequential) end
 if run.parallel > 0 then measured("parallel", parallel, run.parallel) end
 print(("final_connections %d"):format(connections()))
+-- whether the requests passed the validator (the client's default)
+print(("validated %d"):format(package.loaded["wechatpay.favor.validate"] and 1 or 0))

@@ -29,12 +29,10 @@ function M.sandbox_options(h)
   return options
 end
 
--- user_agent() -> the User-Agent quan's client sends, which the C client is
--- told to send too (the same bytes on the wire)
+-- user_agent() -> the User-Agent quan's client sends (quan.http's), which
+-- the C client is told to send too: the same bytes on the wire
 function M.user_agent()
-  local ok, client = pcall(require, "wechatpay.client")
-  if ok and type(client) == "table" and type(client.USER_AGENT) == "string" then return client.USER_AGENT end
-  return "quan/" .. require("wechatpay")._VERSION
+  return require("quan.http").USER_AGENT
 end
 
 local function path_of(src, what)
