@@ -80,6 +80,18 @@ describe("quan.sqlite", function()
     assert.equal("constraint", db:errcode())
   end)
 
+  it("check raises a returned failure at the caller's line and passes anything else", function()
+    local check = sqlite.check
+    assert.same({ 1, 2 }, { check(1, 2) })
+    assert.is_nil(check(nil))
+    assert.same({ n = 2, nil, "no code" }, table.pack(check(nil, "no code"))) -- not a failure: passed on
+    local err = { code = "MINE" }
+    assert.equal(err, select(2, check(nil, err)))
+    local ok, msg = pcall(function() check(db:run("INSERT INTO t (id) VALUES ('x')")) end)
+    assert.is_false(ok)
+    assert.equal("tests/sqlite_spec.lua:" .. debug.getinfo(1, "l").currentline - 2 .. ": sqlite: datatype mismatch", msg)
+  end)
+
   it("raises for SQL that does not compile, anywhere", function()
     for _, call in ipairs {
       function() db:exec("SELEKT 1") end,
