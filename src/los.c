@@ -1,8 +1,9 @@
 /* los.c: quan.os, the few operating-system calls the Lua side needs and the
- * standard library lacks: clocks, processes, file modes, locks, terminals.
- * Bad arguments raise; failures of the world return nil, message, code, the
- * code named after errno ("noent"; quan_fail_errno). Also the interrupt
- * value a Ctrl-C raises, and its test. */
+ * standard library lacks: clocks, processes, files and directories, locks,
+ * terminals. Bad arguments raise; failures of the world return nil,
+ * message, code, the code named after errno ("noent"; quan_fail_errno).
+ * Also the interrupt value a Ctrl-C raises, and its test. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -22,6 +23,7 @@
 extern char **environ;
 
 #define LOCK_MT "quan.os.lock"
+#define DIR_MT "quan.os.dir" /* a directory being listed: closed by list or the collector */
 
 /* now() -> seconds (float), monotonic */
 static int os_now(lua_State *L) {
@@ -193,11 +195,46 @@ static int os_mkdir(lua_State *L) {
     if (errno != EEXIST) return quan_fail_errno(L, errno, path);
     if (stat(path, &st) != 0) return quan_fail_errno(L, errno, path);
     if (!S_ISDIR(st.st_mode)) {
-      errno = ENOTDIR;
-      return quan_fail_errno(L, errno, path);
+      return quan_fail_errno(L, ENOTDIR, path);
     }
   }
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int dir_release(lua_State *L) {
+  DIR **box = luaL_checkudata(L, 1, DIR_MT);
+  if (*box != NULL) {
+    closedir(*box);
+    *box = NULL;
+  }
+  return 0;
+}
+
+/* list(dir) -> { name, ... } | nil, message, code: the names of the
+ * entries of dir but "." and "..", in no particular order. The DIR is
+ * boxed first, so a memory error while listing leaves it to the collector. */
+static int os_list(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  DIR **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, DIR_MT);
+  *box = opendir(path);
+  if (*box == NULL) return quan_fail_errno(L, errno, path);
+  lua_newtable(L);
+  lua_Integer n = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent *entry = readdir(*box);
+    if (entry == NULL) break;
+    if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
+    lua_pushstring(L, entry->d_name);
+    lua_rawseti(L, -2, ++n);
+  }
+  int e = errno; /* 0 at the end of the directory */
+  closedir(*box);
+  *box = NULL;
+  if (e != 0) return quan_fail_errno(L, e, path);
   return 1;
 }
 
@@ -385,6 +422,7 @@ static const luaL_Reg funcs[] = {
   {"chmod", os_chmod},
   {"mkdir", os_mkdir},
   {"mkdtemp", os_mkdtemp},
+  {"list", os_list},
   {"spawn", os_spawn},
   {"kill", os_kill},
   {"wait", os_wait},
@@ -399,6 +437,10 @@ int luaopen_quan_os(lua_State *L) {
     lua_pushvalue(L, -1);
     lua_setfield(L, -2, "__index");
   }
+  lua_pop(L, 1);
+  luaL_newmetatable(L, DIR_MT);
+  lua_pushcfunction(L, dir_release);
+  lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   luaL_newlib(L, funcs);
   quan_push_interrupt(L);

@@ -8,8 +8,9 @@
 -- wechatpay.client() returns a client with a throwaway key, no profile or
 -- sandbox is touched.
 --
---   check.main(args)      -> exit status: 0 all valid, 1 findings or a script
---                            error, 2 usage
+--   check.main(opts, arguments) -> exit status: 0 all valid, 1 findings or a
+--                            script error (quan.cli parses the command line)
+--   check.parse_now(text) -> epoch seconds | nil, reason (the value of --now)
 --   check.run(path, args [, opts]) -> report { requests = {...}, error = msg|nil }
 --   check.response(p)     -> the synthetic response for a prepared request
 local schema = require "wechatpay.favor.schema"
@@ -190,58 +191,24 @@ function M.run(path, args, opts)
   return report
 end
 
-local LOG_FORMATS = require("quan.batch.progress").FORMATS
-
-local USAGE = "usage: quan check [--now TIME] [--profile NAME] [--config FILE] script.lua [args]"
-
--- main(args) -> exit status
-function M.main(args)
-  args = args or {}
-  local i = 1
-  local now, log_format
-  while args[i] and args[i]:sub(1, 1) == "-" and args[i] ~= "-" do
-    local a = args[i]
-    if a == "--" then i = i + 1 break end
-    if a == "--now" then
-      -- check as of this time: "YYYY-MM-DD HH:MM" (Beijing time) or epoch seconds
-      local v = args[i + 1] or ""
-      now = tonumber(v)
-      if not now then
-        local ok, t = pcall(require("wechatpay.favor").at, v)
-        now = ok and validate.rfc3339(t) or nil
-      end
-      if not now then
-        io.stderr:write("quan check: --now expects \"YYYY-MM-DD HH:MM\" or epoch seconds, got '", v, "'\n")
-        return 2
-      end
-      i = i + 2
-    elseif a == "--log-format" or a:match("^%-%-log%-format=") then
-      -- a batch's log, as `quan run` takes it
-      local v = a:match("=(.*)$")
-      i = i + (v and 1 or 2)
-      v = v or args[i - 1]
-      if not LOG_FORMATS[v or ""] then
-        io.stderr:write("quan check: --log-format ",
-          v and ("must be one of bar, json, text, got '" .. v .. "'") or "needs a value", "\n")
-        return 2
-      end
-      log_format = v
-    elseif a == "--profile" or a == "--config" then
-      i = i + 2          -- accepted for symmetry with `quan run`; check uses no profile
-    elseif a:match("^%-%-profile=") or a:match("^%-%-config=") or a == "--verbose" or a == "--sandbox"
-      or a == "--dry-run" then
-      i = i + 1
-    else
-      io.stderr:write("quan check: unknown option '", a, "'\n", USAGE, "\n")
-      return 2
-    end
+-- parse_now(text) -> epoch seconds | nil, reason: the value of --now,
+-- "YYYY-MM-DD HH:MM" (Beijing time) or epoch seconds
+function M.parse_now(text)
+  local now = tonumber(text)
+  if not now then
+    local ok, t = pcall(require("wechatpay.favor").at, text)
+    now = ok and validate.rfc3339(t) or nil
   end
-  local script = args[i]
-  if not script then
-    io.stderr:write(USAGE, "\n")
-    return 2
-  end
-  local rest = table.move(args, i + 1, #args, 1, {})
+  if not now then return nil, ("expects \"YYYY-MM-DD HH:MM\" or epoch seconds, got '%s'"):format(text) end
+  return now
+end
+
+-- main(opts, arguments) -> exit status; the `quan check` command (its
+-- options: quan.cli's table): arguments = { script, script's args... }
+function M.main(opts, arguments)
+  local script = arguments[1]
+  local rest = table.move(arguments, 2, #arguments, 1, {})
+  local now, log_format = opts.now, opts.log_format
   local out = io.stdout
   local n = 0
   if log_format then require("quan.batch").log_format = log_format end

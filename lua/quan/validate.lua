@@ -21,6 +21,7 @@
 -- run. The specs compare both paths on random damage to the seed.
 local schema = require "wechatpay.favor.schema"
 local cjson_safe = require "cjson.safe"
+local suggest = require("quan.suggest").closest -- "did you mean"; only on the failure path
 
 local type, pairs, ipairs, next, tostring, tonumber = type, pairs, ipairs, next, tostring, tonumber
 local mtype, floor, huge = math.type, math.floor, math.huge
@@ -119,34 +120,6 @@ local function list(values)
   local t = {}
   for i, v in ipairs(values) do t[i] = tostring(v) end
   return concat(t, ", ")
-end
-
--- edit distance for "did you mean"; only on the failure path
-local function distance(a, b)
-  local la, lb = #a, #b
-  if math.abs(la - lb) > 2 then return 3 end
-  local prev = {}
-  for j = 0, lb do prev[j] = j end
-  for i = 1, la do
-    local cur = { [0] = i }
-    for j = 1, lb do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[lb]
-end
-
-local function suggest(word, candidates)
-  if type(word) ~= "string" then return nil end
-  local best, bd = nil, 3
-  for _, c in ipairs(candidates) do
-    c = tostring(c)
-    local d = c:upper() == word:upper() and 0 or distance(word, c)
-    if d < bd then best, bd = c, d end
-  end
-  return best
 end
 
 -- ---------------------------------------------------------------------------
