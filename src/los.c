@@ -445,5 +445,7 @@ int luaopen_quan_os(lua_State *L) {
   luaL_newlib(L, funcs);
   quan_push_interrupt(L);
   lua_setfield(L, -2, "interrupt");
+  lua_pushliteral(L, QUAN_VERSION);
+  lua_setfield(L, -2, "VERSION");
   return 1;
 }
