@@ -90,15 +90,16 @@ function M.run_fake(opts)
 end
 
 -- ctrl_c_when(condition) -> fired(): the first time condition() holds in
--- the main thread (outside every task), raises "interrupted!" there, as the
--- host's SIGINT hook does when Ctrl-C reaches the REPL. fired() removes the
+-- the main thread (outside every task), raises the interrupt
+-- (quan.os.interrupt) there, as the host's SIGINT hook does when Ctrl-C
+-- reaches the REPL. fired() removes the
 -- hook and says whether it fired.
 function M.ctrl_c_when(condition)
   local fired = false
   debug.sethook(function()
     if not fired and not coroutine.isyieldable() and condition() then
       fired = true
-      error("interrupted!", 0)
+      error(require("quan.os").interrupt, 0)
     end
   end, "", 50)
   return function()

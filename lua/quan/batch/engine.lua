@@ -65,11 +65,9 @@ function M.exit_code(s)
   return M.exit.ok
 end
 
--- is_interrupt(err) -> true when err is the host's Ctrl-C ("interrupted!",
+-- is_interrupt(err) -> true when err is the host's Ctrl-C (quan.os.interrupt,
 -- raised wherever Lua runs): the run ends, it is nobody's failure
-local function is_interrupt(err)
-  return tostring(err):find("interrupted!", 1, true) ~= nil
-end
+local is_interrupt = qos.is_interrupt
 
 -- default_result(res) -> what the journal records of an answer:
 -- res.json.coupon_id (or id, or the JSON), else the body
@@ -463,7 +461,7 @@ function Run:process(item)
   end
 end
 
--- run:work(): a worker task's loop. A Ctrl-C raises "interrupted!" in
+-- run:work(): a worker task's loop. A Ctrl-C raises the interrupt in
 -- whichever task runs: that worker ends with it, and the others take no
 -- new row (take) and end too.
 function Run:work()
@@ -491,7 +489,7 @@ function Run:ticker()
 end
 
 -- run:drive(): runs the workers and the ticker to their end. An error (Ctrl-C
--- raises "interrupted!" wherever Lua runs) ends it at once: what is done
+-- raises the interrupt wherever Lua runs) ends it at once: what is done
 -- is committed by the caller, the rest resumes next run.
 function Run:drive()
   local async, tasks = self.async, {}

@@ -7,6 +7,7 @@
 local M = {}
 
 local crypto = require "quan.crypto"
+local check = require("quan.sqlite").check -- a database failure raises: the request answers 500
 local qos = require "quan.os"
 local cjson = require "cjson.safe"
 local store = require "quan.sandbox.store"
@@ -156,7 +157,7 @@ function M.handle(ex)
   ex.ctx = {mchid = id.mchid, appid = id.appid, now = ex:now(), sha256 = sha256}
   -- one write transaction per request: the nonce and the business change
   local db, res = ex.db, nil
-  res, err = db:transaction(function()
+  res, err = check(db:transaction(function()
     if not store.remember_nonce(db, signer.mchid, signer.nonce_str, floor(qos.time())) then return nil, auth.REPLAY end
     if not r then
       return nil, {status = 404, code = "NOT_FOUND", message = "no such endpoint: " .. req.method .. " " .. ex.path}
@@ -169,7 +170,7 @@ function M.handle(ex)
     end
     if body_err then return nil, body_err end
     return r.handle(ex, params)
-  end)
+  end))
   if r and res and faults.drop and random() < faults.drop then return "drop" end
   local tamper = r and faults.tamper and #faults.tamper > 0 and random() < (faults.tamper_rate or 1) and faults.tamper or nil
   if not res then return ex:fail(err, err.location or location, tamper) end

@@ -15,6 +15,7 @@ local M = {}
 
 local crypto = require "quan.crypto"
 local sqlite = require "quan.sqlite"
+local check = sqlite.check -- a database failure raises: the request answers 500
 local qos = require "quan.os"
 local cjson = require "cjson.safe"
 local store = require "quan.sandbox.store"
@@ -82,11 +83,11 @@ end
 -- change returns false
 function Sandbox:update_control(change)
   local db = self.db
-  db:transaction(function()
+  check(db:transaction(function()
     local cur = cjson.decode(store.get_control(db)) or {}
     if change(cur) == false then return end
     store.set_control(db, cur)
-  end)
+  end))
 end
 
 -- sandbox:sign(status, body[, tamper[, serial]]) -> status, headers, body:

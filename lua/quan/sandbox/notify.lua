@@ -16,6 +16,7 @@
 local M = {}
 
 local crypto = require "quan.crypto"
+local check = require("quan.sqlite").check -- a database failure raises: the request answers 500
 local qos = require "quan.os"
 local cjson = require "cjson.safe"
 local util = require "quan.sandbox.util"
@@ -65,12 +66,12 @@ end
 -- changed since (the row is failed, no more retries)
 local function attempt(sandbox, row)
   local db, now = sandbox.db, qos.time()
-  db:run("UPDATE notifications SET next_at = ? WHERE event_id = ?", now + LEASE, row.event_id)
+  check(db:run("UPDATE notifications SET next_at = ? WHERE event_id = ?", now + LEASE, row.event_id))
   if row.attempts > 0 then
-    local cb = db:first("SELECT switch FROM callbacks WHERE mchid = ? AND notify_url = ?", sandbox.id.mchid, row.notify_url)
+    local cb = check(db:first("SELECT switch FROM callbacks WHERE mchid = ? AND notify_url = ?", sandbox.id.mchid, row.notify_url))
     if not cb or cb.switch == 0 then
-      db:run("UPDATE notifications SET state = 'failed', next_at = NULL, last_error = ?, update_time = ? WHERE event_id = ?",
-        "callback switched off or changed: no more retries", floor(now), row.event_id)
+      check(db:run("UPDATE notifications SET state = 'failed', next_at = NULL, last_error = ?, update_time = ? WHERE event_id = ?",
+        "callback switched off or changed: no more retries", floor(now), row.event_id))
       return
     end
   end
@@ -87,9 +88,9 @@ local function attempt(sandbox, row)
   local policy = sandbox:control().notify
   local wait = not delivered and attempts <= policy.retries and policy.retry_interval or nil
   local state = delivered and "delivered" or (wait and "pending" or "failed")
-  db:run("UPDATE notifications SET attempts = attempts + 1, state = ?, next_at = ?, last_status = ?, last_error = ?, "
+  check(db:run("UPDATE notifications SET attempts = attempts + 1, state = ?, next_at = ?, last_status = ?, last_error = ?, "
     .. "update_time = ? WHERE event_id = ?", state, wait and qos.time() + wait, res and res.status,
-    not res and err or nil, floor(qos.time()), row.event_id)
+    not res and err or nil, floor(qos.time()), row.event_id))
   return {notify_url = row.notify_url, attempts = attempts, state = state, status = res and res.status,
     error = not res and err or nil, retry_in_seconds = wait}
 end
@@ -99,14 +100,14 @@ end
 -- attempt's delivery
 function M.deliver(sandbox, note, ca_file)
   local db = sandbox.db
-  local cb = db:first("SELECT notify_url, switch FROM callbacks WHERE mchid = ?", sandbox.id.mchid)
+  local cb = check(db:first("SELECT notify_url, switch FROM callbacks WHERE mchid = ?", sandbox.id.mchid))
   if not cb or cb.switch == 0 then return nil end
   local row = {event_id = cjson.decode(note.body).id, notify_url = cb.notify_url, body = note.body,
     ca_file = ca_file, attempts = 0}
   local now = floor(qos.time())
-  db:run("INSERT INTO notifications (event_id, notify_url, body, ca_file, attempts, state, next_at, create_time, update_time) "
+  check(db:run("INSERT INTO notifications (event_id, notify_url, body, ca_file, attempts, state, next_at, create_time, update_time) "
     .. "VALUES (?, ?, ?, ?, 0, 'pending', ?, ?, ?)", row.event_id, row.notify_url, row.body, ca_file,
-    now + LEASE, now, now)
+    now + LEASE, now, now))
   return attempt(sandbox, row)
 end
 
@@ -114,8 +115,8 @@ end
 -- call, as it may wait DELIVERY_TIMEOUT and the caller's wait checks for
 -- signals between calls
 function M.run_due(sandbox)
-  local row = sandbox.db:first("SELECT * FROM notifications WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at LIMIT 1",
-    qos.time())
+  local row = check(sandbox.db:first("SELECT * FROM notifications WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at LIMIT 1",
+    qos.time()))
   if not row then return 0 end
   attempt(sandbox, row)
   return 1
