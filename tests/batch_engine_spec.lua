@@ -41,7 +41,7 @@ describe("quan.batch engine", function()
     local coupons = require "quan.batch.coupons"
     local tries = {}
     local sum, events = run_fake {
-      input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 2, result = coupons.coupon_id,
+      input = input, journal = dir .. "/j.db", batch_prefix = "B", concurrency = 2, result = coupons.coupon_id,
       send = function(item)
         tries[item.key] = (tries[item.key] or 0) + 1
         local bad = ({ o00001 = { coupon_id = { a = 1 } }, o00002 = { x = 1 / 0 }, o00003 = { coupon_id = false },
@@ -70,7 +70,7 @@ describe("quan.batch engine", function()
     assert.equal(4, c.failed)
     -- the generic engine: a result function that raises or gives a table is the same
     local sum2 = run_fake {
-      input = users_csv(sh.tmpdir(), 2), journal = dir .. "/j2.db", batch_id = "B2", retry = { attempts = 1 },
+      input = users_csv(sh.tmpdir(), 2), journal = dir .. "/j2.db", batch_prefix = "B2", retry = { attempts = 1 },
       result = function(res) return res.json end,
       send = function() return { status = 200, json = { coupon_id = "X" } } end,
     }
@@ -82,7 +82,7 @@ describe("quan.batch engine", function()
     local input = users_csv(dir, 3)
     sh.write(dir .. "/j.db", "") -- a journal file made, nothing in it yet: a real run would start it
     local sum = run_fake {
-      input = input, journal = dir .. "/j.db", batch_id = "B", simulated = true,
+      input = input, journal = dir .. "/j.db", batch_prefix = "B", simulated = true,
       send = ok,
     }
     assert.equal(0, sum.exit_code)
@@ -95,7 +95,7 @@ describe("quan.batch engine", function()
     db:exec("CREATE TABLE x (a)")
     db:close()
     local nosum, _, _, err, code = run_fake {
-      input = input, journal = dir .. "/other.db", batch_id = "B", simulated = true,
+      input = input, journal = dir .. "/other.db", batch_prefix = "B", simulated = true,
       send = function() error("never sent") end,
     }
     assert.is_nil(nosum)
@@ -107,7 +107,7 @@ describe("quan.batch engine", function()
     local dir = sh.tmpdir()
     sh.write(dir .. "/users.csv", lines { "openid,name", '" o1 ",a', "o1,b", '"\to2",c' })
     local sum, _, calls = run_fake {
-      input = dir .. "/users.csv", journal = dir .. "/j.db", batch_id = "B",
+      input = dir .. "/users.csv", journal = dir .. "/j.db", batch_prefix = "B",
       send = ok,
     }
     local keys = {}
@@ -123,7 +123,7 @@ describe("quan.batch engine", function()
     users_csv(dir, 5000)
     sh.write(dir .. "/run.lua", [[
       local batch = require "quan.batch"
-      local s, err, code = batch.run { input = arg[1], journal = arg[2], batch_id = "full", log_format = "json",
+      local s, err, code = batch.run { input = arg[1], journal = arg[2], batch_prefix = "full", log_format = "json",
         out = io.open(arg[3], "w"), send = function(item) return { status = 200, json = { coupon_id = "C" .. item.key } } end }
       if not s then io.stdout:write("nil ", tostring(err), "\n") os.exit(code) end
       io.stdout:write(s.exit_code, " ", tostring(s.stop_code), " ", tostring(s.stop_reason), "\n")
@@ -147,7 +147,7 @@ describe("quan.batch engine", function()
     local dir = sh.tmpdir()
     local input = users_csv(dir, 300)
     local sum, events, calls = run_fake {
-      input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 8,
+      input = input, journal = dir .. "/j.db", batch_prefix = "B", concurrency = 8,
       send = function(item)
         if item.key == "o00007" then return api_error(403, "REQUEST_BLOCKED", "blocked") end
         if item.key == "o00009" then return api_error(403, "USER_AL_GET_COUPON") end
@@ -177,7 +177,7 @@ describe("quan.batch engine", function()
     local dir = sh.tmpdir()
     local n = {}
     local sum, events, calls = run_fake {
-      input = users_csv(dir, 20), journal = dir .. "/j.db", batch_id = "B",
+      input = users_csv(dir, 20), journal = dir .. "/j.db", batch_prefix = "B",
       send = function(item)
         n[item.key] = (n[item.key] or 0) + 1
         if item.key == "o00003" and n[item.key] < 3 then return api_error(500, "SYSTEM_ERROR") end
@@ -199,7 +199,7 @@ describe("quan.batch engine", function()
     for _, c in ipairs(calls) do
       orn[c.key] = orn[c.key] or c.orn
       assert.equal(orn[c.key], c.orn)
-      assert.equal(batch.request_no("B", c.key), c.orn)
+      assert.equal(batch.request_no(sum.batch, c.key), c.orn)
     end
     assert.equal(18, sum.sent)
     assert.equal(1, sum.failed)
@@ -251,7 +251,7 @@ describe("quan.batch engine", function()
     local dir = sh.tmpdir()
     local input = users_csv(dir, 50)
     local sum = run_fake {
-      input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 2,
+      input = input, journal = dir .. "/j.db", batch_prefix = "B", concurrency = 2,
       retry = { base = 0.01, attempts = 1 },
       send = function() return api_error(500, "SYSTEM_ERROR", "try later") end,
     }
@@ -282,7 +282,7 @@ describe("quan.batch engine", function()
     local input = users_csv(dir, 200)
     local sent = 0
     local sum, events = run_fake {
-      input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 4,
+      input = input, journal = dir .. "/j.db", batch_prefix = "B", concurrency = 4,
       send = function(item)
         -- what the host's SIGINT hook raises wherever Lua runs
         if item.key == "o00050" then error(require("quan.os").interrupt, 0) end
@@ -304,7 +304,7 @@ describe("quan.batch engine", function()
     assert.equal(200 - sent, #calls)
     local seen = {}
     for _, c in ipairs(calls) do seen[c.key] = c.orn end
-    assert.equal(batch.request_no("B", "o00050"), seen.o00050)
+    assert.equal(batch.request_no(sum.batch, "o00050"), seen.o00050)
     assert.equal(200, sum2.journal_counts.sent)
   end)
 
@@ -312,7 +312,7 @@ describe("quan.batch engine", function()
     local dir = sh.tmpdir()
     for _, raised in ipairs { "interrupted!", "x.lua:1: interrupted!" } do
       local sum = run_fake {
-        input = users_csv(dir, 20), journal = dir .. "/j" .. #raised .. ".db", batch_id = "B", concurrency = 2,
+        input = users_csv(dir, 20), journal = dir .. "/j" .. #raised .. ".db", batch_prefix = "B", concurrency = 2,
         send = function(item)
           if item.key == "o00005" then error(raised, 0) end
           return ok(item)
@@ -332,7 +332,7 @@ describe("quan.batch engine", function()
     local calls = 0
     local fired = B.ctrl_c_when(function() return calls >= 10 end)
     local sum = batch.run {
-      input = users_csv(dir, 200), journal = dir .. "/j.db", batch_id = "B", concurrency = 4,
+      input = users_csv(dir, 200), journal = dir .. "/j.db", batch_prefix = "B", concurrency = 4,
       async = A, out = B.null_out, log_format = "json", rate = 1e6,
       send = function(item)
         calls = calls + 1
@@ -363,7 +363,7 @@ describe("quan.batch engine", function()
     local fired = B.ctrl_c_when(function() return A.now > 1 end)
     local i, rows = 0, { "o1", "o2" }
     local sum = batch.run {
-      input = function() i = i + 1; return rows[i] end, journal = dir .. "/j.db", batch_id = "B",
+      input = function() i = i + 1; return rows[i] end, journal = dir .. "/j.db", batch_prefix = "B",
       concurrency = 1, async = A, out = B.null_out, log_format = "json", rate = 1e6,
       retry = { base = 10, attempts = 4 },
       send = function(item)
