@@ -136,6 +136,17 @@ describe("quan.batch engine", function()
     assert.equal(batch.exit.stopped, code, out .. err)
     assert.matches("^5 JOURNAL journal: ", out)
     assert.equal("", err) -- no traceback, no unobserved rejections
+    -- the summary counts what the journal holds, nothing it could not write
+    local events = B.events_of(dir .. "/events")
+    local sum = events[#events]
+    assert.equal("summary", sum.event)
+    local c = counts_of(dir .. "/j.db")
+    for _, state in ipairs { "sent", "refused", "failed", "not_attempted", "in_flight" } do
+      assert.equal(c[state], sum[state], state)
+    end
+    assert.same(c, sum.journal_counts)
+    assert.is_true(c.sent > 0 and c.sent < 5000)
+    assert.equal(5000, sum.sent + sum.in_flight + sum.not_attempted + (sum.unrecorded or 0) + (sum.not_read or 0))
     out, err, code = sh.run(run)
     assert.equal(0, code, out .. err)
     local c = counts_of(dir .. "/j.db")
@@ -381,9 +392,9 @@ describe("quan.batch engine", function()
     assert.equal(1, counts_of(dir .. "/j.db").in_flight) -- o1: sent by the next run, same number
   end)
 
-  it("skips duplicate keys and records rows without a key", function()
+  it("skips duplicate keys, reporting each, and records rows without a key", function()
     local dir = sh.tmpdir()
-    local sum, _, calls = run_fake {
+    local sum, events, calls = run_fake {
       input = users_csv(dir, 10, { "o00003,again", ",nobody" }), journal = dir .. "/j.db",
       send = ok,
     }
@@ -391,6 +402,51 @@ describe("quan.batch engine", function()
     assert.equal(10, #calls)
     assert.equal(1, sum.duplicates)
     assert.equal(1, sum.refused_by_code.INVALID_ROW)
+    local dup = B.last(events, "duplicate")
+    assert.same({ 11, "o00003", 3 }, { dup.row, dup.key, dup.first_row })
+  end)
+
+  it("counts a row waiting out its backoff as retrying, with the time of its next try", function()
+    -- one worker, two rows: o1 fails and waits 10 s, o2 is sent meanwhile,
+    -- then the worker sleeps on o1 (taken out of the backoff set): it still
+    -- counts as retrying
+    local dir = sh.tmpdir()
+    local A = fakeasync.new { virtual = true }
+    local engine = require "quan.batch.engine"
+    local qos = require "quan.os"
+    local i, rows, tries, run = 0, { "o1", "o2" }, 0, nil
+    local ticks = {}
+    local report = {
+      event = function() end, finish = function() end,
+      tick = function(_, c)
+        ticks[#ticks + 1] = { retrying = c.retrying, next_retry = c.next_retry, in_backoff = run.backoff:count() }
+      end,
+    }
+    local t0 = qos.now()
+    run = engine.new({
+      input = function() i = i + 1; return rows[i] end, journal = dir .. "/j.db", batch_prefix = "B",
+      concurrency = 1, async = A, rate = 1e6,
+      retry = { base = 10, attempts = 2, random = function() return 1 end },
+      send = function(item)
+        A.sleep(0.01)
+        if item.key == "o1" then
+          tries = tries + 1
+          if tries == 1 then return api_error(500, "SYSTEM_ERROR") end
+        end
+        return ok(item)
+      end,
+    }, report)
+    assert.is_true(run:open())
+    local sum = run:execute()
+    assert.equal(2, sum.sent)
+    local slept_on
+    for _, t in ipairs(ticks) do
+      if t.retrying == 1 and t.in_backoff == 0 then slept_on = t end
+      assert.is_true(t.retrying == 0 or t.next_retry ~= nil, "a retry waiting has its time")
+    end
+    assert.truthy(slept_on, "the row its worker sleeps on counts as retrying")
+    assert.is_true(slept_on.next_retry >= t0 + 10 and slept_on.next_retry <= qos.now() + 10)
+    assert.equal(0, ticks[#ticks].retrying)
   end)
 
   it("takes any iterator and a key function", function()

@@ -364,13 +364,14 @@ end
 -- duplicate
 function Run:claim()
   local j, input, pending = self.journal, self.input, self.recorder.pending
-  local skipped, dups = 0, 0
+  local skipped, dups, read = 0, 0, 0
   local claimed = {} -- queued only once the claims are committed
   local duplicates = {} -- reported only once committed
   local list = self:commit(function()
     while #claimed < self.flush_size do
       local key, row, record = input:read()
       if not row then break end
+      read = read + 1
       local orn
       key, orn = self:identify(key, row)
       local what, prior = j:claim(key, row, orn)
@@ -397,7 +398,10 @@ function Run:claim()
       end
     end
   end)
-  if not list then return end
+  if not list then -- rolled back: the rows read are recorded nowhere
+    self.counts.unrecorded = self.counts.unrecorded + read
+    return
+  end
   for _, item in ipairs(claimed) do self.queue:push(item) end
   self:settle(list)
   local counts = self.counts
