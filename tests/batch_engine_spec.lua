@@ -1,7 +1,6 @@
 -- Specs of quan.batch (batch.run and its engine, quan.batch.engine) over a
 -- fake scheduler with a virtual clock: sending, retries, stops, Ctrl-C,
--- journal failures, simulated runs, request numbers; and the example of
--- docs/batches.md.
+-- journal failures, simulated runs, request numbers, progress.
 local sh = require "tests.support.sh"
 local B = require "tests.support.batch"
 local fakeasync = require "tests.support.fakeasync"
@@ -496,7 +495,7 @@ describe("quan.batch engine", function()
     for k in pairs(_G) do before[k] = true end
     for _, m in ipairs { "quan.batch", "quan.batch.engine", "quan.batch.input", "quan.batch.recorder",
                          "quan.batch.backoff", "quan.batch.csv", "quan.batch.journal", "quan.batch.progress",
-                         "quan.batch.ratelimit", "quan.batch.retry", "quan.batch.coupons" } do
+                         "quan.batch.ratelimit", "quan.batch.retry", "quan.batch.coupons", "quan.send" } do
       package.loaded[m] = nil
       require(m)
     end
@@ -504,10 +503,3 @@ describe("quan.batch engine", function()
   end)
 end)
 
-describe("docs/batches.md", function()
-  local md = require "tests.support.mdexamples"
-  local run = it
-  run("runs its example", function()
-    md.run("docs/batches.md", 1)
-  end)
-end)

@@ -80,7 +80,7 @@ end
 -- One send of a stock's coupons, start to end; the message of a send that
 -- could not start is already in the log.
 --   stock_id, users (a CSV path)   required
---   journal       the journal (USERS.journal beside the CSV)
+--   journal       the journal (USERS.csv.journal: the CSV's path and .journal)
 --   wx            a client (default: wechatpay.client(opts.profile))
 --   key, batch_id, continues, concurrency, rate, attempts, log_format,
 --   out, appid, creator_mchid      as quan send's options
