@@ -243,6 +243,32 @@ describe("quan.server connections", function()
     end)
   end
 
+  it("raises the descriptor limit when it must, else shrinks the default max_connections or refuses", function()
+    local script = sh.quote([[
+      local function soft()
+        for l in io.lines("/proc/self/limits") do
+          local n = l:match("^Max open files%s+(%d+)")
+          if n then return tonumber(n) end
+        end
+      end
+      local server = require "quan.server"
+      local before = soft()
+      local s, msg, code = server.start {handler = "tests.support.echo_handler", max_connections = 1000}
+      if s then print(before, soft(), s:stats().max_connections) s:stop() else print(msg, code) end
+      s = assert(server.start {handler = "tests.support.echo_handler"})
+      print(s:stats().max_connections)
+      s:stop()]])
+    -- a soft limit of 256 under a hard one of 4096: raised to 4096, which
+    -- leaves the default 4096 - 16 workers x 8 - 4 - 64 connections
+    local out = sh.run("ulimit -Sn 256 && ulimit -Hn 4096 && " .. sh.quote(sh.quan) .. " -e " .. script)
+    assert.equal("256\t4096\t1000\n3900\n", out)
+    -- a hard limit of 256: 1,000 connections refused, the default shrinks
+    -- to 256 - 16 workers x 8 - 4 - 64
+    out = sh.run("ulimit -Sn 256 && ulimit -Hn 256 && " .. sh.quote(sh.quan) .. " -e " .. script)
+    assert.equal("server: 1000 connections and 16 workers need 1196 file descriptors; the limit is 256 (ulimit -n)"
+      .. "\tlimit\n60\n", out)
+  end)
+
   it("speaks TLS 1.2 and 1.3 only", function()
     local d = tls_files()
     local s = assert(server.start {handler = "tests.support.echo_handler", cert = "file://" .. d .. "/cert.pem",
