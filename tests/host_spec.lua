@@ -204,10 +204,8 @@ describe("quan as a lua interpreter", function()
     -- the script says when it runs (its handler is set by then); no fixed sleep
     local ready = dir .. "/ready"
     local script = sh.write(dir .. "/loop.lua", "io.open('" .. ready .. "', 'w'):close() while true do end")
-    local out, err, code = sh.run("sh -c '" .. q .. " " .. script .. " & p=$!; i=0; "
-      .. "while [ ! -e " .. ready .. " ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; "
-      .. "kill -INT $p; wait $p; echo rc=$?'")
-    assert.matches("rc=1", out)
+    local how, code, _, err = sh.interrupt(script, ready)
+    assert.same({ "exit", 1 }, { how, code })
     assert.matches("interrupted!", err)
   end)
 
@@ -228,12 +226,9 @@ describe("quan as a lua interpreter", function()
       os.remove(ready)
       local script = sh.write(dir .. "/" .. name .. ".lua", code)
       -- not stopped within 5 s of the SIGINT: killed, and the case fails
-      local out, err = sh.run("sh -c '" .. q .. " " .. script .. " & p=$!; i=0; "
-        .. "while [ ! -e " .. ready .. " ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; "
-        .. "kill -INT $p; i=0; while kill -0 $p 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; "
-        .. "kill -KILL $p 2>/dev/null; wait $p; echo rc=$?'")
+      local how, rc, out, err = sh.interrupt(script, ready)
       if name == "spin" then
-        assert.matches("rc=1", out)
+        assert.same({ "exit", 1 }, { how, rc })
         assert.matches("interrupted!", err)
       else
         local exit, rows = out:match("^(%d+)\t(%d+)\n")

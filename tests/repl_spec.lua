@@ -6,7 +6,8 @@ local tmux = require "tests.support.tmux"
 local q = sh.quan
 local PROMPT = "quan[sandbox]> "
 
--- repl([env]) -> a session at its first prompt, HOME a fresh directory
+-- repl([env[, home]]) -> a session at its first prompt, HOME home or a fresh
+-- directory
 local function repl(env, home)
   home = home or sh.tmpdir()
   local e = { HOME = home, NO_COLOR = "1" }
@@ -172,9 +173,7 @@ describe("the REPL on a terminal", function()
 
   it("honours XDG_STATE_HOME for the history file", function()
     local home = sh.tmpdir()
-    local s = tmux.start("env -u QUAN_PROFILE " .. q,
-      { env = { HOME = home, XDG_STATE_HOME = home .. "/st", NO_COLOR = "1" } })
-    s:wait_for(PROMPT)
+    local s = repl({ XDG_STATE_HOME = home .. "/st" }, home)
     s:line("'xdg'")
     s:wait_for('"xdg"')
     s:keys("C-d")
