@@ -25,7 +25,6 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,17 +181,6 @@ static int buffer_add(Buffer *b, const char *p, size_t n) {
   memcpy(b->data + b->len, p, n);
   b->len += n;
   return 1;
-}
-
-/* nil, message, code: a failure the world caused (quan's error policy). */
-static int fail(lua_State *L, const char *code, const char *fmt, ...) {
-  va_list ap;
-  lua_pushnil(L);
-  va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
-  va_end(ap);
-  lua_pushstring(L, code);
-  return 3;
 }
 
 static int msgh(lua_State *L) {
@@ -922,7 +910,7 @@ static int l_start(lua_State *L) {
   if (max_connections == 0 && limit < connections + others && limit >= others + 16)
     connections = limit - others; /* the default: as many as the descriptors allow */
   if (limit < connections + others)
-    return fail(L, "limit",
+    return quan_fail(L, "limit",
                 "server: %d connections and %d workers need %d file descriptors; the limit is %d (ulimit -n)",
                 (int)connections, (int)workers, (int)(connections + others), (int)limit);
 
@@ -930,7 +918,7 @@ static int l_start(lua_State *L) {
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, SERVER_MT);
   Shared *sh = calloc(1, sizeof(Shared));
-  if (sh == NULL) return fail(L, "memory", "server: out of memory");
+  if (sh == NULL) return quan_fail(L, "memory", "server: out of memory");
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -975,7 +963,7 @@ static int l_start(lua_State *L) {
   sh->workers[0].L = handler_state(sh, why, sizeof why);
   if (sh->workers[0].L == NULL) {
     server_release(s);
-    return fail(L, "handler", "%s", why);
+    return quan_fail(L, "handler", "%s", why);
   }
   /* the workers and the watchdog before the first connection; the idle
    * stack with worker 0, whose state exists, on top */
@@ -986,13 +974,13 @@ static int l_start(lua_State *L) {
   for (int i = 0; i < sh->nworkers; i++) {
     if (pthread_create(&sh->workers[i].thread, NULL, worker_main, &sh->workers[i]) != 0) {
       server_release(s);
-      return fail(L, "memory", "server: cannot start worker threads");
+      return quan_fail(L, "memory", "server: cannot start worker threads");
     }
     sh->running++;
   }
   if (pthread_create(&sh->watchdog, NULL, watchdog_main, sh) != 0) {
     server_release(s);
-    return fail(L, "memory", "server: cannot start the watchdog thread");
+    return quan_fail(L, "memory", "server: cannot start the watchdog thread");
   }
   sh->watchdog_running = 1;
 
@@ -1016,8 +1004,8 @@ static int l_start(lua_State *L) {
     int e = errno;
     server_release(s);
     if (e == EADDRINUSE || e == EACCES || e == EADDRNOTAVAIL)
-      return fail(L, "bind", "server: cannot listen on %s:%d: %s", host, (int)port, strerror(e));
-    return fail(L, cert ? "tls" : "bind", "server: cannot start on %s:%d (bad certificate or key, or %s)", host,
+      return quan_fail(L, "bind", "server: cannot listen on %s:%d: %s", host, (int)port, strerror(e));
+    return quan_fail(L, cert ? "tls" : "bind", "server: cannot start on %s:%d (bad certificate or key, or %s)", host,
                 (int)port, strerror(e));
   }
   const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
@@ -1026,10 +1014,10 @@ static int l_start(lua_State *L) {
 
 fail_msg: /* load_pem pushed the message */
   server_release(s);
-  return fail(L, "tls", "%s", lua_tostring(L, -1));
+  return quan_fail(L, "tls", "%s", lua_tostring(L, -1));
 nomem:
   server_release(s);
-  return fail(L, "memory", "server: out of memory");
+  return quan_fail(L, "memory", "server: out of memory");
 }
 
 /* server:port() -> the bound port */

@@ -6,7 +6,10 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+/* quan's version: the one definition. Lua reads it as quan.os.VERSION and
+ * the User-Agent as quan.http.USER_AGENT (which the client sends too). */
 #define QUAN_VERSION "0.1.0"
+#define QUAN_USER_AGENT "quan/" QUAN_VERSION
 
 /* One Lua module compiled into the binary (build/embedded.c). */
 typedef struct quan_embedded {
@@ -24,9 +27,9 @@ extern const quan_embedded quan_embedded_modules[];
 #undef QUAN_NATIVE
 
 /* A new state with the standard libraries, cjson, the natives and the
- * embedded modules reachable through require. Used by main.c and by any
- * native that needs a state of its own (e.g. a server thread). NULL when out
- * of memory. */
+ * embedded modules reachable through require ("wechatpay" with quan's tools
+ * in its hooks: quan.hooks). Used by main.c and by any native that needs a
+ * state of its own (e.g. a server thread). NULL when out of memory. */
 lua_State *quan_newstate(void);
 
 /* Opens the same set on an existing state (standard libraries excluded). */
@@ -37,5 +40,35 @@ void quan_openlibs(lua_State *L);
  * is interrupted too (a hook on the main state would fire only once the
  * task yields). */
 extern _Thread_local lua_State *quan_running_task;
+
+/* ---- failures (docs/errors.md) ------------------------------------------
+ * A native raises for a mistake of its caller (luaL_check*, luaL_error) and
+ * returns nil, message, code for a failure of the world: the code is a
+ * stable lower-case word. These two are the only ways a native builds that
+ * result, as luaL_fileresult is for Lua's own libraries. */
+
+/* [-0, +3] quan_fail(L, code, fmt, ...) -> 3: pushes nil, the message
+ * (lua_pushfstring's formats) and code; `return quan_fail(...)`. */
+int quan_fail(lua_State *L, const char *code, const char *fmt, ...);
+
+/* [-0, +3] quan_fail_errno(L, e, what) -> 3: pushes nil, "what: <strerror(e)>"
+ * and the code of errno e: its name in lower case without the leading E
+ * ("noent" for ENOENT, "acces" for EACCES; "error" for a number without a
+ * name). */
+int quan_fail_errno(lua_State *L, int e, const char *what);
+
+/* ---- interrupts -----------------------------------------------------------
+ * A Ctrl-C raises one value per state, the interrupt: a userdata that prints
+ * as "interrupted!". quan.os.interrupt is that value and quan.os.is_interrupt
+ * the one test for it; an error text is never searched. */
+
+/* [-0, +1] pushes the interrupt of L's state (made on first use). */
+void quan_push_interrupt(lua_State *L);
+
+/* quan_is_interrupt(L, idx) -> 1 when the value at idx is the interrupt */
+int quan_is_interrupt(lua_State *L, int idx);
+
+/* Raises the interrupt: what a Ctrl-C hook does. Does not return. */
+int quan_interrupt(lua_State *L);
 
 #endif

@@ -1,8 +1,11 @@
 -- quan.pretty: values as readable text. Tables indented with sorted keys,
 -- short arrays of scalars inline, tables met twice (cycles included) marked
--- with an id; an HTTP result shows its status, request id and JSON body.
+-- with an id; an HTTP result shows its status, request id and JSON body; a
+-- pager (node:each{...}) its count and its first rows, one a line.
 -- Colour on request; widths are display widths (a CJK character counts 2
 -- columns), so Chinese text lines up.
+local text = require "quan.text"
+
 local M = {}
 
 local concat, sort, rep = table.concat, table.sort, string.rep
@@ -16,50 +19,10 @@ end)()
 
 -- ---- display width -------------------------------------------------------
 
--- East Asian Wide and Fullwidth ranges (UAX #11), and emoji presentation.
-local wide = {
-  { 0x1100, 0x115F }, { 0x231A, 0x231B }, { 0x2329, 0x232A }, { 0x2E80, 0x303E },
-  { 0x3041, 0x33FF }, { 0x3400, 0x4DBF }, { 0x4E00, 0x9FFF }, { 0xA000, 0xA4CF },
-  { 0xA960, 0xA97F }, { 0xAC00, 0xD7A3 }, { 0xF900, 0xFAFF }, { 0xFE10, 0xFE19 },
-  { 0xFE30, 0xFE6F }, { 0xFF00, 0xFF60 }, { 0xFFE0, 0xFFE6 }, { 0x1F300, 0x1F64F },
-  { 0x1F900, 0x1F9FF }, { 0x20000, 0x2FFFD }, { 0x30000, 0x3FFFD },
-}
--- Zero width: combining marks, zero-width space/joiners, variation selectors.
-local zero = {
-  { 0x0300, 0x036F }, { 0x200B, 0x200F }, { 0x20D0, 0x20FF }, { 0xFE00, 0xFE0F },
-}
-
-local function in_ranges(ranges, c)
-  for i = 1, #ranges do
-    local r = ranges[i]
-    if c < r[1] then return false end
-    if c <= r[2] then return true end
-  end
-  return false
-end
-
--- charwidth(codepoint) -> 0, 1 or 2
-function M.charwidth(c)
-  if c < 0x300 then return (c < 32 or c == 127) and 0 or 1 end
-  if in_ranges(zero, c) then return 0 end
-  return in_ranges(wide, c) and 2 or 1
-end
-
--- width(s) -> columns s takes on a terminal (ANSI colour codes take none;
--- a byte that is not valid UTF-8 counts one column, the text around it as
--- what it is)
-function M.width(s)
-  s = tostring(s):gsub("\27%[[%d;]*m", "")
-  local n, i, len = 0, 1, #s
-  while i <= len do
-    local ok, bad = utf8.len(s, i)
-    local last = ok and len or bad - 1
-    for _, c in utf8.codes(s:sub(i, last)) do n = n + M.charwidth(c) end
-    if ok then break end
-    n, i = n + 1, bad + 1
-  end
-  return n
-end
+-- width(s) -> columns s takes on a terminal; charwidth(codepoint) -> 0, 1
+-- or 2 (quan.text's, the one home of both)
+M.width = text.width
+M.charwidth = text.charwidth
 
 -- pad(s, w) -> s followed by spaces up to display width w
 function M.pad(s, w)
@@ -282,6 +245,93 @@ local function response(v, opts)
   return head .. "\n" .. M.format(body, opts)
 end
 
+-- ---- pagers --------------------------------------------------------------
+
+-- is_pager(v) -> true for the pager of node:each{...} (wechatpay.client)
+function M.is_pager(v)
+  local mt = type(v) == "table" and getmetatable(v)
+  return type(mt) == "table" and mt.__name == "wechatpay.pager"
+end
+
+-- row_order(pager) -> the field names of a row in the docs' order (the
+-- endpoint's answer: data[]'s fields), or nil
+local function row_order(p)
+  local ep = rawget(p, "endpoint")
+  local fields = type(ep) == "table" and type(ep.response) == "table" and ep.response.fields or {}
+  for _, f in ipairs(fields) do
+    if f.name == "data" and type(f.items) == "table" and f.items.fields then
+      local names = {}
+      for i, g in ipairs(f.items.fields) do names[i] = g.name end
+      return names
+    end
+  end
+end
+
+-- row_line(row, order, opts, width) -> the row on one line: its scalar
+-- fields in order (the others after, sorted), a table as {…}, cut at width
+local function row_line(row, order, opts, width)
+  if type(row) ~= "table" or row == null then return M.format(row, opts) end
+  local keys, seen = {}, {}
+  for _, k in ipairs(order or {}) do
+    if row[k] ~= nil then keys[#keys + 1] = k; seen[k] = true end
+  end
+  local rest = {}
+  for k in pairs(row) do if not seen[k] then rest[#rest + 1] = k end end
+  sort(rest, key_less)
+  for _, k in ipairs(rest) do keys[#keys + 1] = k end
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local x = row[k]
+    local shown = (type(x) == "table" and x ~= null) and paint(opts.color, "meta", "{…}") or scalar(x, opts.color)
+    parts[#parts + 1] = (is_identifier(k) and k or ("[" .. scalar(k, opts.color) .. "]")) .. " = " .. shown
+  end
+  local line = concat(parts, ", ")
+  if M.width(line) > width then
+    -- cut by characters, not bytes, so UTF-8 stays whole
+    local out, w = {}, 0
+    for _, c in utf8.codes(line) do
+      local ch = utf8.char(c)
+      local cw = M.width(ch)
+      if w + cw > width - 1 then break end
+      out[#out + 1] = ch
+      w = w + cw
+    end
+    line = concat(out) .. "…" .. (opts.color and "\27[0m" or "")
+  end
+  return line
+end
+
+-- the rows of a pager shown before "..."
+M.PAGER_ROWS = 10
+
+local function pager(v, opts)
+  local head = tostring(rawget(v, "template") and ("GET /" .. v.template) or "pager")
+  local first = rawget(v, "first")
+  if not first then
+    return paint(opts.color, "meta", "<wechatpay.pager " .. head .. ": no page read yet>")
+  end
+  local total, limit = rawget(v, "total_count"), rawget(v, "limit")
+  local data = type(first.json) == "table" and type(first.json.data) == "table" and first.json.data or {}
+  local lines = {}
+  local count = total and (("%d row%s"):format(total, total == 1 and "" or "s")) or (#data .. "+ rows")
+  if total and limit and limit > 0 then
+    local pages = (total + limit - 1) // limit
+    count = count .. (" in %d page%s of %d"):format(pages, pages == 1 and "" or "s", limit)
+  end
+  local shown = math.min(#data, M.PAGER_ROWS)
+  lines[1] = paint(opts.color, "label", head) .. ": " .. count
+    .. (shown > 0 and ("; the first " .. shown .. ":") or "")
+  local order = row_order(v)
+  local iw = #tostring(shown)
+  for i = 1, shown do
+    lines[#lines + 1] = ("%" .. iw .. "d  "):format(i) .. row_line(data[i], order, opts, opts.width - iw - 2)
+  end
+  if total and total > shown then
+    lines[#lines + 1] = paint(opts.color, "meta", "… for row in <pager> do ... end reads all, <pager>:all() lists them")
+  end
+  return concat(lines, "\n")
+end
+
 local function options(opts)
   opts = opts or {}
   return {
@@ -299,6 +349,7 @@ end
 function M.format(v, opts)
   opts = options(opts)
   if M.is_response(v) and not opts.raw then return response(v, opts) end
+  if M.is_pager(v) and not opts.raw then return pager(v, opts) end
   local counts = {}
   count_refs(v, counts)
   local out = {}

@@ -17,7 +17,7 @@
 -- Programmer errors (a wrong type, a malformed value) raise at the caller.
 -- See docs/campaigns.md.
 local schema = require "wechatpay.favor.schema"
-local rfc3339 = require("quan.validate").rfc3339
+local rfc3339 = require("quan.time").parse
 
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
 local floor, abs, tointeger = math.floor, math.abs, math.tointeger
@@ -124,15 +124,15 @@ function M.at(s, offset)
     error(sformat("favor.at: %q is outside the years %d..%d", s, FIRST_YEAR, LAST_YEAR), 2)
   end
   local r = sformat("%s-%s-%sT%02d:%02d:%02d%s", Y, Mo, D, tonumber(h), tonumber(mi), tonumber(sec), offset)
-  -- the validator's parser is the one judge of dates ("no such date", "no
-  -- such time of day"), so what at() makes always validates
+  -- the validator's parser (quan.time's) is the one judge of dates ("no
+  -- such date", "no such time of day"), so what at() makes always validates
   local ok, why = rfc3339(r)
   if not ok then error(sformat("favor.at: %s %q", why, s), 2) end
   return r
 end
 
--- seconds(t) -> seconds since 00:00 of "HH:MM" or "HH:MM:SS" ("24:00" is
--- 86399, the API's last second of a day); a number is returned as is
+-- seconds(t, who, level): favor.seconds's work; errors name `who` and
+-- are raised at `level`
 local function seconds(t, who, level)
   if math.type(t) == "integer" then
     if t < 0 or t > 86400 then error(sformat("%s: %d is not a second of a day (0..86400)", who, t), level + 1) end
@@ -150,8 +150,11 @@ local function seconds(t, who, level)
   return h * 3600 + m * 60 + s
 end
 
--- (no tail calls below: a tail call would hide the frame that error levels count)
+-- seconds(t) -> seconds since 00:00 of "HH:MM" or "HH:MM:SS" ("24:00" is
+-- 86399, the API's last second of a day); a number is returned as is
 function M.seconds(t)
+  -- no tail calls in these builders: a tail call would hide the frame that
+  -- error levels count
   local n = seconds(t, "favor.seconds", 2)
   return n
 end

@@ -2,14 +2,29 @@
 -- rules of the favor endpoints. Every function takes the open db and a
 -- context {mchid =, appid =, now = business clock (epoch s), base_url =} and
 -- returns a response table, or nil and an error {status, code, message,
--- field} in WeChat Pay's vocabulary.
+-- field} in WeChat Pay's vocabulary. Request bodies come checked against
+-- the shared schema (wechatpay.favor.validate, in the handler); the store
+-- keeps what the schema cannot say: stock state, ownership, budgets. A
+-- failure of the database raises (sqlite.check): it rolls the request's
+-- transaction back, and the server answers 500 SYSTEM_ERROR.
 local M = {}
 
 local util = require "quan.sandbox.util"
+local json = require "wechatpay.json"
+local time = require "quan.time"
 local cjson = require "cjson"
+local check = require("quan.sqlite").check
 
-local format_time, parse_time = util.format_time, util.parse_time
+local format_time = time.beijing
+local floor, tointeger = math.floor, math.tointeger
 local tonumber, tostring, type = tonumber, tostring, type
+
+-- parse_time(s) -> epoch seconds (integer) | nil: a time of a query, read
+-- as a server reads one ("Z", or a space for an unencoded "+", accepted)
+local function parse_time(s)
+  local t = time.parse(s, true)
+  return t and floor(t)
+end
 
 local SCHEMA = [[
 CREATE TABLE IF NOT EXISTS stocks (
@@ -80,27 +95,27 @@ CREATE TABLE IF NOT EXISTS control (
 
 -- migrate(db): creates the tables when missing
 function M.migrate(db)
-  db:exec(SCHEMA)
+  check(db:exec(SCHEMA))
 end
 
--- control values shared by every connection thread: clock offset and faults
+-- control values shared by every worker thread: clock offset and faults
 function M.get_control(db)
-  local row = db:first("SELECT value FROM control WHERE key = 'control'")
+  local row = check(db:first("SELECT value FROM control WHERE key = 'control'"))
   return row and row.value or "{}"
 end
 
 function M.set_control(db, t)
-  db:run("INSERT INTO control (key, value) VALUES ('control', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    cjson.encode(t))
+  check(db:run("INSERT INTO control (key, value) VALUES ('control', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    cjson.encode(t)))
 end
 
 -- remember_nonce(db, mchid, nonce, ts) -> true | false when already seen
 -- within the window. Old nonces are pruned now and then.
 local seen = 0
 function M.remember_nonce(db, mchid, nonce, now)
-  local changes = db:run("INSERT OR IGNORE INTO nonces (mchid, nonce, ts) VALUES (?, ?, ?)", mchid, nonce, now)
+  local changes = check(db:run("INSERT OR IGNORE INTO nonces (mchid, nonce, ts) VALUES (?, ?, ?)", mchid, nonce, now))
   seen = seen + 1
-  if seen % 500 == 0 then db:run("DELETE FROM nonces WHERE ts < ?", now - 900) end
+  if seen % 500 == 0 then check(db:run("DELETE FROM nonces WHERE ts < ?", now - 900)) end
   return changes == 1
 end
 
@@ -135,19 +150,12 @@ local function need_int(t, key, path, min, max)
   return v
 end
 
-local function need_bool(t, key, path)
-  local v = t[key]
-  if v == nil or v == cjson.null then return param(path .. " is required", path) end
-  if type(v) ~= "boolean" then return param(path .. " must be a boolean", path, v) end
-  return v
-end
-
 local OUT_NO = "^[%w|_*%-]+$"
 
 -- ---- stocks ------------------------------------------------------------
 
 local function stock_row(db, stock_id)
-  return db:first("SELECT * FROM stocks WHERE stock_id = ?", stock_id)
+  return check(db:first("SELECT * FROM stocks WHERE stock_id = ?", stock_id))
 end
 
 -- stock_json(row) -> the stock object of query and list answers
@@ -187,112 +195,54 @@ local function stock_json(row)
   return s
 end
 
--- Rules of the create body beyond the schema (WXJ's 校验规则, favor-api §1).
+-- check_create(b, ctx) -> the stock's numbers | nil, error: the rules of
+-- the create body that the schema cannot say. The handler has checked the
+-- body against wechatpay.favor.schema first (types, limits, and the
+-- cross-field and time rules on the business clock: docs/campaigns.md), so
+-- every field here has its type; what is left is who owns the stock and
+-- what the sandbox emulates.
 local function check_create(b, ctx)
-  local ok, err
-  ok, err = need_string(b, "stock_name", "stock_name", 60); if not ok then return nil, err end
-  local valid_utf8 = utf8.len(b.stock_name)
-  if not valid_utf8 then return param("stock_name is not valid UTF-8", "stock_name") end
-  if util.width(b.stock_name) > 20 then
-    return param("stock_name is longer than 9 Chinese characters or 20 letters", "stock_name", b.stock_name)
-  end
-  if b.stock_name:find("[_,;|]") then
-    return param("stock_name must not contain _ , ; |", "stock_name", b.stock_name)
-  end
-  if b.comment ~= nil and (type(b.comment) ~= "string" or (utf8.len(b.comment) or 61) > 60) then
-    return param("comment must be a string of at most 60 characters", "comment")
-  end
-  ok, err = need_string(b, "belong_merchant", "belong_merchant", 20); if not ok then return nil, err end
   if b.belong_merchant ~= ctx.mchid then
     return fail(400, "INVALID_REQUEST", "belong_merchant must be the calling merchant's own mchid", "belong_merchant", b.belong_merchant)
   end
-  ok, err = need_string(b, "out_request_no", "out_request_no", 128); if not ok then return nil, err end
-  if not b.out_request_no:match(OUT_NO) then
-    return param("out_request_no may hold only letters, digits, | _ * -", "out_request_no", b.out_request_no)
-  end
-  ok, err = need_string(b, "available_begin_time", "available_begin_time", 32); if not ok then return nil, err end
-  ok, err = need_string(b, "available_end_time", "available_end_time", 32); if not ok then return nil, err end
-  local begin_t = parse_time(b.available_begin_time)
-  if not begin_t then return param("available_begin_time is not an RFC 3339 time", "available_begin_time", b.available_begin_time) end
-  local end_t = parse_time(b.available_end_time)
-  if not end_t then return param("available_end_time is not an RFC 3339 time", "available_end_time", b.available_end_time) end
-  if begin_t < ctx.now - 60 then
-    return param("available_begin_time must not be earlier than now", "available_begin_time", b.available_begin_time)
-  end
-  if begin_t > ctx.now + 365 * 86400 then
-    return param("available_begin_time must be within 365 days from now", "available_begin_time", b.available_begin_time)
-  end
-  if end_t <= begin_t then
-    return param("available_end_time must be later than available_begin_time", "available_end_time", b.available_end_time)
-  end
-  if end_t - begin_t > 90 * 86400 then
-    return param("the stock may be available for at most 90 days", "available_end_time", b.available_end_time)
-  end
-  ok, err = need_bool(b, "no_cash", "no_cash"); if ok == nil then return nil, err end
-  ok, err = need_string(b, "stock_type", "stock_type"); if not ok then return nil, err end
   if b.stock_type ~= "NORMAL" then
     return param("stock_type: only NORMAL stocks can be created", "stock_type", b.stock_type)
   end
-  local sur = b.stock_use_rule
-  if type(sur) ~= "table" then return param("stock_use_rule is required", "stock_use_rule") end
-  local max_coupons, max_amount, max_per_user, by_day
-  max_coupons, err = need_int(sur, "max_coupons", "stock_use_rule.max_coupons", 5, 10000000); if not max_coupons then return nil, err end
-  max_amount, err = need_int(sur, "max_amount", "stock_use_rule.max_amount", 1, 10000000000); if not max_amount then return nil, err end
-  max_per_user, err = need_int(sur, "max_coupons_per_user", "stock_use_rule.max_coupons_per_user", 1, 60); if not max_per_user then return nil, err end
-  if max_per_user > max_coupons then
-    return param("stock_use_rule.max_coupons_per_user must not exceed max_coupons", "stock_use_rule.max_coupons_per_user", max_per_user)
-  end
-  if sur.max_amount_by_day ~= nil then
-    by_day, err = need_int(sur, "max_amount_by_day", "stock_use_rule.max_amount_by_day", 1, max_amount); if not by_day then return nil, err end
-  end
-  ok, err = need_bool(sur, "natural_person_limit", "stock_use_rule.natural_person_limit"); if ok == nil then return nil, err end
-  ok, err = need_bool(sur, "prevent_api_abuse", "stock_use_rule.prevent_api_abuse"); if ok == nil then return nil, err end
-  local cur = b.coupon_use_rule
-  if type(cur) ~= "table" then return param("coupon_use_rule is required", "coupon_use_rule") end
-  local fnc = cur.fixed_normal_coupon
-  if type(fnc) ~= "table" then
-    return param("coupon_use_rule.fixed_normal_coupon is required for NORMAL stocks", "coupon_use_rule.fixed_normal_coupon")
-  end
-  local amount, minimum
-  amount, err = need_int(fnc, "coupon_amount", "coupon_use_rule.fixed_normal_coupon.coupon_amount", 1, 100000); if not amount then return nil, err end
-  minimum, err = need_int(fnc, "transaction_minimum", "coupon_use_rule.fixed_normal_coupon.transaction_minimum", 0); if not minimum then return nil, err end
-  if minimum <= amount then
-    return param("transaction_minimum must be greater than coupon_amount", "coupon_use_rule.fixed_normal_coupon.transaction_minimum", minimum)
-  end
-  if max_amount ~= amount * max_coupons then
-    return param(("stock_use_rule.max_amount must equal coupon_amount x max_coupons (%d)"):format(amount * max_coupons),
-      "stock_use_rule.max_amount", max_amount)
-  end
+  local sur, fnc = b.stock_use_rule, b.coupon_use_rule.fixed_normal_coupon
   return {
-    begin_t = begin_t, end_t = end_t, max_coupons = max_coupons, max_amount = max_amount, by_day = by_day,
-    max_per_user = max_per_user, amount = amount, minimum = minimum,
+    begin_t = floor(time.parse(b.available_begin_time)), end_t = floor(time.parse(b.available_end_time)),
+    max_coupons = tointeger(sur.max_coupons), max_amount = tointeger(sur.max_amount),
+    by_day = sur.max_amount_by_day and tointeger(sur.max_amount_by_day),
+    max_per_user = tointeger(sur.max_coupons_per_user),
+    amount = tointeger(fnc.coupon_amount), minimum = tointeger(fnc.transaction_minimum),
   }
 end
 
--- create_stock(db, ctx, body) -> {stock_id, create_time}
+-- create_stock(db, ctx, body) -> {stock_id, create_time}; body: a create
+-- request the schema's validator found valid (see check_create)
 function M.create_stock(db, ctx, b)
   local r, err = check_create(b, ctx)
   if not r then return nil, err end
-  local canon = util.canonical(b)
+  local canon = json.encode(b) -- keys sorted: the same request, the same text
   local hash = ctx.sha256(canon)
-  return db:transaction(function()
-    local old = db:first("SELECT stock_id, create_time, request_hash FROM stocks WHERE creator_mchid = ? AND out_request_no = ?",
-      ctx.mchid, b.out_request_no)
+  return check(db:transaction(function()
+    local old = check(db:first("SELECT stock_id, create_time, request_hash FROM stocks WHERE creator_mchid = ? AND out_request_no = ?",
+      ctx.mchid, b.out_request_no))
     if old then
       if old.request_hash ~= hash then
         return fail(400, "INVALID_REQUEST", "out_request_no was already used with a different request", "out_request_no", b.out_request_no)
       end
       return {stock_id = old.stock_id, create_time = format_time(old.create_time)}
     end
-    local _, seq = db:run([[INSERT INTO stocks (creator_mchid, out_request_no, request_hash, request, stock_name, status,
+    local _, seq = check(db:run([[INSERT INTO stocks (creator_mchid, out_request_no, request_hash, request, stock_name, status,
       create_time, begin_time, end_time, max_coupons, max_amount, max_amount_by_day, max_per_user, coupon_amount,
       transaction_minimum, no_cash) VALUES (?, ?, ?, ?, ?, 'unactivated', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
       ctx.mchid, b.out_request_no, hash, canon, b.stock_name, ctx.now, r.begin_t, r.end_t, r.max_coupons, r.max_amount,
-      r.by_day, r.max_per_user, r.amount, r.minimum, b.no_cash and 1 or 0)
+      r.by_day, r.max_per_user, r.amount, r.minimum, b.no_cash and 1 or 0))
     local stock_id = tostring(16000000 + seq)
-    db:run("UPDATE stocks SET stock_id = ? WHERE seq = ?", stock_id, seq)
+    check(db:run("UPDATE stocks SET stock_id = ? WHERE seq = ?", stock_id, seq))
     return {stock_id = stock_id, create_time = format_time(ctx.now)}
-  end)
+  end))
 end
 
 local TRANSITIONS = {
@@ -307,7 +257,7 @@ function M.transition(db, ctx, stock_id, action, b)
   local tr = TRANSITIONS[action]
   local creator, err = need_string(b, "stock_creator_mchid", "stock_creator_mchid", 20)
   if not creator then return nil, err end
-  return db:transaction(function()
+  return check(db:transaction(function()
     local row = stock_row(db, stock_id)
     if not row or row.creator_mchid ~= creator then
       return fail(404, "RESOURCE_NOT_EXISTS", "stock does not exist", "stock_id", stock_id)
@@ -322,9 +272,9 @@ function M.transition(db, ctx, stock_id, action, b)
     if action == "start" and row.end_time < ctx.now then
       return fail(400, "INVALID_REQUEST", "the activity has ended", "available_end_time", format_time(row.end_time))
     end
-    db:run(("UPDATE stocks SET status = ?, %s = ? WHERE stock_id = ?"):format(tr.field), tr.to, ctx.now, stock_id)
+    check(db:run(("UPDATE stocks SET status = ?, %s = ? WHERE stock_id = ?"):format(tr.field), tr.to, ctx.now, stock_id))
     return {stock_id = stock_id, [tr.field] = format_time(ctx.now)}
-  end)
+  end))
 end
 
 -- get_stock(db, ctx, stock_id, query) -> stock
@@ -370,7 +320,7 @@ function M.list_stocks(db, ctx, q)
   if q.status and not STATUSES[q.status] then return param("status is not a stock status", "status", q.status) end
   local where = "creator_mchid = :creator AND create_time >= :from AND create_time <= :to AND (:status IS NULL OR status = :status)"
   local args = {creator = creator, from = from, to = math.tointeger(to) or to, status = q.status, limit = limit, skip = offset * limit}
-  local total = db:first("SELECT count(*) AS n FROM stocks WHERE " .. where, args).n
+  local total = check(db:first("SELECT count(*) AS n FROM stocks WHERE " .. where, args)).n
   local data = {}
   for row in db:rows("SELECT * FROM stocks WHERE " .. where .. " ORDER BY seq DESC LIMIT :limit OFFSET :skip", args) do
     data[#data + 1] = stock_json(row)
@@ -378,7 +328,9 @@ function M.list_stocks(db, ctx, q)
   return {total_count = total, offset = offset, limit = limit, data = util.array(data)}
 end
 
--- list_merchants / list_items(db, ctx, stock_id, query) -> page of strings
+-- list_merchants / list_items(db, ctx, stock_id, query) -> page of strings;
+-- offset is a page index from 0, as on every list of the family (the
+-- schema's paging; fidelity research item a)
 local function stock_list(db, stock_id, q, field, max_offset, max_limit, default)
   local offset, err = query_int(q, "offset", 0, 0, max_offset, true); if not offset then return nil, err end
   local limit; limit, err = query_int(q, "limit", 10, 1, max_limit, true); if not limit then return nil, err end
@@ -390,7 +342,7 @@ local function stock_list(db, stock_id, q, field, max_offset, max_limit, default
   local cur = cjson.decode(row.request).coupon_use_rule or {}
   local all = type(cur[field]) == "table" and cur[field] or default(row)
   local data = {}
-  for i = offset + 1, math.min(#all, offset + limit) do data[#data + 1] = all[i] end
+  for i = offset * limit + 1, math.min(#all, (offset + 1) * limit) do data[#data + 1] = all[i] end
   return {total_count = #all, offset = offset, limit = limit, stock_id = stock_id, data = util.array(data)}
 end
 
@@ -451,9 +403,9 @@ function M.send_coupon(db, ctx, openid, b)
     return fail(400, "APPID_MCHID_NOT_MATCH", "appid is not bound to the calling mchid", "appid", appid)
   end
   if openid == "" or #openid > 128 then return param("openid is required", "openid", openid) end
-  return db:transaction(function()
-    local old = db:first("SELECT coupon_id, stock_id, openid FROM coupons WHERE sender_mchid = ? AND out_request_no = ?",
-      ctx.mchid, out_no)
+  return check(db:transaction(function()
+    local old = check(db:first("SELECT coupon_id, stock_id, openid FROM coupons WHERE sender_mchid = ? AND out_request_no = ?",
+      ctx.mchid, out_no))
     if old then
       if old.stock_id ~= stock_id or old.openid ~= openid then
         return fail(400, "INVALID_REQUEST", "out_request_no was already used for another stock or user", "out_request_no", out_no)
@@ -484,31 +436,31 @@ function M.send_coupon(db, ctx, openid, b)
     if s.distributed >= s.max_coupons or s.sent_amount + amount > s.max_amount then
       return fail(403, "NOT_ENOUGH", "the stock's budget is used up", "stock_id", stock_id)
     end
-    local day = util.day(ctx.now)
+    local day = format_time(ctx.now, "%Y%m%d")
     if s.max_amount_by_day then
-      local today = db:first("SELECT coalesce(sum(amount), 0) AS n FROM coupons WHERE stock_id = ? AND day = ?", stock_id, day).n
+      local today = check(db:first("SELECT coalesce(sum(amount), 0) AS n FROM coupons WHERE stock_id = ? AND day = ?", stock_id, day)).n
       if today + amount > s.max_amount_by_day then
         return fail(403, "NOT_ENOUGH", "the stock's budget for today is used up", "stock_id", stock_id)
       end
     end
-    local mine = db:first("SELECT count(*) AS n FROM coupons WHERE openid = ? AND stock_id = ?", openid, stock_id).n
+    local mine = check(db:first("SELECT count(*) AS n FROM coupons WHERE openid = ? AND stock_id = ?", openid, stock_id)).n
     if mine >= s.max_per_user then
       return fail(403, "REQUEST_BLOCKED", "the user has reached max_coupons_per_user", "openid", openid)
     end
-    local seq = db:first("SELECT coalesce(max(seq), 0) + 1 AS n FROM coupons").n
+    local seq = check(db:first("SELECT coalesce(max(seq), 0) + 1 AS n FROM coupons")).n
     local coupon_id = tostring(COUPON_BASE + seq)
-    db:run([[INSERT INTO coupons (seq, coupon_id, stock_id, openid, appid, sender_mchid, out_request_no, amount, minimum, day,
+    check(db:run([[INSERT INTO coupons (seq, coupon_id, stock_id, openid, appid, sender_mchid, out_request_no, amount, minimum, day,
       create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]], seq, coupon_id, stock_id, openid, appid, ctx.mchid, out_no, amount,
-      minimum, day, ctx.now)
-    db:run("UPDATE stocks SET distributed = distributed + 1, sent_amount = sent_amount + ? WHERE stock_id = ?", amount, stock_id)
+      minimum, day, ctx.now))
+    check(db:run("UPDATE stocks SET distributed = distributed + 1, sent_amount = sent_amount + ? WHERE stock_id = ?", amount, stock_id))
     return {coupon_id = coupon_id}
-  end)
+  end))
 end
 
 -- user_coupon(db, coupon_id, openid) -> the coupon row | nil, 404 error
 local function user_coupon(db, coupon_id, openid)
   local seq = coupon_id:match("^%d+$") and math.tointeger(tonumber(coupon_id) - COUPON_BASE)
-  local c = seq and db:first("SELECT * FROM coupons WHERE seq = ? AND openid = ?", seq, openid)
+  local c = seq and check(db:first("SELECT * FROM coupons WHERE seq = ? AND openid = ?", seq, openid))
   if not c then return fail(404, "RESOURCE_NOT_EXISTS", "coupon does not exist", "coupon_id", coupon_id) end
   return c
 end
@@ -516,7 +468,7 @@ end
 -- consumption(db, c) -> consume_information of a USED coupon, or nil
 local function consumption(db, c)
   if c.status ~= "USED" then return nil end
-  local u = db:first("SELECT * FROM uses WHERE coupon_id = ?", c.coupon_id)
+  local u = check(db:first("SELECT * FROM uses WHERE coupon_id = ?", c.coupon_id))
   if not u then return nil end
   return {consume_time = format_time(u.consume_time), consume_mchid = u.consume_mchid, transaction_id = u.transaction_id}
 end
@@ -531,7 +483,7 @@ function M.use_coupon(db, ctx, b)
   if tx ~= nil and (type(tx) ~= "string" or not tx:match("^%d+$") or #tx > 32) then
     return param("transaction_id must be 1 to 32 digits", "transaction_id", tx)
   end
-  return db:transaction(function()
+  return check(db:transaction(function()
     local c, err = user_coupon(db, coupon_id, openid)
     if not c then return nil, err end
     local s = stock_row(db, c.stock_id)
@@ -542,16 +494,16 @@ function M.use_coupon(db, ctx, b)
     if ctx.now < s.begin_time then
       return fail(400, "INVALID_REQUEST", "the coupon is usable from " .. format_time(s.begin_time), "coupon_id", coupon_id)
     end
-    tx = tx or ("4200" .. os.date("!%Y%m%d", ctx.now + 8 * 3600) .. ("%014d"):format(c.seq))
-    db:run("UPDATE coupons SET status = 'USED' WHERE seq = ?", c.seq)
-    db:run("INSERT INTO uses (coupon_id, consume_time, consume_mchid, transaction_id) VALUES (?, ?, ?, ?)",
-      c.coupon_id, ctx.now, ctx.mchid, tx)
+    tx = tx or ("4200" .. format_time(ctx.now, "%Y%m%d") .. ("%014d"):format(c.seq))
+    check(db:run("UPDATE coupons SET status = 'USED' WHERE seq = ?", c.seq))
+    check(db:run("INSERT INTO uses (coupon_id, consume_time, consume_mchid, transaction_id) VALUES (?, ?, ?, ?)",
+      c.coupon_id, ctx.now, ctx.mchid, tx))
     c.status = "USED"
     local j = coupon_json(c, s)
     j.out_request_no = nil -- not in the notification's resource
     j.consume_information = consumption(db, c)
     return j
-  end)
+  end))
 end
 
 -- get_coupon(db, ctx, openid, coupon_id, query) -> coupon
@@ -616,16 +568,16 @@ function M.set_callback(db, ctx, b)
     return param("notify_url must be an https URL without a query", "notify_url", url)
   end
   if b.switch ~= nil and type(b.switch) ~= "boolean" then return param("switch must be a boolean", "switch", b.switch) end
-  db:run("INSERT INTO callbacks (mchid, notify_url, switch, update_time) VALUES (?, ?, ?, ?) "
+  check(db:run("INSERT INTO callbacks (mchid, notify_url, switch, update_time) VALUES (?, ?, ?, ?) "
     .. "ON CONFLICT (mchid) DO UPDATE SET notify_url = excluded.notify_url, switch = excluded.switch, update_time = excluded.update_time",
-    mchid, url, b.switch == nil and 1 or (b.switch and 1 or 0), ctx.now)
+    mchid, url, b.switch == nil and 1 or (b.switch and 1 or 0), ctx.now))
   return {update_time = format_time(ctx.now), notify_url = url}
 end
 
 function M.get_callback(db, ctx, q)
   local mchid, err = need_string(q, "mchid", "mchid"); if not mchid then return nil, err end
   if mchid ~= ctx.mchid then return fail(400, "MCH_NOT_EXISTS", "mchid is not the calling merchant", "mchid", mchid) end
-  local row = db:first("SELECT * FROM callbacks WHERE mchid = ?", mchid)
+  local row = check(db:first("SELECT * FROM callbacks WHERE mchid = ?", mchid))
   if not row then return fail(404, "RESOURCE_NOT_EXISTS", "no callback URL is set", "mchid", mchid) end
   return {mchid = mchid, notify_url = row.notify_url}
 end
@@ -648,7 +600,7 @@ function M.upload_image(db, ctx, meta, file)
   if sha:lower() ~= ctx.sha256(file) then
     return fail(403, "REQUEST_BLOCKED", "meta.sha256 does not match the file", "meta.sha256", sha)
   end
-  local _, seq = db:run("INSERT INTO media (filename, sha256, size, create_time) VALUES (?, ?, ?, ?)", filename, sha:lower(), #file, ctx.now)
+  local _, seq = check(db:run("INSERT INTO media (filename, sha256, size, create_time) VALUES (?, ?, ?, ?)", filename, sha:lower(), #file, ctx.now))
   return {media_url = ("https://sandbox.quan.invalid/media/%d/%s.%s"):format(seq, sha:sub(1, 16):lower(), ext)}
 end
 
