@@ -221,25 +221,30 @@ describe("quan.server connections", function()
     s:stop()
   end)
 
+  -- under valgrind (tests/valgrind) a TLS handshake takes ~50 times longer:
+  -- fewer slow connections there, and no bound on the time of an answer
+  local valgrind = os.getenv("QUAN_SPEC_VALGRIND") ~= nil
   for _, tls in ipairs {false, true} do
     it("answers while 200 slowloris connections are open" .. (tls and " over TLS" or ""), function()
       local d = tls_files()
       local s = assert(server.start {handler = "tests.support.echo_handler",
         cert = tls and "file://" .. d .. "/cert.pem" or nil, key = tls and "file://" .. d .. "/key.pem" or nil})
+      finally(function() s:stop() end)
       local url = (tls and "https" or "http") .. "://127.0.0.1:" .. s:port() .. "/health"
-      local args = {"--clients", 200, "--interval", 1, "--duration", 5}
+      local n = valgrind and 20 or 200
+      local args = {"--clients", n, "--interval", 1, "--duration", 60}
       if tls then table.move({"--tls", ca_pem}, 1, 2, #args + 1, args) end
       local wait = conns.start("slowloris", s:port(), args)
-      assert.is_true(s:stats().connections >= 200)
+      assert.equal(n, s:stats().connections)
       for _ = 1, 5 do
         local status, t = conns.timed(url, tls and "--cacert " .. ca_pem or "")
         assert.equal(200, status)
-        assert.is_true(t < 3, t) -- 1 s is the target (scripts/bench/sandbox.lua); 3 s leaves a busy machine room
+        -- 1 s is the target (scripts/bench/sandbox.lua); 3 s leaves a busy machine room
+        if not valgrind then assert.is_true(t < 3, t) end
       end
-      local r = wait()
-      assert.equal(200, r.opened)
+      local r = wait(true)
+      assert.same({n, n, 0}, {r.opened, r.open_at_end, r.closed_by_server})
       assert.same({}, r.failed)
-      s:stop()
     end)
   end
 

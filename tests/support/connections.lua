@@ -22,8 +22,9 @@ function M.run(mode, port, args)
 end
 
 -- start(mode, port, {args...}) -> wait(): runs connections.py in the
--- background until it has its connections open ("ready"); wait() -> its
--- JSON result once it ends
+-- background until it has its connections open ("ready"); wait([stop]) ->
+-- its JSON result once it ends (at once with stop: a slowloris run ends at
+-- SIGTERM)
 function M.start(mode, port, args)
   local d = sh.tmpdir()
   local a = argv(mode, port, args)
@@ -36,7 +37,8 @@ function M.start(mode, port, args)
     assert(qos.now() < deadline, "connections.py did not get its connections open")
     qos.sleep(0.05)
   end
-  return function()
+  return function(stop)
+    if stop then qos.kill(pid, "TERM") end
     qos.wait(pid)
     return cjson.decode(sh.read(d .. "/out"))
   end

@@ -13,8 +13,9 @@ sandbox bench (scripts/bench/sandbox.lua). Independent of quan's own code.
       [--interval S] [--duration D] [--silent] [--reconnect] [--ready FILE]
     opens N connections that send a request line, then one header line every
     S seconds, never ending the headers (--silent: send nothing at all);
-    writes "ready" to FILE once all are open, stops after D seconds. With
-    --reconnect a connection the server closed is opened again.
+    writes "ready" to FILE once all are open, stops after D seconds (or at
+    SIGTERM). With --reconnect a connection the server closed is opened
+    again.
 
 Each prints one JSON object on stdout: what it saw (counts of answers,
 errors by kind, connections the server closed and after how long).
@@ -22,6 +23,7 @@ errors by kind, connections the server closed and after how long).
 import argparse
 import asyncio
 import json
+import signal
 import ssl
 import sys
 import time
@@ -198,7 +200,10 @@ async def slowloris(args):
                 f.write("ready %d\n" % stats["open"])
 
     waiter = asyncio.ensure_future(ready())
-    await asyncio.gather(*(one() for _ in range(args.clients)))
+    tasks = [asyncio.ensure_future(one()) for _ in range(args.clients)]
+    # SIGTERM ends the run early, with the result of what happened so far
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: [t.cancel() for t in tasks])
+    await asyncio.gather(*tasks, return_exceptions=True)
     waiter.cancel()
     lifetimes = stats.pop("lifetimes")
     stats["open_at_end"] = stats.pop("open")
