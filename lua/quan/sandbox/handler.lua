@@ -438,6 +438,16 @@ local function build(dir)
       return signed(200, util.encode {coupon = coupon, notification = note, delivery = deliver(note, b.ca_file)})
     elseif path == "/sandbox/notifications" then
       return notifications(req)
+    elseif path == "/sandbox/requests" then
+      if req.method == "POST" then
+        local b, berr = control_body(req)
+        if not b then return answer_error(berr) end
+        if b.reset ~= true then
+          return answer_error({status = 400, code = "PARAM_ERROR", message = "the only request is {\"reset\": true}", field = "reset"})
+        end
+        db:run("DELETE FROM requests")
+      end
+      return signed(200, util.encode(store.request_counts(db)))
     end
     return answer_error({status = 404, code = "NOT_FOUND", message = "no such sandbox endpoint: " .. path})
   end
@@ -526,6 +536,7 @@ local function build(dir)
     local res
     res, err = db:transaction(function()
       if not store.remember_nonce(db, auth.mchid, auth.nonce_str, floor(qos.time())) then return nil, REPLAY end
+      store.count_request(db, req.method, route and (route[3] and PREFIX .. route[3] or path) or "(no such endpoint)")
       if not route then
         return nil, {status = 404, code = "NOT_FOUND", message = "no such endpoint: " .. req.method .. " " .. path}
       end

@@ -8,6 +8,7 @@ local files = require "quan.sandbox.files"
 local util = require "quan.sandbox.util"
 
 local USAGE = "usage: quan sandbox [--listen 127.0.0.1:PORT] [--state DIR] [--faults SPEC] [--ready-file FILE] [--temporary]\n"
+  .. "       quan sandbox clock [--state DIR] [+DURATION | \"YYYY-MM-DD HH:MM\"]\n"
 
 local function mkdir_p(path)
   local acc = path:sub(1, 1) == "/" and "" or "."
@@ -128,6 +129,9 @@ end
 -- parent process dies. Usage errors, and a --state or --ready-file that
 -- cannot be used, exit 2; a sandbox that cannot start otherwise exits 1.
 function M.main(args)
+  if args and args[1] == "clock" then -- `quan sandbox clock ...`: the business clock of a running one
+    return require("quan.sandbox.clock").main(table.move(args, 2, #args, 1, {}))
+  end
   local parent = qos.getppid() -- now: a parent that dies while we start still counts
   local o, err = parse_args(args or {})
   if not o then
