@@ -1,6 +1,6 @@
 /* main.c: the quan command. A drop-in for the stand-alone lua interpreter
  * (same options, same `arg` table, same exit codes) plus quan's commands
- * (`run`, `check`, `sandbox`, `repl`) and long options.
+ * (`run`, `check`, `sandbox`, `plan`, `apply`, `repl`) and long options.
  *
  * Everything runs inside one protected call (pmain); errors go through
  * msghandler, which adds a traceback; SIGINT sets a hook that raises
@@ -107,6 +107,7 @@ static void print_usage(const char *badoption) {
     "usage: %s [options] [script [args]]\n"
     "       %s run|check [options] script [args]\n"
     "       %s sandbox [--listen HOST:PORT] [--state DIR] [--faults SPEC] [--ready-file FILE]\n"
+    "       %s plan|apply [options] campaign.lua\n"
     "       %s repl\n"
     "Lua options:\n"
     "  -e stat   execute string 'stat'\n"
@@ -126,7 +127,7 @@ static void print_usage(const char *badoption) {
     "  --sandbox        QUAN_SANDBOX=1 run against a private local sandbox\n"
     "  --dry-run        QUAN_DRY_RUN=1 print each request instead of sending it\n"
     "  --log-format F   QUAN_LOG_FORMAT  a batch's log: 'bar', 'json' or 'text'\n",
-    progname, progname, progname, progname);
+    progname, progname, progname, progname, progname);
 }
 
 #define EXIT_USAGE 2 /* quan's own usage errors; a bad Lua option exits 1, as in lua.c */
@@ -414,7 +415,8 @@ static int pmain(lua_State *L) {
     cmd += used;
   }
   if (cmd < argc && (strcmp(argv[cmd], "check") == 0 || strcmp(argv[cmd], "sandbox") == 0 ||
-                     strcmp(argv[cmd], "repl") == 0)) {
+                     strcmp(argv[cmd], "repl") == 0 || strcmp(argv[cmd], "plan") == 0 ||
+                     strcmp(argv[cmd], "apply") == 0)) {
     luaL_openlibs(L);
     quan_openlibs(L);
     lua_gc(L, LUA_GCRESTART);

@@ -6,6 +6,8 @@ local commands = {
   check = "quan.check",     -- validate a campaign script's requests, send nothing
   sandbox = "quan.sandbox", -- serve the local emulator of the favor API
   repl = "quan.repl",       -- the interactive loop
+  plan = "quan.campaign.plan",   -- what apply would do to make a campaign so (reads only)
+  apply = "quan.campaign.apply", -- make a campaign so: create, start, pause, restart
 }
 
 function M.main(command, args)
