@@ -177,6 +177,7 @@ function M.run(path, args, opts)
   end, table.unpack(args))
   os.exit = saved_exit
   arg = saved_arg
+  if ok then report.returned = err end -- what the script returned: a campaign file, its declaration
   wechatpay.hooks.before_send = saved_hook
   wechatpay.client = saved_client
   wechatpay.simulation = saved_simulation
@@ -192,13 +193,13 @@ end
 
 local LOG_FORMATS = require("quan.batch.progress").FORMATS
 
-local USAGE = "usage: quan check [--now TIME] [--profile NAME] [--config FILE] script.lua [args]"
+local USAGE = "usage: quan check [--now TIME] [--json] [--profile NAME] [--config FILE] script.lua [args]"
 
 -- main(args) -> exit status
 function M.main(args)
   args = args or {}
   local i = 1
-  local now, log_format
+  local now, log_format, as_json
   while args[i] and args[i]:sub(1, 1) == "-" and args[i] ~= "-" do
     local a = args[i]
     if a == "--" then i = i + 1 break end
@@ -226,6 +227,8 @@ function M.main(args)
         return 2
       end
       log_format = v
+    elseif a == "--json" then
+      as_json, i = true, i + 1 -- a campaign file's plan as JSON
     elseif a == "--profile" or a == "--config" then
       i = i + 2          -- accepted for symmetry with `quan run`; check uses no profile
     elseif a:match("^%-%-profile=") or a:match("^%-%-config=") or a == "--verbose" or a == "--sandbox"
@@ -268,6 +271,11 @@ function M.main(args)
       out:flush()
     end,
   })
+  if not report.error and require("quan.campaign").is_declaration(report.returned) then
+    -- a campaign file: its plan, as quan plan shows it, without the API
+    return require("quan.campaign.plan").check(script, report.returned, { now = now, json = as_json })
+  end
+  if as_json then io.stderr:write("quan check: --json is for campaign files; ", script, " is a script\n") end
   local bad = 0
   for _, e in ipairs(report.requests) do if not e.ok then bad = bad + 1 end end
   if report.error then

@@ -109,8 +109,8 @@ function Run:create(it, n)
   -- the number was taken by another request (the declaration changed after
   -- a create whose answer was lost): the stock is found by reading
   if type(err) == "table" and err.kind == "http" and err.code == "INVALID_REQUEST" then
-    local one = { it }
-    local ok = plan_.find(self.ctx, one, self.taken)
+    it.refused = true
+    local ok = plan_.find(self.ctx, { it }, self.taken)
     if ok and it.stock then
       st:end_step(id, "done", "out_request_no in use: found by reading, " .. it.match .. " match",
         { key = it.key, stock_id = it.stock_id, status = it.status, origin = "found" })
@@ -120,8 +120,14 @@ function Run:create(it, n)
       return true
     end
   end
-  st:end_step(id, "failed", tostring(err))
-  self:say("%s: create failed%s: %s", it.key, tries(err), tostring(err))
+  local why = tostring(err)
+  if type(err) == "table" and err.kind == "http" and err.code == "INVALID_REQUEST" then
+    why = why .. "; if a stock was created under this key before its declaration changed (out_request_no "
+      .. it.out_request_no .. "), no stock of the merchant matches its stock_name: find its id and pin it: "
+      .. "stock_id = \"...\" beside the key's state"
+  end
+  st:end_step(id, "failed", why)
+  self:say("%s: create failed%s: %s", it.key, tries(err), why)
   return false
 end
 

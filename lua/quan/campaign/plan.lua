@@ -378,8 +378,11 @@ M.list = list
 
 -- find(ctx, items, taken) -> true | nil, err: matches each item without a
 -- stock to one of the merchant's stocks, by reading them. An exact match (every
--- field of MATCHED) wins; else a stock with the same stock_name (the rest is
--- drift). taken: stock ids recorded for other keys, never matched again.
+-- field of MATCHED) is taken; a stock with the same stock_name only when the
+-- key's create was sent and its answer not recorded (the rest is drift), or
+-- when the API refused the key's out_request_no for another body (apply sets
+-- item.refused). taken: stock ids recorded for other keys,
+-- never matched again.
 local function find(ctx, items, taken)
   if #items == 0 then return true end
   local bound
@@ -427,7 +430,22 @@ local function find(ctx, items, taken)
   end
   for _, it in ipairs(items) do if exact[it] then assign(it, exact[it], "exact") end end
   for _, it in ipairs(items) do
-    if not it.stock and not it.error and named[it] then assign(it, named[it], "name") end
+    if not it.stock and not it.error and named[it] then
+      if (it.record and not it.record.stock_id) or it.refused then
+        -- a create of this key was sent and its answer lost: a stock of its
+        -- name is that create's, made before the declaration was edited
+        assign(it, named[it], "name")
+      else
+        -- another campaign's stock may well share a name: not taken on a
+        -- name alone; apply still never creates twice (the API refuses the
+        -- key's out_request_no for another body, and apply then records it)
+        local ids = {}
+        for i, x in ipairs(named[it]) do ids[i] = tostring(x.stock_id) end
+        it.notes[#it.notes + 1] = ("stock %s has this stock_name, other fields differ: if it is this key's "
+          .. "(the declaration edited after it was created, and its record lost), apply records it when the API "
+          .. "refuses the out_request_no; else apply creates this one"):format(table.concat(ids, ", "))
+      end
+    end
   end
   return true
 end
@@ -442,6 +460,10 @@ local function copy(t)
   for k, v in pairs(t) do r[k] = copy(v) end
   return r
 end
+
+-- what stands for the profile's merchant in belong_merchant when no profile
+-- is read (quan check without a state)
+M.NO_MCHID = "PROFILE-MCHID"
 
 -- body(entry, ctx) -> the create request of a declared stock: the declared
 -- table, with belong_merchant (the profile's merchant) and out_request_no
@@ -466,7 +488,7 @@ function M.build(decl, ctx)
   local unknown = {}
   for _, e in ipairs(decl.stocks) do
     local it = {
-      key = e.key, where = e.where, line = e.line, state = e.state, json = M.body(decl, e, ctx.mchid),
+      key = e.key, where = e.where, line = e.line, state = e.state, json = M.body(decl, e, ctx.mchid or M.NO_MCHID),
       steps = {}, drift = {}, findings = {}, warnings = {}, notes = {},
     }
     it.out_request_no = it.json.out_request_no
@@ -570,6 +592,43 @@ function M.build(decl, ctx)
   end
   table.sort(plan.orphans, function(a, b) return a.key < b.key end)
   return plan
+end
+
+-- ---------------------------------------------------------------------------
+-- `quan check CAMPAIGN.lua`: the same plan without reading the API
+
+-- check(path, value, opts) -> exit status (0 valid, 1 errors): value is what
+-- the campaign file returned; the state beside it (if any) stands for what
+-- exists, as last recorded; opts.now (epoch), opts.json
+function M.check(path, value, opts)
+  opts = opts or {}
+  local decl, problems = campaign.declaration(value, path)
+  if not decl then
+    io.stderr:write(campaign.format_problems(problems):gsub("[^\n]+", "quan check: %0"), "\n")
+    return 1
+  end
+  local state_path = opts.state or (path .. ".state")
+  local st, err = require("quan.campaign.state").read(state_path, { campaign = decl.name })
+  if st == nil then
+    io.stderr:write("quan check: ", err, "\n")
+    return 1
+  end
+  local records, mchid = {}, nil
+  if st then
+    records, mchid = st:records(), st.meta.mchid
+    st:close()
+  end
+  local now = opts.now or require("quan.os").time()
+  local plan = assert(M.build(decl, { mchid = mchid, now = now, records = records }))
+  local render = require "quan.campaign.render"
+  local head = { campaign = decl.name, file = decl.file, mchid = mchid, state = state_path,
+    state_note = not st and "none yet" or nil, now = now, clock = opts.now and "given" or "local", offline = true }
+  if opts.json then
+    io.stdout:write(render.json(plan, head), "\n")
+  else
+    io.stdout:write(render.text(plan, head))
+  end
+  return plan.problems > 0 and 1 or 0
 end
 
 -- ---------------------------------------------------------------------------

@@ -243,7 +243,7 @@ end
 
 -- array(t) -> t, or a marker the encoder's output turns into [] (an empty
 -- table is written {}: a list of nothing must still read as a list)
-local EMPTY = "@@quan-empty-array@@"
+local EMPTY = "@@quanEmptyArray@@"
 local function array(t)
   if next(t) == nil then return EMPTY end
   return t
