@@ -223,7 +223,7 @@ describe("quan apply", function()
     campaign(dir, "E", { begin = b, ["end"] = e, face = 12 })
     out, err, code = quan(h, dir, "apply --yes E.lua")
     assert.equal(1, code, out .. err)
-    assert.matches("tier10: create failed: .*INVALID_REQUEST.*pin it: stock_id = \"%.%.%.\"", out)
+    assert.matches("E%.lua:%d+: stock 'tier10': create failed: .*INVALID_REQUEST.*pin it: stock_id = \"%.%.%.\"", out)
     assert.equal(3, #stocks(h, "E满"))
     local ten
     for _, s in ipairs(stocks(h, "E满100减10")) do ten = s.stock_id end
@@ -290,6 +290,26 @@ describe("quan apply", function()
     assert.equal(0, #stocks(h, "Y满"))
   end)
 
+  it("asks on a terminal, and does nothing unless the answer is yes", function()
+    local tmux = require "tests.support.tmux"
+    campaign(dir, "T", { begin = b, ["end"] = e })
+    for _, answer in ipairs { "no", "yes" } do
+      local t = tmux.start("sh -c " .. sh.quote("cd " .. sh.quote(dir) .. " && " .. q .. " apply T.lua"),
+        { env = { QUAN_CONFIG = h.config_path, NO_COLOR = "1" } })
+      t:wait_for("Type yes to go on:")
+      t:type(answer)
+      t:keys("Enter")
+      if answer == "no" then
+        t:wait_for("apply: cancelled; nothing done")
+        assert.equal(0, #stocks(h, "T满"))
+      else
+        t:wait_for("apply: done: 3 created, 3 started")
+        assert.equal(3, #stocks(h, "T满"))
+      end
+      t:close()
+    end
+  end)
+
   it("converges after a SIGKILL at each point of a three-stock apply", function()
     sh.write(dir .. "/killer.lua", [[
       local apply = require "quan.campaign.apply"
@@ -340,6 +360,23 @@ describe("quan apply under faults", function()
       local list = stocks(h, tag .. "满")
       assert.equal(3, #list)
       assert.equal("running,running,running", statuses(list))
+    end
+    -- killed from outside while its calls are on the wire (each answer
+    -- takes 150 ms), at moments spread over the apply, then applied again
+    assert.equal(200, sbx.control(h, "/sandbox/faults", { spec = "latency=150ms" }).status)
+    for i, delay in ipairs { 0.3, 0.7, 1.1, 1.5 } do
+      local tag = "W" .. i
+      campaign(dir, tag, { begin = b, ["end"] = e })
+      local pid = assert(qos.spawn({ "sh", "-c", "cd " .. sh.quote(dir) .. " && QUAN_CONFIG=" .. sh.quote(h.config_path)
+        .. " exec " .. q .. " apply --yes " .. tag .. ".lua" }, { stdout = "/dev/null", stderr = "/dev/null" }))
+      qos.sleep(delay)
+      qos.kill(pid, "KILL")
+      qos.wait(pid)
+      local out, err, code = quan(h, dir, "apply --yes " .. tag .. ".lua")
+      assert.equal(0, code, out .. err)
+      local list = stocks(h, tag .. "满")
+      assert.equal(3, #list, tag)
+      assert.equal("running,running,running", statuses(list), tag)
     end
     -- every answer of a write lost after it was done: apply retries with
     -- the same out_request_no and settles transitions by reading
@@ -588,5 +625,52 @@ describe("quan.campaign", function()
         require(m) end
       for k in pairs(_G) do if not b[k] then print(k) end end']])
     assert.equal("", out)
+  end)
+end)
+
+describe("docs/campaigns.md", function()
+  it("runs the walk-through on a persistent sandbox as written", function()
+    local page = sh.read("docs/campaigns.md")
+    local section = page:match("\n### A walk%-through on a persistent sandbox\n(.-)\n### ")
+    assert.truthy(section, "walk-through not found")
+    local dir = sh.tmpdir()
+    -- the file it declares, then its commands in order, in one shell
+    local name, code = section:match("\n`([%w%-_]+%.lua)`:\n\n```lua\n(.-)```")
+    assert.equal("double12.lua", name)
+    sh.write(dir .. "/" .. name, code)
+    local script = {}
+    for block in section:gmatch("\n```sh\n(.-)```") do script[#script + 1] = block end
+    assert.is_true(#script >= 4)
+    local bin = sh.tmpdir()
+    assert(os.execute("ln -s " .. sh.quote(sh.quan) .. " " .. sh.quote(bin .. "/quan")))
+    sh.write(dir .. "/walk.sh", table.concat(script, "\n"))
+    local out, err, status = sh.run("cd " .. sh.quote(dir) .. " && PATH=" .. sh.quote(bin) .. ":$PATH sh walk.sh")
+    assert.equal(0, status, out .. err)
+    local function after(mark, pattern)
+      local from = assert(out:find(mark, 1, true), "not in the output: " .. mark .. "\n" .. out)
+      assert.matches(pattern, out:sub(from), nil, out)
+    end
+    -- plan: three to create; apply: done
+    assert.matches("plan: 3 to create %(¥150,000%.00%), 3 to start\n", out)
+    assert.matches("面额 ¥10%.00 · 门槛 ¥100%.00 · 总预算 ¥50,000%.00 = 5,000 × ¥10%.00", out)
+    assert.matches("window 2027%-12%-01 00:00 Wed → 2027%-12%-12 23:59 Sun, 12 days", out)
+    assert.matches("apply: done: 3 created, 3 started; state double12.lua.state\n", out)
+    -- the clock moved: running, windows open, nothing to do (twice)
+    after("-> 2027-12-01 10:00 Wed (Beijing time)", "= tier10  nothing to do · stock %d+ running")
+    after("-> 2027-12-01 10:00 Wed (Beijing time)", "%(open, 11d 13h left%)")
+    after("-> 2027-12-01 10:00 Wed (Beijing time)", "plan: nothing to do · 3 as declared\n.-apply: nothing to do\n")
+    -- tier80 declared paused: the plan shows the pause, apply does it
+    after("apply: nothing to do\n", "~ tier80  pause · stock %d+ running → paused  %(double12%.lua:21%)")
+    after("apply: nothing to do\n", "plan: 1 to pause · 2 as declared\n")
+    after("apply: nothing to do\n", "tier80: paused stock %d+: paused\napply: done: 1 paused")
+    -- what the page shows of the output is what the commands print
+    for shown in section:gmatch("\n```text\n(.-)```") do
+      for line in shown:gmatch("[^\n]+") do
+        if line ~= "…" and not line:find("opens in") and not line:find("out_request_no") then
+          local pattern = line:gsub("%p", "%%%0"):gsub("%d+", "%%d+")
+          assert.matches(pattern, out, nil, "shown but not printed: " .. line)
+        end
+      end
+    end
   end)
 end)

@@ -127,7 +127,7 @@ function Run:create(it, n)
       .. "stock_id = \"...\" beside the key's state"
   end
   st:end_step(id, "failed", why)
-  self:say("%s: create failed%s: %s", it.key, tries(err), why)
+  self:say("%s: stock '%s': create failed%s: %s", it.where, it.key, tries(err), why)
   return false
 end
 
@@ -158,7 +158,7 @@ function Run:transition(it, action, n)
     return true
   end
   st:end_step(id, "failed", tostring(err))
-  self:say("%s: %s failed%s: %s", it.key, action, tries(err), tostring(err))
+  self:say("%s: stock '%s': %s failed%s: %s", it.where, it.key, action, tries(err), tostring(err))
   return false
 end
 

@@ -12,6 +12,9 @@ local format = require "quan.format"
 
 M.EXIT = { ok = 0, failed = 1, usage = 2, changes = 3, busy = 6 }
 
+-- quan's own options (main.c), which come before the command word
+local GLOBAL = { config = "value", verbose = "flag", sandbox = "flag", ["log-format"] = "value" }
+
 -- parse(args, spec) -> opts | nil, message
 -- spec = { options = { name = "flag" | "value" }, ... }; --name=value and
 -- --name value both work; "--" ends the options; the one operand (the
@@ -31,6 +34,10 @@ function M.parse(args, spec)
       local name, value = a:match("^%-%-([^=]+)=(.*)$")
       name = name or a:sub(3)
       local kind = spec.options[name]
+      if not kind and GLOBAL[name] then
+        return nil, "--" .. name .. " goes before the command (quan --" .. name
+          .. (GLOBAL[name] == "value" and " VALUE" or "") .. " plan|apply ...)"
+      end
       if not kind then return nil, "unknown option '--" .. name .. "'" end
       if kind == "flag" then
         if value then return nil, "--" .. name .. " takes no value" end

@@ -508,9 +508,10 @@ function M.build(decl, ctx)
         if s then
           it.stock, it.status = s, s.status
         elseif type(err) == "table" and err.kind == "http" and err.status == 404 then
-          it.error = sformat("stock %s (recorded for this key) does not exist at this API", id)
+          it.error = sformat("stock %s (%s for this key) does not exist at this API", id,
+            e.stock_id and "declared" or "recorded")
         else
-          return nil, err
+          return nil, sformat("%s: stock '%s': %s", it.where, it.key, tostring(err))
         end
       else
         it.status = r and r.status -- offline: as last recorded
@@ -583,6 +584,18 @@ function M.build(decl, ctx)
     if it.error or (#it.findings > 0 and not exists) then plan.problems = plan.problems + 1 end
     plan.warnings = plan.warnings + #it.warnings
     it.blocked = it.error ~= nil or (#it.findings > 0 and not exists)
+  end
+  -- what later commands do with the campaign: declared, not run here
+  if #decl.sends > 0 then
+    plan.notes[#plan.notes + 1] = ("%d send%s declared (%s): quan send runs them, apply does not"):format(#decl.sends,
+      #decl.sends == 1 and "" or "s", (function()
+        local names = {}
+        for i, sd in ipairs(decl.sends) do names[i] = sd.name .. " → " .. sd.stock end
+        return table.concat(names, ", ")
+      end)())
+  end
+  if decl.notifications and decl.notifications.handler then
+    plan.notes[#plan.notes + 1] = "a notification handler declared: quan serve runs it, apply does not"
   end
   -- recorded keys no longer declared: left as they are
   for key, r in pairs(records) do
