@@ -519,6 +519,90 @@ return {
   end)
 end)
 
+describe("quan.campaign.plan", function()
+  local plan = require "quan.campaign.plan"
+  local campaign = require "quan.campaign"
+  local at = require("wechatpay.favor").at
+  local epoch = require("quan.validate").rfc3339
+  local NOW = epoch(at "2027-11-20 10:00")
+
+  -- body(over) -> a valid create body (Mon 2027-12-06 .. Wed 2027-12-08), fields of over merged in
+  local function body(over)
+    local b = {
+      stock_name = "满100减10", belong_merchant = "1900000001", stock_type = "NORMAL", no_cash = false,
+      available_begin_time = at "2027-12-06 00:00", available_end_time = at "2027-12-08 23:59",
+      stock_use_rule = { max_coupons = 100, max_amount = 100000, max_coupons_per_user = 1,
+        natural_person_limit = false, prevent_api_abuse = false },
+      coupon_use_rule = { coupon_available_time = {}, fixed_normal_coupon = { coupon_amount = 1000, transaction_minimum = 10000 } },
+    }
+    for k, v in pairs(over or {}) do
+      if type(v) == "table" and type(b[k]) == "table" then for k2, v2 in pairs(v) do b[k][k2] = v2 end else b[k] = v end
+    end
+    return b
+  end
+
+  local function codes(w)
+    local t = {}
+    for _, x in ipairs(w) do t[#t + 1] = x.code end
+    return table.concat(t, ",")
+  end
+
+  it("warns of what is valid but probably a mistake", function()
+    for _, c in ipairs {
+      { {}, "" },
+      { { coupon_use_rule = { fixed_normal_coupon = { coupon_amount = 12, transaction_minimum = 100 } },
+          stock_use_rule = { max_amount = 1200 } }, "yuan_as_fen,yuan_as_fen" },
+      { { stock_use_rule = { max_amount_by_day = 500 } }, "daily_budget_below_face" },
+      { { stock_use_rule = { max_amount_by_day = 20000 } }, "daily_budget_short" },   -- 20 a day × 3 days < 100
+      { { stock_use_rule = { max_amount_by_day = 40000 } }, "" },                     -- 40 a day × 3 days >= 100
+      { { coupon_use_rule = { coupon_available_time = { available_end_time = at "2027-12-07 00:00" } } }, "usage_ends_early" },
+      { { coupon_use_rule = { coupon_available_time = require("wechatpay.favor").weekdays { 0, 6 } } }, "usage_never" },
+      { { coupon_use_rule = { coupon_available_time = require("wechatpay.favor").weekdays { 2 } } }, "" },
+    } do
+      assert.equal(c[2], codes(plan.warnings(body(c[1]), NOW, false)), require("cjson").encode(c[1]))
+    end
+    assert.equal("window_ended", codes(plan.warnings(body(), epoch(at "2027-12-10 00:00"), true, "running")))
+    assert.equal("window_open_not_started", codes(plan.warnings(body(), epoch(at "2027-12-07 00:00"), true, "unactivated")))
+    assert.equal("window_begun", codes(plan.warnings(body(), epoch(at "2027-12-06 00:00") + 30, false)))
+  end)
+
+  it("steps from each status to each declared state", function()
+    for _, c in ipairs {
+      { nil, "running", "create,start" }, { nil, "paused", "create" },
+      { "unactivated", "running", "start" }, { "unactivated", "paused", "" },
+      { "running", "running", "" }, { "running", "paused", "pause" },
+      { "paused", "running", "restart" }, { "paused", "paused", "" },
+      { "stoped", "running", "" }, { "audit", "running", "" },
+    } do
+      assert.equal(c[3], table.concat((plan.steps(c[1], c[2])), ","), tostring(c[1]) .. " -> " .. c[2])
+    end
+  end)
+
+  it("plans offline from the state: drift against the request sent, no start once the window ended", function()
+    local decl = assert(campaign.declaration({ name = "o", stocks = {
+      a = { json = body { stock_name = "满100减11" } },
+      b = { json = body() },
+      c = { json = body(), state = "paused" },
+    } }, "o.lua"))
+    local sent = require("wechatpay.json").encode(plan.body(decl, decl.by_key.a, "1900000001"))
+    local records = {
+      a = { key = "a", stock_id = "1", status = "running", request = sent:gsub("满100减11", "满100减10") },
+      b = { key = "b", stock_id = "2", status = "unactivated" },
+      c = { key = "c", stock_id = "3", status = "running" },
+    }
+    local p = assert(plan.build(decl, { mchid = "1900000001", now = epoch(at "2027-12-10 00:00"), records = records }))
+    local by = {}
+    for _, it in ipairs(p.stocks) do by[it.key] = it end
+    assert.equal(1, #by.a.drift)
+    assert.same({ field = "stock_name", desc = "批次名称", declared = "满100减11", actual = "满100减10", source = "state" },
+      by.a.drift[1])
+    assert.same({}, by.b.steps)
+    assert.matches("its window has ended", by.b.notes[1])
+    assert.same({ "pause" }, by.c.steps)
+    assert.equal(1, p.changes)
+  end)
+end)
+
 describe("the retry option of a call", function()
   local h, wx
   setup(function()

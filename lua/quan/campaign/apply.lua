@@ -263,8 +263,9 @@ function M.main(args)
   end
   io.stdout:write(dry and "apply --dry-run: the write requests, as they would go out:\n" or "apply:\n")
   if not dry then state:begin_run("apply") end
-  local taken = {}
+  local taken = {} -- stock ids recorded or pinned for a key, never found for another
   for key, r in pairs(records) do if r.stock_id then taken[r.stock_id] = key end end
+  for _, e in ipairs(decl.stocks) do if e.stock_id then taken[e.stock_id] = taken[e.stock_id] or e.key end end
   local run = setmetatable({ session = s, state = state, ctx = ctx, taken = taken }, Run)
   local ok, done, failed = pcall(Run.steps, run, list)
   if not ok then

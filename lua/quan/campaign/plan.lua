@@ -92,7 +92,7 @@ end
 
 -- same(a, b, kind) -> true when the two values mean the same
 local function same(a, b, kind)
-  if kind == "time" then
+  if kind == "time" and type(a) == "string" and type(b) == "string" then
     local x, y = epoch(a), epoch(b)
     if x and y then return x == y end
     return a == b
@@ -224,9 +224,11 @@ function M.warnings(body, now, exists, status)
     end
   end
   if begin and stop then
-    if not exists and begin < now then
-      warn("window_begun", "the window began %s ago (%s): the stock can only be created with a begin time "
-        .. "from now on", format.duration(now - begin), format.beijing(begin))
+    -- a begin further in the past is a finding of the schema (the create
+    -- is refused): warned of here is the minute a request may take
+    if not exists and begin < now and begin >= now - validator().TRAVEL then
+      warn("window_begun", "the window began %s ago (%s): a create that arrives later than a minute after "
+        .. "its begin time is refused", format.duration(now - begin), format.beijing(begin))
     end
     if stop <= begin then
       warn("window_inverted", "the window ends (%s) before it begins (%s)", format.beijing(stop), format.beijing(begin))
@@ -480,9 +482,12 @@ function M.build(decl, ctx)
   ctx.notes = ctx.notes or {}
   local records = ctx.records or {}
   local items, by_stock = {}, {}
-  local taken = {}
+  local taken = {}                -- stock id -> the key it is recorded or pinned for
   for key, r in pairs(records) do
     if r.stock_id then taken[r.stock_id] = key end
+  end
+  for _, e in ipairs(decl.stocks) do
+    if e.stock_id and not taken[e.stock_id] then taken[e.stock_id] = e.key end
   end
   -- what exists: recorded stocks read by id, pinned ones too
   local unknown = {}
@@ -544,7 +549,13 @@ function M.build(decl, ctx)
       end
       if note then it.notes[#it.notes + 1] = note end
       if it.origin == "found" or it.origin == "declared" then table.insert(it.steps, 1, "record") end
-      if it.record and not it.record.stock_id and not exists then
+      -- a stock that did not start in its window never will: no start
+      local stop = epoch(it.json.available_end_time)
+      if exists and status == "unactivated" and stop and stop < ctx.now and it.steps[1] == "start" then
+        it.steps = {}
+        it.notes[#it.notes + 1] = "not started, and its window has ended: it can no longer be started"
+      end
+      if ctx.wx and it.record and not it.record.stock_id and not exists then
         it.notes[#it.notes + 1] = "an earlier create's answer was not recorded; no such stock was found: created "
           .. "again with the same out_request_no " .. it.out_request_no
       end
