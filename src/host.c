@@ -1,5 +1,6 @@
 /* host.c: makes a Lua state quan's: natives and embedded modules reachable
- * through require. */
+ * through require, and the client ("wechatpay") with quan's tools plugged
+ * into its hooks. */
 #include <string.h>
 #include "quan.h"
 
@@ -37,12 +38,37 @@ static int embedded_searcher(lua_State *L) {
   return 2;
 }
 
+/* load_client(name, file) -> wechatpay: package.preload's loader of the
+ * client. It runs the embedded "wechatpay", then quan.hooks' install on it:
+ * quan's tools (dry run, the private sandbox) plug into the client's hooks
+ * without the client naming them, and only once a script uses the client
+ * (docs/client.md, "Hooks"). */
+static int load_client(lua_State *L) {
+  const quan_embedded *m = find_embedded("wechatpay");
+  if (m == NULL) return luaL_error(L, "no embedded module 'wechatpay'");
+  if (luaL_loadbufferx(L, m->source, m->size, m->chunkname, "t") != LUA_OK)
+    return lua_error(L);
+  lua_pushliteral(L, "wechatpay");
+  lua_pushstring(L, m->chunkname + 1);
+  lua_call(L, 2, 1);                   /* [name, file, client] */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "quan.hooks");
+  lua_call(L, 1, 1);                   /* [..., client, quan.hooks] */
+  lua_getfield(L, -1, "install");
+  lua_pushvalue(L, -3);
+  lua_call(L, 1, 0);                   /* [..., client, quan.hooks] */
+  lua_pop(L, 1);
+  return 1;
+}
+
 void quan_openlibs(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const luaL_Reg *r = natives; r->name; r++) {
     lua_pushcfunction(L, r->func);
     lua_setfield(L, -2, r->name);
   }
+  lua_pushcfunction(L, load_client);
+  lua_setfield(L, -2, "wechatpay");
   lua_pop(L, 1);
   /* package.searchers: insert ours at position 2 */
   lua_getglobal(L, "package");

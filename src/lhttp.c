@@ -526,7 +526,7 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   must(L, curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L));
   must(L, curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS));
   must(L, curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L));
-  must(L, curl_easy_setopt(h, CURLOPT_USERAGENT, "quan/" QUAN_VERSION));
+  must(L, curl_easy_setopt(h, CURLOPT_USERAGENT, QUAN_USER_AGENT));
   must(L, curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb));
   must(L, curl_easy_setopt(h, CURLOPT_WRITEDATA, t));
   must(L, curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb));
@@ -1104,5 +1104,7 @@ int luaopen_quan_http(lua_State *L) {
   luaL_newlibtable(L, funcs);
   push_engine(L);
   luaL_setfuncs(L, funcs, 1);
+  lua_pushliteral(L, QUAN_USER_AGENT);
+  lua_setfield(L, -2, "USER_AGENT");
   return 1;
 }

@@ -1,6 +1,8 @@
 /* los.c: quan.os, the few operating-system calls the Lua side needs and the
- * standard library lacks: clocks, processes, file modes, locks, terminals.
+ * standard library lacks: clocks, processes, files and directories, locks,
+ * terminals.
  * Bad arguments raise; failures of the world return nil, message, code. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -20,6 +22,7 @@
 extern char **environ;
 
 #define LOCK_MT "quan.os.lock"
+#define DIR_MT "quan.os.dir" /* a directory being listed: closed by list or the collector */
 
 static int fail(lua_State *L, const char *what) {
   int e = errno;
@@ -207,6 +210,45 @@ static int os_mkdir(lua_State *L) {
   return 1;
 }
 
+static int dir_release(lua_State *L) {
+  DIR **box = luaL_checkudata(L, 1, DIR_MT);
+  if (*box != NULL) {
+    closedir(*box);
+    *box = NULL;
+  }
+  return 0;
+}
+
+/* list(dir) -> { name, ... } | nil, message, errno: the names of the
+ * entries of dir but "." and "..", in no particular order. The DIR is
+ * boxed first, so a memory error while listing leaves it to the collector. */
+static int os_list(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  DIR **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, DIR_MT);
+  *box = opendir(path);
+  if (*box == NULL) return fail(L, path);
+  lua_newtable(L);
+  lua_Integer n = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent *entry = readdir(*box);
+    if (entry == NULL) break;
+    if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
+    lua_pushstring(L, entry->d_name);
+    lua_rawseti(L, -2, ++n);
+  }
+  int e = errno; /* 0 at the end of the directory */
+  closedir(*box);
+  *box = NULL;
+  if (e != 0) {
+    errno = e;
+    return fail(L, path);
+  }
+  return 1;
+}
+
 /* mkdtemp([prefix="/tmp/quan-"]) -> path | nil, message, errno */
 static int os_mkdtemp(lua_State *L) {
   const char *prefix = luaL_optstring(L, 1, "/tmp/quan-");
@@ -386,6 +428,7 @@ static const luaL_Reg funcs[] = {
   {"chmod", os_chmod},
   {"mkdir", os_mkdir},
   {"mkdtemp", os_mkdtemp},
+  {"list", os_list},
   {"spawn", os_spawn},
   {"kill", os_kill},
   {"wait", os_wait},
@@ -400,6 +443,12 @@ int luaopen_quan_os(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
+  luaL_newmetatable(L, DIR_MT);
+  lua_pushcfunction(L, dir_release);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   luaL_newlib(L, funcs);
+  lua_pushliteral(L, QUAN_VERSION);
+  lua_setfield(L, -2, "VERSION");
   return 1;
 }

@@ -1,6 +1,9 @@
 /* main.c: the quan command. A drop-in for the stand-alone lua interpreter
- * (same options, same `arg` table, same exit codes) plus quan's commands
- * (`run`, `check`, `sandbox`, `plan`, `apply`, `repl`) and long options.
+ * (same options, same `arg` table, same exit codes) plus quan's long options
+ * (each sets an environment variable, so it reaches every module) and
+ * `--version`. Scripts run here (`quan script.lua`, `quan run script.lua`);
+ * every other command word goes to quan.cli, whose table lists the commands
+ * (`quan help`).
  *
  * Everything runs inside one protected call (pmain); errors go through
  * msghandler, which adds a traceback; SIGINT sets a hook that raises
@@ -105,10 +108,7 @@ static void print_usage(const char *badoption) {
   }
   fprintf(out,
     "usage: %s [options] [script [args]]\n"
-    "       %s run|check [options] script [args]\n"
-    "       %s sandbox [--listen HOST:PORT] [--state DIR] [--faults SPEC] [--ready-file FILE]\n"
-    "       %s plan|apply [options] campaign.lua\n"
-    "       %s repl\n"
+    "       %s [options] COMMAND [args]\n"
     "Lua options:\n"
     "  -e stat   execute string 'stat'\n"
     "  -i        enter interactive mode after executing 'script'\n"
@@ -120,6 +120,7 @@ static void print_usage(const char *badoption) {
     "  --        stop handling options\n"
     "  -         stop handling options and execute stdin\n"
     "  -h, --help  show this help\n"
+    "  --version   show quan's version and exit\n"
     "quan options (each sets the environment variable named):\n"
     "  --profile NAME   QUAN_PROFILE   profile of the config file to use\n"
     "  --config FILE    QUAN_CONFIG    config file\n"
@@ -127,7 +128,7 @@ static void print_usage(const char *badoption) {
     "  --sandbox        QUAN_SANDBOX=1 run against a private local sandbox\n"
     "  --dry-run        QUAN_DRY_RUN=1 print each request instead of sending it\n"
     "  --log-format F   QUAN_LOG_FORMAT  a batch's log: 'bar', 'json' or 'text'\n",
-    progname, progname, progname, progname, progname);
+    progname, progname);
 }
 
 #define EXIT_USAGE 2 /* quan's own usage errors; a bad Lua option exits 1, as in lua.c */
@@ -214,6 +215,7 @@ static int longopt(char **argv, int i) {
 #define has_E 16    /* -E */
 #define has_h 32    /* -h, --help */
 #define has_bad_value 64 /* a long option with a value it does not take */
+#define has_version 128  /* --version */
 
 /* collectargs: scans options up to the script; *first is the index of the
  * script (or argc). Returns the flags seen, has_error on a bad one or
@@ -225,6 +227,7 @@ static int collectargs(char **argv, int *first) {
     *first = i;
     if (argv[i][0] != '-') return args; /* the script */
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return has_h;
+    if (strcmp(argv[i], "--version") == 0) return has_version;
     if (argv[i][1] == '-' && argv[i][2] != '\0') {
       int used = longopt(argv, i);
       if (used == -2) return has_bad_value;
@@ -365,37 +368,91 @@ static int handle_script(lua_State *L, char **argv) {
   return report(L, status);
 }
 
-static void print_version(void) {
-  printf("quan %s (%s, %s)\n", QUAN_VERSION, LUA_RELEASE, "WeChat Pay APIv3 cash coupons");
-  fflush(stdout);
-}
-
-/* Calls require(mod)[fn](...) with the given argv strings as a table.
- * Returns the exit status the Lua function chose (an integer result), 0
- * when it returns nothing, 1 on an error. */
-static int run_lua_entry(lua_State *L, const char *mod, const char *fn, const char *cmd,
-                         char **argv, int argc) {
+/* push_field(L, mod, fn) -> status; pushes require(mod)[fn], or reports
+ * the error of the require */
+static int push_field(lua_State *L, const char *mod, const char *fn) {
   lua_getglobal(L, "require");
   lua_pushstring(L, mod);
   int status = docall(L, 1, 1);
-  if (status != LUA_OK) return report(L, status), 1;
+  if (status != LUA_OK) return report(L, status);
   lua_getfield(L, -1, fn);
   lua_remove(L, -2);
-  lua_pushstring(L, cmd);
-  lua_createtable(L, argc, 0);
-  for (int i = 0; i < argc; i++) {
-    lua_pushstring(L, argv[i]);
-    lua_rawseti(L, -2, i + 1);
-  }
-  status = docall(L, 2, 1);
-  if (status != LUA_OK) return report(L, status), 1;
-  int code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : (lua_toboolean(L, -1) || lua_isnil(L, -1) ? 0 : 1);
+  return LUA_OK;
+}
+
+/* exit_status(L) -> the exit status a command's result on the top chose:
+ * an integer as it is, nil or true 0, anything else 1. Pops it. */
+static int exit_status(lua_State *L) {
+  int code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1)
+           : (lua_isnil(L, -1) || lua_toboolean(L, -1)) ? 0 : 1;
   lua_pop(L, 1);
   return code;
 }
 
+static void push_version(lua_State *L) {
+  lua_pushfstring(L, "quan %s (%s, %s)", QUAN_VERSION, LUA_RELEASE, "WeChat Pay APIv3 cash coupons");
+}
+
+static void print_version(lua_State *L) {
+  push_version(L);
+  puts(lua_tostring(L, -1));
+  fflush(stdout);
+  lua_pop(L, 1);
+}
+
+/* run_command(L, argv, argc, &code) -> 1 when argv[0] is one of quan.cli's
+ * commands (then *code is its exit status), 0 when it names a script:
+ * quan.cli.main(word, {args...}, banner) */
+static int run_command(lua_State *L, char **argv, int argc, int *code) {
+  *code = 1;
+  if (push_field(L, "quan.cli", "main") != LUA_OK) return 1;
+  lua_pushstring(L, argv[0]);
+  lua_createtable(L, argc - 1, 0);
+  for (int i = 1; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i);
+  }
+  push_version(L);
+  int status = docall(L, 3, 1);
+  if (status != LUA_OK) return report(L, status), 1;
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  *code = exit_status(L);
+  return 1;
+}
+
+/* print_commands(L): the commands part of --help, from quan.cli's table */
+static void print_commands(lua_State *L) {
+  if (push_field(L, "quan.cli", "commands_text") != LUA_OK) return;
+  if (report(L, docall(L, 0, 1)) != LUA_OK) return;
+  const char *text = lua_tostring(L, -1);
+  if (text) fputs(text, stdout);
+  fflush(stdout);
+  lua_pop(L, 1);
+}
+
 static int doREPL(lua_State *L) {
-  return run_lua_entry(L, "quan.repl", "main", "repl", NULL, 0);
+  if (push_field(L, "quan.repl", "main") != LUA_OK) return 1;
+  int status = docall(L, 0, 1);
+  if (status != LUA_OK) return report(L, status), 1;
+  return exit_status(L);
+}
+
+/* a word that may be a command: not an option, not a path (no '.', no '/') */
+static int command_word(const char *s) {
+  return s[0] != '-' && s[0] != '\0' && strpbrk(s, "./") == NULL;
+}
+
+/* openlibs(L): the standard libraries and quan's, once */
+static void openlibs(lua_State *L, int *open) {
+  if (*open) return;
+  luaL_openlibs(L);
+  quan_openlibs(L);
+  lua_gc(L, LUA_GCRESTART);
+  lua_gc(L, LUA_GCGEN, 0, 0);
+  *open = 1;
 }
 
 /* ---- pmain ------------------------------------------------------------- */
@@ -414,15 +471,12 @@ static int pmain(lua_State *L) {
     if (used <= 0) break;
     cmd += used;
   }
-  if (cmd < argc && (strcmp(argv[cmd], "check") == 0 || strcmp(argv[cmd], "sandbox") == 0 ||
-                     strcmp(argv[cmd], "repl") == 0 || strcmp(argv[cmd], "plan") == 0 ||
-                     strcmp(argv[cmd], "apply") == 0)) {
-    luaL_openlibs(L);
-    quan_openlibs(L);
-    lua_gc(L, LUA_GCRESTART);
-    lua_gc(L, LUA_GCGEN, 0, 0);
-    *exitcode = run_lua_entry(L, "quan.cli", "main", argv[cmd], argv + cmd + 1, argc - cmd - 1);
-    return 0;
+  /* a word that is no option and no path may be a command (quan.cli says);
+   * no -E can come before it, so the libraries may open now */
+  int libs_open = 0;
+  if (cmd < argc && command_word(argv[cmd]) && strcmp(argv[cmd], "run") != 0) {
+    openlibs(L, &libs_open);
+    if (run_command(L, argv + cmd, argc - cmd, exitcode)) return 0;
   }
   /* `quan run ...` is `quan ...`: the word only reads better in scripts,
    * and it always names one (`quan run -` reads stdin) */
@@ -443,6 +497,13 @@ static int pmain(lua_State *L) {
   }
   if (args == has_h) {
     print_usage(NULL);
+    openlibs(L, &libs_open);
+    print_commands(L);
+    *exitcode = 0;
+    return 0;
+  }
+  if (args == has_version) {
+    print_version(L);
     *exitcode = 0;
     return 0;
   }
@@ -457,13 +518,10 @@ static int pmain(lua_State *L) {
     lua_pushboolean(L, 1);
     lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
   }
-  luaL_openlibs(L);
-  quan_openlibs(L);
+  openlibs(L, &libs_open);
   createargtable(L, argv, argc, script);
-  lua_gc(L, LUA_GCRESTART);
-  lua_gc(L, LUA_GCGEN, 0, 0);
   *exitcode = 1;
-  if (args & has_v) print_version();
+  if (args & has_v) print_version(L);
   if (!(args & has_E) && handle_luainit(L) != LUA_OK) return 0;
   if (!runargs(L, argv, script)) return 0;
   if (script < argc && handle_script(L, argv + script) != LUA_OK) return 0;
@@ -473,7 +531,7 @@ static int pmain(lua_State *L) {
   }
   if (script == argc && !(args & (has_e | has_v))) {
     if (isatty(0)) {
-      print_version();
+      print_version(L);
       *exitcode = doREPL(L);
       return 0;
     }

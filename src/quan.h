@@ -6,7 +6,10 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+/* quan's version: the one definition. Lua reads it as quan.os.VERSION and
+ * the User-Agent as quan.http.USER_AGENT (which the client sends too). */
 #define QUAN_VERSION "0.1.0"
+#define QUAN_USER_AGENT "quan/" QUAN_VERSION
 
 /* One Lua module compiled into the binary (build/embedded.c). */
 typedef struct quan_embedded {
@@ -24,9 +27,9 @@ extern const quan_embedded quan_embedded_modules[];
 #undef QUAN_NATIVE
 
 /* A new state with the standard libraries, cjson, the natives and the
- * embedded modules reachable through require. Used by main.c and by any
- * native that needs a state of its own (e.g. a server thread). NULL when out
- * of memory. */
+ * embedded modules reachable through require ("wechatpay" with quan's tools
+ * in its hooks: quan.hooks). Used by main.c and by any native that needs a
+ * state of its own (e.g. a server thread). NULL when out of memory. */
 lua_State *quan_newstate(void);
 
 /* Opens the same set on an existing state (standard libraries excluded). */

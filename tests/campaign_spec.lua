@@ -489,18 +489,21 @@ return {
 
   it("explains its usage, with exit 2", function()
     for _, c in ipairs {
-      { "plan", "no campaign file given" }, { "plan --bogus x.lua", "unknown option '%-%-bogus'" },
-      { "apply --state", "%-%-state needs a value" }, { "plan a.lua b.lua", "one campaign file at a time" },
-      { "apply --yes=1 x.lua", "%-%-yes takes no value" },
+      { "plan", "expected CAMPAIGN%.lua" }, { "plan --bogus x.lua", "unknown option '%-%-bogus'" },
+      { "apply --state", "%-%-state needs a value" }, { "plan a.lua b.lua", "unexpected argument 'b%.lua'" },
+      { "apply --yes=1 x.lua", "%-%-yes takes no value" }, { "plan --now soon x.lua", "%-%-now expects" },
     } do
       local out, err, code = sh.run(q .. " " .. c[1])
       assert.equal(2, code, c[1] .. out .. err)
       assert.matches(c[2], err)
-      assert.matches("usage: quan %a+", err)
     end
     local out, err, code = sh.run(q .. " plan --help")
     assert.equal(0, code, out .. err)
-    assert.matches("exit status: 0 nothing to do, 3 changes pending", err)
+    assert.matches("usage: quan plan %[options%] CAMPAIGN%.lua", out)
+    assert.matches("exit status: 0 nothing to do, 3 changes pending", out)
+    out, err, code = sh.run(q .. " help apply")
+    assert.equal(0, code, out .. err)
+    assert.matches("%-%-dry%-run", out)
   end)
 
   it("derives out_request_no from the campaign's name and the stock's key only", function()
@@ -523,7 +526,7 @@ describe("quan.campaign.plan", function()
   local plan = require "quan.campaign.plan"
   local campaign = require "quan.campaign"
   local at = require("wechatpay.favor").at
-  local epoch = require("quan.validate").rfc3339
+  local epoch = require("quan.time").parse
   local NOW = epoch(at "2027-11-20 10:00")
 
   -- body(over) -> a valid create body (Mon 2027-12-06 .. Wed 2027-12-08), fields of over merged in
@@ -693,7 +696,13 @@ describe("quan sandbox clock", function()
     assert.matches("the clock only moves forward", err)
     out, err, code = sh.run(q .. " sandbox clock --state " .. sh.quote(h.state) .. " +2x")
     assert.equal(2, code, out .. err)
-    assert.matches("is neither %+DURATION nor a time", err)
+    assert.matches("is neither %+DURATION %(.-%) nor a time", err)
+    out, err, code = sh.run(q .. " sandbox clock --state " .. sh.quote(h.state) .. " +1h +2h")
+    assert.equal(2, code, out .. err)
+    assert.matches("unexpected argument '%+2h'", err)
+    out, err, code = sh.run(q .. " sandbox tick --state " .. sh.quote(h.state))
+    assert.equal(2, code, out .. err)
+    assert.matches("^quan sandbox: unexpected argument 'tick'\nusage: quan sandbox %[options%]\n       quan sandbox clock", err)
     h:stop()
     out, err, code = sh.run(q .. " sandbox clock --state " .. sh.quote(sh.tmpdir()))
     assert.equal(1, code, out .. err)

@@ -1202,18 +1202,21 @@ describe_live("wechatpay client against the stand-in server", function()
   end)
 
   describe("hooks and validation", function()
-    local saved_schema
-    before_each(function() saved_schema = package.loaded["wechatpay.favor.schema"] end)
+    local saved_schema, saved_validate
+    before_each(function()
+      saved_schema = package.loaded["wechatpay.favor.schema"]
+      saved_validate = package.loaded["wechatpay.favor.validate"]
+    end)
     after_each(function()
       wechatpay.hooks.before_send = nil
-      package.loaded["quan.validate"] = nil
+      package.loaded["wechatpay.favor.validate"] = saved_validate
       package.loaded["wechatpay.favor.schema"] = saved_schema
     end)
 
     it("hands the prepared request to before_send and uses its answer", function()
       local seen
       package.loaded["wechatpay.favor.schema"] = {
-        find = function(method, path) return { method = method, path = path, title = "stand-in" } end,
+        lookup = function(method, path) return { method = method, path = path, title = "stand-in" } end,
       }
       wechatpay.hooks.before_send = function(req)
         seen = req
@@ -1238,9 +1241,9 @@ describe_live("wechatpay client against the stand-in server", function()
 
     it("turns validator findings into a validation error, unless validate = false", function()
       local calls = {}
-      package.loaded["quan.validate"] = {
-        request = function(method, path, body)
-          calls[#calls + 1] = method .. " " .. path
+      package.loaded["wechatpay.favor.validate"] = {
+        check = function(endpoint, body)
+          calls[#calls + 1] = endpoint.method .. " " .. endpoint.path
           if body and body.bad then return false, { { path = "/bad", desc = "bad", rule = "enum", value = 1 } } end
           return true
         end,

@@ -1,6 +1,6 @@
 -- wechatpay.favor builders: money, times, windows, templates, request numbers.
 local favor = require "wechatpay.favor"
-local validate = require "quan.validate"
+local validate = require "wechatpay.favor.validate"
 local schema = require "wechatpay.favor.schema"
 local seed = require "tests.support.seed"
 local sh = require "tests.support.sh"

@@ -228,7 +228,7 @@ describe("quan as a lua interpreter", function()
     assert.equal(0, code, err)
     local out
     out, err, code = sh.run("cd / && " .. prefix .. "/bin/quan -e " .. sh.quote(
-      "print(require('wechatpay')._VERSION, type(require('quan.validate').request), require('cjson').encode{1})"))
+      "print(require('wechatpay')._VERSION, type(require('wechatpay.favor.validate').request), require('cjson').encode{1})"))
     assert.equal(0, code, err)
     assert.matches("^%S+\tfunction\t%[1%]\n$", out)
   end)

@@ -155,6 +155,15 @@ describe("quan.json", function()
     assert.equal('{"1e+300":1}', slow { [1e300] = 1 })
   end)
 
+  it("writes wechatpay.json.empty_array as [] (the C path leaves it to the Lua encoder)", function()
+    local json = require "wechatpay.json"
+    assert.is_nil(fast { a = json.empty_array })
+    assert.equal('{"a":[],"b":{}}', json.encode { a = json.empty_array, b = {} })
+    assert.equal("[]", json.encode(json.empty_array))
+    assert.has_error(function() json.empty_array[1] = 1 end, "wechatpay.json.empty_array is read-only")
+    assert.is_nil(next(json.empty_array))
+  end)
+
   it("raises only for a missing argument", function()
     local json = require "quan.json"
     assert.has_error(function() json.encode() end, "bad argument #1 to 'encode' (value expected)")

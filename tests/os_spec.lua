@@ -84,6 +84,33 @@ describe("quan.os", function()
     assert.has_error(function() qos.stat() end, "bad argument #1 to 'stat' (string expected, got no value)")
   end)
 
+  it("lists a directory's entries as ls -A does, dot files and links included", function()
+    local dir = sh.tmpdir()
+    sh.write(dir .. "/b", "x")
+    sh.write(dir .. "/.hidden", "x")
+    sh.write(dir .. "/with space", "x")
+    assert(qos.mkdir(dir .. "/sub"))
+    sh.write(dir .. "/sub/inner", "x")
+    sh.run("ln -s /nonexistent " .. sh.quote(dir .. "/dangling"))
+    local names = assert(qos.list(dir))
+    table.sort(names)
+    local ls = {}
+    for name in sh.run("LC_ALL=C ls -A " .. sh.quote(dir)):gmatch("[^\n]+") do ls[#ls + 1] = name end
+    table.sort(ls)
+    assert.same(ls, names)
+    assert.same({ ".hidden", "b", "dangling", "sub", "with space" }, names)
+    assert.same({ "inner" }, qos.list(dir .. "/sub"))
+    assert(qos.mkdir(dir .. "/empty"))
+    assert.same({}, qos.list(dir .. "/empty"))
+    for _, c in ipairs { { dir .. "/missing", 2 }, { dir .. "/b", 20 } } do
+      local list, msg, errno = qos.list(c[1])
+      assert.is_nil(list)
+      assert.equal(c[1] .. ": " .. (c[2] == 2 and "No such file or directory" or "Not a directory"), msg)
+      assert.equal(c[2], errno)
+    end
+    assert.has_error(function() qos.list() end, "bad argument #1 to 'list' (string expected, got no value)")
+  end)
+
   it("refuses a second holder of a lock, across processes", function()
     local dir = sh.tmpdir()
     local path = dir .. "/j.lock"

@@ -414,12 +414,16 @@ describe("the REPL off a terminal", function()
     assert.equal(0, code)
   end)
 
-  it("refuses an argument after `quan repl` with exit 2", function()
-    for _, a in ipairs { "foo", "--bogus", "--profile" } do
-      local out, err, code = sh.run("printf '=1+1\\n' | " .. q .. " repl " .. a)
-      assert.equal(2, code, a)
-      assert.equal("", out, a)
-      assert.matches("^quan repl: unexpected argument '" .. a:gsub("%-", "%%-") .. "'\nusage: quan ", err)
+  it("refuses an argument or option after `quan repl` with exit 2; options go before the word", function()
+    for _, c in ipairs {
+      { "foo", "unexpected argument 'foo'" },
+      { "--bogus", "unknown option '%-%-bogus'" },
+      { "--profile", "unknown option '%-%-profile'" },
+    } do
+      local out, err, code = sh.run("printf '=1+1\\n' | " .. q .. " repl " .. c[1])
+      assert.equal(2, code, c[1])
+      assert.equal("", out, c[1])
+      assert.matches("^quan repl: " .. c[2] .. "\nusage: quan %[%-%-profile NAME%] .* repl\n", err)
     end
   end)
 

@@ -1,6 +1,6 @@
--- quan.validate and wechatpay.favor.schema: every type and rule rejected with
+-- wechatpay.favor.validate and wechatpay.favor.schema: every type and rule rejected with
 -- the right field path; the seed validates once filled.
-local validate = require "quan.validate"
+local validate = require "wechatpay.favor.validate"
 local schema = require "wechatpay.favor.schema"
 local seed = require "tests.support.seed"
 local cases = require "tests.support.cases"
@@ -264,9 +264,9 @@ describe("validate.request", function()
 
   it("adds no globals", function()
     local out = io.popen(require("tests.support.sh").quan .. [[ -e 'local b = {} for k in pairs(_G) do b[k] = true end
-      require "quan.validate"; require "wechatpay.favor.schema"; require "quan.check"; require "quan.dryrun"
+      require "wechatpay.favor.validate"; require "wechatpay.favor.schema"; require "quan.check"; require "quan.dryrun"
       require("quan.dryrun").pretty("{\"a\":[1]}"); require("quan.check").response({ method = "GET", path = "/v3/marketing/favor/stocks/1" })
-      require("quan.validate").request("POST", "/v3/marketing/favor/coupon-stocks", {})
+      require("wechatpay.favor.validate").request("POST", "/v3/marketing/favor/coupon-stocks", {})
       for k in pairs(_G) do if not b[k] then print(k) end end']]):read("a")
     assert.equal("", out)
   end)

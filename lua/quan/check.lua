@@ -8,13 +8,16 @@
 -- wechatpay.client() returns a client with a throwaway key, no profile or
 -- sandbox is touched.
 --
---   check.main(args)      -> exit status: 0 all valid, 1 findings or a script
---                            error, 2 usage
+--   check.main(opts, arguments) -> exit status: 0 all valid, 1 findings or a
+--                            script error (quan.cli parses the command line)
+--   check.parse_now(text) -> epoch seconds | nil, reason (the value of --now)
 --   check.run(path, args [, opts]) -> report { requests = {...}, error = msg|nil }
 --   check.response(p)     -> the synthetic response for a prepared request
 local schema = require "wechatpay.favor.schema"
-local validate = require "quan.validate"
-local cjson = require "cjson"
+local validate = require "wechatpay.favor.validate"
+local json = require "wechatpay.json"
+local time = require "quan.time"
+local url = require "quan.url"
 
 local M = {}
 
@@ -22,53 +25,52 @@ local M = {}
 -- synthetic responses
 
 local counter, requests = 0, 0
+local huge = math.huge
 
-local function jstr(s) return cjson.encode(s) end
-
-local function iso_now()
-  return os.date("!%Y-%m-%dT%H:%M:%S+08:00", os.time() + 8 * 3600)
-end
-
--- json_of(node, name, echo) -> JSON text of a placeholder value for node
-local function json_of(node, name, echo)
+-- placeholder(node, name, echo) -> a Lua value for node: the request's
+-- value when a scalar field is named like one of them (echo), else a
+-- placeholder of the node's type (ids CHECK-0001, ..., times now, enums
+-- their first value, arrays empty)
+local function placeholder(node, name, echo)
   local t = node.type
-  if name and echo[name] ~= nil and (t == "string" or t == "integer" or t == "number" or t == "boolean") then
-    local v = echo[name]
-    if t == "string" then return jstr(tostring(v)) end
-    if t == "boolean" and type(v) == "boolean" then return tostring(v) end
-    if (t == "integer" or t == "number") and tonumber(v) then return tostring(math.tointeger(tonumber(v)) or tonumber(v)) end
+  local v = name and echo[name]
+  if v ~= nil then
+    if t == "string" then
+      local s = tostring(v)
+      if utf8.len(s) then return s end
+    elseif t == "boolean" then
+      if type(v) == "boolean" then return v end
+    elseif t == "integer" or t == "number" then
+      local x = tonumber(v)
+      if x and x > -huge and x < huge then return math.tointeger(x) or x end
+    end
   end
   if t == "object" then
-    local parts = {}
-    for _, f in ipairs(node.fields or {}) do
-      parts[#parts + 1] = jstr(f.name) .. ":" .. json_of(f, f.name, echo)
-    end
-    return "{" .. table.concat(parts, ",") .. "}"
+    local o = {}
+    for _, f in ipairs(node.fields or {}) do o[f.name] = placeholder(f, f.name, echo) end
+    return o
   elseif t == "array" then
-    return "[]"
+    return json.empty_array
   elseif t == "string" then
-    if node.enum then return jstr(node.enum[1]) end
-    if node.format == "rfc3339" then return jstr(iso_now()) end
-    if name and (name:match("_id$") or name == "url" or name == "media_url") then
-      if name == "url" then return jstr("https://check.invalid/download.csv") end
-      if name == "media_url" then return jstr("https://check.invalid/image.png") end
+    if node.enum then return node.enum[1] end
+    if node.format == "rfc3339" then return time.beijing(os.time()) end
+    if name == "url" then return "https://check.invalid/download.csv" end
+    if name == "media_url" then return "https://check.invalid/image.png" end
+    if name and name:match("_id$") then
       counter = counter + 1
-      return jstr(("CHECK-%04d"):format(counter))
+      return ("CHECK-%04d"):format(counter)
     end
-    return jstr("CHECK")
+    return "CHECK"
   elseif t == "integer" or t == "number" then
-    if node.enum then return tostring(node.enum[1]) end
-    return "0"
+    return node.enum and node.enum[1] or 0
   elseif t == "boolean" then
-    return "false"
+    return false
   end
-  return "null"
+  return json.null
 end
 
-local decode_query = require("wechatpay.chain").decode_query
-
 local function parse_query(path)
-  return decode_query(path:match("%?(.*)$"))
+  return url.query(path:match("%?(.*)$"))
 end
 
 -- response(p) -> { status = 200, headers = {...}, body = json } built from the
@@ -84,7 +86,7 @@ function M.response(p)
     for k, v in pairs(p.json) do if type(v) ~= "table" then echo[k] = v end end
   end
   for k, v in pairs(vars or {}) do echo[k] = v end
-  local body = ep and ep.response and json_of(ep.response, nil, echo) or "{}"
+  local body = ep and ep.response and json.encode(placeholder(ep.response, nil, echo)) or "{}"
   requests = requests + 1
   return {
     status = 200,
@@ -127,22 +129,22 @@ function M.run(path, args, opts)
   if not chunk then report.error = lerr; return report end
 
   local wechatpay = require "wechatpay"
-  local saved_hook = wechatpay.hooks.before_send
+  local hooks = wechatpay.hooks
+  local saved_hook, saved_validate = hooks.before_send, hooks.validate
   local saved_client = wechatpay.client
-  local saved_request = validate.request
   local saved_simulation = wechatpay.simulation
   local client
 
-  wechatpay.hooks.before_send = function(p)
+  hooks.before_send = function(p)
     local body = p.json
     if body == nil and type(p.upload_meta) == "string" then
       body = require("cjson.safe").decode(p.upload_meta)    -- multipart: the signed meta part
     elseif body == nil and p.body and p.body ~= "" and (p.body:sub(1, 1) == "{") then
       body = require("cjson.safe").decode(p.body)
     end
-    local target = p.template or (p.path or ""):gsub("%?.*", "")
-    local ok, findings = saved_request(p.method, target, body, { now = opts.now, query = parse_query(p.path or "") })
-    local ep = p.endpoint or schema.find(p.method, p.path or "")
+    local ep = p.endpoint
+    local ok, findings = true, nil
+    if ep then ok, findings = validate.check(ep, body, { now = opts.now, query = parse_query(p.path or "") }) end
     local entry = {
       method = p.method, path = p.path, body = p.body or "", title = ep and ep.title,
       known = ep ~= nil, ok = ok, findings = findings or {},
@@ -154,7 +156,7 @@ function M.run(path, args, opts)
   -- the client's own validation would refuse an invalid request before the
   -- hook sees it; in check mode every request goes on to the hook, which
   -- validates and lists it, so one run reports every finding
-  validate.request = function() return true end
+  hooks.validate = function() return true end
   wechatpay.simulation = "check"
   wechatpay.client = function(name)
     if name ~= nil and type(name) ~= "string" then error("wechatpay.client: profile name must be a string", 2) end
@@ -178,10 +180,9 @@ function M.run(path, args, opts)
   os.exit = saved_exit
   arg = saved_arg
   if ok then report.returned = err end -- what the script returned: a campaign file, its declaration
-  wechatpay.hooks.before_send = saved_hook
+  hooks.before_send, hooks.validate = saved_hook, saved_validate
   wechatpay.client = saved_client
   wechatpay.simulation = saved_simulation
-  validate.request = saved_request
   if not ok and getmetatable(err) == Exit then
     local code = err.code
     if code == nil or code == true or code == 0 then ok = true
@@ -191,60 +192,24 @@ function M.run(path, args, opts)
   return report
 end
 
-local LOG_FORMATS = require("quan.batch.progress").FORMATS
-
-local USAGE = "usage: quan check [--now TIME] [--json] [--profile NAME] [--config FILE] script.lua [args]"
-
--- main(args) -> exit status
-function M.main(args)
-  args = args or {}
-  local i = 1
-  local now, log_format, as_json
-  while args[i] and args[i]:sub(1, 1) == "-" and args[i] ~= "-" do
-    local a = args[i]
-    if a == "--" then i = i + 1 break end
-    if a == "--now" then
-      -- check as of this time: "YYYY-MM-DD HH:MM" (Beijing time) or epoch seconds
-      local v = args[i + 1] or ""
-      now = tonumber(v)
-      if not now then
-        local ok, t = pcall(require("wechatpay.favor").at, v)
-        now = ok and validate.rfc3339(t) or nil
-      end
-      if not now then
-        io.stderr:write("quan check: --now expects \"YYYY-MM-DD HH:MM\" or epoch seconds, got '", v, "'\n")
-        return 2
-      end
-      i = i + 2
-    elseif a == "--log-format" or a:match("^%-%-log%-format=") then
-      -- a batch's log, as `quan run` takes it
-      local v = a:match("=(.*)$")
-      i = i + (v and 1 or 2)
-      v = v or args[i - 1]
-      if not LOG_FORMATS[v or ""] then
-        io.stderr:write("quan check: --log-format ",
-          v and ("must be one of bar, json, text, got '" .. v .. "'") or "needs a value", "\n")
-        return 2
-      end
-      log_format = v
-    elseif a == "--json" then
-      as_json, i = true, i + 1 -- a campaign file's plan as JSON
-    elseif a == "--profile" or a == "--config" then
-      i = i + 2          -- accepted for symmetry with `quan run`; check uses no profile
-    elseif a:match("^%-%-profile=") or a:match("^%-%-config=") or a == "--verbose" or a == "--sandbox"
-      or a == "--dry-run" then
-      i = i + 1
-    else
-      io.stderr:write("quan check: unknown option '", a, "'\n", USAGE, "\n")
-      return 2
-    end
+-- parse_now(text) -> epoch seconds | nil, reason: the value of --now,
+-- "YYYY-MM-DD HH:MM" (Beijing time) or epoch seconds
+function M.parse_now(text)
+  local now = tonumber(text)
+  if not now then
+    local ok, t = pcall(require("wechatpay.favor").at, text)
+    now = ok and time.parse(t) or nil
   end
-  local script = args[i]
-  if not script then
-    io.stderr:write(USAGE, "\n")
-    return 2
-  end
-  local rest = table.move(args, i + 1, #args, 1, {})
+  if not now then return nil, ("expects \"YYYY-MM-DD HH:MM\" or epoch seconds, got '%s'"):format(text) end
+  return now
+end
+
+-- main(opts, arguments) -> exit status; the `quan check` command (its
+-- options: quan.cli's table): arguments = { script, script's args... }
+function M.main(opts, arguments)
+  local script = arguments[1]
+  local rest = table.move(arguments, 2, #arguments, 1, {})
+  local now, log_format = opts.now, opts.log_format
   local out = io.stdout
   local n = 0
   if log_format then require("quan.batch").log_format = log_format end
@@ -273,9 +238,9 @@ function M.main(args)
   })
   if not report.error and require("quan.campaign").is_declaration(report.returned) then
     -- a campaign file: its plan, as quan plan shows it, without the API
-    return require("quan.campaign.plan").check(script, report.returned, { now = now, json = as_json })
+    return require("quan.campaign.plan").check(script, report.returned, { now = now, json = opts.json })
   end
-  if as_json then io.stderr:write("quan check: --json is for campaign files; ", script, " is a script\n") end
+  if opts.json then io.stderr:write("quan check: --json is for campaign files; ", script, " is a script\n") end
   local bad = 0
   for _, e in ipairs(report.requests) do if not e.ok then bad = bad + 1 end end
   if report.error then

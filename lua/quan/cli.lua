@@ -1,22 +1,210 @@
--- quan.cli: quan's commands other than running a script (main.c handles
--- that, lua.c-style). main(command, args) -> exit status.
+-- quan.cli: quan's commands, in one table. main.c runs scripts itself,
+-- lua.c-style (`quan script.lua`, `quan run script.lua`, -e, -i, -v) and
+-- parses the long options that set environment variables (--profile, ...)
+-- before the command word; every other command word comes here.
+--
+--   cli.main(word, argv, banner) -> exit status, or nil when word is no
+--       command but names a file (main.c then runs it as a script)
+--   cli.COMMANDS                 -> the table below, in `quan help` order
+--   cli.find(word)               -> its entry | nil
+--   cli.usage(word)              -> the help text of a command (quan.options)
+--   cli.commands_text()          -> the "commands:" part of `quan help`/`--help`
+local options = require "quan.options"
+local suggest = require "quan.suggest"
+
 local M = {}
 
-local commands = {
-  check = "quan.check",     -- validate a campaign script's requests, send nothing
-  sandbox = "quan.sandbox", -- serve the local emulator of the favor API
-  repl = "quan.repl",       -- the interactive loop
-  plan = "quan.campaign.plan",   -- what apply would do to make a campaign so (reads only)
-  apply = "quan.campaign.apply", -- make a campaign so: create, start, pause, restart
+-- The command table. Adding a command is one entry here plus its module:
+--
+--   name     the command word: a plain word (no '.' or '/', which make a
+--            script path)
+--   summary  one line for `quan help`
+--   options, arguments, passthrough, usage, footer: its command line, as
+--            quan.options reads it (`quan help NAME` and `quan NAME --help`
+--            print it; a usage error exits 2 with it)
+--   module   the module that runs it: module.main(opts, arguments) -> exit
+--            status (an integer; nothing or true is 0, false is 1), called
+--            with the options by key (--ready-file: opts.ready_file) and the
+--            words left; or `main`, that function itself
+--   banner   true: print quan's version line first (as `quan` alone does)
+--   host     true: main.c runs it (`run`); listed here for help only
+--
+-- Then list its exit codes in docs/errors.md and describe it in docs/cli.md.
+local NOT_USED_BY_CHECK = "accepted as `quan run` takes it; check uses no profile"
+
+M.COMMANDS = {
+  {
+    name = "run", host = true,
+    summary = "run a Lua script, as lua does (`quan script.lua` is the same)",
+    usage = "quan run [options] script [args]   ('-' reads the script from stdin)",
+    options = false,
+    footer = "options: lua's (-e, -l, -i, -v, -E, -W) and quan's (--profile, --config, --verbose,\n"
+      .. "--sandbox, --dry-run, --log-format), before or after the word run: 'quan --help' lists them",
+  },
+  {
+    name = "check", module = "quan.check",
+    summary = "run a campaign script with sending disabled: validate and list every request",
+    arguments = { "script.lua", "[args...]" }, passthrough = true,
+    options = {
+      { "--now TIME", "check as of TIME: \"YYYY-MM-DD HH:MM\" (Beijing time) or epoch seconds",
+        check = function(text) return require("quan.check").parse_now(text) end },
+      { "--json", "a campaign file's plan as JSON (docs/campaigns.md)" },
+      { "--log-format F", "the log of a batch the script runs", choices = require("quan.batch.progress").FORMATS },
+      { "--profile NAME", NOT_USED_BY_CHECK },
+      { "--config FILE", NOT_USED_BY_CHECK },
+      { "--verbose", NOT_USED_BY_CHECK },
+      { "--sandbox", NOT_USED_BY_CHECK },
+      { "--dry-run", NOT_USED_BY_CHECK },
+    },
+  },
+  {
+    name = "sandbox", module = "quan.sandbox",
+    summary = "serve a local emulator of the cash-coupon API on loopback HTTPS",
+    usage = "quan sandbox [options]\nquan sandbox clock [--state DIR] [+DURATION | \"YYYY-MM-DD HH:MM\"]",
+    arguments = { "[clock]", "[TIME]" },
+    options = {
+      { "--listen HOST:PORT", "a loopback address and port; port 0 picks a free one", default = "127.0.0.1:0" },
+      { "--state DIR", "the state directory (default $QUAN_SANDBOX_STATE, else ~/.local/share/quan/sandbox)" },
+      { "--faults SPEC", "faults from the start, e.g. latency=0.2,error429=0.1" },
+      { "--ready-file FILE", "write the base URL to FILE once listening; removed at stop" },
+      { "--temporary", "remove the state at stop (only a new, empty --state)" },
+    },
+    footer = "clock prints or moves a running sandbox's business clock (forward only: +2h, +1d12h, or a\n"
+      .. "Beijing time). docs/sandbox.md describes the state, the faults and the control endpoints",
+  },
+  {
+    name = "plan", module = "quan.campaign.plan",
+    summary = "show what apply would do to make a campaign file so (reads only)",
+    arguments = { "CAMPAIGN.lua" },
+    options = {
+      { "--state PATH", "the campaign's state (default CAMPAIGN.lua.state)" },
+      { "--json", "the plan as JSON, for tools" },
+      { "--now TIME", "judge times as of TIME: \"YYYY-MM-DD HH:MM\" (Beijing time) or epoch seconds",
+        check = function(text) return require("quan.check").parse_now(text) end },
+      { "--profile NAME", "the profile of the config file (also before the word plan)" },
+    },
+    footer = "exit status: 0 nothing to do, 3 changes pending, 1 errors, 2 usage (docs/campaigns.md)",
+  },
+  {
+    name = "apply", module = "quan.campaign.apply",
+    summary = "make a campaign file so: create, start, pause, restart; again any number of times",
+    arguments = { "CAMPAIGN.lua" },
+    options = {
+      { "--yes", "apply without asking (cron, scripts; needed when stdin is not a terminal)" },
+      { "--dry-run", "read what exists, print every write request as it would go out, send none" },
+      { "--state PATH", "the campaign's state (default CAMPAIGN.lua.state)" },
+      { "--profile NAME", "the profile of the config file (also before the word apply)" },
+    },
+    footer = "exit status: 0 done or nothing to do, 1 a step failed or errors, 2 usage, 6 another apply\n"
+      .. "holds the state (docs/campaigns.md)",
+  },
+  {
+    name = "repl", module = "quan.repl", banner = true,
+    summary = "the interactive loop (what `quan` alone starts on a terminal)",
+    usage = "quan [--profile NAME] [--config FILE] [--sandbox] [--verbose] repl",
+  },
+  {
+    name = "help", -- main: below, once the table is there
+    summary = "list the commands, or show one command's usage",
+    arguments = { "[COMMAND]" },
+  },
 }
 
-function M.main(command, args)
-  local mod = commands[command]
-  if not mod then
-    io.stderr:write("quan: unknown command '", tostring(command), "'\n")
-    return 2
+local by_name = {}
+for _, entry in ipairs(M.COMMANDS) do
+  entry.program = "quan " .. entry.name
+  by_name[entry.name] = entry
+end
+
+-- find(word) -> the command's entry | nil
+function M.find(word)
+  return by_name[word]
+end
+
+-- usage(word) -> the help text of command `word`
+function M.usage(word)
+  local entry = assert(by_name[word], word)
+  if entry.options == false then -- the host's options: described by the footer
+    return ("usage: %s\n%s\n%s\n"):format(entry.usage, entry.summary, entry.footer)
   end
-  return require(mod).main(args)
+  return options.usage(entry)
+end
+
+-- commands_text() -> "commands:" and one line per command, and where to
+-- read more; main.c prints it at the end of `quan --help`
+function M.commands_text()
+  local width = 0
+  for _, entry in ipairs(M.COMMANDS) do width = math.max(width, #entry.name) end
+  local out = { "commands:" }
+  for _, entry in ipairs(M.COMMANDS) do
+    out[#out + 1] = ("  %-" .. width .. "s  %s"):format(entry.name, entry.summary)
+  end
+  out[#out + 1] = "'quan help COMMAND' or 'quan COMMAND --help' shows a command's usage."
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- names() -> the command words, in table order
+local function names()
+  local list = {}
+  for i, entry in ipairs(M.COMMANDS) do list[i] = entry.name end
+  return list
+end
+
+-- unknown(word, program) -> 2, after saying that word is no command, with
+-- the closest command name when one is close
+local function unknown(word, program)
+  local close = suggest.closest(word, names())
+  io.stderr:write(program, ": unknown command '", word, "'",
+    close and ("; did you mean '" .. close .. "'?") or "", " ('quan help' lists the commands)\n")
+  io.stderr:flush()
+  return options.EXIT_USAGE
+end
+
+-- the `help` command: main(opts, arguments) -> exit status
+local function help(_, arguments)
+  local word = arguments[1]
+  if word == nil then
+    io.stdout:write("usage: quan [options] [script [args]]\n",
+      "       quan [options] COMMAND [args]\n", M.commands_text(),
+      "'quan --help' lists the options of the Lua interpreter and quan's own.\n")
+  elseif by_name[word] then
+    io.stdout:write(M.usage(word))
+  else
+    return unknown(word, "quan help")
+  end
+  io.stdout:flush()
+  return 0
+end
+
+-- exit_status(result) -> the status a command's main returned, as an integer
+local function exit_status(result)
+  if math.type(result) == "integer" then return result end
+  if result == nil or result == true then return 0 end
+  return 1
+end
+
+by_name.help.main = help
+
+-- main(word, argv, banner) -> exit status | nil. `word` is the first word
+-- of quan's command line that is not a long option; argv the words after
+-- it; banner the version line main.c prints for `quan` alone. nil: word is
+-- no command but a file of that name exists (main.c runs it as a script),
+-- or the command is the host's own (`run`).
+function M.main(word, argv, banner)
+  local entry = by_name[word]
+  if entry and entry.host then return nil end
+  if not entry then
+    if require("quan.os").stat(word) then return nil end
+    return unknown(word, "quan")
+  end
+  local opts, arguments = options.read(entry, argv or {})
+  if not opts then return arguments end
+  if entry.banner and banner then
+    io.stdout:write(banner, "\n")
+    io.stdout:flush()
+  end
+  local main = entry.main or require(entry.module).main
+  return exit_status(main(opts, arguments))
 end
 
 return M

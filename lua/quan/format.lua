@@ -35,7 +35,8 @@ end
 local DAYS = { [0] = "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" }
 M.DAYS = DAYS
 
-local BEIJING = 8 * 3600
+local time = require "quan.time"
+local BEIJING = time.BEIJING
 
 -- beijing(epoch) -> "YYYY-MM-DD HH:MM Ddd" in Beijing time (":SS" added
 -- when the seconds are not 0)

@@ -3,6 +3,8 @@
 -- with an id; an HTTP result shows its status, request id and JSON body.
 -- Colour on request; widths are display widths (a CJK character counts 2
 -- columns), so Chinese text lines up.
+local text = require "quan.text"
+
 local M = {}
 
 local concat, sort, rep = table.concat, table.sort, string.rep
@@ -16,50 +18,10 @@ end)()
 
 -- ---- display width -------------------------------------------------------
 
--- East Asian Wide and Fullwidth ranges (UAX #11), and emoji presentation.
-local wide = {
-  { 0x1100, 0x115F }, { 0x231A, 0x231B }, { 0x2329, 0x232A }, { 0x2E80, 0x303E },
-  { 0x3041, 0x33FF }, { 0x3400, 0x4DBF }, { 0x4E00, 0x9FFF }, { 0xA000, 0xA4CF },
-  { 0xA960, 0xA97F }, { 0xAC00, 0xD7A3 }, { 0xF900, 0xFAFF }, { 0xFE10, 0xFE19 },
-  { 0xFE30, 0xFE6F }, { 0xFF00, 0xFF60 }, { 0xFFE0, 0xFFE6 }, { 0x1F300, 0x1F64F },
-  { 0x1F900, 0x1F9FF }, { 0x20000, 0x2FFFD }, { 0x30000, 0x3FFFD },
-}
--- Zero width: combining marks, zero-width space/joiners, variation selectors.
-local zero = {
-  { 0x0300, 0x036F }, { 0x200B, 0x200F }, { 0x20D0, 0x20FF }, { 0xFE00, 0xFE0F },
-}
-
-local function in_ranges(ranges, c)
-  for i = 1, #ranges do
-    local r = ranges[i]
-    if c < r[1] then return false end
-    if c <= r[2] then return true end
-  end
-  return false
-end
-
--- charwidth(codepoint) -> 0, 1 or 2
-function M.charwidth(c)
-  if c < 0x300 then return (c < 32 or c == 127) and 0 or 1 end
-  if in_ranges(zero, c) then return 0 end
-  return in_ranges(wide, c) and 2 or 1
-end
-
--- width(s) -> columns s takes on a terminal (ANSI colour codes take none;
--- a byte that is not valid UTF-8 counts one column, the text around it as
--- what it is)
-function M.width(s)
-  s = tostring(s):gsub("\27%[[%d;]*m", "")
-  local n, i, len = 0, 1, #s
-  while i <= len do
-    local ok, bad = utf8.len(s, i)
-    local last = ok and len or bad - 1
-    for _, c in utf8.codes(s:sub(i, last)) do n = n + M.charwidth(c) end
-    if ok then break end
-    n, i = n + 1, bad + 1
-  end
-  return n
-end
+-- width(s) -> columns s takes on a terminal; charwidth(codepoint) -> 0, 1
+-- or 2 (quan.text's, the one home of both)
+M.width = text.width
+M.charwidth = text.charwidth
 
 -- pad(s, w) -> s followed by spaces up to display width w
 function M.pad(s, w)

@@ -341,15 +341,10 @@ local function read_chunk()
   return f
 end
 
--- main([args]) -> exit status. Ctrl-C cancels the line or the call in
--- flight; Ctrl-D (EOF) leaves. `quan repl` takes no arguments: any is a
--- usage error (2), never ignored.
-function M.main(args)
-  if args and args[1] ~= nil then
-    io.stderr:write("quan repl: unexpected argument '", tostring(args[1]), "'\n",
-      "usage: quan [--profile NAME] [--config FILE] [--sandbox] [--verbose] repl\n")
-    return 2
-  end
+-- main() -> exit status. Ctrl-C cancels the line or the call in flight;
+-- Ctrl-D (EOF) leaves. The `quan repl` command (quan.cli's table: it takes
+-- no arguments) and what `quan` alone and `quan -i` start.
+function M.main()
   local tty = qos.isatty(0)
   if tty then
     edit = require "quan.edit"

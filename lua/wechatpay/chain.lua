@@ -6,6 +6,7 @@
 -- `{name}` (kept verbatim). Values never pass through these rules: template
 -- variables are filled from the request options and percent-encoded.
 local errors = require "wechatpay.errors"
+local url = require "quan.url"
 
 local M = {}
 
@@ -29,9 +30,8 @@ function M.split(path, into)
 end
 
 -- encode(s) -> s percent-encoded, RFC 3986 unreserved characters kept
-function M.encode(s)
-  return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
+local encode = url.encode
+M.encode = encode
 
 local function scalar(v, what)
   local t = type(v)
@@ -68,12 +68,15 @@ function M.expand(template, vars)
     if v == nil then usage("missing path variable '" .. name .. "'") end
     local s = scalar(v, "path variable '" .. name .. "'")
     if s == "" then usage("path variable '" .. name .. "' is empty") end
-    return M.encode(s)
+    return encode(s)
   end))
 end
 
--- query(t) -> "k=v&k2=v2" with keys sorted and both sides percent-encoded;
--- an array value repeats its key; "" for an empty table
+-- query(t) -> "k=v&k2=v2" with keys sorted and both sides percent-encoded
+-- ("" for an empty table; an array value repeats its key), and the values
+-- as a server reads that text back: { k = "v", k2 = "v2" }, each value its
+-- string (the last of an array), so the query can be validated as sent
+-- without decoding the text again
 function M.query(t)
   if type(t) ~= "table" then usage("option 'query' must be a table") end
   local keys = {}
@@ -82,7 +85,7 @@ function M.query(t)
     keys[#keys + 1] = k
   end
   sort(keys)
-  local out = {}
+  local out, read = {}, {}
   for _, k in ipairs(keys) do
     local v = t[k]
     if type(v) == "table" then
@@ -90,26 +93,17 @@ function M.query(t)
         usage("query '" .. k .. "' must be a string, number, boolean or an array of them")
       end
       for i = 1, #v do
-        out[#out + 1] = M.encode(k) .. "=" .. M.encode(scalar(v[i], "query '" .. k .. "'"))
+        local s = scalar(v[i], "query '" .. k .. "'")
+        out[#out + 1] = encode(k) .. "=" .. encode(s)
+        read[k] = s
       end
     else
-      out[#out + 1] = M.encode(k) .. "=" .. M.encode(scalar(v, "query '" .. k .. "'"))
+      local s = scalar(v, "query '" .. k .. "'")
+      out[#out + 1] = encode(k) .. "=" .. encode(s)
+      read[k] = s
     end
   end
-  return concat(out, "&")
-end
-
--- decode_query("k=v&k2=v2") -> { k = "v", k2 = "v2" }: percent-decoded
--- strings ("+" read as a space); a repeated key keeps its last value. What a
--- server reads from a query, and what the validator checks.
-function M.decode_query(s)
-  local q = {}
-  if type(s) ~= "string" then return q end
-  local function dec(x)
-    return (x:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-  end
-  for k, v in s:gmatch("([^&=]+)=?([^&]*)") do q[dec(k)] = dec(v) end
-  return q
+  return concat(out, "&"), read
 end
 
 return M

@@ -17,30 +17,33 @@ local sign = require "wechatpay.sign"
 local verify = require "wechatpay.verify"
 local multipart = require "wechatpay.multipart"
 local trace = require "wechatpay.trace"
+local decode_query = require("quan.url").query
 local retry = require "wechatpay.retry"
 
 local M = {}
 
-M.VERSION = "0.1.0"
-M.USER_AGENT = "quan/" .. M.VERSION
+-- quan's version, defined once in C (src/quan.h) and read from the host
+M.VERSION = require("quan.os").VERSION
 M.BASE_URL = "https://api.mch.weixin.qq.com"
 M.TIMEOUT = 30
 M.UPLOAD_LIMIT = 2 * 1024 * 1024 -- bytes: image-upload takes at most 2 MB
 M.DOWNLOAD_LIMIT = 1024 * 1024 * 1024 -- bytes of a file wx:download keeps
 
--- Natives are required when first used, so the pure parts load anywhere.
-local loaded = {}
-local function need(name)
-  local m = loaded[name]
-  if not m then
-    m = require(name)
-    loaded[name] = m
-  end
-  return m
+-- The other natives (quan.crypto, quan.http through quan.async) are
+-- required where they are first used: loading the client does not start
+-- OpenSSL or libcurl; require keeps them once loaded.
+
+-- validate(endpoint, body, query) -> true | false, findings: the default
+-- validation hook, the favor validator (loaded on the first request that
+-- is validated)
+local function validate(endpoint, body, query)
+  return require("wechatpay.favor.validate").check(endpoint, body, { query = query })
 end
 
--- hooks: shared with wechatpay.hooks (init.lua sets M.hooks to that table)
-M.hooks = {}
+-- hooks: wechatpay.hooks (docs/client.md, "Hooks"): before_send, validate,
+-- and private_sandbox (read by init.lua); the tools set them, the client
+-- never loads a tool
+M.hooks = { validate = validate }
 
 local conferr = errors.config
 local usage = errors.usage
@@ -84,7 +87,7 @@ end
 
 -- load_certs(certs, merchant_serial) -> serial -> key map, advertised serial
 local function load_certs(certs, own)
-  local crypto = need("quan.crypto")
+  local crypto = require("quan.crypto")
   if type(certs) ~= "table" then conferr("certs: expected a table { [serial or PUB_KEY_ID_...] = certificate or public key }") end
   local keys, pubkey_id, best, best_after = {}, nil, nil, nil
   local n = 0
@@ -167,7 +170,7 @@ function M.new(opts, profile)
   local key = src
   if type(src) == "string" then
     local err
-    key, err = need("quan.crypto").private_key(src)
+    key, err = require("quan.crypto").private_key(src)
     if not key then conferr("private_key: %s", tostring(err)) end
   end
   if not key:is_private() then conferr("private_key: not a private key") end
@@ -293,7 +296,7 @@ end
 -- a directory, a device or a pipe is refused before it is opened, and no
 -- more than UPLOAD_LIMIT + 1 bytes are read
 local function read_file(path)
-  local st, why = need("quan.os").stat(path)
+  local st, why = require("quan.os").stat(path)
   if not st then usage("option 'file': cannot read " .. tostring(why)) end
   if st.kind ~= "file" then usage("option 'file': " .. path .. " is not a regular file") end
   local limit = M.UPLOAD_LIMIT
@@ -339,17 +342,24 @@ local function add_header(list, index, name, value)
   end
 end
 
--- validation(method, tpl, body_table, ctx, query_string) -> nil | error
--- table; the query is checked as the server reads it (decoded strings), as
--- `quan check` checks it
-local function validation(method, path_template, body, ctx, query)
-  local validate = require "quan.validate" -- looked up each time: specs stand in for it
-  local good, findings = validate.request(method, path_template, body, { query = chain.decode_query(query) })
+-- user_agent() -> "quan/<version>": the User-Agent quan.http sends by
+-- default (defined in C), written into every request's headers
+local function user_agent()
+  return require("quan.http").USER_AGENT
+end
+
+-- validation(endpoint, body, query, ctx) -> nil | validation error table:
+-- the validate hook's findings (none without a hook); query: the parameters
+-- as the server reads them, {} when there are none, so a missing required
+-- one is found
+local function validation(endpoint, body, query, ctx)
+  local hook = M.hooks.validate
+  if hook == nil then return nil end
+  local good, findings = hook(endpoint, body, query)
   if good then return nil end
-  local text = validate.format and validate.format(findings) or tostring(findings)
   return errors.new {
     kind = "validation", code = "validation", detail = findings,
-    message = ctx .. ": invalid request:\n" .. text,
+    message = ctx .. ": invalid request:\n" .. require("wechatpay.favor.validate").format(findings),
   }
 end
 
@@ -385,10 +395,14 @@ local function prepare(wx, method, tpl, opts, raw)
   local path = raw and raw:gsub("%?.*", "")
     or st.prefix .. "/" .. (next(vars) == nil and tpl or chain.expand(tpl, opts))
   local target = raw or path
-  local q = ""
+  local query -- the query as the server reads it, for validation
   if opts.query ~= nil then
-    q = chain.query(opts.query)
+    local q
+    q, query = chain.query(opts.query)
     if q ~= "" then target = path .. "?" .. q end
+  end
+  if not raw and tpl:find("?", 1, true) then -- a query written into the path
+    query = decode_query(target:match("%?(.*)$"))
   end
   local n = (opts.json ~= nil and 1 or 0) + (opts.body ~= nil and 1 or 0) + (opts.file ~= nil and 1 or 0)
   if n > 1 then usage("options 'json', 'body' and 'file' exclude each other") end
@@ -410,7 +424,7 @@ local function prepare(wx, method, tpl, opts, raw)
       usage(opts.filename and "option 'filename' is not valid UTF-8"
         or "option 'file': the file's name is not valid UTF-8 (give option 'filename')")
     end
-    local crypto = need("quan.crypto")
+    local crypto = require("quan.crypto")
     upload_meta = multipart.meta(filename, crypto.sha256(data))
     body, ctype = multipart.build {
       boundary = "quan-" .. crypto.nonce(24), meta = upload_meta, filename = filename,
@@ -428,8 +442,8 @@ local function prepare(wx, method, tpl, opts, raw)
   if opts.headers == nil then
     -- the common case: the four fixed lines, as add_header would write them
     local fixed = st.fixed
-    if fixed == nil or fixed.ua ~= M.USER_AGENT then
-      fixed = { ua = M.USER_AGENT, ua_line = "User-Agent: " .. M.USER_AGENT,
+    if fixed == nil then
+      fixed = { ua_line = "User-Agent: " .. user_agent(),
         serial_line = st.accept and ("Wechatpay-Serial: " .. st.accept) } -- none: empty certs
       st.fixed = fixed
     end
@@ -441,7 +455,7 @@ local function prepare(wx, method, tpl, opts, raw)
     headers, index = {}, {}
     add_header(headers, index, "Accept", "application/json")
     add_header(headers, index, "Content-Type", ctype)
-    add_header(headers, index, "User-Agent", M.USER_AGENT)
+    add_header(headers, index, "User-Agent", user_agent())
     if st.accept then add_header(headers, index, "Wechatpay-Serial", st.accept) end
     local given = opts.headers
     local lines = #given
@@ -475,12 +489,14 @@ local function prepare(wx, method, tpl, opts, raw)
   end
   local ctx = context(method, target)
   local policy = opts.retry ~= nil and retry_policy(method, tpl, opts) or nil
-  if opts.validate ~= false and opts.file == nil and not raw then
-    local verr = validation(method, "/" .. tpl, opts.json, ctx, target:match("%?(.*)$"))
+  -- the endpoint, looked up once: for the validator and the hooks
+  local endpoint = require("wechatpay.favor.schema").lookup(method, raw and path or "/" .. tpl)
+  if endpoint and opts.validate ~= false and opts.file == nil and not raw then
+    local verr = validation(endpoint, opts.json, query or {}, ctx)
     if verr then return nil, verr end
   end
-  local crypto = need("quan.crypto")
-  local timestamp = ("%d"):format(math.floor(need("quan.os").time()))
+  local crypto = require("quan.crypto")
+  local timestamp = ("%d"):format(math.floor(require("quan.os").time()))
   local nonce = crypto.nonce(32)
   local message = sign.message(method, target, timestamp, nonce, signed)
   local auth = sign.authorization(wx.mchid, wx.serial, timestamp, nonce, st.key:sign(message))
@@ -489,7 +505,7 @@ local function prepare(wx, method, tpl, opts, raw)
   return {
     method = method, url = st.origin .. target, path = target, target = target,
     template = "/" .. tpl, headers = headers, body = body or "", string_to_sign = message,
-    plain_path = path, json = opts.json, upload_meta = upload_meta,
+    endpoint = endpoint, json = opts.json, upload_meta = upload_meta,
     timeout = opts.timeout or st.timeout, context = ctx, retry = policy,
   }
 end
@@ -504,9 +520,9 @@ local function request_id_of(h)
   return v
 end
 
--- result(res, request_id) -> result table, and whether a body was there
--- that does not decode; a body of JSON null leaves r.json nil (cjson.null
--- is a userdata: res.json.x would raise in the caller's code)
+-- result(res, request_id) -> result table, and the decoder's message when
+-- a body is there that does not decode; a body of JSON null leaves r.json
+-- nil (cjson.null is a userdata: res.json.x would raise in the caller's code)
 local function result(res, request_id)
   local r = {
     status = res.status, headers = res.headers or {}, body = res.body or "",
@@ -514,11 +530,11 @@ local function result(res, request_id)
   }
   local body = r.body
   if body ~= "" then
-    local v = json.decode(body)
-    if v == nil then return r, true end
+    local v, why = json.decode(body)
+    if v == nil then return r, why or "not JSON" end
     if v ~= json.null then r.json = v end
   end
-  return r, false
+  return r
 end
 
 -- finish(wx, p, res, check) -> result | nil, err
@@ -532,7 +548,7 @@ local function finish(wx, p, res, check)
   if status >= 200 and status < 300 then
     local file = p.unsigned or verify.skip(p.path)
     if check and not file and not p.unchecked then
-      local ok, code, why = verify.check(h, res.body or "", state[wx].keys, need("quan.os").time())
+      local ok, code, why = verify.check(h, res.body or "", state[wx].keys, require("quan.os").time())
       if not ok and code == "unknown_serial" and next(state[wx].keys) == nil then
         why = why .. " (certs is empty: get the platform certificates with wx:certificates())"
       end
@@ -548,10 +564,9 @@ local function finish(wx, p, res, check)
     -- gets a success whose res.json is silently missing
     local ctype = header(h, "Content-Type")
     if not file and undecoded and (ctype == nil or ctype:lower():find("json", 1, true)) then
-      local _, why = json.decode(r.body)
       return nil, errors.new {
         kind = "http", status = status, code = "bad_json", request_id = request_id,
-        message = p.context .. ": answer is not valid JSON: " .. tostring(why), body = r.body, headers = r.headers,
+        message = p.context .. ": answer is not valid JSON: " .. undecoded, body = r.body, headers = r.headers,
       }
     end
     return r
@@ -573,15 +588,14 @@ local function perform(wx, p)
   local st = state[wx]
   local hook = M.hooks.before_send
   if hook ~= nil then
-    p.endpoint = require("wechatpay.favor.schema").find(p.method, p.plain_path)
     local fake = hook(p)
     if type(fake) == "table" then return finish(wx, p, fake, false) end
   end
   local verbose = st.verbose
   if verbose then trace.request(p) end
-  local qos = need("quan.os")
+  local qos = require("quan.os")
   local t0 = verbose and qos.now()
-  local res, msg, code = need("quan.async").request {
+  local res, msg, code = require("quan.async").request {
     method = p.method, url = p.url, headers = p.headers, body = p.body,
     timeout = p.timeout, cafile = st.ca_file, proxy = st.proxy, max_response = p.max_response,
   }
@@ -629,7 +643,7 @@ local function attempts(wx, p, method, tpl, opts)
       err.attempts = failed
       return nil, err
     end
-    need("quan.async").sleep(wait)
+    require("quan.async").sleep(wait)
     p, err = prepare(wx, method, tpl, opts)
     if not p then return nil, err end
   end
@@ -646,7 +660,7 @@ end
 -- rejected with the error table
 local function promise(wx, method, tpl, opts, level)
   local p, err = prepared(level + 1, wx, method, tpl, opts)
-  local async = need("quan.async")
+  local async = require("quan.async")
   if not p then return async.rejected(err) end
   return async.spawn(function()
     local r, e = attempts(wx, p, method, tpl, opts)
@@ -694,7 +708,7 @@ function Client.download(wx, url)
   if target:sub(1, 1) ~= "/" then error("download: expected an https:// URL or an absolute path", 2) end
   local p = errors.call(2, "GET " .. target .. ": ", prepare, wx, "GET", "", nil, target)
   p.unsigned = true
-  p.max_response = M.DOWNLOAD_LIMIT -- a flow file, not an API answer (64 MiB)
+  p.max_response = M.DOWNLOAD_LIMIT -- a flow file (1 GiB), not an API answer (quan.http's 64 MiB)
   local r, err = perform(wx, p)
   return r, err
 end
@@ -708,7 +722,7 @@ function Client.decrypt(wx, resource)
   end
   local key = state[wx].apiv3
   if not key then error("decrypt: the client has no apiv3_key", 2) end
-  return need("quan.crypto").aes_gcm_decrypt(key, resource.nonce, resource.associated_data or "", resource.ciphertext)
+  return require("quan.crypto").aes_gcm_decrypt(key, resource.nonce, resource.associated_data or "", resource.ciphertext)
 end
 
 -- open(key, r) -> plaintext | nil, code, why: an AEAD_AES_256_GCM resource
@@ -722,7 +736,7 @@ local function open(key, r, what)
   if r.algorithm ~= "AEAD_AES_256_GCM" then
     return nil, "algorithm", what .. ".algorithm is " .. tostring(r.algorithm) .. ", expected AEAD_AES_256_GCM"
   end
-  local plain, derr = need("quan.crypto").aes_gcm_decrypt(key, r.nonce, r.associated_data or "", r.ciphertext)
+  local plain, derr = require("quan.crypto").aes_gcm_decrypt(key, r.nonce, r.associated_data or "", r.ciphertext)
   if not plain then
     return nil, "decrypt", what .. " does not decrypt with the APIv3 key (a wrong apiv3_key, or altered data): "
       .. tostring(derr)
@@ -767,7 +781,7 @@ function Client.notification(wx, headers, body, opts)
   if stype ~= nil and stype ~= sign.SCHEME then
     return fail("signature_type", "unsupported Wechatpay-Signature-Type " .. stype)
   end
-  local ok, code, why = verify.check(headers, body, state[wx].keys, now or need("quan.os").time(), skew)
+  local ok, code, why = verify.check(headers, body, state[wx].keys, now or require("quan.os").time(), skew)
   if not ok then return fail(code, (why:gsub("^response ", ""))) end
   local event = json.decode(body)
   if type(event) ~= "table" or event[1] ~= nil then return fail("bad_json", "the body is not a JSON object") end
@@ -789,10 +803,6 @@ end
 -- carries: how a merchant gets its first certificate, or the next one (PHP's
 -- and Node's downloaders check it so too). A carried certificate never
 -- stands in for a key the client holds.
-local function beijing(t)
-  return os.date("!%Y-%m-%dT%H:%M:%S+08:00", t + 8 * 3600)
-end
-
 function Client.certificates(wx)
   if getmetatable(wx) ~= Client then error("certificates: call it with ':' (wx:certificates())", 2) end
   local st = state[wx]
@@ -805,7 +815,7 @@ function Client.certificates(wx)
     return nil, errors.new { kind = "verify", status = res.status, code = code, request_id = res.request_id,
       message = p.context .. ": " .. why }
   end
-  local now = need("quan.os").time()
+  local now = require("quan.os").time()
   local signer, bad = verify.header(res.headers, "Wechatpay-Serial")
   if bad then return fail("bad_header", "verify: response " .. bad) end
   local known = signer and verify.lookup(st.keys, signer)
@@ -815,7 +825,7 @@ function Client.certificates(wx)
   end
   local data = type(res.json) == "table" and res.json.data
   if type(data) ~= "table" or data[1] == nil then return fail("bad_json", "the answer has no certificates (data)") end
-  local crypto = need("quan.crypto")
+  local crypto, beijing = require("quan.crypto"), require("quan.time").beijing
   local list, carried, seen = {}, {}, {}
   for i, e in ipairs(data) do
     local where = ("data[%d]"):format(i)

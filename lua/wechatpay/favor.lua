@@ -17,7 +17,7 @@
 -- Programmer errors (a wrong type, a malformed value) raise at the caller.
 -- See docs/campaigns.md.
 local schema = require "wechatpay.favor.schema"
-local rfc3339 = require("quan.validate").rfc3339
+local rfc3339 = require("quan.time").parse
 
 local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
 local floor, abs, tointeger = math.floor, math.abs, math.tointeger
@@ -124,8 +124,8 @@ function M.at(s, offset)
     error(sformat("favor.at: %q is outside the years %d..%d", s, FIRST_YEAR, LAST_YEAR), 2)
   end
   local r = sformat("%s-%s-%sT%02d:%02d:%02d%s", Y, Mo, D, tonumber(h), tonumber(mi), tonumber(sec), offset)
-  -- the validator's parser is the one judge of dates ("no such date", "no
-  -- such time of day"), so what at() makes always validates
+  -- the validator's parser (quan.time's) is the one judge of dates ("no
+  -- such date", "no such time of day"), so what at() makes always validates
   local ok, why = rfc3339(r)
   if not ok then error(sformat("favor.at: %s %q", why, s), 2) end
   return r

@@ -4,6 +4,9 @@
 --   local wx = wechatpay.client([profile])   -- from the config file
 --   local res, err = wx.v3.marketing.favor.couponStocks:post{json = {...}}
 -- See docs/client.md.
+--
+-- The client loads no tool: dry run and the private sandbox plug in through
+-- wechatpay.hooks, which quan's tools set (docs/client.md, "Hooks").
 local client = require "wechatpay.client"
 local config = require "wechatpay.config"
 local errors = require "wechatpay.errors"
@@ -13,37 +16,31 @@ local M = {}
 M._VERSION = client.VERSION
 M.errors = errors
 
--- hooks.before_send(prepared) -> response table | nil (see docs/client.md)
+-- hooks.before_send(prepared) -> response table | nil;
+-- hooks.validate(endpoint, body, query) -> true | false, findings;
+-- hooks.private_sandbox() -> handle | nil, message (see docs/client.md)
 M.hooks = client.hooks
 
 -- simulation: nil, or "dry-run" / "check" while requests are only pretended
 -- (quan.batch then runs on a throwaway copy of its journal)
 M.simulation = nil
 
-local dryrun_checked = false
-
--- With QUAN_DRY_RUN=1 quan.dryrun's printer is the hook: nothing is sent.
-local function install_dryrun()
-  if dryrun_checked then return end
-  dryrun_checked = true
-  local v = os.getenv("QUAN_DRY_RUN")
-  if not v or v == "" or v == "0" or M.hooks.before_send ~= nil then return end
-  require("quan.dryrun").install(M)
-end
-
 -- new(opts) -> client (raises a "config" error table on bad configuration)
 function M.new(opts)
-  install_dryrun()
   return client.new(opts)
 end
 
 local sandbox -- one private sandbox per process, started on demand
 
--- start_sandbox(why, announce) -> handle; announce(base_url) is printed on
--- stderr when this call started it
+-- start_sandbox(why, announce) -> handle, from hooks.private_sandbox;
+-- announce(base_url) is printed on stderr when this call started it
 local function start_sandbox(why, announce)
   if not sandbox then
-    local handle, err = require("quan.sandbox").start {}
+    local start = M.hooks.private_sandbox
+    if start == nil then
+      errors.config("%s, and no private sandbox can start here (wechatpay.hooks.private_sandbox is not set)", why)
+    end
+    local handle, err = start()
     if not handle then errors.config("%s, and the private sandbox did not start: %s", why, tostring(err)) end
     sandbox = handle
     io.stderr:write(announce, handle.base_url, "\n")
@@ -56,7 +53,6 @@ end
 local function build(profile, name, handle)
   local opts = {}
   for k in pairs(client.NEW_KEYS) do opts[k] = profile[k] end
-  install_dryrun()
   local ok, wx = pcall(client.new, opts, profile)
   if not ok then
     if errors.is(wx) then

@@ -10,7 +10,7 @@
 -- numbers are written in full ("%d"; cjson rounds past 14 digits and writes
 -- 1e15 as "1e+15"); strings and other floats are written as cjson writes
 -- them. A table is an array when its keys are exactly 1..n, an object when
--- they are not all positive integers. encode raises, naming the field, for
+-- they are not all positive integers; json.empty_array is an empty array. encode raises, naming the field, for
 -- what WeChat Pay could not read as meant: an array with holes (a nil
 -- inside 1..n; cjson would write null), a string or key that is not valid
 -- UTF-8, NaN and infinities.
@@ -25,6 +25,14 @@ local M = {}
 
 M.null = cjson.null
 local null = cjson.null
+
+-- empty_array: written as [] (an empty table is written as {}), as the
+-- OpenResty cjson's cjson.empty_array; read-only
+local EMPTY_ARRAY = setmetatable({}, {
+  __name = "wechatpay.json.empty_array",
+  __newindex = function() error("wechatpay.json.empty_array is read-only", 2) end,
+})
+M.empty_array = EMPTY_ARRAY
 
 local function integers(v, depth)
   local t = type(v)
@@ -122,6 +130,7 @@ local function put(v, depth)
     fail(depth, "a " .. t .. " is not a JSON value")
   else
     if depth > MAX_DEPTH then error(sformat("nested more than %d deep (a table that contains itself?)", MAX_DEPTH), 0) end
+    if v == EMPTY_ARRAY then n = n + 1; buf[n] = "[]" return end
     local mt = getmetatable(v)
     if mt and mt.__name == "wechatpay.node" then
       fail(depth, "is " .. tostring(v) .. ", not a value (a misspelt field of the client, such as wx.mchId for wx.mchid?)")

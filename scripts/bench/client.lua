@@ -195,7 +195,7 @@ local ok, err = pcall(function()
 
   print(("client.server: %s"):format(name))
   print(("client.requests: %d sequential + %d at 16 in flight, %d rounds"):format(total, total, ROUNDS))
-  print(("client.validation: %s"):format(package.loaded["quan.validate"] and "on" or "off (quan.validate absent)"))
+  print(("client.validation: %s"):format(package.loaded["wechatpay.favor.validate"] and "on" or "off (no request was validated)"))
   print(("client.crypto_bound: %.3f ms"):format(best.bound * 1000))
   print(("client.seq_cpu: %.3f ms/request"):format(best.seq * 1000))
   print(("client.seq_rate: %.0f requests/s"):format(total / wall.seq))
@@ -212,7 +212,7 @@ local ok, err = pcall(function()
   -- interleaved in random order; medians. "body" is what a request does
   -- besides the crypto before it is sent (encode + validate the body);
   -- "crypto" is one sign + verify.
-  local json, validate = require "wechatpay.json", require "quan.validate"
+  local json, validate = require "wechatpay.json", require "wechatpay.favor.validate"
   local template = "/v3/marketing/favor/coupon-stocks"
   local function body_work(i)
     local b = body(i)

@@ -17,6 +17,7 @@ local crypto = require "quan.crypto"
 local qos = require "quan.os"
 local cjson = require "cjson"
 local sandbox = require "quan.sandbox"
+local sign = require "wechatpay.sign"
 
 local positional, use_callgrind = {}, false
 for _, a in ipairs(arg or {}) do
@@ -58,9 +59,8 @@ local key = assert(crypto.private_key("file://" .. state .. "/merchant.key.pem")
 local function auth(method, target, body)
   local ts = tostring(math.floor(qos.time()))
   local nonce = crypto.nonce(32)
-  local sig = key:sign(method .. "\n" .. target .. "\n" .. ts .. "\n" .. nonce .. "\n" .. body .. "\n")
-  return ('WECHATPAY2-SHA256-RSA2048 mchid="%s",nonce_str="%s",timestamp="%s",serial_no="%s",signature="%s"'):format(
-    h.mchid, nonce, ts, h.serial, sig)
+  local sig = key:sign(sign.message(method, target, ts, nonce, body))
+  return sign.authorization(h.mchid, h.serial, ts, nonce, sig)
 end
 
 -- one request through curl, for setup
@@ -76,7 +76,7 @@ end
 
 -- a stock large enough for every request
 local now = math.floor(qos.time())
-local iso = require("quan.sandbox.util").format_time
+local iso = require("quan.time").beijing
 local stock = call("POST", P .. "/coupon-stocks", cjson.encode {
   stock_name = "bench", belong_merchant = h.mchid, available_begin_time = iso(now),
   available_end_time = iso(now + 86400), no_cash = false, stock_type = "NORMAL",

@@ -3,7 +3,7 @@
 -- both measured in this run, warm (best of rounds) and right after an idle
 -- wait (medians). Prints `name: value unit` lines.
 package.path = "./?.lua;" .. package.path
-local validate = require "quan.validate"
+local validate = require "wechatpay.favor.validate"
 local seed = require "tests.support.seed"
 local clock = os.clock
 

@@ -138,13 +138,13 @@ function M.verify(h, res)
 end
 
 -- iso(epoch) -> RFC 3339 in +08:00
-M.iso = require("quan.sandbox.util").format_time
+M.iso = require("quan.time").beijing
 
 -- now(h) -> the sandbox's business clock (epoch seconds), which
 -- POST /sandbox/clock may have moved ahead of real time
 function M.now(h)
   local res = assert(M.control(h, "/sandbox/clock"))
-  return require("quan.sandbox.util").parse_time(res.json.now)
+  return require("quan.time").parse(res.json.now)
 end
 
 -- stock_body(h, over) -> a valid create-stock body, fields of `over` merged in

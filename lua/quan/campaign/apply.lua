@@ -23,16 +23,6 @@ local EXIT = command.EXIT
 
 M.hooks = {}
 
-M.USAGE = [[usage: quan apply [--yes] [--dry-run] [--state PATH] [--profile NAME] CAMPAIGN.lua
-  prints the plan, asks on a terminal, then makes the campaign so
-  --yes          apply without asking (cron, scripts; needed when stdin is not a terminal)
-  --dry-run      read what exists, print every write request as it would go out, send none
-  --state PATH   the campaign's state (default CAMPAIGN.lua.state)
-  --profile NAME the profile of the config file (docs/client.md)
-exit status: 0 done (or nothing to do), 1 a step failed or errors, 2 usage, 6 another apply holds the state]]
-
-local OPTIONS = { state = "value", yes = "flag", ["dry-run"] = "flag", profile = "value" }
-
 -- what a stock is after a transition
 local AFTER = { start = "running", pause = "paused", restart = "running" }
 
@@ -189,13 +179,10 @@ local function confirm(s, n)
   return line ~= nil and line:match("^%s*(.-)%s*$") == "yes"
 end
 
--- main(args) -> exit status
-function M.main(args)
-  local o, err = command.parse(args or {}, { options = OPTIONS })
-  if not o then
-    io.stderr:write(err and ("quan apply: " .. err .. "\n") or "", M.USAGE, "\n")
-    return err and EXIT.usage or EXIT.ok
-  end
+-- main(o, arguments) -> exit status: `quan apply` (its options: quan.cli's
+-- table; o.yes, o.dry_run, o.state, o.profile; arguments = { file })
+function M.main(o, arguments)
+  o.file = arguments[1]
   local dry = o.dry_run or (os.getenv("QUAN_DRY_RUN") or "") ~= "" and os.getenv("QUAN_DRY_RUN") ~= "0"
   local qos = require "quan.os"
   if not dry and not o.yes and not qos.isatty(0) then
@@ -211,7 +198,7 @@ function M.main(args)
   end
   local statemod = require "quan.campaign.state"
   local expect = { campaign = decl.name, mchid = s.mchid, api = s.api }
-  local st, code
+  local st, err, code
   if dry then
     st, err, code = statemod.read(s.state_path, expect)
   else

@@ -1,76 +1,17 @@
--- quan.campaign.command: what `quan plan` and `quan apply` share: their
--- option parsing (one function over a table of options per command), the
--- exit codes, and the session a command runs in (the declaration, the
--- client, the state's path, the clock).
+-- quan.campaign.command: what `quan plan` and `quan apply` share (their
+-- options are entries of quan.cli's table): the exit codes, and the session
+-- a command runs in (the declaration, the client, the state's path, the
+-- clock).
 --
---   command.parse(args, spec) -> opts | nil, message (nil, nil: --help)
---   command.session(file, opts) -> session | nil, message, exit
+--   command.session(decl, opts) -> session | nil, message, exit
+--   command.load(file, who) -> declaration | nil (problems printed)
+--   command.head(decl, session, state_path, note) -> what render prints on top
 --   command.EXIT = { ok = 0, failed = 1, usage = 2, changes = 3, busy = 6 }
 local M = {}
 
 local format = require "quan.format"
 
 M.EXIT = { ok = 0, failed = 1, usage = 2, changes = 3, busy = 6 }
-
--- quan's own options (main.c), which come before the command word
-local GLOBAL = { config = "value", verbose = "flag", sandbox = "flag", ["log-format"] = "value" }
-
--- parse(args, spec) -> opts | nil, message
--- spec = { options = { name = "flag" | "value" }, ... }; --name=value and
--- --name value both work; "--" ends the options; the one operand (the
--- campaign file) is opts.file. Options go to opts with "-" as "_".
-function M.parse(args, spec)
-  local o, i = {}, 1
-  while i <= #args do
-    local a = args[i]
-    if a == "--" then
-      i = i + 1
-      if args[i] and not o.file then o.file = args[i]; i = i + 1 end
-      if args[i] then return nil, "one campaign file at a time (got '" .. o.file .. "' and '" .. args[i] .. "')" end
-      break
-    elseif a == "-h" or a == "--help" then
-      return nil, nil
-    elseif a:sub(1, 2) == "--" then
-      local name, value = a:match("^%-%-([^=]+)=(.*)$")
-      name = name or a:sub(3)
-      local kind = spec.options[name]
-      if not kind and GLOBAL[name] then
-        return nil, "--" .. name .. " goes before the command (quan --" .. name
-          .. (GLOBAL[name] == "value" and " VALUE" or "") .. " plan|apply ...)"
-      end
-      if not kind then return nil, "unknown option '--" .. name .. "'" end
-      if kind == "flag" then
-        if value then return nil, "--" .. name .. " takes no value" end
-        o[name:gsub("%-", "_")] = true
-      else
-        if not value then
-          i = i + 1
-          value = args[i]
-          if value == nil then return nil, "--" .. name .. " needs a value" end
-        end
-        o[name:gsub("%-", "_")] = value
-      end
-    elseif a:sub(1, 1) == "-" and a ~= "-" then
-      return nil, "unknown option '" .. a .. "'"
-    elseif o.file then
-      return nil, "one campaign file at a time (got '" .. o.file .. "' and '" .. a .. "')"
-    else
-      o.file = a
-    end
-    i = i + 1
-  end
-  if not o.file then return nil, "no campaign file given" end
-  return o
-end
-
--- time_of(v) -> epoch seconds of "YYYY-MM-DD HH:MM" (Beijing time) or of
--- epoch seconds | nil
-function M.time_of(v)
-  local n = tonumber(v)
-  if n then return n end
-  local ok, t = pcall(require("wechatpay.favor").at, v)
-  return ok and require("quan.validate").rfc3339(t) or nil
-end
 
 -- sandbox_clock(wx) -> epoch seconds of the business clock when the
 -- client's profile is a sandbox's (config.lua of `quan sandbox` names its
@@ -82,7 +23,7 @@ local function sandbox_clock(wx)
     url = wx.base_url .. "/sandbox/clock", cafile = profile.ca_file, timeout = 10,
   }
   local j = res and res.status == 200 and require("cjson.safe").decode(res.body or "")
-  return type(j) == "table" and require("quan.validate").rfc3339(j.now) or nil
+  return type(j) == "table" and require("quan.time").parse(j.now) or nil
 end
 
 -- session(o) -> session | nil, message, exit: the client of the profile
@@ -106,9 +47,7 @@ function M.session(decl, o)
     s.state_path = decl.path .. ".state"
   end
   if o.now then
-    s.now = M.time_of(o.now)
-    if not s.now then return nil, "--now expects \"YYYY-MM-DD HH:MM\" or epoch seconds, got '" .. o.now .. "'", M.EXIT.usage end
-    s.clock = "given"
+    s.now, s.clock = o.now, "given" -- epoch seconds: quan.cli's table reads it
   else
     s.now = sandbox_clock(wx)
     s.clock = s.now and "sandbox" or "local"

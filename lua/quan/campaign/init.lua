@@ -166,28 +166,12 @@ local function valid_key(k)
   return true
 end
 
--- distance(a, b) -> the edit distance (insertions, deletions, changes)
-local function distance(a, b)
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
 local function did_you_mean(word, known)
-  local best, bestd
-  for k in pairs(known) do
-    local d = distance(word, k)
-    if not bestd or d < bestd or (d == bestd and k < best) then best, bestd = k, d end
-  end
-  if best and bestd <= 2 then return " (did you mean '" .. best .. "'?)" end
+  local names = {}
+  for k in pairs(known) do names[#names + 1] = k end
+  table.sort(names)
+  local best = require("quan.suggest").closest(word, names)
+  if best then return " (did you mean '" .. best .. "'?)" end
   return ""
 end
 

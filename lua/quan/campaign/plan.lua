@@ -29,13 +29,15 @@ local BODY = schema.by_id.create_stock.body
 local CREATE_PATH = "/v3/marketing/favor/coupon-stocks"
 local DAY = 86400
 
--- the validator: where the schema's rules are judged (quan.validate today)
+local time = require "quan.time"
+
+-- the validator: where the schema's rules are judged
 local function validator()
-  return require "quan.validate"
+  return require "wechatpay.favor.validate"
 end
 
 local function epoch(s)
-  return validator().rfc3339(s)
+  return time.parse(s)
 end
 
 -- get(t, "a.b.c") -> the value at a dotted path, nil on the way
@@ -394,7 +396,7 @@ local function find(ctx, items, taken)
     bound = math.min(bound or math.huge, b, ctx.now)
   end
   -- a stock is created at most 365 days before its window begins
-  local from = bound and validator().iso(math.floor(bound) - 365 * DAY) or nil
+  local from = bound and time.beijing(math.floor(bound) - 365 * DAY) or nil
   local exact, named = {}, {}
   local pending = #items
   local pages, warn = list(ctx, from, function(s)
@@ -658,25 +660,12 @@ end
 -- ---------------------------------------------------------------------------
 -- `quan plan`
 
-M.USAGE = [[usage: quan plan [--state PATH] [--json] [--now TIME] [--profile NAME] CAMPAIGN.lua
-  reads the campaign and what exists (GETs only) and prints what `quan apply` would do
-  --state PATH   the campaign's state (default CAMPAIGN.lua.state)
-  --json         the plan as JSON, for tools
-  --now TIME     judge times as of "YYYY-MM-DD HH:MM" (Beijing time) or epoch seconds
-  --profile NAME the profile of the config file (docs/client.md)
-exit status: 0 nothing to do, 3 changes pending, 1 errors, 2 usage]]
-
-local OPTIONS = { state = "value", json = "flag", now = "value", profile = "value" }
-
--- main(args) -> exit status
-function M.main(args)
+-- main(o, arguments) -> exit status: `quan plan` (its options: quan.cli's
+-- table; o.state, o.json, o.now (epoch seconds), o.profile; arguments = { file })
+function M.main(o, arguments)
   local command = require "quan.campaign.command"
   local EXIT = command.EXIT
-  local o, err = command.parse(args or {}, { options = OPTIONS })
-  if not o then
-    io.stderr:write(err and ("quan plan: " .. err .. "\n") or "", M.USAGE, "\n")
-    return err and EXIT.usage or EXIT.ok
-  end
+  o.file = arguments[1]
   local decl = command.load(o.file, "quan plan")
   if not decl then return EXIT.failed end
   local s, serr, scode = command.session(decl, o)

@@ -17,9 +17,7 @@ local plan_ = require "quan.campaign.plan"
 local sformat, concat = string.format, table.concat
 local mtype = math.type
 
-local function width(s)
-  return require("quan.pretty").width(s)
-end
+local width = require("quan.text").width
 
 local function pad(s, w)
   return s .. string.rep(" ", math.max(0, w - width(s)))
@@ -241,16 +239,15 @@ function M.text(plan, head)
   return concat(out, "\n") .. "\n"
 end
 
--- array(t) -> t, or a marker the encoder's output turns into [] (an empty
--- table is written {}: a list of nothing must still read as a list)
-local EMPTY = "@@quanEmptyArray@@"
+-- array(t) -> t, or json.empty_array (an empty table is written {}: a list
+-- of nothing must still read as a list)
 local function array(t)
-  if next(t) == nil then return EMPTY end
+  if next(t) == nil then return json.empty_array end
   return t
 end
 
 local function iso(t)
-  return t and require("quan.validate").iso(math.floor(t)) or nil
+  return t and require("quan.time").beijing(t) or nil
 end
 
 -- json(plan, head) -> the plan for tools: amounts in 分 as the API has them,
@@ -280,7 +277,7 @@ function M.json(plan, head)
   end
   local orphans = {}
   for i, o in ipairs(plan.orphans) do orphans[i] = { key = o.key, stock_id = o.stock_id, status = o.status } end
-  local text = json.encode {
+  return json.encode {
     campaign = head.campaign, file = head.file, merchant = head.mchid, api = head.api,
     state = head.state, offline = head.offline or false, now = iso(head.now), clock = head.clock,
     stocks = array(stocks), orphans = array(orphans), notes = array(plan.notes or {}),
@@ -290,7 +287,6 @@ function M.json(plan, head)
     },
     changes = plan.changes, records = plan.records, problems = plan.problems, warnings = plan.warnings,
   }
-  return (text:gsub('"' .. EMPTY .. '"', "[]"))
 end
 
 return M

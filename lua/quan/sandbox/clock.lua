@@ -12,10 +12,10 @@ local M = {}
 
 local format = require "quan.format"
 
-local USAGE = "usage: quan sandbox clock [--state DIR] [+DURATION | \"YYYY-MM-DD HH:MM\"]\n"
-  .. "  DURATION: a number and a unit, several in a row: +90s, +30m, +2h, +1d, +1d12h\n"
-
 local UNITS = { s = 1, m = 60, h = 3600, d = 86400, w = 7 * 86400 }
+
+-- DURATION: a number and a unit, several in a row
+M.DURATIONS = "+90s, +30m, +2h, +1d, +1w, +1d12h"
 
 -- seconds_of(spec) -> seconds of "+1d12h" | nil
 local function seconds_of(spec)
@@ -31,31 +31,10 @@ local function seconds_of(spec)
   return total
 end
 
--- parse(args) -> {state =, target =} | nil, message (nil, nil: --help)
-local function parse(args)
-  local o, i = {}, 1
-  while i <= #args do
-    local a = args[i]
-    local v = a:match("^%-%-state=(.*)$")
-    if a == "--state" then
-      v = args[i + 1]
-      if not v then return nil, "--state needs a value" end
-      i = i + 1
-    end
-    if v then
-      o.state = v
-    elseif a == "--help" or a == "-h" then
-      return nil, nil
-    elseif a:sub(1, 2) == "--" or (a:sub(1, 1) == "-" and #a > 1) then
-      return nil, "unknown option '" .. a .. "'"
-    elseif o.target then
-      return nil, "one clock change at a time (got '" .. o.target .. "' and '" .. a .. "')"
-    else
-      o.target = a
-    end
-    i = i + 1
-  end
-  return o
+-- usage(message [, who]) -> 2, after the message and the sandbox command's usage
+local function usage(message, who)
+  io.stderr:write(who or "quan sandbox clock", ": ", message, "\n", require("quan.cli").usage("sandbox"))
+  return 2
 end
 
 -- control(dir, method, body) -> answer table | nil, message: a control
@@ -87,26 +66,30 @@ local function control(dir, method, body)
 end
 
 local function epoch(rfc)
-  return require("quan.validate").rfc3339(rfc)
+  return require("quan.time").parse(rfc)
 end
 
--- main(args) -> exit status
-function M.main(args)
-  local o, err = parse(args or {})
-  if not o then
-    io.stderr:write(err and ("quan sandbox clock: " .. err .. "\n") or "", USAGE)
-    return err and 2 or 0
+-- main(o, arguments, word) -> exit status: `quan sandbox clock [TIME]`
+-- (word "clock"; o: the sandbox command's options, of which --state counts)
+function M.main(o, arguments, word)
+  if word ~= "clock" then
+    return usage("unexpected argument '" .. tostring(word) .. "'", "quan sandbox") -- the usage names clock
   end
+  if #arguments > 1 then
+    return usage("one clock change at a time (got '" .. arguments[1] .. "' and '" .. arguments[2] .. "')")
+  end
+  if o.faults or o.ready_file or o.temporary then
+    return usage("clock takes --state only")
+  end
+  local target = arguments[1]
   local dir = o.state or require("quan.sandbox").default_state()
   local advance
-  if o.target then
-    advance = seconds_of(o.target)
+  if target then
+    advance = seconds_of(target)
     if not advance then
-      local ok, t = pcall(require("wechatpay.favor").at, o.target)
+      local ok, t = pcall(require("wechatpay.favor").at, target)
       if not ok then
-        io.stderr:write("quan sandbox clock: '", o.target, "' is neither +DURATION nor a time \"YYYY-MM-DD HH:MM\"\n",
-          USAGE)
-        return 2
+        return usage("'" .. target .. "' is neither +DURATION (" .. M.DURATIONS .. ") nor a time \"YYYY-MM-DD HH:MM\"")
       end
       advance = epoch(t)
     end
@@ -117,19 +100,19 @@ function M.main(args)
     return 1
   end
   local before = epoch(now.now)
-  if not o.target then
+  if not target then
     io.stdout:write(("%s (Beijing time), %s ahead of real time\n"):format(format.beijing(before),
       format.duration(now.offset_seconds)))
     return 0
   end
-  if not o.target:find("^%+") then -- a time: the step to it
-    local target = advance
-    if target < before then
+  if not target:find("^%+") then -- a time: the step to it
+    local to = advance
+    if to < before then
       io.stderr:write(("quan sandbox clock: the clock only moves forward; it reads %s, later than %s\n"):format(
-        format.beijing(before), format.beijing(target)))
+        format.beijing(before), format.beijing(to)))
       return 1
     end
-    advance = target - math.floor(before)
+    advance = to - math.floor(before)
   end
   local after, aerr = control(dir, "POST", require("cjson").encode { advance_seconds = advance })
   if not after then

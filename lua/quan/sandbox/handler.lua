@@ -13,12 +13,14 @@ local cjson = require "cjson.safe"
 local store = require "quan.sandbox.store"
 local util = require "quan.sandbox.util"
 local files = require "quan.sandbox.files"
-
-local validate = require "quan.validate"
+local time = require "quan.time"
+local url = require "quan.url"
+local sign = require "wechatpay.sign"
+local validate = require "wechatpay.favor.validate"
 
 local floor, random, tostring, type = math.floor, math.random, tostring, type
 
-local SCHEME = "WECHATPAY2-SHA256-RSA2048"
+local SCHEME = sign.SCHEME
 
 -- COUPON.USE retries: "once a minute, 9 times" (favor-api.md section 7);
 -- POST /sandbox/notifications changes both for a state dir
@@ -159,11 +161,11 @@ local function build(dir)
         end
       end
     end
-    local sig = platform:sign(ts .. "\n" .. nonce .. "\n" .. body .. "\n")
+    local sig = platform:sign(sign.response_message(ts, nonce, body))
     if tamper_kinds then
       for _, kind in ipairs(tamper_kinds) do
         if kind == "signature" then
-          sig = platform:sign(ts .. "\n" .. nonce .. "\n" .. body .. " \n")
+          sig = platform:sign(sign.response_message(ts, nonce, body .. " "))
         elseif kind == "body" then
           sent_body = body:gsub('"', "'", 1)
           if sent_body == body then sent_body = body .. " " end
@@ -202,7 +204,7 @@ local function build(dir)
     if #f.nonce_str > 64 then
       return nil, sign_error("nonce_str too long", "Http头Authorization值格式错误 (nonce_str longer than 64)", "nonce_str")
     end
-    local message = req.method .. "\n" .. req.path .. "\n" .. f.timestamp .. "\n" .. f.nonce_str .. "\n" .. sign_body .. "\n"
+    local message = sign.message(req.method, req.path, f.timestamp, f.nonce_str, sign_body)
     local ok = merchant_pub:verify(message, f.signature)
     if not ok then
       return nil, sign_error("sign not match", "错误的签名，验签失败 (signature does not verify)", "signature", {
@@ -228,8 +230,8 @@ local function build(dir)
   local function notification(coupon, now)
     local nonce = crypto.nonce(12)
     local body = util.encode {
-      id = "EV-" .. os.date("!%Y%m%d%H%M%S", now + 8 * 3600) .. crypto.nonce(14):upper(),
-      create_time = util.format_time(now),
+      id = "EV-" .. time.beijing(now, "%Y%m%d%H%M%S") .. crypto.nonce(14):upper(),
+      create_time = time.beijing(now),
       resource_type = "encrypt-resource",
       event_type = "COUPON.USE",
       summary = "用券成功",
@@ -364,8 +366,8 @@ local function build(dir)
     local nonce = crypto.nonce(12)
     return {data = util.array {{
       serial_no = cert_serial,
-      effective_time = util.format_time(platform_cert:not_before()),
-      expire_time = util.format_time(platform_cert:not_after()),
+      effective_time = time.beijing(platform_cert:not_before()),
+      expire_time = time.beijing(platform_cert:not_after()),
       encrypt_certificate = {algorithm = "AEAD_AES_256_GCM", nonce = nonce, associated_data = "certificate",
         ciphertext = crypto.aes_gcm_encrypt(apiv3, nonce, "certificate", platform_cert:pem())},
     }}}
@@ -377,7 +379,7 @@ local function build(dir)
     local c = load_control()
     if path == "/sandbox/health" then
       return signed(200, cjson.encode {ok = true, mchid = id.mchid, appid = id.appid,
-        now = util.format_time(qos.time() + c.clock_offset)})
+        now = time.beijing(qos.time() + c.clock_offset)})
     elseif path == "/sandbox/faults" then
       if req.method == "POST" then
         local b, berr = control_body(req)
@@ -422,9 +424,9 @@ local function build(dir)
           return answer_error({status = 400, code = "PARAM_ERROR", message = "advance_seconds must be a number >= 0 (the clock only moves forward)",
             field = "advance_seconds"})
         end
-        return signed(200, cjson.encode {now = util.format_time(qos.time() + offset), offset_seconds = offset})
+        return signed(200, cjson.encode {now = time.beijing(qos.time() + offset), offset_seconds = offset})
       end
-      return signed(200, cjson.encode {now = util.format_time(qos.time() + c.clock_offset), offset_seconds = c.clock_offset})
+      return signed(200, cjson.encode {now = time.beijing(qos.time() + c.clock_offset), offset_seconds = c.clock_offset})
     elseif path == "/sandbox/coupons/use" and req.method == "POST" then
       local b, berr = control_body(req)
       if not b then return answer_error(berr) end
@@ -463,9 +465,9 @@ local function build(dir)
     elseif action == "get_stock" then return store.get_stock(db, ctx, captures[1], query)
     elseif action == "list_merchants" then return store.list_merchants(db, ctx, captures[1], query)
     elseif action == "list_items" then return store.list_items(db, ctx, captures[1], query)
-    elseif action == "send_coupon" then return store.send_coupon(db, ctx, util.unescape(captures[1]), body)
-    elseif action == "get_coupon" then return store.get_coupon(db, ctx, util.unescape(captures[1]), captures[2], query)
-    elseif action == "list_coupons" then return store.list_coupons(db, ctx, util.unescape(captures[1]), query)
+    elseif action == "send_coupon" then return store.send_coupon(db, ctx, url.decode(captures[1]), body)
+    elseif action == "get_coupon" then return store.get_coupon(db, ctx, url.decode(captures[1]), captures[2], query)
+    elseif action == "list_coupons" then return store.list_coupons(db, ctx, url.decode(captures[1]), query)
     elseif action == "certificates" then return certificates(query)
     elseif action == "set_callback" then return store.set_callback(db, ctx, body)
     elseif action == "get_callback" then return store.get_callback(db, ctx, query)
@@ -519,10 +521,10 @@ local function build(dir)
       if type(body) ~= "table" then
         body_err = {status = 400, code = "PARAM_ERROR", message = "request body is not a JSON object" .. (derr and (": " .. derr) or "")}
       else
-        -- time rules on the business clock, with the slack the sandbox allows
-        -- for a request's trip (a begin time of "now" stays valid)
+        -- time rules on the business clock; the validator allows a
+        -- request's trip (validate.TRAVEL: a begin time of "now" stays valid)
         local vok, findings = validate.request(req.method, PREFIX .. route[3], body,
-          {now = floor(qos.time() + (c.clock_offset or 0)) - 60})
+          {now = floor(qos.time() + (c.clock_offset or 0))})
         if vok == false and type(findings) == "table" and findings[1] then
           local f1 = findings[1]
           body_err = {status = 400, code = "PARAM_ERROR", message = tostring(f1.path) .. ": " .. tostring(f1.rule or f1.desc or "invalid"),
@@ -556,7 +558,7 @@ local function build(dir)
   end
 
   local function handle(req)
-    local path, query = util.split_target(req.path)
+    local path, query = url.split(req.path)
     if path:sub(1, 9) == "/sandbox/" then
       answer_serial = nil
       return control_request(req, path)

@@ -7,9 +7,6 @@ local qos = require "quan.os"
 local files = require "quan.sandbox.files"
 local util = require "quan.sandbox.util"
 
-local USAGE = "usage: quan sandbox [--listen 127.0.0.1:PORT] [--state DIR] [--faults SPEC] [--ready-file FILE] [--temporary]\n"
-  .. "       quan sandbox clock [--state DIR] [+DURATION | \"YYYY-MM-DD HH:MM\"]\n"
-
 local function mkdir_p(path)
   local acc = path:sub(1, 1) == "/" and "" or "."
   for part in path:gmatch("[^/]+") do
@@ -18,31 +15,36 @@ local function mkdir_p(path)
   end
 end
 
-local function rm_rf(path)
-  os.execute("rm -rf '" .. path:gsub("'", "'\\''") .. "'")
+-- remove_tree(path) -> true | nil, message: removes path and, for a
+-- directory, everything under it. os.remove takes a file, a symbolic link
+-- (never what it points to) or an empty directory; a directory it cannot
+-- take is emptied first.
+local function remove_tree(path)
+  local ok, err = os.remove(path)
+  if ok then return true end
+  local names = qos.list(path) -- a directory os.remove could not take: not empty
+  if not names then
+    if not qos.stat(path) then return true end -- not there (any more)
+    return nil, err
+  end
+  for _, name in ipairs(names) do remove_tree(path .. "/" .. name) end
+  return os.remove(path)
 end
 
 -- holds_only(dir, names) -> true when every entry of dir is in names
 local function holds_only(dir, names)
-  local p = io.popen("ls -A '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
-  if not p then return false end
-  local ok = true
-  for name in p:lines() do
-    if not names[name] then ok = false end
+  local entries = qos.list(dir)
+  if not entries then return false end
+  for _, name in ipairs(entries) do
+    if not names[name] then return false end
   end
-  p:close()
-  return ok
+  return true
 end
 
+-- abspath(p) -> p made absolute against the current directory
 local function abspath(p)
   if p:sub(1, 1) == "/" then return p end
-  local pwd = os.getenv("PWD")
-  if not pwd then
-    local h = io.popen("pwd")
-    pwd = h:read("l")
-    h:close()
-  end
-  return pwd .. "/" .. p
+  return assert(qos.cwd()) .. "/" .. p
 end
 
 -- default_state() -> $QUAN_SANDBOX_STATE, else $XDG_DATA_HOME/quan/sandbox,
@@ -53,37 +55,6 @@ function M.default_state()
   local xdg = os.getenv("XDG_DATA_HOME")
   if xdg and xdg ~= "" then return xdg .. "/quan/sandbox" end
   return (os.getenv("HOME") or ".") .. "/.local/share/quan/sandbox"
-end
-
-local KNOWN = {listen = true, state = true, faults = true, ["ready-file"] = true}
-
-local function parse_args(args)
-  local o = {listen = "127.0.0.1:0"}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local k, v = a:match("^%-%-([%w%-]+)=(.*)$")
-    if not k then
-      k = a:match("^%-%-([%w%-]+)$")
-      if k and not KNOWN[k] and k ~= "help" and k ~= "temporary" then
-        return nil, "quan sandbox: unknown argument '" .. a .. "'"
-      end
-      if k and k ~= "help" and k ~= "temporary" then
-        i = i + 1
-        v = args[i]
-        if v == nil then return nil, "quan sandbox: --" .. k .. " needs a value" end
-      end
-    end
-    if k == "help" then return nil, nil
-    elseif k == "temporary" then o.temporary = true
-    elseif k == "listen" then o.listen = v
-    elseif k == "state" then o.state = v
-    elseif k == "faults" then o.faults = v
-    elseif k == "ready-file" then o.ready_file = v
-    else return nil, "quan sandbox: unknown argument '" .. a .. "'" end
-    i = i + 1
-  end
-  return o
 end
 
 -- loopback(listen) -> host, port | nil, message: "127.x.y.z:port", each
@@ -125,22 +96,20 @@ local function state_dir(dir)
   return true
 end
 
--- main(args) -> exit status. Serves until SIGINT/SIGTERM or until the
--- parent process dies. Usage errors, and a --state or --ready-file that
--- cannot be used, exit 2; a sandbox that cannot start otherwise exits 1.
-function M.main(args)
-  if args and args[1] == "clock" then -- `quan sandbox clock ...`: the business clock of a running one
-    return require("quan.sandbox.clock").main(table.move(args, 2, #args, 1, {}))
+-- main(o, arguments) -> exit status; the `quan sandbox` command (its options,
+-- parsed: quan.cli's table; o.listen, o.state, o.faults, o.ready_file,
+-- o.temporary). `quan sandbox clock [TIME]`: arguments = { "clock", TIME }.
+-- Serves until SIGINT/SIGTERM or until the parent process dies. A bad
+-- address or fault spec, and a --state or --ready-file that cannot be used,
+-- exit 2; a sandbox that cannot start otherwise exits 1.
+function M.main(o, arguments)
+  if arguments and arguments[1] ~= nil then -- `quan sandbox clock ...`: the business clock of a running one
+    return require("quan.sandbox.clock").main(o, table.move(arguments, 2, #arguments, 1, {}), arguments[1])
   end
   local parent = qos.getppid() -- now: a parent that dies while we start still counts
-  local o, err = parse_args(args or {})
-  if not o then
-    io.stderr:write(err and (err .. "\n") or "", USAGE)
-    return err and 2 or 0
-  end
   local host, port = loopback(o.listen)
   if not host then
-    io.stderr:write("quan sandbox: ", port, "\n", USAGE)
+    io.stderr:write("quan sandbox: ", port, "\n", require("quan.cli").usage("sandbox"))
     return 2
   end
   local faults, ferr = util.parse_faults(o.faults)
@@ -215,7 +184,7 @@ function M.main(args)
       io.stderr:write("quan sandbox: --ready-file ", o.ready_file, " cannot be written (", tostring(werr), ")\n")
       srv:stop()
       lock:close()
-      if o.temporary then rm_rf(dir) end
+      if o.temporary then remove_tree(dir) end
       return 2
     end
   end
@@ -228,7 +197,7 @@ function M.main(args)
   lock:close()
   -- a temporary state (start{} without a state dir) goes with the sandbox,
   -- even when the process that started it was killed and cannot remove it
-  if o.temporary then rm_rf(dir) end
+  if o.temporary then remove_tree(dir) end
   io.stderr:write("quan sandbox: stopped (", why, detail and (" " .. detail) or "", ")\n")
   return 0
 end
@@ -255,7 +224,7 @@ function Handle:stop()
     self.pid = nil
   end
   if self.temporary and self.state then
-    rm_rf(self.state)
+    remove_tree(self.state)
     self.temporary = false
   end
 end
@@ -292,7 +261,7 @@ function M.start(opts)
   if temporary then argv[#argv + 1] = "--temporary" end
   local pid, err = qos.spawn(argv, {stdout = "/dev/null", stderr = dir .. "/sandbox.log", detach = true})
   if not pid then
-    if temporary then rm_rf(dir) end
+    if temporary then remove_tree(dir) end
     return nil, "sandbox: cannot start: " .. tostring(err)
   end
   local h = setmetatable({pid = pid, state = dir, temporary = temporary, profile = "sandbox",

@@ -2,14 +2,26 @@
 -- rules of the favor endpoints. Every function takes the open db and a
 -- context {mchid =, appid =, now = business clock (epoch s), base_url =} and
 -- returns a response table, or nil and an error {status, code, message,
--- field} in WeChat Pay's vocabulary.
+-- field} in WeChat Pay's vocabulary. Request bodies come checked against
+-- the shared schema (wechatpay.favor.validate, in the handler); the store
+-- keeps what the schema cannot say: stock state, ownership, budgets.
 local M = {}
 
 local util = require "quan.sandbox.util"
+local json = require "wechatpay.json"
+local time = require "quan.time"
 local cjson = require "cjson"
 
-local format_time, parse_time = util.format_time, util.parse_time
+local format_time = time.beijing
+local floor, tointeger = math.floor, math.tointeger
 local tonumber, tostring, type = tonumber, tostring, type
+
+-- parse_time(s) -> epoch seconds (integer) | nil: a time of a query, read
+-- as a server reads one ("Z", or a space for an unencoded "+", accepted)
+local function parse_time(s)
+  local t = time.parse(s, true)
+  return t and floor(t)
+end
 
 local SCHEMA = [[
 CREATE TABLE IF NOT EXISTS stocks (
@@ -157,13 +169,6 @@ local function need_int(t, key, path, min, max)
   return v
 end
 
-local function need_bool(t, key, path)
-  local v = t[key]
-  if v == nil or v == cjson.null then return param(path .. " is required", path) end
-  if type(v) ~= "boolean" then return param(path .. " must be a boolean", path, v) end
-  return v
-end
-
 local OUT_NO = "^[%w|_*%-]+$"
 
 -- ---- stocks ------------------------------------------------------------
@@ -209,93 +214,35 @@ local function stock_json(row)
   return s
 end
 
--- Rules of the create body beyond the schema (WXJ's 校验规则, favor-api §1).
+-- check_create(b, ctx) -> the stock's numbers | nil, error: the rules of
+-- the create body that the schema cannot say. The handler has checked the
+-- body against wechatpay.favor.schema first (types, limits, and the
+-- cross-field and time rules on the business clock: docs/campaigns.md), so
+-- every field here has its type; what is left is who owns the stock and
+-- what the sandbox emulates.
 local function check_create(b, ctx)
-  local ok, err
-  ok, err = need_string(b, "stock_name", "stock_name", 60); if not ok then return nil, err end
-  local valid_utf8 = utf8.len(b.stock_name)
-  if not valid_utf8 then return param("stock_name is not valid UTF-8", "stock_name") end
-  if util.width(b.stock_name) > 20 then
-    return param("stock_name is longer than 9 Chinese characters or 20 letters", "stock_name", b.stock_name)
-  end
-  if b.stock_name:find("[_,;|]") then
-    return param("stock_name must not contain _ , ; |", "stock_name", b.stock_name)
-  end
-  if b.comment ~= nil and (type(b.comment) ~= "string" or (utf8.len(b.comment) or 61) > 60) then
-    return param("comment must be a string of at most 60 characters", "comment")
-  end
-  ok, err = need_string(b, "belong_merchant", "belong_merchant", 20); if not ok then return nil, err end
   if b.belong_merchant ~= ctx.mchid then
     return fail(400, "INVALID_REQUEST", "belong_merchant must be the calling merchant's own mchid", "belong_merchant", b.belong_merchant)
   end
-  ok, err = need_string(b, "out_request_no", "out_request_no", 128); if not ok then return nil, err end
-  if not b.out_request_no:match(OUT_NO) then
-    return param("out_request_no may hold only letters, digits, | _ * -", "out_request_no", b.out_request_no)
-  end
-  ok, err = need_string(b, "available_begin_time", "available_begin_time", 32); if not ok then return nil, err end
-  ok, err = need_string(b, "available_end_time", "available_end_time", 32); if not ok then return nil, err end
-  local begin_t = parse_time(b.available_begin_time)
-  if not begin_t then return param("available_begin_time is not an RFC 3339 time", "available_begin_time", b.available_begin_time) end
-  local end_t = parse_time(b.available_end_time)
-  if not end_t then return param("available_end_time is not an RFC 3339 time", "available_end_time", b.available_end_time) end
-  if begin_t < ctx.now - 60 then
-    return param("available_begin_time must not be earlier than now", "available_begin_time", b.available_begin_time)
-  end
-  if begin_t > ctx.now + 365 * 86400 then
-    return param("available_begin_time must be within 365 days from now", "available_begin_time", b.available_begin_time)
-  end
-  if end_t <= begin_t then
-    return param("available_end_time must be later than available_begin_time", "available_end_time", b.available_end_time)
-  end
-  if end_t - begin_t > 90 * 86400 then
-    return param("the stock may be available for at most 90 days", "available_end_time", b.available_end_time)
-  end
-  ok, err = need_bool(b, "no_cash", "no_cash"); if ok == nil then return nil, err end
-  ok, err = need_string(b, "stock_type", "stock_type"); if not ok then return nil, err end
   if b.stock_type ~= "NORMAL" then
     return param("stock_type: only NORMAL stocks can be created", "stock_type", b.stock_type)
   end
-  local sur = b.stock_use_rule
-  if type(sur) ~= "table" then return param("stock_use_rule is required", "stock_use_rule") end
-  local max_coupons, max_amount, max_per_user, by_day
-  max_coupons, err = need_int(sur, "max_coupons", "stock_use_rule.max_coupons", 5, 10000000); if not max_coupons then return nil, err end
-  max_amount, err = need_int(sur, "max_amount", "stock_use_rule.max_amount", 1, 10000000000); if not max_amount then return nil, err end
-  max_per_user, err = need_int(sur, "max_coupons_per_user", "stock_use_rule.max_coupons_per_user", 1, 60); if not max_per_user then return nil, err end
-  if max_per_user > max_coupons then
-    return param("stock_use_rule.max_coupons_per_user must not exceed max_coupons", "stock_use_rule.max_coupons_per_user", max_per_user)
-  end
-  if sur.max_amount_by_day ~= nil then
-    by_day, err = need_int(sur, "max_amount_by_day", "stock_use_rule.max_amount_by_day", 1, max_amount); if not by_day then return nil, err end
-  end
-  ok, err = need_bool(sur, "natural_person_limit", "stock_use_rule.natural_person_limit"); if ok == nil then return nil, err end
-  ok, err = need_bool(sur, "prevent_api_abuse", "stock_use_rule.prevent_api_abuse"); if ok == nil then return nil, err end
-  local cur = b.coupon_use_rule
-  if type(cur) ~= "table" then return param("coupon_use_rule is required", "coupon_use_rule") end
-  local fnc = cur.fixed_normal_coupon
-  if type(fnc) ~= "table" then
-    return param("coupon_use_rule.fixed_normal_coupon is required for NORMAL stocks", "coupon_use_rule.fixed_normal_coupon")
-  end
-  local amount, minimum
-  amount, err = need_int(fnc, "coupon_amount", "coupon_use_rule.fixed_normal_coupon.coupon_amount", 1, 100000); if not amount then return nil, err end
-  minimum, err = need_int(fnc, "transaction_minimum", "coupon_use_rule.fixed_normal_coupon.transaction_minimum", 0); if not minimum then return nil, err end
-  if minimum <= amount then
-    return param("transaction_minimum must be greater than coupon_amount", "coupon_use_rule.fixed_normal_coupon.transaction_minimum", minimum)
-  end
-  if max_amount ~= amount * max_coupons then
-    return param(("stock_use_rule.max_amount must equal coupon_amount x max_coupons (%d)"):format(amount * max_coupons),
-      "stock_use_rule.max_amount", max_amount)
-  end
+  local sur, fnc = b.stock_use_rule, b.coupon_use_rule.fixed_normal_coupon
   return {
-    begin_t = begin_t, end_t = end_t, max_coupons = max_coupons, max_amount = max_amount, by_day = by_day,
-    max_per_user = max_per_user, amount = amount, minimum = minimum,
+    begin_t = floor(time.parse(b.available_begin_time)), end_t = floor(time.parse(b.available_end_time)),
+    max_coupons = tointeger(sur.max_coupons), max_amount = tointeger(sur.max_amount),
+    by_day = sur.max_amount_by_day and tointeger(sur.max_amount_by_day),
+    max_per_user = tointeger(sur.max_coupons_per_user),
+    amount = tointeger(fnc.coupon_amount), minimum = tointeger(fnc.transaction_minimum),
   }
 end
 
--- create_stock(db, ctx, body) -> {stock_id, create_time}
+-- create_stock(db, ctx, body) -> {stock_id, create_time}; body: a create
+-- request the schema's validator found valid (see check_create)
 function M.create_stock(db, ctx, b)
   local r, err = check_create(b, ctx)
   if not r then return nil, err end
-  local canon = util.canonical(b)
+  local canon = json.encode(b) -- keys sorted: the same request, the same text
   local hash = ctx.sha256(canon)
   return db:transaction(function()
     local old = db:first("SELECT stock_id, create_time, request_hash FROM stocks WHERE creator_mchid = ? AND out_request_no = ?",
@@ -506,7 +453,7 @@ function M.send_coupon(db, ctx, openid, b)
     if s.distributed >= s.max_coupons or s.sent_amount + amount > s.max_amount then
       return fail(403, "NOT_ENOUGH", "the stock's budget is used up", "stock_id", stock_id)
     end
-    local day = util.day(ctx.now)
+    local day = format_time(ctx.now, "%Y%m%d")
     if s.max_amount_by_day then
       local today = db:first("SELECT coalesce(sum(amount), 0) AS n FROM coupons WHERE stock_id = ? AND day = ?", stock_id, day).n
       if today + amount > s.max_amount_by_day then
@@ -564,7 +511,7 @@ function M.use_coupon(db, ctx, b)
     if ctx.now < s.begin_time then
       return fail(400, "INVALID_REQUEST", "the coupon is usable from " .. format_time(s.begin_time), "coupon_id", coupon_id)
     end
-    tx = tx or ("4200" .. os.date("!%Y%m%d", ctx.now + 8 * 3600) .. ("%014d"):format(c.seq))
+    tx = tx or ("4200" .. format_time(ctx.now, "%Y%m%d") .. ("%014d"):format(c.seq))
     db:run("UPDATE coupons SET status = 'USED' WHERE seq = ?", c.seq)
     db:run("INSERT INTO uses (coupon_id, consume_time, consume_mchid, transaction_id) VALUES (?, ?, ?, ?)",
       c.coupon_id, ctx.now, ctx.mchid, tx)

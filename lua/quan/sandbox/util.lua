@@ -1,94 +1,12 @@
--- quan.sandbox.util: small pure helpers of the sandbox: RFC 3339 times in
--- Beijing time, query strings, canonical JSON, multipart bodies, fault specs.
+-- quan.sandbox.util: small pure helpers of the sandbox: multipart bodies,
+-- fault specs, answers with empty arrays. (Times, query strings and sorted
+-- JSON have their homes in quan.time, quan.url and wechatpay.json.)
 local M = {}
 
 local cjson = require "cjson"
 
-local floor, tonumber, tostring, type = math.floor, tonumber, tostring, type
-local concat, sort = table.concat, table.sort
-
--- days_from_civil(y, m, d) -> days since 1970-01-01 (proleptic Gregorian)
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = floor(y / 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
-
--- parse_time(s) -> epoch seconds (integer) | nil
--- Accepts YYYY-MM-DDTHH:MM:SS[.fff](Z|+HH:MM|-HH:MM); a space in place of the
--- '+' of the offset is taken as '+' (an unencoded '+' in a query string).
-function M.parse_time(s)
-  if type(s) ~= "string" then return nil end
-  local y, mo, d, h, mi, se, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)(.*)$")
-  if not y then return nil end
-  rest = rest:gsub("^%.%d+", "")
-  local off
-  if rest == "Z" then
-    off = 0
-  else
-    local sign, oh, om = rest:match("^([%+%- ])(%d%d):(%d%d)$")
-    if not sign then return nil end
-    off = (tonumber(oh) * 60 + tonumber(om)) * 60
-    if sign == "-" then off = -off end
-  end
-  y, mo, d, h, mi, se = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(se)
-  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or se > 60 then return nil end
-  return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - off
-end
-
--- format_time(epoch) -> "YYYY-MM-DDTHH:MM:SS+08:00" (Beijing time)
-function M.format_time(t)
-  return os.date("!%Y-%m-%dT%H:%M:%S", floor(t) + 8 * 3600) .. "+08:00"
-end
-
--- day(epoch) -> "YYYYMMDD" of the Beijing calendar day
-function M.day(t)
-  return os.date("!%Y%m%d", floor(t) + 8 * 3600)
-end
-
-local function unescape(s)
-  s = s:gsub("+", " ")
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-M.unescape = unescape
-
--- split_target("/a/b?x=1") -> "/a/b", {x = "1"} (last value wins)
-function M.split_target(target)
-  local path, query = target:match("^([^?]*)%??(.*)$")
-  local q = {}
-  for pair in query:gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    q[unescape(k)] = unescape(v)
-  end
-  return path, q
-end
-
--- canonical(value) -> JSON text with object keys sorted, so two encodings of
--- the same request compare equal
-local function canonical(v)
-  local t = type(v)
-  if t ~= "table" then
-    if v == cjson.null then return "null" end
-    return cjson.encode(v)
-  end
-  local n = #v
-  local keys = {}
-  for k in pairs(v) do keys[#keys + 1] = k end
-  if n > 0 and #keys == n then
-    local parts = {}
-    for i = 1, n do parts[i] = canonical(v[i]) end
-    return "[" .. concat(parts, ",") .. "]"
-  end
-  sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-  local parts = {}
-  for i, k in ipairs(keys) do parts[i] = cjson.encode(tostring(k)) .. ":" .. canonical(v[k]) end
-  return "{" .. concat(parts, ",") .. "}"
-end
-M.canonical = canonical
+local tonumber, tostring = tonumber, tostring
+local concat = table.concat
 
 -- multipart(content_type, body) -> parts | nil, message
 -- parts[name] = {headers = {lower-case name = value}, filename =, data =}
@@ -192,13 +110,6 @@ end
 function M.encode(v)
   local s = cjson.encode(v)
   return (s:gsub('"' .. EMPTY .. '"', "[]"))
-end
-
--- utf8 display width used for name limits: ASCII counts 1, anything else 2
-function M.width(s)
-  local w = 0
-  for _, c in utf8.codes(s) do w = w + (c < 128 and 1 or 2) end
-  return w
 end
 
 return M

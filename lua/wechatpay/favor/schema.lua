@@ -1,9 +1,10 @@
 -- wechatpay.favor.schema: the request and response schemas of every cash-coupon
 -- (代金券, /v3/marketing/favor/...) endpoint, as plain data.
 --
--- One source serves the validator (quan.validate), the sandbox, the REPL's help
--- and completion, `quan check` and docs/campaigns.md. The shape of a node is
--- documented in docs/campaigns.md ("Schema format"); in short:
+-- One source serves the validator (wechatpay.favor.validate), the sandbox,
+-- the REPL's help and completion, `quan check` and docs/campaigns.md. The
+-- shape of a node is documented in docs/campaigns.md ("Schema format"); in
+-- short:
 --
 --   node = { type = "object"|"array"|"string"|"integer"|"boolean"|"number",
 --            name = field name (inside a parent's `fields`), desc = 描述 as the

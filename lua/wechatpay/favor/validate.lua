@@ -1,4 +1,4 @@
--- quan.validate: checks a request table against the schemas of
+-- wechatpay.favor.validate: checks a request table against the schemas of
 -- wechatpay.favor.schema: types, required fields, enums, unknown fields,
 -- limits, formats, and the cross-field rules of each endpoint.
 --
@@ -8,7 +8,7 @@
 --   validate.format(findings)                         -> multi-line text
 --
 -- opts: now = epoch seconds (the clock the time rules use; default os.time()),
--- query = the query parameters (validate.request only).
+-- query = the query parameters as the server reads them (of an endpoint).
 -- A finding is { path = "coupon_use_rule.fixed_normal_coupon.transaction_minimum",
 -- desc = "门槛", rule = "must be greater than coupon_amount (面额) 1000", value = 500 }.
 -- All findings of a table are reported together, in schema order.
@@ -20,11 +20,15 @@
 -- quick test of all the endpoint's rules; only on doubt do the rule functions
 -- run. The specs compare both paths on random damage to the seed.
 local schema = require "wechatpay.favor.schema"
+local time = require "quan.time"
+local text = require "quan.text"
 local cjson_safe = require "cjson.safe"
+local suggest = require("quan.suggest").closest -- "did you mean"; only on the failure path
 
 local type, pairs, ipairs, next, tostring, tonumber = type, pairs, ipairs, next, tostring, tonumber
 local mtype, floor, huge = math.type, math.floor, math.huge
-local utf8len, sfind, smatch, sformat = utf8.len, string.find, string.match, string.format
+local utf8len, sfind, sformat = utf8.len, string.find, string.format
+local fits, beijing = text.fits, time.beijing
 local concat, sort = table.concat, table.sort
 
 local M = {}
@@ -49,63 +53,10 @@ local function is_integer(v)
   return t == "float" and v == floor(v) and v > -2^53 and v < 2^53
 end
 
--- days_from_civil (Howard Hinnant): days since 1970-01-01 of a proleptic
--- Gregorian date
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = (153 * mp + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
-local MDAYS = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
-local function days_in_month(y, m)
-  if m == 2 and (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) then return 29 end
-  return MDAYS[m]
-end
-
--- rfc3339(s) -> epoch seconds (float when fractional) | nil, reason
--- an explicit numeric offset is required (+08:00); "Z" and naive times are refused
-local function parse_rfc3339(s)
-  local Y, Mo, D, h, mi, sec, frac, off = smatch(s,
-    "^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
-  if not Y then return nil, "not an RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS+08:00)" end
-  if frac == "." then return nil, "empty fraction of a second" end
-  Y, Mo, D, h, mi, sec = tonumber(Y), tonumber(Mo), tonumber(D), tonumber(h), tonumber(mi), tonumber(sec)
-  if Mo < 1 or Mo > 12 or D < 1 or D > days_in_month(Y, Mo) then return nil, "no such date" end
-  if h > 23 or mi > 59 or sec > 59 then return nil, "no such time of day" end
-  local sign, oh, om = smatch(off, "^([+-])(%d%d):(%d%d)$")
-  if not sign then
-    if off == "" then return nil, "missing the offset (e.g. +08:00)" end
-    if off == "Z" or off == "z" then return nil, "needs an explicit offset such as +08:00, not Z" end
-    return nil, "bad offset (expected +HH:MM)"
-  end
-  oh, om = tonumber(oh), tonumber(om)
-  if oh > 23 or om > 59 then return nil, "bad offset (expected +HH:MM)" end
-  local t = days_from_civil(Y, Mo, D) * DAY + h * 3600 + mi * 60 + sec
-  local o = oh * 3600 + om * 60
-  if sign == "+" then t = t - o else t = t + o end
-  if #frac > 1 then t = t + tonumber("0" .. frac) end
-  return t
-end
-
--- parsed times are remembered (a campaign repeats the same few); the memo is
--- dropped when it grows past 512 entries
-local memo, memo_n = {}, 0
-local function rfc3339(s)
-  if type(s) ~= "string" then return nil, "not a string" end
-  local t = memo[s]
-  if t then return t end
-  local why
-  t, why = parse_rfc3339(s)
-  if not t then return nil, why end
-  if memo_n >= 512 then memo, memo_n = {}, 0 end
-  memo[s], memo_n = t, memo_n + 1
-  return t
-end
+-- rfc3339(s) -> epoch seconds (float when fractional) | nil, reason: an
+-- explicit numeric offset is required (+08:00); "Z" and naive times are
+-- refused (quan.time's parser, which remembers what it parsed)
+local rfc3339 = time.parse
 M.rfc3339 = rfc3339
 
 local function repr(v)
@@ -119,34 +70,6 @@ local function list(values)
   local t = {}
   for i, v in ipairs(values) do t[i] = tostring(v) end
   return concat(t, ", ")
-end
-
--- edit distance for "did you mean"; only on the failure path
-local function distance(a, b)
-  local la, lb = #a, #b
-  if math.abs(la - lb) > 2 then return 3 end
-  local prev = {}
-  for j = 0, lb do prev[j] = j end
-  for i = 1, la do
-    local cur = { [0] = i }
-    for j = 1, lb do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[lb]
-end
-
-local function suggest(word, candidates)
-  if type(word) ~= "string" then return nil end
-  local best, bd = nil, 3
-  for _, c in ipairs(candidates) do
-    c = tostring(c)
-    local d = c:upper() == word:upper() and 0 or distance(word, c)
-    if d < bd then best, bd = c, d end
-  end
-  return best
 end
 
 -- ---------------------------------------------------------------------------
@@ -203,12 +126,8 @@ local function compile_string(node, path, desc)
     if max_len and n > max_len then
       return add(out, dp or path, desc, "must be at most " .. max_len .. " characters (has " .. n .. ")", v)
     end
-    if wc and (#v ~= n or n > wa) then
-      local ascii = #v:gsub("[\128-\255]", "")
-      local wide = n - ascii
-      if wide * wa + ascii * wc > wc * wa then
-        return add(out, dp or path, desc, sformat("must be at most %d Chinese characters or %d letters", wc, wa), v)
-      end
+    if wc and not fits(v, wc, wa) then
+      return add(out, dp or path, desc, sformat("must be at most %d Chinese characters or %d letters", wc, wa), v)
     end
     if forbid_class and sfind(v, forbid_class) then
       return add(out, dp or path, desc, "must not contain any of " .. forbid:gsub(".", "%0 "):sub(1, -2), v)
@@ -390,17 +309,6 @@ end
 -- to the node's checker above, which is the one authority on what is wrong
 -- (and finds nothing for, e.g., an integral float), so both paths agree.
 
--- a conservative width test with no scan: every extra byte of UTF-8 is
--- counted as (part of) a wide character, which can only overcount them; a
--- string it refuses goes to the exact count of the slow path
-local function width_ok(x, wc, wa)
-  local n = utf8len(x)
-  if not n then return false end
-  local w = #x - n
-  if w > n then w = n end
-  return w * wa + (n - w) * wc <= wc * wa
-end
-
 -- JSON texts seen valid are remembered (ext_info repeats across stocks)
 local json_memo, json_n = {}, 0
 local function json_ok(x)
@@ -451,7 +359,7 @@ local function generate(root)
         e = e .. " and #" .. x .. " > 0"
       end
       if max then e = e .. " and (#" .. x .. " <= " .. max .. " or (utf8len(" .. x .. ") or " .. max + 1 .. ") <= " .. max .. ")" end
-      if node.width then e = e .. " and width_ok(" .. x .. ", " .. node.width.cjk .. ", " .. node.width.ascii .. ")" end
+      if node.width then e = e .. " and fits(" .. x .. ", " .. node.width.cjk .. ", " .. node.width.ascii .. ")" end
       if node.forbid then
         e = e .. " and not sfind(" .. x .. ", " .. const("[" .. node.forbid:gsub("[%^%]%-%%]", "%%%0") .. "]") .. ")"
       end
@@ -515,13 +423,13 @@ local function generate(root)
     end
   end
 
-  emit("local K, add, report_unknown, width_ok, json_ok, rfc3339, utf8len, sfind, mtype, type, next = ...")
+  emit("local K, add, report_unknown, fits, json_ok, rfc3339, utf8len, sfind, mtype, type, next = ...")
   emit("return function(v0, out, ctx)")
   statement(root, "v0", "")
   emit("end")
   local code = table.concat(src, "\n")
   local chunk = assert(load(code, "=validate(generated)", "t", {}))
-  return chunk(K, add, report_unknown, width_ok, json_ok, rfc3339, utf8len, sfind, mtype, type, next), code
+  return chunk(K, add, report_unknown, fits, json_ok, rfc3339, utf8len, sfind, mtype, type, next), code
 end
 
 -- fast(node) -> the generated checker of a root node (cached)
@@ -600,13 +508,13 @@ end
 
 RULES.begin_not_past = function(x, out, r, ctx)
   if x.begin and x.begin < ctx.now - M.TRAVEL then
-    add(out, r.path, r.desc_field, "must not be in the past (now " .. M.iso(ctx.now) .. ")", x.bt)
+    add(out, r.path, r.desc_field, "must not be in the past (now " .. beijing(ctx.now) .. ")", x.bt)
   end
 end
 
 RULES.begin_within_365_days = function(x, out, r, ctx)
   if x.begin and x.begin - ctx.now > 365 * DAY then
-    add(out, r.path, r.desc_field, "must be at most 365 days ahead (latest " .. M.iso(ctx.now + 365 * DAY) .. ")", x.bt)
+    add(out, r.path, r.desc_field, "must be at most 365 days ahead (latest " .. beijing(ctx.now + 365 * DAY) .. ")", x.bt)
   end
 end
 
@@ -845,11 +753,6 @@ function M.request(method, path, body, opts)
   run(compile_endpoint(ep), ep, body, opts and opts.query, ctx, out)
   if out[1] then return false, out end
   return true
-end
-
--- iso(epoch) -> "2026-11-11T10:00:00+08:00" (Beijing time), for messages
-function M.iso(t)
-  return os.date("!%Y-%m-%dT%H:%M:%S+08:00", floor(t) + 8 * 3600)
 end
 
 -- format(findings) -> one line per finding:

@@ -1,0 +1,94 @@
+-- quan.time: times as WeChat Pay writes them. The API's times are RFC 3339
+-- with an explicit offset, and its zone is Beijing time (UTC+8, no daylight
+-- saving): what quan prints, and what the sandbox answers, is in that zone.
+-- Core layer: loads nothing.
+--
+--   time.BEIJING                   -> 28800, Beijing time's offset east of UTC in seconds
+--   time.beijing(epoch [, format]) -> os.date text of the Beijing wall-clock time at
+--                                     epoch seconds (the fraction dropped); format
+--                                     default "%Y-%m-%dT%H:%M:%S+08:00" (RFC 3339)
+--   time.parse(s [, lenient])      -> epoch seconds | nil, reason
+--
+-- parse reads "YYYY-MM-DDTHH:MM:SS[.fraction]+HH:MM" (or -HH:MM): a day that
+-- exists in the proleptic Gregorian calendar, hours 00-23, seconds 00-59, an
+-- offset of at most 23:59. The result is an integer, or a float when a
+-- fraction is given. Strict by default: an explicit numeric offset is
+-- required, as the API's "+08:00"; `lenient` also takes "Z" and a space in
+-- place of the offset's "+" (an unencoded "+" in a query string), as a server
+-- reading a query does. Non-string input gives nil, "not a string".
+local M = {}
+
+local type, tonumber = type, tonumber
+local floor = math.floor
+local smatch, date = string.match, os.date
+
+local DAY = 86400
+M.BEIJING = 8 * 3600
+
+-- beijing(epoch [, format]) -> text
+function M.beijing(t, format)
+  return date("!" .. (format or "%Y-%m-%dT%H:%M:%S+08:00"), floor(t) + M.BEIJING)
+end
+
+-- days_from_civil (Howard Hinnant): days since 1970-01-01 of a proleptic
+-- Gregorian date
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = (y >= 0 and y or y - 399) // 400
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = (153 * mp + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  return era * 146097 + doe - 719468
+end
+
+local MDAYS = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+local function days_in_month(y, m)
+  if m == 2 and (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) then return 29 end
+  return MDAYS[m]
+end
+
+local function parse(s, lenient)
+  local Y, Mo, D, h, mi, sec, frac, off = smatch(s,
+    "^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
+  if not Y then return nil, "not an RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS+08:00)" end
+  if frac == "." then return nil, "empty fraction of a second" end
+  Y, Mo, D, h, mi, sec = tonumber(Y), tonumber(Mo), tonumber(D), tonumber(h), tonumber(mi), tonumber(sec)
+  if Mo < 1 or Mo > 12 or D < 1 or D > days_in_month(Y, Mo) then return nil, "no such date" end
+  if h > 23 or mi > 59 or sec > 59 then return nil, "no such time of day" end
+  local t = days_from_civil(Y, Mo, D) * DAY + h * 3600 + mi * 60 + sec
+  if not (lenient and (off == "Z" or off == "z")) then
+    local sign, oh, om = smatch(off, lenient and "^([+ -])(%d%d):(%d%d)$" or "^([+-])(%d%d):(%d%d)$")
+    if not sign then
+      if off == "" then return nil, "missing the offset (e.g. +08:00)" end
+      if off == "Z" or off == "z" then return nil, "needs an explicit offset such as +08:00, not Z" end
+      return nil, "bad offset (expected +HH:MM)"
+    end
+    oh, om = tonumber(oh), tonumber(om)
+    if oh > 23 or om > 59 then return nil, "bad offset (expected +HH:MM)" end
+    local o = oh * 3600 + om * 60
+    if sign == "-" then t = t + o else t = t - o end
+  end
+  if #frac > 1 then t = t + tonumber("0" .. frac) end
+  return t
+end
+
+-- strict results are remembered (a campaign repeats the same few times); the
+-- memo is dropped when it grows past 512 entries
+local memo, memo_n = {}, 0
+
+-- parse(s [, lenient]) -> epoch seconds | nil, reason
+function M.parse(s, lenient)
+  if type(s) ~= "string" then return nil, "not a string" end
+  if lenient then return parse(s, true) end
+  local t = memo[s]
+  if t then return t end
+  local why
+  t, why = parse(s, false)
+  if not t then return nil, why end
+  if memo_n >= 512 then memo, memo_n = {}, 0 end
+  memo[s], memo_n = t, memo_n + 1
+  return t
+end
+
+return M
