@@ -44,13 +44,13 @@ $(BUILD)/embedded.o: $(BUILD)/embedded.c
 $(BUILD):
 	mkdir -p $(BUILD)
 
-test: all
+test: all cref
 	sh tests/run
 
 # AddressSanitizer + UBSan build running the same tests, then valgrind over
 # the native specs.
 check:
-	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined"
+	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined" all cref
 	QUAN=build/asan/quan ASAN_OPTIONS=detect_leaks=0 sh tests/run
 	$(MAKE) all
 	QUAN=build/quan sh tests/valgrind
@@ -66,7 +66,15 @@ fuzz: $(BUILD)/natives.h $(BUILD)/embedded.c
 	ASAN_OPTIONS=detect_leaks=0 build/fuzz/natives -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	  -artifact_prefix=build/fuzz/ build/fuzz/corpus tests/fuzz/seeds
 
-bench: all
+# The C reference client of `make bench` (scripts/bench/cref/): libcurl and
+# OpenSSL only, measured side by side with quan's client; never part of quan.
+cref: $(BUILD)/cref
+
+$(BUILD)/cref: scripts/bench/cref/client.c | $(BUILD)
+	$(CC) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra $(shell pkg-config --cflags libcurl openssl) \
+	  $(LDFLAGS) -o $@ $< $(shell pkg-config --libs libcurl openssl)
+
+bench: all cref
 	sh scripts/bench.sh
 
 install: all
@@ -76,4 +84,4 @@ install: all
 clean:
 	rm -rf build
 
-.PHONY: all test check fuzz bench install clean
+.PHONY: all cref test check fuzz bench install clean

@@ -6,8 +6,9 @@
  * (`quan help`).
  *
  * Everything runs inside one protected call (pmain); errors go through
- * msghandler, which adds a traceback; SIGINT sets a hook that raises
- * "interrupted!" the next time Lua code runs. */
+ * msghandler, which adds a traceback; SIGINT sets a hook that raises the
+ * interrupt (quan.h; it prints as "interrupted!") the next time Lua code
+ * runs. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,7 @@ static lua_State *globalL = NULL; /* for the SIGINT handler only */
 static void lstop(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
-  luaL_error(L, "interrupted!");
+  quan_interrupt(L);
 }
 
 static void laction(int sig) {
@@ -63,6 +64,7 @@ static int report(lua_State *L, int status) {
 /* msghandler(err) -> text with a traceback */
 static int msghandler(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
+  if (quan_is_interrupt(L, 1)) msg = luaL_tolstring(L, 1, NULL); /* a traceback: where it was, as lua.c */
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
       return 1; /* an error table that prints itself: no traceback needed */

@@ -680,7 +680,7 @@ describe("quan.batch engine", function()
       input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 4,
       send = function(item)
         -- what the host's SIGINT hook raises wherever Lua runs
-        if item.key == "o00050" then error("interrupted!", 0) end
+        if item.key == "o00050" then error(require("quan.os").interrupt, 0) end
         sent = sent + 1
         return { status = 200, json = { coupon_id = "C" .. item.key } }
       end,
@@ -703,6 +703,22 @@ describe("quan.batch engine", function()
     assert.equal(200, sum2.journal_counts.sent)
   end)
 
+  it("takes an error that only reads like a Ctrl-C for a bug in send: a stop, never exit 130", function()
+    local dir = sh.tmpdir()
+    for _, raised in ipairs { "interrupted!", "x.lua:1: interrupted!" } do
+      local sum = run_fake {
+        input = users_csv(dir, 20), journal = dir .. "/j" .. #raised .. ".db", batch_id = "B", concurrency = 2,
+        send = function(item)
+          if item.key == "o00005" then error(raised, 0) end
+          return { status = 200, json = { coupon_id = "C" .. item.key } }
+        end,
+      }
+      assert.equal(batch.exit.stopped, sum.exit_code)
+      assert.equal("ERROR", sum.stop_code)
+      assert.is_nil(sum.interrupted)
+    end
+  end)
+
   it("sends nothing more once a run has ended, when its tasks are resumed later", function()
     -- Ctrl-C at the REPL unwinds batch.run in the main thread; the workers
     -- stay suspended in the event loop, which the next command drives again
@@ -712,7 +728,7 @@ describe("quan.batch engine", function()
     debug.sethook(function()
       if not fired and calls >= 10 and not coroutine.isyieldable() then
         fired = true
-        error("interrupted!", 0)
+        error(require("quan.os").interrupt, 0)
       end
     end, "", 50)
     local sum = batch.run {

@@ -882,9 +882,18 @@ describe_live("wechatpay client against the stand-in server", function()
       local key = sh.read(fake.dir .. "/apiv3.key")
       local ct = crypto.aes_gcm_encrypt(key, "0123456789ab", "coupon", '{"coupon_id":"9"}')
       assert.equal('{"coupon_id":"9"}', wx:decrypt { ciphertext = ct, nonce = "0123456789ab", associated_data = "coupon" })
-      local plain, msg = wx:decrypt { ciphertext = ct, nonce = "0123456789ab", associated_data = "other" }
+      local plain, err = wx:decrypt { ciphertext = ct, nonce = "0123456789ab", associated_data = "other" }
       assert.is_nil(plain)
-      assert.is_string(msg)
+      assert.is_true(require("wechatpay.errors").is(err))
+      assert.equal("verify", err.kind)
+      assert.equal("decrypt", err.code)
+      assert.is_false(err.retryable)
+      assert.matches("^decrypt: the resource does not decrypt with the APIv3 key", err.message)
+      assert.matches("authentication failed", tostring(err))
+      -- a ciphertext that is not even base64 fails the same way
+      plain, err = wx:decrypt { ciphertext = "%%%", nonce = "0123456789ab" }
+      assert.is_nil(plain)
+      assert.equal("decrypt", err.code)
     end)
 
     -- notice{...} -> headers, body: a COUPON.USE notification as WeChat Pay

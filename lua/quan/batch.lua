@@ -294,10 +294,10 @@ function M.run(opts)
   -- batch: what was not committed stays in_flight or unread, and the next
   -- run sends it again with the same out_request_no.
   local function journal_write(fn)
-    local ok, err = pcall(j.transaction, j, fn)
-    if ok then return true end
-    if tostring(err):find("interrupted!", 1, true) then error(err, 0) end -- Ctrl-C: not the journal's fault
-    err = "journal: " .. tostring(err):gsub("^[^\n]-%.lua:%d+: ", "")
+    local ok, committed, err = pcall(j.transaction, j, function() fn(); return true end)
+    if ok and committed then return true end
+    if not ok and qos.is_interrupt(committed) then error(committed, 0) end -- Ctrl-C: not the journal's fault
+    err = "journal: " .. tostring(ok and err or committed):gsub("^[^\n]-%.lua:%d+: ", "")
     if stop_reason then report:event("error", { message = err }) else stop("JOURNAL", err) end
     return false
   end
@@ -437,8 +437,8 @@ function M.run(opts)
     local ok, res, err = pcall(opts.send, item)
     if ended then return end
     if not ok then
+      if qos.is_interrupt(res) then interrupted = true; error(res, 0) end
       local msg = tostring(res)
-      if msg:find("interrupted!", 1, true) then interrupted = true; error(res, 0) end
       -- a bug in send: the outcome is unknown; stop, keep the item to retry
       outcome(item, "failed", nil, "ERROR", msg)
       stop("ERROR", "send raised an error: " .. msg)
@@ -449,7 +449,7 @@ function M.run(opts)
       -- the answer must give a result the journal can hold; one it cannot
       -- read leaves the outcome unknown: retried with the same number
       local rok, value, why = pcall(resultfn, res, item)
-      if not rok and tostring(value):find("interrupted!", 1, true) then interrupted = true; error(value, 0) end
+      if not rok and qos.is_interrupt(value) then interrupted = true; error(value, 0) end
       if rok and (type(value) == "string" or math.type(value) == "integer" or (value == nil and why == nil)) then
         return outcome(item, "sent", value ~= nil and tostring(value) or nil)
       end
@@ -474,7 +474,7 @@ function M.run(opts)
     end
   end
 
-  -- a Ctrl-C raises "interrupted!" in whichever task runs: that worker ends
+  -- a Ctrl-C raises the interrupt in whichever task runs: that worker ends
   -- with it, and the others take no new row (take) and end too
   local function worker()
     local ok, err = pcall(function()
@@ -485,7 +485,7 @@ function M.run(opts)
       end
     end)
     if not ok then
-      if tostring(err):find("interrupted!", 1, true) then interrupted = true end
+      if qos.is_interrupt(err) then interrupted = true end
       error(err, 0)
     end
   end
@@ -504,20 +504,20 @@ function M.run(opts)
     end)
     for _, t in ipairs(tasks) do
       local tok, terr = pcall(t.wait, t)
-      -- an error (Ctrl-C raises "interrupted!" wherever Lua runs) ends the
+      -- an error (Ctrl-C raises the interrupt wherever Lua runs) ends the
       -- run at once: what is done is committed below, the rest resumes
       if not tok then error(terr, 0) end
     end
     running = false
     -- the progress display failing must not fail the run, nor pass unseen
     local pok, perr = pcall(ticker.wait, ticker)
-    if not pok and not tostring(perr):find("interrupted!", 1, true) then
+    if not pok and not qos.is_interrupt(perr) then
       io.stderr:write("quan.batch: progress display: ", tostring(perr), "\n")
     end
   end)
   running, ended = false, true
   if not ok then
-    if tostring(err):find("interrupted!", 1, true) then
+    if qos.is_interrupt(err) then
       interrupted = true
     else
       stop("ERROR", "engine: " .. tostring(err))

@@ -713,8 +713,9 @@ function Client.download(wx, url)
   return r, err
 end
 
--- wx:decrypt{ciphertext=, nonce=, associated_data=} -> plaintext | nil, msg
--- (AEAD_AES_256_GCM with the APIv3 key: notification resources)
+-- wx:decrypt{ciphertext=, nonce=, associated_data=} -> plaintext | nil, err
+-- (AEAD_AES_256_GCM with the APIv3 key: notification resources); err is a
+-- verify error, code "decrypt" (a wrong APIv3 key, or altered data)
 function Client.decrypt(wx, resource)
   if getmetatable(wx) ~= Client then error("decrypt: call it with ':' (wx:decrypt{...})", 2) end
   if type(resource) ~= "table" or type(resource.ciphertext) ~= "string" or type(resource.nonce) ~= "string" then
@@ -722,7 +723,14 @@ function Client.decrypt(wx, resource)
   end
   local key = state[wx].apiv3
   if not key then error("decrypt: the client has no apiv3_key", 2) end
-  return require("quan.crypto").aes_gcm_decrypt(key, resource.nonce, resource.associated_data or "", resource.ciphertext)
+  local plain, why = require("quan.crypto").aes_gcm_decrypt(key, resource.nonce, resource.associated_data or "",
+    resource.ciphertext)
+  if not plain then
+    return nil, errors.new { kind = "verify", code = "decrypt",
+      message = "decrypt: the resource does not decrypt with the APIv3 key (a wrong apiv3_key, or altered data): "
+        .. tostring(why) }
+  end
+  return plain
 end
 
 -- open(key, r) -> plaintext | nil, code, why: an AEAD_AES_256_GCM resource

@@ -8,6 +8,7 @@ local M = {}
 
 local crypto = require "quan.crypto"
 local sqlite = require "quan.sqlite"
+local check = sqlite.check -- a database failure raises: the request answers 500
 local qos = require "quan.os"
 local cjson = require "cjson.safe"
 local store = require "quan.sandbox.store"
@@ -258,12 +259,12 @@ local function build(dir)
   -- [, retry_in_seconds]}
   local function attempt(row)
     local now = qos.time()
-    db:run("UPDATE notifications SET next_at = ? WHERE event_id = ?", now + LEASE, row.event_id)
+    check(db:run("UPDATE notifications SET next_at = ? WHERE event_id = ?", now + LEASE, row.event_id))
     if row.attempts > 0 then
-      local cb = db:first("SELECT switch FROM callbacks WHERE mchid = ? AND notify_url = ?", id.mchid, row.notify_url)
+      local cb = check(db:first("SELECT switch FROM callbacks WHERE mchid = ? AND notify_url = ?", id.mchid, row.notify_url))
       if not cb or cb.switch == 0 then
-        db:run("UPDATE notifications SET state = 'failed', next_at = NULL, last_error = ?, update_time = ? WHERE event_id = ?",
-          "callback switched off or changed: no more retries", floor(now), row.event_id)
+        check(db:run("UPDATE notifications SET state = 'failed', next_at = NULL, last_error = ?, update_time = ? WHERE event_id = ?",
+          "callback switched off or changed: no more retries", floor(now), row.event_id))
         return
       end
     end
@@ -280,9 +281,9 @@ local function build(dir)
     local policy = load_control().notify
     local wait = not delivered and attempts <= policy.retries and policy.retry_interval or nil
     local state = delivered and "delivered" or (wait and "pending" or "failed")
-    db:run("UPDATE notifications SET attempts = attempts + 1, state = ?, next_at = ?, last_status = ?, last_error = ?, "
+    check(db:run("UPDATE notifications SET attempts = attempts + 1, state = ?, next_at = ?, last_status = ?, last_error = ?, "
       .. "update_time = ? WHERE event_id = ?", state, wait and qos.time() + wait, res and res.status,
-      not res and err or nil, floor(qos.time()), row.event_id)
+      not res and err or nil, floor(qos.time()), row.event_id))
     return {notify_url = row.notify_url, attempts = attempts, state = state, status = res and res.status,
       error = not res and err or nil, retry_in_seconds = wait}
   end
@@ -291,14 +292,14 @@ local function build(dir)
   -- when no callback URL is set (or it is switched off), else attempt()'s
   -- delivery
   local function deliver(note, ca_file)
-    local cb = db:first("SELECT notify_url, switch FROM callbacks WHERE mchid = ?", id.mchid)
+    local cb = check(db:first("SELECT notify_url, switch FROM callbacks WHERE mchid = ?", id.mchid))
     if not cb or cb.switch == 0 then return nil end
     local row = {event_id = cjson.decode(note.body).id, notify_url = cb.notify_url, body = note.body,
       ca_file = ca_file, attempts = 0}
     local now = floor(qos.time())
-    db:run("INSERT INTO notifications (event_id, notify_url, body, ca_file, attempts, state, next_at, create_time, update_time) "
+    check(db:run("INSERT INTO notifications (event_id, notify_url, body, ca_file, attempts, state, next_at, create_time, update_time) "
       .. "VALUES (?, ?, ?, ?, 0, 'pending', ?, ?, ?)", row.event_id, row.notify_url, row.body, ca_file,
-      now + LEASE, now, now)
+      now + LEASE, now, now))
     return attempt(row)
   end
 
@@ -306,8 +307,8 @@ local function build(dir)
   -- call, as it may wait DELIVERY_TIMEOUT and the caller's wait checks for
   -- signals between calls
   local function run_due()
-    local row = db:first("SELECT * FROM notifications WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at LIMIT 1",
-      qos.time())
+    local row = check(db:first("SELECT * FROM notifications WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at LIMIT 1",
+      qos.time()))
     if not row then return 0 end
     attempt(row)
     return 1
@@ -331,7 +332,7 @@ local function build(dir)
         return answer_error({status = 400, code = "PARAM_ERROR", message = "retries must be a whole number from 0 to 100",
           field = "retries"})
       end
-      db:transaction(function()
+      check(db:transaction(function()
         local cur = cjson.decode(store.get_control(db)) or {}
         local n = type(cur.notify) == "table" and cur.notify or {}
         if interval ~= nil then n.retry_interval = interval end
@@ -339,7 +340,7 @@ local function build(dir)
         if signed_by ~= nil then n.signed_by = signed_by end
         cur.notify = n
         store.set_control(db, cur)
-      end)
+      end))
     end
     local policy = load_control().notify
     local list, now = {}, qos.time()
@@ -392,11 +393,11 @@ local function build(dir)
         end
         local f, err = util.parse_faults(spec)
         if not f then return answer_error({status = 400, code = "PARAM_ERROR", message = err, field = "spec"}) end
-        db:transaction(function()
+        check(db:transaction(function()
           local cur = cjson.decode(store.get_control(db)) or {}
           cur.faults = f
           store.set_control(db, cur)
-        end)
+        end))
         return signed(200, cjson.encode {faults = util.format_faults(f)})
       end
       return signed(200, cjson.encode {faults = util.format_faults(c.faults)})
@@ -405,7 +406,7 @@ local function build(dir)
         local b, berr = control_body(req)
         if not b then return answer_error(berr) end
         local offset
-        db:transaction(function()
+        check(db:transaction(function()
           local cur = cjson.decode(store.get_control(db)) or {}
           offset = cur.clock_offset or 0
           if b.advance_seconds ~= nil then
@@ -419,7 +420,7 @@ local function build(dir)
           end
           cur.clock_offset = offset
           store.set_control(db, cur)
-        end)
+        end))
         if not offset then
           return answer_error({status = 400, code = "PARAM_ERROR", message = "advance_seconds must be a number >= 0 (the clock only moves forward)",
             field = "advance_seconds"})
@@ -536,7 +537,7 @@ local function build(dir)
     local ctx = {mchid = id.mchid, appid = id.appid, now = floor(qos.time() + (c.clock_offset or 0)), sha256 = sha256}
     -- one write transaction per request: the nonce and the business change
     local res
-    res, err = db:transaction(function()
+    res, err = check(db:transaction(function()
       if not store.remember_nonce(db, auth.mchid, auth.nonce_str, floor(qos.time())) then return nil, REPLAY end
       store.count_request(db, req.method, route and (route[3] and PREFIX .. route[3] or path) or "(no such endpoint)")
       if not route then
@@ -550,7 +551,7 @@ local function build(dir)
       end
       if body_err then return nil, body_err end
       return dispatch(action, ctx, captures, body, query, parts)
-    end)
+    end))
     if route and res and faults.drop and random() < faults.drop then return "drop" end
     local tamper = route and faults.tamper and #faults.tamper > 0 and random() < (faults.tamper_rate or 1) and faults.tamper or nil
     if not res then return answer_error(err, err.location or location, tamper) end

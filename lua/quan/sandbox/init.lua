@@ -155,11 +155,11 @@ function M.main(o, arguments)
   local cjson = require "cjson"
   local db = assert(sqlite.open(dir .. "/sandbox.db"))
   store.migrate(db)
-  db:transaction(function()
+  sqlite.check(db:transaction(function()
     local cur = cjson.decode(store.get_control(db))
     cur.faults = faults
     store.set_control(db, cur)
-  end)
+  end))
   db:close()
   -- between waits, retry the notifications that are due (a failure there is
   -- logged, never fatal: the API goes on answering)
