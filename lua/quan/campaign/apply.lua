@@ -256,9 +256,14 @@ function M.main(o, arguments)
   local run = setmetatable({ session = s, state = state, ctx = ctx, taken = taken }, Run)
   local ok, done, failed = pcall(Run.steps, run, list)
   if not ok then
-    if not dry then pcall(state.end_run, state, 1, nil) end
+    if not dry then pcall(state.end_run, state, EXIT.failed, nil) end
     finish(nil)
-    error(done, 0)
+    if qos.is_interrupt(done) then error(done, 0) end -- a Ctrl-C: what was recorded stays; apply again
+    -- the state could not be written (a full disk, a damaged file): stop
+    -- here; the step in hand is recorded as started, so the next apply
+    -- settles it by reading
+    io.stderr:write("quan apply: ", tostring(done), "\n")
+    return EXIT.failed
   end
   local counts = {}
   for i = 1, done do counts[list[i].action] = (counts[list[i].action] or 0) + 1 end

@@ -335,10 +335,13 @@ function M.load(path)
   if type(path) ~= "string" then error("campaign.load: path must be a string", 2) end
   local chunk, lerr = loadfile(path, "t")
   if not chunk then return nil, { { message = tostring(lerr) } } end   -- "path:line: ..." already
+  local qos = require "quan.os"
   local ok, value = xpcall(chunk, function(e)
+    if qos.is_interrupt(e) then return e end -- a Ctrl-C goes on as itself
     if type(e) == "table" and getmetatable(e) and getmetatable(e).__tostring then e = tostring(e) end
     return tostring(e)
   end)
+  if not ok and qos.is_interrupt(value) then error(value, 0) end
   if not ok then
     -- an error raised at a line of the file names it; any other is the file's
     if not value:find("^" .. path:gsub("%p", "%%%0") .. ":%d+:") then value = display(path) .. ": " .. value end

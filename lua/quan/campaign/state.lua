@@ -16,6 +16,11 @@ local M = {}
 local sqlite = require "quan.sqlite"
 local qos = require "quan.os"
 
+-- a statement that fails to run (busy past the timeout, a full disk, a
+-- damaged file) raises "sqlite: ...": the state cannot be trusted past it,
+-- and apply stops there (what was recorded stays recorded)
+local check = sqlite.check
+
 M.VERSION = 1
 M.FORMAT = "quan campaign state"
 
@@ -85,9 +90,9 @@ end
 local State = {}
 State.__index = State
 
--- check(db, path) -> true | nil, message: a file with tables of another
+-- inspect(db, path) -> true | nil, message: a file with tables of another
 -- kind is refused, a damaged one too
-local function check(db, path)
+local function inspect(db, path)
   local ok, e = pcall(function()
     local tables = {}
     for r in db:rows("SELECT name FROM sqlite_master WHERE type = 'table'") do tables[r.name] = true end
@@ -106,7 +111,7 @@ local function check(db, path)
 end
 
 local function get_meta(db, name)
-  local r = db:first("SELECT value FROM meta WHERE name = ?", name)
+  local r = check(db:first("SELECT value FROM meta WHERE name = ?", name))
   return r and r.value
 end
 
@@ -168,20 +173,20 @@ function M.open(path, expect)
     lock:close()
     return nil, "state " .. path .. ": " .. tostring(err), "open"
   end
-  local ok, cerr = check(db, path)
+  local ok, cerr = inspect(db, path)
   if ok then
     ok, cerr = pcall(function()
-      db:exec(SCHEMA)
-      db:transaction(function()
+      check(db:exec(SCHEMA))
+      check(db:transaction(function()
         if get_meta(db, "format") == nil then
           for _, kv in ipairs {
             { "format", M.FORMAT }, { "version", tostring(M.VERSION) }, { "campaign", expect.campaign },
             { "mchid", expect.mchid }, { "api", expect.api }, { "created", ("%.3f"):format(qos.time()) },
           } do
-            db:run("INSERT INTO meta (name, value) VALUES (?, ?)", kv[1], kv[2])
+            check(db:run("INSERT INTO meta (name, value) VALUES (?, ?)", kv[1], kv[2]))
           end
         end
-      end)
+      end))
     end)
     if not ok then cerr = "state " .. path .. ": " .. tostring(cerr) end
   end
@@ -205,7 +210,7 @@ function M.read(path, expect)
   if not exists(path) then return false end
   local db, err = sqlite.open(path)
   if not db then return nil, "state " .. path .. ": " .. tostring(err), "open" end
-  local ok, cerr = check(db, path)
+  local ok, cerr = inspect(db, path)
   if not ok then db:close() return nil, cerr, "open" end
   local self = setmetatable({ path = path, db = db }, State)
   local mok, merr = pcall(load_meta, self)
@@ -234,17 +239,18 @@ end
 -- state:begin_run(command) -> run id; steps an earlier apply left started
 -- (killed meanwhile) become interrupted
 function State:begin_run(command)
-  return self.db:transaction(function()
-    self.db:run("UPDATE steps SET state = 'interrupted', ended = ? WHERE state = 'started'", qos.time())
-    local _, id = self.db:run("INSERT INTO runs (pid, command, started) VALUES (?, ?, ?)", qos.getpid(), command, qos.time())
+  return check(self.db:transaction(function()
+    check(self.db:run("UPDATE steps SET state = 'interrupted', ended = ? WHERE state = 'started'", qos.time()))
+    local _, id = check(self.db:run("INSERT INTO runs (pid, command, started) VALUES (?, ?, ?)", qos.getpid(), command,
+      qos.time()))
     self.run = id
     return id
-  end)
+  end))
 end
 
 -- state:end_run(exit, summary_json)
 function State:end_run(code, summary)
-  self.db:run("UPDATE runs SET ended = ?, exit = ?, summary = ? WHERE id = ?", qos.time(), code, summary, self.run)
+  check(self.db:run("UPDATE runs SET ended = ?, exit = ?, summary = ? WHERE id = ?", qos.time(), code, summary, self.run))
 end
 
 -- state:begin_step(key, action, fields) -> step id, committed before the
@@ -252,30 +258,30 @@ end
 -- create out_request_no (the key's record is made or updated with it, its
 -- stock_id left as it was)
 function State:begin_step(key, action, f)
-  return self.db:transaction(function()
+  return check(self.db:transaction(function()
     local now = qos.time()
     if action == "create" then
-      self.db:run([[INSERT INTO stocks (key, out_request_no, stock_id, request, origin, status, updated)
+      check(self.db:run([[INSERT INTO stocks (key, out_request_no, stock_id, request, origin, status, updated)
         VALUES (?, ?, NULL, ?, 'created', NULL, ?)
         ON CONFLICT (key) DO UPDATE SET out_request_no = excluded.out_request_no, request = excluded.request,
-          updated = excluded.updated]], key, f.out_request_no, f.request, now)
+          updated = excluded.updated]], key, f.out_request_no, f.request, now))
     end
-    local _, id = self.db:run([[INSERT INTO steps (run, key, action, state, stock_id, request, started)
-      VALUES (?, ?, ?, 'started', ?, ?, ?)]], self.run, key, action, f.stock_id, f.request, now)
+    local _, id = check(self.db:run([[INSERT INTO steps (run, key, action, state, stock_id, request, started)
+      VALUES (?, ?, ?, 'started', ?, ?, ?)]], self.run, key, action, f.stock_id, f.request, now))
     return id
-  end)
+  end))
 end
 
 -- state:end_step(id, outcome, answer, record) — outcome "done" | "failed";
 -- record (optional): {key =, stock_id =, status =, origin =, out_request_no =,
 -- request =} written to the key's record in the same transaction
 function State:end_step(id, outcome, answer, record)
-  self.db:transaction(function()
+  check(self.db:transaction(function()
     local now = qos.time()
-    self.db:run("UPDATE steps SET state = ?, answer = ?, ended = ?, stock_id = coalesce(?, stock_id) WHERE id = ?",
-      outcome, answer, now, record and record.stock_id, id)
+    check(self.db:run("UPDATE steps SET state = ?, answer = ?, ended = ?, stock_id = coalesce(?, stock_id) WHERE id = ?",
+      outcome, answer, now, record and record.stock_id, id))
     if record then self:put(record, now) end
-  end)
+  end))
 end
 
 -- state:put(record [, now]): writes a key's record (inside or outside a
@@ -284,13 +290,13 @@ end
 function State:put(r, now)
   local args = { key = r.key, out_request_no = r.out_request_no, stock_id = r.stock_id, request = r.request,
     origin = r.origin, status = r.status, now = now or qos.time() }
-  local changes = self.db:run([[UPDATE stocks SET
+  local changes = check(self.db:run([[UPDATE stocks SET
       out_request_no = coalesce(:out_request_no, out_request_no), stock_id = coalesce(:stock_id, stock_id),
       request = coalesce(:request, request), origin = coalesce(:origin, origin),
-      status = coalesce(:status, status), updated = :now WHERE key = :key]], args)
+      status = coalesce(:status, status), updated = :now WHERE key = :key]], args))
   if changes == 0 then
-    self.db:run([[INSERT INTO stocks (key, out_request_no, stock_id, request, origin, status, updated)
-      VALUES (:key, :out_request_no, :stock_id, :request, coalesce(:origin, 'created'), :status, :now)]], args)
+    check(self.db:run([[INSERT INTO stocks (key, out_request_no, stock_id, request, origin, status, updated)
+      VALUES (:key, :out_request_no, :stock_id, :request, coalesce(:origin, 'created'), :status, :now)]], args))
   end
 end
 

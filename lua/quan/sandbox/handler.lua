@@ -448,7 +448,7 @@ local function build(dir)
         if b.reset ~= true then
           return answer_error({status = 400, code = "PARAM_ERROR", message = "the only request is {\"reset\": true}", field = "reset"})
         end
-        db:run("DELETE FROM requests")
+        check(db:run("DELETE FROM requests"))
       end
       return signed(200, util.encode(store.request_counts(db)))
     end

@@ -126,8 +126,8 @@ end
 -- count_request(db, method, template): one more API request to the
 -- endpoint (its path template); what GET /sandbox/requests reports
 function M.count_request(db, method, template)
-  db:run("INSERT INTO requests (method, template, count) VALUES (?, ?, 1) "
-    .. "ON CONFLICT (method, template) DO UPDATE SET count = count + 1", method, template)
+  check(db:run("INSERT INTO requests (method, template, count) VALUES (?, ?, 1) "
+    .. "ON CONFLICT (method, template) DO UPDATE SET count = count + 1", method, template))
 end
 
 -- request_counts(db) -> {total, by_method = {GET = n, ...}, data = {{method, template, count}, ...}}
