@@ -499,6 +499,19 @@ return {
     end
   end)
 
+  it("says each problem of a declaration on a line of its own, and nothing more", function()
+    sh.write(dir .. "/y.lua", 'return { name = "y", stoks = {} }')
+    local out, err, code = sh.run("cd " .. sh.quote(dir) .. " && " .. q .. " plan y.lua")
+    assert.equal(1, code, out .. err)
+    assert.equal("", out)
+    assert.equal("quan plan: y.lua: unknown field 'stoks' in the campaign (did you mean 'stocks'?) "
+      .. "(fields: name, notifications, sends, stocks)\n"
+      .. "quan plan: y.lua: 'stocks' must be a table { key = { state = ..., json = {...} } }, got nil\n", err)
+    out, err, code = sh.run("cd " .. sh.quote(dir) .. " && " .. q .. " check y.lua")
+    assert.equal(1, code, out .. err)
+    assert.matches("^quan check: y%.lua: unknown field 'stoks'.-got nil\n$", err)
+  end)
+
   it("explains its usage, with exit 2", function()
     for _, c in ipairs {
       { "plan", "expected CAMPAIGN%.lua" }, { "plan --bogus x.lua", "unknown option '%-%-bogus'" },

@@ -9,8 +9,6 @@
 --   command.EXIT = { ok = 0, failed = 1, usage = 2, changes = 3, busy = 6 }
 local M = {}
 
-local format = require "quan.format"
-
 M.EXIT = { ok = 0, failed = 1, usage = 2, changes = 3, busy = 6 }
 
 -- sandbox_clock(wx) -> epoch seconds of the business clock when the
@@ -35,6 +33,7 @@ end
 function M.session(decl, o)
   local wechatpay = require "wechatpay"
   local ok, wx = pcall(wechatpay.client, o.profile)
+  if not ok and require("quan.os").is_interrupt(wx) then error(wx, 0) end
   if not ok then return nil, tostring(wx), M.EXIT.failed end
   local s = { wx = wx, mchid = wx.mchid, base_url = wx.base_url, api = require("quan.campaign.state").api_of(wx.base_url) }
   local private = rawget(wx, "sandbox")
@@ -61,7 +60,7 @@ end
 function M.load(file, who)
   local decl, problems = require("quan.campaign").load(file)
   if not decl then
-    io.stderr:write(require("quan.campaign").format_problems(problems):gsub("[^\n]+", who .. ": %0"), "\n")
+    io.stderr:write((require("quan.campaign").format_problems(problems):gsub("[^\n]+", who .. ": %0")), "\n")
     return nil
   end
   return decl
@@ -74,7 +73,5 @@ function M.head(decl, s, path, note)
     now = s.now, clock = s.clock,
   }
 end
-
-M.format = format
 
 return M

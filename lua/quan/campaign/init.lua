@@ -100,9 +100,11 @@ end
 -- ---------------------------------------------------------------------------
 -- reading a declaration
 
--- is_declaration(v) -> true for what a campaign file returns
+-- is_declaration(v) -> true for what a campaign file returns: a campaign,
+-- or a table with `stocks` or a string `name` (then its problems, a
+-- misspelt field too, are the campaign's to report)
 function M.is_declaration(v)
-  return type(v) == "table" and (getmetatable(v) == Campaign or (type(v.stocks) == "table" and v.name ~= nil))
+  return type(v) == "table" and (getmetatable(v) == Campaign or v.stocks ~= nil or type(v.name) == "string")
 end
 
 -- plain(v, seen) -> a deep copy without metatables (a favor.stock keeps its

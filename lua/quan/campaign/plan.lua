@@ -630,7 +630,7 @@ function M.check(path, value, opts)
   opts = opts or {}
   local decl, problems = campaign.declaration(value, path)
   if not decl then
-    io.stderr:write(campaign.format_problems(problems):gsub("[^\n]+", "quan check: %0"), "\n")
+    io.stderr:write((campaign.format_problems(problems):gsub("[^\n]+", "quan check: %0")), "\n")
     return 1
   end
   local state_path = opts.state or (path .. ".state")
