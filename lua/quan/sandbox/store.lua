@@ -130,6 +130,11 @@ function M.count_request(db, method, template)
     .. "ON CONFLICT (method, template) DO UPDATE SET count = count + 1", method, template))
 end
 
+-- reset_requests(db): the counts back to zero
+function M.reset_requests(db)
+  check(db:run("DELETE FROM requests"))
+end
+
 -- request_counts(db) -> {total, by_method = {GET = n, ...}, data = {{method, template, count}, ...}}
 function M.request_counts(db)
   local total, by_method, data = 0, {}, {}
@@ -350,7 +355,9 @@ function M.list_stocks(db, ctx, q)
   return {total_count = total, offset = offset, limit = limit, data = util.array(data)}
 end
 
--- list_merchants / list_items(db, ctx, stock_id, query) -> page of strings
+-- list_merchants / list_items(db, ctx, stock_id, query) -> page of strings;
+-- offset is a page index from 0, as on every list of the family (the
+-- schema's paging; fidelity research item a)
 local function stock_list(db, stock_id, q, field, max_offset, max_limit, default)
   local offset, err = query_int(q, "offset", 0, 0, max_offset, true); if not offset then return nil, err end
   local limit; limit, err = query_int(q, "limit", 10, 1, max_limit, true); if not limit then return nil, err end
@@ -362,7 +369,7 @@ local function stock_list(db, stock_id, q, field, max_offset, max_limit, default
   local cur = cjson.decode(row.request).coupon_use_rule or {}
   local all = type(cur[field]) == "table" and cur[field] or default(row)
   local data = {}
-  for i = offset + 1, math.min(#all, offset + limit) do data[#data + 1] = all[i] end
+  for i = offset * limit + 1, math.min(#all, (offset + 1) * limit) do data[#data + 1] = all[i] end
   return {total_count = #all, offset = offset, limit = limit, stock_id = stock_id, data = util.array(data)}
 end
 
