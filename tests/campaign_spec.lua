@@ -451,7 +451,7 @@ return {
     assert.equal(1, code, out .. err)
     assert.matches("warning: plain%.lua:12: stock 'cheap': 面额 coupon_amount is 12 分 = ¥0%.12, under ¥1: 元 typed as 分%?", out)
     assert.matches("warning: plain%.lua:12: stock 'cheap': 门槛 transaction_minimum is 100 分 = ¥1%.00, under ¥2", out)
-    assert.matches("error: plain%.lua:19: stock 'bad%-one': stock_use_rule%.max_coupons %(发放总上限%): must be at least 5, got 3", out)
+    assert.matches("error: plain%.lua:19: stock 'bad%-one': stock_use_rule%.max_coupons %(发放总上限%): must be at least 5 coupons, got 3", out)
     assert.matches("面额 ¥0%.12 · 门槛 ¥1%.00 · 总预算 ¥12%.00 = 100 × ¥0%.12", out)
     assert.matches("campaign: 3 stocks · 203 coupons · 总预算 ¥1,072%.00", out)
     out, err, code = check("--json --now '2026-12-06 10:00' plain.lua")
