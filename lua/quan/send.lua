@@ -8,6 +8,7 @@
 --   send.main(opts, args) -> exit code (quan.cli's entry)
 --   send.worst(a, b, ...) -> the exit code that says most of several runs
 --   send.describe(summary) -> one line for a person
+--   send.journal_beside(state_path, name) -> a campaign send's journal path
 --
 -- The work is quan.batch.coupons over quan.batch (docs/batches.md): this
 -- module turns a command line or a campaign's send into its options, keeps
@@ -60,6 +61,24 @@ function M.describe(s)
   add(s.in_flight, "outcome unknown")
   return ("batch %s: %s; exit %d (%s)"):format(tostring(s.batch), #parts > 0 and table.concat(parts, ", ") or "no rows",
     s.exit_code or 0, s.exit_reason or "")
+end
+
+-- journal_beside(state_path, name) -> the journal of the campaign send
+-- `name`, beside the campaign's state: STATE without ".state", ".send-",
+-- the name, ".journal" ("double12.lua.state", "night" ->
+-- "double12.lua.send-night.journal"). A name with characters other than
+-- letters, digits, "-", "_" and "." has them replaced by "_" and 8 hex
+-- digits of its SHA-256 added, so two names never share a journal.
+function M.journal_beside(state_path, name)
+  if type(state_path) ~= "string" or state_path == "" then
+    error("send.journal_beside: state_path must be a path", 2)
+  end
+  if type(name) ~= "string" or name == "" then error("send.journal_beside: name must be a non-empty string", 2) end
+  local safe = name:gsub("[^%w%-_.]", "_")
+  if safe ~= name or safe:sub(1, 1) == "." then
+    safe = safe .. "-" .. require("quan.crypto").sha256(name):sub(1, 8)
+  end
+  return state_path:gsub("%.state$", "") .. ".send-" .. safe .. ".journal"
 end
 
 local run_opts = {
