@@ -260,7 +260,7 @@ end
 local Scratch = {}
 Scratch.__index = Scratch
 function Scratch:remove()
-  for _, suffix in ipairs { ".lock", "-wal", "-shm", "" } do os.remove(self.path .. suffix) end
+  for _, suffix in ipairs { "-wal", "-shm", "" } do os.remove(self.path .. suffix) end
   os.remove(self.dir)
 end
 Scratch.__close = Scratch.remove
