@@ -1149,6 +1149,23 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.matches("^GET /v3/echo: ", err.message)
     end)
 
+    it("sends a GET without a body, so that a kept-alive connection found closed costs it nothing", function()
+      local res = assert(wx.v3.echo:get())
+      assert.is_nil(res.json.headers["content-length"])
+      assert.is_nil(res.json.headers["transfer-encoding"])
+      local stale = res.json.stale
+      -- answered; the server then closes the next kept-alive connection a request arrives on
+      assert(wx.v3.echo:get { headers = { ["X-Fake"] = "close_next" } })
+      res = assert(wx.v3.echo:get { query = { again = "yes" } }) -- sent again on a new connection
+      assert.equal(stale + 1, res.json.stale)
+      assert.equal("again=yes", res.json.query)
+      -- a POST is never sent twice: its outcome is unknown, and the caller decides
+      assert(wx.v3.echo:get { headers = { ["X-Fake"] = "close_next" } })
+      local err = fails("network", "recv", wx.v3.echo:post { json = { once = true } })
+      assert.matches("not sent again", err.message)
+      assert.equal(stale + 2, assert(wx.v3.echo:get()).json.stale)
+    end)
+
     it("rejects the promise of an Async verb; :wait() re-raises the table", function()
       local p = wx.v3.echo:getAsync { headers = { ["X-Fake"] = "status=400" } }
       local ok, err = pcall(p.wait, p)
