@@ -16,8 +16,9 @@
 -- as /tmp excepted); a key file must not be open to others (to group
 -- either, when it is the user's own), as ssh requires. A config file other
 -- than ~/.config/quan/config.lua is announced on stderr. The file is run
--- in a child process (quan -E -e), bounded in instructions, wall-clock
--- time, CPU time and memory; the table it returns comes back as data.
+-- in a child process (quan -E -l config=wechatpay.config -e ...), bounded
+-- in instructions, wall-clock time, CPU time and memory; the table it
+-- returns comes back as data.
 local errors = require "wechatpay.errors"
 
 local M = {}
@@ -221,7 +222,7 @@ local function evaluate(path)
   return true, cfg
 end
 
--- child(path): the child process's side (quan -E -e): lowers its own
+-- child(path): the child process's side (quan -E -l ... -e): lowers its own
 -- limits, evaluates the file and writes "ok\n" and the returned value as a
 -- Lua literal, or "error\n" and the message, on stdout
 function M.child(path)
@@ -259,8 +260,8 @@ local function in_child(path, qos)
   local tmp = getenv("TMPDIR")
   local dir, derr = qos.mkdtemp(((tmp and tmp ~= "") and tmp or "/tmp") .. "/quan-config-")
   if not dir then conferr("config file %s: no folder for its evaluation (%s)", path, tostring(derr)) end
-  local code = ("require('wechatpay.config').child(%q)"):format(path)
-  local pid, perr = qos.spawn({ exe, "-E", "-e", code }, { stdin = "/dev/null", stdout = dir .. "/out" })
+  local pid, perr = qos.spawn({ exe, "-E", "-l", "config=wechatpay.config", "-e", ("config.child(%q)"):format(path) },
+    { stdin = "/dev/null", stdout = dir .. "/out" })
   if not pid then
     remove_dir(dir)
     conferr("config file %s: cannot start its evaluation (%s)", path, tostring(perr))
