@@ -1,6 +1,9 @@
 /* host.c: makes a Lua state quan's: natives and embedded modules reachable
  * through require, and the client ("wechatpay") with quan's tools plugged
- * into its hooks. */
+ * into its hooks; the one failure result of the natives and the interrupt
+ * value (quan.h). */
+#include <ctype.h>
+#include <stdarg.h>
 #include <string.h>
 #include "quan.h"
 
@@ -81,6 +84,8 @@ void quan_openlibs(lua_State *L) {
   lua_pushcfunction(L, embedded_searcher);
   lua_rawseti(L, -2, 2);
   lua_pop(L, 2);
+  quan_push_interrupt(L); /* made now: a Ctrl-C hook only looks it up */
+  lua_pop(L, 1);
 }
 
 lua_State *quan_newstate(void) {
@@ -89,4 +94,62 @@ lua_State *quan_newstate(void) {
   luaL_openlibs(L);
   quan_openlibs(L);
   return L;
+}
+
+/* ---- failures -------------------------------------------------------------- */
+
+int quan_fail(lua_State *L, const char *code, const char *fmt, ...) {
+  va_list ap;
+  lua_pushnil(L);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_pushstring(L, code);
+  return 3;
+}
+
+int quan_fail_errno(lua_State *L, int e, const char *what) {
+  char code[32] = "error";
+  const char *name = strerrorname_np(e); /* "ENOENT" */
+  if (name != NULL && name[0] == 'E' && name[1] != '\0') {
+    size_t n = 0;
+    for (const char *c = name + 1; *c && n < sizeof code - 1; c++) code[n++] = (char)tolower((unsigned char)*c);
+    code[n] = '\0';
+  }
+  return quan_fail(L, code, "%s: %s", what, strerror(e));
+}
+
+/* ---- interrupts ------------------------------------------------------------ */
+
+static const char interrupt_key = 'i'; /* registry[&interrupt_key]: the interrupt */
+
+static int interrupt_tostring(lua_State *L) {
+  lua_pushliteral(L, "interrupted!");
+  return 1;
+}
+
+void quan_push_interrupt(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &interrupt_key) != LUA_TNIL) return;
+  lua_pop(L, 1);
+  lua_newuserdatauv(L, 0, 0);
+  if (luaL_newmetatable(L, "quan.interrupt")) { /* __name: its type in messages */
+    lua_pushcfunction(L, interrupt_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &interrupt_key);
+}
+
+int quan_is_interrupt(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  quan_push_interrupt(L);
+  int yes = lua_rawequal(L, idx, -1);
+  lua_pop(L, 1);
+  return yes;
+}
+
+int quan_interrupt(lua_State *L) {
+  quan_push_interrupt(L);
+  return lua_error(L);
 }

@@ -16,7 +16,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,19 +129,24 @@ static scratch *scratch_new(lua_State *L) {
 
 /* -------------------------------------------------------------- helpers */
 
-/* [-0, +3] nil (or false), message, code; clears OpenSSL's error queue */
-static int failv(lua_State *L, int boolean, const char *code, const char *fmt, ...) {
-  va_list ap;
+/* cleared(n) -> n, with OpenSSL's error queue emptied (after a message
+ * has read its reason) */
+static int cleared(int n) {
   ERR_clear_error();
-  if (boolean) lua_pushboolean(L, 0);
-  else lua_pushnil(L);
-  va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
-  va_end(ap);
-  lua_pushstring(L, code);
-  return 3;
+  return n;
 }
-#define fail(L, code, ...) failv(L, 0, code, __VA_ARGS__)
+
+/* [-0, +3] as_false(L, 3) -> 3: the nil of a failure below it made false */
+static int as_false(lua_State *L, int n) {
+  lua_pushboolean(L, 0);
+  lua_replace(L, -1 - n);
+  return n;
+}
+
+/* [-0, +3] nil, message, code (quan_fail); fail_false: false, message,
+ * code, where the success value is a boolean (verify) */
+#define fail(L, code, ...) cleared(quan_fail(L, code, __VA_ARGS__))
+#define fail_false(L, code, ...) as_false(L, fail(L, code, __VA_ARGS__))
 
 /* the reason of OpenSSL's last error, or a fallback */
 static const char *ossl_reason(const char *fallback) {
@@ -543,17 +547,17 @@ static int key_verify(lua_State *L) {
   state *st = STATE(L);
   size_t want = (size_t)EVP_PKEY_get_size(k->pkey);
   unsigned char md[32], sig[MAX_RSA_BYTES + 3];
-  if (sn > B64LEN(MAX_RSA_BYTES)) return failv(L, 1, "length", "verify: signature too long");
+  if (sn > B64LEN(MAX_RSA_BYTES)) return fail_false(L, "length", "verify: signature too long");
   char whybuf[64];
   const char *why = b64decode(s, sn, sig, &got, whybuf);
-  if (why) return failv(L, 1, "base64", "verify: signature is not base64 (%s)", why);
+  if (why) return fail_false(L, "base64", "verify: signature is not base64 (%s)", why);
   if (got != want)
-    return failv(L, 1, "length", "verify: signature is %d bytes, expected %d", (int)got, (int)want);
+    return fail_false(L, "length", "verify: signature is %d bytes, expected %d", (int)got, (int)want);
   EVP_PKEY_CTX *c = key_ctx(k, st, 0);
   if (c == NULL || !EVP_Digest(msg, n, md, NULL, st->sha256, NULL))
-    return failv(L, 1, "openssl", "verify: %s", ossl_reason("failed"));
+    return fail_false(L, "openssl", "verify: %s", ossl_reason("failed"));
   if (EVP_PKEY_verify(c, sig, got, md, sizeof md) != 1)
-    return failv(L, 1, "mismatch", "verify: signature mismatch");
+    return fail_false(L, "mismatch", "verify: signature mismatch");
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -7,7 +7,7 @@
  *   edit.load_history(path)    -> true | nil, message, code
  *   edit.save_history(path)    -> true | nil, message, code
  *   edit.set_completer(fn|nil) fn(word, before) -> array of candidates
- *   edit.xpcall(f, msgh, ...)  -> as xpcall, Ctrl-C raising "interrupted!"
+ *   edit.xpcall(f, msgh, ...)  -> as xpcall, Ctrl-C raising the interrupt
  *
  * readline's callbacks carry no user pointer, so the completion callback
  * finds the Lua state in a static that is set only while edit.readline runs
@@ -158,16 +158,17 @@ static int l_add_history(lua_State *L) {
   return 0;
 }
 
+/* file_result(L, rc, what, path) -> true | nil, message, code: the result of
+ * libedit's read_history/write_history (0, an errno, or -1 with errno set) */
 static int file_result(lua_State *L, int rc, const char *what, const char *path) {
   if (rc == 0) {
     lua_pushboolean(L, 1);
     return 1;
   }
   int e = rc > 0 ? rc : errno;
-  lua_pushnil(L);
-  lua_pushfstring(L, "%s %s: %s", what, path, e ? strerror(e) : "failed");
-  lua_pushstring(L, e == ENOENT ? "noent" : "io");
-  return 3;
+  lua_pushfstring(L, "%s %s", what, path);
+  if (e == 0) return quan_fail(L, "io", "%s: failed", lua_tostring(L, -1));
+  return quan_fail_errno(L, e, lua_tostring(L, -1));
 }
 
 /* edit.load_history(path) -> true | nil, message, code */
@@ -205,8 +206,7 @@ static lua_State *callL = NULL; /* for the SIGINT handler only, as lua.c */
 static void stop_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
-  lua_pushliteral(L, "interrupted!"); /* no position: it is nobody's line */
-  lua_error(L);
+  quan_interrupt(L);
 }
 
 static void on_sigint_call(int sig) {
@@ -216,7 +216,7 @@ static void on_sigint_call(int sig) {
 }
 
 /* edit.xpcall(f, msgh, ...) -> true, results... | false, msgh(err)
- * A Ctrl-C while f runs raises "interrupted!" inside f (through a hook, as
+ * A Ctrl-C while f runs raises the interrupt inside f (through a hook, as
  * lua.c does), whatever handler was installed before; the previous handler
  * is restored afterwards, so the REPL survives any number of Ctrl-C. */
 static int l_xpcall(lua_State *L) {

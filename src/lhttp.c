@@ -5,7 +5,7 @@
  * one connection cache, DNS cache and TLS session cache. The engine watches
  * libcurl's sockets itself with poll(2) (CURLMOPT_SOCKETFUNCTION and
  * TIMERFUNCTION), which lets a wait end early on EINTR: the host's SIGINT
- * handler sets a hook that raises "interrupted!" once Lua code runs again.
+ * handler sets a hook that raises the interrupt once Lua code runs again.
  *
  * Userdata:
  *   quan.http.engine    the CURLM, its sockets and timer. User value 1: table
@@ -637,13 +637,10 @@ static int push_failure(lua_State *L, Transfer *t) {
     msg = big;
   }
   if (t->resend_refused) msg = "connection closed without an answer (the request was not sent again)";
-  lua_pushnil(L);
   /* "Failed to connect" -> "failed to connect"; "URL ..." stays */
   int c = (unsigned char)msg[0];
   if (c && !isupper((unsigned char)msg[1])) c = tolower(c);
-  lua_pushfstring(L, "%s: %c%s", t->what ? t->what : "http", c ? c : '?', c ? msg + 1 : "");
-  lua_pushstring(L, code_of(t));
-  return 3;
+  return quan_fail(L, code_of(t), "%s: %c%s", t->what ? t->what : "http", c ? c : '?', c ? msg + 1 : "");
 }
 
 /* [] -> [s]: s is the lower-case copy of p[0..n). */
@@ -904,17 +901,13 @@ static int http_request(lua_State *L) {
     engine_process(L, eidx);
     if (intr < 0 && !t->done) {
       engine_finish(L, eidx, t); /* the engine forgets it */
-      lua_pushnil(L);
-      lua_pushfstring(L, "%s: poll: %s", t->what, strerror(err));
-      lua_pushliteral(L, "other");
+      quan_fail(L, "other", "%s: poll: %s", t->what, strerror(err));
       transfer_release(t);
       return 3;
     }
     if (intr > 0 && !t->done && lua_gethook(main) != hook0) {
       engine_finish(L, eidx, t); /* the engine forgets it */
-      lua_pushnil(L);
-      lua_pushfstring(L, "%s: interrupted", t->what);
-      lua_pushliteral(L, "aborted");
+      quan_fail(L, "aborted", "%s: interrupted", t->what);
       transfer_release(t);
       return 3;
     }

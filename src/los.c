@@ -1,7 +1,8 @@
 /* los.c: quan.os, the few operating-system calls the Lua side needs and the
  * standard library lacks: clocks, processes, files and directories, locks,
- * terminals.
- * Bad arguments raise; failures of the world return nil, message, code. */
+ * terminals. Bad arguments raise; failures of the world return nil,
+ * message, code, the code named after errno ("noent"; quan_fail_errno).
+ * Also the interrupt value a Ctrl-C raises, and its test. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,14 +26,6 @@ extern char **environ;
 
 #define LOCK_MT "quan.os.lock"
 #define DIR_MT "quan.os.dir" /* a directory being listed: closed by list or the collector */
-
-static int fail(lua_State *L, const char *what) {
-  int e = errno;
-  lua_pushnil(L);
-  lua_pushfstring(L, "%s: %s", what, strerror(e));
-  lua_pushinteger(L, e);
-  return 3;
-}
 
 /* now() -> seconds (float), monotonic */
 static int os_now(lua_State *L) {
@@ -143,35 +136,35 @@ static int os_columns(lua_State *L) {
 static int os_exe(lua_State *L) {
   char buf[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n < 0) return fail(L, "/proc/self/exe");
+  if (n < 0) return quan_fail_errno(L, errno, "/proc/self/exe");
   lua_pushlstring(L, buf, (size_t)n);
   return 1;
 }
 
-/* cwd() -> the current directory (getcwd; $PWD may be stale) | nil, message, errno */
+/* cwd() -> the current directory (getcwd; $PWD may be stale) | nil, message, code */
 static int os_cwd(lua_State *L) {
   char buf[PATH_MAX];
-  if (getcwd(buf, sizeof buf) == NULL) return fail(L, "getcwd");
+  if (getcwd(buf, sizeof buf) == NULL) return quan_fail_errno(L, errno, "getcwd");
   lua_pushstring(L, buf);
   return 1;
 }
 
-/* mode(path) -> permission bits (integer) | nil, message, errno */
+/* mode(path) -> permission bits (integer) | nil, message, code */
 static int os_mode(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   struct stat st;
-  if (stat(path, &st) != 0) return fail(L, path);
+  if (stat(path, &st) != 0) return quan_fail_errno(L, errno, path);
   lua_pushinteger(L, st.st_mode & 07777);
   return 1;
 }
 
 /* stat(path) -> {kind =, size =, mode =, uid =, gid =} | nil, message,
- * errno; kind is "file", "directory", "char", "block", "fifo", "socket" or
+ * code; kind is "file", "directory", "char", "block", "fifo", "socket" or
  * "other" (symbolic links are followed) */
 static int os_stat(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   struct stat st;
-  if (stat(path, &st) != 0) return fail(L, path);
+  if (stat(path, &st) != 0) return quan_fail_errno(L, errno, path);
   const char *kind = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
     : S_ISCHR(st.st_mode) ? "char" : S_ISBLK(st.st_mode) ? "block"
     : S_ISFIFO(st.st_mode) ? "fifo" : S_ISSOCK(st.st_mode) ? "socket" : "other";
@@ -208,7 +201,7 @@ static void push_rlimit(lua_State *L, rlim_t v) {
   else lua_pushinteger(L, (lua_Integer)v);
 }
 
-/* rlimit(name [, soft]) -> soft, hard | nil, message, errno: the soft and
+/* rlimit(name [, soft]) -> soft, hard | nil, message, code: the soft and
  * hard limits of a resource ("core": bytes of a core dump, "cpu": seconds
  * of CPU time, "data": bytes of data segment and heap), math.huge for no
  * limit; with `soft`, the soft limit is set first (at most the hard one) */
@@ -220,37 +213,36 @@ static int os_rlimit(lua_State *L) {
   lua_Number soft = set ? luaL_checknumber(L, 2) : 0;
   luaL_argcheck(L, soft >= 0, 2, "a limit is a number >= 0");
   struct rlimit rl;
-  if (getrlimit(resource, &rl) != 0) return fail(L, "getrlimit");
+  if (getrlimit(resource, &rl) != 0) return quan_fail_errno(L, errno, "getrlimit");
   if (set) {
     rl.rlim_cur = soft >= (lua_Number)LUA_MAXINTEGER ? RLIM_INFINITY : (rlim_t)soft;
-    if (setrlimit(resource, &rl) != 0) return fail(L, "setrlimit");
+    if (setrlimit(resource, &rl) != 0) return quan_fail_errno(L, errno, "setrlimit");
   }
   push_rlimit(L, rl.rlim_cur);
   push_rlimit(L, rl.rlim_max);
   return 2;
 }
 
-/* chmod(path, mode) -> true | nil, message, errno */
+/* chmod(path, mode) -> true | nil, message, code */
 static int os_chmod(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   mode_t mode = (mode_t)luaL_checkinteger(L, 2);
-  if (chmod(path, mode) != 0) return fail(L, path);
+  if (chmod(path, mode) != 0) return quan_fail_errno(L, errno, path);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* mkdir(path [, mode=0700]) -> true | nil, message, errno (an existing
+/* mkdir(path [, mode=0700]) -> true | nil, message, code (an existing
  * directory is not an error; an existing file is) */
 static int os_mkdir(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
   if (mkdir(path, mode) != 0) {
     struct stat st;
-    if (errno != EEXIST) return fail(L, path);
-    if (stat(path, &st) != 0) return fail(L, path);
+    if (errno != EEXIST) return quan_fail_errno(L, errno, path);
+    if (stat(path, &st) != 0) return quan_fail_errno(L, errno, path);
     if (!S_ISDIR(st.st_mode)) {
-      errno = ENOTDIR;
-      return fail(L, path);
+      return quan_fail_errno(L, ENOTDIR, path);
     }
   }
   lua_pushboolean(L, 1);
@@ -266,7 +258,7 @@ static int dir_release(lua_State *L) {
   return 0;
 }
 
-/* list(dir) -> { name, ... } | nil, message, errno: the names of the
+/* list(dir) -> { name, ... } | nil, message, code: the names of the
  * entries of dir but "." and "..", in no particular order. The DIR is
  * boxed first, so a memory error while listing leaves it to the collector. */
 static int os_list(lua_State *L) {
@@ -275,7 +267,7 @@ static int os_list(lua_State *L) {
   *box = NULL;
   luaL_setmetatable(L, DIR_MT);
   *box = opendir(path);
-  if (*box == NULL) return fail(L, path);
+  if (*box == NULL) return quan_fail_errno(L, errno, path);
   lua_newtable(L);
   lua_Integer n = 0;
   for (;;) {
@@ -289,14 +281,11 @@ static int os_list(lua_State *L) {
   int e = errno; /* 0 at the end of the directory */
   closedir(*box);
   *box = NULL;
-  if (e != 0) {
-    errno = e;
-    return fail(L, path);
-  }
+  if (e != 0) return quan_fail_errno(L, e, path);
   return 1;
 }
 
-/* mkdtemp([prefix="/tmp/quan-"]) -> path | nil, message, errno */
+/* mkdtemp([prefix="/tmp/quan-"]) -> path | nil, message, code */
 static int os_mkdtemp(lua_State *L) {
   const char *prefix = luaL_optstring(L, 1, "/tmp/quan-");
   luaL_Buffer b;
@@ -307,15 +296,16 @@ static int os_mkdtemp(lua_State *L) {
   char *tmpl = strdup(lua_tostring(L, -1));
   if (tmpl == NULL) return luaL_error(L, "out of memory");
   if (mkdtemp(tmpl) == NULL) {
+    int e = errno;
     free(tmpl);
-    return fail(L, prefix);
+    return quan_fail_errno(L, e, prefix);
   }
   lua_pushstring(L, tmpl);
   free(tmpl);
   return 1;
 }
 
-/* spawn(argv [, opts]) -> pid | nil, message, errno
+/* spawn(argv [, opts]) -> pid | nil, message, code
  * argv: {"path", "arg1", ...}; the path is looked up on PATH.
  * opts.stdout / opts.stderr: a file path to write to (truncated);
  * opts.stdin: a file path to read from (default: inherited);
@@ -373,34 +363,33 @@ static int os_spawn(lua_State *L) {
     for (int i = 0; i < 3; i++) {
       if (paths[i] == NULL) continue;
       int fd = open(paths[i], i == 0 ? O_RDONLY : O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (fd < 0) return fail(L, paths[i]);
+      if (fd < 0) return quan_fail_errno(L, errno, paths[i]);
       close(fd);
     }
-    errno = rc;
-    return fail(L, argv[0]);
+    return quan_fail_errno(L, rc, argv[0]);
   }
   lua_pushinteger(L, pid);
   return 1;
 }
 
-/* kill(pid [, signal="TERM"]) -> true | nil, message, errno */
+/* kill(pid [, signal="TERM"]) -> true | nil, message, code */
 static int os_kill(lua_State *L) {
   pid_t pid = (pid_t)luaL_checkinteger(L, 1);
   static const char *names[] = {"TERM", "KILL", "INT", "HUP", "STOP", "CONT", "USR1", "ZERO", NULL};
   static const int sigs[] = {SIGTERM, SIGKILL, SIGINT, SIGHUP, SIGSTOP, SIGCONT, SIGUSR1, 0};
   int sig = sigs[luaL_checkoption(L, 2, "TERM", names)];
-  if (kill(pid, sig) != 0) return fail(L, "kill");
+  if (kill(pid, sig) != 0) return quan_fail_errno(L, errno, "kill");
   lua_pushboolean(L, 1);
   return 1;
 }
 
 /* wait(pid [, nohang]) -> "exit"|"signal", code | false (still running) |
- * nil, message, errno */
+ * nil, message, code */
 static int os_wait(lua_State *L) {
   pid_t pid = (pid_t)luaL_checkinteger(L, 1);
   int status;
   pid_t r = waitpid(pid, &status, lua_toboolean(L, 2) ? WNOHANG : 0);
-  if (r < 0) return fail(L, "waitpid");
+  if (r < 0) return quan_fail_errno(L, errno, "waitpid");
   if (r == 0) {
     lua_pushboolean(L, 0);
     return 1;
@@ -415,7 +404,7 @@ static int os_wait(lua_State *L) {
   return 2;
 }
 
-/* lock(path) -> lock | nil, message, errno ("busy" when another process
+/* lock(path) -> lock | nil, message, code ("busy" when another process
  * holds it). An exclusive, non-blocking flock(2) on path (created 0600);
  * released by lock:close(), by the collector, or when the process dies. */
 typedef struct {
@@ -437,16 +426,21 @@ static int os_lock(lua_State *L) {
   k->fd = -1;
   luaL_setmetatable(L, LOCK_MT);
   k->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (k->fd < 0) return fail(L, path);
+  if (k->fd < 0) return quan_fail_errno(L, errno, path);
   if (flock(k->fd, LOCK_EX | LOCK_NB) != 0) {
     int e = errno;
     close(k->fd);
     k->fd = -1;
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", path, e == EWOULDBLOCK ? "held by another process" : strerror(e));
-    lua_pushstring(L, e == EWOULDBLOCK ? "busy" : "lock");
-    return 3;
+    if (e == EWOULDBLOCK) return quan_fail(L, "busy", "%s: held by another process", path);
+    return quan_fail_errno(L, e, path);
   }
+  return 1;
+}
+
+/* is_interrupt(v) -> true when v is the interrupt a Ctrl-C raised */
+static int os_is_interrupt(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_pushboolean(L, quan_is_interrupt(L, 1));
   return 1;
 }
 
@@ -483,6 +477,7 @@ static const luaL_Reg funcs[] = {
   {"kill", os_kill},
   {"wait", os_wait},
   {"lock", os_lock},
+  {"is_interrupt", os_is_interrupt},
   {NULL, NULL}
 };
 
@@ -498,6 +493,8 @@ int luaopen_quan_os(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   luaL_newlib(L, funcs);
+  quan_push_interrupt(L);
+  lua_setfield(L, -2, "interrupt");
   lua_pushliteral(L, QUAN_VERSION);
   lua_setfield(L, -2, "VERSION");
   return 1;

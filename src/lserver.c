@@ -497,33 +497,21 @@ static int l_start(lua_State *L) {
     int e = errno;
     pthread_key_delete(s->shared->key);
     server_release(s);
-    lua_pushnil(L);
-    if (e == EADDRINUSE || e == EACCES || e == EADDRNOTAVAIL) {
-      lua_pushfstring(L, "server: cannot listen on %s:%d: %s", host, (int)port, strerror(e));
-      lua_pushstring(L, "bind");
-    } else {
-      lua_pushfstring(L, "server: cannot start on %s:%d (bad certificate or key, or %s)", host, (int)port,
-                      strerror(e));
-      lua_pushstring(L, cert ? "tls" : "bind");
-    }
-    return 3;
+    if (e == EADDRINUSE || e == EACCES || e == EADDRNOTAVAIL)
+      return quan_fail(L, "bind", "server: cannot listen on %s:%d: %s", host, (int)port, strerror(e));
+    return quan_fail(L, cert ? "tls" : "bind", "server: cannot start on %s:%d (bad certificate or key, or %s)",
+                     host, (int)port, strerror(e));
   }
   const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
   s->port = di ? (int)di->port : (int)port;
   return 1;
 
-fail_msg:
+fail_msg: /* load_pem pushed the message */
   server_release(s);
-  lua_pushnil(L);
-  lua_insert(L, -2);
-  lua_pushstring(L, "tls");
-  return 3;
+  return quan_fail(L, "tls", "%s", lua_tostring(L, -1));
 nomem:
   server_release(s);
-  lua_pushnil(L);
-  lua_pushstring(L, "server: out of memory");
-  lua_pushstring(L, "memory");
-  return 3;
+  return quan_fail(L, "memory", "server: out of memory");
 }
 
 /* server:port() -> the bound port */

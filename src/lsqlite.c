@@ -1,9 +1,14 @@
 /* lsqlite.c: quan.sqlite, a small SQLite binding for the sandbox state and
- * the batch journal. Values are always bound, never interpolated. Opening a
- * database is a failure of the world (nil, message, code); a statement that
- * fails raises "sqlite: <message>" (wrap it in pcall when a failure such as a
- * constraint is expected) and db:errcode() names the primary result code.
- * See docs/sqlite.md. */
+ * the batch journal. Values are always bound, never interpolated.
+ *
+ * Errors (docs/sqlite.md, docs/errors.md): the caller's mistakes raise
+ * "sqlite: <message>": bad arguments, a value that cannot be bound, SQL that
+ * does not compile (SQLite's `error` at prepare time), `misuse`, `range`, a
+ * closed database. A statement that compiles but fails to run (a lock, a
+ * full disk, a constraint, a damaged file) returns nil, "sqlite: <message>",
+ * code, as a failed open does; so do begin and commit of a transaction.
+ * Iterators raise every failure, as io.lines does: a generic for cannot take
+ * one. db:errcode() names the last failure's code. */
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
@@ -83,11 +88,31 @@ static const char *rcname(int rc) {
   }
 }
 
-/* Raises "sqlite: <errmsg>" after recording the result code. */
+/* blames_caller(rc, compiling) -> 1 when the failure rc is a mistake of the
+ * program, not of the world: SQL that does not compile, a misuse, a
+ * parameter index out of range */
+static int blames_caller(int rc, int compiling) {
+  int primary = rc & 0xff;
+  return (compiling && primary == SQLITE_ERROR) || primary == SQLITE_MISUSE || primary == SQLITE_RANGE;
+}
+
+/* [-0, +3] failure(L, d, rc) -> 3: records rc and pushes nil,
+ * "sqlite: <message>", code (quan_fail) */
+static int failure(lua_State *L, Db *d, int rc) {
+  d->lastrc = rc;
+  return quan_fail(L, rcname(rc), "sqlite: %s", d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc));
+}
+
+/* Raises "sqlite: <message>" at the caller's line after recording rc. */
 static int raise_db(lua_State *L, Db *d, int rc) {
   d->lastrc = rc;
   const char *msg = d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc);
   return luaL_error(L, "sqlite: %s", msg);
+}
+
+/* [-3, +0] raises the message of the failure on top (an iterator's way) */
+static int raise_failure(lua_State *L) {
+  return luaL_error(L, "%s", lua_tostring(L, -2));
 }
 
 static Db *checkdb(lua_State *L, int i) {
@@ -104,8 +129,10 @@ static Stmt *checkstmt(lua_State *L, int i) {
 
 /* ---- binding and reading values ---------------------------------------- */
 
-/* Binds the Lua value at index i to parameter n. */
-static void bind_one(lua_State *L, Stmt *s, int n, int i) {
+/* bind_one(L, s, n, i) -> SQLITE_OK or the failure of binding the Lua
+ * value at index i to parameter n (nomem, toobig); raises for a value
+ * SQLite cannot hold and for the caller's mistakes. */
+static int bind_one(lua_State *L, Stmt *s, int n, int i) {
   int rc;
   switch (lua_type(L, i)) {
   case LUA_TNIL: rc = sqlite3_bind_null(s->st, n); break;
@@ -121,34 +148,37 @@ static void bind_one(lua_State *L, Stmt *s, int n, int i) {
     break;
   }
   default:
-    luaL_error(L, "sqlite: cannot bind a %s (parameter %d)", luaL_typename(L, i), n);
-    return;
+    return luaL_error(L, "sqlite: cannot bind a %s (parameter %d)", luaL_typename(L, i), n);
   }
-  if (rc != SQLITE_OK) raise_db(L, s->db, rc);
+  if (rc != SQLITE_OK && blames_caller(rc, 0)) raise_db(L, s->db, rc);
+  return rc;
 }
 
-/* Binds the values at indexes first..top: a single table binds by name
- * (:name, @name, $name) and by position (t[1], t[2], ...); otherwise the
- * values bind positionally. Bindings are cleared first. */
-static void bind_all(lua_State *L, Stmt *s, int first) {
+/* bind_all(L, s, first) -> SQLITE_OK or bind_one's failure. Binds the
+ * values at indexes first..top: a single table binds by name (:name, @name,
+ * $name) and by position (t[1], t[2], ...); otherwise the values bind
+ * positionally. Bindings are cleared first. */
+static int bind_all(lua_State *L, Stmt *s, int first) {
   int top = lua_gettop(L);
   int np = sqlite3_bind_parameter_count(s->st);
+  int rc = SQLITE_OK;
   sqlite3_clear_bindings(s->st);
   if (top == first && lua_type(L, first) == LUA_TTABLE) {
-    for (int n = 1; n <= np; n++) {
+    for (int n = 1; n <= np && rc == SQLITE_OK; n++) {
       const char *name = sqlite3_bind_parameter_name(s->st, n);
       if (name && name[0] != '?') lua_getfield(L, first, name + 1);
       else lua_rawgeti(L, first, n);
-      bind_one(L, s, n, -1);
+      rc = bind_one(L, s, n, -1);
       lua_pop(L, 1);
     }
-    return;
+    return rc;
   }
   int nargs = top - first + 1;
   if (nargs < 0) nargs = 0;
   if (nargs > np)
     luaL_error(L, "sqlite: %d values for %d parameters", nargs, np);
-  for (int n = 1; n <= nargs; n++) bind_one(L, s, n, first + n - 1);
+  for (int n = 1; n <= nargs && rc == SQLITE_OK; n++) rc = bind_one(L, s, n, first + n - 1);
+  return rc;
 }
 
 /* Pushes the current row as a table keyed by column name; NULL columns are
@@ -174,8 +204,9 @@ static void push_row(lua_State *L, sqlite3_stmt *st) {
   }
 }
 
-/* Steps once: pushes a row table and returns 1, or returns 0 when done. On
- * failure resets the statement and raises. */
+/* step_row(L, s) -> 1 with a row table pushed, 0 when done, or -1 with the
+ * failure pushed (nil, message, code; the statement reset). A misuse
+ * raises. */
 static int step_row(lua_State *L, Stmt *s) {
   int rc = sqlite3_step(s->st);
   if (rc == SQLITE_ROW) {
@@ -185,12 +216,17 @@ static int step_row(lua_State *L, Stmt *s) {
   if (rc == SQLITE_DONE) return 0;
   sqlite3_reset(s->st);
   s->busy = 0;
-  return raise_db(L, s->db, rc);
+  if (blames_caller(rc, 0)) raise_db(L, s->db, rc);
+  failure(L, s->db, rc);
+  return -1;
 }
 
 /* ---- statements --------------------------------------------------------- */
 
-/* Creates a Stmt userdata for sql on the db at index dbi; pushes it. */
+/* new_stmt(L, dbi, d, sql, len) -> a Stmt userdata for sql on the db at
+ * index dbi, pushed; or NULL with the failure pushed (nil, message, code)
+ * when SQLite cannot compile it for a reason of the world (a lock, a
+ * damaged file). SQL that does not compile raises. */
 static Stmt *new_stmt(lua_State *L, int dbi, Db *d, const char *sql, size_t len) {
   Stmt *s = lua_newuserdatauv(L, sizeof(Stmt), 1);
   s->st = NULL;
@@ -202,7 +238,12 @@ static Stmt *new_stmt(lua_State *L, int dbi, Db *d, const char *sql, size_t len)
   lua_setiuservalue(L, -2, 1);
   const char *tail = NULL;
   int rc = sqlite3_prepare_v2(d->db, sql, (int)len, &s->st, &tail);
-  if (rc != SQLITE_OK) raise_db(L, d, rc);
+  if (rc != SQLITE_OK && blames_caller(rc, 1)) raise_db(L, d, rc);
+  if (rc != SQLITE_OK) {
+    lua_pop(L, 1);
+    failure(L, d, rc);
+    return NULL;
+  }
   if (s->st == NULL) luaL_error(L, "sqlite: empty statement");
   if (tail && *tail) {
     while (*tail == ' ' || *tail == '\n' || *tail == '\t' || *tail == '\r' || *tail == ';') tail++;
@@ -219,7 +260,8 @@ static void release_stmt(Stmt *s) {
 }
 
 /* Gets the cached statement for sql (preparing it on first use) and pushes
- * it; a statement already in use yields a fresh, uncached one. */
+ * it; a statement already in use yields a fresh, uncached one. NULL with the
+ * failure pushed as new_stmt. */
 static Stmt *cached_stmt(lua_State *L, int dbi, Db *d, int sqli) {
   size_t len;
   const char *sql = luaL_checklstring(L, sqli, &len);
@@ -237,6 +279,10 @@ static Stmt *cached_stmt(lua_State *L, int dbi, Db *d, int sqli) {
   }
   lua_pop(L, 1);
   Stmt *s = new_stmt(L, dbi, d, sql, len); /* cache stmt */
+  if (s == NULL) {
+    lua_remove(L, -4); /* the cache */
+    return NULL;
+  }
   s->cached = 1;
   lua_pushvalue(L, sqli);
   lua_pushvalue(L, -2);
@@ -245,19 +291,23 @@ static Stmt *cached_stmt(lua_State *L, int dbi, Db *d, int sqli) {
   return s;
 }
 
-/* stmt:bind(...) -> stmt */
+/* stmt:bind(...) -> stmt | nil, message, code */
 static int stmt_bind(lua_State *L) {
   Stmt *s = checkstmt(L, 1);
   sqlite3_reset(s->st);
-  bind_all(L, s, 2);
+  int rc = bind_all(L, s, 2);
+  if (rc != SQLITE_OK) return failure(L, s->db, rc);
   lua_settop(L, 1);
   return 1;
 }
 
-/* stmt:step() -> row table | nil when there are no more rows */
+/* stmt:step() -> row table | nil when there are no more rows | nil,
+ * message, code */
 static int stmt_step(lua_State *L) {
   Stmt *s = checkstmt(L, 1);
-  if (!step_row(L, s)) lua_pushnil(L);
+  int got = step_row(L, s);
+  if (got < 0) return 3;
+  if (got == 0) lua_pushnil(L);
   return 1;
 }
 
@@ -270,22 +320,27 @@ static int stmt_reset(lua_State *L) {
   return 1;
 }
 
-/* stmt:run(...) -> changes: binds, steps to the end, resets */
+/* stmt:run(...) -> changes | nil, message, code: binds, steps to the end,
+ * resets */
 static int stmt_run(lua_State *L) {
   Stmt *s = checkstmt(L, 1);
   sqlite3_reset(s->st);
-  bind_all(L, s, 2);
-  while (step_row(L, s)) lua_pop(L, 1);
+  int rc = bind_all(L, s, 2), got;
+  if (rc != SQLITE_OK) return failure(L, s->db, rc);
+  while ((got = step_row(L, s)) > 0) lua_pop(L, 1);
+  if (got < 0) return 3;
   sqlite3_reset(s->st);
   lua_pushinteger(L, sqlite3_changes64(s->db->db));
   return 1;
 }
 
-/* iterator state: upvalue 1 = stmt userdata */
+/* iterator state: upvalue 1 = stmt userdata; raises a failure */
 static int rows_next(lua_State *L) {
   Stmt *s = lua_touserdata(L, lua_upvalueindex(1));
   if (s->st == NULL || s->db->closed || !s->busy) return 0;
-  if (step_row(L, s)) return 1;
+  int got = step_row(L, s);
+  if (got > 0) return 1;
+  if (got < 0) return raise_failure(L);
   sqlite3_reset(s->st);
   s->busy = 0;
   return 0;
@@ -318,12 +373,14 @@ static int push_rows(lua_State *L, int si) {
   return 4;
 }
 
-/* stmt:rows(...) -> iterator of row tables (binds the values first) */
+/* stmt:rows(...) -> iterator of row tables (binds the values first);
+ * raises a failure */
 static int stmt_rows(lua_State *L) {
   Stmt *s = checkstmt(L, 1);
   if (s->busy) return luaL_error(L, "sqlite: statement is already being iterated");
   sqlite3_reset(s->st);
-  bind_all(L, s, 2);
+  int rc = bind_all(L, s, 2);
+  if (rc != SQLITE_OK) return raise_db(L, s->db, rc);
   return push_rows(L, 1);
 }
 
@@ -375,9 +432,7 @@ static int l_open(lua_State *L) {
   lua_setiuservalue(L, -2, 1); /* statement cache */
   int rc = sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "sqlite open %s: %s", path, d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc));
-    lua_pushstring(L, rcname(rc));
+    quan_fail(L, rcname(rc), "sqlite open %s: %s", path, d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc));
     sqlite3_close(d->db);
     d->db = NULL;
     return 3;
@@ -392,9 +447,7 @@ static int l_open(lua_State *L) {
   char *err = NULL;
   rc = sqlite3_exec(d->db, pragma, NULL, NULL, &err);
   if (rc != SQLITE_OK) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "sqlite open %s: %s", path, err ? err : sqlite3_errstr(rc));
-    lua_pushstring(L, rcname(rc));
+    quan_fail(L, rcname(rc), "sqlite open %s: %s", path, err ? err : sqlite3_errstr(rc));
     sqlite3_free(err);
     sqlite3_close(d->db);
     d->db = NULL;
@@ -404,72 +457,99 @@ static int l_open(lua_State *L) {
   return 1;
 }
 
-/* db:exec(sql) -> true; runs one or more statements, no values */
+/* db:exec(sql) -> true | nil, message, code; runs one or more statements,
+ * no values, in order: each is compiled, then run (one that does not
+ * compile raises; those before it have run) */
 static int db_exec(lua_State *L) {
   Db *d = checkdb(L, 1);
   const char *sql = luaL_checkstring(L, 2);
-  char *err = NULL;
-  int rc = sqlite3_exec(d->db, sql, NULL, NULL, &err);
-  if (rc != SQLITE_OK) {
-    d->lastrc = rc;
-    lua_pushfstring(L, "sqlite: %s", err ? err : sqlite3_errstr(rc));
-    sqlite3_free(err);
-    return lua_error(L);
+  while (*sql) {
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v2(d->db, sql, -1, &st, &tail);
+    if (rc != SQLITE_OK) {
+      if (blames_caller(rc, 1)) return raise_db(L, d, rc);
+      return failure(L, d, rc);
+    }
+    if (st == NULL) break; /* only blanks or comments were left */
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {}
+    if (rc != SQLITE_DONE) {
+      failure(L, d, rc); /* the message, before finalize */
+      sqlite3_finalize(st);
+      if (blames_caller(rc, 0)) return raise_failure(L);
+      return 3;
+    }
+    sqlite3_finalize(st);
+    sql = tail;
   }
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* db:prepare(sql) -> stmt (uncached, yours to finalize or let collect) */
+/* db:prepare(sql) -> stmt (uncached, yours to finalize or let collect) |
+ * nil, message, code */
 static int db_prepare(lua_State *L) {
   Db *d = checkdb(L, 1);
   size_t len;
   const char *sql = luaL_checklstring(L, 2, &len);
-  new_stmt(L, 1, d, sql, len);
+  if (new_stmt(L, 1, d, sql, len) == NULL) return 3;
   return 1;
 }
 
-/* db:run(sql, ...) -> changes, last_insert_rowid (cached statement) */
+/* db:run(sql, ...) -> changes, last_insert_rowid | nil, message, code
+ * (cached statement) */
 static int db_run(lua_State *L) {
   Db *d = checkdb(L, 1);
   Stmt *s = cached_stmt(L, 1, d, 2);
+  if (s == NULL) return 3;
   lua_replace(L, 2); /* stmt in place of the sql */
-  bind_all(L, s, 3);
+  int rc = bind_all(L, s, 3), got;
+  if (rc != SQLITE_OK) return failure(L, d, rc);
   s->busy = 1;
-  while (step_row(L, s)) lua_pop(L, 1);
-  sqlite3_reset(s->st);
+  while ((got = step_row(L, s)) > 0) lua_pop(L, 1);
   s->busy = 0;
+  if (got < 0) return 3;
+  sqlite3_reset(s->st);
   lua_pushinteger(L, sqlite3_changes64(d->db));
   lua_pushinteger(L, sqlite3_last_insert_rowid(d->db));
   return 2;
 }
 
-/* db:first(sql, ...) -> first row table | nil (cached statement) */
+/* db:first(sql, ...) -> first row table | nil when there is none | nil,
+ * message, code (cached statement) */
 static int db_first(lua_State *L) {
   Db *d = checkdb(L, 1);
   Stmt *s = cached_stmt(L, 1, d, 2);
+  if (s == NULL) return 3;
   lua_replace(L, 2);
-  bind_all(L, s, 3);
+  int rc = bind_all(L, s, 3);
+  if (rc != SQLITE_OK) return failure(L, d, rc);
   s->busy = 1;
   int got = step_row(L, s);
-  sqlite3_reset(s->st);
   s->busy = 0;
+  if (got < 0) return 3;
+  sqlite3_reset(s->st);
   if (!got) lua_pushnil(L);
   return 1;
 }
 
-/* db:rows(sql, ...) -> iterator of row tables (cached statement) */
+/* db:rows(sql, ...) -> iterator of row tables (cached statement); raises a
+ * failure */
 static int db_rows(lua_State *L) {
   Db *d = checkdb(L, 1);
   Stmt *s = cached_stmt(L, 1, d, 2);
+  if (s == NULL) return raise_failure(L);
   lua_replace(L, 2);
-  bind_all(L, s, 3);
+  int rc = bind_all(L, s, 3);
+  if (rc != SQLITE_OK) return raise_db(L, d, rc);
   return push_rows(L, 2);
 }
 
-/* db:transaction(fn, ...) -> fn's results. BEGIN IMMEDIATE ... COMMIT at the
- * outer level, a SAVEPOINT inside another transaction; on error rolls back
- * and re-raises the error value unchanged. */
+/* db:transaction(fn, ...) -> fn's results | nil, message, code when the
+ * transaction cannot begin or commit (then nothing of fn's is kept).
+ * BEGIN IMMEDIATE ... COMMIT at the outer level, a SAVEPOINT inside another
+ * transaction; when fn raises, rolls back and re-raises the error value
+ * unchanged. */
 static int db_transaction(lua_State *L) {
   Db *d = checkdb(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -480,7 +560,7 @@ static int db_transaction(lua_State *L) {
   int rc = sqlite3_exec(d->db, begin, NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
     if (locked) writer_leave();
-    return raise_db(L, d, rc);
+    return failure(L, d, rc);
   }
   /* stack: db, fn, args...; results replace fn and args */
   int status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 0);
@@ -496,12 +576,15 @@ static int db_transaction(lua_State *L) {
   }
   rc = sqlite3_exec(d->db, nested ? "RELEASE quan_tx" : "COMMIT", NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
-    d->lastrc = rc;
-    const char *msg = sqlite3_errmsg(d->db);
-    lua_pushfstring(L, "sqlite: %s", msg);
-    if (!nested && !sqlite3_get_autocommit(d->db)) sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    failure(L, d, rc);
+    if (nested) {
+      sqlite3_exec(d->db, "ROLLBACK TO quan_tx", NULL, NULL, NULL);
+      sqlite3_exec(d->db, "RELEASE quan_tx", NULL, NULL, NULL);
+    } else if (!sqlite3_get_autocommit(d->db)) {
+      sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    }
     if (locked) writer_leave();
-    return lua_error(L);
+    return 3;
   }
   if (locked) writer_leave();
   return lua_gettop(L) - 1;
@@ -557,6 +640,16 @@ static int db_tostring(lua_State *L) {
   return 1;
 }
 
+/* check(...) -> ...: a call's results passed through, unless they are a
+ * failure (nil, message, code: two strings), raised as its message at the
+ * caller's line. nil alone (no row), or what a transaction's fn returned
+ * (nil, an error table), passes. Inside db:transaction(fn), how fn gives up. */
+static int l_check(lua_State *L) {
+  if (lua_isnil(L, 1) && lua_type(L, 2) == LUA_TSTRING && lua_type(L, 3) == LUA_TSTRING)
+    return luaL_error(L, "%s", lua_tostring(L, 2));
+  return lua_gettop(L);
+}
+
 /* version() -> SQLite library version string */
 static int l_version(lua_State *L) {
   lua_pushstring(L, sqlite3_libversion());
@@ -590,6 +683,7 @@ static const luaL_Reg stmt_methods[] = {
 
 static const luaL_Reg funcs[] = {
   {"open", l_open},
+  {"check", l_check},
   {"version", l_version},
   {NULL, NULL}
 };

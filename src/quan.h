@@ -41,4 +41,34 @@ void quan_openlibs(lua_State *L);
  * task yields). */
 extern _Thread_local lua_State *quan_running_task;
 
+/* ---- failures (docs/errors.md) ------------------------------------------
+ * A native raises for a mistake of its caller (luaL_check*, luaL_error) and
+ * returns nil, message, code for a failure of the world: the code is a
+ * stable lower-case word. These two are the only ways a native builds that
+ * result, as luaL_fileresult is for Lua's own libraries. */
+
+/* [-0, +3] quan_fail(L, code, fmt, ...) -> 3: pushes nil, the message
+ * (lua_pushfstring's formats) and code; `return quan_fail(...)`. */
+int quan_fail(lua_State *L, const char *code, const char *fmt, ...);
+
+/* [-0, +3] quan_fail_errno(L, e, what) -> 3: pushes nil, "what: <strerror(e)>"
+ * and the code of errno e: its name in lower case without the leading E
+ * ("noent" for ENOENT, "acces" for EACCES; "error" for a number without a
+ * name). */
+int quan_fail_errno(lua_State *L, int e, const char *what);
+
+/* ---- interrupts -----------------------------------------------------------
+ * A Ctrl-C raises one value per state, the interrupt: a userdata that prints
+ * as "interrupted!". quan.os.interrupt is that value and quan.os.is_interrupt
+ * the one test for it; an error text is never searched. */
+
+/* [-0, +1] pushes the interrupt of L's state (made on first use). */
+void quan_push_interrupt(lua_State *L);
+
+/* quan_is_interrupt(L, idx) -> 1 when the value at idx is the interrupt */
+int quan_is_interrupt(lua_State *L, int idx);
+
+/* Raises the interrupt: what a Ctrl-C hook does. Does not return. */
+int quan_interrupt(lua_State *L);
+
 #endif

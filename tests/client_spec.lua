@@ -669,7 +669,7 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal("base_url: expected https://host[:port], got http://x", config_error(fake.options { base_url = "http://x" }))
       assert.equal("ca_file: cannot read /nonexistent/ca.pem: No such file or directory",
         config_error(fake.options { ca_file = "/nonexistent/ca.pem" }))
-      assert.equal("wechatpay.new: unknown option 'mchId'", config_error(fake.options { mchId = "1" }))
+      assert.equal("wechatpay.new: unknown option 'mchId' (did you mean mchid?)", config_error(fake.options { mchId = "1" }))
       for _, bad in ipairs { 0 / 0, math.huge, -math.huge, 0, -1, "5" } do
         assert.equal("timeout: expected a positive, finite number of seconds, got " .. tostring(bad),
           config_error(fake.options { timeout = bad }))
@@ -894,7 +894,7 @@ describe_live("wechatpay client against the stand-in server", function()
     end)
 
     it("raises on programmer errors, naming the request", function()
-      assert.has_error(function() wx.v3.echo:post { josn = {} } end, "POST /v3/echo: unknown option 'josn'")
+      assert.has_error(function() wx.v3.echo:post { josn = {} } end, "POST /v3/echo: unknown option 'josn' (did you mean json?)")
       assert.has_error(function() wx.v3.stocks._stock_id_:get {} end,
         "GET /v3/stocks/{stock_id}: missing path variable 'stock_id'")
       assert.has_error(function() wx.v3.echo:post "x" end, "POST /v3/echo: expected a table of options, got string")
@@ -994,9 +994,18 @@ describe_live("wechatpay client against the stand-in server", function()
       local key = sh.read(fake.dir .. "/apiv3.key")
       local ct = crypto.aes_gcm_encrypt(key, "0123456789ab", "coupon", '{"coupon_id":"9"}')
       assert.equal('{"coupon_id":"9"}', wx:decrypt { ciphertext = ct, nonce = "0123456789ab", associated_data = "coupon" })
-      local plain, msg = wx:decrypt { ciphertext = ct, nonce = "0123456789ab", associated_data = "other" }
+      local plain, err = wx:decrypt { ciphertext = ct, nonce = "0123456789ab", associated_data = "other" }
       assert.is_nil(plain)
-      assert.is_string(msg)
+      assert.is_true(require("wechatpay.errors").is(err))
+      assert.equal("verify", err.kind)
+      assert.equal("decrypt", err.code)
+      assert.is_false(err.retryable)
+      assert.matches("^decrypt: the resource does not decrypt with the APIv3 key", err.message)
+      assert.matches("authentication failed", tostring(err))
+      -- a ciphertext that is not even base64 fails the same way
+      plain, err = wx:decrypt { ciphertext = "%%%", nonce = "0123456789ab" }
+      assert.is_nil(plain)
+      assert.equal("decrypt", err.code)
     end)
 
     -- notice{...} -> headers, body: a COUPON.USE notification as WeChat Pay
@@ -1442,7 +1451,8 @@ describe_live("wechatpay client against the stand-in server", function()
       local _, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " -e " .. sh.quote(
         "require('wechatpay').client()"))
       assert.equal(1, code)
-      assert.equal(announced(cfg) .. sh.quan .. ": profile 'fake': timeout: expected a positive, finite number of seconds, got -1\n", err)
+      -- the place of the failing call comes first (docs/errors.md)
+      assert.equal(announced(cfg) .. sh.quan .. ": (command line):1: profile 'fake': timeout: expected a positive, finite number of seconds, got -1\n", err)
     end)
 
     it("runs every example of docs/client.md", function()

@@ -25,16 +25,17 @@ describe("quan.os", function()
     how, code = qos.wait(pid)
     assert.equal("signal", how)
     assert.equal(9, code)
-    local ok, msg = qos.spawn({"/nonexistent/prog"})
+    local ok, msg, code = qos.spawn({"/nonexistent/prog"})
     assert.is_nil(ok)
     assert.matches("/nonexistent/prog", msg)
+    assert.equal("noent", code)
   end)
 
   it("names the redirect file that cannot be opened, not the program", function()
     local ok, msg, code = qos.spawn({"true"}, {stdout = "/nonexistent/dir/out"})
     assert.is_nil(ok)
     assert.equal("/nonexistent/dir/out: No such file or directory", msg)
-    assert.equal(2, code)
+    assert.equal("noent", code)
     ok, msg = qos.spawn({"true"}, {stdin = "/nonexistent/in"})
     assert.equal("/nonexistent/in: No such file or directory", msg)
   end)
@@ -62,13 +63,15 @@ describe("quan.os", function()
     assert.is_true(qos.chmod(dir .. "/f", tonumber("640", 8)))
     assert.equal(tonumber("640", 8), qos.mode(dir .. "/f"))
     assert.is_true(qos.mkdir(dir))
-    local ok, why = qos.mkdir(dir .. "/f")
+    local ok, why, code = qos.mkdir(dir .. "/f")
     assert.is_nil(ok)
     assert.matches("Not a directory", why)
-    local m, msg, errno = qos.mode(dir .. "/missing")
+    assert.equal("notdir", code)
+    local m, msg
+    m, msg, code = qos.mode(dir .. "/missing")
     assert.is_nil(m)
-    assert.matches("missing", msg)
-    assert.equal(2, errno)
+    assert.equal(dir .. "/missing: No such file or directory", msg)
+    assert.equal("noent", code)
   end)
 
   it("tells what kind of file a path is, its size and its owner", function()
@@ -83,10 +86,10 @@ describe("quan.os", function()
     assert.equal(tonumber("1777", 8), qos.stat("/tmp").mode) -- the sticky bit is among the mode bits
     assert.equal("directory", qos.stat(dir).kind)
     assert.equal("char", qos.stat("/dev/zero").kind)
-    local st, msg, errno = qos.stat(dir .. "/missing")
+    local st, msg, code = qos.stat(dir .. "/missing")
     assert.is_nil(st)
     assert.matches("missing", msg)
-    assert.equal(2, errno)
+    assert.equal("noent", code)
     assert.has_error(function() qos.stat() end, "bad argument #1 to 'stat' (string expected, got no value)")
   end)
 
@@ -131,11 +134,11 @@ describe("quan.os", function()
     assert.same({ "inner" }, qos.list(dir .. "/sub"))
     assert(qos.mkdir(dir .. "/empty"))
     assert.same({}, qos.list(dir .. "/empty"))
-    for _, c in ipairs { { dir .. "/missing", 2 }, { dir .. "/b", 20 } } do
-      local list, msg, errno = qos.list(c[1])
+    for _, c in ipairs { { dir .. "/missing", "noent" }, { dir .. "/b", "notdir" } } do
+      local list, msg, code = qos.list(c[1])
       assert.is_nil(list)
-      assert.equal(c[1] .. ": " .. (c[2] == 2 and "No such file or directory" or "Not a directory"), msg)
-      assert.equal(c[2], errno)
+      assert.equal(c[1] .. ": " .. (c[2] == "noent" and "No such file or directory" or "Not a directory"), msg)
+      assert.equal(c[2], code)
     end
     assert.has_error(function() qos.list() end, "bad argument #1 to 'list' (string expected, got no value)")
   end)
@@ -153,6 +156,64 @@ describe("quan.os", function()
     assert.equal("true\n", out)
   end)
 
+  it("names each failure by its errno, as a string", function()
+    local dir = sh.tmpdir()
+    sh.write(dir .. "/f", "x")
+    assert.is_true(qos.chmod(dir, tonumber("500", 8))) -- no writing in dir
+    local cases = {
+      { "noent", qos.chmod, dir .. "/missing", 384 },
+      { "notdir", qos.stat, dir .. "/f/below" },
+      { "noent", qos.mkdtemp, dir .. "/missing/x-" },
+      { "srch", qos.kill, 4194305, "ZERO" }, -- past pid_max: no such process
+      { "child", qos.wait, qos.getpid() },
+    }
+    -- root ignores permissions: then EACCES cannot be shown
+    if not io.open(dir .. "/probe", "w") then cases[#cases + 1] = { "acces", qos.lock, dir .. "/l" } end
+    for _, c in ipairs(cases) do
+      local none, msg, code = c[2](table.unpack(c, 3))
+      assert.is_nil(none)
+      assert.is_string(msg)
+      assert.equal(c[1], code, msg)
+    end
+    qos.chmod(dir, tonumber("700", 8))
+  end)
+
+  it("raises one interrupt value on Ctrl-C and tells it from any other error", function()
+    assert.equal("interrupted!", tostring(qos.interrupt))
+    assert.equal("quan.interrupt", getmetatable(qos.interrupt).__name)
+    local ok, err = pcall(error, qos.interrupt)
+    assert.is_false(ok)
+    assert.is_true(qos.is_interrupt(err))
+    -- the same value however it travels: through a coroutine and a task
+    local co = coroutine.create(function() error(qos.interrupt) end)
+    local _, cerr = qos.resume(co)
+    assert.is_true(qos.is_interrupt(cerr))
+    local async = require "quan.async"
+    local t = async.spawn(function() async.sleep(0); error(qos.interrupt, 0) end)
+    local tok, terr = pcall(async.run)
+    assert.is_false(tok)
+    assert.is_true(qos.is_interrupt(terr))
+    assert.equal("rejected", t:status())
+    -- ordinary errors are never the interrupt, whatever their text
+    for _, v in ipairs { "interrupted!", "x.lua:3: interrupted!", "interrupted", { message = "interrupted!" },
+                         setmetatable({}, { __tostring = function() return "interrupted!" end }), 130 } do
+      assert.is_false(qos.is_interrupt(v), tostring(v))
+      assert.is_false(qos.is_interrupt(select(2, pcall(error, v))), tostring(v))
+    end
+    assert.is_false(qos.is_interrupt(nil))
+    assert.has_error(function() qos.is_interrupt() end, "bad argument #1 to 'is_interrupt' (value expected)")
+    -- a real Ctrl-C raises that value: a script catches it and tells
+    local dir = sh.tmpdir()
+    local ready = dir .. "/ready"
+    local script = sh.write(dir .. "/catch.lua", "local qos = require 'quan.os' "
+      .. "local ok, e = pcall(function() io.open('" .. ready .. "', 'w'):close() while true do end end) "
+      .. "print(ok, qos.is_interrupt(e), tostring(e))")
+    local out = sh.run("sh -c '" .. sh.quan .. " " .. script .. " & p=$!; i=0; "
+      .. "while [ ! -e " .. ready .. " ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; "
+      .. "kill -INT $p; wait $p'")
+    assert.equal("false\ttrue\tinterrupted!\n", out)
+  end)
+
   it("raises on bad arguments", function()
     assert.has_error(function() qos.sleep(-1) end, "bad argument #1 to 'sleep' (negative duration)")
     assert.has_error(function() qos.sleep(math.huge) end, "bad argument #1 to 'sleep' (duration too long)")
@@ -163,7 +224,9 @@ describe("quan.os", function()
       "bad argument #2 to 'spawn' (stdout must be a path string, got table)")
   end)
 
-  it("runs the example of docs/os.md", function()
+  it("runs the examples of docs/os.md and docs/errors.md", function()
     md.run("docs/os.md", 1)
+    assert.equal(1, #md.blocks("docs/errors.md"))
+    md.run("docs/errors.md", 1)
   end)
 end)

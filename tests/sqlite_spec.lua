@@ -46,16 +46,66 @@ describe("quan.sqlite", function()
     assert.equal(3.0, db:first("SELECT v FROM t WHERE name = $n", {n = "a"}).v)
   end)
 
-  it("returns changes and the last rowid, and raises with a code on constraint", function()
+  it("returns changes and the last rowid, and a constraint failure with its code", function()
     local changes, rowid = db:run("INSERT INTO t (name) VALUES (?)", "a")
     assert.equal(1, changes)
     assert.equal(1, rowid)
-    local ok, err = pcall(db.run, db, "INSERT INTO t (name) VALUES (?)", "a")
-    assert.is_false(ok)
+    local none, err, code = db:run("INSERT INTO t (name) VALUES (?)", "a")
+    assert.is_nil(none)
     assert.matches("^sqlite: UNIQUE constraint failed: t.name", err)
+    assert.equal("constraint", code)
     assert.equal("constraint", db:errcode())
-    assert.has_error(function() db:exec("SELEKT 1") end)
-    assert.equal("error", db:errcode())
+    -- every statement reports it the same way
+    none, err, code = db:exec("INSERT INTO t (name) VALUES ('b'); INSERT INTO t (name) VALUES ('a')")
+    assert.is_nil(none)
+    assert.equal("constraint", code)
+    assert.truthy(db:first("SELECT * FROM t WHERE name = 'b'")) -- the statements before it ran
+    local ins = db:prepare("INSERT INTO t (name) VALUES (?)")
+    none, err, code = ins:run("a")
+    assert.is_nil(none)
+    assert.matches("^sqlite: UNIQUE constraint failed", err)
+    assert.equal("constraint", code)
+    none, err, code = ins:bind("a"):step()
+    assert.is_nil(none)
+    assert.equal("constraint", code)
+    assert.equal(1, ins:run("c")) -- usable again
+    ins:finalize()
+    -- a failure in a row loop raises: the for statement cannot take it
+    db:exec "CREATE TABLE u (x INTEGER CHECK (x < 3))"
+    local ok, rerr = pcall(function()
+      for _ in db:rows("INSERT INTO u VALUES (5) RETURNING x") do end
+    end)
+    assert.is_false(ok)
+    assert.matches("^tests/sqlite_spec.lua:%d+: sqlite: CHECK constraint failed", rerr)
+    assert.equal("constraint", db:errcode())
+  end)
+
+  it("check raises a returned failure at the caller's line and passes anything else", function()
+    local check = sqlite.check
+    assert.same({ 1, 2 }, { check(1, 2) })
+    assert.is_nil(check(nil))
+    assert.same({ n = 2, nil, "no code" }, table.pack(check(nil, "no code"))) -- not a failure: passed on
+    local err = { code = "MINE" }
+    assert.equal(err, select(2, check(nil, err)))
+    local ok, msg = pcall(function() check(db:run("INSERT INTO t (id) VALUES ('x')")) end)
+    assert.is_false(ok)
+    assert.equal("tests/sqlite_spec.lua:" .. debug.getinfo(1, "l").currentline - 2 .. ": sqlite: datatype mismatch", msg)
+  end)
+
+  it("raises for SQL that does not compile, anywhere", function()
+    for _, call in ipairs {
+      function() db:exec("SELEKT 1") end,
+      function() db:exec("SELECT 1; SELEKT 2") end,
+      function() db:run("SELEKT 1") end,
+      function() db:first("SELECT nope FROM t") end,
+      function() db:rows("SELECT * FROM missing") end,
+      function() db:prepare("INSERT INTO missing VALUES (1)") end,
+    } do
+      local ok, err = pcall(call)
+      assert.is_false(ok)
+      assert.matches("^tests/sqlite_spec.lua:%d+: sqlite: ", err)
+      assert.equal("error", db:errcode())
+    end
   end)
 
   it("iterates rows, and a cached statement survives nested use and break", function()
@@ -112,10 +162,18 @@ describe("quan.sqlite", function()
     a:exec "CREATE TABLE j (k TEXT PRIMARY KEY)"
     a:exec "BEGIN IMMEDIATE"
     a:run("INSERT INTO j VALUES ('a')")
-    local ok, err = pcall(b.run, b, "INSERT INTO j VALUES ('b')")
-    assert.is_false(ok)
+    local none, err, code = b:run("INSERT INTO j VALUES ('b')")
+    assert.is_nil(none)
     assert.matches("locked", err)
+    assert.equal("busy", code)
     assert.equal("busy", b:errcode())
+    -- a transaction that cannot begin says so, and runs nothing
+    local ran = false
+    none, err, code = b:transaction(function() ran = true end)
+    assert.is_nil(none)
+    assert.matches("^sqlite: database is locked", err)
+    assert.equal("busy", code)
+    assert.is_false(ran)
     assert.equal(0, b:first("SELECT count(*) AS n FROM j").n) -- WAL: readers go on
     a:exec "COMMIT"
     b:run("INSERT INTO j VALUES ('b')")

@@ -194,7 +194,7 @@ local function step(task, ...)
     settle(task, "rejected", pack(r[2]))
     -- a Ctrl-C that landed in the task ends the loop, as it would have had it
     -- landed here
-    if tostring(r[2]):find("interrupted!", 1, true) then
+    if qos.is_interrupt(r[2]) then
       mark_observed(task)
       error(r[2], 0)
     end

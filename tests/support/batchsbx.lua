@@ -1,6 +1,7 @@
 -- tests.support.batchsbx: a sandbox with a running stock for the batch
 -- specs and benchmark: start it, create and start a stock, write an openid
--- CSV, turn faults on and off, read what the sandbox holds.
+-- CSV, turn faults on and off, run the send-coupons example against it,
+-- read what the sandbox holds.
 local qos = require "quan.os"
 local sqlite = require "quan.sqlite"
 local cjson = require "cjson"
@@ -72,6 +73,29 @@ function M.users(path, n, prefix)
   for i = 1, n do f:write(("%s%07d,user %d\n"):format(prefix, i, i)) end
   f:close()
   return path
+end
+
+-- EXAMPLE: the send-coupons script, as cron runs it
+M.EXAMPLE = "scripts/examples/send-coupons.lua"
+
+-- spawn_example(h, dir, args, tag[, command]) -> pid of `quan COMMAND
+-- send-coupons.lua ARGS` (COMMAND: "run" by default, "run --dry-run",
+-- "check", ...) with h's profile and JSON logs; its stdout and stderr go to
+-- dir/TAG.out and dir/TAG.err
+function M.spawn_example(h, dir, args, tag, command)
+  local sh = require "tests.support.sh"
+  local words = {}
+  for i, a in ipairs(args) do words[i] = sh.quote(a) end
+  local cmd = ("exec env QUAN_CONFIG=%s QUAN_LOG_FORMAT=json %s %s %s %s"):format(
+    sh.quote(h.config_path), sh.quote(sh.quan), command or "run", M.EXAMPLE, table.concat(words, " "))
+  return assert(qos.spawn({ "sh", "-c", cmd }, { stdout = dir .. "/" .. tag .. ".out",
+                                                 stderr = dir .. "/" .. tag .. ".err" }))
+end
+
+-- run_example(h, dir, args, tag[, command]) -> how, code: spawn_example
+-- waited for
+function M.run_example(h, dir, args, tag, command)
+  return qos.wait(M.spawn_example(h, dir, args, tag, command))
 end
 
 -- coupons(h, stock_id) -> {total, distinct, doubled, by_openid = {openid -> coupon_id}}

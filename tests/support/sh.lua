@@ -38,6 +38,38 @@ function M.write(path, text)
   return path
 end
 
+-- interrupt(script, ready[, signal = "INT"]) -> how, code, stdout, stderr
+-- Runs quan on the script, waits (20 s at most) until the file `ready`
+-- exists (the script makes it once what is to be interrupted has begun: no
+-- fixed sleep), sends the signal and waits for the end: how and code as
+-- quan.os.wait gives them. A process still running 5 s after the signal is
+-- killed (how "signal", code 9), so a case that does not stop fails
+-- instead of hanging the suite.
+function M.interrupt(script, ready, signal)
+  local qos = require "quan.os"
+  local dir = M.tmpdir()
+  local pid = assert(qos.spawn({ M.quan, script }, { stdout = dir .. "/out", stderr = dir .. "/err" }))
+  local deadline = qos.now() + 20
+  local function exists(path)
+    local f = io.open(path)
+    if f then f:close() end
+    return f ~= nil
+  end
+  while not exists(ready) and qos.now() < deadline do qos.sleep(0.05) end
+  qos.kill(pid, signal or "INT")
+  deadline = qos.now() + 5
+  local how, code = qos.wait(pid, true)
+  while not how and qos.now() < deadline do
+    qos.sleep(0.05)
+    how, code = qos.wait(pid, true)
+  end
+  if not how then
+    qos.kill(pid, "KILL")
+    how, code = qos.wait(pid)
+  end
+  return how, code, M.read(dir .. "/out"), M.read(dir .. "/err")
+end
+
 function M.read(path)
   local f = assert(io.open(path, "rb"))
   local s = f:read("a")

@@ -9,10 +9,16 @@
 --
 -- A lock file (JOURNAL.lock, flock) is held while the journal is open, so
 -- two runs of one batch never overlap.
+--
+-- Errors: open, open_read, scratch, transaction, counts, finish_run and
+-- export return nil, message[, code] when the database fails; the item
+-- methods (claim, record, not_attempted), which run inside the caller's
+-- transaction, raise the failure, so that the transaction rolls back.
 local M = {}
 
 local sqlite = require "quan.sqlite"
 local qos = require "quan.os"
+local check = sqlite.check
 
 M.VERSION = 1
 
@@ -104,7 +110,7 @@ function M.open(path, opts)
     local tables = {}
     for r in db:rows("SELECT name FROM sqlite_master WHERE type = 'table'") do tables[r.name] = true end
     if next(tables) ~= nil and not (tables.meta and tables.items and tables.runs) then return "foreign" end
-    db:exec(SCHEMA)
+    check(db:exec(SCHEMA))
     for r in db:rows("PRAGMA quick_check") do
       if r.quick_check ~= "ok" then error("damaged: " .. tostring(r.quick_check), 0) end
     end
@@ -115,7 +121,7 @@ function M.open(path, opts)
       or tostring(e)), "open"
   end
   local self = setmetatable({ path = path, db = db, lock = lock }, Journal)
-  local tok, res, msg = pcall(db.transaction, db, function()
+  local tok, res, msg, code = pcall(db.transaction, db, function()
     local version = self:get_meta("version")
     if version and tonumber(version) ~= M.VERSION then
       return nil, ("journal %s has format version %s, this quan writes %d"):format(path, version, M.VERSION)
@@ -137,20 +143,20 @@ function M.open(path, opts)
       self.created = false
     else
       self.batch_id = opts.batch_id or generate_batch_id(opts.batch_prefix)
-      db:run("INSERT INTO meta(name, value) VALUES ('version', ?), ('batch_id', ?), ('created', ?)",
-             tostring(M.VERSION), self.batch_id, ("%.3f"):format(qos.time()))
+      check(db:run("INSERT INTO meta(name, value) VALUES ('version', ?), ('batch_id', ?), ('created', ?)",
+                   tostring(M.VERSION), self.batch_id, ("%.3f"):format(qos.time())))
       for k, v in pairs(opts.meta or {}) do
-        db:run("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", k, tostring(v))
+        check(db:run("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", k, tostring(v)))
       end
       self.created = true
     end
-    local _, id = db:run("INSERT INTO runs(pid, started) VALUES (?, ?)", qos.getpid(), qos.time())
+    local _, id = check(db:run("INSERT INTO runs(pid, started) VALUES (?, ?)", qos.getpid(), qos.time()))
     self.run = id
     return true
   end)
-  if not tok then
+  if not tok or (not res and code) then -- raised, or the transaction could not begin or commit
     db:close(); lock:close()
-    return nil, "journal " .. path .. ": " .. tostring(res), "open"
+    return nil, "journal " .. path .. ": " .. tostring(tok and msg or res), "open"
   end
   if not res then
     db:close(); lock:close()
@@ -206,7 +212,7 @@ function M.scratch(path)
     local db, err = sqlite.open(path)
     local ok, e = db ~= nil, err
     if db then
-      ok, e = pcall(db.run, db, "VACUUM INTO ?", self.path)
+      ok, e = db:run("VACUUM INTO ?", self.path)
       db:close()
     end
     if not ok then
@@ -217,13 +223,15 @@ function M.scratch(path)
   return self
 end
 
--- journal:get_meta(name) -> string | nil
+-- journal:get_meta(name) -> string | nil; raises a failure
 function Journal:get_meta(name)
-  local r = self.db:first("SELECT value FROM meta WHERE name = ?", name)
+  local r = check(self.db:first("SELECT value FROM meta WHERE name = ?", name))
   return r and r.value
 end
 
--- journal:transaction(fn) -> fn's results, in one transaction
+-- journal:transaction(fn, ...) -> fn's results, in one transaction | nil,
+-- message, code when it cannot begin or commit (a failure fn raises rolls
+-- it back and is raised again)
 function Journal:transaction(fn, ...)
   return self.db:transaction(fn, ...)
 end
@@ -238,23 +246,23 @@ end
 --   "duplicate"  the key already came up in this run: skip
 function Journal:claim(key, row, orn)
   local db, run, now = self.db, self.run, qos.time()
-  local changes = db:run([[INSERT INTO items(key, row, out_request_no, state, run, updated)
-    VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT(key) DO NOTHING]], key, row, orn, run, now)
+  local changes = check(db:run([[INSERT INTO items(key, row, out_request_no, state, run, updated)
+    VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT(key) DO NOTHING]], key, row, orn, run, now))
   if changes == 1 then return "new" end
-  local item = db:first("SELECT state, run, attempts, out_request_no, code, message FROM items WHERE key = ?", key)
+  local item = check(db:first("SELECT state, run, attempts, out_request_no, code, message FROM items WHERE key = ?", key))
   if item.run == run then return "duplicate", item end
   if M.final[item.state] then return "done", item end
-  db:run("UPDATE items SET state = 'in_flight', row = ?, run = ?, updated = ? WHERE key = ?",
-         row, run, now, key)
+  check(db:run("UPDATE items SET state = 'in_flight', row = ?, run = ?, updated = ? WHERE key = ?",
+               row, run, now, key))
   return "resume", item
 end
 
 -- journal:record(key, state, attempts, result, code, message)
 -- The outcome of an item (inside the caller's transaction).
 function Journal:record(key, state, attempts, result, code, message)
-  self.db:run([[UPDATE items SET state = ?, attempts = attempts + ?, result = coalesce(?, result),
+  check(self.db:run([[UPDATE items SET state = ?, attempts = attempts + ?, result = coalesce(?, result),
     code = ?, message = ?, updated = ? WHERE key = ?]],
-    state, attempts, result, code, message, qos.time(), key)
+    state, attempts, result, code, message, qos.time(), key))
 end
 
 -- journal:not_attempted(key, row, out_request_no) -> what
@@ -264,31 +272,39 @@ end
 -- or "duplicate".
 function Journal:not_attempted(key, row, orn)
   local db, run = self.db, self.run
-  local changes = db:run([[INSERT INTO items(key, row, out_request_no, state, run, updated)
-    VALUES (?, ?, ?, 'not_attempted', ?, ?) ON CONFLICT(key) DO NOTHING]], key, row, orn, run, qos.time())
+  local changes = check(db:run([[INSERT INTO items(key, row, out_request_no, state, run, updated)
+    VALUES (?, ?, ?, 'not_attempted', ?, ?) ON CONFLICT(key) DO NOTHING]], key, row, orn, run, qos.time()))
   if changes == 1 then return "new" end
-  local item = db:first("SELECT state, run FROM items WHERE key = ?", key)
+  local item = check(db:first("SELECT state, run FROM items WHERE key = ?", key))
   if item.run == run then return "duplicate" end
   if M.final[item.state] then return "done" end
-  db:run("UPDATE items SET run = ? WHERE key = ?", run, key)
+  check(db:run("UPDATE items SET run = ? WHERE key = ?", run, key))
   return "kept"
 end
 
--- journal:counts() -> {state = n, ...; total = n}
+-- journal:counts() -> {state = n, ...; total = n} | nil, message
 function Journal:counts()
   local c = { total = 0 }
   for _, s in ipairs(M.states) do c[s] = 0 end
-  for r in self.db:rows("SELECT state, count(*) AS n FROM items GROUP BY state") do
-    c[r.state] = r.n
-    c.total = c.total + r.n
+  local ok, err = pcall(function()
+    for r in self.db:rows("SELECT state, count(*) AS n FROM items GROUP BY state") do
+      c[r.state] = r.n
+      c.total = c.total + r.n
+    end
+  end)
+  if not ok then
+    if qos.is_interrupt(err) then error(err, 0) end
+    return nil, tostring(err)
   end
   return c
 end
 
--- journal:finish_run(exit_code, summary_json)
+-- journal:finish_run(exit_code, summary_json) -> true | nil, message, code
 function Journal:finish_run(code, summary)
-  self.db:run("UPDATE runs SET ended = ?, exit = ?, summary = ? WHERE id = ?",
-              qos.time(), code, summary, self.run)
+  local changes, err, ecode = self.db:run("UPDATE runs SET ended = ?, exit = ?, summary = ? WHERE id = ?",
+                                          qos.time(), code, summary, self.run)
+  if not changes then return nil, err, ecode end
+  return true
 end
 
 local function csv_field(v)

@@ -155,11 +155,11 @@ local function prepare(dir, faults)
   local cjson = require "cjson"
   local db = assert(sqlite.open(dir .. "/sandbox.db"))
   store.migrate(db)
-  db:transaction(function()
+  sqlite.check(db:transaction(function()
     local cur = cjson.decode(store.get_control(db))
     cur.faults = faults
     store.set_control(db, cur)
-  end)
+  end))
   db:close()
   return fresh
 end
@@ -169,9 +169,9 @@ end
 -- Serves until SIGINT/SIGTERM or until the parent process dies. Every
 -- argument is checked before anything is made: a bad address or fault
 -- spec, and a --state or --ready-file that cannot be used, exit 2 with
--- nothing made. A sandbox that cannot start otherwise exits 1; a start that
--- fails after making its state (a port in use) takes back what it made when
--- the state was new or --temporary.
+-- nothing made. A sandbox that cannot start otherwise exits 1 (130 for a
+-- Ctrl-C); a start that fails after making its state (a port in use) takes
+-- back what it made when the state was new or --temporary.
 function M.main(o)
   local parent = qos.getppid() -- now: a parent that dies while we start still counts
   local c, why, usage = check(o)
@@ -197,13 +197,21 @@ function M.main(o)
   end
   -- from here on, a failure before serving takes back what this start made
   -- in a new or temporary state
-  local function fail(message)
-    io.stderr:write("quan sandbox: ", message, "\n")
+  local function take_back()
     lock:close()
     if o.temporary or not made.existed or next(made.entries) == nil then made:undo() end
+  end
+  local function fail(message)
+    io.stderr:write("quan sandbox: ", message, "\n")
+    take_back()
     return 1
   end
   local prepared, fresh = pcall(prepare, dir, c.faults)
+  if not prepared and qos.is_interrupt(fresh) then -- a Ctrl-C while the keys are made
+    io.stderr:write("quan sandbox: interrupted before it served\n")
+    take_back()
+    return 130
+  end
   if not prepared then return fail("state " .. dir .. " cannot be set up: " .. tostring(fresh)) end
   -- between waits, retry the notifications that are due (a failure there is
   -- logged, never fatal: the API goes on answering)

@@ -4,13 +4,16 @@
 -- returns a response table, or nil and an error {status, code, message,
 -- field} in WeChat Pay's vocabulary. Request bodies come checked against
 -- the shared schema (wechatpay.favor.validate, in the handler); the store
--- keeps what the schema cannot say: stock state, ownership, budgets.
+-- keeps what the schema cannot say: stock state, ownership, budgets. A
+-- failure of the database raises (sqlite.check): it rolls the request's
+-- transaction back, and the server answers 500 SYSTEM_ERROR.
 local M = {}
 
 local util = require "quan.sandbox.util"
 local json = require "wechatpay.json"
 local time = require "quan.time"
 local cjson = require "cjson"
+local check = require("quan.sqlite").check
 
 local format_time = time.beijing
 local floor, tointeger = math.floor, math.tointeger
@@ -92,27 +95,27 @@ CREATE TABLE IF NOT EXISTS control (
 
 -- migrate(db): creates the tables when missing
 function M.migrate(db)
-  db:exec(SCHEMA)
+  check(db:exec(SCHEMA))
 end
 
 -- control values shared by every connection thread: clock offset and faults
 function M.get_control(db)
-  local row = db:first("SELECT value FROM control WHERE key = 'control'")
+  local row = check(db:first("SELECT value FROM control WHERE key = 'control'"))
   return row and row.value or "{}"
 end
 
 function M.set_control(db, t)
-  db:run("INSERT INTO control (key, value) VALUES ('control', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    cjson.encode(t))
+  check(db:run("INSERT INTO control (key, value) VALUES ('control', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    cjson.encode(t)))
 end
 
 -- remember_nonce(db, mchid, nonce, ts) -> true | false when already seen
 -- within the window. Old nonces are pruned now and then.
 local seen = 0
 function M.remember_nonce(db, mchid, nonce, now)
-  local changes = db:run("INSERT OR IGNORE INTO nonces (mchid, nonce, ts) VALUES (?, ?, ?)", mchid, nonce, now)
+  local changes = check(db:run("INSERT OR IGNORE INTO nonces (mchid, nonce, ts) VALUES (?, ?, ?)", mchid, nonce, now))
   seen = seen + 1
-  if seen % 500 == 0 then db:run("DELETE FROM nonces WHERE ts < ?", now - 900) end
+  if seen % 500 == 0 then check(db:run("DELETE FROM nonces WHERE ts < ?", now - 900)) end
   return changes == 1
 end
 
@@ -152,7 +155,7 @@ local OUT_NO = "^[%w|_*%-]+$"
 -- ---- stocks ------------------------------------------------------------
 
 local function stock_row(db, stock_id)
-  return db:first("SELECT * FROM stocks WHERE stock_id = ?", stock_id)
+  return check(db:first("SELECT * FROM stocks WHERE stock_id = ?", stock_id))
 end
 
 -- stock_json(row) -> the stock object of query and list answers
@@ -222,24 +225,24 @@ function M.create_stock(db, ctx, b)
   if not r then return nil, err end
   local canon = json.encode(b) -- keys sorted: the same request, the same text
   local hash = ctx.sha256(canon)
-  return db:transaction(function()
-    local old = db:first("SELECT stock_id, create_time, request_hash FROM stocks WHERE creator_mchid = ? AND out_request_no = ?",
-      ctx.mchid, b.out_request_no)
+  return check(db:transaction(function()
+    local old = check(db:first("SELECT stock_id, create_time, request_hash FROM stocks WHERE creator_mchid = ? AND out_request_no = ?",
+      ctx.mchid, b.out_request_no))
     if old then
       if old.request_hash ~= hash then
         return fail(400, "INVALID_REQUEST", "out_request_no was already used with a different request", "out_request_no", b.out_request_no)
       end
       return {stock_id = old.stock_id, create_time = format_time(old.create_time)}
     end
-    local _, seq = db:run([[INSERT INTO stocks (creator_mchid, out_request_no, request_hash, request, stock_name, status,
+    local _, seq = check(db:run([[INSERT INTO stocks (creator_mchid, out_request_no, request_hash, request, stock_name, status,
       create_time, begin_time, end_time, max_coupons, max_amount, max_amount_by_day, max_per_user, coupon_amount,
       transaction_minimum, no_cash) VALUES (?, ?, ?, ?, ?, 'unactivated', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
       ctx.mchid, b.out_request_no, hash, canon, b.stock_name, ctx.now, r.begin_t, r.end_t, r.max_coupons, r.max_amount,
-      r.by_day, r.max_per_user, r.amount, r.minimum, b.no_cash and 1 or 0)
+      r.by_day, r.max_per_user, r.amount, r.minimum, b.no_cash and 1 or 0))
     local stock_id = tostring(16000000 + seq)
-    db:run("UPDATE stocks SET stock_id = ? WHERE seq = ?", stock_id, seq)
+    check(db:run("UPDATE stocks SET stock_id = ? WHERE seq = ?", stock_id, seq))
     return {stock_id = stock_id, create_time = format_time(ctx.now)}
-  end)
+  end))
 end
 
 local TRANSITIONS = {
@@ -254,7 +257,7 @@ function M.transition(db, ctx, stock_id, action, b)
   local tr = TRANSITIONS[action]
   local creator, err = need_string(b, "stock_creator_mchid", "stock_creator_mchid", 20)
   if not creator then return nil, err end
-  return db:transaction(function()
+  return check(db:transaction(function()
     local row = stock_row(db, stock_id)
     if not row or row.creator_mchid ~= creator then
       return fail(404, "RESOURCE_NOT_EXISTS", "stock does not exist", "stock_id", stock_id)
@@ -269,9 +272,9 @@ function M.transition(db, ctx, stock_id, action, b)
     if action == "start" and row.end_time < ctx.now then
       return fail(400, "INVALID_REQUEST", "the activity has ended", "available_end_time", format_time(row.end_time))
     end
-    db:run(("UPDATE stocks SET status = ?, %s = ? WHERE stock_id = ?"):format(tr.field), tr.to, ctx.now, stock_id)
+    check(db:run(("UPDATE stocks SET status = ?, %s = ? WHERE stock_id = ?"):format(tr.field), tr.to, ctx.now, stock_id))
     return {stock_id = stock_id, [tr.field] = format_time(ctx.now)}
-  end)
+  end))
 end
 
 -- get_stock(db, ctx, stock_id, query) -> stock
@@ -317,7 +320,7 @@ function M.list_stocks(db, ctx, q)
   if q.status and not STATUSES[q.status] then return param("status is not a stock status", "status", q.status) end
   local where = "creator_mchid = :creator AND create_time >= :from AND create_time <= :to AND (:status IS NULL OR status = :status)"
   local args = {creator = creator, from = from, to = math.tointeger(to) or to, status = q.status, limit = limit, skip = offset * limit}
-  local total = db:first("SELECT count(*) AS n FROM stocks WHERE " .. where, args).n
+  local total = check(db:first("SELECT count(*) AS n FROM stocks WHERE " .. where, args)).n
   local data = {}
   for row in db:rows("SELECT * FROM stocks WHERE " .. where .. " ORDER BY seq DESC LIMIT :limit OFFSET :skip", args) do
     data[#data + 1] = stock_json(row)
@@ -325,7 +328,9 @@ function M.list_stocks(db, ctx, q)
   return {total_count = total, offset = offset, limit = limit, data = util.array(data)}
 end
 
--- list_merchants / list_items(db, ctx, stock_id, query) -> page of strings
+-- list_merchants / list_items(db, ctx, stock_id, query) -> page of strings;
+-- offset is a page index from 0, as on every list of the family (the
+-- schema's paging; fidelity research item a)
 local function stock_list(db, stock_id, q, field, max_offset, max_limit, default)
   local offset, err = query_int(q, "offset", 0, 0, max_offset, true); if not offset then return nil, err end
   local limit; limit, err = query_int(q, "limit", 10, 1, max_limit, true); if not limit then return nil, err end
@@ -337,7 +342,7 @@ local function stock_list(db, stock_id, q, field, max_offset, max_limit, default
   local cur = cjson.decode(row.request).coupon_use_rule or {}
   local all = type(cur[field]) == "table" and cur[field] or default(row)
   local data = {}
-  for i = offset + 1, math.min(#all, offset + limit) do data[#data + 1] = all[i] end
+  for i = offset * limit + 1, math.min(#all, (offset + 1) * limit) do data[#data + 1] = all[i] end
   return {total_count = #all, offset = offset, limit = limit, stock_id = stock_id, data = util.array(data)}
 end
 
@@ -398,9 +403,9 @@ function M.send_coupon(db, ctx, openid, b)
     return fail(400, "APPID_MCHID_NOT_MATCH", "appid is not bound to the calling mchid", "appid", appid)
   end
   if openid == "" or #openid > 128 then return param("openid is required", "openid", openid) end
-  return db:transaction(function()
-    local old = db:first("SELECT coupon_id, stock_id, openid FROM coupons WHERE sender_mchid = ? AND out_request_no = ?",
-      ctx.mchid, out_no)
+  return check(db:transaction(function()
+    local old = check(db:first("SELECT coupon_id, stock_id, openid FROM coupons WHERE sender_mchid = ? AND out_request_no = ?",
+      ctx.mchid, out_no))
     if old then
       if old.stock_id ~= stock_id or old.openid ~= openid then
         return fail(400, "INVALID_REQUEST", "out_request_no was already used for another stock or user", "out_request_no", out_no)
@@ -433,29 +438,29 @@ function M.send_coupon(db, ctx, openid, b)
     end
     local day = format_time(ctx.now, "%Y%m%d")
     if s.max_amount_by_day then
-      local today = db:first("SELECT coalesce(sum(amount), 0) AS n FROM coupons WHERE stock_id = ? AND day = ?", stock_id, day).n
+      local today = check(db:first("SELECT coalesce(sum(amount), 0) AS n FROM coupons WHERE stock_id = ? AND day = ?", stock_id, day)).n
       if today + amount > s.max_amount_by_day then
         return fail(403, "NOT_ENOUGH", "the stock's budget for today is used up", "stock_id", stock_id)
       end
     end
-    local mine = db:first("SELECT count(*) AS n FROM coupons WHERE openid = ? AND stock_id = ?", openid, stock_id).n
+    local mine = check(db:first("SELECT count(*) AS n FROM coupons WHERE openid = ? AND stock_id = ?", openid, stock_id)).n
     if mine >= s.max_per_user then
       return fail(403, "REQUEST_BLOCKED", "the user has reached max_coupons_per_user", "openid", openid)
     end
-    local seq = db:first("SELECT coalesce(max(seq), 0) + 1 AS n FROM coupons").n
+    local seq = check(db:first("SELECT coalesce(max(seq), 0) + 1 AS n FROM coupons")).n
     local coupon_id = tostring(COUPON_BASE + seq)
-    db:run([[INSERT INTO coupons (seq, coupon_id, stock_id, openid, appid, sender_mchid, out_request_no, amount, minimum, day,
+    check(db:run([[INSERT INTO coupons (seq, coupon_id, stock_id, openid, appid, sender_mchid, out_request_no, amount, minimum, day,
       create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]], seq, coupon_id, stock_id, openid, appid, ctx.mchid, out_no, amount,
-      minimum, day, ctx.now)
-    db:run("UPDATE stocks SET distributed = distributed + 1, sent_amount = sent_amount + ? WHERE stock_id = ?", amount, stock_id)
+      minimum, day, ctx.now))
+    check(db:run("UPDATE stocks SET distributed = distributed + 1, sent_amount = sent_amount + ? WHERE stock_id = ?", amount, stock_id))
     return {coupon_id = coupon_id}
-  end)
+  end))
 end
 
 -- user_coupon(db, coupon_id, openid) -> the coupon row | nil, 404 error
 local function user_coupon(db, coupon_id, openid)
   local seq = coupon_id:match("^%d+$") and math.tointeger(tonumber(coupon_id) - COUPON_BASE)
-  local c = seq and db:first("SELECT * FROM coupons WHERE seq = ? AND openid = ?", seq, openid)
+  local c = seq and check(db:first("SELECT * FROM coupons WHERE seq = ? AND openid = ?", seq, openid))
   if not c then return fail(404, "RESOURCE_NOT_EXISTS", "coupon does not exist", "coupon_id", coupon_id) end
   return c
 end
@@ -463,7 +468,7 @@ end
 -- consumption(db, c) -> consume_information of a USED coupon, or nil
 local function consumption(db, c)
   if c.status ~= "USED" then return nil end
-  local u = db:first("SELECT * FROM uses WHERE coupon_id = ?", c.coupon_id)
+  local u = check(db:first("SELECT * FROM uses WHERE coupon_id = ?", c.coupon_id))
   if not u then return nil end
   return {consume_time = format_time(u.consume_time), consume_mchid = u.consume_mchid, transaction_id = u.transaction_id}
 end
@@ -478,7 +483,7 @@ function M.use_coupon(db, ctx, b)
   if tx ~= nil and (type(tx) ~= "string" or not tx:match("^%d+$") or #tx > 32) then
     return param("transaction_id must be 1 to 32 digits", "transaction_id", tx)
   end
-  return db:transaction(function()
+  return check(db:transaction(function()
     local c, err = user_coupon(db, coupon_id, openid)
     if not c then return nil, err end
     local s = stock_row(db, c.stock_id)
@@ -490,15 +495,15 @@ function M.use_coupon(db, ctx, b)
       return fail(400, "INVALID_REQUEST", "the coupon is usable from " .. format_time(s.begin_time), "coupon_id", coupon_id)
     end
     tx = tx or ("4200" .. format_time(ctx.now, "%Y%m%d") .. ("%014d"):format(c.seq))
-    db:run("UPDATE coupons SET status = 'USED' WHERE seq = ?", c.seq)
-    db:run("INSERT INTO uses (coupon_id, consume_time, consume_mchid, transaction_id) VALUES (?, ?, ?, ?)",
-      c.coupon_id, ctx.now, ctx.mchid, tx)
+    check(db:run("UPDATE coupons SET status = 'USED' WHERE seq = ?", c.seq))
+    check(db:run("INSERT INTO uses (coupon_id, consume_time, consume_mchid, transaction_id) VALUES (?, ?, ?, ?)",
+      c.coupon_id, ctx.now, ctx.mchid, tx))
     c.status = "USED"
     local j = coupon_json(c, s)
     j.out_request_no = nil -- not in the notification's resource
     j.consume_information = consumption(db, c)
     return j
-  end)
+  end))
 end
 
 -- get_coupon(db, ctx, openid, coupon_id, query) -> coupon
@@ -563,16 +568,16 @@ function M.set_callback(db, ctx, b)
     return param("notify_url must be an https URL without a query", "notify_url", url)
   end
   if b.switch ~= nil and type(b.switch) ~= "boolean" then return param("switch must be a boolean", "switch", b.switch) end
-  db:run("INSERT INTO callbacks (mchid, notify_url, switch, update_time) VALUES (?, ?, ?, ?) "
+  check(db:run("INSERT INTO callbacks (mchid, notify_url, switch, update_time) VALUES (?, ?, ?, ?) "
     .. "ON CONFLICT (mchid) DO UPDATE SET notify_url = excluded.notify_url, switch = excluded.switch, update_time = excluded.update_time",
-    mchid, url, b.switch == nil and 1 or (b.switch and 1 or 0), ctx.now)
+    mchid, url, b.switch == nil and 1 or (b.switch and 1 or 0), ctx.now))
   return {update_time = format_time(ctx.now), notify_url = url}
 end
 
 function M.get_callback(db, ctx, q)
   local mchid, err = need_string(q, "mchid", "mchid"); if not mchid then return nil, err end
   if mchid ~= ctx.mchid then return fail(400, "MCH_NOT_EXISTS", "mchid is not the calling merchant", "mchid", mchid) end
-  local row = db:first("SELECT * FROM callbacks WHERE mchid = ?", mchid)
+  local row = check(db:first("SELECT * FROM callbacks WHERE mchid = ?", mchid))
   if not row then return fail(404, "RESOURCE_NOT_EXISTS", "no callback URL is set", "mchid", mchid) end
   return {mchid = mchid, notify_url = row.notify_url}
 end
@@ -595,7 +600,7 @@ function M.upload_image(db, ctx, meta, file)
   if sha:lower() ~= ctx.sha256(file) then
     return fail(403, "REQUEST_BLOCKED", "meta.sha256 does not match the file", "meta.sha256", sha)
   end
-  local _, seq = db:run("INSERT INTO media (filename, sha256, size, create_time) VALUES (?, ?, ?, ?)", filename, sha:lower(), #file, ctx.now)
+  local _, seq = check(db:run("INSERT INTO media (filename, sha256, size, create_time) VALUES (?, ?, ?, ?)", filename, sha:lower(), #file, ctx.now))
   return {media_url = ("https://sandbox.quan.invalid/media/%d/%s.%s"):format(seq, sha:sub(1, 16):lower(), ext)}
 end
 

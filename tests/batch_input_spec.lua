@@ -1,0 +1,76 @@
+-- Specs of quan.batch.input: the rows of a batch from a CSV path, a csv
+-- reader or an iterator, numbered, with their keys.
+local sh = require "tests.support.sh"
+local B = require "tests.support.batch"
+
+local csv = require "quan.batch.csv"
+local input = require "quan.batch.input"
+
+-- rows_of(source[, opts]) -> {{key, row, record}...}, the input after its end
+local function rows_of(source, opts)
+  local rows = assert(input.open(source, opts))
+  local out = {}
+  while true do
+    local key, row, record = rows:read()
+    if not row then break end
+    out[#out + 1] = { key = key, row = row, record = record }
+  end
+  rows:close()
+  return out, rows
+end
+
+describe("quan.batch.input", function()
+  it("reads a CSV path by its key column, counts the rows expected and numbers the rows read", function()
+    local dir = sh.tmpdir()
+    local path = sh.write(dir .. "/u.csv", B.lines { "name,openid", "Ann,o1", '"Bob","  o2 "', "Cy," })
+    local rows, r = rows_of(path)
+    assert.equal(3, r.total)
+    assert.equal(3, r.rows)
+    assert.is_true(r.eof)
+    assert.is_nil(r.error)
+    assert.same({ "o1", "o2", "" }, { rows[1].key, rows[2].key, rows[3].key }) -- spaces dropped
+    assert.same({ 1, 2, 3 }, { rows[1].row, rows[2].row, rows[3].row })
+    assert.equal("Bob", rows[2].record.name)
+    assert.is_nil(r:read()) -- stays at its end
+  end)
+
+  it("takes an iterator (a string is its own key), a key function and a csv reader", function()
+    local i, list = 0, { "a", { uid = 7 }, " b " }
+    local rows = rows_of(function() i = i + 1; return list[i] end,
+      { key = function(rec) return type(rec) == "string" and rec or rec.uid end, total = 3 })
+    assert.same({ "a", "7", "b" }, { rows[1].key, rows[2].key, rows[3].key })
+    local dir = sh.tmpdir()
+    local reader = assert(csv.open(sh.write(dir .. "/r.csv", "id;x\nk1;1\n"), { sep = ";" }))
+    rows = rows_of(reader, { key = "id" })
+    assert.equal("k1", rows[1].key)
+    assert.equal("1", rows[1].record.x)
+    reader:close() -- the reader is the caller's: still open after input:close()
+  end)
+
+  it("stops at a line it cannot read and keeps the message", function()
+    local dir = sh.tmpdir()
+    local _, r = rows_of(sh.write(dir .. "/bad.csv", B.lines { "openid", "o1", '"o2', "o3" }))
+    assert.equal(1, r.rows)
+    assert.is_true(r.eof)
+    assert.matches("csv: line 3: unterminated quoted field", r.error)
+  end)
+
+  it("refuses a file it cannot open or without the key column", function()
+    local dir = sh.tmpdir()
+    local r, err = input.open(dir .. "/none.csv")
+    assert.is_nil(r)
+    assert.matches("^input .*none.csv: ", err)
+    r, err = input.open(sh.write(dir .. "/k.csv", "uid\nu1\n"), { key = "openid" })
+    assert.is_nil(r)
+    assert.equal("input " .. dir .. "/k.csv: no column 'openid' in the header", err)
+  end)
+
+  it("tells a source from anything else, and raises on anything else", function()
+    assert.is_true(input.is_source("users.csv"))
+    assert.is_true(input.is_source(function() end))
+    assert.is_false(input.is_source({}))
+    assert.is_false(input.is_source(42))
+    assert.has_error(function() input.open(42) end,
+      "input.open: source must be a path, a csv reader or an iterator function")
+  end)
+end)

@@ -1,0 +1,118 @@
+-- Specs of quan.batch.journal: batch ids, claims, the lock, export, and
+-- files that are not a journal.
+local sh = require "tests.support.sh"
+local B = require "tests.support.batch"
+
+local csv = require "quan.batch.csv"
+local journal = require "quan.batch.journal"
+
+local read_all = B.read_all
+
+describe("quan.batch.journal", function()
+  it("names new batches apart even when math.random repeats itself", function()
+    -- two runs started in the same second can share math.random's seed
+    local dir = sh.tmpdir()
+    local ids = {}
+    for i = 1, 2 do
+      math.randomseed(42)
+      local j = assert(journal.open(dir .. "/n" .. i .. ".db", { batch_prefix = "S1" }))
+      ids[i] = j.batch_id
+      j:close()
+    end
+    assert.matches("^S1%-%d+T%d+Z%-%w+$", ids[1])
+    assert.not_equal(ids[1], ids[2])
+  end)
+
+  it("refuses another program's database and a damaged journal, naming the file", function()
+    local dir = sh.tmpdir()
+    local sqlite = require "quan.sqlite"
+    for name, sql in pairs { foreign = "CREATE TABLE x (a)", items_only = "CREATE TABLE items (key)" } do
+      local path = dir .. "/" .. name .. ".db"
+      local db = assert(sqlite.open(path))
+      db:exec(sql)
+      db:close()
+      local j, err, code = journal.open(path, { batch_id = "b" })
+      assert.is_nil(j)
+      assert.equal("open", code)
+      assert.matches("journal .*" .. name .. "%.db: not a quan batch journal", err)
+      -- and the database is left as it was
+      db = assert(sqlite.open(path))
+      assert.is_nil(db:first("SELECT name FROM sqlite_master WHERE name = 'runs'"))
+      db:close()
+    end
+    -- a journal with damaged pages
+    local path = dir .. "/damaged.db"
+    local j = assert(journal.open(path, { batch_id = "b" }))
+    j:transaction(function()
+      for i = 1, 3000 do j:claim(("o%05d"):format(i), i, "n" .. i) end
+    end)
+    j:close()
+    local f = assert(io.open(path, "r+b"))
+    f:seek("set", 8192)
+    f:write(("\222\173"):rep(2000))
+    f:close()
+    local j2, err, code = journal.open(path, { batch_id = "b" })
+    assert.is_nil(j2)
+    assert.equal("open", code)
+    assert.matches("journal .*damaged%.db: ", err)
+    assert.not_matches("%.lua:%d+", err)
+  end)
+
+  it("claims rows once, skips final ones, spots duplicates, and locks", function()
+    local dir = sh.tmpdir()
+    local path = dir .. "/j.db"
+    local j = assert(journal.open(path, { batch_id = "b1", meta = { stock_id = "S1" } }))
+    assert.equal("b1", j.batch_id)
+    assert.is_true(j.created)
+    -- a second open while this one holds the lock is refused
+    local j2, err, code = journal.open(path)
+    assert.is_nil(j2)
+    assert.equal("busy", code)
+    assert.matches("is in use by another run %(pid %d+%)", err)
+    j:transaction(function()
+      assert.equal("new", j:claim("o1", 1, "r1"))
+      assert.equal("new", j:claim("o2", 2, "r2"))
+      assert.equal("duplicate", j:claim("o1", 3, "r1"))
+      j:record("o1", "sent", 1, "C1")
+      j:record("o2", "failed", 3, nil, "SYSTEM_ERROR", "boom")
+    end)
+    j:close()
+    -- another run: o1 is done, o2 comes back with its attempts
+    j = assert(journal.open(path, { meta = { stock_id = "S1" } }))
+    assert.is_false(j.created)
+    assert.equal(2, j.run)
+    j:transaction(function()
+      assert.equal("done", j:claim("o1", 1, "r1"))
+      local what, prior = j:claim("o2", 2, "r2")
+      assert.equal("resume", what)
+      assert.equal(3, prior.attempts)
+      assert.equal("new", j:not_attempted("o3", 3, "r3"))
+    end)
+    local c = j:counts()
+    assert.equal(1, c.sent)
+    assert.equal(1, c.in_flight)
+    assert.equal(1, c.not_attempted)
+    local out = dir .. "/out.csv"
+    assert.equal(3, j:export(out))
+    local r = assert(csv.open(out))
+    local recs = read_all(r)
+    assert.equal("C1", recs[1].result)
+    assert.equal("r2", recs[2].out_request_no)
+    assert.equal("SYSTEM_ERROR", recs[2].code)
+    j:close()
+    -- the journal belongs to one batch and one stock
+    local bad
+    bad, err, code = journal.open(path, { batch_id = "other" })
+    assert.is_nil(bad)
+    assert.equal("mismatch", code)
+    assert.matches("belongs to batch b1, not other", err)
+    bad, err = journal.open(path, { meta = { stock_id = "S2" } })
+    assert.is_nil(bad)
+    assert.matches("was made with stock_id=S1, not S2", err)
+    -- a name the journal never recorded cannot be checked: refused
+    bad, err, code = journal.open(path, { meta = { stock_id = "S1", appid = "wx1" } })
+    assert.is_nil(bad)
+    assert.equal("mismatch", code)
+    assert.matches("was made without appid, refusing appid=wx1", err)
+  end)
+end)

@@ -1,0 +1,37 @@
+-- Specs of quan.batch.progress: what the operator sees (durations, the
+-- bar, JSON and text lines, the summary).
+local progress = require "quan.batch.progress"
+
+describe("quan.batch.progress", function()
+  it("formats durations, bars and JSON lines", function()
+    assert.equal("0:05", progress.duration(4.6))
+    assert.equal("2:03", progress.duration(123))
+    assert.equal("1:02:03", progress.duration(3723))
+    assert.equal("?", progress.duration(nil))
+    assert.equal("?", progress.duration(math.huge))
+    local line = progress.bar_line({ done = 250, total = 1000, rate = 400, eta = 1.9, failed = 2 }, 80)
+    assert.is_true(#line <= 80)
+    assert.matches("25% 250/1000  400/s ETA 0:02 failed 2", line, nil, true)
+    assert.matches("^%[#+%.+%]", line)
+    assert.matches("%?", progress.bar_line({ done = 5, rate = 1 }, 60))
+    assert.equal('{"ts":1,"event":"x","batch":"b","row":2,"key":"k","a":1,"z":"s"}',
+      progress.json_line { z = "s", a = 1, key = "k", row = 2, batch = "b", event = "x", ts = 1.0 })
+    assert.equal('refused row=3 code=NOT_ENOUGH message="no budget"',
+      progress.text_line { event = "refused", row = 3, code = "NOT_ENOUGH", message = "no budget" })
+  end)
+
+  it("picks the bar on a terminal and JSON lines elsewhere", function()
+    assert.equal("bar", progress.format_for(nil, true))
+    assert.equal("json", progress.format_for(nil, false))
+    assert.equal("json", progress.format_for("json", true))
+    assert.equal("text", progress.format_for("text", false))
+  end)
+
+  it("writes a summary that names refusals by code", function()
+    local s = progress.summary_text { batch = "b1", rows = 10, sent = 6, skipped = 1, refused = 3,
+      refused_by_code = { REQUEST_BLOCKED = 2, USER_AL_GET_COUPON = 1 }, failed = 0,
+      not_attempted = 0, elapsed = 2, attempted = 9, exit_code = 3, exit_reason = "some refused" }
+    assert.matches("refused %s+3  %(REQUEST_BLOCKED 2, USER_AL_GET_COUPON 1%)", s)
+    assert.matches("exit 3 %(some refused%)", s)
+  end)
+end)
