@@ -162,10 +162,10 @@ end
 ---------------------------------------------------------------------------
 -- Trust: who may change the files a profile comes from
 
--- unsafe(st, uid, sticky_ok) -> nil | why: a file (or folder) whose owner
--- is neither uid nor root, or that group or others may write (a sticky
--- folder excepted when sticky_ok: there only the owner of a file may
--- replace it)
+-- unsafe(st, uid, sticky_ok) -> nil | why, kind ("owner" or "mode"): a file
+-- (or folder) whose owner is neither uid nor root, or that group or others
+-- may write (a sticky folder excepted when sticky_ok: there only the owner
+-- of a file may replace it)
 local function unsafe(st, uid, sticky_ok)
   if st.uid ~= uid and st.uid ~= 0 then
     return ("is owned by uid %d, neither you (uid %d) nor root"):format(st.uid, uid), "owner"
