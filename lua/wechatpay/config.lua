@@ -32,6 +32,7 @@ local debug = debug
 M.INSTRUCTION_LIMIT = 10000000
 -- seconds a config file may take (wall clock, start-up of its process
 -- included: a few milliseconds), and bytes of memory it may allocate
+-- (beyond what its process holds when it starts)
 M.TIME_LIMIT = 5
 M.MEMORY_LIMIT = 256 << 20
 -- bytes of the table a config file returns, written out as a Lua literal
@@ -283,7 +284,12 @@ function M.child(path)
   local qos = require "quan.os"
   qos.rlimit("core", 0)
   qos.rlimit("cpu", math.ceil(M.TIME_LIMIT) + 1) -- an orphan (its parent killed) ends too
-  qos.rlimit("data", M.MEMORY_LIMIT)
+  -- M.MEMORY_LIMIT more than the data the process holds now (VmData: a
+  -- sanitizer's shadow memory counts, and may be terabytes)
+  local status = io.open("/proc/self/status")
+  local held = status and tonumber(status:read("a"):match("\nVmData:%s*(%d+) kB"))
+  if status then status:close() end
+  if held then qos.rlimit("data", held * 1024 + M.MEMORY_LIMIT) end
   local ok, text = pcall(function()
     local good, v = evaluate(path)
     if not good then error(v, 0) end
