@@ -274,7 +274,7 @@ describe("the REPL on a terminal", function()
       s:keys("Tab", "Tab")
       local screen = s:wait_for("validate")
       local listing = screen:match("stocks:get{\n(.-)\n") or screen
-      assert.matches("headers%s+query%s+timeout%s+validate", listing)
+      assert.matches("headers%s+query%s+retry%s+timeout%s+validate", listing)
       assert.not_matches("json", listing)
       assert.not_matches("body", listing)
       assert.not_matches("file", listing)

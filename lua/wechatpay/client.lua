@@ -19,6 +19,7 @@ local multipart = require "wechatpay.multipart"
 local trace = require "wechatpay.trace"
 local decode_query = require("quan.url").query
 local suggest = require "quan.suggest"
+local retry = require "wechatpay.retry"
 
 local M = {}
 
@@ -56,7 +57,7 @@ local VERBS = { get = "GET", post = "POST", put = "PUT", patch = "PATCH", delete
 
 local OPTIONS = {
   json = true, body = true, query = true, headers = true, timeout = true,
-  validate = true, file = true, filename = true, content_type = true,
+  validate = true, file = true, filename = true, content_type = true, retry = true,
 }
 
 -- the options that make a body: a GET has none
@@ -497,6 +498,25 @@ local function validation(endpoint, body, query, ctx)
   }
 end
 
+-- retry_policy(method, tpl, opts) -> the policy of option 'retry': a count
+-- of retries after the first try (an integer >= 0) or a wechatpay.retry
+-- policy; a usage error for a call that cannot be repeated safely
+local function retry_policy(method, tpl, opts)
+  local r = opts.retry
+  local ok, why = retry.idempotent(method, tpl, opts.json)
+  if not ok then
+    usage("option 'retry': this call cannot be repeated safely (" .. why .. "); only GETs, a stock's start, "
+      .. "pause, restart and stop, and POSTs carrying an out_request_no are retried")
+  end
+  if retry.is_policy(r) then return r end
+  if math.type(r) ~= "integer" or r < 0 or r > 100 then
+    usage("option 'retry' must be a count of retries (an integer from 0 to 100) or a wechatpay.retry policy, got "
+      .. tostring(r))
+  end
+  if r == 0 then return nil end
+  return retry.policy { attempts = r + 1 }
+end
+
 -- prepare(wx, method, tpl, opts[, raw]) -> prepared request | nil,
 -- validation error; `raw` is a ready path+query used instead of tpl/query
 -- check_options(method, tpl, opts, extra) -> the template's variables; a
@@ -629,6 +649,7 @@ local function prepare(wx, method, tpl, opts, raw)
     end
   end
   local ctx = context(method, target)
+  local policy = opts.retry ~= nil and retry_policy(method, tpl, opts) or nil
   -- the endpoint, looked up once: for the validator and the hooks
   local endpoint = require("wechatpay.favor.schema").lookup(method, raw and path or "/" .. tpl)
   if endpoint and opts.validate ~= false and opts.file == nil and not raw then
@@ -644,6 +665,7 @@ local function prepare(wx, method, tpl, opts, raw)
     endpoint = endpoint, json = opts.json, upload_meta = upload_meta,
     upload = upload_meta and { file = opts.file, filename = upload_filename, content_type = upload_type },
     timeout = opts.timeout or st.timeout, context = ctx, ca_file = st.ca_file, proxy = st.proxy,
+    retry = policy,
   }
 end
 
@@ -787,11 +809,37 @@ local function prepared(level, wx, method, tpl, opts)
   errors.call(level + 1, context(method, "/" .. tpl) .. ": ", error, p, 0)
 end
 
+-- attempts(wx, p) -> result | nil, err: perform(p), and with option
+-- 'retry' again after a retryable failure (network, 429, 5xx), signed anew
+-- each time (a fresh nonce and timestamp), after the policy's backoff (a
+-- quan.async sleep: it yields inside a task). The result or error then
+-- carries `attempts`, the tries made.
+local function attempts(wx, p)
+  local policy = p.retry
+  if not policy then return perform(wx, p) end
+  local failed = 0
+  while true do
+    local r, err = perform(wx, p)
+    if r then
+      r.attempts = failed + 1
+      return r
+    end
+    failed = failed + 1
+    local wait = retry.retryable(err) and policy:delay(failed, err.code)
+    if not wait then
+      err.attempts = failed
+      return nil, err
+    end
+    require("quan.async").sleep(wait)
+    p = resigned(wx, p)
+  end
+end
+
 -- run(wx, method, tpl, opts, level) -> result | nil, err
 local function run(wx, method, tpl, opts, level)
   local p, err = prepared(level + 1, wx, method, tpl, opts)
   if not p then return nil, err end
-  return perform(wx, p)
+  return attempts(wx, p)
 end
 
 -- promise(...) -> a quan.async task (a promise) settled with the result, or
@@ -801,7 +849,7 @@ local function promise(wx, method, tpl, opts, level)
   local async = require("quan.async")
   if not p then return async.rejected(err) end
   return async.spawn(function()
-    local r, e = perform(wx, p)
+    local r, e = attempts(wx, p)
     if not r then error(e, 0) end
     return r
   end)

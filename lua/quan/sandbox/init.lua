@@ -164,15 +164,19 @@ local function prepare(dir, faults)
   return fresh
 end
 
--- main(o) -> exit status; the `quan sandbox` command (its options, parsed:
--- quan.cli's table; o.listen, o.state, o.faults, o.ready_file, o.temporary).
+-- main(o, arguments) -> exit status; the `quan sandbox` command (its options,
+-- parsed: quan.cli's table; o.listen, o.state, o.faults, o.ready_file,
+-- o.temporary). `quan sandbox clock [TIME]`: arguments = { "clock", TIME }.
 -- Serves until SIGINT/SIGTERM or until the parent process dies. Every
 -- argument is checked before anything is made: a bad address or fault
 -- spec, and a --state or --ready-file that cannot be used, exit 2 with
 -- nothing made. A sandbox that cannot start otherwise exits 1 (130 for a
 -- Ctrl-C); a start that fails after making its state (a port in use) takes
 -- back what it made when the state was new or --temporary.
-function M.main(o)
+function M.main(o, arguments)
+  if arguments and arguments[1] ~= nil then -- `quan sandbox clock ...`: the business clock of a running one
+    return require("quan.sandbox.clock").main(o, table.move(arguments, 2, #arguments, 1, {}), arguments[1])
+  end
   local parent = qos.getppid() -- now: a parent that dies while we start still counts
   local c, why, usage = check(o)
   if not c then
@@ -219,7 +223,7 @@ function M.main(o)
   local server = require "quan.server"
   local srv, serr = server.start {handler = "quan.sandbox.handler", arg = dir, host = c.host, port = c.port,
     cert = "file://" .. dir .. "/server.pem", key = "file://" .. dir .. "/server.key.pem",
-    reuse = 32} -- handler states outlive their connection: a new connection costs a TLS handshake only
+    workers = 32} -- a latency fault holds its worker: 32 keep a batch at concurrency 32 unthrottled
   if not srv then return fail(tostring(serr)) end
   local base_url = ("https://%s:%d"):format(c.host, srv:port())
   files.write(dir .. "/config.lua", files.config_text(dir, base_url), 420)

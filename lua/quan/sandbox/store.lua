@@ -91,6 +91,10 @@ CREATE INDEX IF NOT EXISTS notifications_due ON notifications (next_at) WHERE ne
 CREATE TABLE IF NOT EXISTS control (
   key TEXT PRIMARY KEY, value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS requests (
+  method TEXT NOT NULL, template TEXT NOT NULL, count INTEGER NOT NULL,
+  PRIMARY KEY (method, template)
+) WITHOUT ROWID;
 ]]
 
 -- migrate(db): creates the tables when missing
@@ -98,7 +102,7 @@ function M.migrate(db)
   check(db:exec(SCHEMA))
 end
 
--- control values shared by every connection thread: clock offset and faults
+-- control values shared by every worker thread: clock offset and faults
 function M.get_control(db)
   local row = check(db:first("SELECT value FROM control WHERE key = 'control'"))
   return row and row.value or "{}"
@@ -117,6 +121,29 @@ function M.remember_nonce(db, mchid, nonce, now)
   seen = seen + 1
   if seen % 500 == 0 then check(db:run("DELETE FROM nonces WHERE ts < ?", now - 900)) end
   return changes == 1
+end
+
+-- count_request(db, method, template): one more API request to the
+-- endpoint (its path template); what GET /sandbox/requests reports
+function M.count_request(db, method, template)
+  check(db:run("INSERT INTO requests (method, template, count) VALUES (?, ?, 1) "
+    .. "ON CONFLICT (method, template) DO UPDATE SET count = count + 1", method, template))
+end
+
+-- reset_requests(db): the counts back to zero
+function M.reset_requests(db)
+  check(db:run("DELETE FROM requests"))
+end
+
+-- request_counts(db) -> {total, by_method = {GET = n, ...}, data = {{method, template, count}, ...}}
+function M.request_counts(db)
+  local total, by_method, data = 0, {}, {}
+  for row in db:rows("SELECT method, template, count FROM requests ORDER BY method, template") do
+    total = total + row.count
+    by_method[row.method] = (by_method[row.method] or 0) + row.count
+    data[#data + 1] = {method = row.method, template = row.template, count = row.count}
+  end
+  return {total = total, by_method = by_method, data = util.array(data)}
 end
 
 local function fail(status, code, message, field, value)
