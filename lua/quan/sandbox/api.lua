@@ -44,6 +44,7 @@ end
 -- certificates: the platform certificate, encrypted with the APIv3 key as
 -- WeChat Pay sends it; none for a merchant in public-key mode, who is
 -- answered as WeChat Pay answers a merchant without platform certificates
+-- (its text as wechatpay-java issues #354 and #400 quote it, 2025-2026)
 local function certificates(ex)
   local sandbox, algo = ex.sandbox, ex.query.algorithm_type
   if algo ~= nil and algo ~= "RSA" and algo ~= "SM2" and algo ~= "ALL" then
@@ -52,7 +53,8 @@ local function certificates(ex)
   end
   if ex.control.key_mode == "public_key" then
     return nil, {status = 404, code = "RESOURCE_NOT_EXISTS",
-      message = "无可用的平台证书 (a merchant in public-key mode has no platform certificates: quan sandbox --key-mode)"}
+      message = "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。可查看指引https://pay.weixin.qq.com/doc/v3/merchant/4012153196"
+        .. " (a merchant in public-key mode has no platform certificates: quan sandbox --key-mode)"}
   end
   if algo == "SM2" then return {data = util.array({})} end
   local cert, nonce = sandbox.platform_cert, crypto.nonce(12)

@@ -36,17 +36,17 @@ local function unknown_field(b, known)
 end
 
 -- fields(ex, known) -> the control request's JSON object | nil, error
--- answer: every field must be one of known (a misspelt one would
--- otherwise do nothing)
+-- table: every field must be one of known (a misspelt one would otherwise
+-- do nothing)
 local function fields(ex, known)
   local b, berr = ex:json_object()
-  if not b then return nil, ex:fail(berr) end
+  if not b then return nil, berr end
   local unknown = unknown_field(b, known)
   if unknown then
     local names = {}
     for k in pairs(known) do names[#names + 1] = k end
     table.sort(names)
-    return nil, ex:fail(param_error("unknown field (this endpoint takes " .. table.concat(names, ", ") .. ")", unknown))
+    return nil, param_error("unknown field (this endpoint takes " .. table.concat(names, ", ") .. ")", unknown)
   end
   return b
 end
@@ -141,8 +141,8 @@ end
 -- all); {"reset": true} back to the real time. A refused request changes
 -- nothing.
 local function move_clock(ex)
-  local b, answer = fields(ex, {advance_seconds = true, reset = true})
-  if not b then return answer end
+  local b, err = fields(ex, {advance_seconds = true, reset = true})
+  if not b then return ex:fail(err) end
   local advance, reset = b.advance_seconds, b.reset
   if reset ~= nil and reset ~= true then
     return ex:fail(param_error("the only value is true (back to real time)", "reset", reset))
@@ -184,8 +184,8 @@ local function show_format(ex)
 end
 
 local function set_format(ex)
-  local b, answer = fields(ex, {time_fraction = true})
-  if not b then return answer end
+  local b, err = fields(ex, {time_fraction = true})
+  if not b then return ex:fail(err) end
   local fraction = b.time_fraction
   if fraction ~= nil and not M.TIME_FRACTIONS[fraction] then
     return ex:fail(param_error("must be none or millis", "time_fraction", fraction))
@@ -223,8 +223,8 @@ end
 -- POST /sandbox/notifications {retry_interval, retries, signed_by}: sets
 -- the retry policy, then answers as GET
 local function set_notifications(ex)
-  local b, answer = fields(ex, {retry_interval = true, retries = true, signed_by = true})
-  if not b then return answer end
+  local b, err = fields(ex, {retry_interval = true, retries = true, signed_by = true})
+  if not b then return ex:fail(err) end
   local interval, retries, signed_by = b.retry_interval, b.retries, b.signed_by
   if signed_by ~= nil and signed_by ~= "public_key" and signed_by ~= "certificate" then
     return ex:fail(param_error("must be public_key or certificate", "signed_by", signed_by))
