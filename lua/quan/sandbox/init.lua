@@ -172,7 +172,7 @@ function M.main(o, arguments)
   local server = require "quan.server"
   local srv, serr = server.start {handler = "quan.sandbox.handler", arg = dir, host = host, port = port,
     cert = "file://" .. dir .. "/server.pem", key = "file://" .. dir .. "/server.key.pem",
-    reuse = 32} -- handler states outlive their connection: a new connection costs a TLS handshake only
+    workers = 32} -- a latency fault holds its worker: 32 keep a batch at concurrency 32 unthrottled
   if not srv then
     io.stderr:write("quan sandbox: ", serr, "\n")
     return 1
