@@ -1572,17 +1572,36 @@ local have_sandbox = have_natives and pcall(require, "quan.sandbox")
   end)
 
   describe("platform certificates", function()
+    -- a merchant in certificate mode: its own sandbox (the shared one is in
+    -- public-key mode, whose merchant has none)
+    local ch, cwx
     local function client(certs, drop)
-      local p = config.profile(config.read(h.config_path), h.profile, h.config_path)
+      local p = config.profile(config.read(ch.config_path), ch.profile, ch.config_path)
       local opts = {}
       for _, k in ipairs { "mchid", "serial", "private_key", "apiv3_key", "base_url", "ca_file" } do opts[k] = p[k] end
       opts.certs = certs
       if drop then opts[drop] = nil end
       return wechatpay.new(opts)
     end
+    setup(function()
+      ch = assert(require("quan.sandbox").start { key_mode = "certificate" })
+      cwx = client(config.profile(config.read(ch.config_path), ch.profile, ch.config_path).certs)
+    end)
+    teardown(function()
+      if ch then ch:stop() end
+    end)
+
+    it("is answered 404 RESOURCE_NOT_EXISTS in public-key mode, as a merchant since 2024 is", function()
+      local list, err = wx:certificates()
+      assert.is_nil(list)
+      assert.equal("http", err.kind)
+      assert.equal(404, err.status)
+      assert.equal("RESOURCE_NOT_EXISTS", err.code)
+      assert.matches("无可用的平台证书", err.message)
+    end)
 
     it("downloads and decrypts them; a client with only the certificate verifies answers under it", function()
-      local list = assert(wx:certificates())
+      local list = assert(cwx:certificates())
       assert.equal(1, #list)
       local c = list[1]
       assert.matches("^%x+$", c.serial_no)
@@ -1607,25 +1626,30 @@ local have_sandbox = have_natives and pcall(require, "quan.sandbox")
     end)
 
     it("refuses a tampered answer and raises without an APIv3 key", function()
-      faults("tamper=signature")
-      local list, err = wx:certificates()
-      faults("none")
+      assert(cwx:chain("sandbox/faults"):post { json = { spec = "tamper=signature" }, validate = false })
+      local list, err = cwx:certificates()
+      assert(cwx:chain("sandbox/faults"):post { json = { spec = "none" }, validate = false })
       assert.is_nil(list)
       assert.equal("verify", err.kind)
       assert.equal("bad_signature", err.code)
-      local certs = config.profile(config.read(h.config_path), h.profile, h.config_path).certs
+      local certs = config.profile(config.read(ch.config_path), ch.profile, ch.config_path).certs
       assert.has_error(function() client(certs, "apiv3_key"):certificates() end,
         "certificates: the client has no apiv3_key (it decrypts the certificates)")
     end)
 
     it("writes them with scripts/examples/certificates.lua", function()
       local dir = sh.tmpdir()
-      local out, err, code = sh.run(sh.quan .. " run --sandbox scripts/examples/certificates.lua " .. dir .. "/certs")
+      local out, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(ch.config_path) .. " " .. sh.quan
+        .. " run scripts/examples/certificates.lua " .. dir .. "/certs")
       assert.equal(0, code, err)
       local serial, path = out:match('%["(%x+)"%] = "file://([^"]+)"')
       assert.is_string(serial, out)
       local cert = assert(require("quan.crypto").certificate("file://" .. path))
       assert.equal(serial, cert:serial():upper())
+      -- a merchant in public-key mode is told why there are none
+      _, err, code = sh.run(sh.quan .. " run --sandbox scripts/examples/certificates.lua " .. dir .. "/none")
+      assert.equal(1, code)
+      assert.matches("RESOURCE_NOT_EXISTS.*public key", err)
     end)
   end)
 
