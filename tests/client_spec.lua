@@ -416,18 +416,135 @@ describe("wechatpay.config (profiles)", function()
       (show(cwd, "HOME=" .. q(home), "prod")))
   end)
 
-  it("warns when a key file is readable by group or others", function()
+  it("refuses a key file open to group or others (to others only, when another user owns it), as ssh does", function()
     local qos = require "quan.os"
     qos.mkdir(cwd .. "/keys")
-    sh.write(cwd .. "/keys/m.pem", "x")
-    qos.chmod(cwd .. "/keys/m.pem", tonumber("644", 8))
+    local key = sh.write(cwd .. "/keys/m.pem", "x")
     sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = { mchid = '1', private_key = 'file://keys/m.pem' } } }")
+    for _, mode in ipairs { "644", "640", "604", "660", "602", "620" } do
+      qos.chmod(key, tonumber(mode, 8))
+      local out = show(cwd, "HOME=" .. q(home))
+      assert.equal("ERR private_key file " .. key .. " is readable or writable by group or others (mode " .. mode
+        .. "); quan refuses an unprotected key: run chmod 600 " .. key, out, mode)
+    end
+    for _, mode in ipairs { "600", "400" } do
+      qos.chmod(key, tonumber(mode, 8))
+      local out, err = show(cwd, "HOME=" .. q(home))
+      assert.matches("^a\t1\t", out)
+      assert.equal("quan: using config file " .. cwd .. "/quan.config.lua (found in the current directory)\n", err)
+    end
+    if qos.geteuid() ~= 0 then return end -- root alone can give a file to another user
+    sh.run("chown 65534:0 " .. q(key))
+    qos.chmod(key, tonumber("640", 8)) -- another user's key shared with a group: that owner's choice
+    assert.matches("^a\t1\t", (show(cwd, "HOME=" .. q(home))))
+    qos.chmod(key, tonumber("644", 8))
+    assert.equal("ERR private_key file " .. key .. " is readable or writable by others (mode 644); "
+      .. "quan refuses an unprotected key: run chmod o-rwx " .. key, (show(cwd, "HOME=" .. q(home))))
+  end)
+
+  it("announces a config file found in the current directory on stderr, once; not one the user named", function()
+    require("quan.os").mkdir(home .. "/.config")
+    require("quan.os").mkdir(home .. "/.config/quan")
+    local own = sh.write(home .. "/.config/quan/config.lua", "return { profiles = { home = " .. profile("1") .. " } }")
     local out, err = show(cwd, "HOME=" .. q(home))
-    assert.matches("^a\t1\t", out)
-    assert.equal("quan: warning: private_key file " .. cwd .. "/keys/m.pem is readable by group or others (mode 644); run chmod 600 on it\n", err)
-    qos.chmod(cwd .. "/keys/m.pem", tonumber("600", 8))
-    out, err = show(cwd, "HOME=" .. q(home))
+    assert.matches("^home\t1\t", out)
+    assert.equal("", err) -- the user's own: nothing to say
+    sh.write(cwd .. "/quan.config.lua", "return { profiles = { here = " .. profile("2") .. " } }")
+    out, err = run(cwd, "HOME=" .. q(home), [[
+      local config = require "wechatpay.config"
+      print(select(2, config.load()), (select(2, config.load())))]])
+    assert.equal("here\there\n", out)
+    assert.equal("quan: using config file " .. cwd .. "/quan.config.lua (found in the current directory)\n", err)
+    out, err = show(cwd, "HOME=" .. q(home) .. " QUAN_CONFIG=" .. q(own))
+    assert.matches("^home\t1\t", out)
     assert.equal("", err)
+    local other = sh.write(home .. "/other.lua", "return { profiles = { other = " .. profile("3") .. " } }")
+    out, err = show(cwd, "HOME=" .. q(home) .. " QUAN_CONFIG=" .. q(other))
+    assert.matches("^other\t3\t", out)
+    assert.equal("", err) -- named by the user: theirs
+  end)
+
+  it("refuses a config file, certs or ca_file that another user could change, naming the fix", function()
+    local qos = require "quan.os"
+    local file = sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = " .. profile("1") .. " } }")
+    for _, mode in ipairs { "664", "646", "666", "622" } do
+      qos.chmod(file, tonumber(mode, 8))
+      assert.equal("ERR config file " .. file .. " is writable by group or others (mode " .. mode
+        .. "); quan refuses a config file another user can change: run chmod go-w " .. file,
+        (show(cwd, "HOME=" .. q(home))), mode)
+    end
+    qos.chmod(file, tonumber("644", 8))
+    -- its folder: others could put another file in its place
+    qos.chmod(cwd, tonumber("777", 8))
+    assert.equal("ERR config file " .. file .. ": its folder " .. cwd .. " is writable by group or others (mode 777), "
+      .. "so another user could replace the file; quan refuses it: run chmod go-w " .. cwd, (show(cwd, "HOME=" .. q(home))))
+    qos.chmod(cwd, tonumber("1777", 8)) -- sticky, as /tmp: only a file's owner may replace it
+    assert.matches("^a\t1\t", (show(cwd, "HOME=" .. q(home))))
+    qos.chmod(cwd, tonumber("700", 8))
+    -- the files it names that decide whom quan trusts
+    local pem = sh.write(cwd .. "/platform.pem", "x")
+    local ca = sh.write(cwd .. "/ca.pem", "x")
+    sh.write(file, "return { profiles = { a = " .. profile("1", ", ca_file = 'ca.pem', certs = { PUB_KEY_ID_1 = 'file://platform.pem' }") .. " } }")
+    assert.matches("^a\t1\t", (show(cwd, "HOME=" .. q(home))))
+    qos.chmod(pem, tonumber("664", 8))
+    assert.equal('ERR certs["PUB_KEY_ID_1"] file ' .. pem .. " is writable by group or others (mode 664); "
+      .. 'quan refuses a certs["PUB_KEY_ID_1"] file another user can change: run chmod go-w ' .. pem,
+      (show(cwd, "HOME=" .. q(home))))
+    qos.chmod(pem, tonumber("644", 8))
+    qos.chmod(ca, tonumber("646", 8))
+    assert.equal("ERR ca_file " .. ca .. " is writable by group or others (mode 646); "
+      .. "quan refuses a ca_file another user can change: run chmod go-w " .. ca, (show(cwd, "HOME=" .. q(home))))
+    qos.chmod(ca, tonumber("644", 8))
+    if qos.geteuid() ~= 0 then return end -- root alone can give a file to another user
+    sh.run("chown 65534 " .. q(file))
+    assert.equal("ERR config file " .. file .. " is owned by uid 65534, neither you (uid 0) nor root; quan refuses "
+      .. "a config file another user can change: make it yours (chown) or use a copy of your own",
+      (show(cwd, "HOME=" .. q(home))))
+    sh.run("chown 0 " .. q(file) .. " && chown 65534 " .. q(cwd))
+    assert.equal("ERR config file " .. file .. ": its folder " .. cwd .. " is owned by uid 65534, neither you (uid 0) "
+      .. "nor root, so another user could replace the file; quan refuses it: move the file into a folder of your own",
+      (show(cwd, "HOME=" .. q(home))))
+    sh.run("chown 0 " .. q(cwd))
+  end)
+
+  it("evaluates a config file in a child process, bounded in time and memory, and gets back only data", function()
+    -- a pattern that backtracks for hours inside one C call, which no
+    -- instruction count interrupts
+    sh.write(cwd .. "/quan.config.lua", [[
+      local s = ("a"):rep(5000)
+      s:find(".-.-.-.-.-b")
+      return { profiles = {} }]])
+    local t0 = require("quan.os").now()
+    local out = show(cwd, "HOME=" .. q(home) .. " timeout 60") -- (env runs `timeout 60 quan ...`)
+    local took = require("quan.os").now() - t0
+    assert.equal("ERR config file " .. cwd .. "/quan.config.lua takes too long to run (stopped after 5 s)", out)
+    assert.is_true(took >= 5 and took < 30, took)
+    for _, c in ipairs {
+      { "local s = 'x' for _ = 1, 40 do s = s .. s end return {}", ": not enough memory" },
+      { "return { profiles = { a = { hook = function() end } } }",
+        ": profiles.a.hook is a function: a config file returns data (tables, strings, numbers, booleans)" },
+      { "local t = {} t.me = t return { profiles = { a = t } }", ": profiles.a.me contains itself" },
+      { "return { profiles = { [{}] = 1 } }", ": profiles has a table as a key: keys are strings, numbers or booleans" },
+      { "return { profiles = { big = ('x'):rep(2 << 20) } }",
+        ": the table it returns is too large (over 1048576 bytes written out)" },
+      { "return 'text'", ": must return a table" },
+    } do
+      sh.write(cwd .. "/quan.config.lua", c[1])
+      assert.equal("ERR config file " .. cwd .. "/quan.config.lua" .. c[2], (show(cwd, "HOME=" .. q(home))), c[1])
+    end
+    -- what comes back: strings with any byte, integers, floats, booleans, nested tables
+    sh.write(cwd .. "/quan.config.lua", [[
+      return { profiles = { a = { mchid = "1", bytes = "a\0b\n\"\255", n = 3, x = 0.1, huge = 1/0, yes = true,
+        list = { 1, { 2, [1.5] = false } }, ["odd key"] = -0x7fffffffffffffff - 1 } } }]])
+    out = run(cwd, "HOME=" .. q(home), [[
+      local a = require("wechatpay.config").load()
+      print(a.bytes == "a\0b\n\"\255", math.type(a.n), a.x == 0.1, a.huge, a.yes, a.list[2][1], a.list[2][1.5],
+        a["odd key"] == math.mininteger)]])
+    assert.equal("true\tinteger\ttrue\tinf\ttrue\t2\tfalse\ttrue\n", out)
+    -- nothing left behind in the temporary folder
+    local tmp = sh.tmpdir()
+    run(cwd, "HOME=" .. q(home) .. " TMPDIR=" .. q(tmp), "require('wechatpay.config').load()")
+    assert.same({}, require("quan.os").list(tmp))
   end)
 end)
 
@@ -521,20 +638,15 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.is_nil(wx.sandbox)
     end)
 
-    it("warns once when a key file given to new is readable by others", function()
+    it("refuses a key file given to new that is open to group or others", function()
       local dir = sh.tmpdir()
       local key = dir .. "/open.key.pem"
       sh.write(key, sh.read(fake.dir .. "/merchant.key.pem"))
       require("quan.os").chmod(key, tonumber("644", 8))
-      local _, err = sh.run(sh.quan .. " -e " .. sh.quote(([[
-        package.path = %q .. "/?.lua;" .. package.path
-        local o = require("tests.support.wxfake").options_for(%q, "https://127.0.0.1:1")
-        o.private_key = %q
-        require("wechatpay").new(o)
-        require("wechatpay").new(o)
-      ]]):format(os.getenv("PWD"), fake.dir, "file://" .. key)))
-      assert.equal("quan: warning: private_key file " .. key
-        .. " is readable by group or others (mode 644); run chmod 600 on it\n", err)
+      assert.equal("private_key file " .. key .. " is readable or writable by group or others (mode 644); "
+        .. "quan refuses an unprotected key: run chmod 600 " .. key, config_error(fake.options { private_key = "file://" .. key }))
+      require("quan.os").chmod(key, tonumber("600", 8))
+      assert.equal(wxfake.MCHID, wechatpay.new(fake.options { private_key = "file://" .. key }).mchid)
     end)
 
     it("raises a config error naming the key", function()
@@ -1158,6 +1270,26 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.matches("^GET /v3/echo: ", err.message)
     end)
 
+    it("sends a GET without a body, and once more signed anew when a kept-alive connection turns out closed", function()
+      local res = assert(wx.v3.echo:get())
+      assert.is_nil(res.json.headers["content-length"])
+      assert.is_nil(res.json.headers["transfer-encoding"])
+      local stale = res.json.stale
+      -- answered; the server then closes the next kept-alive connection a request arrives on
+      assert(wx.v3.echo:get { headers = { ["X-Fake"] = "close_next" } })
+      res = assert(wx.v3.echo:get { query = { again = "yes" } }) -- sent again on a new connection
+      assert.equal(stale + 1, res.json.stale)
+      assert.equal("again=yes", res.json.query)
+      -- by the client, signed anew: the server that read the first never sees its nonce twice
+      local function nonce(auth) return assert(auth:match('nonce_str="([^"]+)"')) end
+      assert.not_equal(nonce(res.json.stale_auth), nonce(res.json.headers.authorization))
+      -- a POST is never sent twice: its outcome is unknown, and the caller decides
+      assert(wx.v3.echo:get { headers = { ["X-Fake"] = "close_next" } })
+      local err = fails("network", "recv", wx.v3.echo:post { json = { once = true } })
+      assert.matches("not sent again", err.message)
+      assert.equal(stale + 2, assert(wx.v3.echo:get()).json.stale)
+    end)
+
     it("rejects the promise of an Async verb; :wait() re-raises the table", function()
       local p = wx.v3.echo:getAsync { headers = { ["X-Fake"] = "status=400" } }
       local ok, err = pcall(p.wait, p)
@@ -1336,7 +1468,9 @@ describe_live("wechatpay client against the stand-in server", function()
         local out, err, code = sh.run((in_sandbox and "QUAN_SANDBOX=1 " or "") .. "QUAN_CONFIG=" .. sh.quote(cfg)
           .. " " .. sh.quan .. " " .. file)
         assert.equal(0, code, "docs/client.md:" .. b.line .. "\n" .. out .. err)
-        if in_sandbox then err = err:gsub("^quan: using a private sandbox at https://127%.0%.0%.1:%d+\n", "") end
+        if in_sandbox then
+          err = err:gsub("^quan: using a private sandbox at https://127%.0%.0%.1:%d+\n", "")
+        end
         assert.equal("", err, "docs/client.md:" .. b.line)
       end
     end)
@@ -1438,17 +1572,36 @@ local have_sandbox = have_natives and pcall(require, "quan.sandbox")
   end)
 
   describe("platform certificates", function()
+    -- a merchant in certificate mode: its own sandbox (the shared one is in
+    -- public-key mode, whose merchant has none)
+    local ch, cwx
     local function client(certs, drop)
-      local p = config.profile(config.read(h.config_path), h.profile, h.config_path)
+      local p = config.profile(config.read(ch.config_path), ch.profile, ch.config_path)
       local opts = {}
       for _, k in ipairs { "mchid", "serial", "private_key", "apiv3_key", "base_url", "ca_file" } do opts[k] = p[k] end
       opts.certs = certs
       if drop then opts[drop] = nil end
       return wechatpay.new(opts)
     end
+    setup(function()
+      ch = assert(require("quan.sandbox").start { key_mode = "certificate" })
+      cwx = client(config.profile(config.read(ch.config_path), ch.profile, ch.config_path).certs)
+    end)
+    teardown(function()
+      if ch then ch:stop() end
+    end)
+
+    it("is answered 404 RESOURCE_NOT_EXISTS in public-key mode, as a merchant since 2024 is", function()
+      local list, err = wx:certificates()
+      assert.is_nil(list)
+      assert.equal("http", err.kind)
+      assert.equal(404, err.status)
+      assert.equal("RESOURCE_NOT_EXISTS", err.code)
+      assert.matches("无可用的平台证书", err.message)
+    end)
 
     it("downloads and decrypts them; a client with only the certificate verifies answers under it", function()
-      local list = assert(wx:certificates())
+      local list = assert(cwx:certificates())
       assert.equal(1, #list)
       local c = list[1]
       assert.matches("^%x+$", c.serial_no)
@@ -1473,25 +1626,30 @@ local have_sandbox = have_natives and pcall(require, "quan.sandbox")
     end)
 
     it("refuses a tampered answer and raises without an APIv3 key", function()
-      faults("tamper=signature")
-      local list, err = wx:certificates()
-      faults("none")
+      assert(cwx:chain("sandbox/faults"):post { json = { spec = "tamper=signature" }, validate = false })
+      local list, err = cwx:certificates()
+      assert(cwx:chain("sandbox/faults"):post { json = { spec = "none" }, validate = false })
       assert.is_nil(list)
       assert.equal("verify", err.kind)
       assert.equal("bad_signature", err.code)
-      local certs = config.profile(config.read(h.config_path), h.profile, h.config_path).certs
+      local certs = config.profile(config.read(ch.config_path), ch.profile, ch.config_path).certs
       assert.has_error(function() client(certs, "apiv3_key"):certificates() end,
         "certificates: the client has no apiv3_key (it decrypts the certificates)")
     end)
 
     it("writes them with scripts/examples/certificates.lua", function()
       local dir = sh.tmpdir()
-      local out, err, code = sh.run(sh.quan .. " run --sandbox scripts/examples/certificates.lua " .. dir .. "/certs")
+      local out, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(ch.config_path) .. " " .. sh.quan
+        .. " run scripts/examples/certificates.lua " .. dir .. "/certs")
       assert.equal(0, code, err)
       local serial, path = out:match('%["(%x+)"%] = "file://([^"]+)"')
       assert.is_string(serial, out)
       local cert = assert(require("quan.crypto").certificate("file://" .. path))
       assert.equal(serial, cert:serial():upper())
+      -- a merchant in public-key mode is told why there are none
+      _, err, code = sh.run(sh.quan .. " run --sandbox scripts/examples/certificates.lua " .. dir .. "/none")
+      assert.equal(1, code)
+      assert.matches("RESOURCE_NOT_EXISTS.*public key", err)
     end)
   end)
 

@@ -205,14 +205,16 @@ describe("quan sandbox", function()
       assert.equal(id, res.json.stock_id)
       assert.is_string(res.json.start_time)
       assert.equal("running", status())
-      refused(act(id, "start"), 400, "PARAM_ERROR")
       refused(act(id, "restart"), 400, "PARAM_ERROR")
       assert.is_string(act(id, "pause").json.pause_time)
       assert.equal("paused", status())
-      refused(act(id, "pause"), 400, "PARAM_ERROR")
       refused(act(id, "start"), 400, "PARAM_ERROR")
       assert.is_string(act(id, "restart").json.restart_time)
       assert.equal("running", status())
+      -- running after a restart: a repeated start is no longer the last change
+      local again = act(id, "start")
+      refused(again, 400, "PARAM_ERROR")
+      assert.matches("非法的批次状态", again.json.message)
       refused(act("99999999", "start"), 404, "RESOURCE_NOT_EXISTS")
     end)
 
@@ -287,10 +289,11 @@ describe("quan sandbox", function()
       assert.equal(100, c.json.normal_coupon_information.coupon_amount)
       refused(sbx.request(h, "GET", P .. "/users/other/coupons/" .. cid .. "?appid=" .. h.appid), 404, "RESOURCE_NOT_EXISTS")
       refused(sbx.request(h, "GET", P .. "/users/lister/coupons/" .. cid), 400, "PARAM_ERROR")
-      local list = sbx.request(h, "GET", P .. "/users/lister/coupons?appid=" .. h.appid .. "&stock_id=" .. id).json
+      local list = sbx.request(h, "GET", P .. "/users/lister/coupons?appid=" .. h.appid .. "&stock_id=" .. id
+        .. "&creator_mchid=" .. h.mchid).json
       assert.equal(1, list.total_count)
       assert.equal(cid, list.data[1].coupon_id)
-      local none = sbx.request(h, "GET", P .. "/users/nobody/coupons?appid=" .. h.appid)
+      local none = sbx.request(h, "GET", P .. "/users/nobody/coupons?appid=" .. h.appid .. "&creator_mchid=" .. h.mchid)
       assert.equal(0, none.json.total_count)
       assert.matches('"data":%[%]', none.body)
     end)
@@ -301,6 +304,7 @@ describe("quan sandbox", function()
       local now = sbx.now(h)
       local later = running_stock {available_begin_time = sbx.iso(now + 3600), available_end_time = sbx.iso(now + 3 * 86400)}
       refused(send(later, "early"), 400, "INVALID_REQUEST")
+      local early
       local daily = running_stock {stock_use_rule = {max_amount_by_day = 200, max_coupons_per_user = 5}}
       assert.equal(200, send(daily, "d1").status)
       assert.equal(200, send(daily, "d2").status)
@@ -308,14 +312,15 @@ describe("quan sandbox", function()
       local res = sbx.control(h, "/sandbox/clock", {advance_seconds = 86400})
       assert.equal(200, res.status)
       assert.equal(86400, res.json.offset_seconds)
-      assert.equal(200, send(later, "early").status)
+      early = send(later, "early")
+      assert.equal(200, early.status)
       assert.equal(200, send(daily, "d3").status)
       -- the signature timestamp still follows real time
       assert.equal(200, sbx.request(h, "GET", P .. "/stocks?offset=0&limit=1&stock_creator_mchid=" .. h.mchid).status)
       sbx.control(h, "/sandbox/clock", {advance_seconds = 3 * 86400})
       refused(send(later, "late"), 400, "INVALID_REQUEST")
-      local c = sbx.request(h, "GET", P .. "/users/early/coupons?appid=" .. h.appid .. "&stock_id=" .. later).json
-      assert.equal("EXPIRED", c.data[1].status)
+      local c = sbx.request(h, "GET", P .. "/users/early/coupons/" .. early.json.coupon_id .. "?appid=" .. h.appid).json
+      assert.equal("EXPIRED", c.status)
       refused(sbx.control(h, "/sandbox/clock", {advance_seconds = -5}), 400, "PARAM_ERROR")
     end)
   end)
@@ -352,7 +357,14 @@ describe("quan sandbox", function()
     end)
   end)
 
-  describe("platform certificates", function()
+  describe("platform certificates (key mode switching)", function()
+    local shared = h
+    setup(function() h = sbx.start {key_mode = "switching"} end)
+    teardown(function()
+      h:stop()
+      h = shared
+    end)
+
     it("answers GET /v3/certificates with the platform certificate, encrypted with the APIv3 key", function()
       local res = sbx.request(h, "GET", "/v3/certificates")
       assert.equal(200, res.status, res.body)
@@ -385,7 +397,7 @@ describe("quan sandbox", function()
   describe("coupon use and its notification", function()
     local function use(body) return assert(sbx.control(h, "/sandbox/coupons/use", body)) end
 
-    it("uses a coupon: USED with consume_information, and the COUPON.USE notification", function()
+    it("uses a coupon: USED, and the COUPON.USE notification with consume_information", function()
       -- a callback URL set by an earlier spec is switched off: nothing is delivered
       sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = "https://merchant.quan.invalid/notify",
         switch = false})
@@ -416,13 +428,16 @@ describe("quan sandbox", function()
       assert.equal(coupon_id, data.coupon_id)
       assert.equal(id, data.stock_id)
       assert.equal("USED", data.status)
-      -- the coupon reads USED from the API, and cannot be used twice
+      assert.equal("4200000001", data.consume_information.transaction_id)
+      -- the coupon reads USED from the API (without consume_information,
+      -- which only the notification carries), and cannot be used twice
       local got = sbx.request(h, "GET", P .. "/users/user-use/coupons/" .. coupon_id .. "?appid=" .. h.appid)
       assert.equal("USED", got.json.status)
-      assert.equal("4200000001", got.json.consume_information.transaction_id)
-      local list = sbx.request(h, "GET", P .. "/users/user-use/coupons?appid=" .. h.appid .. "&status=USED")
+      assert.is_nil(got.json.consume_information)
+      local list = sbx.request(h, "GET", P .. "/users/user-use/coupons?appid=" .. h.appid .. "&status=USED&creator_mchid=" .. h.mchid)
       assert.equal(1, list.json.total_count)
-      assert.equal("4200000001", list.json.data[1].consume_information.transaction_id)
+      assert.equal("USED", list.json.data[1].status)
+      assert.is_nil(list.json.data[1].consume_information)
       refused(use {coupon_id = coupon_id, openid = "user-use"}, 400, "INVALID_REQUEST")
       refused(use {coupon_id = coupon_id, openid = "someone-else"}, 404, "RESOURCE_NOT_EXISTS")
       refused(use {coupon_id = coupon_id}, 400, "PARAM_ERROR")
@@ -616,7 +631,7 @@ describe("quan sandbox", function()
         local coupon_id = send(running_stock(), "user-certmode").json.coupon_id
         local res = use {coupon_id = coupon_id, openid = "user-certmode"}
         assert.equal("delivered", res.json.delivery.state)
-        local serial = sbx.request(h, "GET", "/v3/certificates").json.data[1].serial_no
+        local serial = crypto.certificate("file://" .. h.state .. "/platform.pem"):serial():upper()
         local call = lines(got)[1]
         assert.equal(serial, call.headers["wechatpay-serial"])
         assert.equal(serial, res.json.notification.headers["Wechatpay-Serial"])
@@ -893,7 +908,74 @@ describe("quan sandbox", function()
         assert.equal("", out, c[1])
         assert.matches(c[2], err)
         assert.not_matches("traceback", err)
+        assert.same({}, qos.list(dir), c[1]) -- nothing made
       end
+    end)
+
+    it("checks every argument before it makes anything: exit 2, nothing made, nothing left", function()
+      local dir = sh.tmpdir()
+      local log = sh.write(sh.tmpdir() .. "/sandbox.log", "") -- start{}'s temporary state holds its log
+      for _, c in ipairs {
+        { "--listen 127.0.0.01:0", "^quan sandbox: %-%-listen: 127%.0%.0%.01 is not an IPv4 address %(each part 0..255, "
+          .. "without leading zeros%)\nusage: quan sandbox" },
+        { "--listen 127.0.0.1:0x50", "^quan sandbox: %-%-listen wants a loopback address and port" },
+        { "--listen 127.0.0.1:99999999999999999999", "^quan sandbox: %-%-listen: port 99999999999999999999 is out of range" },
+        { "--listen 127.1:0", "^quan sandbox: %-%-listen wants a loopback address and port" },
+        { "--faults latency=fast", "^quan sandbox: faults: latency wants a duration" },
+        { "--ready-file " .. dir .. "/no/such/folder/f", "^quan sandbox: %-%-ready%-file .* cannot be written" },
+      } do
+        for _, temporary in ipairs { "", " --temporary" } do
+          for _, state in ipairs { dir .. "/new/state", log:match("^(.*)/") } do
+            local out, err, code = sh.run("timeout 20 " .. sh.quote(sh.quan) .. " sandbox " .. c[1]
+              .. " --state " .. sh.quote(state) .. temporary)
+            local what = c[1] .. temporary .. " in " .. state
+            assert.equal(2, code, what .. "\n" .. err)
+            assert.equal("", out, what)
+            assert.matches(c[2], err)
+            assert.not_matches("traceback", err)
+            assert.same({}, qos.list(dir), what)
+            assert.same({ "sandbox.log" }, qos.list(log:match("^(.*)/")), what)
+          end
+        end
+      end
+      -- --temporary without --state: refused before the default state is made
+      local home = sh.tmpdir()
+      local _, err, code = sh.run("env -u QUAN_SANDBOX_STATE -u XDG_DATA_HOME HOME=" .. sh.quote(home) .. " "
+        .. sh.quote(sh.quan) .. " sandbox --temporary")
+      assert.equal(2, code, err)
+      assert.matches("^quan sandbox: %-%-temporary wants %-%-state naming a new, empty directory", err)
+      assert.same({}, qos.list(home))
+    end)
+
+    it("takes back what it made when it cannot serve (a port in use): a new or temporary state goes, with its folders", function()
+      local taken = sbx.start {}
+      local port = taken.base_url:match(":(%d+)$")
+      local dir = sh.tmpdir()
+      local log = sh.write(sh.tmpdir() .. "/sandbox.log", "")
+      for _, c in ipairs {
+        { state = dir .. "/a/b/state", after = {} },
+        { state = dir .. "/a/b/state", temporary = true, after = {} },
+        { state = log:match("^(.*)/"), temporary = true, after = { "sandbox.log" } },
+      } do
+        local _, err, code = sh.run("timeout 60 " .. sh.quote(sh.quan) .. " sandbox --listen 127.0.0.1:" .. port
+          .. " --state " .. sh.quote(c.state) .. (c.temporary and " --temporary" or ""))
+        assert.equal(1, code, err)
+        assert.matches("^quan sandbox: server: cannot listen on 127%.0%.0%.1:" .. port .. ": Address already in use\n$", err)
+        if c.after[1] then assert.same(c.after, qos.list(c.state)) else assert.same({}, qos.list(dir)) end
+      end
+      -- a state that served before keeps what it holds
+      local kept = sh.tmpdir() .. "/kept"
+      local first = sbx.start { state = kept }
+      first:stop()
+      local before = qos.list(kept)
+      table.sort(before)
+      local _, err, code = sh.run("timeout 60 " .. sh.quote(sh.quan) .. " sandbox --listen 127.0.0.1:" .. port
+        .. " --state " .. sh.quote(kept))
+      assert.equal(1, code, err)
+      local after = qos.list(kept)
+      table.sort(after)
+      assert.same(before, after)
+      taken:stop()
     end)
 
     it("refuses a second sandbox on the same state", function()
