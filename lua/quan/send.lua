@@ -95,59 +95,12 @@ local function retry_policy(opts)
   return require("quan.batch.retry").policy(opts.attempts and { attempts = opts.attempts } or nil)
 end
 
--- run(opts) -> summary, exit code | nil, exit code, message
--- One send of a stock's coupons, start to end; the message of a send that
--- could not start is already in the log.
---   stock_id, users (a CSV path)   required
---   journal       the journal (USERS.csv.journal: the CSV's path and .journal)
---   wx            a client (default: wechatpay.client(opts.profile))
---   key, batch_id, continues, concurrency, rate, attempts, log_format,
---   out, appid, creator_mchid      as quan send's options
---   preflight     query the stock first (true)
---   export        write the journal as CSV there when the run ends
--- SIGINT, SIGTERM and SIGHUP stop it in order from the first request on
--- (exit 130, 143, 129). Raises on a wrong option (a programmer's error).
-function M.run(opts)
-  if type(opts) ~= "table" then error("send.run: opts must be a table", 2) end
-  for k, v in pairs(opts) do
-    local want = run_opts[k]
-    if not want then error("send.run: unknown option '" .. tostring(k) .. "'", 2) end
-    if type(v) ~= want and not (k == "out" and type(v) == "table") then
-      error(("send.run: %s must be a %s"):format(k, want), 2)
-    end
-  end
-  for _, k in ipairs { "stock_id", "users" } do
-    if opts[k] == nil or opts[k] == "" then error("send.run: " .. k .. " is required", 2) end
-  end
-  local journal = opts.journal or opts.users .. ".journal"
-  local log = { log_format = opts.log_format, out = opts.out }
-  local wx, code, message = M.prepare(opts)
-  if not wx then
-    batch.fail(log, message, code)
-    return nil, code, message
-  end
-  local summary
-  summary, message, code = coupons.send {
-    wx = wx, stock_id = opts.stock_id, input = opts.users, journal = journal, key = opts.key,
-    batch_id = opts.batch_id, continues = opts.continues, concurrency = opts.concurrency,
-    rate = opts.rate, retry = opts.attempts and { attempts = opts.attempts } or nil,
-    log_format = opts.log_format, out = opts.out, preflight = false,
-    appid = opts.appid, creator_mchid = opts.creator_mchid,
-  }
-  if not summary then return nil, code, message end
-  if opts.export then
-    local n, err = batch.export(journal, opts.export)
-    if not n then batch.fail(log, err, summary.exit_code) end
-  end
-  return summary, summary.exit_code
-end
-
 -- prepare(opts) -> client | nil, exit code, message: what comes before the
 -- batch, under a trap of its own (the batch traps signals while it runs):
 -- the client (opts.wx, or the profile's) and, unless opts.preflight is
 -- false, the stock query. A signal meanwhile ends the send before any row
 -- is sent (exit 130, 143 or 129).
-function M.prepare(opts)
+local function prepare(opts)
   local trap <close> = qos.trap { "INT", "TERM", "HUP" }
   local ok, wx, code, message = pcall(function()
     local client = opts.wx
@@ -175,6 +128,53 @@ function M.prepare(opts)
     return nil, code, batch.exit_reason[code] .. " before any row was sent"
   end
   return wx, code, message
+end
+
+-- run(opts) -> summary, exit code | nil, exit code, message
+-- One send of a stock's coupons, start to end; the message of a send that
+-- could not start is already in the log.
+--   stock_id, users (a CSV path)   required
+--   journal       the journal (USERS.csv.journal: the CSV's path and .journal)
+--   wx            a client (default: wechatpay.client(opts.profile))
+--   key, batch_id, continues, concurrency, rate, attempts, log_format,
+--   out, appid, creator_mchid      as quan send's options
+--   preflight     query the stock first (true)
+--   export        write the journal as CSV there when the run ends
+-- SIGINT, SIGTERM and SIGHUP stop it in order from the first request on
+-- (exit 130, 143, 129). Raises on a wrong option (a programmer's error).
+function M.run(opts)
+  if type(opts) ~= "table" then error("send.run: opts must be a table", 2) end
+  for k, v in pairs(opts) do
+    local want = run_opts[k]
+    if not want then error("send.run: unknown option '" .. tostring(k) .. "'", 2) end
+    if type(v) ~= want and not (k == "out" and type(v) == "table") then
+      error(("send.run: %s must be a %s"):format(k, want), 2)
+    end
+  end
+  for _, k in ipairs { "stock_id", "users" } do
+    if opts[k] == nil or opts[k] == "" then error("send.run: " .. k .. " is required", 2) end
+  end
+  local journal = opts.journal or opts.users .. ".journal"
+  local log = { log_format = opts.log_format, out = opts.out }
+  local wx, code, message = prepare(opts)
+  if not wx then
+    batch.fail(log, message, code)
+    return nil, code, message
+  end
+  local summary
+  summary, message, code = coupons.send {
+    wx = wx, stock_id = opts.stock_id, input = opts.users, journal = journal, key = opts.key,
+    batch_id = opts.batch_id, continues = opts.continues, concurrency = opts.concurrency,
+    rate = opts.rate, retry = opts.attempts and { attempts = opts.attempts } or nil,
+    log_format = opts.log_format, out = opts.out, preflight = false,
+    appid = opts.appid, creator_mchid = opts.creator_mchid,
+  }
+  if not summary then return nil, code, message end
+  if opts.export then
+    local n, err = batch.export(journal, opts.export)
+    if not n then batch.fail(log, err, summary.exit_code) end
+  end
+  return summary, summary.exit_code
 end
 
 -- main(opts, arguments) -> exit code: `quan send`
