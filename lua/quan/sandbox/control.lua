@@ -1,5 +1,6 @@
 -- quan.sandbox.control: the sandbox's own endpoints (/sandbox/...: health,
--- faults, the business clock, using a coupon, notification retries),
+-- faults, the business clock, using a coupon, redemptions (their handlers
+-- in quan.sandbox.redemptions), notification retries),
 -- unsigned requests answered under the PUB_KEY_ID. ROUTES maps a path to
 -- its handlers by method; ANY serves the methods not named. A handler is
 -- handler(exchange) -> status, headers, body (see quan.sandbox.handler for
@@ -8,10 +9,10 @@ local M = {}
 
 local qos = require "quan.os"
 local cjson = require "cjson.safe"
-local store = require "quan.sandbox.store"
 local util = require "quan.sandbox.util"
 local time = require "quan.time"
 local notify = require "quan.sandbox.notify"
+local redemptions = require "quan.sandbox.redemptions"
 
 local floor, tostring, type = math.floor, tostring, type
 
@@ -86,7 +87,7 @@ local function use_coupon(ex)
   end
   local sandbox = ex.sandbox
   local now = floor(qos.time() + ex.control.clock_offset)
-  local coupon, err = store.use_coupon(ex.db, {mchid = sandbox.id.mchid, appid = sandbox.id.appid, now = now}, b)
+  local coupon, err = redemptions.use_one(ex.db, {mchid = sandbox.id.mchid, appid = sandbox.id.appid, now = now}, b)
   if not coupon then return ex:fail(err) end
   local note = notify.notification(sandbox, coupon, now)
   return ex:answer(200, util.encode {coupon = coupon, notification = note,
@@ -131,6 +132,7 @@ M.ROUTES = {
   ["/sandbox/clock"] = {POST = move_clock, ANY = show_clock},
   ["/sandbox/coupons/use"] = {POST = use_coupon},
   ["/sandbox/notifications"] = {POST = set_notifications, ANY = show_notifications},
+  ["/sandbox/redemptions"] = {POST = redemptions.post, ANY = redemptions.get},
 }
 
 -- handle(ex) -> status, headers, body

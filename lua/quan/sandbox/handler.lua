@@ -26,6 +26,7 @@ local auth = require "quan.sandbox.auth"
 local api = require "quan.sandbox.api"
 local control = require "quan.sandbox.control"
 local notify = require "quan.sandbox.notify"
+local redemptions = require "quan.sandbox.redemptions"
 
 local floor, tostring, type = math.floor, tostring, type
 
@@ -217,11 +218,16 @@ function M.new(dir)
   return function(req) return handle(sandbox, req) end
 end
 
--- outbox(dir) -> run_due() -> 1 when a notification retry was due and
--- attempted, else 0 (see quan.sandbox.notify)
+-- outbox(dir) -> tick() -> the number of notification attempts made: the
+-- main thread's work between waits: the redemptions the business clock
+-- has reached (quan.sandbox.redemptions), then the notifications due, for up to
+-- 0.1 s (quan.sandbox.notify)
 function M.outbox(dir)
   local sandbox = open(dir)
-  return function() return notify.run_due(sandbox) end
+  return function()
+    redemptions.settle(sandbox, floor(qos.time() + sandbox:control().clock_offset), 500)
+    return notify.run_due(sandbox, 0.1)
+  end
 end
 
 return M
