@@ -61,15 +61,58 @@ static int report(lua_State *L, int status) {
   return status;
 }
 
-/* msghandler(err) -> text with a traceback */
+/* embedded(source) -> 1 when source is the chunk name of one of quan's
+ * own modules (compiled into the binary), 0 for a script's code */
+static int embedded(const char *source) {
+  for (const quan_embedded *m = quan_embedded_modules; m->name; m++)
+    if (strcmp(m->chunkname, source) == 0) return 1;
+  return 0;
+}
+
+/* push_place(L) -> 1 with "chunk:line:" of the innermost Lua function on
+ * the stack that is not one of quan's modules pushed (the line of the
+ * script that made the failing call: `assert(...)`, a client call whose
+ * error was raised deep inside), 0 when there is none */
+static int push_place(lua_State *L) {
+  lua_Debug ar;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0 || embedded(ar.source)) continue;
+    lua_pushfstring(L, "%s:%d:", ar.short_src, ar.currentline);
+    return 1;
+  }
+  return 0;
+}
+
+/* placed(msg) -> 1 when msg starts with a place "chunk:line:" (as
+ * error() writes it) before any ": " of its text */
+static int placed(const char *msg) {
+  for (const char *p = msg; *p && *p != '\n'; p++) {
+    if (p[0] == ':' && p[1] == ' ') return 0;
+    if (p[0] == ':' && p[1] >= '0' && p[1] <= '9') {
+      const char *q = p + 1;
+      while (*q >= '0' && *q <= '9') q++;
+      if (*q == ':') return 1;
+    }
+  }
+  return 0;
+}
+
+/* msghandler(err) -> text: an error that names no place gets the place of
+ * the script's failing call first; a string gets a traceback, an error
+ * table that prints itself (an API error: its text names the request id)
+ * does not */
 static int msghandler(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (quan_is_interrupt(L, 1)) msg = luaL_tolstring(L, 1, NULL); /* a traceback: where it was, as lua.c */
   if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-      return 1; /* an error table that prints itself: no traceback needed */
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+      msg = lua_tostring(L, -1);
+      if (!placed(msg) && push_place(L)) lua_pushfstring(L, "%s %s", lua_tostring(L, -1), msg);
+      return 1;
+    }
     msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   }
+  if (!placed(msg) && push_place(L)) msg = lua_pushfstring(L, "%s %s", lua_tostring(L, -1), msg);
   luaL_traceback(L, L, msg, 1);
   return 1;
 }

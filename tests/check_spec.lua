@@ -109,7 +109,7 @@ describe("quan check", function()
       wx.v3.marketing.favor.stocks:get { query = { offset = 0, limit = 10, stock_creator_mchid = wx.mchid } }
     ]])
     assert.equal(1, code)
-    assert.matches("1%. GET /v3/marketing/favor/stocks%?[^\n]*: 1 finding\n   %- limit %(分页大小%): must be at most 10, got 11", out)
+    assert.matches("1%. GET /v3/marketing/favor/stocks%?[^\n]*: 1 finding\n   %- limit %(分页大小%): must be at most 10 rows, got 11", out)
     assert.matches("2%. GET /v3/marketing/favor/stocks%?[^\n]*: valid", out)
   end)
 
@@ -208,14 +208,22 @@ return { default = "t", profiles = { t = { mchid = "1900000001", serial = "ABCDE
 ]]):format(dir, dir, dir))
   end)
 
-  it("prints the string to sign, redacted headers, the pretty body and the exact body bytes", function()
+  it("prints the string to sign, redacted headers, the pretty body, the exact body bytes and a curl command", function()
     local out, err, code = sh.run("QUAN_CONFIG=" .. dir .. "/config.lua " .. q
       .. " run --dry-run scripts/examples/lifecycle.lua")
     assert.equal(0, code, err)
     assert.matches("%-%-%- dry run: POST https://127.0.0.1:9/v3/marketing/favor/coupon%-stocks", out)
     assert.matches("string to sign", out, 1, true)
     assert.matches('signature="[redacted]"', out, 1, true)
-    assert.not_matches('signature="[A-Za-z0-9+/=]+"', out)
+    -- the signature itself is only in the curl command (which needs it)
+    for block in (out .. "--- dry run:"):gmatch("(.-)%-%-%- dry run:") do
+      local before, command = block:match("^(.-)\nas curl:\n(.*)$")
+      if before then
+        assert.not_matches('signature="[A-Za-z0-9+/=]+"', before)
+        assert.matches("\ncurl %-sS %-i %-X %u+ '?https://127%.0%.0%.1:9/v3/", command)
+        assert.matches('signature="[A-Za-z0-9+/=]+"', command)
+      end
+    end
     assert.matches('body %(pretty%):\n  {\n    "', out)
     -- the last line of the string to sign is the body, byte for byte
     for block in out:gmatch("%-%-%- dry run: POST.-\nbody: [^\n]*") do

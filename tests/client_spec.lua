@@ -557,7 +557,7 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.equal("base_url: expected https://host[:port], got http://x", config_error(fake.options { base_url = "http://x" }))
       assert.equal("ca_file: cannot read /nonexistent/ca.pem: No such file or directory",
         config_error(fake.options { ca_file = "/nonexistent/ca.pem" }))
-      assert.equal("wechatpay.new: unknown option 'mchId'", config_error(fake.options { mchId = "1" }))
+      assert.equal("wechatpay.new: unknown option 'mchId' (did you mean mchid?)", config_error(fake.options { mchId = "1" }))
       for _, bad in ipairs { 0 / 0, math.huge, -math.huge, 0, -1, "5" } do
         assert.equal("timeout: expected a positive, finite number of seconds, got " .. tostring(bad),
           config_error(fake.options { timeout = bad }))
@@ -782,7 +782,7 @@ describe_live("wechatpay client against the stand-in server", function()
     end)
 
     it("raises on programmer errors, naming the request", function()
-      assert.has_error(function() wx.v3.echo:post { josn = {} } end, "POST /v3/echo: unknown option 'josn'")
+      assert.has_error(function() wx.v3.echo:post { josn = {} } end, "POST /v3/echo: unknown option 'josn' (did you mean json?)")
       assert.has_error(function() wx.v3.stocks._stock_id_:get {} end,
         "GET /v3/stocks/{stock_id}: missing path variable 'stock_id'")
       assert.has_error(function() wx.v3.echo:post "x" end, "POST /v3/echo: expected a table of options, got string")
@@ -1318,7 +1318,8 @@ describe_live("wechatpay client against the stand-in server", function()
       local _, err, code = sh.run("QUAN_CONFIG=" .. sh.quote(cfg) .. " " .. sh.quan .. " -e " .. sh.quote(
         "require('wechatpay').client()"))
       assert.equal(1, code)
-      assert.equal(sh.quan .. ": profile 'fake': timeout: expected a positive, finite number of seconds, got -1\n", err)
+      -- the place of the failing call comes first (docs/errors.md)
+      assert.equal(sh.quan .. ": (command line):1: profile 'fake': timeout: expected a positive, finite number of seconds, got -1\n", err)
     end)
 
     it("runs every example of docs/client.md", function()

@@ -81,6 +81,45 @@ describe("quan as a lua interpreter", function()
     assert.matches("custom", err)
   end)
 
+  it("names the script's file:line of the failing call for an uncaught error without a place", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/job.lua", table.concat({
+      "local function check(x)",
+      "  return x == 2",
+      "end",
+      "assert(check(1))",
+    }, "\n"))
+    local _, err, code = sh.run(q .. " " .. script)
+    assert.equal(1, code)
+    assert.matches("^" .. q:gsub("%p", "%%%0") .. ": " .. script:gsub("%p", "%%%0") .. ":4: assertion failed!\n", err)
+    assert.matches("stack traceback", err)
+    -- an error table (what assert(wx...:get{...}) raises): its text after
+    -- the place, no traceback
+    script = sh.write(dir .. "/api.lua", "local e = setmetatable({}, {__tostring = function() return "
+      .. "'GET /v3/x: PARAM_ERROR: bad (status 400, request-id R-1)' end})\nlocal r = nil\nassert(r, e)\n")
+    _, err, code = sh.run(q .. " " .. script)
+    assert.equal(1, code)
+    assert.equal(q .. ": " .. script .. ":3: GET /v3/x: PARAM_ERROR: bad (status 400, request-id R-1)\n", err)
+    -- a message that names its place keeps it; a module's lines are passed over
+    _, err = sh.run(q .. " -e " .. sh.quote("require('wechatpay.favor').yuan('x')"))
+    assert.matches("^" .. q:gsub("%p", "%%%0") .. ": %(command line%):1: favor%.yuan: ", err)
+    _, err = sh.run(q .. " -e " .. sh.quote("error('where', 0)"))
+    assert.matches(": %(command line%):1: where\n", err)
+  end)
+
+  it("names the script's line and the request id of an API error that ends it", function()
+    local dir = sh.tmpdir()
+    local script = sh.write(dir .. "/stock.lua", table.concat({
+      "local wx = require('wechatpay').client()",
+      "local res = assert(wx.v3.marketing.favor.stocks._stock_id_:get {",
+      "  stock_id = '404404', query = { stock_creator_mchid = wx.mchid } })",
+    }, "\n"))
+    local _, err, code = sh.run(q .. " run --sandbox " .. script)
+    assert.equal(1, code)
+    assert.matches("\n" .. q:gsub("%p", "%%%0") .. ": " .. script:gsub("%p", "%%%0") .. ":2: GET /v3/marketing/favor/stocks/404404%?"
+      .. "stock_creator_mchid=%d+: RESOURCE_NOT_EXISTS: [^\n]*%(status 404, request%-id [%w%-]+%)\n$", err)
+  end)
+
   it("shows its usage on --help and -h, on stdout, with exit 0", function()
     for _, flag in ipairs { "--help", "-h" } do
       local out, err, code = sh.run(q .. " " .. flag)

@@ -18,13 +18,27 @@ describe("README", function()
     assert.matches("make test", sh.read(".ci/run"))
   end)
 
-  it("has an example that passes quan check", function()
+  it("has an example that passes quan check, is planned and applied, and then has nothing to do", function()
     local dir = sh.tmpdir()
-    local script = sh.write(dir .. "/spring.lua", md.blocks("README.md")[1].code)
+    local readme = sh.read("README.md")
+    local file = readme:match("Save it as `([%w%-_]+%.lua)`")
+    assert.equal("double12.lua", file)
+    sh.write(dir .. "/" .. file, md.blocks("README.md")[1].code)
+    local function quan(args) return sh.run("cd " .. sh.quote(dir) .. " && " .. sh.quote(sh.quan) .. " " .. args) end
     -- checked as of a day before its dates, so the test does not age
-    local out, err, code = sh.run(sh.quan .. " check --now '2027-02-20 00:00' " .. script)
+    local out, err, code = quan("check --now '2027-11-20 00:00' " .. file)
     assert.equal(0, code, out .. err)
-    assert.matches("3 requests, 0 invalid", out .. err)
+    assert.matches("plan: 3 to create %(¥150,000%.00%), 3 to start", out)
+    for _, cmd in ipairs { "plan", "apply" } do -- the commands the README names
+      assert.truthy(readme:find("`build/quan " .. cmd .. " " .. file .. "`", 1, true), cmd)
+    end
+    -- the built-in sandbox, with a state kept beside the file
+    out, err, code = quan("--sandbox plan " .. file)
+    assert.equal(3, code, out .. err)
+    assert.matches("plan: 3 to create %(¥150,000%.00%), 3 to start", out)
+    out, err, code = quan("--sandbox apply --yes --state s " .. file)
+    assert.equal(0, code, out .. err)
+    assert.matches("apply: done: 3 created, 3 started", out)
   end)
 end)
 

@@ -222,15 +222,80 @@ describe("the REPL on a terminal", function()
       s:close()
     end)
 
-    it("shows help for the create-stock endpoint", function()
+    it("shows help for the create-stock endpoint, with units and limits", function()
       local s = repl()
       s:line("help('/v3/marketing/favor/coupon-stocks')")
       local screen = s:wait_for("POST /v3/marketing/favor/coupon-stocks")
       s:wait_for("transaction_minimum")
       screen = s:screen()
-      assert.matches("\n  stock_name%s+string%s+required%s+批次名称", screen)
-      assert.matches("\n    max_coupons%s+integer%s+required%s+发放总上限", screen)
-      assert.matches("批次类型  NORMAL | DISCOUNT", screen, 1, true)
+      assert.matches("\n  stock_name%s+string%s+required%s+批次名称%s+≤ 9 Chinese characters or 20 letters", screen)
+      assert.matches("\n    max_coupons%s+integer%s+required%s+发放总上限%s+5 … 10000000 coupons", screen)
+      assert.matches("\n      coupon_amount%s+integer%s+required%s+面额%s+2 … 100000 分", screen)
+      assert.matches("\n        begin_time%s+integer%s+required%s+当天开始时间%s+0 … 86400 seconds since 00:00", screen)
+      assert.matches("批次类型%s+NORMAL | DISCOUNT", screen)
+      s:close()
+    end)
+
+    it("shows a nested field's unit and limits: help(node, \"a.b\") and help \"name\"", function()
+      local s = repl()
+      s:line("help(wx.v3.marketing.favor.couponStocks, 'stock_use_rule.max_amount')")
+      local screen = s:wait_for("rules ")
+      assert.matches("max_amount  总预算\n", screen)
+      assert.matches("where%s+POST /v3/marketing/favor/coupon%-stocks %(创建代金券批次%): json stock_use_rule%.max_amount, required", screen)
+      assert.matches("unit%s+分 %(fen: 100 分 = 1 元%)", screen)
+      assert.matches("limits%s+1 … 10000000000 分 %(0%.01 元 … 100000000 元%)", screen)
+      assert.matches("rules%s+max_amount = max_coupons × coupon_amount", screen)
+      s:line("help 'begin_time'")
+      screen = s:wait_for("begin_time < end_time")
+      assert.matches("limits%s+0 … 86400 seconds since 00:00", screen)
+      s:line("help 'stock_type'")
+      screen = s:wait_for("DISCOUNT_CUT")
+      assert.matches("values%s+NORMAL%s+固定面额满减券批次", screen)
+      s:line("help 'coupon_amout'")
+      s:wait_for('help: nothing known about "coupon_amout" (did you mean coupon_amount?)')
+      s:close()
+    end)
+
+    it("lists the client's methods after wx: on Tab", function()
+      local s = repl()
+      s:type("wx:")
+      s:keys("Tab", "Tab")
+      local screen = s:wait_for("notification")
+      for _, m in ipairs { "certificates", "chain", "curl", "decrypt", "download", "request" } do
+        assert.matches(m, screen, 1, true)
+      end
+      assert.not_matches("__index", screen)
+      s:close()
+    end)
+
+    it("offers a GET only the options it takes: no json, body or file", function()
+      local s = repl()
+      s:type("wx.v3.marketing.favor.stocks:get{")
+      s:keys("Tab", "Tab")
+      local screen = s:wait_for("validate")
+      local listing = screen:match("stocks:get{\n(.-)\n") or screen
+      assert.matches("headers%s+query%s+retry%s+timeout%s+validate", listing)
+      assert.not_matches("json", listing)
+      assert.not_matches("body", listing)
+      assert.not_matches("file", listing)
+      s:keys("C-u")
+      s:type("wx.v3.marketing.favor.couponStocks:post{j")
+      s:keys("Tab")
+      s:wait_for(PROMPT .. "wx.v3.marketing.favor.couponStocks:post{json")
+      s:close()
+    end)
+
+    it("hides a module's internals from help and completion", function()
+      local s = repl()
+      s:line("help(favor)")
+      local screen = s:wait_for("yuan ")
+      assert.not_matches("_sha256", screen)
+      assert.not_matches("tail call", screen)
+      assert.matches("seconds%s+seconds%(t%) %-> seconds since 00:00", screen)
+      s:type("favor.")
+      s:keys("Tab", "Tab")
+      screen = s:wait_for("weekdays")
+      assert.not_matches("_sha256", screen)
       s:close()
     end)
   end)
@@ -239,10 +304,11 @@ describe("the REPL on a terminal", function()
     local qos = require "quan.os"
     local sandboxes = {}
 
-    -- sandbox([faults]) -> config path of a sandbox run by this process (not
-    -- by the REPL, so the terminal's Ctrl-C does not reach it)
-    local function sandbox(faults)
-      local key = faults or "none"
+    -- sandbox([faults][, name]) -> config path of a sandbox run by this
+    -- process (not by the REPL, so the terminal's Ctrl-C does not reach
+    -- it); one per faults and name
+    local function sandbox(faults, name)
+      local key = (faults or "none") .. "/" .. (name or "")
       if sandboxes[key] then return sandboxes[key].config end
       local dir = sh.tmpdir()
       local argv = { q, "sandbox", "--state", dir .. "/sb", "--listen", "127.0.0.1:0",
@@ -312,6 +378,50 @@ describe("the REPL on a terminal", function()
       s:line("p = " .. LIST:gsub(":get{", ":getAsync{"))
       s:line("await(p).json.limit")
       s:wait_for("\n5\n")
+      s:close()
+    end)
+
+    it("says did you mean for a misspelt segment, query parameter and option", function()
+      local s = repl({ QUAN_CONFIG = sandbox() })
+      s:line("wx.v3.marketing.favor.stokcs")
+      s:wait_for("segment 'stokcs' here (did you mean stocks?)", 30)
+      s:line("wx.v3.marketing.favor.stocks:get{query={offset=0, limit=1, stock_creater_mchid=wx.mchid}}")
+      s:wait_for("stock_creater_mchid: unknown field (did you mean stock_creator_mchid?)", 30)
+      s:line("wx.mchId")
+      s:wait_for("a client has no field 'mchId' (did you mean mchid?)")
+      s:close()
+    end)
+
+    it("prints a pager as its count and first rows, and curl() copies the last request", function()
+      local dir = sh.tmpdir()
+      local make = sh.write(dir .. "/make.lua", [[
+        local function at(t) return os.date("!%Y-%m-%dT%H:%M:%S+08:00", t + 8 * 3600) end
+        local t = os.time() + 600
+        for i = 1, 12 do
+          assert(wx.v3.marketing.favor.couponStocks:post { json = {
+            stock_name = "满100减" .. i, belong_merchant = wx.mchid, stock_type = "NORMAL", no_cash = false,
+            available_begin_time = at(t), available_end_time = at(t + 86400),
+            stock_use_rule = { max_coupons = 5, max_amount = 500, max_coupons_per_user = 1,
+                               natural_person_limit = false, prevent_api_abuse = false },
+            coupon_use_rule = { fixed_normal_coupon = { coupon_amount = 100, transaction_minimum = 200 },
+                                coupon_available_time = {} },
+            out_request_no = "repl" .. i .. "n" .. os.time() .. math.random(1000000),
+          } })
+        end
+        print("made")
+      ]])
+      local s = repl({ QUAN_CONFIG = sandbox(nil, "stocks") })
+      s:line("dofile('" .. make .. "')")
+      s:wait_for("\nmade\n", 60)
+      s:line("wx.v3.marketing.favor.stocks:each{query={stock_creator_mchid=wx.mchid, limit=5}}")
+      local screen = s:wait_for("reads all", 30)
+      assert.matches("GET /v3/marketing/favor/stocks: %d+ rows in %d+ pages of 5; the first 5:\n1  stock_id = \"%d+\", ", screen)
+      assert.matches("\n5  stock_id = ", screen)
+      assert.not_matches("\n6  stock_id = ", screen)
+      s:line("curl()")
+      screen = s:wait_for("Authorization: WECHATPAY2", 30)
+      assert.matches("\ncurl %-sS %-i %-X GET 'https://127%.0%.0%.1:%d+/v3/marketing/favor/stocks%?limit=5&offset=0&", screen)
+      assert.matches("valid for five minutes", screen)
       s:close()
     end)
 

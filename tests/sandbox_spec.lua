@@ -702,6 +702,41 @@ describe("quan sandbox", function()
     end)
   end)
 
+  describe("connections", function()
+    local conns = require "tests.support.connections"
+    local function port() return tonumber(h.base_url:match(":(%d+)$")) end
+
+    it("answers 500 kept-alive TLS clients at once", function()
+      -- connecting over 1 s, as a batch ramps up
+      local r = conns.run("keepalive", port(), {"--tls", h.state .. "/ca.pem", "--clients", 500, "--requests", 2,
+        "--ramp", 1, "--path", "/sandbox/health", "--hold", 0})
+      assert.same({}, r.errors)
+      assert.same({1000, 500}, {r.ok, r.ok_after_hold}) -- all 500 open at once for the last one
+    end)
+
+    it("answers health while 200 slowloris connections are open over TLS", function()
+      local wait = conns.start("slowloris", port(), {"--tls", h.state .. "/ca.pem", "--clients", 200, "--interval", 1,
+        "--duration", 60})
+      for _ = 1, 5 do
+        local status, t = conns.timed(h.base_url .. "/sandbox/health", "--cacert " .. h.state .. "/ca.pem")
+        assert.equal(200, status)
+        assert.is_true(t < 3, t) -- 1 s is the target (scripts/bench/sandbox.lua); 3 s leaves a busy machine room
+      end
+      local r = wait(true)
+      assert.same({200, 200}, {r.opened, r.open_at_end})
+    end)
+
+    it("speaks TLS 1.2 and 1.3, as WeChat Pay does, never 1.1", function()
+      local out, code = conns.tls_handshake(port(), "tls1_1", h.state .. "/ca.pem")
+      assert.not_equal(0, code)
+      assert.matches("Cipher is %(NONE%)", out)
+      for _, version in ipairs {"tls1_2", "tls1_3"} do
+        out, code = conns.tls_handshake(port(), version, h.state .. "/ca.pem")
+        assert.equal(0, code, version)
+      end
+    end)
+  end)
+
   describe("lifecycle", function()
     it("keeps its state across a restart and takes --faults at start", function()
       local dir = sh.tmpdir() .. "/state"

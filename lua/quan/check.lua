@@ -179,6 +179,7 @@ function M.run(path, args, opts)
   end, table.unpack(args))
   os.exit = saved_exit
   arg = saved_arg
+  if ok then report.returned = err end -- what the script returned: a campaign file, its declaration
   hooks.before_send, hooks.validate = saved_hook, saved_validate
   wechatpay.client = saved_client
   wechatpay.simulation = saved_simulation
@@ -235,6 +236,11 @@ function M.main(opts, arguments)
       out:flush()
     end,
   })
+  if not report.error and require("quan.campaign").is_declaration(report.returned) then
+    -- a campaign file: its plan, as quan plan shows it, without the API
+    return require("quan.campaign.plan").check(script, report.returned, { now = now, json = opts.json })
+  end
+  if opts.json then io.stderr:write("quan check: --json is for campaign files; ", script, " is a script\n") end
   local bad = 0
   for _, e in ipairs(report.requests) do if not e.ok then bad = bad + 1 end end
   if report.error then

@@ -53,6 +53,7 @@ M.COMMANDS = {
     options = {
       { "--now TIME", "check as of TIME: \"YYYY-MM-DD HH:MM\" (Beijing time) or epoch seconds",
         check = function(text) return require("quan.check").parse_now(text) end },
+      { "--json", "a campaign file's plan as JSON (docs/campaigns.md)" },
       { "--log-format F", "the log of a batch the script runs", choices = require("quan.batch.progress").FORMATS },
       { "--profile NAME", NOT_USED_BY_CHECK },
       { "--config FILE", NOT_USED_BY_CHECK },
@@ -64,6 +65,8 @@ M.COMMANDS = {
   {
     name = "sandbox", module = "quan.sandbox",
     summary = "serve a local emulator of the cash-coupon API on loopback HTTPS",
+    usage = "quan sandbox [options]\nquan sandbox clock [--state DIR] [+DURATION | \"YYYY-MM-DD HH:MM\"]",
+    arguments = { "[clock]", "[TIME]" },
     options = {
       { "--listen HOST:PORT", "a loopback address and port; port 0 picks a free one", default = "127.0.0.1:0" },
       { "--state DIR", "the state directory (default $QUAN_SANDBOX_STATE, else ~/.local/share/quan/sandbox)" },
@@ -71,7 +74,8 @@ M.COMMANDS = {
       { "--ready-file FILE", "write the base URL to FILE once listening; removed at stop" },
       { "--temporary", "remove the state at stop (only a new, empty --state)" },
     },
-    footer = "docs/sandbox.md describes the state, the faults and the control endpoints",
+    footer = "clock prints or moves a running sandbox's business clock (forward only: +2h, +1d12h, or a\n"
+      .. "Beijing time). docs/sandbox.md describes the state, the faults and the control endpoints",
     subcommands = {
       {
         name = "redeem", module = "quan.sandbox.redeem",
@@ -94,6 +98,32 @@ M.COMMANDS = {
         footer = "exit status: 0 scheduled, 1 no sandbox serves DIR or it refused, 2 usage (docs/sandbox.md)",
       },
     },
+  },
+  {
+    name = "plan", module = "quan.campaign.plan",
+    summary = "show what apply would do to make a campaign file so (reads only)",
+    arguments = { "CAMPAIGN.lua" },
+    options = {
+      { "--state PATH", "the campaign's state (default CAMPAIGN.lua.state)" },
+      { "--json", "the plan as JSON, for tools" },
+      { "--now TIME", "judge times as of TIME: \"YYYY-MM-DD HH:MM\" (Beijing time) or epoch seconds",
+        check = function(text) return require("quan.check").parse_now(text) end },
+      { "--profile NAME", "the profile of the config file (also before the word plan)" },
+    },
+    footer = "exit status: 0 nothing to do, 3 changes pending, 1 errors, 2 usage (docs/campaigns.md)",
+  },
+  {
+    name = "apply", module = "quan.campaign.apply",
+    summary = "make a campaign file so: create, start, pause, restart; again any number of times",
+    arguments = { "CAMPAIGN.lua" },
+    options = {
+      { "--yes", "apply without asking (cron, scripts; needed when stdin is not a terminal)" },
+      { "--dry-run", "read what exists, print every write request as it would go out, send none" },
+      { "--state PATH", "the campaign's state (default CAMPAIGN.lua.state)" },
+      { "--profile NAME", "the profile of the config file (also before the word apply)" },
+    },
+    footer = "exit status: 0 done or nothing to do, 1 a step failed or errors, 2 usage, 6 another apply\n"
+      .. "holds the state (docs/campaigns.md)",
   },
   {
     name = "repl", module = "quan.repl", banner = true,

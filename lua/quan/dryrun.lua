@@ -3,9 +3,11 @@
 -- The client calls before_send(prepared) with the fully prepared request (see
 -- the client hook in docs/client.md); this prints it as it would go out: the
 -- string to sign, the headers with the signature redacted, the body
--- pretty-printed, and the exact body bytes on a `body:` line; then answers
--- with a synthetic response (placeholders from the endpoint's response schema,
--- as `quan check` does) so nothing is sent.
+-- pretty-printed, and the exact body bytes on a `body:` line, then the same
+-- request as a curl command (wechatpay.curl: signed, valid five minutes, so
+-- it can be run by hand); then answers with a synthetic response
+-- (placeholders from the endpoint's response schema, as `quan check` does)
+-- so nothing is sent.
 --
 --   dryrun.before_send(prepared) -> response table
 --   dryrun.install(wechatpay)    -> sets wechatpay.hooks.before_send
@@ -117,6 +119,7 @@ function M.before_send(p)
   else
     o:write("body: (empty)\n")
   end
+  o:write("as curl:\n", require("wechatpay.curl").command(p))
   o:flush()
   return require("quan.check").response(p)
 end

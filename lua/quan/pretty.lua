@@ -1,6 +1,7 @@
 -- quan.pretty: values as readable text. Tables indented with sorted keys,
 -- short arrays of scalars inline, tables met twice (cycles included) marked
--- with an id; an HTTP result shows its status, request id and JSON body.
+-- with an id; an HTTP result shows its status, request id and JSON body; a
+-- pager (node:each{...}) its count and its first rows, one a line.
 -- Colour on request; widths are display widths (a CJK character counts 2
 -- columns), so Chinese text lines up.
 local text = require "quan.text"
@@ -244,6 +245,93 @@ local function response(v, opts)
   return head .. "\n" .. M.format(body, opts)
 end
 
+-- ---- pagers --------------------------------------------------------------
+
+-- is_pager(v) -> true for the pager of node:each{...} (wechatpay.client)
+function M.is_pager(v)
+  local mt = type(v) == "table" and getmetatable(v)
+  return type(mt) == "table" and mt.__name == "wechatpay.pager"
+end
+
+-- row_order(pager) -> the field names of a row in the docs' order (the
+-- endpoint's answer: data[]'s fields), or nil
+local function row_order(p)
+  local ep = rawget(p, "endpoint")
+  local fields = type(ep) == "table" and type(ep.response) == "table" and ep.response.fields or {}
+  for _, f in ipairs(fields) do
+    if f.name == "data" and type(f.items) == "table" and f.items.fields then
+      local names = {}
+      for i, g in ipairs(f.items.fields) do names[i] = g.name end
+      return names
+    end
+  end
+end
+
+-- row_line(row, order, opts, width) -> the row on one line: its scalar
+-- fields in order (the others after, sorted), a table as {…}, cut at width
+local function row_line(row, order, opts, width)
+  if type(row) ~= "table" or row == null then return M.format(row, opts) end
+  local keys, seen = {}, {}
+  for _, k in ipairs(order or {}) do
+    if row[k] ~= nil then keys[#keys + 1] = k; seen[k] = true end
+  end
+  local rest = {}
+  for k in pairs(row) do if not seen[k] then rest[#rest + 1] = k end end
+  sort(rest, key_less)
+  for _, k in ipairs(rest) do keys[#keys + 1] = k end
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local x = row[k]
+    local shown = (type(x) == "table" and x ~= null) and paint(opts.color, "meta", "{…}") or scalar(x, opts.color)
+    parts[#parts + 1] = (is_identifier(k) and k or ("[" .. scalar(k, opts.color) .. "]")) .. " = " .. shown
+  end
+  local line = concat(parts, ", ")
+  if M.width(line) > width then
+    -- cut by characters, not bytes, so UTF-8 stays whole
+    local out, w = {}, 0
+    for _, c in utf8.codes(line) do
+      local ch = utf8.char(c)
+      local cw = M.width(ch)
+      if w + cw > width - 1 then break end
+      out[#out + 1] = ch
+      w = w + cw
+    end
+    line = concat(out) .. "…" .. (opts.color and "\27[0m" or "")
+  end
+  return line
+end
+
+-- the rows of a pager shown before "..."
+M.PAGER_ROWS = 10
+
+local function pager(v, opts)
+  local head = tostring(rawget(v, "template") and ("GET /" .. v.template) or "pager")
+  local first = rawget(v, "first")
+  if not first then
+    return paint(opts.color, "meta", "<wechatpay.pager " .. head .. ": no page read yet>")
+  end
+  local total, limit = rawget(v, "total_count"), rawget(v, "limit")
+  local data = type(first.json) == "table" and type(first.json.data) == "table" and first.json.data or {}
+  local lines = {}
+  local count = total and (("%d row%s"):format(total, total == 1 and "" or "s")) or (#data .. "+ rows")
+  if total and limit and limit > 0 then
+    local pages = (total + limit - 1) // limit
+    count = count .. (" in %d page%s of %d"):format(pages, pages == 1 and "" or "s", limit)
+  end
+  local shown = math.min(#data, M.PAGER_ROWS)
+  lines[1] = paint(opts.color, "label", head) .. ": " .. count
+    .. (shown > 0 and ("; the first " .. shown .. ":") or "")
+  local order = row_order(v)
+  local iw = #tostring(shown)
+  for i = 1, shown do
+    lines[#lines + 1] = ("%" .. iw .. "d  "):format(i) .. row_line(data[i], order, opts, opts.width - iw - 2)
+  end
+  if total and total > shown then
+    lines[#lines + 1] = paint(opts.color, "meta", "… for row in <pager> do ... end reads all, <pager>:all() lists them")
+  end
+  return concat(lines, "\n")
+end
+
 local function options(opts)
   opts = opts or {}
   return {
@@ -261,6 +349,7 @@ end
 function M.format(v, opts)
   opts = options(opts)
   if M.is_response(v) and not opts.raw then return response(v, opts) end
+  if M.is_pager(v) and not opts.raw then return pager(v, opts) end
   local counts = {}
   count_refs(v, counts)
   local out = {}

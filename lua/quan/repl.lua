@@ -7,8 +7,8 @@
 -- fields on Tab, and pretty-prints values. Off a terminal (piped input) it
 -- reads plain lines with io.read, so scripts can drive it.
 --
--- The REPL's globals (wx, wechatpay, favor, json, await, help) are made on
--- first use, so startup loads none of the client.
+-- The REPL's globals (wx, wechatpay, favor, json, await, help, curl) are
+-- made on first use, so startup loads none of the client.
 local M = {}
 
 local pretty = require "quan.pretty"
@@ -181,7 +181,34 @@ lazy.wx = function()
   return client
 end
 lazy.help = function() return function(...) return require("quan.repl.help").help(...) end end
+lazy.curl = function() return M.curl end
 
+-- the last result or error printed at the prompt: what curl() copies
+local last
+
+-- curl([x, ...]): prints a request as a curl command, signed anew (the
+-- client's copy as curl): curl() the last request whose answer or error
+-- was printed, curl(res) / curl(err) the request of a result or an error,
+-- curl(pager) its last page, curl(node, verb[, opts]) a request not sent
+function M.curl(x, ...)
+  local client = require "wechatpay.client"
+  local text, why
+  if x == nil then
+    if last == nil then error("curl: no request yet (make one, or give curl a result, an error or a node)", 2) end
+    x = last
+  end
+  if pretty.is_pager(x) then x = rawget(x, "last") or error("curl: the pager has read no page yet", 2) end
+  if getmetatable(x) == client.Node then
+    text, why = x:curl(...)
+  elseif type(x) == "table" then
+    text, why = client.copy_of(x)
+  else
+    error("curl: expected a result, an error, a pager or an API node, got " .. type(x), 2)
+  end
+  if not text then error(why, 0) end
+  io.stdout:write(text)
+  io.stdout:flush()
+end
 -- install_globals(G): wx, wechatpay, favor, json and help appear on first
 -- use (through __index on the globals table); await is plain.
 function M.install_globals(G)
@@ -229,8 +256,14 @@ end
 
 local print_error
 
+-- remember(v): a result, an error or a pager printed is what curl() copies
+local function remember_request(v)
+  if pretty.is_response(v) or pretty.is_pager(v) or is_error(v) then last = v end
+end
+
 local function print_values(n, ...)
   if n == 0 then return end
+  for i = 1, n do remember_request((select(i, ...))) end
   -- `nil, err` from a call that failed prints as the error alone
   if n == 2 and (...) == nil and is_error((select(2, ...))) then
     return print_error((select(2, ...)))
@@ -247,6 +280,7 @@ local function print_values(n, ...)
 end
 
 function print_error(e)
+  remember_request(e)
   io.stderr:write(M.describe_error(e, color), "\n")
   io.stderr:flush()
 end
@@ -258,10 +292,15 @@ local function msgh(e)
   return e
 end
 
--- a promise among the values is replaced by what it resolves to
+-- a promise among the values is replaced by what it resolves to; a pager
+-- reads its first page (printed as its count and first rows)
 local function settle(n, ...)
   local vals = table.pack(...)
   for i = 1, n do
+    if pretty.is_pager(vals[i]) and rawget(vals[i], "pages") == 0 then
+      local ok, err = vals[i]:peek()
+      if not ok then error(err, 0) end
+    end
     if M.is_promise(vals[i]) then
       local r = table.pack(wait(vals[i]))
       if n == 1 then return r.n, table.unpack(r, 1, r.n) end

@@ -19,6 +19,8 @@ local multipart = require "wechatpay.multipart"
 local trace = require "wechatpay.trace"
 local flow = require "wechatpay.flow"
 local decode_query = require("quan.url").query
+local suggest = require "quan.suggest"
+local retry = require "wechatpay.retry"
 
 local M = {}
 
@@ -56,8 +58,22 @@ local VERBS = { get = "GET", post = "POST", put = "PUT", patch = "PATCH", delete
 
 local OPTIONS = {
   json = true, body = true, query = true, headers = true, timeout = true,
-  validate = true, file = true, filename = true, content_type = true,
+  validate = true, file = true, filename = true, content_type = true, retry = true,
 }
+
+-- the options that make a body: a GET has none
+local BODY_OPTIONS = { json = true, body = true, file = true, filename = true, content_type = true }
+
+-- options(method) -> sorted array of the option names a verb takes (its
+-- path variables aside): what the REPL completes
+function M.options(method)
+  local list = {}
+  for k in pairs(OPTIONS) do
+    if not (method == "GET" and BODY_OPTIONS[k]) then list[#list + 1] = k end
+  end
+  table.sort(list)
+  return list
+end
 
 ---------------------------------------------------------------------------
 -- construction
@@ -149,7 +165,9 @@ end
 function M.new(opts, profile)
   if type(opts) ~= "table" then conferr("wechatpay.new: expected a table of options, got %s", type(opts)) end
   for k in pairs(opts) do
-    if not NEW_KEYS[k] then conferr("wechatpay.new: unknown option '%s'", tostring(k)) end
+    if not NEW_KEYS[k] then
+      conferr("wechatpay.new: unknown option '%s'%s", tostring(k), config.hint(k, NEW_KEYS))
+    end
   end
   local mchid = opts.mchid
   if math.type(mchid) == "integer" then mchid = ("%d"):format(mchid) end
@@ -237,14 +255,112 @@ local function cacheable(k)
   return k:find("^[%a_][%w_]*$") ~= nil
 end
 
+-- Typo hints for paths of a family the schema knows (/v3/marketing/favor):
+-- a path that enters the family must follow one of its endpoints' templates,
+-- else it is a usage error naming the closest segments; any other path
+-- passes untouched, so every APIv3 endpoint stays callable.
+
+-- family_tree() -> { prefix = {"v3", "marketing", "favor"}, tree = node }
+-- from the schema's templates (built on the first check); a node is
+-- { name = segment, kids = { segment -> node }, var = node of a {variable} }
+local family
+local function family_tree()
+  if family then return family end
+  local schema = require "wechatpay.favor.schema"
+  local tree = { kids = {} }
+  for _, ep in ipairs(schema.endpoints) do
+    local at = tree
+    for seg in ep.path:gmatch("[^/]+") do
+      local is_var = seg:find("^{.*}$") ~= nil
+      local sub = is_var and at.var or at.kids[seg]
+      if not sub then
+        sub = { name = seg, kids = {} }
+        if is_var then at.var = sub else at.kids[seg] = sub end
+      end
+      at = sub
+    end
+  end
+  local prefix = {}
+  for seg in schema.family:gmatch("[^/]+") do prefix[#prefix + 1] = seg end
+  family = { prefix = prefix, path = schema.family, tree = tree }
+  return family
+end
+
+-- spelled(seg, path_style) -> a segment as the caller writes it:
+-- "couponStocks", "_stock_id_" in a property chain, "coupon-stocks",
+-- "{stock_id}" in a path
+local function spelled(seg, path_style)
+  if path_style then return seg end
+  local var = seg:match("^{(.+)}$")
+  if var then return "_" .. var .. "_" end
+  return (seg:gsub("%-(%w)", string.upper))
+end
+
+-- misspelt(segs, typed) -> nil when segs is outside the family or on one of
+-- its templates; else a message naming the first segment that is on none,
+-- and the closest ones there. typed: the key as the caller wrote it (how
+-- the suggestions are spelt)
+local function misspelt(segs, typed)
+  local f = family_tree()
+  local path_style = typed:find("[-/{]") ~= nil
+  local function where(i) return "/" .. table.concat(segs, "/", 1, i) end
+  local at = f.tree
+  for i, raw in ipairs(segs) do
+    local seg = raw:gsub("%?.*$", "") -- a query written into the path
+    local want = f.prefix[i]
+    if want and seg ~= want then
+      -- leaving the family's own path: a typo of it, or another family
+      if i > 1 and suggest.closest(seg, { want }) then
+        return ("%s: no such API path%s"):format(where(i),
+          suggest.hint(spelled(seg, path_style), { spelled(want, path_style) }))
+      end
+      return nil
+    end
+    local var = seg:match("^{(.+)}$")
+    local sub
+    if var then
+      sub = at.var
+      if sub and sub.name ~= seg then
+        return ("%s: the path variable here is %s, not %s"):format(where(i),
+          spelled(sub.name, path_style), spelled(seg, path_style))
+      end
+    else
+      sub = at.kids[seg] or at.var -- a value in a variable's place (an id)
+    end
+    if not sub then
+      local names = {}
+      for _, k in pairs(at.kids) do names[#names + 1] = spelled(k.name, path_style) end
+      if at.var then names[#names + 1] = spelled(at.var.name, path_style) end
+      table.sort(names)
+      if #names == 0 then
+        return ("%s: no endpoint of %s lies below %s"):format(where(i), f.path, where(i - 1))
+      end
+      return ("%s: no endpoint of %s has a segment '%s' here%s; known here: %s"):format(where(i), f.path,
+        spelled(seg, path_style), suggest.hint(spelled(seg, path_style), names), table.concat(names, ", "))
+    end
+    at = sub
+  end
+  return nil
+end
+
+-- checked(client, segs, key, level) -> the node at segs; a path misspelt
+-- raises error(message, level) as seen from checked's caller
+local function checked(client, segs, key, level)
+  local why = misspelt(segs, key)
+  if why then error(why, level + 1) end
+  return node(client, segs)
+end
+
+-- the methods of a node besides the verbs (Node.chain, Node.each, Node.curl)
+local node_methods = {}
+
 function Node.__index(n, k)
-  local f = verb_fns[k]
+  local f = verb_fns[k] or node_methods[k]
   if f then return f end
-  if k == "chain" then return Node.chain end
   if type(k) ~= "string" then return nil end
   local segs = {}
   for i, s in ipairs(rawget(n, SEGMENTS)) do segs[i] = s end
-  local child = node(rawget(n, CLIENT), chain.split(k, segs))
+  local child = checked(rawget(n, CLIENT), chain.split(k, segs), k, 2)
   if cacheable(k) then rawset(n, k, child) end
   return child
 end
@@ -256,20 +372,41 @@ function Node.__tostring(n)
 end
 
 -- node:chain("a/b") -> the node below
-function Node.chain(n, path)
+function node_methods.chain(n, path)
   if getmetatable(n) ~= Node then error("chain: call it with ':' (node:chain(\"...\"))", 2) end
   if type(path) ~= "string" then error("chain: expected a path string, got " .. type(path), 2) end
-  return n[path]
+  local segs = {}
+  for i, s in ipairs(rawget(n, SEGMENTS)) do segs[i] = s end
+  return checked(rawget(n, CLIENT), chain.split(path, segs), path, 2)
 end
+Node.chain = node_methods.chain
 
 -- fields a client may lack; reading them must not grow the API tree
 local RESERVED = { sandbox = true, profile_name = true }
 
+-- the names a client answers to, for "did you mean": its fields, its
+-- methods and the root of the API tree
+local function client_names()
+  local names = { "mchid", "serial", "base_url", "profile", "sandbox", "profile_name", "v3" }
+  for k, v in pairs(Client) do
+    if type(v) == "function" and not k:find("^__") then names[#names + 1] = k end
+  end
+  table.sort(names)
+  return names
+end
+
+-- wx.v3 (and wx["v3/..."]) is the API tree; any other key that is not a
+-- field or a method is a usage error: wx.mchId is a typo, not a path /mch-id
 function Client.__index(wx, k)
   local m = Client[k]
   if m then return m end
   if type(k) ~= "string" or RESERVED[k] then return nil end
-  local child = node(wx, chain.split(k))
+  local segs = chain.split(k)
+  if segs[1] ~= "v3" then
+    error(("wx.%s: a client has no field '%s'%s; the API tree starts at wx.v3"):format(k, k,
+      suggest.hint(k, client_names())), 2)
+  end
+  local child = checked(wx, segs, k, 2)
   if cacheable(k) then rawset(wx, k, child) end
   return child
 end
@@ -282,9 +419,8 @@ end
 function Client.chain(wx, path)
   if getmetatable(wx) ~= Client then error("chain: call it with ':' (wx:chain(\"...\"))", 2) end
   if type(path) ~= "string" then error("chain: expected a path string, got " .. type(path), 2) end
-  return node(wx, chain.split(path))
+  return checked(wx, chain.split(path), path, 2)
 end
-
 ---------------------------------------------------------------------------
 -- one request
 
@@ -363,16 +499,59 @@ local function validation(endpoint, body, query, ctx)
   }
 end
 
+-- retry_policy(method, tpl, opts) -> the policy of option 'retry': a count
+-- of retries after the first try (an integer >= 0) or a wechatpay.retry
+-- policy; a usage error for a call that cannot be repeated safely
+local function retry_policy(method, tpl, opts)
+  local r = opts.retry
+  local ok, why = retry.idempotent(method, tpl, opts.json)
+  if not ok then
+    usage("option 'retry': this call cannot be repeated safely (" .. why .. "); only GETs, a stock's start, "
+      .. "pause, restart and stop, and POSTs carrying an out_request_no are retried")
+  end
+  if retry.is_policy(r) then return r end
+  if math.type(r) ~= "integer" or r < 0 or r > 100 then
+    usage("option 'retry' must be a count of retries (an integer from 0 to 100) or a wechatpay.retry policy, got "
+      .. tostring(r))
+  end
+  if r == 0 then return nil end
+  return retry.policy { attempts = r + 1 }
+end
+
 -- prepare(wx, method, tpl, opts[, raw]) -> prepared request | nil,
 -- validation error; `raw` is a ready path+query used instead of tpl/query
+-- check_options(method, tpl, opts, extra) -> the template's variables; a
+-- usage error for an option the verb does not take (with the closest
+-- names: the verb's options, the path's variables and `extra`'s keys)
+local function check_options(method, tpl, opts, extra)
+  local vars = chain.variables(tpl)
+  for k in pairs(opts) do
+    local body_less = method == "GET" and BODY_OPTIONS[k]
+    if body_less then usage("option '" .. k .. "': a GET request has no body") end
+    if not OPTIONS[k] and not vars[k] and not (extra and extra[k]) then
+      local names = M.options(method)
+      for v in pairs(vars) do names[#names + 1] = v end
+      for v in pairs(extra or {}) do names[#names + 1] = v end
+      usage("unknown option '" .. tostring(k) .. "'" .. suggest.hint(k, names))
+    end
+  end
+  return vars
+end
+
+-- signature(wx, method, target, signed) -> string to sign, Authorization
+-- value: a new timestamp (now) and nonce, signed with the merchant key
+local function signature(wx, method, target, signed)
+  local timestamp = ("%d"):format(math.floor(require("quan.os").time()))
+  local nonce = require("quan.crypto").nonce(32)
+  local message = sign.message(method, target, timestamp, nonce, signed)
+  return message, sign.authorization(wx.mchid, wx.serial, timestamp, nonce, state[wx].key:sign(message))
+end
+
 local function prepare(wx, method, tpl, opts, raw)
   local st = state[wx]
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then usage("expected a table of options, got " .. type(opts)) end
-  local vars = chain.variables(tpl)
-  for k in pairs(opts) do
-    if not OPTIONS[k] and not vars[k] then usage("unknown option '" .. tostring(k) .. "'") end
-  end
+  local vars = check_options(method, tpl, opts)
   local path = raw and raw:gsub("%?.*", "")
     or st.prefix .. "/" .. (next(vars) == nil and tpl or chain.expand(tpl, opts))
   local target = raw or path
@@ -387,7 +566,7 @@ local function prepare(wx, method, tpl, opts, raw)
   end
   local n = (opts.json ~= nil and 1 or 0) + (opts.body ~= nil and 1 or 0) + (opts.file ~= nil and 1 or 0)
   if n > 1 then usage("options 'json', 'body' and 'file' exclude each other") end
-  local body, signed, ctype, upload_meta
+  local body, signed, ctype, upload_meta, upload_filename, upload_type
   if opts.json ~= nil then
     if type(opts.json) ~= "table" then usage("option 'json' must be a table") end
     local ok, s = pcall(json.encode, opts.json)
@@ -401,15 +580,17 @@ local function prepare(wx, method, tpl, opts, raw)
     local data = read_file(opts.file)
     local filename = opts.filename or multipart.basename(opts.file)
     if type(filename) ~= "string" then usage("option 'filename' must be a string") end
+    upload_filename = filename
     if not utf8.len(filename) then
       usage(opts.filename and "option 'filename' is not valid UTF-8"
         or "option 'file': the file's name is not valid UTF-8 (give option 'filename')")
     end
     local crypto = require("quan.crypto")
     upload_meta = multipart.meta(filename, crypto.sha256(data))
+    upload_type = opts.content_type or multipart.content_type(filename)
     body, ctype = multipart.build {
       boundary = "quan-" .. crypto.nonce(24), meta = upload_meta, filename = filename,
-      data = data, content_type = opts.content_type or multipart.content_type(filename),
+      data = data, content_type = upload_type,
     }
     signed = upload_meta
   else
@@ -469,25 +650,37 @@ local function prepare(wx, method, tpl, opts, raw)
     end
   end
   local ctx = context(method, target)
+  local policy = opts.retry ~= nil and retry_policy(method, tpl, opts) or nil
   -- the endpoint, looked up once: for the validator and the hooks
   local endpoint = require("wechatpay.favor.schema").lookup(method, raw and path or "/" .. tpl)
   if endpoint and opts.validate ~= false and opts.file == nil and not raw then
     local verr = validation(endpoint, opts.json, query or {}, ctx)
     if verr then return nil, verr end
   end
-  local crypto = require("quan.crypto")
-  local timestamp = ("%d"):format(math.floor(require("quan.os").time()))
-  local nonce = crypto.nonce(32)
-  local message = sign.message(method, target, timestamp, nonce, signed)
-  local auth = sign.authorization(wx.mchid, wx.serial, timestamp, nonce, st.key:sign(message))
+  local message, auth = signature(wx, method, target, signed)
   -- opts.headers may not name Authorization: it is always a new last line
   headers[#headers + 1] = "Authorization: " .. auth
   return {
     method = method, url = st.origin .. target, path = target, target = target,
     template = "/" .. tpl, headers = headers, body = body or "", string_to_sign = message,
     endpoint = endpoint, json = opts.json, upload_meta = upload_meta,
-    timeout = opts.timeout or st.timeout, context = ctx,
+    upload = upload_meta and { file = opts.file, filename = upload_filename, content_type = upload_type },
+    timeout = opts.timeout or st.timeout, context = ctx, ca_file = st.ca_file, proxy = st.proxy,
+    retry = policy,
   }
+end
+
+-- resigned(wx, p) -> a copy of the prepared request p signed anew: a new
+-- timestamp and nonce over the same method, target and body
+local function resigned(wx, p)
+  local q = {}
+  for k, v in pairs(p) do q[k] = v end
+  local message, auth = signature(wx, p.method, p.target, p.upload_meta or p.body)
+  local headers = {}
+  for i = 1, #p.headers - 1 do headers[i] = p.headers[i] end -- Authorization is the last line
+  headers[#headers + 1] = "Authorization: " .. auth
+  q.headers, q.string_to_sign = headers, message
+  return q
 end
 
 local header = verify.header -- any spelling of the name
@@ -574,8 +767,13 @@ local function finish(wx, p, res, check)
   }
 end
 
--- perform(wx, p) -> result | nil, err   (yields inside a quan.async task)
-local function perform(wx, p)
+-- what each result and error of a request came from, for a copy as curl:
+-- result or error -> { wx, p } (p: the prepared request) or, for a request
+-- the validator refused (never signed), { wx, nil, method, tpl, opts }
+local origins = setmetatable({}, { __mode = "k" })
+
+-- send(wx, p) -> result | nil, err   (yields inside a quan.async task)
+local function send(wx, p)
   local st = state[wx]
   local hook = M.hooks.before_send
   if hook ~= nil then
@@ -604,20 +802,56 @@ local function perform(wx, p)
   return r, err
 end
 
+-- perform(wx, p) -> result | nil, err   (yields inside a quan.async task)
+local function perform(wx, p)
+  local r, err = send(wx, p)
+  origins[r or err] = { wx, p }
+  return r, err
+end
+
 -- prepared(level, wx, method, tpl, opts) -> prepare's results; a usage
 -- error re-raised as errors.call would (the context string is built only
 -- on that path)
 local function prepared(level, wx, method, tpl, opts)
   local ok, p, err = pcall(prepare, wx, method, tpl, opts)
-  if ok then return p, err end
+  if ok then
+    if not p then origins[err] = { wx, nil, method, tpl, opts } end
+    return p, err
+  end
   errors.call(level + 1, context(method, "/" .. tpl) .. ": ", error, p, 0)
+end
+
+-- attempts(wx, p) -> result | nil, err: perform(p), and with option
+-- 'retry' again after a retryable failure (network, 429, 5xx), signed anew
+-- each time (a fresh nonce and timestamp), after the policy's backoff (a
+-- quan.async sleep: it yields inside a task). The result or error then
+-- carries `attempts`, the tries made.
+local function attempts(wx, p)
+  local policy = p.retry
+  if not policy then return perform(wx, p) end
+  local failed = 0
+  while true do
+    local r, err = perform(wx, p)
+    if r then
+      r.attempts = failed + 1
+      return r
+    end
+    failed = failed + 1
+    local wait = retry.retryable(err) and policy:delay(failed, err.code)
+    if not wait then
+      err.attempts = failed
+      return nil, err
+    end
+    require("quan.async").sleep(wait)
+    p = resigned(wx, p)
+  end
 end
 
 -- run(wx, method, tpl, opts, level) -> result | nil, err
 local function run(wx, method, tpl, opts, level)
   local p, err = prepared(level + 1, wx, method, tpl, opts)
   if not p then return nil, err end
-  return perform(wx, p)
+  return attempts(wx, p)
 end
 
 -- promise(...) -> a quan.async task (a promise) settled with the result, or
@@ -627,7 +861,7 @@ local function promise(wx, method, tpl, opts, level)
   local async = require("quan.async")
   if not p then return async.rejected(err) end
   return async.spawn(function()
-    local r, e = perform(wx, p)
+    local r, e = attempts(wx, p)
     if not r then error(e, 0) end
     return r
   end)
@@ -653,7 +887,10 @@ function Client.request(wx, method, path, opts)
     error("request: bad method '" .. tostring(method) .. "'", 2)
   end
   if type(path) ~= "string" then error("request: expected a path string", 2) end
-  local r, e = run(wx, method:upper(), table.concat(chain.split(path), "/"), opts, 2)
+  local segs = chain.split(path)
+  local why = misspelt(segs, path)
+  if why then error("request: " .. why, 2) end
+  local r, e = run(wx, method:upper(), table.concat(segs, "/"), opts, 2)
   return r, e
 end
 
@@ -889,6 +1126,217 @@ function Client.certificates(wx)
     if not ok then return fail(code, "verify: " .. why) end
   end
   return list
+end
+
+---------------------------------------------------------------------------
+-- paging: node:each{...} walks every page of a list endpoint
+
+-- Pager: the walk of one list endpoint (docs/client.md, "Paging"); a
+-- callable object, so `for row in node:each{...} do` reads each row
+local Pager = {}
+Pager.__index = Pager
+Pager.__name = "wechatpay.pager"
+
+-- integer(v) -> v as an integer (an integral number or a decimal string),
+-- or nil
+local function integer(v)
+  if type(v) == "string" and v:find("^%d+$") then v = tonumber(v) end
+  return math.type(v) == "integer" and v or (type(v) == "number" and math.tointeger(v)) or nil
+end
+
+-- node:each([opts]) -> pager: the options of a GET (query, headers,
+-- timeout, path variables, ...) plus `paging` ("page" or "item": how the
+-- endpoint counts its offset, for an endpoint the schema does not know).
+-- query.offset is the first page (0), query.limit the page size (the
+-- schema's, else 10). Each page is a GET with the same options (all of
+-- them, whatever the client's verbs take), made when the walk reaches it.
+function node_methods.each(n, opts)
+  if getmetatable(n) ~= Node then error("each: call it with ':' (node:each{...})", 2) end
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then error("each: expected a table of options, got " .. type(opts), 2) end
+  local wx, tpl = rawget(n, CLIENT), template(n)
+  local ctx = "each GET /" .. tpl .. ": "
+  errors.call(2, ctx, check_options, "GET", tpl, opts, { paging = true })
+  local ep = require("wechatpay.favor.schema").lookup("GET", "/" .. tpl)
+  local paging = ep and ep.paging
+  local how = opts.paging or (paging and paging.offset)
+  if how == nil then
+    error(ctx .. "not a list endpoint of the schema; say how it pages: paging = \"page\" (offset counts pages) "
+      .. "or \"item\" (offset counts rows)", 2)
+  end
+  if how ~= "page" and how ~= "item" then
+    error(ctx .. "option 'paging' must be \"page\" or \"item\", got " .. tostring(how), 2)
+  end
+  local query = opts.query or {}
+  if type(query) ~= "table" then error(ctx .. "option 'query' must be a table", 2) end
+  local offset, limit = integer(query.offset or 0), integer(query.limit or (paging and paging.limit) or 10)
+  if not offset or offset < 0 then error(ctx .. "query 'offset' must be an integer >= 0, got " .. tostring(query.offset), 2) end
+  if not limit or limit < 1 then error(ctx .. "query 'limit' must be an integer >= 1, got " .. tostring(query.limit), 2) end
+  local base = {}
+  for k, v in pairs(opts) do if k ~= "paging" then base[k] = v end end
+  local max_offset
+  if ep and ep.query then
+    for _, f in ipairs(ep.query.fields) do if f.name == "offset" then max_offset = f.max end end
+  end
+  return setmetatable({
+    client = wx, template = tpl, endpoint = ep, paging = how, limit = limit, offset = offset,
+    max_offset = max_offset, options = base, pages = 0, count = 0,
+    rows = nil, at = 0, done = false,
+  }, Pager)
+end
+Node.each = node_methods.each
+
+-- fetch(pager) -> true | nil, err: the next page into pager.rows
+local function fetch(self)
+  local q = {}
+  for k, v in pairs(self.options.query or {}) do q[k] = v end
+  q.offset, q.limit = self.offset, self.limit
+  local opts = {}
+  for k, v in pairs(self.options) do opts[k] = v end
+  opts.query = q
+  local r, err = run(self.client, "GET", self.template, opts, 3)
+  if not r then
+    self.error = err
+    return nil, err
+  end
+  local body = type(r.json) == "table" and r.json or {}
+  local data = type(body.data) == "table" and body.data or {}
+  local n = #data
+  self.pages, self.last = self.pages + 1, r
+  if self.pages == 1 then self.first = r end
+  self.total_count = integer(body.total_count) or self.total_count
+  self.rows, self.at = data, 0
+  local seen = (self.paging == "page" and (self.offset + 1) * self.limit) or (self.offset + n)
+  -- the end: an empty or short page, every row counted, or an answer that
+  -- is not paged (more rows than asked for: list coupons by available_mchid)
+  if n == 0 or n < self.limit or n > self.limit or (self.total_count and seen >= self.total_count) then
+    self.done = true
+  end
+  self.offset = self.paging == "page" and self.offset + 1 or self.offset + n
+  if not self.done and self.max_offset and self.offset > self.max_offset then
+    self.done, self.truncated = true, true
+  end
+  return true
+end
+
+-- pager:peek() -> the answer of the first page (fetched now if it was not
+-- yet) | nil, err
+function Pager.peek(self)
+  if self.first == nil and self.pages == 0 then
+    local ok, err = fetch(self)
+    if not ok then return nil, err end
+  end
+  return self.first
+end
+
+-- pager() -> the next row and its number (1, 2, ...), fetching the next page
+-- when needed; nil at the end. A page that fails raises its error table, so
+-- a loop never ends early in silence (pager:all() returns it instead)
+function Pager.__call(self)
+  while true do
+    if self.rows and self.at < #self.rows then
+      self.at = self.at + 1
+      self.count = self.count + 1
+      return self.rows[self.at], self.count
+    end
+    if self.done then
+      if self.truncated then
+        error(("each GET /%s: the API pages no further than offset %d; %d rows read of %s"):format(
+          self.template, self.max_offset, self.count, tostring(self.total_count)), 2)
+      end
+      return nil
+    end
+    local ok, err = fetch(self)
+    if not ok then error(err, 0) end
+  end
+end
+
+-- pager:all() -> array of every row left | nil, err
+function Pager.all(self)
+  local list = {}
+  local ok, err = pcall(function()
+    for row in self do list[#list + 1] = row end
+  end)
+  if not ok then
+    if errors.is(err) then return nil, err end
+    error(err, 0)
+  end
+  return list
+end
+
+function Pager.__tostring(self)
+  local what = "wechatpay.pager GET /" .. self.template
+  if self.total_count then
+    return ("%s (%d rows, %d read)"):format(what, self.total_count, self.count)
+  end
+  return what .. " (no page read yet)"
+end
+
+M.Pager = Pager
+
+---------------------------------------------------------------------------
+-- copy as curl
+
+-- copy(wx, p) -> a shell command that sends p again, signed anew
+local function copy(wx, p)
+  return require("wechatpay.curl").command(resigned(wx, p))
+end
+
+-- copy_of(x) -> the command for the request a result or an error table
+-- came from, signed anew | nil, why
+local function copy_of(x)
+  local o = origins[x]
+  if not o then return nil, "not the result or the error of a request of this process" end
+  local wx, p = o[1], o[2]
+  if p then return copy(wx, p) end
+  -- a request the validator refused: prepared again, as it would be sent
+  -- with validate = false
+  local opts = {}
+  for k, v in pairs(o[5] or {}) do opts[k] = v end
+  opts.validate = false
+  local ok, q = pcall(prepare, wx, o[3], o[4], opts)
+  if not ok then return nil, type(q) == "table" and q.message or tostring(q) end
+  return require("wechatpay.curl").command(q)
+end
+M.copy_of = copy_of
+
+-- curl_of(level, wx, method, tpl, opts) -> the command of a request, signed
+-- now, without sending it | nil, validation error
+local function curl_of(level, wx, method, tpl, opts)
+  local p, err = prepared(level + 1, wx, method, tpl, opts)
+  if not p then return nil, err end
+  return require("wechatpay.curl").command(p)
+end
+
+-- node:curl(verb[, opts]) -> text | nil, err: the shell command of
+-- node:<verb>(opts), signed now; nothing is sent
+function node_methods.curl(n, verb, opts)
+  if getmetatable(n) ~= Node then error("curl: call it with ':' (node:curl(\"get\", {...}))", 2) end
+  local method = type(verb) == "string" and VERBS[verb:lower()]
+  if not method then error("curl: expected a verb (\"get\", \"post\", ...), got " .. tostring(verb), 2) end
+  local text, err = curl_of(2, rawget(n, CLIENT), method, template(n), opts)
+  return text, err
+end
+Node.curl = node_methods.curl
+
+-- wx:curl(res_or_err) -> text | nil, why: the request a result or an error
+-- came from, signed anew; wx:curl(method, path[, opts]) -> text | nil, err:
+-- the command of wx:request(method, path, opts), nothing sent
+function Client.curl(wx, x, path, opts)
+  if getmetatable(wx) ~= Client then error("curl: call it with ':' (wx:curl(...))", 2) end
+  if type(x) == "table" then
+    local text, why = copy_of(x)
+    return text, why
+  end
+  if type(x) ~= "string" or not VERBS[x:lower()] then
+    error("curl: expected a result, an error, or a method and a path, got " .. tostring(x), 2)
+  end
+  if type(path) ~= "string" then error("curl: expected a path string", 2) end
+  local segs = chain.split(path)
+  local why = misspelt(segs, path)
+  if why then error("curl: " .. why, 2) end
+  local text, err = curl_of(2, wx, x:upper(), table.concat(segs, "/"), opts)
+  return text, err
 end
 
 M.Client, M.Node = Client, Node

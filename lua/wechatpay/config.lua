@@ -11,6 +11,7 @@
 -- config file's folder. A key file readable by group or others draws a
 -- warning on stderr.
 local errors = require "wechatpay.errors"
+local suggest = require "quan.suggest"
 
 local M = {}
 
@@ -30,6 +31,59 @@ M.OVERRIDES = {
   { env = "QUAN_CA_FILE", key = "ca_file" },
   { env = "QUAN_TIMEOUT", key = "timeout", number = true },
 }
+
+-- keys a profile may hold besides wechatpay.new's: kept in wx.profile
+-- (appid: the sender's AppID for `quan send`; sandbox_state: a sandbox's
+-- state folder, written by `quan sandbox`)
+M.EXTRA_KEYS = { appid = true, sandbox_state = true }
+
+-- other SDKs' names for the keys (WeChat Pay's Java, Go, PHP and Node SDKs
+-- and their configs), mapped to quan's
+M.ALIASES = {
+  mch_id = "mchid", mchId = "mchid", merchantId = "mchid", merchant_id = "mchid", mchID = "mchid",
+  serial_no = "serial", serialNo = "serial", merchantSerialNumber = "serial",
+  merchant_serial_number = "serial", certificateSerialNumber = "serial", serial_number = "serial",
+  privateKey = "private_key", privateKeyPath = "private_key", private_key_path = "private_key",
+  merchantPrivateKey = "private_key", apiclient_key = "private_key",
+  apiV3Key = "apiv3_key", apiv3Key = "apiv3_key", api_v3_key = "apiv3_key", apiV3key = "apiv3_key",
+  certificates = "certs", platform_certs = "certs", platformCertificates = "certs",
+  wechatpayCertificates = "certs", wechatpay_public_key = "certs", wechatpayPublicKey = "certs",
+  app_id = "appid", appId = "appid", appID = "appid",
+  baseUrl = "base_url", baseURL = "base_url", base_uri = "base_url", baseUri = "base_url",
+  caFile = "ca_file", cafile = "ca_file",
+}
+
+-- hint(key, known) -> " (did you mean x?)" or "": known is a set of keys;
+-- another SDK's name of one (privateKey) or a misspelling (private_ky)
+function M.hint(key, known)
+  if type(key) ~= "string" then return "" end
+  local alias = M.ALIASES[key]
+  if alias and known[alias] then return " (did you mean " .. alias .. "?)" end
+  local names = {}
+  for k in pairs(known) do names[#names + 1] = k end
+  table.sort(names)
+  return suggest.hint(key, names)
+end
+
+-- check_keys(profile, name, known): a profile key that is not one of
+-- `known` (wechatpay.new's keys) nor an extra key, and that another SDK
+-- uses for one or that is a misspelling of one (privateKey, app_id), is a
+-- config error naming the intended key; other extra keys are kept
+function M.check_keys(profile, name, known)
+  local all = {}
+  for k in pairs(known) do all[k] = true end
+  for k in pairs(M.EXTRA_KEYS) do all[k] = true end
+  local bad = {}
+  for k in pairs(profile) do
+    if type(k) == "string" and not all[k] then
+      local h = M.hint(k, all)
+      if h ~= "" then bad[#bad + 1] = { k, h } end
+    end
+  end
+  if #bad == 0 then return end
+  table.sort(bad, function(a, b) return a[1] < b[1] end)
+  conferr("profile '%s': unknown key '%s'%s", tostring(name), bad[1][1], bad[1][2])
+end
 
 local function exists(path)
   local f = io.open(path, "r")

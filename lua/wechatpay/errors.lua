@@ -10,7 +10,8 @@
 --   detail      the API's free-form detail, validation findings, or nil
 --   request_id  the Request-ID response header, when there was a response
 --   retryable   true for network errors, 429 and 5xx; false otherwise
--- tostring(err) gives "<kind>: <message>" plus code, status and request id.
+-- tostring(err) gives "<kind>: <message>" plus code, status and request id;
+-- err:curl() the request it came from as a shell command.
 local M = {}
 
 local Error = {}
@@ -27,6 +28,13 @@ function Error.__tostring(e)
   if e.request_id then extra[#extra + 1] = "request-id " .. tostring(e.request_id) end
   if #extra > 0 then parts[#parts + 1] = " (" .. table.concat(extra, ", ") .. ")" end
   return table.concat(parts)
+end
+
+-- err:curl() -> text | nil, why: the request this error came from as a
+-- shell command, signed anew (docs/client.md, "Copy as curl")
+function Error.curl(e)
+  local text, why = require("wechatpay.client").copy_of(e)
+  return text, why
 end
 
 local kinds = { network = true, http = true, verify = true, validation = true, config = true }

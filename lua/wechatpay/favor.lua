@@ -131,8 +131,8 @@ function M.at(s, offset)
   return r
 end
 
--- seconds(t) -> seconds since 00:00 of "HH:MM" or "HH:MM:SS" ("24:00" is
--- 86399, the API's last second of a day); a number is returned as is
+-- seconds(t, who, level): favor.seconds's work; errors name `who` and
+-- are raised at `level`
 local function seconds(t, who, level)
   if math.type(t) == "integer" then
     if t < 0 or t > 86400 then error(sformat("%s: %d is not a second of a day (0..86400)", who, t), level + 1) end
@@ -150,8 +150,11 @@ local function seconds(t, who, level)
   return h * 3600 + m * 60 + s
 end
 
--- (no tail calls below: a tail call would hide the frame that error levels count)
+-- seconds(t) -> seconds since 00:00 of "HH:MM" or "HH:MM:SS" ("24:00" is
+-- 86399, the API's last second of a day); a number is returned as is
 function M.seconds(t)
+  -- no tail calls in these builders: a tail call would hide the frame that
+  -- error levels count
   local n = seconds(t, "favor.seconds", 2)
   return n
 end

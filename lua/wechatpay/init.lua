@@ -51,6 +51,7 @@ end
 -- build(profile, name[, handle]) -> client from a resolved profile; the keys
 -- of wechatpay.new go to new, the whole profile (secrets aside) to wx.profile
 local function build(profile, name, handle)
+  config.check_keys(profile, name, client.NEW_KEYS)
   local opts = {}
   for k in pairs(client.NEW_KEYS) do opts[k] = profile[k] end
   local ok, wx = pcall(client.new, opts, profile)

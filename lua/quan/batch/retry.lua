@@ -7,8 +7,8 @@
 -- every remaining item would get too: budget exhausted, stock not running,
 -- wrong credentials: the batch stops). A business 4xx is never retried.
 --
--- A policy gives the delay before each retry: exponential backoff with
--- "equal jitter" (half fixed, half random), capped, and a cap on attempts.
+-- The policy (the delay before each retry: exponential backoff with "equal
+-- jitter", capped, and a cap on attempts) is wechatpay.retry's.
 local M = {}
 
 local cjson = require "cjson"
@@ -88,47 +88,9 @@ function M.classify(res, err)
   return "retry", code, message -- 1xx/3xx: not an answer we understand
 end
 
-local Policy = {}
-Policy.__index = Policy
-
-local policy_opts = { attempts = true, base = true, factor = true, max = true, random = true }
-
--- policy{attempts = 6, base = 1, factor = 3, max = 30, random = math.random}
--- attempts counts every try (the first one too); delays in seconds.
--- Defaults follow WeChat Pay's advice for 5xx (1 s, 3 s, 10 s, 30 s).
-function M.policy(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("retry.policy: opts must be a table", 2) end
-  for k in pairs(opts) do
-    if not policy_opts[k] then error("retry.policy: unknown option '" .. tostring(k) .. "'", 2) end
-  end
-  local p = setmetatable({
-    attempts = opts.attempts or 6, base = opts.base or 1, factor = opts.factor or 3,
-    max = opts.max or 30, random = opts.random or math.random,
-  }, Policy)
-  if math.type(p.attempts) ~= "integer" or p.attempts < 1 then
-    error("retry.policy: attempts must be an integer >= 1", 2)
-  end
-  for _, k in ipairs { "base", "factor", "max" } do
-    if type(p[k]) ~= "number" or p[k] < 0 then
-      error("retry.policy: " .. k .. " must be a number >= 0", 2)
-    end
-  end
-  return p
-end
-
--- policy:delay(failed) -> seconds to wait after the failed-th try, or nil
--- when no try is left. The delay is d/2 + random(0, d/2) with
--- d = min(max, base * factor^(failed-1)), so retries never bunch up and
--- never come back sooner than half the backoff.
-function Policy:delay(failed, code)
-  if failed >= self.attempts then return nil end
-  local d = self.base * self.factor ^ (failed - 1)
-  if d > self.max then d = self.max end
-  if code == "FREQUENCY_LIMITED" or code == "FREQUENCY_LIMIT_EXCEED" then
-    d = math.max(d, self.base) -- throttled: never sooner than the base
-  end
-  return d / 2 + self.random() * d / 2
-end
+-- policy{attempts, base, factor, max, random} -> policy; policy:delay(failed
+-- [, code]) -> seconds | nil: the client's retry policy (wechatpay.retry),
+-- shared so a batch and a single call back off alike
+M.policy = require("wechatpay.retry").policy
 
 return M

@@ -7,10 +7,15 @@
 --   * a Lua name: globals, keywords, the REPL's lazy globals;
 --   * `t.na` / `t:na`: fields of the table t (through __index tables);
 --   * `wx.v3.marketing.fa`: API path segments from the schema tree;
---   * `wx.v3....couponStocks:po`: verbs (get, post, ... and their Async);
+--   * `wx:`: the client's methods (chain, request, curl, ...);
+--   * `wx.v3....couponStocks:po`: verbs (get, post, ... and their Async),
+--     each (a list endpoint's pages), curl, chain;
 --   * inside `...couponStocks:post{json={stock_na`: field names of the
 --     endpoint's request body (query = {...}: query fields; the options
---     table itself: json, query, headers, timeout and path variables).
+--     table itself: the options the verb takes, from the client (a GET
+--     has no json, body or file), and the path variables).
+-- Names that start with "_" (a module's internals) are offered only once
+-- "_" is typed.
 local M = {}
 
 local schema_ok, schema = pcall(require, "wechatpay.favor.schema")
@@ -22,7 +27,29 @@ local keywords = {
 }
 
 local VERBS = { "get", "post", "put", "patch", "delete" }
-local OPTIONS = { "json", "query", "headers", "timeout", "validate", "body", "file" }
+
+-- the client module (loaded on first need: it starts no sandbox)
+local function client_module()
+  local ok, c = pcall(require, "wechatpay.client")
+  return ok and type(c) == "table" and c or nil
+end
+
+-- options_of(verb) -> the options of node:<verb>{...}: the client's list for
+-- the verb's method (each: a GET's, and paging); nil for another method
+local function options_of(verb)
+  local c = client_module()
+  if not c or type(c.options) ~= "function" then return nil end
+  local base = verb:gsub("Async$", "")
+  if base == "each" then
+    local list = c.options("GET")
+    list[#list + 1] = "paging"
+    return list
+  end
+  for _, v in ipairs(VERBS) do
+    if v == base then return c.options(v:upper()) end
+  end
+  return nil
+end
 
 -- ---- the API path tree ---------------------------------------------------
 
@@ -72,10 +99,12 @@ function M.api_node(segs)
 end
 
 -- endpoint_of(segments, verb) -> schema endpoint of <node>:<verb> | nil
+-- (each walks the pages of the GET)
 function M.endpoint_of(segs, verb)
   local node = M.api_node(segs)
   if not node then return nil end
   verb = verb:gsub("Async$", ""):lower()
+  if verb == "each" then verb = "get" end
   return node.endpoints[verb]
 end
 
@@ -93,8 +122,9 @@ local function starts(s, prefix)
 end
 
 local function collect(set, out, prefix)
+  local private = prefix:sub(1, 1) == "_"
   for k in pairs(set) do
-    if starts(k, prefix) and k:match("^[%a_][%w_]*$") then out[k] = true end
+    if starts(k, prefix) and k:match("^[%a_][%w_]*$") and (private or k:sub(1, 1) ~= "_") then out[k] = true end
   end
 end
 
@@ -137,9 +167,10 @@ local function index(v, k)
   end
 end
 
--- the client's metatables, when the client is loaded
-local function client_mts()
+-- the client's metatables, when the client is loaded (load = true: load it)
+local function client_mts(load)
   local c = package.loaded["wechatpay.client"]
+  if type(c) ~= "table" and load then c = client_module() end
   if type(c) ~= "table" then return nil, nil end
   return rawget(c, "Client"), rawget(c, "Node")
 end
@@ -267,7 +298,7 @@ local function body_candidates(word, before, G)
   local ep = M.endpoint_of(at.segs, root.verb)
   local out = {}
   if r == #stack then
-    for _, o in ipairs(OPTIONS) do if starts(o, word) then out[o] = true end end
+    for _, o in ipairs(options_of(root.verb) or {}) do if starts(o, word) then out[o] = true end end
     if ep then node_fields(ep.params, word, out) end
     return sorted(out)
   end
@@ -302,7 +333,7 @@ local function chain_candidates(word, before, G)
         if type(at.client) == "table" then fields_of(at.client, word, out) end
         if node then child_names(node, word, out) end
       else
-        local Client = client_mts()
+        local Client = client_mts(true)
         if Client then fields_of(Client, word, out) end
         for k in pairs(out) do
           if k:sub(1, 2) == "__" or type(rawget(Client, k)) ~= "function" then out[k] = nil end
@@ -310,18 +341,23 @@ local function chain_candidates(word, before, G)
       end
       return sorted(out)
     end
-    if not node then return {} end
     if sep == "." then
-      child_names(node, word, out)
-    else
-      local any = next(node.endpoints) ~= nil
-      for _, verb in ipairs(VERBS) do
-        if not any or node.endpoints[verb] then
-          if starts(verb, word) then out[verb] = true end
-          if starts(verb .. "Async", word) then out[verb .. "Async"] = true end
-        end
+      if node then child_names(node, word, out) end
+      return sorted(out)
+    end
+    -- a node's methods: the verbs its endpoints have (all of them on a
+    -- node the schema does not know), each on a list, curl and chain
+    local eps = node and node.endpoints or {}
+    local any = next(eps) ~= nil
+    for _, verb in ipairs(VERBS) do
+      if not any or eps[verb] then
+        if starts(verb, word) then out[verb] = true end
+        if starts(verb .. "Async", word) then out[verb .. "Async"] = true end
       end
     end
+    local extra = { "curl", "chain" }
+    if not any or (eps.get and eps.get.paging) then extra[#extra + 1] = "each" end
+    for _, m in ipairs(extra) do if starts(m, word) then out[m] = true end end
     return sorted(out)
   end
   local v = at.value

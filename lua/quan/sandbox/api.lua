@@ -165,6 +165,7 @@ function M.handle(ex)
   local db, res = ex.db, nil
   res, err = check(db:transaction(function()
     if not store.remember_nonce(db, signer.mchid, signer.nonce_str, floor(qos.time())) then return nil, auth.REPLAY end
+    store.count_request(db, req.method, r and r.template or "(no such endpoint)") -- GET /sandbox/requests
     redemptions.settle_some(ex.sandbox, ex.ctx.now) -- redemptions the business clock has reached: answers never lag it
     if not r then
       return nil, {status = 404, code = "NOT_FOUND", message = "no such endpoint: " .. req.method .. " " .. ex.path}

@@ -1,6 +1,7 @@
 -- quan.sandbox.control: the sandbox's own endpoints (/sandbox/...: health,
 -- faults, the business clock, using a coupon, redemptions (their handlers
--- in quan.sandbox.redemptions), notification retries),
+-- in quan.sandbox.redemptions), notification retries, the count of API
+-- requests),
 -- unsigned requests answered under the PUB_KEY_ID. ROUTES maps a path to
 -- its handlers by method; ANY serves the methods not named. A handler is
 -- handler(exchange) -> status, headers, body (see quan.sandbox.handler for
@@ -9,6 +10,7 @@ local M = {}
 
 local qos = require "quan.os"
 local cjson = require "cjson.safe"
+local store = require "quan.sandbox.store"
 local util = require "quan.sandbox.util"
 local time = require "quan.time"
 local notify = require "quan.sandbox.notify"
@@ -126,6 +128,20 @@ local function set_notifications(ex)
   return show_notifications(ex)
 end
 
+-- GET /sandbox/requests: the API requests served, by method and path
+-- template; POST {"reset": true} sets them to zero, then answers as GET
+local function show_requests(ex)
+  return ex:answer(200, util.encode(store.request_counts(ex.db)))
+end
+
+local function reset_requests(ex)
+  local b, berr = ex:json_object()
+  if not b then return ex:fail(berr) end
+  if b.reset ~= true then return ex:fail(param_error("the only request is {\"reset\": true}", "reset")) end
+  store.reset_requests(ex.db)
+  return show_requests(ex)
+end
+
 M.ROUTES = {
   ["/sandbox/health"] = {ANY = health},
   ["/sandbox/faults"] = {POST = set_faults, ANY = show_faults},
@@ -133,6 +149,7 @@ M.ROUTES = {
   ["/sandbox/coupons/use"] = {POST = use_coupon},
   ["/sandbox/notifications"] = {POST = set_notifications, ANY = show_notifications},
   ["/sandbox/redemptions"] = {POST = redemptions.post, ANY = redemptions.get},
+  ["/sandbox/requests"] = {POST = reset_requests, ANY = show_requests},
 }
 
 -- handle(ex) -> status, headers, body

@@ -132,6 +132,7 @@ function M.config_text(dir, base_url)
     "      base_url = " .. lua_string(base_url) .. ",",
     "      ca_file = " .. lua_string(dir .. "/ca.pem") .. ",",
     "      appid = " .. lua_string(id.appid) .. ",",
+    "      sandbox_state = " .. lua_string(dir) .. ", -- a sandbox: quan plan reads its business clock",
     "    },",
     "  },",
     "}",

@@ -96,12 +96,16 @@ local function state_dir(dir)
   return true
 end
 
--- main(o) -> exit status; the `quan sandbox` command (its options, parsed:
--- quan.cli's table; o.listen, o.state, o.faults, o.ready_file, o.temporary).
+-- main(o, arguments) -> exit status; the `quan sandbox` command (its options,
+-- parsed: quan.cli's table; o.listen, o.state, o.faults, o.ready_file,
+-- o.temporary). `quan sandbox clock [TIME]`: arguments = { "clock", TIME }.
 -- Serves until SIGINT/SIGTERM or until the parent process dies. A bad
 -- address or fault spec, and a --state or --ready-file that cannot be used,
 -- exit 2; a sandbox that cannot start otherwise exits 1.
-function M.main(o)
+function M.main(o, arguments)
+  if arguments and arguments[1] ~= nil then -- `quan sandbox clock ...`: the business clock of a running one
+    return require("quan.sandbox.clock").main(o, table.move(arguments, 2, #arguments, 1, {}), arguments[1])
+  end
   local parent = qos.getppid() -- now: a parent that dies while we start still counts
   local host, port = loopback(o.listen)
   if not host then
@@ -163,7 +167,7 @@ function M.main(o)
   local server = require "quan.server"
   local srv, serr = server.start {handler = "quan.sandbox.handler", arg = dir, host = host, port = port,
     cert = "file://" .. dir .. "/server.pem", key = "file://" .. dir .. "/server.key.pem",
-    reuse = 32} -- handler states outlive their connection: a new connection costs a TLS handshake only
+    workers = 32} -- a latency fault holds its worker: 32 keep a batch at concurrency 32 unthrottled
   if not srv then
     io.stderr:write("quan sandbox: ", serr, "\n")
     return 1

@@ -102,6 +102,10 @@ CREATE INDEX IF NOT EXISTS notifications_due ON notifications (next_at) WHERE ne
 CREATE TABLE IF NOT EXISTS control (
   key TEXT PRIMARY KEY, value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS requests (
+  method TEXT NOT NULL, template TEXT NOT NULL, count INTEGER NOT NULL,
+  PRIMARY KEY (method, template)
+) WITHOUT ROWID;
 ]]
 
 -- migrate(db): creates the tables when missing
@@ -109,7 +113,7 @@ function M.migrate(db)
   check(db:exec(SCHEMA))
 end
 
--- control values shared by every connection thread: clock offset and faults
+-- control values shared by every worker thread: clock offset and faults
 function M.get_control(db)
   local row = check(db:first("SELECT value FROM control WHERE key = 'control'"))
   return row and row.value or "{}"
@@ -128,6 +132,29 @@ function M.remember_nonce(db, mchid, nonce, now)
   seen = seen + 1
   if seen % 500 == 0 then check(db:run("DELETE FROM nonces WHERE ts < ?", now - 900)) end
   return changes == 1
+end
+
+-- count_request(db, method, template): one more API request to the
+-- endpoint (its path template); what GET /sandbox/requests reports
+function M.count_request(db, method, template)
+  check(db:run("INSERT INTO requests (method, template, count) VALUES (?, ?, 1) "
+    .. "ON CONFLICT (method, template) DO UPDATE SET count = count + 1", method, template))
+end
+
+-- reset_requests(db): the counts back to zero
+function M.reset_requests(db)
+  check(db:run("DELETE FROM requests"))
+end
+
+-- request_counts(db) -> {total, by_method = {GET = n, ...}, data = {{method, template, count}, ...}}
+function M.request_counts(db)
+  local total, by_method, data = 0, {}, {}
+  for row in db:rows("SELECT method, template, count FROM requests ORDER BY method, template") do
+    total = total + row.count
+    by_method[row.method] = (by_method[row.method] or 0) + row.count
+    data[#data + 1] = {method = row.method, template = row.template, count = row.count}
+  end
+  return {total = total, by_method = by_method, data = util.array(data)}
 end
 
 local function fail(status, code, message, field, value)
@@ -340,7 +367,9 @@ function M.list_stocks(db, ctx, q)
   return {total_count = total, offset = offset, limit = limit, data = util.array(data)}
 end
 
--- list_merchants / list_items(db, ctx, stock_id, query) -> page of strings
+-- list_merchants / list_items(db, ctx, stock_id, query) -> page of strings;
+-- offset is a page index from 0, as on every list of the family (the
+-- schema's paging; fidelity research item a)
 local function stock_list(db, stock_id, q, field, max_offset, max_limit, default)
   local offset, err = query_int(q, "offset", 0, 0, max_offset, true); if not offset then return nil, err end
   local limit; limit, err = query_int(q, "limit", 10, 1, max_limit, true); if not limit then return nil, err end
@@ -352,7 +381,7 @@ local function stock_list(db, stock_id, q, field, max_offset, max_limit, default
   local cur = cjson.decode(row.request).coupon_use_rule or {}
   local all = type(cur[field]) == "table" and cur[field] or default(row)
   local data = {}
-  for i = offset + 1, math.min(#all, offset + limit) do data[#data + 1] = all[i] end
+  for i = offset * limit + 1, math.min(#all, (offset + 1) * limit) do data[#data + 1] = all[i] end
   return {total_count = #all, offset = offset, limit = limit, stock_id = stock_id, data = util.array(data)}
 end
 

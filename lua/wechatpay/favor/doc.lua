@@ -3,7 +3,11 @@
 -- ("Field reference"), which a spec keeps equal to reference().
 --
 --   doc.rows(node)          -> { {path, type, required, desc, limits}, ... }
---   doc.limits(node)        -> "5 … 10000000; ..." (the node's limits in words)
+--   doc.limits(node[, opts]) -> "5 … 10000000 coupons; ..." (the node's limits
+--                              in words, with its unit; opts.enum = false
+--                              leaves the enum values out)
+--   doc.with_unit(text, unit) -> "2 分", "86399 seconds since 00:00", "50%"
+--   doc.field_limits(field[, opts]) -> limits, with each item's for an array
 --   doc.markdown(endpoint)  -> a markdown section for one endpoint
 --   doc.reference()         -> the sections of every endpoint
 local schema = require "wechatpay.favor.schema"
@@ -12,16 +16,26 @@ local M = {}
 
 local function join(list) local t = {} for i, v in ipairs(list) do t[i] = tostring(v) end return table.concat(t, " ") end
 
--- limits(node) -> text
-function M.limits(node)
+-- with_unit(text, unit) -> "100 分", "86399 seconds since 00:00", "50%"
+local function with_unit(s, unit)
+  if not unit then return s end
+  if unit == "%" then return s .. "%" end
+  return s .. " " .. unit
+end
+M.with_unit = with_unit
+
+-- limits(node[, opts]) -> text
+function M.limits(node, opts)
   local parts = {}
   local function add(s) parts[#parts + 1] = s end
-  if node.enum then
+  if node.enum and not (opts and opts.enum == false) then
     add(join(node.enum) .. (node.accept and (" (also " .. join(node.accept) .. ")") or ""))
   end
-  if node.min and node.max then add(node.min .. " … " .. node.max)
-  elseif node.min then add("≥ " .. node.min)
-  elseif node.max then add("≤ " .. node.max) end
+  local unit = node.unit
+  if node.min and node.max then add(with_unit(node.min .. " … " .. node.max, unit))
+  elseif node.min then add(with_unit("≥ " .. node.min, unit))
+  elseif node.max then add(with_unit("≤ " .. node.max, unit))
+  elseif unit then add(unit) end
   if node.width then
     add(("≤ %d Chinese characters or %d letters"):format(node.width.cjk, node.width.ascii))
   end
@@ -47,17 +61,24 @@ local function type_of(node)
   return node.type
 end
 
+-- field_limits(field[, opts]) -> the limits of a field and, for an array,
+-- of each item ("1 … 50 items; each: 1 … 128 characters")
+function M.field_limits(f, opts)
+  local lim = M.limits(f, opts)
+  if f.type == "array" and f.items then
+    local il = M.limits(f.items, opts)
+    if il ~= "" then lim = (lim ~= "" and (lim .. "; ") or "") .. "each: " .. il end
+  end
+  return lim
+end
+
 -- rows(node) -> one row per field, depth first in the docs' order
 function M.rows(node, prefix, out)
   out = out or {}
   prefix = prefix or ""
   for _, f in ipairs(node.fields or {}) do
     local path = prefix .. f.name
-    local lim = M.limits(f)
-    if f.type == "array" and f.items then
-      local il = M.limits(f.items)
-      if il ~= "" then lim = (lim ~= "" and (lim .. "; ") or "") .. "each: " .. il end
-    end
+    local lim = M.field_limits(f)
     out[#out + 1] = { path = path, type = type_of(f), required = f.required == true, desc = f.desc or "",
                       limits = lim, ["in"] = f["in"] }
     if f.type == "object" then M.rows(f, path .. ".", out) end

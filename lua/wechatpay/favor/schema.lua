@@ -15,10 +15,14 @@
 --            pattern_desc, forbid (characters), format = "rfc3339"|"json"|"url",
 --            items (array element node), min_items/max_items, unique,
 --            fields = { node, ... } in the docs' order, ["in"] = "path"|"query",
---            note (the limit in words), example }
+--            unit = "分"|"seconds since 00:00"|"minutes"|"coupons"|"%" (what a
+--            number counts), note (the limit in words), example }
 --   endpoint = { id, method, path ({var} templates), title, doc, body, query,
 --                params (path variables), response, rules = { {id, path, desc} },
---                content_type, rate }
+--                content_type, rate, paging }
+--   paging = { offset = "page" (the query's offset is a page index from 0)
+--              | "item" (a row offset), limit = the page size asked for when
+--              the caller names none }: on list endpoints, for node:each
 --
 -- Facts: the seed's parameter table (create stock) and the endpoint reference
 -- compiled in docs (favor-api.md). Nothing here is computed: the module only
@@ -74,14 +78,14 @@ local create_stock_body = {
     { name = "stock_use_rule", type = "object", required = true, desc = "发放规则",
       fields = {
         { name = "max_coupons", type = "integer", required = true, desc = "发放总上限",
-          min = 5, max = 10000000, note = "5 to 10,000,000 coupons" },
+          min = 5, max = 10000000, unit = "coupons", note = "5 to 10,000,000 coupons" },
         { name = "max_amount", type = "integer", required = true, desc = "总预算",
-          min = 1, max = 10000000000,
+          min = 1, max = 10000000000, unit = "分",
           note = "分; = max_coupons × coupon_amount; at most 100,000,000 元 (1亿元)" },
         { name = "max_amount_by_day", type = "integer", desc = "单天发放上限金额",
-          min = 1, note = "分; not more than max_amount" },
+          min = 1, unit = "分", note = "分; not more than max_amount" },
         { name = "max_coupons_per_user", type = "integer", required = true, desc = "单个用户可领个数",
-          min = 1, max = 60, note = "1 to 60 and not more than max_coupons" },
+          min = 1, max = 60, unit = "coupons", note = "1 to 60 and not more than max_coupons" },
         { name = "natural_person_limit", type = "boolean", required = true, desc = "是否开启自然人限制" },
         { name = "prevent_api_abuse", type = "boolean", required = true, desc = "api发券防刷" },
       } },
@@ -141,32 +145,32 @@ local create_stock_body = {
                             enum_desc = { [0] = "周日", "周一", "周二", "周三", "周四", "周五", "周六" } },
                   note = "empty = every day" },
                 { name = "begin_time", type = "integer", required = true, desc = "当天开始时间",
-                  min = 0, max = 86400, note = "seconds since 00:00; less than end_time" },
+                  min = 0, max = 86400, unit = "seconds since 00:00", note = "seconds since 00:00; less than end_time" },
                 { name = "end_time", type = "integer", desc = "当天结束时间", min = 1, max = 86399,
-                  note = "seconds since 00:00; default 86399 (23:59:59)" },
+                  unit = "seconds since 00:00", note = "seconds since 00:00; default 86399 (23:59:59)" },
               } },
             { name = "second_day_available", type = "boolean", desc = "领取第二天生效" },
             { name = "available_time_after_receive", type = "integer", desc = "领取后有效时间",
-              min = 0, note = "minutes; 0 = not used; not together with fix_available_time" },
+              min = 0, unit = "minutes", note = "minutes; 0 = not used; not together with fix_available_time" },
           } },
         { name = "fixed_normal_coupon", type = "object", desc = "固定面额满减券使用规则",
           note = "required when stock_type is NORMAL",
           fields = {
             { name = "coupon_amount", type = "integer", required = true, desc = "面额",
-              min = 2, max = 100000, note = "分; more than 1 分, at most 1000 元" },
+              min = 2, max = 100000, unit = "分", note = "分; more than 1 分, at most 1000 元" },
             { name = "transaction_minimum", type = "integer", required = true, desc = "门槛",
-              min = 1, note = "分; greater than coupon_amount" },
+              min = 1, unit = "分", note = "分; greater than coupon_amount" },
           } },
         { name = "discount_coupon", type = "object", desc = "折扣券使用规则",
           fields = {
-            { name = "discount_amount_max", type = "integer", desc = "最高折扣金额", min = 0 },
-            { name = "discount_percent", type = "integer", desc = "折扣百分比", min = 0, max = 100 },
-            { name = "transaction_minimum", type = "integer", desc = "门槛", min = 0 },
+            { name = "discount_amount_max", type = "integer", desc = "最高折扣金额", min = 0, unit = "分" },
+            { name = "discount_percent", type = "integer", desc = "折扣百分比", min = 0, max = 100, unit = "%" },
+            { name = "transaction_minimum", type = "integer", desc = "门槛", min = 0, unit = "分" },
           } },
         { name = "exchange_coupon", type = "object", desc = "换购券使用规则",
           fields = {
-            { name = "exchange_price", type = "integer", desc = "单品换购价", min = 0 },
-            { name = "transaction_minimum", type = "integer", desc = "消费门槛", min = 0 },
+            { name = "exchange_price", type = "integer", desc = "单品换购价", min = 0, unit = "分" },
+            { name = "transaction_minimum", type = "integer", desc = "消费门槛", min = 0, unit = "分" },
           } },
         { name = "goods_tag", type = "array", desc = "订单优惠标记", min_items = 1, max_items = 50,
           items = { type = "string", desc = "订单优惠标记", min_len = 1, max_len = 128,
@@ -241,16 +245,16 @@ local stock_object = {
     { name = "description", type = "string", required = true, desc = "使用说明" },
     { name = "stock_use_rule", type = "object", desc = "满减券批次使用规则",
       fields = {
-        { name = "max_coupons", type = "integer", desc = "发放总上限" },
-        { name = "max_amount", type = "integer", desc = "总预算" },
-        { name = "max_amount_by_day", type = "integer", desc = "单天发放上限金额" },
-        { name = "max_coupons_per_user", type = "integer", desc = "单个用户可领个数" },
+        { name = "max_coupons", type = "integer", desc = "发放总上限", unit = "coupons" },
+        { name = "max_amount", type = "integer", desc = "总预算", unit = "分" },
+        { name = "max_amount_by_day", type = "integer", desc = "单天发放上限金额", unit = "分" },
+        { name = "max_coupons_per_user", type = "integer", desc = "单个用户可领个数", unit = "coupons" },
         { name = "natural_person_limit", type = "boolean", desc = "是否开启自然人限制" },
         { name = "prevent_api_abuse", type = "boolean", desc = "api发券防刷" },
         { name = "fixed_normal_coupon", type = "object", desc = "固定面额批次特定信息",
           fields = {
-            { name = "coupon_amount", type = "integer", desc = "面额" },
-            { name = "transaction_minimum", type = "integer", desc = "门槛" },
+            { name = "coupon_amount", type = "integer", desc = "面额", unit = "分" },
+            { name = "transaction_minimum", type = "integer", desc = "门槛", unit = "分" },
           } },
         { name = "coupon_type", type = "string", desc = "券类型", enum = { "NORMAL", "CUT_TO" } },
         { name = "goods_tag", type = "array", desc = "订单优惠标记", items = { type = "string" } },
@@ -259,14 +263,14 @@ local stock_object = {
       } },
     { name = "available_begin_time", type = "string", format = "rfc3339", required = true, desc = "可用开始时间" },
     { name = "available_end_time", type = "string", format = "rfc3339", required = true, desc = "可用结束时间" },
-    { name = "distributed_coupons", type = "integer", desc = "已发券数量" },
+    { name = "distributed_coupons", type = "integer", desc = "已发券数量", unit = "coupons" },
     { name = "no_cash", type = "boolean", required = true, desc = "是否无资金流" },
     { name = "start_time", type = "string", format = "rfc3339", desc = "激活批次的时间" },
     { name = "stop_time", type = "string", format = "rfc3339", desc = "终止批次的时间" },
     { name = "cut_to_message", type = "object", desc = "减至批次特定信息",
       fields = {
-        { name = "single_price_max", type = "integer", desc = "可用优惠的商品最高单价" },
-        { name = "cut_to_price", type = "integer", desc = "减至后的优惠单价" },
+        { name = "single_price_max", type = "integer", desc = "可用优惠的商品最高单价", unit = "分" },
+        { name = "cut_to_price", type = "integer", desc = "减至后的优惠单价", unit = "分" },
       } },
     { name = "singleitem", type = "boolean", desc = "是否单品优惠" },
     { name = "stock_type", type = "string", required = true, desc = "批次类型" },
@@ -283,8 +287,8 @@ local coupon_object = {
     { name = "coupon_id", type = "string", desc = "代金券id" },
     { name = "cut_to_message", type = "object", desc = "减至批次特定信息",
       fields = {
-        { name = "single_price_max", type = "integer", desc = "可用优惠的商品最高单价" },
-        { name = "cut_to_price", type = "integer", desc = "减至后的优惠单价" },
+        { name = "single_price_max", type = "integer", desc = "可用优惠的商品最高单价", unit = "分" },
+        { name = "cut_to_price", type = "integer", desc = "减至后的优惠单价", unit = "分" },
       } },
     { name = "coupon_name", type = "string", required = true, desc = "代金券名称" },
     { name = "status", type = "string", required = true, desc = "代金券状态",
@@ -300,8 +304,8 @@ local coupon_object = {
     { name = "singleitem", type = "boolean", required = true, desc = "是否单品优惠" },
     { name = "normal_coupon_information", type = "object", desc = "满减券信息",
       fields = {
-        { name = "coupon_amount", type = "integer", required = true, desc = "面额" },
-        { name = "transaction_minimum", type = "integer", required = true, desc = "门槛" },
+        { name = "coupon_amount", type = "integer", required = true, desc = "面额", unit = "分" },
+        { name = "transaction_minimum", type = "integer", required = true, desc = "门槛", unit = "分" },
       } },
     { name = "consume_information", type = "object", desc = "已实扣代金券核销信息",
       fields = {
@@ -312,11 +316,11 @@ local coupon_object = {
           items = { type = "object", fields = {
             { name = "goods_id", type = "string", desc = "单品编码" },
             { name = "quantity", type = "integer", desc = "单品数量" },
-            { name = "price", type = "integer", desc = "单品单价" },
-            { name = "discount_amount", type = "integer", desc = "优惠金额" },
+            { name = "price", type = "integer", desc = "单品单价", unit = "分" },
+            { name = "discount_amount", type = "integer", desc = "优惠金额", unit = "分" },
           } } },
       } },
-    { name = "available_balance", type = "number", desc = "剩余金额" },
+    { name = "available_balance", type = "number", desc = "剩余金额", unit = "分" },
     { name = "business_type", type = "string", desc = "业务类型", enum = { "MULTIUSE" } },
   },
 }
@@ -381,12 +385,14 @@ local function flow(kind, id, title, doc)
   }
 end
 
+-- offset and limit of a list endpoint: every list of the family counts its
+-- offset in pages (favor-api §3.2, §4.3, §5; fidelity research item a)
 local function paged_query(extra, offset_max, limit_max)
   local fields = {
     { name = "offset", type = "integer", required = true, desc = "分页页码", ["in"] = "query",
-      min = 0, max = offset_max },
+      min = 0, max = offset_max, unit = "pages", note = "a page index from 0, not a row offset" },
     { name = "limit", type = "integer", required = true, desc = "分页大小", ["in"] = "query",
-      min = 1, max = limit_max },
+      min = 1, max = limit_max, unit = "rows" },
   }
   for _, f in ipairs(extra) do fields[#fields + 1] = f end
   return { type = "object", fields = fields }
@@ -430,6 +436,7 @@ M.endpoints = {
       { name = "status", type = "string", desc = "批次状态", ["in"] = "query",
         enum = STOCK_STATUS, enum_desc = STOCK_STATUS_DESC },
     }, nil, 10),
+    paging = { offset = "page", limit = 10 },
     response = page_of(stock_object, "批次列表"),
   },
   {
@@ -444,9 +451,9 @@ M.endpoints = {
       copy(REQUEST_NO, { name = "out_request_no", required = true, desc = "商户单据号" }),
       { name = "appid", type = "string", required = true, desc = "公众账号ID", min_len = 1, max_len = 128 },
       mchid("stock_creator_mchid", "创建批次的商户号", true),
-      { name = "coupon_value", type = "integer", desc = "指定面额发券，面额", min = 1,
+      { name = "coupon_value", type = "integer", desc = "指定面额发券，面额", min = 1, unit = "分",
         note = "only for the specified-face-value scenario" },
-      { name = "coupon_minimum", type = "integer", desc = "指定面额发券，券门槛", min = 1,
+      { name = "coupon_minimum", type = "integer", desc = "指定面额发券，券门槛", min = 1, unit = "分",
         note = "only for the specified-face-value scenario" },
     } },
     rules = {
@@ -483,14 +490,18 @@ M.endpoints = {
       mchid("creator_mchid", "创建批次的商户号", nil, "query"),
       mchid("sender_mchid", "批次发放商户号", nil, "query"),
       mchid("available_mchid", "可用商户号", nil, "query"),
-      { name = "offset", type = "integer", desc = "分页页码", ["in"] = "query", min = 0 },
-      { name = "limit", type = "integer", desc = "分页大小", ["in"] = "query", min = 1, max = 20 },
+      { name = "offset", type = "integer", desc = "分页页码", ["in"] = "query", min = 0, unit = "pages",
+        note = "a page index from 0, not a row offset; ignored with available_mchid" },
+      { name = "limit", type = "integer", desc = "分页大小", ["in"] = "query", min = 1, max = 20, unit = "rows",
+        note = "default 20; ignored with available_mchid" },
       { name = "business_type", type = "string", desc = "业务类型", ["in"] = "query", enum = { "MULTIUSE" } },
     } },
     rules = {
       { id = "one_mchid_filter", path = "creator_mchid",
         desc = "exactly one of creator_mchid, sender_mchid, available_mchid" },
     },
+    -- 10 a page: WxJava documents at most 10, OAS/GO a default of 20
+    paging = { offset = "page", limit = 10 },
     response = page_of(coupon_object, "代金券列表"),
   },
   {
@@ -498,6 +509,7 @@ M.endpoints = {
     title = "查询代金券可用商户", doc = "查询批次的可用商户号。", rate = "1000/min",
     params = stock_id_param(),
     query = paged_query({ mchid("stock_creator_mchid", "创建批次的商户号", true, "query") }, 1000, 50),
+    paging = { offset = "page", limit = 50 },
     response = stock_codes("可用商户总数量", "可用商户列表", "商户号"),
   },
   {
@@ -505,6 +517,7 @@ M.endpoints = {
     title = "查询代金券可用单品", doc = "查询批次的可核销商品编码。", rate = "600/min",
     params = stock_id_param(),
     query = paged_query({ mchid("stock_creator_mchid", "创建批次的商户号", true, "query") }, 500, 100),
+    paging = { offset = "page", limit = 100 },
     response = stock_codes("可用单品编码总数", "可用单品编码", "商品编码"),
   },
   {
@@ -552,6 +565,15 @@ M.endpoints = {
 
 -- ---------------------------------------------------------------------------
 -- lookup
+
+-- the path every endpoint of the family starts with: "/v3/marketing/favor"
+M.family = (function()
+  local prefix = M.endpoints[1].path
+  for _, ep in ipairs(M.endpoints) do
+    while ep.path:sub(1, #prefix + 1) ~= prefix .. "/" do prefix = prefix:match("^(.*)/[^/]*$") end
+  end
+  return prefix
+end)()
 
 M.by_id = {}
 local compiled = {}           -- method -> { {pattern, vars, endpoint}, ... }

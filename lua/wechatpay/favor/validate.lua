@@ -24,6 +24,7 @@ local time = require "quan.time"
 local text = require "quan.text"
 local cjson_safe = require "cjson.safe"
 local suggest = require("quan.suggest").closest -- "did you mean"; only on the failure path
+local with_unit = require("wechatpay.favor.doc").with_unit
 
 local type, pairs, ipairs, next, tostring, tonumber = type, pairs, ipairs, next, tostring, tonumber
 local mtype, floor, huge = math.type, math.floor, math.huge
@@ -169,8 +170,8 @@ local function compile_number(node, path, desc, integer)
       if not enum[v] then return add(out, dp or path, desc, enum_rule, v) end
       return
     end
-    if min and v < min then return add(out, dp or path, desc, "must be at least " .. min, v) end
-    if max and v > max then return add(out, dp or path, desc, "must be at most " .. max, v) end
+    if min and v < min then return add(out, dp or path, desc, "must be at least " .. with_unit(min, node.unit), v) end
+    if max and v > max then return add(out, dp or path, desc, "must be at most " .. with_unit(max, node.unit), v) end
   end
 end
 

@@ -1,0 +1,77 @@
+-- quan.campaign.command: what `quan plan` and `quan apply` share (their
+-- options are entries of quan.cli's table): the exit codes, and the session
+-- a command runs in (the declaration, the client, the state's path, the
+-- clock).
+--
+--   command.session(decl, opts) -> session | nil, message, exit
+--   command.load(file, who) -> declaration | nil (problems printed)
+--   command.head(decl, session, state_path, note) -> what render prints on top
+--   command.EXIT = { ok = 0, failed = 1, usage = 2, changes = 3, busy = 6 }
+local M = {}
+
+M.EXIT = { ok = 0, failed = 1, usage = 2, changes = 3, busy = 6 }
+
+-- sandbox_clock(wx) -> epoch seconds of the business clock when the
+-- client's profile is a sandbox's (config.lua of `quan sandbox` names its
+-- state), else nil
+local function sandbox_clock(wx)
+  local profile = wx.profile or {}
+  if type(profile.sandbox_state) ~= "string" then return nil end
+  local res = require("quan.http").request {
+    url = wx.base_url .. "/sandbox/clock", cafile = profile.ca_file, timeout = 10,
+  }
+  local j = res and res.status == 200 and require("cjson.safe").decode(res.body or "")
+  return type(j) == "table" and require("quan.time").parse(j.now) or nil
+end
+
+-- session(o) -> session | nil, message, exit: the client of the profile
+-- (o.profile, else the usual choice; a private sandbox when none is
+-- configured), the state's path (o.state; else the campaign file's path
+-- with ".state"; for a private sandbox, a file in its temporary directory,
+-- gone with it) and the clock (o.now; a sandbox's business clock; this
+-- machine's)
+function M.session(decl, o)
+  local wechatpay = require "wechatpay"
+  local ok, wx = pcall(wechatpay.client, o.profile)
+  if not ok and require("quan.os").is_interrupt(wx) then error(wx, 0) end
+  if not ok then return nil, tostring(wx), M.EXIT.failed end
+  local s = { wx = wx, mchid = wx.mchid, base_url = wx.base_url, api = require("quan.campaign.state").api_of(wx.base_url) }
+  local private = rawget(wx, "sandbox")
+  if o.state then
+    s.state_path = o.state
+  elseif private and private.temporary then
+    s.state_path = private.state .. "/campaign.state"
+    s.state_note = "a private sandbox's, removed with it; give --state to keep one"
+  else
+    s.state_path = decl.path .. ".state"
+  end
+  if o.now then
+    s.now, s.clock = o.now, "given" -- epoch seconds: quan.cli's table reads it
+  else
+    s.now = sandbox_clock(wx)
+    s.clock = s.now and "sandbox" or "local"
+    s.now = s.now or require("quan.os").time()
+  end
+  s.retry = require("wechatpay.retry").policy { attempts = 5 }
+  return s
+end
+
+-- load(file) -> declaration | nil (the problems printed on stderr, prefixed)
+function M.load(file, who)
+  local decl, problems = require("quan.campaign").load(file)
+  if not decl then
+    io.stderr:write((require("quan.campaign").format_problems(problems):gsub("[^\n]+", who .. ": %0")), "\n")
+    return nil
+  end
+  return decl
+end
+
+-- head(decl, session, st) -> the header render.text and render.json print
+function M.head(decl, s, path, note)
+  return {
+    campaign = decl.name, file = decl.file, mchid = s.mchid, api = s.base_url, state = path, state_note = note,
+    now = s.now, clock = s.clock,
+  }
+end
+
+return M
