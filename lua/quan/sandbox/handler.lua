@@ -2,8 +2,9 @@
 -- per worker thread (new(state_dir) -> handler(req) -> status, headers,
 -- body). It checks each request as WeChat Pay does, routes it to the store,
 -- signs the answer with the platform key and applies the configured faults.
--- outbox(state_dir) -> run_due(): what the sandbox's main thread calls
--- between waits to retry undelivered COUPON.USE notifications.
+-- outbox(state_dir) -> tick(): what the sandbox's main thread calls
+-- between waits: redemptions the business clock reached, COUPON.USE
+-- notifications to send or retry.
 --
 -- The pieces: a Sandbox (here) is what a thread holds of a state dir: its
 -- keys, its database, the control settings; an Exchange (here) is one

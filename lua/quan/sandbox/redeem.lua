@@ -9,6 +9,7 @@ local M = {}
 
 local cjson = require "cjson.safe"
 local time = require "quan.time"
+local remote = require "quan.sandbox.remote"
 
 -- ---- option values (quan.options `check` functions) ----------------------
 
@@ -33,36 +34,6 @@ function M.count(text)
   return n
 end
 
--- ---- talking to the sandbox -----------------------------------------------
-
--- control(dir, method, path, body) -> answer table | nil, message: a
--- request to a control endpoint of the sandbox serving dir
-function M.control(dir, method, path, body)
-  local f = io.open(dir .. "/config.lua", "rb")
-  local text = f and f:read("a")
-  if f then f:close() end
-  local base = text and text:match('base_url = "(https://[^"]+)"')
-  if not base then
-    return nil, "no sandbox state in " .. dir .. " (start one: quan sandbox --state " .. dir .. ")"
-  end
-  local res, err, code = require("quan.http").request {
-    method = method, url = base .. path, cafile = dir .. "/ca.pem", timeout = 300,
-    headers = { "Content-Type: application/json" }, body = body,
-  }
-  if not res then
-    if code == "connect" then
-      return nil, "no sandbox is serving " .. dir .. " at " .. base .. " (start one: quan sandbox --state " .. dir .. ")"
-    end
-    return nil, base .. path .. ": " .. tostring(err)
-  end
-  local j = cjson.decode(res.body or "")
-  if res.status ~= 200 or type(j) ~= "table" then
-    return nil, ("the sandbox refused: %s %s: %s"):format(tostring(res.status),
-      type(j) == "table" and tostring(j.code) or "", type(j) == "table" and tostring(j.message) or tostring(res.body))
-  end
-  return j, nil, res.body
-end
-
 local function usage(message)
   io.stderr:write("quan sandbox redeem: ", message, "\n", require("quan.cli").usage("sandbox redeem"))
   return 2
@@ -81,9 +52,9 @@ function M.main(o, arguments)
   local dir = o.state or require("quan.sandbox").default_state()
   local body = cjson.encode { stock_id = arguments[1], share = o.share, count = o.count, over_seconds = o.over,
     refunds = o.refunds, seed = o.seed, ca_file = o.ca_file }
-  local answer, err, text = M.control(dir, "POST", "/sandbox/redemptions", body)
-  if not answer then
-    io.stderr:write("quan sandbox redeem: ", err, "\n")
+  local answer, text = remote.request(dir, "POST", "/sandbox/redemptions", body, 300)
+  if not answer then -- text: why
+    io.stderr:write("quan sandbox redeem: ", text, "\n")
     return 1
   end
   if o.json then
