@@ -12,23 +12,13 @@ local M = {}
 
 local format = require "quan.format"
 
-local UNITS = { s = 1, m = 60, h = 3600, d = 86400, w = 7 * 86400 }
-
 -- DURATION: a number and a unit, several in a row
 M.DURATIONS = "+90s, +30m, +2h, +1d, +1w, +1d12h"
 
--- seconds_of(spec) -> seconds of "+1d12h" | nil
+-- seconds_of(spec) -> seconds of "+1d12h" | nil (quan.time.duration after the +)
 local function seconds_of(spec)
   local rest = spec:match("^%+(.+)$")
-  if not rest then return nil end
-  local total, pos = 0, 1
-  while pos <= #rest do
-    local n, unit, nxt = rest:match("^(%d+)(%a)()", pos)
-    if not n or not UNITS[unit] then return nil end
-    total = total + tonumber(n) * UNITS[unit]
-    pos = nxt
-  end
-  return total
+  return rest and require("quan.time").duration(rest) or nil
 end
 
 -- usage(message [, who]) -> 2, after the message and the sandbox command's usage
@@ -38,31 +28,9 @@ local function usage(message, who)
 end
 
 -- control(dir, method, body) -> answer table | nil, message: a control
--- request to the sandbox serving dir
+-- request to /sandbox/clock of the sandbox serving dir
 local function control(dir, method, body)
-  local f = io.open(dir .. "/config.lua", "rb")
-  local text = f and f:read("a")
-  if f then f:close() end
-  local base = text and text:match('base_url = "(https://[^"]+)"')
-  if not base then
-    return nil, "no sandbox state in " .. dir .. " (start one: quan sandbox --state " .. dir .. ")"
-  end
-  local res, err, code = require("quan.http").request {
-    method = method, url = base .. "/sandbox/clock", cafile = dir .. "/ca.pem", timeout = 10,
-    headers = { "Content-Type: application/json" }, body = body,
-  }
-  if not res then
-    if code == "connect" then
-      return nil, "no sandbox is serving " .. dir .. " at " .. base .. " (start one: quan sandbox --state " .. dir .. ")"
-    end
-    return nil, base .. "/sandbox/clock: " .. tostring(err)
-  end
-  local j = require("cjson.safe").decode(res.body or "")
-  if res.status ~= 200 or type(j) ~= "table" then
-    return nil, ("the sandbox answered %s: %s"):format(tostring(res.status),
-      type(j) == "table" and tostring(j.message) or tostring(res.body))
-  end
-  return j
+  return require("quan.sandbox.remote").request(dir, method, "/sandbox/clock", body, 10)
 end
 
 -- relative(offset) -> "2h ahead of real time", "3d behind real time"

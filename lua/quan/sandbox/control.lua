@@ -1,6 +1,8 @@
 -- quan.sandbox.control: the sandbox's own endpoints (/sandbox/...: health,
--- faults, the business clock, using a coupon, notification retries, the
--- form of times, the count of API requests),
+-- quan.sandbox.control: the sandbox's own endpoints (/sandbox/...: health,
+-- faults, the business clock, using a coupon, redemptions (their handlers
+-- in quan.sandbox.redemptions), notification retries, the form of times,
+-- the count of API requests),
 -- unsigned requests answered under the key mode's key. ROUTES maps a path to
 -- its handlers by method; ANY serves the methods not named. A handler is
 -- handler(exchange) -> status, headers, body (see quan.sandbox.handler for
@@ -13,6 +15,7 @@ local store = require "quan.sandbox.store"
 local util = require "quan.sandbox.util"
 local time = require "quan.time"
 local notify = require "quan.sandbox.notify"
+local redemptions = require "quan.sandbox.redemptions"
 
 local floor, tostring, type = math.floor, tostring, type
 
@@ -212,7 +215,7 @@ local function use_coupon(ex)
   end
   local sandbox = ex.sandbox
   local now = floor(qos.time() + ex.control.clock_offset)
-  local coupon, err = store.use_coupon(ex.db, {mchid = sandbox.id.mchid, appid = sandbox.id.appid, now = now}, b)
+  local coupon, err = redemptions.use_one(ex.db, {mchid = sandbox.id.mchid, appid = sandbox.id.appid, now = now}, b)
   if not coupon then return ex:fail(err) end
   local note = notify.notification(sandbox, coupon, now, util.times(ex.control.time_fraction))
   return ex:answer(200, util.encode {coupon = coupon, notification = note,
@@ -272,6 +275,7 @@ M.ROUTES = {
   ["/sandbox/coupons/use"] = {POST = use_coupon},
   ["/sandbox/notifications"] = {POST = set_notifications, ANY = show_notifications},
   ["/sandbox/format"] = {POST = set_format, ANY = show_format},
+  ["/sandbox/redemptions"] = {POST = redemptions.post, ANY = redemptions.get},
   ["/sandbox/requests"] = {POST = reset_requests, ANY = show_requests},
 }
 
