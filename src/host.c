@@ -35,7 +35,7 @@ static int embedded_searcher(lua_State *L) {
     lua_pushfstring(L, "no embedded module '%s'", name);
     return 1;
   }
-  if (luaL_loadbufferx(L, m->source, m->size, m->chunkname, "t") != LUA_OK)
+  if (luaL_loadbufferx(L, m->chunk, m->size, m->chunkname, "b") != LUA_OK)
     return lua_error(L);
   lua_pushstring(L, m->chunkname + 1);
   return 2;
@@ -49,7 +49,7 @@ static int embedded_searcher(lua_State *L) {
 static int load_client(lua_State *L) {
   const quan_embedded *m = find_embedded("wechatpay");
   if (m == NULL) return luaL_error(L, "no embedded module 'wechatpay'");
-  if (luaL_loadbufferx(L, m->source, m->size, m->chunkname, "t") != LUA_OK)
+  if (luaL_loadbufferx(L, m->chunk, m->size, m->chunkname, "b") != LUA_OK)
     return lua_error(L);
   lua_pushliteral(L, "wechatpay");
   lua_pushstring(L, m->chunkname + 1);
