@@ -101,26 +101,31 @@ static int put_string(Out *o, const char *s, size_t n) {
 typedef struct Key {
   const char *s;
   size_t n;
+  int value; /* stack index of the key's value */
 } Key;
 
 static int encode(lua_State *L, int idx, Out *o, int depth);
 
 /* The object at idx with only string keys, in sorted order (strcoll, as
- * Lua's < on strings without embedded zeros). */
+ * Lua's < on strings without embedded zeros). Each value is left on the
+ * stack as lua_next gives it (below the key it iterates with), so no key is
+ * looked up twice. */
 static int encode_object(lua_State *L, int idx, Out *o, int depth) {
   Key keys[MAX_KEYS];
-  int nk = 0;
+  int nk = 0, base = lua_gettop(L);
+  if (!lua_checkstack(L, MAX_KEYS + 2)) return 0;
   lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1); /* the value */
-    if (lua_type(L, -1) != LUA_TSTRING || nk == MAX_KEYS) {
-      lua_pop(L, 1);
+  while (lua_next(L, idx)) {            /* [values..., key, value] */
+    if (lua_type(L, -2) != LUA_TSTRING || nk == MAX_KEYS) {
+      lua_settop(L, base);
       return 0;
     }
+    lua_insert(L, -2);                  /* [values..., value, key] */
     Key k;
-    k.s = lua_tolstring(L, -1, &k.n); /* alive: the table holds it */
+    k.s = lua_tolstring(L, -1, &k.n);   /* alive: the table holds it */
+    k.value = lua_gettop(L) - 1;
     if (strlen(k.s) != k.n) {
-      lua_pop(L, 1);
+      lua_settop(L, base);
       return 0;
     }
     int j = nk++;
@@ -130,16 +135,13 @@ static int encode_object(lua_State *L, int idx, Out *o, int depth) {
     }
     keys[j] = k;
   }
-  if (nk == 0) return put(o, "{}", 2);
-  for (int i = 0; i < nk; i++) {
-    if (!put(o, i == 0 ? "{" : ",", 1) || !put_string(o, keys[i].s, keys[i].n) || !put(o, ":", 1)) return 0;
-    lua_pushlstring(L, keys[i].s, keys[i].n);
-    lua_rawget(L, idx);
-    int ok = encode(L, lua_gettop(L), o, depth + 1);
-    lua_pop(L, 1);
-    if (!ok) return 0;
-  }
-  return put(o, "}", 1);
+  int ok = 1;
+  if (nk == 0) ok = put(o, "{}", 2);
+  for (int i = 0; ok && i < nk; i++)
+    ok = put(o, i == 0 ? "{" : ",", 1) && put_string(o, keys[i].s, keys[i].n) && put(o, ":", 1) &&
+         encode(L, keys[i].value, o, depth + 1);
+  lua_settop(L, base);
+  return ok && (nk == 0 || put(o, "}", 1));
 }
 
 /* The table at idx: an array when its keys are exactly 1..n, an object
@@ -187,9 +189,11 @@ static int encode(lua_State *L, int idx, Out *o, int depth) {
     int isint;
     lua_Integer i = lua_tointegerx(L, idx, &isint); /* 1000.0 -> 1000 */
     if (!isint) return 0;
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, LUA_INTEGER_FMT, (LUAI_UACINT)i);
-    return put(o, tmp, (size_t)n);
+    char tmp[24], *p = tmp + sizeof tmp; /* the digits, backwards */
+    lua_Unsigned u = i < 0 ? 0 - (lua_Unsigned)i : (lua_Unsigned)i;
+    do *--p = (char)('0' + u % 10); while ((u /= 10) != 0);
+    if (i < 0) *--p = '-';
+    return put(o, p, (size_t)(tmp + sizeof tmp - p));
   }
   case LUA_TBOOLEAN:
     return lua_toboolean(L, idx) ? put(o, "true", 4) : put(o, "false", 5);
