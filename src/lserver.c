@@ -1,64 +1,56 @@
-/* lserver.c: quan.server, HTTPS on loopback with libmicrohttpd (GnuTLS).
+/* lserver.c: quan.server, HTTP(S) on loopback with libmicrohttpd (GnuTLS).
  *
- * One thread per connection (MHD_USE_THREAD_PER_CONNECTION), so a slow
- * handler only blocks its own connection. Each connection thread lazily makes
- * its own lua_State with quan_newstate(), requires the handler module named at
- * start and calls handler(req) -> status, headers, body. A state belongs to
- * exactly one thread and is closed when that thread ends (pthread key
- * destructor). The Lua state that called start() never runs handlers; it
- * waits in server:wait() and stops the daemon. See docs/sandbox.md. */
+ * The connection model (docs/sandbox.md, "quan.server"):
+ * - one event-loop thread (libmicrohttpd's internal epoll thread; `threads`
+ *   of them, each with its own share of the connections, on request)
+ *   accepts the connections and does all reading, writing and TLS;
+ * - a request, once whole, goes to a bounded pool of worker threads and its
+ *   connection is suspended until a worker has the answer. Each worker has
+ *   its own lua_State, made on first use with quan_newstate() and the
+ *   handler module, and kept until stop: what handlers hold (databases, key
+ *   files, memory) is bounded by the workers, not by the connections;
+ * - a watchdog thread closes a connection that stays idle past
+ *   idle_timeout, or whose request takes longer than request_timeout (to
+ *   1.5 times that, at random) to arrive (slowloris);
+ * - past max_connections a new connection is closed as soon as it is
+ *   accepted; the others go on.
+ * A connection stays on the event-loop thread that accepted it, so the
+ * callbacks of one connection never run at once; what the threads share
+ * (the connection list, the pool) is under Shared's two locks.
+ * The Lua state that called start() never runs handlers; it waits in
+ * server:wait() (running its tick there) and stops the server. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <microhttpd.h>
 #include "quan.h"
 
 #define SERVER_MT "quan.server"
+#define HANDLER_KEY "quan.server.handler"
 
-/* Shared by every thread of one daemon; lives in C memory until stop so the
- * connection threads never see a collected userdata. */
-typedef struct Shared {
-  char *module;      /* handler module name */
-  char *arg;         /* string handed to module.new(arg), may be NULL */
-  size_t max_body;   /* larger request bodies get 413 */
-  pthread_key_t key; /* per-thread ThreadState */
-  /* Handler states of ended connections kept for the next ones (start's
-   * `reuse` option): making a state (libraries, embedded modules, the
-   * handler's new()) costs more than several requests. One thread uses a
-   * state at a time; the pool hands it over under the mutex. */
-  pthread_mutex_t pool_lock;
-  lua_State **pool;
-  int npool, maxpool;
-} Shared;
+/* TLS 1.2 and 1.3 only, as WeChat Pay's API; GnuTLS's NORMAL otherwise. */
+#define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
-typedef struct ThreadState {
-  lua_State *L;
-  Shared *sh;
-} ThreadState;
-
-/* One request: created by the URI logger, freed when MHD completes it. */
-typedef struct Request {
-  char *target;   /* raw request target, path and query as on the wire */
-  char *body;
-  size_t len, cap;
-  int started;    /* the access handler has seen the headers */
-  int too_big;
-} Request;
-
-typedef struct Server {
-  struct MHD_Daemon *daemon;
-  Shared *shared;
-  char *cert, *key; /* PEM, kept until stop (MHD reads them) */
-  size_t keylen;
-  int port;
-} Server;
+/* Descriptors counted besides the connections: per worker (a handler's
+ * SQLite database, its journal and shared memory, a key or log file) and for
+ * the rest of the process (listening socket, epoll, the event loop's wakeup
+ * pipe, stdio, the main thread's own files). */
+#define FDS_PER_WORKER 8
+#define FDS_PER_THREAD 4 /* an event-loop thread: its epoll and wakeup descriptors */
+#define FDS_RESERVED 64
+#define DEFAULT_MAX_CONNECTIONS 4096
+#define WATCHDOG_PERIOD 0.25 /* seconds between the watchdog's rounds */
 
 /* Signals end server:wait(). A signal handler can only reach a global; this
  * is the one C global of the module. */
@@ -66,28 +58,129 @@ static volatile sig_atomic_t got_signal = 0;
 
 static void on_signal(int sig) { got_signal = sig; }
 
-/* ---- per-thread Lua states ---------------------------------------------- */
+static double now_seconds(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
 
-/* pthread key destructor, at the end of a connection thread: the state goes
- * back to the pool when there is room, else it is closed. */
-static void thread_state_free(void *p) {
-  ThreadState *ts = p;
-  if (ts == NULL) return;
-  if (ts->L) {
-    Shared *sh = ts->sh;
-    int kept = 0;
-    if (sh->maxpool > 0) {
-      pthread_mutex_lock(&sh->pool_lock);
-      if (sh->npool < sh->maxpool) {
-        lua_settop(ts->L, 0);
-        sh->pool[sh->npool++] = ts->L;
-        kept = 1;
-      }
-      pthread_mutex_unlock(&sh->pool_lock);
-    }
-    if (!kept) lua_close(ts->L);
+/* ---- types ---------------------------------------------------------------- */
+
+typedef struct Buffer {
+  char *data;
+  size_t len, cap;
+} Buffer;
+
+/* Where a connection is, for the watchdog. */
+enum {
+  PHASE_IDLE,    /* no request under way: since accept or the last answer */
+  PHASE_REQUEST, /* request line received, the request not yet whole */
+  PHASE_HANDLER  /* with a worker, or its answer being sent */
+};
+
+/* One TCP connection, from accept to close (libmicrohttpd's socket
+ * context). Linked in Shared.conns; every field under Shared.conn_lock. */
+typedef struct Conn {
+  struct Conn *prev, *next;
+  int fd;
+  int phase;
+  double since;      /* when the phase began */
+  double allowed;    /* seconds the watchdog allows in this phase */
+  int shut;          /* shut down: by the watchdog, or refused */
+  int refused;       /* past max_connections: not counted */
+  struct Job *job;   /* the request under way, freed at close if
+                        libmicrohttpd never completes it */
+} Conn;
+
+/* The answer a worker leaves in a Job before resuming its connection. */
+enum { ANSWER_NONE, ANSWER_RESPONSE, ANSWER_DROP };
+
+/* One request (libmicrohttpd's con_cls): made when its request line
+ * arrives, freed when libmicrohttpd completes it or closes the connection.
+ * The event-loop thread fills it; while the connection is suspended a
+ * worker owns it, until it calls MHD_resume_connection. */
+typedef struct Job {
+  struct Job *next; /* in the pool's queue */
+  struct MHD_Connection *connection;
+  Conn *conn;
+  char *target;     /* raw request target, path and query as on the wire */
+  char *method, *url;
+  Buffer headers;   /* "name\0value\0" pairs, names lower-cased */
+  Buffer body;
+  char remote[INET_ADDRSTRLEN + 8];
+  int started;      /* the access handler has seen the headers */
+  int too_big;
+  int no_memory;    /* a header could not be copied */
+  int answer;
+  unsigned status;
+  struct MHD_Response *response;
+} Job;
+
+typedef struct Shared Shared;
+
+typedef struct Worker {
+  Shared *sh;
+  pthread_t thread;
+  pthread_cond_t wake;
+  Job *job;                /* handed over by submit; under Shared.lock */
+  struct Worker *next_idle;
+  lua_State *L;            /* made on first use, closed when the worker ends */
+} Worker;
+
+/* Everything the threads of one server share; C memory, freed after every
+ * thread has ended. */
+struct Shared {
+  char *module;      /* handler module name */
+  char *arg;         /* string handed to module.new(arg), may be NULL */
+  size_t max_body;   /* larger request bodies get 413 */
+  double idle_timeout, request_timeout;
+  unsigned max_connections;
+
+  /* the worker pool; the fields below under lock */
+  pthread_mutex_t lock;
+  Worker *workers;
+  int nworkers, running; /* allocated; threads started */
+  Worker *idle;          /* idle workers, the last to finish on top: a
+                            light load keeps using the states already made */
+  Job *queue_head, *queue_tail;
+  int queued, stopping;
+  long long requests, states;
+
+  /* the connections and the watchdog; the fields below under conn_lock */
+  pthread_mutex_t conn_lock;
+  pthread_cond_t watch_wake;
+  Conn *conns;
+  unsigned nconns, peak;
+  long long refused, closed_idle, closed_slow;
+  uint64_t spread;       /* state of the generator spreading request deadlines */
+  double refused_logged; /* when the limit was last reported on stderr */
+  int watch_stop, watchdog_running;
+  pthread_t watchdog;
+};
+
+typedef struct Server {
+  struct MHD_Daemon *daemon;
+  Shared *sh;
+  char *cert, *key; /* PEM, kept until stop (MHD reads them) */
+  size_t keylen;
+  int port;
+} Server;
+
+/* ---- small helpers --------------------------------------------------------- */
+
+/* Appends n bytes; 0 when out of memory. */
+static int buffer_add(Buffer *b, const char *p, size_t n) {
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + n) cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (d == NULL) return 0;
+    b->data = d;
+    b->cap = cap;
   }
-  free(ts);
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return 1;
 }
 
 static int msgh(lua_State *L) {
@@ -99,6 +192,24 @@ static int msgh(lua_State *L) {
   luaL_traceback(L, L, msg, 1);
   return 1;
 }
+
+static struct MHD_Response *json_response(const char *body) {
+  return MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
+}
+
+/* Sets j's answer to a JSON error with the given status. */
+static void answer_error(Job *j, unsigned status, const char *body) {
+  j->response = json_response(body);
+  if (j->response) MHD_add_response_header(j->response, "Content-Type", "application/json");
+  j->status = status;
+  j->answer = j->response ? ANSWER_RESPONSE : ANSWER_DROP;
+}
+
+static const char SYSTEM_ERROR[] = "{\"code\":\"SYSTEM_ERROR\",\"message\":\"sandbox handler failed\"}";
+static const char STOPPING[] = "{\"code\":\"SYSTEM_ERROR\",\"message\":\"server stopping\"}";
+static const char TOO_LARGE[] = "{\"code\":\"PARAM_ERROR\",\"message\":\"request body too large\"}";
+
+/* ---- handler states -------------------------------------------------------- */
 
 /* [-0, +0] in the new state: h = require(module); if h is a table, h =
  * h.new(arg); keeps h (a function) in the registry. */
@@ -115,99 +226,78 @@ static int load_handler(lua_State *L) {
     lua_call(L, 1, 1);
   }
   if (!lua_isfunction(L, -1)) return luaL_error(L, "server: module '%s' gave no handler function", sh->module);
-  lua_setfield(L, LUA_REGISTRYINDEX, "quan.server.handler");
+  lua_setfield(L, LUA_REGISTRYINDEX, HANDLER_KEY);
   return 0;
 }
 
-/* The state of the calling thread, made on first use. NULL when the handler
- * could not be loaded (the error went to stderr). */
-static ThreadState *thread_state(Shared *sh) {
-  ThreadState *ts = pthread_getspecific(sh->key);
-  if (ts) return ts->L ? ts : NULL;
-  ts = calloc(1, sizeof *ts);
-  if (ts == NULL) return NULL;
-  ts->sh = sh;
-  pthread_setspecific(sh->key, ts);
-  if (sh->maxpool > 0) {
-    pthread_mutex_lock(&sh->pool_lock);
-    if (sh->npool > 0) ts->L = sh->pool[--sh->npool];
-    pthread_mutex_unlock(&sh->pool_lock);
-    if (ts->L) return ts;
-  }
+/* A new state with the handler loaded, or NULL with the reason in why
+ * (size n). */
+static lua_State *handler_state(Shared *sh, char *why, size_t n) {
   lua_State *L = quan_newstate();
-  if (L == NULL) return NULL;
+  if (L == NULL) {
+    snprintf(why, n, "server: out of memory");
+    return NULL;
+  }
   lua_gc(L, LUA_GCGEN, 0, 0); /* requests make short-lived garbage */
   lua_pushcfunction(L, msgh);
   lua_pushcfunction(L, load_handler);
   lua_pushlightuserdata(L, sh);
   if (lua_pcall(L, 1, 0, 1) != LUA_OK) {
-    fprintf(stderr, "quan server: %s\n", lua_tostring(L, -1));
+    snprintf(why, n, "%s", lua_tostring(L, -1));
     lua_close(L);
     return NULL;
   }
   lua_settop(L, 0);
-  ts->L = L;
-  return ts;
+  pthread_mutex_lock(&sh->lock);
+  sh->states++;
+  pthread_mutex_unlock(&sh->lock);
+  return L;
 }
 
-/* ---- MHD callbacks ------------------------------------------------------- */
-
-static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
-  (void)cls;
-  (void)c;
-  Request *r = calloc(1, sizeof *r);
-  if (r == NULL) return NULL;
-  r->target = strdup(uri ? uri : "/");
-  return r;
-}
-
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe) {
-  (void)cls;
-  (void)c;
-  (void)toe;
-  Request *r = *con_cls;
-  if (r == NULL) return;
-  free(r->target);
-  free(r->body);
-  free(r);
-  *con_cls = NULL;
-}
-
-/* header iterator: adds lower-cased name = value to the table on top, joining
- * repeated names with ", " */
-static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
-  (void)kind;
-  lua_State *L = cls;
-  char name[256];
-  size_t n = strlen(key);
-  if (n >= sizeof name) return MHD_YES;
-  for (size_t i = 0; i <= n; i++) name[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
-  if (lua_getfield(L, -1, name) == LUA_TSTRING) {
-    lua_pushfstring(L, "%s, %s", lua_tostring(L, -1), value ? value : "");
-    lua_setfield(L, -3, name);
-    lua_pop(L, 1);
-  } else {
-    lua_pop(L, 1);
-    lua_pushstring(L, value ? value : "");
-    lua_setfield(L, -2, name);
+/* The worker's state, made on first use; NULL (the reason on stderr) when
+ * the handler cannot be loaded: tried again at the next request. */
+static lua_State *worker_state(Worker *w) {
+  if (w->L == NULL) {
+    char why[1024];
+    w->L = handler_state(w->sh, why, sizeof why);
+    if (w->L == NULL) fprintf(stderr, "quan server: %s\n", why);
   }
-  return MHD_YES;
+  return w->L;
 }
 
-static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, const char *ctype,
-                              const char *body, size_t len) {
-  struct MHD_Response *res = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-  if (res == NULL) return MHD_NO;
-  if (ctype) MHD_add_response_header(res, "Content-Type", ctype);
-  enum MHD_Result ret = MHD_queue_response(c, status, res);
-  MHD_destroy_response(res);
-  return ret;
-}
+/* ---- running a request on a worker ------------------------------------------ */
 
-static enum MHD_Result system_error(struct MHD_Connection *c) {
-  static const char body[] = "{\"code\":\"SYSTEM_ERROR\",\"message\":\"sandbox handler failed\"}";
-  return answer(c, 500, "application/json", body, sizeof body - 1);
+/* [-0, +1] the request table of j: {method, path, url, body, headers,
+ * remote}; repeated header names joined with ", " */
+static void push_request(lua_State *L, const Job *j) {
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, j->method);
+  lua_setfield(L, -2, "method");
+  lua_pushstring(L, j->target);
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, j->url);
+  lua_setfield(L, -2, "url");
+  lua_pushlstring(L, j->body.data ? j->body.data : "", j->body.len);
+  lua_setfield(L, -2, "body");
+  lua_newtable(L);
+  for (size_t i = 0; i < j->headers.len;) {
+    const char *name = j->headers.data + i;
+    const char *value = name + strlen(name) + 1;
+    i = (size_t)(value - j->headers.data) + strlen(value) + 1;
+    if (lua_getfield(L, -1, name) == LUA_TSTRING) {
+      lua_pushfstring(L, "%s, %s", lua_tostring(L, -1), value);
+      lua_setfield(L, -3, name);
+    } else {
+      lua_pushstring(L, value);
+      lua_setfield(L, -3, name);
+    }
+    lua_pop(L, 1);
+  }
+  lua_setfield(L, -2, "headers");
+  if (j->remote[0]) {
+    lua_pushstring(L, j->remote);
+    lua_setfield(L, -2, "remote");
+  }
 }
 
 /* Adds the handler's headers (map name -> value, or array of "Name: value")
@@ -234,121 +324,434 @@ static void add_response_headers(lua_State *L, int hi, struct MHD_Response *res)
   }
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version, const char *upload,
-                                  size_t *upload_size, void **con_cls) {
-  (void)version;
-  Shared *sh = cls;
-  Request *r = *con_cls;
-  if (r == NULL || r->target == NULL) return MHD_NO; /* out of memory in on_uri */
-  if (!r->started) {
-    r->started = 1;
-    return MHD_YES;
+/* [-1, +0] protected: calls the handler with j's request and sets j's answer
+ * from status, headers, body (none without a status from 100 to 999). The
+ * job is a light userdata argument. */
+static int run_handler(lua_State *L) {
+  Job *j = lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  lua_getfield(L, LUA_REGISTRYINDEX, HANDLER_KEY);
+  push_request(L, j);
+  lua_call(L, 1, 3); /* status, headers, body at 1, 2, 3 */
+  if ((lua_type(L, 1) == LUA_TSTRING && strcmp(lua_tostring(L, 1), "drop") == 0) ||
+      (lua_isinteger(L, 1) && lua_tointeger(L, 1) == 0)) {
+    j->answer = ANSWER_DROP; /* close without an answer */
+    return 0;
   }
-  if (*upload_size > 0) {
-    size_t n = *upload_size;
-    *upload_size = 0;
-    if (r->too_big || r->len + n > sh->max_body) {
-      r->too_big = 1;
-      return MHD_YES;
-    }
-    if (r->len + n > r->cap) {
-      size_t cap = r->cap ? r->cap : 4096;
-      while (cap < r->len + n) cap *= 2;
-      char *b = realloc(r->body, cap);
-      if (b == NULL) return MHD_NO;
-      r->body = b;
-      r->cap = cap;
-    }
-    memcpy(r->body + r->len, upload, n);
-    r->len += n;
-    return MHD_YES;
+  lua_Integer status = lua_isinteger(L, 1) ? lua_tointeger(L, 1) : 0;
+  if (status < 100 || status > 999) return 0; /* no answer: run_job says so */
+  size_t blen = 0;
+  const char *body = lua_type(L, 3) == LUA_TSTRING ? lua_tolstring(L, 3, &blen) : "";
+  struct MHD_Response *res = MHD_create_response_from_buffer(blen, (void *)body, MHD_RESPMEM_MUST_COPY);
+  if (res == NULL) return luaL_error(L, "server: out of memory");
+  add_response_headers(L, 2, res);
+  j->response = res;
+  j->status = (unsigned)status;
+  j->answer = ANSWER_RESPONSE;
+  return 0;
+}
+
+/* Runs j on worker w and sets its answer. */
+static void run_job(Worker *w, Job *j) {
+  lua_State *L = worker_state(w);
+  if (L == NULL) {
+    answer_error(j, 500, SYSTEM_ERROR);
+    return;
   }
-  if (r->too_big) {
-    static const char body[] = "{\"code\":\"PARAM_ERROR\",\"message\":\"request body too large\"}";
-    return answer(c, 413, "application/json", body, sizeof body - 1);
-  }
-  ThreadState *ts = thread_state(sh);
-  if (ts == NULL) return system_error(c);
-  lua_State *L = ts->L;
   lua_settop(L, 0);
   lua_pushcfunction(L, msgh);
-  lua_getfield(L, LUA_REGISTRYINDEX, "quan.server.handler");
-  lua_createtable(L, 0, 6); /* req */
-  lua_pushstring(L, method);
-  lua_setfield(L, -2, "method");
-  lua_pushstring(L, r->target);
-  lua_setfield(L, -2, "path");
-  lua_pushstring(L, url);
-  lua_setfield(L, -2, "url");
-  lua_pushlstring(L, r->body ? r->body : "", r->len);
-  lua_setfield(L, -2, "body");
-  lua_newtable(L);
-  MHD_get_connection_values(c, MHD_HEADER_KIND, add_header, L);
-  lua_setfield(L, -2, "headers");
+  lua_pushcfunction(L, run_handler);
+  lua_pushlightuserdata(L, j);
+  if (lua_pcall(L, 1, 0, 1) != LUA_OK) {
+    fprintf(stderr, "quan server: %s\n", lua_tostring(L, -1));
+    if (j->response) MHD_destroy_response(j->response);
+    j->response = NULL;
+    answer_error(j, 500, SYSTEM_ERROR);
+  } else if (j->answer == ANSWER_NONE) {
+    fprintf(stderr, "quan server: handler returned no status\n");
+    answer_error(j, 500, SYSTEM_ERROR);
+  }
+  lua_settop(L, 0);
+}
+
+static void *worker_main(void *p) {
+  Worker *w = p;
+  Shared *sh = w->sh;
+  pthread_mutex_lock(&sh->lock);
+  for (;;) {
+    while (w->job == NULL && !sh->stopping) pthread_cond_wait(&w->wake, &sh->lock);
+    Job *j = w->job;
+    if (j == NULL) break; /* stopping, and nothing was handed over */
+    w->job = NULL;
+    pthread_mutex_unlock(&sh->lock);
+    run_job(w, j);
+    pthread_mutex_lock(&sh->lock);
+    /* ready for the next request before this answer goes out, so that the
+     * client's next request finds this worker (and its state) idle: queued
+     * work first, else on top of the idle stack */
+    if (sh->queue_head) {
+      w->job = sh->queue_head;
+      sh->queue_head = w->job->next;
+      if (sh->queue_head == NULL) sh->queue_tail = NULL;
+      sh->queued--;
+    } else {
+      w->next_idle = sh->idle;
+      sh->idle = w;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    MHD_resume_connection(j->connection); /* from here the job is the event loop's */
+    pthread_mutex_lock(&sh->lock);
+  }
+  pthread_mutex_unlock(&sh->lock);
+  if (w->L) lua_close(w->L);
+  w->L = NULL;
+  return NULL;
+}
+
+/* Hands j to an idle worker, or queues it; 0 when the pool is stopping. */
+static int pool_submit(Shared *sh, Job *j) {
+  pthread_mutex_lock(&sh->lock);
+  if (sh->stopping) {
+    pthread_mutex_unlock(&sh->lock);
+    return 0;
+  }
+  sh->requests++;
+  Worker *w = sh->idle;
+  if (w) {
+    sh->idle = w->next_idle;
+    w->job = j;
+    pthread_cond_signal(&w->wake);
+  } else {
+    j->next = NULL;
+    if (sh->queue_tail) sh->queue_tail->next = j;
+    else sh->queue_head = j;
+    sh->queue_tail = j;
+    sh->queued++;
+  }
+  pthread_mutex_unlock(&sh->lock);
+  return 1;
+}
+
+/* Stops the pool: queued requests are answered 503 at once, running ones
+ * finish; every worker thread is joined (each closes its state). */
+static void pool_stop(Shared *sh) {
+  pthread_mutex_lock(&sh->lock);
+  sh->stopping = 1;
+  Job *queued = sh->queue_head;
+  sh->queue_head = sh->queue_tail = NULL;
+  sh->queued = 0;
+  for (int i = 0; i < sh->running; i++) pthread_cond_signal(&sh->workers[i].wake);
+  pthread_mutex_unlock(&sh->lock);
+  while (queued) {
+    Job *j = queued;
+    queued = j->next;
+    answer_error(j, 503, STOPPING);
+    MHD_resume_connection(j->connection);
+  }
+  for (int i = 0; i < sh->running; i++) pthread_join(sh->workers[i].thread, NULL);
+  sh->running = 0;
+}
+
+/* ---- connections and the watchdog ------------------------------------------- */
+
+/* Under conn_lock: request_timeout times a factor from 1 to 1.5 drawn at
+ * random (xorshift), so that slow requests begun together are not all
+ * closed, and reconnected with a TLS handshake each, in the same instant. */
+static double request_allowance(Shared *sh) {
+  uint64_t x = sh->spread;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  sh->spread = x;
+  return sh->request_timeout * (1.0 + 0.5 * (double)(x >> 11) / 9007199254740992.0);
+}
+
+/* Under conn_lock: k enters phase, now. */
+static void enter_phase(Shared *sh, Conn *k, int phase) {
+  k->phase = phase;
+  k->since = now_seconds();
+  k->allowed = phase == PHASE_IDLE ? sh->idle_timeout : phase == PHASE_REQUEST ? request_allowance(sh) : 0;
+}
+
+static void set_phase(Shared *sh, Conn *k, int phase) {
+  if (k == NULL) return;
+  pthread_mutex_lock(&sh->conn_lock);
+  enter_phase(sh, k, phase);
+  pthread_mutex_unlock(&sh->conn_lock);
+}
+
+/* The Conn of a connection (its socket context). */
+static Conn *conn_of(struct MHD_Connection *c) {
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return ci ? *(Conn *const *)ci : NULL; /* the info is the address of the context */
+}
+
+static void job_free(Job *j) {
+  if (j == NULL) return;
+  if (j->response) MHD_destroy_response(j->response);
+  free(j->target);
+  free(j->method);
+  free(j->url);
+  free(j->headers.data);
+  free(j->body.data);
+  free(j);
+}
+
+/* A connection starts or ends. The limit is checked here, under the lock,
+ * on whichever event-loop thread accepted it: past max_connections the new
+ * connection is shut down at once (libmicrohttpd then closes it), reported
+ * on stderr at most every 10 s. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+  Shared *sh = cls;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    Conn *k = calloc(1, sizeof *k);
+    *socket_context = k;
+    if (k == NULL || ci == NULL) { /* cannot watch it: end it at once */
+      free(k);
+      *socket_context = NULL;
+      if (ci) shutdown(ci->connect_fd, SHUT_RDWR);
+      return;
+    }
+    k->fd = ci->connect_fd;
+    int report = 0;
+    pthread_mutex_lock(&sh->conn_lock);
+    enter_phase(sh, k, PHASE_IDLE);
+    if (sh->nconns >= sh->max_connections) {
+      k->refused = k->shut = 1;
+      sh->refused++;
+      if (sh->refused_logged == 0 || k->since - sh->refused_logged >= 10) {
+        sh->refused_logged = k->since;
+        report = 1;
+      }
+    } else if (++sh->nconns > sh->peak) {
+      sh->peak = sh->nconns;
+    }
+    k->next = sh->conns;
+    if (sh->conns) sh->conns->prev = k;
+    sh->conns = k;
+    pthread_mutex_unlock(&sh->conn_lock);
+    if (k->refused) shutdown(k->fd, SHUT_RDWR);
+    if (report)
+      fprintf(stderr, "quan server: %u connections open (max_connections): new connections are closed\n",
+              sh->max_connections);
+    return;
+  }
+  /* closed: libmicrohttpd closes the socket after this returns */
+  Conn *k = *socket_context;
+  if (k == NULL) return;
+  pthread_mutex_lock(&sh->conn_lock);
+  if (k->prev) k->prev->next = k->next;
+  else sh->conns = k->next;
+  if (k->next) k->next->prev = k->prev;
+  if (!k->refused) sh->nconns--;
+  pthread_mutex_unlock(&sh->conn_lock);
+  job_free(k->job); /* a request never presented to the access handler */
+  free(k);
+  *socket_context = NULL;
+}
+
+/* Every WATCHDOG_PERIOD: shuts down the connections idle longer than
+ * idle_timeout or with a request under way longer than its allowance
+ * (request_timeout to 1.5 times that).
+ * libmicrohttpd then sees the end of the stream and closes them itself (the
+ * descriptor stays valid until their Conn is unlinked, under the lock). */
+static void *watchdog_main(void *p) {
+  Shared *sh = p;
+  pthread_mutex_lock(&sh->conn_lock);
+  while (!sh->watch_stop) {
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += (long)(WATCHDOG_PERIOD * 1e9);
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&sh->watch_wake, &sh->conn_lock, &until);
+    double t = now_seconds();
+    for (Conn *k = sh->conns; k; k = k->next) {
+      if (k->shut) continue;
+      if (k->phase == PHASE_HANDLER || t - k->since <= k->allowed) continue;
+      if (k->phase == PHASE_IDLE) sh->closed_idle++;
+      else sh->closed_slow++;
+      shutdown(k->fd, SHUT_RDWR);
+      k->shut = 1;
+    }
+  }
+  pthread_mutex_unlock(&sh->conn_lock);
+  return NULL;
+}
+
+/* ---- libmicrohttpd's request callbacks ------------------------------------- */
+
+/* The request line has arrived: a new Job. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+  Shared *sh = cls;
+  Conn *k = conn_of(c);
+  if (k == NULL) return NULL;
+  Job *j = calloc(1, sizeof *j);
+  if (j == NULL) return NULL;
+  j->target = strdup(uri ? uri : "/");
+  j->connection = c;
+  j->conn = k;
+  pthread_mutex_lock(&sh->conn_lock);
+  job_free(k->job); /* not expected: the previous request was completed */
+  k->job = j;
+  enter_phase(sh, k, PHASE_REQUEST);
+  pthread_mutex_unlock(&sh->conn_lock);
+  return j;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  (void)c;
+  (void)toe;
+  Shared *sh = cls;
+  Job *j = *con_cls;
+  if (j == NULL) return;
+  Conn *k = j->conn;
+  pthread_mutex_lock(&sh->conn_lock);
+  if (k->job == j) k->job = NULL;
+  enter_phase(sh, k, PHASE_IDLE);
+  pthread_mutex_unlock(&sh->conn_lock);
+  job_free(j);
+  *con_cls = NULL;
+}
+
+/* header iterator: appends lower-cased "name\0value\0" to the job's list */
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+  (void)kind;
+  Job *j = cls;
+  size_t n = strlen(key);
+  if (n >= 256) return MHD_YES;
+  char name[256];
+  for (size_t i = 0; i <= n; i++) name[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
+  if (value == NULL) value = "";
+  if (!buffer_add(&j->headers, name, n + 1) || !buffer_add(&j->headers, value, strlen(value) + 1)) {
+    j->no_memory = 1;
+    return MHD_NO;
+  }
+  return MHD_YES;
+}
+
+/* Copies what a worker needs from the connection (method, url, headers,
+ * remote address) into j; 0 when out of memory. */
+static int job_prepare(Job *j, struct MHD_Connection *c, const char *method, const char *url) {
+  j->method = strdup(method);
+  j->url = strdup(url);
+  if (j->method == NULL || j->url == NULL || j->target == NULL) return 0;
+  MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header, j);
+  if (j->no_memory) return 0;
   const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
   if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
     const struct sockaddr_in *sin = (const struct sockaddr_in *)ci->client_addr;
     char ip[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip);
-    lua_pushfstring(L, "%s:%d", ip, (int)ntohs(sin->sin_port));
-    lua_setfield(L, -2, "remote");
+    snprintf(j->remote, sizeof j->remote, "%s:%d", ip, (int)ntohs(sin->sin_port));
   }
-  if (lua_pcall(L, 1, 3, 1) != LUA_OK) {
-    fprintf(stderr, "quan server: %s\n", lua_tostring(L, -1));
-    lua_settop(L, 0);
-    return system_error(c);
-  }
-  /* stack: msgh, status, headers, body */
-  if ((lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "drop") == 0) ||
-      (lua_isinteger(L, 2) && lua_tointeger(L, 2) == 0)) {
-    lua_settop(L, 0);
-    return MHD_NO; /* close without an answer */
-  }
-  lua_Integer status = lua_isinteger(L, 2) ? lua_tointeger(L, 2) : 0;
-  if (status < 100 || status > 999) {
-    fprintf(stderr, "quan server: handler returned no status\n");
-    lua_settop(L, 0);
-    return system_error(c);
-  }
-  size_t blen = 0;
-  const char *body = lua_isstring(L, 4) ? lua_tolstring(L, 4, &blen) : "";
-  struct MHD_Response *res = MHD_create_response_from_buffer(blen, (void *)body, MHD_RESPMEM_MUST_COPY);
-  if (res == NULL) {
-    lua_settop(L, 0);
-    return MHD_NO;
-  }
-  add_response_headers(L, 3, res);
-  enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, res);
-  MHD_destroy_response(res);
-  lua_settop(L, 0);
+  return 1;
+}
+
+static enum MHD_Result queue_answer(struct MHD_Connection *c, Job *j) {
+  if (j->answer == ANSWER_DROP) return MHD_NO; /* close without an answer */
+  enum MHD_Result ret = MHD_queue_response(c, j->status, j->response);
+  MHD_destroy_response(j->response);
+  j->response = NULL;
   return ret;
 }
 
-/* ---- the Lua API --------------------------------------------------------- */
+/* The access handler, on the event-loop thread: called once the headers are
+ * in, once per piece of body, once the request is whole, and once more
+ * after a worker resumed the connection with the answer. */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls) {
+  (void)version;
+  Shared *sh = cls;
+  Job *j = *con_cls;
+  if (j == NULL || j->target == NULL) return MHD_NO; /* out of memory in on_uri */
+  if (j->answer != ANSWER_NONE) return queue_answer(c, j);
+  if (!j->started) {
+    j->started = 1;
+    return MHD_YES;
+  }
+  if (*upload_size > 0) {
+    size_t n = *upload_size;
+    *upload_size = 0;
+    if (j->too_big || j->body.len + n > sh->max_body) {
+      j->too_big = 1;
+      return MHD_YES;
+    }
+    return buffer_add(&j->body, upload, n) ? MHD_YES : MHD_NO;
+  }
+  if (j->too_big) {
+    answer_error(j, 413, TOO_LARGE);
+    return queue_answer(c, j);
+  }
+  if (!job_prepare(j, c, method, url)) return MHD_NO;
+  set_phase(sh, j->conn, PHASE_HANDLER);
+  /* suspended before a worker can resume it */
+  MHD_suspend_connection(c);
+  if (!pool_submit(sh, j)) {
+    answer_error(j, 503, STOPPING);
+    MHD_resume_connection(c);
+  }
+  return MHD_YES;
+}
 
-/* Called once every connection thread has ended (after MHD_stop_daemon). */
+/* ---- start and stop ----------------------------------------------------------- */
+
+/* Called once every thread has ended (after MHD_stop_daemon). */
 static void shared_free(Shared *sh) {
   if (sh == NULL) return;
-  if (sh->pool) {
-    for (int i = 0; i < sh->npool; i++) lua_close(sh->pool[i]);
-    free(sh->pool);
-    pthread_mutex_destroy(&sh->pool_lock);
+  if (sh->workers) {
+    for (int i = 0; i < sh->nworkers; i++) {
+      if (sh->workers[i].L) lua_close(sh->workers[i].L); /* a state made at start, never run */
+      pthread_cond_destroy(&sh->workers[i].wake);
+    }
+    free(sh->workers);
   }
+  while (sh->conns) { /* none once libmicrohttpd has stopped */
+    Conn *k = sh->conns;
+    sh->conns = k->next;
+    job_free(k->job);
+    free(k);
+  }
+  pthread_mutex_destroy(&sh->lock);
+  pthread_mutex_destroy(&sh->conn_lock);
+  pthread_cond_destroy(&sh->watch_wake);
   free(sh->module);
   free(sh->arg);
   free(sh);
 }
 
+/* Stops accepting, answers or finishes every request, closes every
+ * connection and handler state. Idempotent; also for a half-made server. */
 static void server_release(Server *s) {
+  Shared *sh = s->sh;
   if (s->daemon) {
-    MHD_stop_daemon(s->daemon); /* joins every connection thread */
-    s->daemon = NULL;
-    pthread_key_delete(s->shared->key);
+    MHD_socket listener = MHD_quiesce_daemon(s->daemon);
+    if (listener != MHD_INVALID_SOCKET) close(listener);
   }
-  if (s->shared) {
-    shared_free(s->shared);
-    s->shared = NULL;
+  if (sh) {
+    pool_stop(sh); /* every suspended connection is resumed */
+    if (sh->watchdog_running) {
+      pthread_mutex_lock(&sh->conn_lock);
+      sh->watch_stop = 1;
+      pthread_cond_signal(&sh->watch_wake);
+      pthread_mutex_unlock(&sh->conn_lock);
+      pthread_join(sh->watchdog, NULL);
+      sh->watchdog_running = 0;
+    }
+  }
+  if (s->daemon) {
+    MHD_stop_daemon(s->daemon);
+    s->daemon = NULL;
+  }
+  if (sh) {
+    shared_free(sh);
+    s->sh = NULL;
   }
   free(s->cert);
   s->cert = NULL;
@@ -373,6 +776,7 @@ static char *load_pem(lua_State *L, const char *src, size_t *len, const char *wh
     *len = strlen(src);
     char *p = malloc(*len + 1);
     if (p) memcpy(p, src, *len + 1);
+    else lua_pushfstring(L, "server: %s: out of memory", what);
     return p;
   }
   FILE *f = fopen(src + 7, "rb");
@@ -421,14 +825,56 @@ static lua_Integer optint(lua_State *L, const char *field, lua_Integer def) {
   return v;
 }
 
+static double optseconds(lua_State *L, const char *field, double def) {
+  lua_getfield(L, 1, field);
+  double v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
+  lua_pop(L, 1);
+  if (!(v > 0 && v <= 86400)) luaL_argerror(L, 1, lua_pushfstring(L, "%s must be between 0 and 86400 seconds", field));
+  return v;
+}
+
+static const char *const OPTIONS[] = {"handler", "arg", "host", "port", "cert", "key", "idle_timeout",
+                                      "request_timeout", "max_body", "max_connections", "workers", "threads",
+                                      NULL};
+
+/* Raises for a key of the options table that start does not know. */
+static void check_options(lua_State *L) {
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    lua_pop(L, 1);
+    int known = 0;
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (int i = 0; OPTIONS[i] && !known; i++) known = strcmp(lua_tostring(L, -1), OPTIONS[i]) == 0;
+    if (!known) luaL_argerror(L, 1, lua_pushfstring(L, "unknown option '%s'", luaL_tolstring(L, -1, NULL)));
+  }
+}
+
+/* The descriptors the process may open, after raising the soft limit to the
+ * hard one when `needed` is more than the soft limit allows. */
+static rlim_t descriptor_limit(rlim_t needed) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return needed; /* unknown: assume enough */
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < needed) {
+    struct rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+    else if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > needed) { /* e.g. beyond fs.nr_open */
+      raised.rlim_cur = needed;
+      if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+    }
+  }
+  return rl.rlim_cur;
+}
+
 /* start{handler = "module", arg = string, host = "127.0.0.1", port = 0,
- *       cert = pem | "file://...", key = pem | "file://...", timeout = 60,
- *       max_body = 8 MiB, reuse = 0}
- * reuse = n keeps up to n handler states of ended connections for new ones
- * (0: every connection starts from a fresh state).
- *   -> server | nil, message, code ("bind", "tls", "memory") */
+ *       cert = pem | "file://...", key = pem | "file://...",
+ *       idle_timeout = 60, request_timeout = 10, max_body = 8 MiB,
+ *       max_connections = 4096, workers = 16, threads = 1}
+ *   -> server | nil, message, code ("bind", "tls", "handler", "limit",
+ *      "memory") */
 static int l_start(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  check_options(L);
   const char *module = optstring(L, "handler", NULL);
   luaL_argcheck(L, module != NULL, 1, "handler (a module name) is required");
   const char *arg = optstring(L, "arg", NULL);
@@ -438,33 +884,66 @@ static int l_start(lua_State *L) {
   const char *cert = optstring(L, "cert", NULL);
   const char *key = optstring(L, "key", NULL);
   luaL_argcheck(L, (cert == NULL) == (key == NULL), 1, "cert and key go together");
-  lua_Integer timeout = optint(L, "timeout", 60);
+  double idle_timeout = optseconds(L, "idle_timeout", 60);
+  double request_timeout = optseconds(L, "request_timeout", 10);
   lua_Integer max_body = optint(L, "max_body", 8 << 20);
-  luaL_argcheck(L, timeout >= 0 && max_body > 0, 1, "timeout and max_body must be positive");
-  lua_Integer reuse = optint(L, "reuse", 0);
-  luaL_argcheck(L, reuse >= 0 && reuse <= 4096, 1, "reuse must be between 0 and 4096");
+  luaL_argcheck(L, max_body > 0, 1, "max_body must be positive");
+  lua_Integer workers = optint(L, "workers", 16);
+  lua_Integer threads = optint(L, "threads", 1);
+  luaL_argcheck(L, threads >= 1 && threads <= 64, 1, "threads must be between 1 and 64");
+  luaL_argcheck(L, workers >= 1 && workers <= 1024, 1, "workers must be between 1 and 1024");
+  lua_Integer max_connections = optint(L, "max_connections", 0); /* 0: the default */
+  lua_getfield(L, 1, "max_connections");
+  luaL_argcheck(L, lua_isnil(L, -1) || (max_connections >= 1 && max_connections <= 1000000), 1,
+                "max_connections must be between 1 and 1000000");
+  lua_pop(L, 1);
   struct sockaddr_in sin;
   memset(&sin, 0, sizeof sin);
   sin.sin_family = AF_INET;
   sin.sin_port = htons((uint16_t)port);
   luaL_argcheck(L, inet_pton(AF_INET, host, &sin.sin_addr) == 1, 1, "host must be an IPv4 address");
 
+  /* descriptors: one per connection, a few per worker, a reserve */
+  rlim_t others = (rlim_t)workers * FDS_PER_WORKER + (rlim_t)threads * FDS_PER_THREAD + FDS_RESERVED;
+  rlim_t connections = max_connections ? (rlim_t)max_connections : DEFAULT_MAX_CONNECTIONS;
+  rlim_t limit = descriptor_limit(connections + others);
+  if (max_connections == 0 && limit < connections + others && limit >= others + 16)
+    connections = limit - others; /* the default: as many as the descriptors allow */
+  if (limit < connections + others)
+    return quan_fail(L, "limit",
+                "server: %d connections and %d workers need %d file descriptors; the limit is %d (ulimit -n)",
+                (int)connections, (int)workers, (int)(connections + others), (int)limit);
+
   Server *s = lua_newuserdatauv(L, sizeof(Server), 0);
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, SERVER_MT);
-  s->shared = calloc(1, sizeof(Shared));
-  if (s->shared == NULL) goto nomem;
-  s->shared->module = strdup(module);
-  s->shared->arg = arg ? strdup(arg) : NULL;
-  s->shared->max_body = (size_t)max_body;
-  if (s->shared->module == NULL || (arg && s->shared->arg == NULL)) goto nomem;
-  if (reuse > 0) {
-    s->shared->pool = calloc((size_t)reuse, sizeof(lua_State *));
-    if (s->shared->pool == NULL) goto nomem;
-    pthread_mutex_init(&s->shared->pool_lock, NULL);
-    s->shared->maxpool = (int)reuse;
+  Shared *sh = calloc(1, sizeof(Shared));
+  if (sh == NULL) return quan_fail(L, "memory", "server: out of memory");
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_mutex_init(&sh->lock, NULL);
+  pthread_mutex_init(&sh->conn_lock, NULL);
+  pthread_cond_init(&sh->watch_wake, &ca);
+  pthread_condattr_destroy(&ca);
+  s->sh = sh;
+  sh->module = strdup(module);
+  sh->arg = arg ? strdup(arg) : NULL;
+  sh->max_body = (size_t)max_body;
+  sh->idle_timeout = idle_timeout;
+  sh->request_timeout = request_timeout;
+  sh->spread = 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)sh ^ (uint64_t)time(NULL);
+  sh->max_connections = (unsigned)connections;
+  sh->workers = calloc((size_t)workers, sizeof(Worker));
+  if (sh->module == NULL || (arg && sh->arg == NULL) || sh->workers == NULL) goto nomem;
+  sh->nworkers = (int)workers;
+  for (int i = 0; i < sh->nworkers; i++) {
+    sh->workers[i].sh = sh;
+    pthread_cond_init(&sh->workers[i].wake, NULL);
   }
-  unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
+
+  struct MHD_OptionItem tls[4] = {{MHD_OPTION_END, 0, NULL}};
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
   if (cert) {
     size_t clen;
     s->cert = load_pem(L, cert, &clen, "cert");
@@ -472,35 +951,62 @@ static int l_start(lua_State *L) {
     s->key = load_pem(L, key, &s->keylen, "key");
     if (s->key == NULL) goto fail_msg;
     flags |= MHD_USE_TLS;
+    tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, s->cert};
+    tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, s->key};
+    tls[2] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)TLS_PRIORITIES};
+    tls[3] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
   }
-  if (pthread_key_create(&s->shared->key, thread_state_free) != 0) goto nomem;
+
+  /* the first worker's state now, so that a handler that cannot load is
+   * reported here rather than as a 500 to every request */
+  char why[1024];
+  sh->workers[0].L = handler_state(sh, why, sizeof why);
+  if (sh->workers[0].L == NULL) {
+    server_release(s);
+    return quan_fail(L, "handler", "%s", why);
+  }
+  /* the workers and the watchdog before the first connection; the idle
+   * stack with worker 0, whose state exists, on top */
+  for (int i = sh->nworkers - 1; i >= 0; i--) {
+    sh->workers[i].next_idle = sh->idle;
+    sh->idle = &sh->workers[i];
+  }
+  for (int i = 0; i < sh->nworkers; i++) {
+    if (pthread_create(&sh->workers[i].thread, NULL, worker_main, &sh->workers[i]) != 0) {
+      server_release(s);
+      return quan_fail(L, "memory", "server: cannot start worker threads");
+    }
+    sh->running++;
+  }
+  if (pthread_create(&sh->watchdog, NULL, watchdog_main, sh) != 0) {
+    server_release(s);
+    return quan_fail(L, "memory", "server: cannot start the watchdog thread");
+  }
+  sh->watchdog_running = 1;
+
   struct sigaction sa;
   if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
-  if (cert) {
-    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s->shared,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
-                                 MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout,
-                                 MHD_OPTION_HTTPS_MEM_CERT, s->cert,
-                                 MHD_OPTION_HTTPS_MEM_KEY, s->key,
-                                 MHD_OPTION_END);
-  } else {
-    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s->shared,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
-                                 MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout,
-                                 MHD_OPTION_END);
-  }
+  /* libmicrohttpd's own limit (shared out among its threads) stays well
+   * above ours, so that on_connection decides: past its own limit it would
+   * stop accepting and leave clients waiting */
+  s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, sh,
+                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
+                               MHD_OPTION_URI_LOG_CALLBACK, on_uri, sh,
+                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, sh,
+                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, sh,
+                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ceil(idle_timeout),
+                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)(connections + 1024) * (unsigned)threads,
+                               MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+                               MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)(connections < 4096 ? connections : 4096),
+                               MHD_OPTION_ARRAY, tls,
+                               MHD_OPTION_END);
   if (s->daemon == NULL) {
     int e = errno;
-    pthread_key_delete(s->shared->key);
     server_release(s);
     if (e == EADDRINUSE || e == EACCES || e == EADDRNOTAVAIL)
       return quan_fail(L, "bind", "server: cannot listen on %s:%d: %s", host, (int)port, strerror(e));
-    return quan_fail(L, cert ? "tls" : "bind", "server: cannot start on %s:%d (bad certificate or key, or %s)",
-                     host, (int)port, strerror(e));
+    return quan_fail(L, cert ? "tls" : "bind", "server: cannot start on %s:%d (bad certificate or key, or %s)", host,
+                (int)port, strerror(e));
   }
   const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
   s->port = di ? (int)di->port : (int)port;
@@ -518,6 +1024,37 @@ nomem:
 static int server_port(lua_State *L) {
   Server *s = checkserver(L);
   lua_pushinteger(L, s->port);
+  return 1;
+}
+
+static void setint(lua_State *L, const char *name, long long v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, name);
+}
+
+/* server:stats() -> {connections, peak_connections, max_connections,
+ * refused, closed_idle, closed_slow, requests, queued, workers, states} */
+static int server_stats(lua_State *L) {
+  Server *s = checkserver(L);
+  Shared *sh = s->sh;
+  lua_createtable(L, 0, 10);
+  pthread_mutex_lock(&sh->conn_lock);
+  long long conns = sh->nconns, peak = sh->peak, refused = sh->refused, idle = sh->closed_idle,
+            slow = sh->closed_slow;
+  pthread_mutex_unlock(&sh->conn_lock);
+  pthread_mutex_lock(&sh->lock);
+  long long requests = sh->requests, queued = sh->queued, states = sh->states;
+  pthread_mutex_unlock(&sh->lock);
+  setint(L, "connections", conns);
+  setint(L, "peak_connections", peak);
+  setint(L, "max_connections", sh->max_connections);
+  setint(L, "refused", refused);
+  setint(L, "closed_idle", idle);
+  setint(L, "closed_slow", slow);
+  setint(L, "requests", requests);
+  setint(L, "queued", queued);
+  setint(L, "workers", sh->nworkers);
+  setint(L, "states", states);
   return 1;
 }
 
@@ -604,8 +1141,9 @@ static int server_wait(lua_State *L) {
   return 2;
 }
 
-/* server:stop(); also __gc and __close. Waits for running handlers, closes
- * every connection and its Lua state. Idempotent. */
+/* server:stop(); also __gc and __close. Stops accepting, answers queued
+ * requests 503, waits for running handlers, closes every connection and
+ * handler state. Idempotent. */
 static int server_stop(lua_State *L) {
   Server *s = luaL_checkudata(L, 1, SERVER_MT);
   server_release(s);
@@ -621,6 +1159,7 @@ static int server_tostring(lua_State *L) {
 
 static const luaL_Reg server_methods[] = {
   {"port", server_port},
+  {"stats", server_stats},
   {"wait", server_wait},
   {"stop", server_stop},
   {NULL, NULL}

@@ -2,7 +2,7 @@
 -- the rate one client thread signs (RSA-2048, one sign per request), both
 -- measured in this run. Run as
 --
---   build/quan scripts/bench/sandbox.lua [clients] [requests-per-client] [--callgrind]
+--   build/quan scripts/bench/sandbox.lua [clients] [requests-per-client] [--callgrind] [--no-connections]
 --
 -- The load is send-coupon POSTs (the heaviest endpoint: one verify, one write
 -- transaction, one sign), signed beforehand and sent by curl processes on
@@ -13,15 +13,22 @@
 -- signatures per CPU-second of one thread (best of several rounds). With
 -- --callgrind it also runs the sandbox under valgrind's callgrind and prints
 -- instructions per answered request and per sign (deterministic counts).
+-- Then, unless --no-connections, the connection figures (on a fresh
+-- sandbox): how many kept-alive TLS clients at once are all answered, and
+-- how fast /sandbox/health answers while 1,000 slowloris connections are
+-- open (tests/support/connections.py makes both loads, independent of quan;
+-- curl times each health request, each on a new connection).
 local crypto = require "quan.crypto"
 local qos = require "quan.os"
 local cjson = require "cjson"
 local sandbox = require "quan.sandbox"
 local sign = require "wechatpay.sign"
 
-local positional, use_callgrind = {}, false
+local positional, use_callgrind, use_connections = {}, false, true
 for _, a in ipairs(arg or {}) do
-  if a == "--callgrind" then use_callgrind = true else positional[#positional + 1] = a end
+  if a == "--callgrind" then use_callgrind = true
+  elseif a == "--no-connections" then use_connections = false
+  else positional[#positional + 1] = a end
 end
 local clients = tonumber(positional[1]) or 4
 local per_client = tonumber(positional[2]) or 300
@@ -235,6 +242,96 @@ if use_callgrind then
   print(("client.instructions_per_sign: %.2f M"):format(per_sign / 1e6))
   print(("sandbox.instructions_beyond_sign: %.2f M per request"):format((per_request - per_sign) / 1e6))
   print(("sandbox.instruction_ratio: %.2f (per request / per sign)"):format(per_request / per_sign))
+end
+
+-- ---- connections: many kept-alive clients; health under slowloris
+
+-- connections.py(mode, port, args) in the background -> pid, output file
+local function attack(mode, port, args, tag)
+  local ready, out = work .. "/" .. tag .. ".ready", work .. "/" .. tag .. ".json"
+  local argv = {"python3", "tests/support/connections.py", mode, "--port", tostring(port), "--ready", ready}
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local pid = assert(qos.spawn(argv, {stdout = out, stderr = work .. "/" .. tag .. ".err"}))
+  return pid, ready, out
+end
+
+local function read_all(path)
+  local f = io.open(path)
+  local s = f and f:read("a") or ""
+  if f then f:close() end
+  return s
+end
+
+-- health_latencies(base_url, seconds) -> sorted seconds of the health
+-- requests made during that time, each on a new TLS connection, one after
+-- another; failures count as 10 s
+local function health_latencies(base_url, seconds)
+  local times, deadline = {}, qos.now() + seconds
+  for i = 1, math.huge do
+    if qos.now() > deadline then break end
+    local out = sh(("curl -sS -m 10 -o /dev/null -w '%%{http_code} %%{time_total}' --cacert %s %s/sandbox/health 2>&1")
+      :format(q(state .. "/ca.pem"), base_url))
+    local status, t = out:match("(%d+) ([%d.]+)$")
+    if status ~= "200" then
+      io.stderr:write(("bench: health answered %s\n"):format(out))
+      t = 10
+    end
+    times[i] = tonumber(t)
+    qos.sleep(0.05)
+  end
+  table.sort(times)
+  return times
+end
+
+local function percentile(sorted, p)
+  return sorted[math.max(1, math.ceil(#sorted * p))]
+end
+
+if use_connections then
+  local hc = assert(sandbox.start {state = state})
+  local port = tonumber(hc.base_url:match(":(%d+)$"))
+  local ca = state .. "/ca.pem"
+  -- kept-alive clients: 1,000, then doubling up to the connection limit.
+  -- The clients connect over 2 s (as a batch ramps up), each asks for
+  -- health twice on its connection, then, all of them connected at once,
+  -- once more; the largest number all answered
+  local served, tried = 0, {}
+  for _, n in ipairs {1000, 2000, 4000} do
+    local out = sh(("python3 tests/support/connections.py keepalive --port %d --tls %s --clients %d --requests 2 "
+      .. "--ramp 2 --hold 0 --path /sandbox/health --timeout 60"):format(port, q(ca), n))
+    local r = cjson.decode(out) or {}
+    local ok = (r.ok or 0) + (r.ok_after_hold or 0)
+    local errors = {}
+    for k, v in pairs(r.errors or {}) do errors[k] = v end
+    for k, v in pairs(r.errors_after_hold or {}) do errors["held:" .. k] = v end
+    tried[#tried + 1] = ("%d: %d of %d answered%s"):format(n, ok, 3 * n,
+      next(errors) and (", errors " .. cjson.encode(errors)) or "")
+    if ok ~= 3 * n then break end
+    served = n
+  end
+  print(("sandbox.keepalive_clients: %d (TLS connections open at once, all answered; %s)"):format(served,
+    table.concat(tried, "; ")))
+  -- health under 1,000 slowloris connections: over TLS (one header line
+  -- every 2 s, never finished; reconnecting once the sandbox closes them,
+  -- which its request_timeout does after 10 s), and raw TCP (connections
+  -- that never start TLS, closed by idle_timeout after 60 s). Health is
+  -- asked for during 25 s, so that the reconnections are in it
+  for _, kind in ipairs {{"tls", {"--tls", ca, "--interval", "2"}}, {"tcp", {"--silent", "--interval", "2"}}} do
+    local args = {"--clients", "1000", "--duration", "60", "--reconnect"}
+    for _, a in ipairs(kind[2]) do args[#args + 1] = a end
+    local pid, ready, out = attack("slowloris", port, args, "slow-" .. kind[1])
+    local deadline = qos.now() + 120
+    while read_all(ready) == "" and qos.now() < deadline and not qos.wait(pid, true) do qos.sleep(0.1) end
+    local open = tonumber(read_all(ready):match("%d+")) or 0
+    local times = health_latencies(hc.base_url, 25)
+    qos.kill(pid, "TERM")
+    qos.wait(pid)
+    print(("sandbox.health_under_slowloris_%s_max: %.0f ms (%d requests; %d slow connections open)"):format(kind[1],
+      times[#times] * 1000, #times, open))
+    print(("sandbox.health_under_slowloris_%s_p99: %.0f ms"):format(kind[1], percentile(times, 0.99) * 1000))
+    print(("sandbox.health_under_slowloris_%s_median: %.0f ms"):format(kind[1], percentile(times, 0.5) * 1000))
+  end
+  hc:stop()
 end
 
 os.execute("rm -rf '" .. work .. "' '" .. state .. "'")

@@ -1,5 +1,5 @@
 -- quan.sandbox.handler: the request handler run by quan.server, one instance
--- per connection thread (new(state_dir) -> handler(req) -> status, headers,
+-- per worker thread (new(state_dir) -> handler(req) -> status, headers,
 -- body). It checks each request as WeChat Pay does, routes it to the store,
 -- signs the answer with the platform key and applies the configured faults.
 -- outbox(state_dir) -> run_due(): what the sandbox's main thread calls

@@ -102,7 +102,7 @@ function M.migrate(db)
   check(db:exec(SCHEMA))
 end
 
--- control values shared by every connection thread: clock offset and faults
+-- control values shared by every worker thread: clock offset and faults
 function M.get_control(db)
   local row = check(db:first("SELECT value FROM control WHERE key = 'control'"))
   return row and row.value or "{}"
