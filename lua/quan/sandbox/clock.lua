@@ -6,7 +6,7 @@
 --   quan sandbox clock --state DIR +2h              moves it 2 hours ahead
 --   quan sandbox clock --state DIR "2027-12-01 10:00"   moves it to that Beijing time
 --
--- The clock only moves forward. Exit status: 0 done, 1 no sandbox serves
+-- The clock moves back only on a sandbox without stocks. Exit status: 0 done, 1 no sandbox serves
 -- DIR or it refused, 2 usage. See docs/sandbox.md.
 local M = {}
 
@@ -65,6 +65,12 @@ local function control(dir, method, body)
   return j
 end
 
+-- relative(offset) -> "2h ahead of real time", "3d behind real time"
+local function relative(offset)
+  if offset < 0 then return format.duration(-offset) .. " behind real time" end
+  return format.duration(offset) .. " ahead of real time"
+end
+
 local function epoch(rfc)
   return require("quan.time").parse(rfc)
 end
@@ -101,26 +107,19 @@ function M.main(o, arguments, word)
   end
   local before = epoch(now.now)
   if not target then
-    io.stdout:write(("%s (Beijing time), %s ahead of real time\n"):format(format.beijing(before),
-      format.duration(now.offset_seconds)))
+    io.stdout:write(("%s (Beijing time), %s\n"):format(format.beijing(before), relative(now.offset_seconds)))
     return 0
   end
-  if not target:find("^%+") then -- a time: the step to it
-    local to = advance
-    if to < before then
-      io.stderr:write(("quan sandbox clock: the clock only moves forward; it reads %s, later than %s\n"):format(
-        format.beijing(before), format.beijing(to)))
-      return 1
-    end
-    advance = to - math.floor(before)
+  if not target:find("^%+") then -- a time: the step to it (back only on a sandbox without stocks)
+    advance = advance - math.floor(before)
   end
   local after, aerr = control(dir, "POST", require("cjson").encode { advance_seconds = advance })
   if not after then
     io.stderr:write("quan sandbox clock: ", aerr, "\n")
     return 1
   end
-  io.stdout:write(("%s -> %s (Beijing time), %s ahead of real time\n"):format(format.beijing(before),
-    format.beijing(epoch(after.now)), format.duration(after.offset_seconds)))
+  io.stdout:write(("%s -> %s (Beijing time), %s\n"):format(format.beijing(before),
+    format.beijing(epoch(after.now)), relative(after.offset_seconds)))
   return 0
 end
 
