@@ -184,9 +184,10 @@ describe("quan send", function()
     how, code = S.run(h, dir, S.send { "--attempts", "2", "99999999", users, dir .. "/j.db" }, "missing")
     assert.same({ "exit", batch.exit.cannot_start }, { how, code })
     assert.matches("RESOURCE_NOT_EXISTS", sh.read(dir .. "/missing.err"))
-    -- transient failures that pass: the run goes on
-    S.faults(h, "error500=0.5")
-    how, code = S.run(h, dir, S.send { stock, users, dir .. "/j.db" }, "flaky")
+    -- transient failures that pass: the run goes on (with 8 tries, all of
+    -- one call fail with a chance of 0.3^8, under 1 in 10,000)
+    S.faults(h, "error500=0.3")
+    how, code = S.run(h, dir, S.send { "--attempts", "8", stock, users, dir .. "/j.db" }, "flaky")
     assert.same({ "exit", 0 }, { how, code }, sh.read(dir .. "/flaky.err"):sub(-1500))
   end)
 
