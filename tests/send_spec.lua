@@ -48,7 +48,7 @@ describe("quan send", function()
     it("stops in order on SIG" .. case.signal .. ": the summary, the run closed, exit " .. case.code
       .. ", and the rerun finishes with one coupon per user", function()
       local dir = sh.tmpdir()
-      local n = 400
+      local n = 1000 -- at 4 in flight and 20 ms a call, 5 s: the signal comes long before the end
       local stock = S.stock(h, n + 10)
       local users = S.users(dir .. "/users.csv", n, "oSig" .. case.signal)
       local jpath = dir .. "/j.db"
