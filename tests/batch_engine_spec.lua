@@ -318,6 +318,32 @@ describe("quan.batch engine", function()
     assert.equal(200, sum2.journal_counts.sent)
   end)
 
+  it("stops on SIGTERM even when the interrupt lands in code that takes it for an ordinary error", function()
+    -- a send whose own pcall swallows whatever is raised in it, the
+    -- interrupt too: the signal is still noted, and the run stops on it
+    local dir = sh.tmpdir()
+    users_csv(dir, 5000)
+    local ready = dir .. "/ready"
+    local script = sh.write(dir .. "/careless.lua", ([[
+      local batch, qos = require "quan.batch", require "quan.os"
+      local sent = 0
+      local s = batch.run { input = %q, journal = %q, log_format = "json", out = io.open(%q, "w"), concurrency = 4,
+        send = function(item)
+          pcall(function() local t = qos.now() while qos.now() - t < 0.002 do end end) -- swallows anything
+          sent = sent + 1
+          if sent == 50 then io.open(%q, "w"):close() end
+          return { status = 200, json = { coupon_id = "C" .. item.key } }
+        end }
+      io.stdout:write(s.exit_code, " ", s.sent, "\n")
+      os.exit(s.exit_code)
+    ]]):format(dir .. "/users.csv", dir .. "/j.db", dir .. "/events", ready))
+    local how, code, out = sh.interrupt(script, ready, "TERM")
+    assert.same({ "exit", batch.exit.terminated }, { how, code }, out)
+    local sent = tonumber(out:match("^143 (%d+)\n$"))
+    assert.is_true(sent ~= nil and sent < 5000, out)
+    assert.equal(sent, counts_of(dir .. "/j.db").sent)
+  end)
+
   it("takes an error that only reads like a Ctrl-C for a bug in send: a stop, never exit 130", function()
     local dir = sh.tmpdir()
     for _, raised in ipairs { "interrupted!", "x.lua:1: interrupted!" } do

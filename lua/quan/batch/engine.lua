@@ -543,11 +543,16 @@ function Run:work()
   end
 end
 
--- run:ticker(): the ticker task: commits outcomes that waited too long and
--- keeps the progress display going while the workers run
+-- run:ticker(): the ticker task: commits outcomes that waited too long,
+-- keeps the progress display going while the workers run, and stops the
+-- run when a signal came whose interrupt did not (taken on its way for an
+-- ordinary error by code that does not test quan.os.is_interrupt)
 function Run:ticker()
   while self.running do
     self.async.sleep(self.flush_interval)
+    -- a signal is never lost: one whose interrupt a pcall on the way took
+    -- for an ordinary error stops the run here all the same
+    if not self.interrupted and qos.interrupt_signal() then self.interrupted = true end
     if self.recorder:overdue(qos.now()) then self:flush() end
     self:tick()
   end
@@ -678,6 +683,7 @@ function Run:execute()
   -- falls between its end and the hold)
   local ok, err = pcall(function()
     self:drive()
+    if qos.interrupt_signal() then self.interrupted = true end -- its interrupt lost on the way
     trap:hold()
   end)
   trap:hold()
