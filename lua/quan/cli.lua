@@ -99,6 +99,34 @@ M.COMMANDS = {
       .. "holds the state (docs/campaigns.md)",
   },
   {
+    name = "serve", module = "quan.serve",
+    summary = "receive WeChat Pay's notifications: verify, store each event once, run the handler",
+    usage = "quan serve [options] [CAMPAIGN.lua]\n"
+      .. "quan serve list [--store PATH] [--all] [--json] [CAMPAIGN.lua]\n"
+      .. "quan serve replay [--store PATH] [CAMPAIGN.lua] [EVENT_ID...]",
+    arguments = { "[CAMPAIGN.lua]", "[EVENT_ID...]" },
+    options = {
+      { "--listen HOST:PORT", "the address to listen on: loopback, behind a reverse proxy (port 0 picks a free one)",
+        default = "127.0.0.1:8080" },
+      { "--allow-remote", "let --listen name an address other than loopback" },
+      { "--tls-cert FILE", "serve HTTPS with this certificate chain (PEM), with --tls-key" },
+      { "--tls-key FILE", "the private key of --tls-cert (PEM)" },
+      { "--store PATH", "the event store (default CAMPAIGN.lua.events)" },
+      { "--handler FILE", "a Lua script returning function(event): the handler, without a campaign file" },
+      { "--state PATH", "the campaign's state, where the store is recorded (default CAMPAIGN.lua.state)" },
+      { "--profile NAME", "the profile whose keys verify and decrypt (also before the word serve)" },
+      { "--workers N", "threads answering notifications (default 8)", check = options.positive_integer },
+      { "--retry-max SECONDS", "the longest wait between calls of a failing handler (default 300)",
+        check = options.positive_number },
+      { "--ready-file FILE", "write the receiver's URL to FILE once listening; removed at stop" },
+      { "--all", "list: every event, handled or not" },
+      { "--json", "list: one JSON object per event" },
+    },
+    footer = "list shows the pending events (--all: every event); replay makes the pending ones, or those named,\n"
+      .. "due for the handler now. exit status: 0 stopped (SIGTERM, SIGINT), 1 could not start, 2 usage,\n"
+      .. "6 another receiver holds the store (docs/notifications.md)",
+  },
+  {
     name = "repl", module = "quan.repl", banner = true,
     summary = "the interactive loop (what `quan` alone starts on a terminal)",
     usage = "quan [--profile NAME] [--config FILE] [--sandbox] [--verbose] repl",
