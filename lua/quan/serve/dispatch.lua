@@ -3,8 +3,9 @@
 -- path: a slow or failing handler delays no answer and loses no event.
 --
 --   dispatch.new{store =, handler = fn | nil, log =, retry_max =} -> dispatcher
---   dispatcher:run(budget) -> calls made: the due events, in arrival order,
---       until none is due or `budget` seconds have passed
+--   dispatcher:run(budget[, stop]) -> calls made: the due events, in
+--       arrival order, until none is due, `budget` seconds have passed, or
+--       stop() (asked between calls) is true
 --   dispatch.event(row, attempt) -> the table the handler gets
 --
 -- Each call is counted in the store before it starts and the event marked
@@ -66,8 +67,8 @@ local function call(handler, event)
   return true
 end
 
--- dispatcher:run(budget) -> calls made
-function Dispatcher:run(budget)
+-- dispatcher:run(budget[, stop]) -> calls made
+function Dispatcher:run(budget, stop)
   if not self.handler then return 0 end
   local store, log = self.store, self.log
   local deadline, calls = qos.now() + (budget or 0), 0
@@ -88,7 +89,7 @@ function Dispatcher:run(budget)
         log("handler_failed", { id = row.id, attempt = attempt, seconds = seconds, retry_in = wait,
           error = (why:gsub("\n.*", "")) })
       end
-      if qos.now() >= deadline then return calls end
+      if qos.now() >= deadline or (stop and stop()) then return calls end
     end
   until #rows == 0 or qos.now() >= deadline
   return calls

@@ -277,7 +277,7 @@ local function receive(o, campaign_path)
   local last_checkpoint = qos.now()
   local why, detail = srv:wait { every = 0.05, tick = function()
     local ok, terr = pcall(function()
-      dispatcher:run(0.25)
+      dispatcher:run(0.25, function() return srv:signalled() ~= nil end) -- on SIGTERM, after the call under way
       if qos.now() - last_checkpoint >= 1 then
         store:checkpoint()
         last_checkpoint = qos.now()
