@@ -618,3 +618,65 @@ describe("quan.serve.store", function()
     assert.equal("", out)
   end)
 end)
+
+describe("docs/notifications.md", function()
+  it("runs the walk-through on the sandbox as written", function()
+    local page = sh.read("docs/notifications.md")
+    local section = page:match("\n## A walk%-through on the sandbox\n(.-)\n## ")
+    assert.truthy(section, "walk-through not found")
+    local dir = sh.tmpdir()
+    -- the files it shows, then its commands in order, in one shell
+    local files = 0
+    for name, code in section:gmatch("\n`([%w%-_]+%.lua)`[^\n]*:\n\n```lua\n(.-)```") do
+      sh.write(dir .. "/" .. name, code)
+      files = files + 1
+    end
+    assert.equal(2, files)
+    local script = {}
+    for block in section:gmatch("\n```sh\n(.-)```") do script[#script + 1] = block end
+    assert.equal(5, #script)
+    local bin = sh.tmpdir()
+    assert(os.execute("ln -s " .. sh.quote(sh.quan) .. " " .. sh.quote(bin .. "/quan")))
+    sh.write(dir .. "/walk.sh", "set -e\n" .. table.concat(script, "\n"))
+    local out, err, status = sh.run("cd " .. sh.quote(dir) .. " && PATH=" .. sh.quote(bin) .. ":$PATH timeout 120 sh walk.sh")
+    assert.equal(0, status, out .. err)
+    -- the callback registered, five coupons delivered
+    local url = out:match("callback (http://127%.0%.0%.1:%d+/wechatpay/notify)\n")
+    assert.truthy(url, out)
+    local coupons = {}
+    for coupon in out:gmatch("\n?(%d+)\tdelivered\n") do coupons[#coupons + 1] = coupon end
+    assert.equal(5, #coupons, out)
+    -- listed: five events, handled, one per coupon; the handler's file
+    local listed = {}
+    for id, coupon in out:gmatch("(%S+)  %d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d  COUPON%.USE  coupon (%d+)  stock %d+  handled ") do
+      listed[coupon] = id
+    end
+    assert.matches("\n5 events\n", out)
+    local lines = 0
+    for id, coupon, transaction in read(dir .. "/used.csv"):gmatch("([^,\n]+),(%d+),(%d+)\n") do
+      lines = lines + 1
+      assert.equal(listed[coupon], id, coupon)
+      assert.matches("^4200", transaction)
+    end
+    assert.equal(5, lines)
+    for _, coupon in ipairs(coupons) do assert.truthy(listed[coupon], coupon) end
+    -- health, log, stop
+    assert.matches('\n{"ok":true,"events":5,"pending":0,"failing":0,"oldest_pending_seconds":null}\n5\nreceiver exit 0\n',
+      out)
+    -- what the page shows of the output is what the commands print (ids,
+    -- times and numbers aside)
+    for shown in section:gmatch("\n```text\n(.-)```") do
+      for line in shown:gmatch("[^\n]+") do
+        if line ~= "…" then
+          local pattern = line:gsub("%x+%-%x+%-%x+%-%x+%-%x+", "\1"):gsub("%p", "%%%0"):gsub("%d+", "%%d+")
+            :gsub("\1", "%%S+")
+          assert.matches(pattern, out, nil, "shown but not printed: " .. line)
+        end
+      end
+    end
+    -- the store is recorded in the campaign's state
+    local db = assert(sqlite.open(dir .. "/spring.lua.state"))
+    assert.equal(dir .. "/spring.lua.events", db:first("SELECT path FROM stores WHERE name = 'notifications'").path)
+    db:close()
+  end)
+end)
