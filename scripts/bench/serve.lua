@@ -2,7 +2,7 @@
 -- serve` verifying, storing (committed and flushed to disk) and answering
 -- COUPON.USE notifications. Run as
 --
---   build/quan scripts/bench/serve.lua [clients=8] [per-client=400] [--workers N]
+--   build/quan scripts/bench/serve.lua [clients=8] [per-client=1000] [--workers N]
 --
 -- The load is closed-loop: `clients` curl processes, each on one kept-alive
 -- connection, POST their share of the notifications one after the other
@@ -34,7 +34,7 @@ do
   end
 end
 local clients = tonumber(positional[1]) or 8
-local per_client = tonumber(positional[2]) or 400
+local per_client = tonumber(positional[2]) or 1000
 local total = clients * per_client
 
 local function q(s) return '"' .. s:gsub("\\", "\\\\"):gsub('"', '\\"') .. '"' end
@@ -154,6 +154,6 @@ print(("serve.cpu_per_notification: %.3f ms (the receiver's process, all threads
 print(("serve.requests: %d answered 200 of %d in %.2f s, %d workers; prepared in %.1f s")
   :format(ok, total, elapsed, workers, prepared))
 for status, n in pairs(others) do print(("serve.other_answers: %d with status %s"):format(n, status)) end
-print(("serve.store: %d events stored, %d handled, %d of the %d sent missing, none twice; receiver exit %s %s")
+print(("serve.store: %d events stored, %d handled, %d of the %d sent missing, none twice; receiver ended: %s %s")
   :format(stored, handled, missing, total, how, tostring(code)))
 if os.getenv("QUAN_BENCH_KEEP") then print("serve.work: " .. work) else os.execute("rm -rf '" .. work .. "'") end
