@@ -51,7 +51,7 @@ test: all cref
 # the native specs.
 check:
 	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined" all cref
-	QUAN=build/asan/quan ASAN_OPTIONS=detect_leaks=0 sh tests/run
+	QUAN=build/asan/quan ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 sh tests/run
 	$(MAKE) all
 	QUAN=build/quan sh tests/valgrind
 

@@ -18,7 +18,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -345,6 +348,23 @@ static int nopass_cb(char *buf, int size, int rwflag, void *u) {
 
 /* ------------------------------------------------------------------ keys */
 
+/* Keeps secrets out of core dumps: called before a private key or an
+ * AES-GCM key (the APIv3 key) enters this process. The process becomes
+ * non-dumpable (prctl PR_SET_DUMPABLE 0: no core file, and no ptrace or
+ * /proc/PID/mem reading by other processes of the same user) and its soft
+ * core size limit 0. QUAN_ALLOW_CORE_DUMPS=1 in the environment leaves both
+ * as they are, for debugging. Idempotent; each call costs two syscalls. */
+static void keep_out_of_core_dumps(void) {
+  const char *allow = getenv("QUAN_ALLOW_CORE_DUMPS");
+  if (allow != NULL && strcmp(allow, "1") == 0) return;
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_CORE, &rl) == 0 && rl.rlim_cur != 0) {
+    rl.rlim_cur = 0;
+    setrlimit(RLIMIT_CORE, &rl);
+  }
+}
+
 static void key_release(qkey *k) {
   EVP_PKEY_CTX_free(k->sign);
   EVP_PKEY_CTX_free(k->verify);
@@ -406,6 +426,7 @@ static int c_private_key(lua_State *L) {
   pass pw = {NULL, 0, 0};
   pw.p = optstr(L, 2, &pw.n);
   lua_settop(L, 2);
+  keep_out_of_core_dumps();
   qkey *k = key_new(L); /* 3 */
   source src;
   char err[PATH_MAX + 64], label[64];
@@ -687,6 +708,7 @@ static int key_write_pem(lua_State *L) {
 static int c_generate_rsa(lua_State *L) {
   lua_Integer bits = luaL_optinteger(L, 1, 2048);
   luaL_argcheck(L, bits >= 1024 && bits <= 16384, 1, "bits must be between 1024 and 16384");
+  keep_out_of_core_dumps();
   qkey *k = key_new(L);
   k->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
   if (k->pkey == NULL) return fail(L, "openssl", "generate_rsa: %s", ossl_reason("failed"));
@@ -1144,6 +1166,7 @@ static EVP_CIPHER *gcm_args(lua_State *L, const char **key, const char **iv, siz
   luaL_argcheck(L, *ivn >= 1 && *ivn <= 128, 2, "nonce must be 1 to 128 bytes");
   *aad = optstr(L, 3, aadn);
   luaL_argcheck(L, *aadn <= MAX_DATA, 3, "too long");
+  keep_out_of_core_dumps();
   return kn == 32 ? STATE(L)->gcm256 : STATE(L)->gcm128;
 }
 

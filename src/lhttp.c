@@ -541,8 +541,11 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
     t->via_proxy = *s != '\0';
   }
 
-  int with_body = body != NULL || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-                  strcmp(method, "PATCH") == 0;
+  /* POST, PUT and PATCH always carry a body (Content-Length: 0 when empty);
+   * another method only a non-empty one: a bodiless GET may be resent on a
+   * fresh connection when a kept-alive one turns out closed (prereq_cb) */
+  int with_body = (body != NULL && blen > 0) || strcmp(method, "POST") == 0 ||
+                  strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0;
   if (strcmp(method, "HEAD") == 0) {
     must(L, curl_easy_setopt(h, CURLOPT_NOBODY, 1L));
   } else if (with_body) {

@@ -7,12 +7,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -156,9 +158,9 @@ static int os_mode(lua_State *L) {
   return 1;
 }
 
-/* stat(path) -> {kind =, size =, mode =} | nil, message, code; kind is
- * "file", "directory", "char", "block", "fifo", "socket" or "other"
- * (symbolic links are followed) */
+/* stat(path) -> {kind =, size =, mode =, uid =, gid =} | nil, message,
+ * code; kind is "file", "directory", "char", "block", "fifo", "socket" or
+ * "other" (symbolic links are followed) */
 static int os_stat(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   struct stat st;
@@ -166,14 +168,59 @@ static int os_stat(lua_State *L) {
   const char *kind = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
     : S_ISCHR(st.st_mode) ? "char" : S_ISBLK(st.st_mode) ? "block"
     : S_ISFIFO(st.st_mode) ? "fifo" : S_ISSOCK(st.st_mode) ? "socket" : "other";
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 5);
   lua_pushstring(L, kind);
   lua_setfield(L, -2, "kind");
   lua_pushinteger(L, (lua_Integer)st.st_size);
   lua_setfield(L, -2, "size");
   lua_pushinteger(L, st.st_mode & 07777);
   lua_setfield(L, -2, "mode");
+  lua_pushinteger(L, (lua_Integer)st.st_uid);
+  lua_setfield(L, -2, "uid");
+  lua_pushinteger(L, (lua_Integer)st.st_gid);
+  lua_setfield(L, -2, "gid");
   return 1;
+}
+
+/* geteuid() -> the effective user id of this process */
+static int os_geteuid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)geteuid());
+  return 1;
+}
+
+/* dumpable() -> whether this process may dump core (prctl PR_GET_DUMPABLE;
+ * quan.crypto clears it when a key is loaded) */
+static int os_dumpable(lua_State *L) {
+  lua_pushboolean(L, prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1);
+  return 1;
+}
+
+/* [-0, +1] pushes a resource limit: an integer, or math.huge for none */
+static void push_rlimit(lua_State *L, rlim_t v) {
+  if (v == RLIM_INFINITY || v > (rlim_t)LUA_MAXINTEGER) lua_pushnumber(L, (lua_Number)HUGE_VAL);
+  else lua_pushinteger(L, (lua_Integer)v);
+}
+
+/* rlimit(name [, soft]) -> soft, hard | nil, message, code: the soft and
+ * hard limits of a resource ("core": bytes of a core dump, "cpu": seconds
+ * of CPU time, "data": bytes of data segment and heap), math.huge for no
+ * limit; with `soft`, the soft limit is set first (at most the hard one) */
+static int os_rlimit(lua_State *L) {
+  static const char *const names[] = {"core", "cpu", "data", NULL};
+  static const int resources[] = {RLIMIT_CORE, RLIMIT_CPU, RLIMIT_DATA};
+  int resource = resources[luaL_checkoption(L, 1, NULL, names)];
+  int set = !lua_isnoneornil(L, 2);
+  lua_Number soft = set ? luaL_checknumber(L, 2) : 0;
+  luaL_argcheck(L, soft >= 0, 2, "a limit is a number >= 0");
+  struct rlimit rl;
+  if (getrlimit(resource, &rl) != 0) return quan_fail_errno(L, errno, "getrlimit");
+  if (set) {
+    rl.rlim_cur = soft >= (lua_Number)LUA_MAXINTEGER ? RLIM_INFINITY : (rlim_t)soft;
+    if (setrlimit(resource, &rl) != 0) return quan_fail_errno(L, errno, "setrlimit");
+  }
+  push_rlimit(L, rl.rlim_cur);
+  push_rlimit(L, rl.rlim_max);
+  return 2;
 }
 
 /* chmod(path, mode) -> true | nil, message, code */
@@ -419,6 +466,9 @@ static const luaL_Reg funcs[] = {
   {"cwd", os_cwd},
   {"mode", os_mode},
   {"stat", os_stat},
+  {"geteuid", os_geteuid},
+  {"dumpable", os_dumpable},
+  {"rlimit", os_rlimit},
   {"chmod", os_chmod},
   {"mkdir", os_mkdir},
   {"mkdtemp", os_mkdtemp},

@@ -416,18 +416,135 @@ describe("wechatpay.config (profiles)", function()
       (show(cwd, "HOME=" .. q(home), "prod")))
   end)
 
-  it("warns when a key file is readable by group or others", function()
+  it("refuses a key file open to group or others (to others only, when another user owns it), as ssh does", function()
     local qos = require "quan.os"
     qos.mkdir(cwd .. "/keys")
-    sh.write(cwd .. "/keys/m.pem", "x")
-    qos.chmod(cwd .. "/keys/m.pem", tonumber("644", 8))
+    local key = sh.write(cwd .. "/keys/m.pem", "x")
     sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = { mchid = '1', private_key = 'file://keys/m.pem' } } }")
+    for _, mode in ipairs { "644", "640", "604", "660", "602", "620" } do
+      qos.chmod(key, tonumber(mode, 8))
+      local out = show(cwd, "HOME=" .. q(home))
+      assert.equal("ERR private_key file " .. key .. " is readable or writable by group or others (mode " .. mode
+        .. "); quan refuses an unprotected key: run chmod 600 " .. key, out, mode)
+    end
+    for _, mode in ipairs { "600", "400" } do
+      qos.chmod(key, tonumber(mode, 8))
+      local out, err = show(cwd, "HOME=" .. q(home))
+      assert.matches("^a\t1\t", out)
+      assert.equal("quan: using config file " .. cwd .. "/quan.config.lua (found in the current directory)\n", err)
+    end
+    if qos.geteuid() ~= 0 then return end -- root alone can give a file to another user
+    sh.run("chown 65534:0 " .. q(key))
+    qos.chmod(key, tonumber("640", 8)) -- another user's key shared with a group: that owner's choice
+    assert.matches("^a\t1\t", (show(cwd, "HOME=" .. q(home))))
+    qos.chmod(key, tonumber("644", 8))
+    assert.equal("ERR private_key file " .. key .. " is readable or writable by others (mode 644); "
+      .. "quan refuses an unprotected key: run chmod o-rwx " .. key, (show(cwd, "HOME=" .. q(home))))
+  end)
+
+  it("announces a config file that is not ~/.config/quan/config.lua on stderr, once", function()
+    require("quan.os").mkdir(home .. "/.config")
+    require("quan.os").mkdir(home .. "/.config/quan")
+    local own = sh.write(home .. "/.config/quan/config.lua", "return { profiles = { home = " .. profile("1") .. " } }")
     local out, err = show(cwd, "HOME=" .. q(home))
-    assert.matches("^a\t1\t", out)
-    assert.equal("quan: warning: private_key file " .. cwd .. "/keys/m.pem is readable by group or others (mode 644); run chmod 600 on it\n", err)
-    qos.chmod(cwd .. "/keys/m.pem", tonumber("600", 8))
-    out, err = show(cwd, "HOME=" .. q(home))
+    assert.matches("^home\t1\t", out)
+    assert.equal("", err) -- the user's own: nothing to say
+    sh.write(cwd .. "/quan.config.lua", "return { profiles = { here = " .. profile("2") .. " } }")
+    out, err = run(cwd, "HOME=" .. q(home), [[
+      local config = require "wechatpay.config"
+      print(select(2, config.load()), (select(2, config.load())))]])
+    assert.equal("here\there\n", out)
+    assert.equal("quan: using config file " .. cwd .. "/quan.config.lua (found in the current directory)\n", err)
+    out, err = show(cwd, "HOME=" .. q(home) .. " QUAN_CONFIG=" .. q(own))
+    assert.matches("^home\t1\t", out)
     assert.equal("", err)
+    local other = sh.write(home .. "/other.lua", "return { profiles = { other = " .. profile("3") .. " } }")
+    out, err = show(cwd, "HOME=" .. q(home) .. " QUAN_CONFIG=" .. q(other))
+    assert.matches("^other\t3\t", out)
+    assert.equal("quan: using config file " .. other .. " (named by --config or QUAN_CONFIG)\n", err)
+  end)
+
+  it("refuses a config file, certs or ca_file that another user could change, naming the fix", function()
+    local qos = require "quan.os"
+    local file = sh.write(cwd .. "/quan.config.lua", "return { profiles = { a = " .. profile("1") .. " } }")
+    for _, mode in ipairs { "664", "646", "666", "622" } do
+      qos.chmod(file, tonumber(mode, 8))
+      assert.equal("ERR config file " .. file .. " is writable by group or others (mode " .. mode
+        .. "); quan refuses a config file another user can change: run chmod go-w " .. file,
+        (show(cwd, "HOME=" .. q(home))), mode)
+    end
+    qos.chmod(file, tonumber("644", 8))
+    -- its folder: others could put another file in its place
+    qos.chmod(cwd, tonumber("777", 8))
+    assert.equal("ERR config file " .. file .. ": its folder " .. cwd .. " is writable by group or others (mode 777), "
+      .. "so another user could replace the file; quan refuses it: run chmod go-w " .. cwd, (show(cwd, "HOME=" .. q(home))))
+    qos.chmod(cwd, tonumber("1777", 8)) -- sticky, as /tmp: only a file's owner may replace it
+    assert.matches("^a\t1\t", (show(cwd, "HOME=" .. q(home))))
+    qos.chmod(cwd, tonumber("700", 8))
+    -- the files it names that decide whom quan trusts
+    local pem = sh.write(cwd .. "/platform.pem", "x")
+    local ca = sh.write(cwd .. "/ca.pem", "x")
+    sh.write(file, "return { profiles = { a = " .. profile("1", ", ca_file = 'ca.pem', certs = { PUB_KEY_ID_1 = 'file://platform.pem' }") .. " } }")
+    assert.matches("^a\t1\t", (show(cwd, "HOME=" .. q(home))))
+    qos.chmod(pem, tonumber("664", 8))
+    assert.equal('ERR certs["PUB_KEY_ID_1"] file ' .. pem .. " is writable by group or others (mode 664); "
+      .. 'quan refuses a certs["PUB_KEY_ID_1"] file another user can change: run chmod go-w ' .. pem,
+      (show(cwd, "HOME=" .. q(home))))
+    qos.chmod(pem, tonumber("644", 8))
+    qos.chmod(ca, tonumber("646", 8))
+    assert.equal("ERR ca_file " .. ca .. " is writable by group or others (mode 646); "
+      .. "quan refuses a ca_file another user can change: run chmod go-w " .. ca, (show(cwd, "HOME=" .. q(home))))
+    qos.chmod(ca, tonumber("644", 8))
+    if qos.geteuid() ~= 0 then return end -- root alone can give a file to another user
+    sh.run("chown 65534 " .. q(file))
+    assert.equal("ERR config file " .. file .. " is owned by uid 65534, neither you (uid 0) nor root; quan refuses "
+      .. "a config file another user can change: make it yours (chown) or use a copy of your own",
+      (show(cwd, "HOME=" .. q(home))))
+    sh.run("chown 0 " .. q(file) .. " && chown 65534 " .. q(cwd))
+    assert.equal("ERR config file " .. file .. ": its folder " .. cwd .. " is owned by uid 65534, neither you (uid 0) "
+      .. "nor root, so another user could replace the file; quan refuses it: move the file into a folder of your own",
+      (show(cwd, "HOME=" .. q(home))))
+    sh.run("chown 0 " .. q(cwd))
+  end)
+
+  it("evaluates a config file in a child process, bounded in time and memory, and gets back only data", function()
+    -- a pattern that backtracks for hours inside one C call, which no
+    -- instruction count interrupts
+    sh.write(cwd .. "/quan.config.lua", [[
+      local s = ("a"):rep(5000)
+      s:find(".-.-.-.-.-b")
+      return { profiles = {} }]])
+    local t0 = require("quan.os").now()
+    local out = show(cwd, "HOME=" .. q(home) .. " timeout 60") -- (env runs `timeout 60 quan ...`)
+    local took = require("quan.os").now() - t0
+    assert.equal("ERR config file " .. cwd .. "/quan.config.lua takes too long to run (stopped after 5 s)", out)
+    assert.is_true(took >= 5 and took < 30, took)
+    for _, c in ipairs {
+      { "local s = 'x' for _ = 1, 40 do s = s .. s end return {}", ": not enough memory" },
+      { "return { profiles = { a = { hook = function() end } } }",
+        ": profiles.a.hook is a function: a config file returns data (tables, strings, numbers, booleans)" },
+      { "local t = {} t.me = t return { profiles = { a = t } }", ": profiles.a.me contains itself" },
+      { "return { profiles = { [{}] = 1 } }", ": profiles has a table as a key: keys are strings, numbers or booleans" },
+      { "return { profiles = { big = ('x'):rep(2 << 20) } }",
+        ": the table it returns is too large (over 1048576 bytes written out)" },
+      { "return 'text'", ": must return a table" },
+    } do
+      sh.write(cwd .. "/quan.config.lua", c[1])
+      assert.equal("ERR config file " .. cwd .. "/quan.config.lua" .. c[2], (show(cwd, "HOME=" .. q(home))), c[1])
+    end
+    -- what comes back: strings with any byte, integers, floats, booleans, nested tables
+    sh.write(cwd .. "/quan.config.lua", [[
+      return { profiles = { a = { mchid = "1", bytes = "a\0b\n\"\255", n = 3, x = 0.1, huge = 1/0, yes = true,
+        list = { 1, { 2, [1.5] = false } }, ["odd key"] = -0x7fffffffffffffff - 1 } } }]])
+    out = run(cwd, "HOME=" .. q(home), [[
+      local a = require("wechatpay.config").load()
+      print(a.bytes == "a\0b\n\"\255", math.type(a.n), a.x == 0.1, a.huge, a.yes, a.list[2][1], a.list[2][1.5],
+        a["odd key"] == math.mininteger)]])
+    assert.equal("true\tinteger\ttrue\tinf\ttrue\t2\tfalse\ttrue\n", out)
+    -- nothing left behind in the temporary folder
+    local tmp = sh.tmpdir()
+    run(cwd, "HOME=" .. q(home) .. " TMPDIR=" .. q(tmp), "require('wechatpay.config').load()")
+    assert.same({}, require("quan.os").list(tmp))
   end)
 end)
 
@@ -521,20 +638,15 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.is_nil(wx.sandbox)
     end)
 
-    it("warns once when a key file given to new is readable by others", function()
+    it("refuses a key file given to new that is open to group or others", function()
       local dir = sh.tmpdir()
       local key = dir .. "/open.key.pem"
       sh.write(key, sh.read(fake.dir .. "/merchant.key.pem"))
       require("quan.os").chmod(key, tonumber("644", 8))
-      local _, err = sh.run(sh.quan .. " -e " .. sh.quote(([[
-        package.path = %q .. "/?.lua;" .. package.path
-        local o = require("tests.support.wxfake").options_for(%q, "https://127.0.0.1:1")
-        o.private_key = %q
-        require("wechatpay").new(o)
-        require("wechatpay").new(o)
-      ]]):format(os.getenv("PWD"), fake.dir, "file://" .. key)))
-      assert.equal("quan: warning: private_key file " .. key
-        .. " is readable by group or others (mode 644); run chmod 600 on it\n", err)
+      assert.equal("private_key file " .. key .. " is readable or writable by group or others (mode 644); "
+        .. "quan refuses an unprotected key: run chmod 600 " .. key, config_error(fake.options { private_key = "file://" .. key }))
+      require("quan.os").chmod(key, tonumber("600", 8))
+      assert.equal(wxfake.MCHID, wechatpay.new(fake.options { private_key = "file://" .. key }).mchid)
     end)
 
     it("raises a config error naming the key", function()
@@ -1158,6 +1270,23 @@ describe_live("wechatpay client against the stand-in server", function()
       assert.matches("^GET /v3/echo: ", err.message)
     end)
 
+    it("sends a GET without a body, so that a kept-alive connection found closed costs it nothing", function()
+      local res = assert(wx.v3.echo:get())
+      assert.is_nil(res.json.headers["content-length"])
+      assert.is_nil(res.json.headers["transfer-encoding"])
+      local stale = res.json.stale
+      -- answered; the server then closes the next kept-alive connection a request arrives on
+      assert(wx.v3.echo:get { headers = { ["X-Fake"] = "close_next" } })
+      res = assert(wx.v3.echo:get { query = { again = "yes" } }) -- sent again on a new connection
+      assert.equal(stale + 1, res.json.stale)
+      assert.equal("again=yes", res.json.query)
+      -- a POST is never sent twice: its outcome is unknown, and the caller decides
+      assert(wx.v3.echo:get { headers = { ["X-Fake"] = "close_next" } })
+      local err = fails("network", "recv", wx.v3.echo:post { json = { once = true } })
+      assert.matches("not sent again", err.message)
+      assert.equal(stale + 2, assert(wx.v3.echo:get()).json.stale)
+    end)
+
     it("rejects the promise of an Async verb; :wait() re-raises the table", function()
       local p = wx.v3.echo:getAsync { headers = { ["X-Fake"] = "status=400" } }
       local ok, err = pcall(p.wait, p)
@@ -1299,6 +1428,10 @@ describe_live("wechatpay client against the stand-in server", function()
         "file://" .. fake.dir .. "/apiv3.key", wxfake.PUBKEY_ID, "file://" .. fake.dir .. "/platform.pub.pem",
         fake.base_url, fake.dir .. "/ca.pem", extra or ""))
     end
+    -- what quan says on stderr about a config file it was given
+    local function announced(cfg)
+      return "quan: using config file " .. cfg .. " (named by --config or QUAN_CONFIG)\n"
+    end
 
     it("builds a client from a profile: wx.profile without secrets, wx.mchid", function()
       local dir = sh.tmpdir()
@@ -1309,7 +1442,7 @@ describe_live("wechatpay client against the stand-in server", function()
         print(assert(wx.v3.echo:get()).status)
       ]]))
       assert.equal(wxfake.MCHID .. "\twx1234\tnil\tnil\tfake\n200\n", out)
-      assert.equal("", err)
+      assert.equal(announced(cfg), err)
     end)
 
     it("names the profile in a config error", function()
@@ -1319,7 +1452,7 @@ describe_live("wechatpay client against the stand-in server", function()
         "require('wechatpay').client()"))
       assert.equal(1, code)
       -- the place of the failing call comes first (docs/errors.md)
-      assert.equal(sh.quan .. ": (command line):1: profile 'fake': timeout: expected a positive, finite number of seconds, got -1\n", err)
+      assert.equal(announced(cfg) .. sh.quan .. ": (command line):1: profile 'fake': timeout: expected a positive, finite number of seconds, got -1\n", err)
     end)
 
     it("runs every example of docs/client.md", function()
@@ -1336,7 +1469,11 @@ describe_live("wechatpay client against the stand-in server", function()
         local out, err, code = sh.run((in_sandbox and "QUAN_SANDBOX=1 " or "") .. "QUAN_CONFIG=" .. sh.quote(cfg)
           .. " " .. sh.quan .. " " .. file)
         assert.equal(0, code, "docs/client.md:" .. b.line .. "\n" .. out .. err)
-        if in_sandbox then err = err:gsub("^quan: using a private sandbox at https://127%.0%.0%.1:%d+\n", "") end
+        if in_sandbox then
+          err = err:gsub("^quan: using a private sandbox at https://127%.0%.0%.1:%d+\n", "")
+        elseif err:sub(1, #announced(cfg)) == announced(cfg) then -- a block that reads the profile
+          err = err:sub(#announced(cfg) + 1)
+        end
         assert.equal("", err, "docs/client.md:" .. b.line)
       end
     end)

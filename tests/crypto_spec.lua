@@ -559,6 +559,57 @@ describe("quan.crypto", function()
     end)
   end)
 
+  describe("core dumps", function()
+    -- probe(load, env) -> the process's dumpable flag and core limit (as
+    -- quan.os and a child shell's `ulimit -c` see them) before and after
+    -- `load` (Lua code) ran in a fresh quan, its core limit first raised to
+    -- 1 MiB (sh's `ulimit -c` counts 512-byte blocks: 2048)
+    local function probe(load, env)
+      local code = ([[
+        local qos, crypto = require "quan.os", require "quan.crypto"
+        assert(qos.rlimit("core", 1048576))
+        local function show()
+          local p = io.popen("ulimit -c")
+          local shell = p:read("l")
+          p:close()
+          return ("%%s %%s %%s"):format(qos.dumpable(), (qos.rlimit("core")), shell)
+        end
+        local before = show()
+        %s
+        print(before .. " | " .. show())
+      ]]):format(load)
+      local out, err, status = sh.run((env or "env -u QUAN_ALLOW_CORE_DUMPS") .. " " .. q(sh.quan) .. " -e " .. q(code))
+      assert.equal(0, status, err)
+      return (out:gsub("\n$", ""))
+    end
+
+    it("are off in a process that loads or makes a private key, or uses an AES key", function()
+      local _, _, hard = sh.run("ulimit -H -c | grep -qx 0")
+      if hard == 0 then return pending("the hard core limit is 0 here: nothing to lower") end
+      for _, load in ipairs {
+        ("assert(crypto.private_key(%q))"):format("file://" .. K.pkcs8),
+        ("assert(crypto.private_key(%q))"):format(sh.read(K.pkcs8)),
+        ("assert(crypto.private_key(%q, %q))"):format("file://" .. K.encrypted, K.passphrase),
+        "crypto.generate_rsa(1024)",
+        ("assert(crypto.aes_gcm_encrypt(%q, %q, '', 'x'))"):format(("k"):rep(32), ("n"):rep(12)),
+      } do
+        assert.equal("true 1048576 2048 | false 0 0", probe(load), load)
+      end
+      -- a failed load too: the key's bytes were read before it failed
+      assert.equal("true 1048576 2048 | false 0 0", probe(("crypto.private_key(%q)"):format("file://" .. K.encrypted)))
+    end)
+
+    it("stay as they were in a process that holds no key, or with QUAN_ALLOW_CORE_DUMPS=1", function()
+      local _, _, hard = sh.run("ulimit -H -c | grep -qx 0")
+      if hard == 0 then return pending("the hard core limit is 0 here: nothing to lower") end
+      assert.equal("true 1048576 2048 | true 1048576 2048",
+        probe(("crypto.public_key(%q); crypto.sha256('x')"):format("file://" .. K.spki)))
+      assert.equal("true 1048576 2048 | true 1048576 2048",
+        probe(("assert(crypto.private_key(%q)); crypto.generate_rsa(1024)"):format("file://" .. K.pkcs8),
+          "QUAN_ALLOW_CORE_DUMPS=1"))
+    end)
+  end)
+
   describe("making keys and certificates", function()
     it("generates RSA keys and writes them as 0600 PKCS#8 files openssl reads", function()
       local k = crypto.generate_rsa()

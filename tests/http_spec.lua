@@ -145,6 +145,43 @@ describe("quan.http", function()
       assert(ok, err)
     end)
 
+    it("resends a bodiless request, and only that, when a kept-alive connection turns out closed", function()
+      local fresh = https.start(pki.cert, pki.key)
+      local ok, err = pcall(function()
+        local function close_next() -- answered on a kept-alive connection: the next request there finds it closed
+          assert.equal(200, assert(http.request { url = fresh:url("/close-next"), cafile = pki.ca }).status)
+        end
+        local cases = {
+          { method = "GET" }, { method = "GET", body = "" }, { method = "DELETE" }, { method = "HEAD" },
+        }
+        for i, c in ipairs(cases) do
+          close_next()
+          local res, msg = http.request { url = fresh:url("/echo"), cafile = pki.ca, method = c.method, body = c.body }
+          assert(res, c.method .. ": " .. tostring(msg))
+          assert.equal(200, res.status)
+          assert.equal(1, res.connects, c.method) -- sent again on a new connection
+          assert.equal(i, stats(fresh).stale, c.method) -- after the server closed the kept-alive one
+          if c.method ~= "HEAD" then
+            local echo = cjson.decode(res.body)
+            assert.equal(c.method, echo.method)
+            for _, kv in ipairs(echo.headers) do
+              assert.not_equal("content-length", kv[1]:lower(), c.method .. " carries no body")
+            end
+          end
+        end
+        for _, method in ipairs { "POST", "PUT", "PATCH" } do -- with a body, even an empty one: never twice
+          close_next()
+          local res, msg, code = http.request { url = fresh:url("/echo"), cafile = pki.ca, method = method, body = "" }
+          assert.is_nil(res, method)
+          assert.equal("recv", code, msg)
+          assert.matches("not sent again", msg)
+        end
+        assert.equal(#cases + 3, stats(fresh).stale)
+      end)
+      fresh:stop()
+      assert(ok, err)
+    end)
+
     it("sends a small POST whole: headers and body in one send (traced with strace)", function()
       local _, _, has = sh.run("strace -qq -e trace=sendto true")
       if has ~= 0 then return pending("strace is not usable here") end

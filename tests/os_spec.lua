@@ -74,10 +74,16 @@ describe("quan.os", function()
     assert.equal("noent", code)
   end)
 
-  it("tells what kind of file a path is, and its size", function()
+  it("tells what kind of file a path is, its size and its owner", function()
     local dir = sh.tmpdir()
     sh.write(dir .. "/f", "hello")
-    assert.same({ kind = "file", size = 5, mode = qos.mode(dir .. "/f") }, qos.stat(dir .. "/f"))
+    local uid, gid = sh.run("stat -c '%u %g' " .. sh.quote(dir .. "/f")):match("^(%d+) (%d+)")
+    assert.same({ kind = "file", size = 5, mode = qos.mode(dir .. "/f"), uid = tonumber(uid), gid = tonumber(gid) },
+      qos.stat(dir .. "/f"))
+    assert.equal(tonumber((sh.run("id -u"))), qos.geteuid())
+    assert.equal(qos.geteuid(), qos.stat(dir).uid)
+    assert.equal(0, qos.stat("/").uid)
+    assert.equal(tonumber("1777", 8), qos.stat("/tmp").mode) -- the sticky bit is among the mode bits
     assert.equal("directory", qos.stat(dir).kind)
     assert.equal("char", qos.stat("/dev/zero").kind)
     local st, msg, code = qos.stat(dir .. "/missing")
@@ -85,6 +91,30 @@ describe("quan.os", function()
     assert.matches("missing", msg)
     assert.equal("noent", code)
     assert.has_error(function() qos.stat() end, "bad argument #1 to 'stat' (string expected, got no value)")
+  end)
+
+  it("reads and lowers resource limits, and tells whether the process may dump core", function()
+    local out, err, code = sh.run(sh.quan .. " -e " .. sh.quote([[
+      local qos = require "quan.os"
+      local soft, hard = qos.rlimit("cpu")
+      assert(soft == math.huge or math.type(soft) == "integer", soft)
+      assert(hard == math.huge or hard >= soft)
+      assert(qos.rlimit("cpu", 100) == 100)
+      local _, data_hard = qos.rlimit("data")
+      print(select(2, qos.rlimit("cpu")) == hard, qos.rlimit("data", data_hard) == data_hard, (qos.rlimit("core", 0)))
+      local p = io.popen("ulimit -t")
+      print(p:read("a"))
+      p:close()
+      print(type(qos.dumpable()))
+      for _, bad in ipairs { { "stack" }, { "cpu", -1 }, { "cpu", 0 / 0 }, { "core", "x" } } do
+        print((select(2, pcall(qos.rlimit, table.unpack(bad)))))
+      end]]))
+    assert.equal(0, code, err)
+    assert.equal("true\ttrue\t0\n100\n\nboolean\n"
+      .. "bad argument #1 to 'quan.os.rlimit' (invalid option 'stack')\n"
+      .. "bad argument #2 to 'quan.os.rlimit' (a limit is a number >= 0)\n"
+      .. "bad argument #2 to 'quan.os.rlimit' (a limit is a number >= 0)\n"
+      .. "bad argument #2 to 'quan.os.rlimit' (number expected, got string)\n", out)
   end)
 
   it("lists a directory's entries as ls -A does, dot files and links included", function()

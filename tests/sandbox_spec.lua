@@ -899,7 +899,74 @@ describe("quan sandbox", function()
         assert.equal("", out, c[1])
         assert.matches(c[2], err)
         assert.not_matches("traceback", err)
+        assert.same({}, qos.list(dir), c[1]) -- nothing made
       end
+    end)
+
+    it("checks every argument before it makes anything: exit 2, nothing made, nothing left", function()
+      local dir = sh.tmpdir()
+      local log = sh.write(sh.tmpdir() .. "/sandbox.log", "") -- start{}'s temporary state holds its log
+      for _, c in ipairs {
+        { "--listen 127.0.0.01:0", "^quan sandbox: %-%-listen: 127%.0%.0%.01 is not an IPv4 address %(each part 0..255, "
+          .. "without leading zeros%)\nusage: quan sandbox" },
+        { "--listen 127.0.0.1:0x50", "^quan sandbox: %-%-listen wants a loopback address and port" },
+        { "--listen 127.0.0.1:99999999999999999999", "^quan sandbox: %-%-listen: port 99999999999999999999 is out of range" },
+        { "--listen 127.1:0", "^quan sandbox: %-%-listen wants a loopback address and port" },
+        { "--faults latency=fast", "^quan sandbox: faults: latency wants a duration" },
+        { "--ready-file " .. dir .. "/no/such/folder/f", "^quan sandbox: %-%-ready%-file .* cannot be written" },
+      } do
+        for _, temporary in ipairs { "", " --temporary" } do
+          for _, state in ipairs { dir .. "/new/state", log:match("^(.*)/") } do
+            local out, err, code = sh.run("timeout 20 " .. sh.quote(sh.quan) .. " sandbox " .. c[1]
+              .. " --state " .. sh.quote(state) .. temporary)
+            local what = c[1] .. temporary .. " in " .. state
+            assert.equal(2, code, what .. "\n" .. err)
+            assert.equal("", out, what)
+            assert.matches(c[2], err)
+            assert.not_matches("traceback", err)
+            assert.same({}, qos.list(dir), what)
+            assert.same({ "sandbox.log" }, qos.list(log:match("^(.*)/")), what)
+          end
+        end
+      end
+      -- --temporary without --state: refused before the default state is made
+      local home = sh.tmpdir()
+      local _, err, code = sh.run("env -u QUAN_SANDBOX_STATE -u XDG_DATA_HOME HOME=" .. sh.quote(home) .. " "
+        .. sh.quote(sh.quan) .. " sandbox --temporary")
+      assert.equal(2, code, err)
+      assert.matches("^quan sandbox: %-%-temporary wants %-%-state naming a new, empty directory", err)
+      assert.same({}, qos.list(home))
+    end)
+
+    it("takes back what it made when it cannot serve (a port in use): a new or temporary state goes, with its folders", function()
+      local taken = sbx.start {}
+      local port = taken.base_url:match(":(%d+)$")
+      local dir = sh.tmpdir()
+      local log = sh.write(sh.tmpdir() .. "/sandbox.log", "")
+      for _, c in ipairs {
+        { state = dir .. "/a/b/state", after = {} },
+        { state = dir .. "/a/b/state", temporary = true, after = {} },
+        { state = log:match("^(.*)/"), temporary = true, after = { "sandbox.log" } },
+      } do
+        local _, err, code = sh.run("timeout 60 " .. sh.quote(sh.quan) .. " sandbox --listen 127.0.0.1:" .. port
+          .. " --state " .. sh.quote(c.state) .. (c.temporary and " --temporary" or ""))
+        assert.equal(1, code, err)
+        assert.matches("^quan sandbox: server: cannot listen on 127%.0%.0%.1:" .. port .. ": Address already in use\n$", err)
+        if c.after[1] then assert.same(c.after, qos.list(c.state)) else assert.same({}, qos.list(dir)) end
+      end
+      -- a state that served before keeps what it holds
+      local kept = sh.tmpdir() .. "/kept"
+      local first = sbx.start { state = kept }
+      first:stop()
+      local before = qos.list(kept)
+      table.sort(before)
+      local _, err, code = sh.run("timeout 60 " .. sh.quote(sh.quan) .. " sandbox --listen 127.0.0.1:" .. port
+        .. " --state " .. sh.quote(kept))
+      assert.equal(1, code, err)
+      local after = qos.list(kept)
+      table.sort(after)
+      assert.same(before, after)
+      taken:stop()
     end)
 
     it("refuses a second sandbox on the same state", function()

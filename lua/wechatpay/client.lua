@@ -182,7 +182,7 @@ function M.new(opts, profile)
   end
   for _, k in ipairs { "private_key", "apiv3_key" } do
     local path = type(opts[k]) == "string" and opts[k]:match("^file://(.*)$")
-    if path then config.warn_mode(path, k) end
+    if path then config.secret(path, k) end
   end
   local key = src
   if type(src) == "string" then

@@ -19,6 +19,10 @@ uploads the meta part) and answers with signed responses. A request header
   garble           cut the JSON body in half before signing (valid signature, bad JSON)
   drop             close the connection without an answer
   sleep=S          wait S seconds before answering
+  close_next       answer, then close the connection of the next request that
+                   arrives on a kept-alive connection without an answer (a
+                   server closing an idle connection as the request arrives);
+                   the echo's "stale" counts these closes
 
 Routes: POST /v3/marketing/favor/coupon-stocks answers {stock_id, create_time}
 (stock_id = "SID-" + out_request_no); POST .../media/image-upload checks the
@@ -58,6 +62,8 @@ class Conf:
     signers = {}  # serial -> private key
     default_signer = None
     counter = 0
+    close_next = False  # a close_next answer was sent
+    stale = 0  # connections closed by it
     active = 0  # requests being handled right now
     lock = threading.Lock()
 
@@ -167,6 +173,16 @@ class Handler(BaseHTTPRequestHandler):
     def handle_one(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
+        served = getattr(self, "served", 0)  # requests on this connection before this one
+        self.served = served + 1
+        with Conf.lock:
+            stale = served > 0 and Conf.close_next
+            if stale:
+                Conf.close_next = False
+                Conf.stale += 1
+        if stale:
+            self.close_connection = True
+            return
         fake = {}
         for item in (self.headers.get("X-Fake") or "").split(","):
             item = item.strip()
@@ -175,6 +191,9 @@ class Handler(BaseHTTPRequestHandler):
                 fake[k] = v
         if "sleep" in fake:
             time.sleep(float(fake["sleep"]))
+        if "close_next" in fake:
+            with Conf.lock:
+                Conf.close_next = True
         concurrent = Conf.active  # how many were in the server as this one woke
         if "drop" in fake:
             self.close_connection = True
@@ -244,7 +263,8 @@ class Handler(BaseHTTPRequestHandler):
         echo = {"method": self.command, "target": self.path, "path": unquote(path),
                 "query": urlsplit(self.path).query, "body": body.decode("utf-8", "replace"),
                 "headers": {k.lower(): v for k, v in self.headers.items()},
-                "numbers": {"int": 5000, "neg": -3, "float": 1.5, "big": 12345678901}}
+                "numbers": {"int": 5000, "neg": -3, "float": 1.5, "big": 12345678901},
+                "stale": Conf.stale}
         return self.send(200, json.dumps(echo, ensure_ascii=False), fake)
 
 

@@ -17,6 +17,11 @@ Endpoints:
   /stats            {"connections", "active", "max_active"}: requests in flight
                     now and at most so far (a /stats request is not counted)
   /reset            zeroes the counters
+  /close-next       answers, and makes the server close the connection of the
+                    next request that arrives on a kept-alive one (a request
+                    that is not the first of its connection) without an
+                    answer, as a server closing an idle connection just as
+                    the request arrives; counted in stats "stale"
 """
 import json
 import os
@@ -29,7 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 lock = threading.Lock()
-stats = {"connections": 0, "active": 0, "max_active": 0, "drops": 0}
+stats = {"connections": 0, "active": 0, "max_active": 0, "drops": 0, "stale": 0}
+close_next = [False]  # /close-next was asked
 
 
 class Server(ThreadingHTTPServer):
@@ -74,6 +80,19 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def handle_any(self):
+        served = getattr(self, "served", 0)  # requests answered on this connection
+        self.served = served + 1
+        with lock:
+            stale = served > 0 and close_next[0]
+            if stale:
+                close_next[0] = False
+                stats["stale"] += 1
+        if stale:
+            n = int(self.headers.get("Content-Length") or 0)
+            if n:
+                self.rfile.read(n)
+            self.close_connection = True
+            return
         if self.path.startswith("/stats"):  # looking does not count as a request in flight
             return self.route()
         with lock:
@@ -123,6 +142,10 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 stats["drops"] += 1
             self.close_connection = True
+        elif url.path == "/close-next":
+            with lock:
+                close_next[0] = True
+            self.reply(200, b"the next request on a kept-alive connection is dropped")
         elif url.path == "/connections":
             with lock:
                 self.reply(200, {"connections": stats["connections"]})

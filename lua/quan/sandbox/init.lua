@@ -7,12 +7,22 @@ local qos = require "quan.os"
 local files = require "quan.sandbox.files"
 local util = require "quan.sandbox.util"
 
+-- mkdir_p(path) -> true | nil, message, made: makes path and its missing
+-- parents (0700); `made` lists the folders this call made, outermost
+-- first, also when it fails half-way
 local function mkdir_p(path)
-  local acc = path:sub(1, 1) == "/" and "" or "."
+  local made, acc = {}, path:sub(1, 1) == "/" and "" or "."
   for part in path:gmatch("[^/]+") do
     acc = acc .. "/" .. part
-    qos.mkdir(acc, 448)
+    if not qos.stat(acc) then -- (a file there fails at the next part, or below)
+      local ok, err = qos.mkdir(acc, 448)
+      if not ok then return nil, err, made end
+      made[#made + 1] = acc
+    end
   end
+  local ok, err = qos.mkdir(path, 448) -- the path itself must be a folder
+  if not ok then return nil, err, made end
+  return true, nil, made
 end
 
 -- remove_tree(path) -> true | nil, message: removes path and, for a
@@ -58,20 +68,23 @@ function M.default_state()
 end
 
 -- loopback(listen) -> host, port | nil, message: "127.x.y.z:port", each
--- octet 0..255, the port 0..65535 (0: any free port)
+-- part 0..255 in plain decimal (no leading zero, which some parsers read
+-- as octal: what inet_pton takes), the port 0..65535 (0: any free port)
 local function loopback(listen)
   local host, port = listen:match("^(%d+%.%d+%.%d+%.%d+):(%d+)$")
   if not host or not host:match("^127%.") then
     return nil, "--listen wants a loopback address and port, like 127.0.0.1:0, got '" .. listen .. "'"
   end
-  for octet in host:gmatch("%d+") do
-    if tonumber(octet) > 255 then
-      return nil, "--listen: " .. host .. " is not an IPv4 address (each part 0..255)"
+  for part in host:gmatch("%d+") do
+    if #part > 3 or tonumber(part) > 255 or (#part > 1 and part:sub(1, 1) == "0") then
+      return nil, "--listen: " .. host .. " is not an IPv4 address (each part 0..255, without leading zeros)"
     end
   end
-  port = tonumber(port)
-  if port > 65535 then return nil, "--listen: port " .. port .. " is out of range (0..65535)" end
-  return host, port
+  local digits = port:gsub("^0+(%d)", "%1")
+  if #digits > 5 or tonumber(digits) > 65535 then
+    return nil, "--listen: port " .. port .. " is out of range (0..65535)"
+  end
+  return host, tonumber(digits)
 end
 
 -- writable_dir_of(file) -> true | nil, message: whether a file can be
@@ -88,68 +101,55 @@ local function writable_dir_of(file)
   return true
 end
 
--- state_dir(dir) -> true | nil, message: makes dir and its parents
-local function state_dir(dir)
-  mkdir_p(dir)
-  local ok, err = qos.mkdir(dir, 448)
-  if not ok then return nil, err end
-  return true
+-- Trace of what one start makes in the state directory, so that a start
+-- that fails before serving can take it back.
+local Made = {}
+Made.__index = Made
+
+-- Made.before(dir) -> the entries of dir now (none: it does not exist)
+function Made.before(dir)
+  local set = {}
+  for _, name in ipairs(qos.list(dir) or {}) do set[name] = true end
+  return setmetatable({dir = dir, existed = qos.stat(dir) ~= nil, entries = set, folders = {}}, Made)
 end
 
--- main(o, arguments) -> exit status; the `quan sandbox` command (its options,
--- parsed: quan.cli's table; o.listen, o.state, o.faults, o.ready_file,
--- o.temporary). `quan sandbox clock [TIME]`: arguments = { "clock", TIME }.
--- Serves until SIGINT/SIGTERM or until the parent process dies. A bad
--- address or fault spec, and a --state or --ready-file that cannot be used,
--- exit 2; a sandbox that cannot start otherwise exits 1.
-function M.main(o, arguments)
-  if arguments and arguments[1] ~= nil then -- `quan sandbox clock ...`: the business clock of a running one
-    return require("quan.sandbox.clock").main(o, table.move(arguments, 2, #arguments, 1, {}), arguments[1])
+-- made:undo(): removes the entries of dir that were not there before and,
+-- when this start made dir, dir and the parents it made
+function Made:undo()
+  for _, name in ipairs(qos.list(self.dir) or {}) do
+    if not self.entries[name] then remove_tree(self.dir .. "/" .. name) end
   end
-  local parent = qos.getppid() -- now: a parent that dies while we start still counts
+  for i = #self.folders, 1, -1 do os.remove(self.folders[i]) end
+end
+
+-- check(o) -> checked values | nil, message, usage: every argument of
+-- `quan sandbox`, checked before anything is made
+local function check(o)
   local host, port = loopback(o.listen)
-  if not host then
-    io.stderr:write("quan sandbox: ", port, "\n", require("quan.cli").usage("sandbox"))
-    return 2
-  end
+  if not host then return nil, port, true end
   local faults, ferr = util.parse_faults(o.faults)
-  if not faults then
-    io.stderr:write("quan sandbox: ", ferr, "\n")
-    return 2
+  if not faults then return nil, ferr end
+  local dir = abspath(o.state or M.default_state())
+  local st = qos.stat(dir)
+  -- --temporary removes the state at stop: only a new, empty directory
+  -- named by --state (what start{} makes; its log may be there already)
+  if o.temporary and not (o.state and (not st or holds_only(dir, {["sandbox.log"] = true}))) then
+    return nil, "--temporary wants --state naming a new, empty directory (it is removed at stop); "
+      .. dir .. " is not one"
   end
   if o.ready_file then
     local ok, rerr = writable_dir_of(o.ready_file)
-    if not ok then
-      io.stderr:write("quan sandbox: --ready-file ", o.ready_file, " cannot be written (", tostring(rerr), ")\n")
-      return 2
-    end
+    if not ok then return nil, "--ready-file " .. o.ready_file .. " cannot be written (" .. tostring(rerr) .. ")" end
   end
-  local dir = abspath(o.state or M.default_state())
-  local bad_state = o.state and 2 or 1 -- a state dir named by the user is a usage error
-  local made, merr = state_dir(dir)
-  if not made then
-    io.stderr:write("quan sandbox: state directory ", dir, " cannot be made (", tostring(merr), ")\n")
-    return bad_state
-  end
-  -- --temporary removes the state at stop: only a new, empty directory
-  -- named by --state (what start{} makes; its log may be there already)
-  if o.temporary and not (o.state and holds_only(dir, {["sandbox.log"] = true})) then
-    io.stderr:write("quan sandbox: --temporary wants --state naming a new, empty directory (it is removed at stop); ",
-      dir, " is not one\n")
-    return 2
-  end
-  local lock, lerr, lcode = qos.lock(dir .. "/lock")
-  if not lock and lcode == "busy" then
-    io.stderr:write("quan sandbox: state ", dir, " is in use by another sandbox (", tostring(lerr), ")\n")
-    return 1
-  elseif not lock then
-    io.stderr:write("quan sandbox: state directory ", dir, " cannot be used (", tostring(lerr), ")\n")
-    return bad_state
-  end
+  return {host = host, port = port, faults = faults, dir = dir}
+end
+
+-- prepare(dir, faults) -> fresh: the identity files (made on first start)
+-- and the schema, and the faults of this run (a restart clears old faults;
+-- the business clock offset persists with the state). Raises on failure.
+local function prepare(dir, faults)
   local fresh = files.setup(dir)
   files.platform_certificate(dir) -- before the handlers read it
-  -- the schema, and the faults of this run (a restart clears old faults; the
-  -- business clock offset persists with the state)
   local sqlite = require "quan.sqlite"
   local store = require "quan.sandbox.store"
   local cjson = require "cjson"
@@ -161,26 +161,79 @@ function M.main(o, arguments)
     store.set_control(db, cur)
   end))
   db:close()
+  return fresh
+end
+
+-- main(o, arguments) -> exit status; the `quan sandbox` command (its options,
+-- parsed: quan.cli's table; o.listen, o.state, o.faults, o.ready_file,
+-- o.temporary). `quan sandbox clock [TIME]`: arguments = { "clock", TIME }.
+-- Serves until SIGINT/SIGTERM or until the parent process dies. Every
+-- argument is checked before anything is made: a bad address or fault
+-- spec, and a --state or --ready-file that cannot be used, exit 2 with
+-- nothing made. A sandbox that cannot start otherwise exits 1 (130 for a
+-- Ctrl-C); a start that fails after making its state (a port in use) takes
+-- back what it made when the state was new or --temporary.
+function M.main(o, arguments)
+  if arguments and arguments[1] ~= nil then -- `quan sandbox clock ...`: the business clock of a running one
+    return require("quan.sandbox.clock").main(o, table.move(arguments, 2, #arguments, 1, {}), arguments[1])
+  end
+  local parent = qos.getppid() -- now: a parent that dies while we start still counts
+  local c, why, usage = check(o)
+  if not c then
+    io.stderr:write("quan sandbox: ", why, "\n", usage and require("quan.cli").usage("sandbox") or "")
+    return 2
+  end
+  local dir = c.dir
+  local made = Made.before(dir)
+  local ok, merr, folders = mkdir_p(dir)
+  made.folders = folders
+  if not ok then
+    made:undo()
+    io.stderr:write("quan sandbox: state directory ", dir, " cannot be made (", tostring(merr), ")\n")
+    return o.state and 2 or 1 -- a state dir named by the user is a usage error
+  end
+  local lock, lerr, lcode = qos.lock(dir .. "/lock")
+  if not lock then
+    made:undo()
+    io.stderr:write("quan sandbox: state ", dir, lcode == "busy" and " is in use by another sandbox (" or
+      " cannot be used (", tostring(lerr), ")\n")
+    return (lcode ~= "busy" and o.state) and 2 or 1
+  end
+  -- from here on, a failure before serving takes back what this start made
+  -- in a new or temporary state
+  local function take_back()
+    lock:close()
+    if o.temporary or not made.existed or next(made.entries) == nil then made:undo() end
+  end
+  local function fail(message)
+    io.stderr:write("quan sandbox: ", message, "\n")
+    take_back()
+    return 1
+  end
+  local prepared, fresh = pcall(prepare, dir, c.faults)
+  if not prepared and qos.is_interrupt(fresh) then -- a Ctrl-C while the keys are made
+    io.stderr:write("quan sandbox: interrupted before it served\n")
+    take_back()
+    return 130
+  end
+  if not prepared then return fail("state " .. dir .. " cannot be set up: " .. tostring(fresh)) end
   -- between waits, retry the notifications that are due (a failure there is
   -- logged, never fatal: the API goes on answering)
   local outbox = require("quan.sandbox.handler").outbox(dir)
   local server = require "quan.server"
-  local srv, serr = server.start {handler = "quan.sandbox.handler", arg = dir, host = host, port = port,
+  local srv, serr = server.start {handler = "quan.sandbox.handler", arg = dir, host = c.host, port = c.port,
     cert = "file://" .. dir .. "/server.pem", key = "file://" .. dir .. "/server.key.pem",
     workers = 32} -- a latency fault holds its worker: 32 keep a batch at concurrency 32 unthrottled
-  if not srv then
-    io.stderr:write("quan sandbox: ", serr, "\n")
-    return 1
-  end
-  local base_url = ("https://%s:%d"):format(host, srv:port())
+  if not srv then return fail(tostring(serr)) end
+  local base_url = ("https://%s:%d"):format(c.host, srv:port())
   files.write(dir .. "/config.lua", files.config_text(dir, base_url), 420)
   io.stdout:write(base_url, "\n")
   io.stdout:flush()
   io.stderr:write(("quan sandbox: %s state %s%s; config %s/config.lua%s\n"):format(base_url, dir,
     fresh and " (new)" or "", dir, o.faults and (", faults " .. o.faults) or ""))
   if o.ready_file then
-    local ok, werr = pcall(files.write, o.ready_file, base_url .. "\n")
-    if not ok then -- checked before starting, so only a change since then
+    local written, werr = pcall(files.write, o.ready_file, base_url .. "\n")
+    if not written then -- checked before starting, so only a change since then
       io.stderr:write("quan sandbox: --ready-file ", o.ready_file, " cannot be written (", tostring(werr), ")\n")
       srv:stop()
       lock:close()
@@ -188,9 +241,9 @@ function M.main(o, arguments)
       return 2
     end
   end
-  local why, detail = srv:wait {parent = parent, every = 0.1, tick = function()
-    local ok, err = pcall(outbox)
-    if not ok then io.stderr:write("quan sandbox: notification retries: ", tostring(err), "\n") end
+  local why_stopped, detail = srv:wait {parent = parent, every = 0.1, tick = function()
+    local tick_ok, err = pcall(outbox)
+    if not tick_ok then io.stderr:write("quan sandbox: notification retries: ", tostring(err), "\n") end
   end}
   srv:stop()
   if o.ready_file then os.remove(o.ready_file) end
@@ -198,7 +251,7 @@ function M.main(o, arguments)
   -- a temporary state (start{} without a state dir) goes with the sandbox,
   -- even when the process that started it was killed and cannot remove it
   if o.temporary then remove_tree(dir) end
-  io.stderr:write("quan sandbox: stopped (", why, detail and (" " .. detail) or "", ")\n")
+  io.stderr:write("quan sandbox: stopped (", why_stopped, detail and (" " .. detail) or "", ")\n")
   return 0
 end
 
@@ -249,7 +302,7 @@ function M.start(opts)
     temporary = true
   else
     dir = abspath(dir)
-    mkdir_p(dir)
+    mkdir_p(dir) -- where the log goes; the sandbox reports a folder it cannot make
   end
   local ready = dir .. "/ready." .. qos.getpid()
   os.remove(ready)
