@@ -104,7 +104,8 @@ end
 
 -- ---- the profile ----
 
--- profile_client(name) -> client | nil, message, exit: the client of a
+-- profile_client(name) -> client, name, nil, options of wechatpay.new |
+-- nil, message, exit: the client of a
 -- profile of the config file, which must hold apiv3_key and the platform's
 -- keys (certs). Never a private sandbox: no one could reach it.
 local function profile_client(name)
@@ -133,7 +134,12 @@ local function profile_client(name)
     if qos.is_interrupt(wx) then error(wx, 0) end
     return nil, tostring(wx), M.EXIT.failed
   end
-  return wx, chosen
+  -- what the workers build their clients from: this profile as read here
+  -- (secrets as file:// paths, as a config file gives them), so that they
+  -- neither read the config file again nor announce it in the log
+  local opts = {}
+  for k in pairs(require("wechatpay.client").NEW_KEYS) do opts[k] = profile[k] end
+  return wx, chosen, nil, opts
 end
 
 -- record_store(decl, o, wx, path, log): the store's path in the campaign's
@@ -225,7 +231,7 @@ local function receive(o, campaign_path)
     source = o.handler
   end
 
-  local wx, chosen, exit = profile_client(o.profile)
+  local wx, chosen, exit, client_opts = profile_client(o.profile)
   if not wx then
     say(PROGRAM, chosen)
     return exit
@@ -241,7 +247,7 @@ local function receive(o, campaign_path)
   local server = require "quan.server"
   local srv, err, code = server.start {
     handler = "quan.serve.receiver",
-    arg = cjson.encode { store = path, profile = chosen, log_format = logmod.format(os.getenv("QUAN_LOG_FORMAT"),
+    arg = cjson.encode { store = path, client = client_opts, log_format = logmod.format(os.getenv("QUAN_LOG_FORMAT"),
       qos.isatty(2)) },
     host = host, port = port, workers = o.workers or M.DEFAULT_WORKERS,
     cert = o.tls_cert and ("file://" .. o.tls_cert), key = o.tls_key and ("file://" .. o.tls_key),

@@ -2,7 +2,8 @@
 -- path of WeChat Pay's notifications (docs/notifications.md).
 --
 -- new(arg) runs once in each worker's Lua state (arg: JSON of {store,
--- profile, log_format}) and returns handler(req):
+-- client = the options of wechatpay.new from the profile the receiver read,
+-- log_format}) and returns handler(req):
 --   GET /health  -> 200 {ok, events, pending, failing, oldest_pending_seconds}
 --   POST (any path) -> the checks of wx:notification with the profile's keys
 --       (headers, serial, timestamp window, signature, decryption) and an
@@ -63,7 +64,7 @@ end
 function M.new(arg)
   local conf = cjson.decode(arg)
   local log = require("quan.serve.log").new(conf.log_format)
-  local wx = require("wechatpay").client(conf.profile)
+  local wx = require("wechatpay").new(conf.client)
   local store = assert(require("quan.serve.store").connect(conf.store))
 
   local function health()
