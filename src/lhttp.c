@@ -284,7 +284,7 @@ static int rawfield(lua_State *L, int idx, const char *k) {
 }
 
 static const char *const fields[] = {"method", "url", "headers", "body", "timeout",
-                                     "connect_timeout", "cafile", "proxy", "max_response", NULL};
+                                     "connect_timeout", "cafile", "proxy", "max_response", "resend", NULL};
 
 /* RFC 9110 tchar, without locale lookups */
 static int is_tchar(unsigned char c) {
@@ -378,6 +378,9 @@ static void check_request(lua_State *L, int idx) {
       if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
         req_error(L, "'max_response' must be a positive integer (bytes), got %s", luaL_typename(L, -1));
       break;
+    case 9: /* resend */
+      if (ty != LUA_TBOOLEAN) req_error(L, "'resend' must be a boolean, got %s", luaL_typename(L, -1));
+      break;
     default: /* url, body, cafile, proxy */
       if (ty != LUA_TSTRING) req_error(L, "'%s' must be a string, got %s", k, luaL_typename(L, -1));
       if (strcmp(k, "body") != 0) { /* C strings for libcurl: a NUL would cut them short */
@@ -470,7 +473,8 @@ static const char *str_field(lua_State *L, int idx, const char *k, size_t *len) 
 /* libcurl's pre-request callback, called each time it is about to send the
  * request. A second call for one transfer is libcurl retrying on a fresh
  * connection because a kept-alive one closed without an answer: refused for
- * a request with a body (see push_transfer). */
+ * a request with a body, and for one sent with resend = false (see
+ * push_transfer). */
 static int prereq_cb(void *ud, char *remote_ip, char *local_ip, int remote_port, int local_port) {
   Transfer *t = ud;
   (void)remote_ip;
@@ -564,6 +568,14 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
     if (strcmp(method, "POST") != 0) must(L, curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method));
   } else if (strcmp(method, "GET") != 0) {
     must(L, curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method));
+  }
+  /* resend = false: a bodiless request is not resent either (a signed one
+   * would go out again with the same nonce; its sender signs anew) */
+  int no_resend = rawfield(L, idx, "resend") == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (!with_body && no_resend) {
+    must(L, curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, prereq_cb));
+    must(L, curl_easy_setopt(h, CURLOPT_PREREQDATA, t));
   }
   set_headers(L, t, idx, with_body);
   must(L, curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->headers));

@@ -176,7 +176,16 @@ describe("quan.http", function()
           assert.equal("recv", code, msg)
           assert.matches("not sent again", msg)
         end
-        assert.equal(#cases + 3, stats(fresh).stale)
+        for _, method in ipairs { "GET", "DELETE" } do -- resend = false: a signed request's sender signs anew
+          close_next()
+          local res, msg, code = http.request { url = fresh:url("/echo"), cafile = pki.ca, method = method, resend = false }
+          assert.is_nil(res, method)
+          assert.equal("recv", code, msg)
+          assert.matches("not sent again", msg)
+        end
+        assert.equal(#cases + 5, stats(fresh).stale)
+        assert.has_error(function() http.request { url = fresh:url("/echo"), resend = "no" } end,
+          "http request: 'resend' must be a boolean, got string")
       end)
       fresh:stop()
       assert(ok, err)

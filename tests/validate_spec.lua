@@ -91,6 +91,20 @@ describe("validate.request", function()
     assert.is_true(ok, f and validate.format(f))
   end)
 
+  it("takes a stock without coupon_available_time or pattern_info, not pattern_info without its description", function()
+    -- docs/campaigns.md, "Decisions where the sources disagree"
+    local b = seed.filled(NOW)
+    b.coupon_use_rule.coupon_available_time = nil
+    b.pattern_info = nil
+    local ok, f = findings_of(b)
+    assert.is_true(ok, f and validate.format(f))
+    b.pattern_info = { merchant_name = "微信支付" }
+    ok, f = findings_of(b)
+    assert.is_false(ok)
+    assert.equal("required", has(f, "pattern_info.description").rule)
+    assert.same(f, validate._reference(schema.find("POST", CREATE), b, { now = NOW }))
+  end)
+
   it("reports every finding of the literal seed together", function()
     local ok, f = findings_of(seed.verbatim())
     assert.is_false(ok)

@@ -66,6 +66,8 @@ M.COMMANDS = {
       { "--listen HOST:PORT", "a loopback address and port; port 0 picks a free one", default = "127.0.0.1:0" },
       { "--state DIR", "the state directory (default $QUAN_SANDBOX_STATE, else ~/.local/share/quan/sandbox)" },
       { "--faults SPEC", "faults from the start, e.g. latency=0.2,error429=0.1" },
+      { "--key-mode MODE", "the key answers are signed under: the public key, the certificate, or as asked",
+        choices = require("quan.sandbox.files").KEY_MODES, default = "public_key" },
       { "--ready-file FILE", "write the base URL to FILE once listening; removed at stop" },
       { "--temporary", "remove the state at stop (only a new, empty --state)" },
     },

@@ -760,6 +760,21 @@ end
 -- the validator refused (never signed), { wx, nil, method, tpl, opts }
 local origins = setmetatable({}, { __mode = "k" })
 
+-- transfer(st, p) -> quan.http's result for the prepared request p; never
+-- resent by libcurl (a resend would carry the same signature and nonce)
+local function transfer(st, p)
+  return require("quan.async").request {
+    method = p.method, url = p.url, headers = p.headers, body = p.body, resend = false,
+    timeout = p.timeout, cafile = st.ca_file, proxy = st.proxy, max_response = p.max_response,
+  }
+end
+
+-- bodiless(p) -> whether quan.http sends p without a body (docs/http.md)
+local function bodiless(p)
+  local m = p.method
+  return p.body == "" and m ~= "POST" and m ~= "PUT" and m ~= "PATCH"
+end
+
 -- send(wx, p) -> result | nil, err   (yields inside a quan.async task)
 local function send(wx, p)
   local st = state[wx]
@@ -772,10 +787,14 @@ local function send(wx, p)
   if verbose then trace.request(p) end
   local qos = require("quan.os")
   local t0 = verbose and qos.now()
-  local res, msg, code = require("quan.async").request {
-    method = p.method, url = p.url, headers = p.headers, body = p.body,
-    timeout = p.timeout, cafile = st.ca_file, proxy = st.proxy, max_response = p.max_response,
-  }
+  local res, msg, code = transfer(st, p)
+  if not res and code == "recv" and bodiless(p) then
+    -- the connection closed without an answer (a kept-alive one the server
+    -- had closed, usually): a request without a body goes once more, signed
+    -- anew, where libcurl would have resent the same nonce
+    p = resigned(wx, p)
+    res, msg, code = transfer(st, p)
+  end
   if not res then
     local err = errors.new {
       kind = "network", code = code or "other", retryable = true,

@@ -14,8 +14,8 @@
 -- ca_file it names, must be owned by the user or root and not writable by
 -- group or others, the config file's folder likewise (a sticky folder such
 -- as /tmp excepted); a key file must not be open to others (to group
--- either, when it is the user's own), as ssh requires. A config file other
--- than ~/.config/quan/config.lua is announced on stderr. The file is run
+-- either, when it is the user's own), as ssh requires. A config file found
+-- in the current directory is announced on stderr. The file is run
 -- in a child process (quan -E -l config=wechatpay.config -e ...), bounded
 -- in instructions, wall-clock time, CPU time and memory; the table it
 -- returns comes back as data.
@@ -223,14 +223,13 @@ end
 
 local announced = {}
 
--- announce(path, named): says on stderr, once per path, which config file
--- is used when it is not the user's own (~/.config/quan/config.lua)
-local function announce(path, named)
-  local home = getenv("HOME")
-  if announced[path] or (home and home ~= "" and path == home .. "/.config/quan/config.lua") then return end
+-- announce(path): says on stderr, once per path, that the config file in
+-- use was found in the current directory: neither the user's own
+-- (~/.config/quan/config.lua) nor one the user named (--config, QUAN_CONFIG)
+local function announce(path)
+  if announced[path] then return end
   announced[path] = true
-  io.stderr:write(("quan: using config file %s (%s)\n"):format(path,
-    named and "named by --config or QUAN_CONFIG" or "found in the current directory"))
+  io.stderr:write(("quan: using config file %s (found in the current directory)\n"):format(path))
 end
 
 ---------------------------------------------------------------------------
@@ -476,7 +475,8 @@ function M.load(name)
     return nil
   end
   local cfg = M.read(path)
-  announce(path, getenv("QUAN_CONFIG") ~= nil and getenv("QUAN_CONFIG") ~= "")
+  local _, named = M.candidates()
+  if not named and path == searched[1] then announce(path) end -- ./quan.config.lua
   local chosen = M.choose(cfg, name, path)
   return M.profile(cfg, chosen, path), chosen, path
 end

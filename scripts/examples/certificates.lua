@@ -5,7 +5,8 @@
 -- (WeChat Pay adds the next one 10 days ahead; keep both during the switch).
 --
 --   quan run [--profile NAME] scripts/examples/certificates.lua [DIR]
---   quan run --sandbox scripts/examples/certificates.lua /tmp/certs
+--   quan sandbox --key-mode certificate --state /tmp/sbxc &
+--   QUAN_CONFIG=/tmp/sbxc/config.lua quan run scripts/examples/certificates.lua /tmp/certs
 local wechatpay = require "wechatpay"
 local qos = require "quan.os"
 
@@ -19,6 +20,10 @@ local wx = wechatpay.client()
 local list, err = wx:certificates()
 if not list then
   io.stderr:write("certificates: ", tostring(err), "\n")
+  if err.code == "RESOURCE_NOT_EXISTS" then -- 无可用的平台证书
+    io.stderr:write("certificates: a merchant that uses the WeChat Pay public key (PUB_KEY_ID_...) has no platform ",
+      "certificates; its certs keep that key\n")
+  end
   os.exit(1)
 end
 local ok, why = qos.mkdir(dir, 493) -- 0755: certificates are public

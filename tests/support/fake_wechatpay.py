@@ -64,6 +64,7 @@ class Conf:
     counter = 0
     close_next = False  # a close_next answer was sent
     stale = 0  # connections closed by it
+    stale_auth = None  # the Authorization of the last request so closed
     active = 0  # requests being handled right now
     lock = threading.Lock()
 
@@ -180,6 +181,7 @@ class Handler(BaseHTTPRequestHandler):
             if stale:
                 Conf.close_next = False
                 Conf.stale += 1
+                Conf.stale_auth = self.headers.get("Authorization")
         if stale:
             self.close_connection = True
             return
@@ -264,7 +266,7 @@ class Handler(BaseHTTPRequestHandler):
                 "query": urlsplit(self.path).query, "body": body.decode("utf-8", "replace"),
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "numbers": {"int": 5000, "neg": -3, "float": 1.5, "big": 12345678901},
-                "stale": Conf.stale}
+                "stale": Conf.stale, "stale_auth": Conf.stale_auth}
         return self.send(200, json.dumps(echo, ensure_ascii=False), fake)
 
 

@@ -9,7 +9,6 @@ local M = {}
 local crypto = require "quan.crypto"
 local check = require("quan.sqlite").check -- a database failure raises: the request answers 500
 local qos = require "quan.os"
-local cjson = require "cjson.safe"
 local store = require "quan.sandbox.store"
 local util = require "quan.sandbox.util"
 local auth = require "quan.sandbox.auth"
@@ -43,12 +42,19 @@ local function transition(action)
 end
 
 -- certificates: the platform certificate, encrypted with the APIv3 key as
--- WeChat Pay sends it
+-- WeChat Pay sends it; none for a merchant in public-key mode, who is
+-- answered as WeChat Pay answers a merchant without platform certificates
+-- (its text as wechatpay-java issues #354 and #400 quote it, 2025-2026)
 local function certificates(ex)
   local sandbox, algo = ex.sandbox, ex.query.algorithm_type
   if algo ~= nil and algo ~= "RSA" and algo ~= "SM2" and algo ~= "ALL" then
     return nil, {status = 400, code = "PARAM_ERROR", message = "algorithm_type must be RSA, SM2 or ALL",
       field = "algorithm_type", value = algo}
+  end
+  if ex.control.key_mode == "public_key" then
+    return nil, {status = 404, code = "RESOURCE_NOT_EXISTS",
+      message = "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。可查看指引https://pay.weixin.qq.com/doc/v3/merchant/4012153196"
+        .. " (a merchant in public-key mode has no platform certificates: quan sandbox --key-mode)"}
   end
   if algo == "SM2" then return {data = util.array({})} end
   local cert, nonce = sandbox.platform_cert, crypto.nonce(12)
@@ -62,7 +68,7 @@ local function certificates(ex)
 end
 
 local function upload_image(ex)
-  local meta = cjson.decode(ex.parts.meta.data)
+  local meta = util.decode(ex.parts.meta.data)
   if type(meta) ~= "table" then
     return nil, {status = 400, code = "PARAM_ERROR", message = "meta is not a JSON object", field = "meta"}
   end
@@ -83,16 +89,42 @@ M.ROUTES = {
   route("GET", PREFIX .. "/stocks/{stock_id}",
     function(ex, p) return store.get_stock(ex.db, ex.ctx, p.stock_id, ex.query) end),
   route("POST", PREFIX .. "/users/{openid}/coupons",
-    function(ex, p) return store.send_coupon(ex.db, ex.ctx, url.decode(p.openid), ex.body) end),
+    function(ex, p) return store.send_coupon(ex.db, ex.ctx, p.openid, ex.body) end),
   route("GET", PREFIX .. "/users/{openid}/coupons",
-    function(ex, p) return store.list_coupons(ex.db, ex.ctx, url.decode(p.openid), ex.query) end),
+    function(ex, p) return store.list_coupons(ex.db, ex.ctx, p.openid, ex.query) end),
   route("GET", PREFIX .. "/users/{openid}/coupons/{coupon_id}",
-    function(ex, p) return store.get_coupon(ex.db, ex.ctx, url.decode(p.openid), p.coupon_id, ex.query) end),
+    function(ex, p) return store.get_coupon(ex.db, ex.ctx, p.openid, p.coupon_id, ex.query) end),
   route("POST", PREFIX .. "/callbacks", function(ex) return store.set_callback(ex.db, ex.ctx, ex.body) end),
   route("GET", PREFIX .. "/callbacks", function(ex) return store.get_callback(ex.db, ex.ctx, ex.query) end),
   route("POST", PREFIX .. "/media/image-upload", upload_image, {multipart = true}),
   route("GET", "/v3/certificates", certificates), -- outside PREFIX
 }
+
+-- openid(raw) -> the openid of a path | nil, error: percent-decoded, 1 to
+-- 128 bytes (the API's string(128); its gateway counts bytes) of valid
+-- UTF-8 without control characters (real ones are 28 of [A-Za-z0-9_-])
+local function openid(raw)
+  local id = url.decode(raw)
+  local why = #id > 128 and ("is " .. #id .. " bytes long, more than 128")
+    or (not utf8.len(id) and "is not valid UTF-8")
+    or (id:find("%c") and "holds a control character")
+  if why then
+    return nil, {status = 400, code = "PARAM_ERROR", message = "openid: " .. why .. " (用户openid: 1 to 128 bytes)",
+      field = "openid", location = "uri_template"}
+  end
+  return id
+end
+
+-- path_params(params) -> params | nil, error: the values of a route's path
+-- variables, decoded and checked (openid)
+local function path_params(params)
+  if params.openid then
+    local id, err = openid(params.openid)
+    if not id then return nil, err end
+    params.openid = id
+  end
+  return params
+end
 
 -- find(method, path) -> route, params | nil
 function M.find(method, path)
@@ -116,7 +148,7 @@ end
 local function check_body(ex)
   local r, req = ex.route, ex.req
   if not (r and req.method == "POST" and not r.multipart) then return "query" end
-  local body, derr = cjson.decode(req.body)
+  local body, derr = util.decode(req.body)
   if type(body) ~= "table" then
     return "body", {status = 400, code = "PARAM_ERROR", message = "request body is not a JSON object" .. (derr and (": " .. derr) or "")}
   end
@@ -136,6 +168,8 @@ local function sha256(s) return crypto.sha256(s) end
 function M.handle(ex)
   local req, faults = ex.req, ex.control.faults
   local r, params = M.find(req.method, ex.path)
+  local path_err
+  if r then params, path_err = path_params(params) end
   ex.route, ex.params = r, params
   -- the body that was signed: the meta part for an upload
   local sign_body = req.body
@@ -169,13 +203,14 @@ function M.handle(ex)
     if faults.error500 and random() < faults.error500 then
       return nil, {status = 500, code = "SYSTEM_ERROR", message = "系统错误 (injected by the sandbox)"}
     end
+    if path_err then return nil, path_err end
     if body_err then return nil, body_err end
     return r.handle(ex, params)
   end))
   if r and res and faults.drop and random() < faults.drop then return "drop" end
   local tamper = r and faults.tamper and #faults.tamper > 0 and random() < (faults.tamper_rate or 1) and faults.tamper or nil
   if not res then return ex:fail(err, err.location or location, tamper) end
-  return ex:answer(200, util.encode(res), tamper)
+  return ex:answer(200, util.encode(util.times(ex.control.time_fraction)(res)), tamper)
 end
 
 return M

@@ -114,12 +114,41 @@ end
 
 local function lua_string(s) return ("%q"):format(s) end
 
--- config_text(dir, base_url) -> the client config file (docs/client.md format)
-function M.config_text(dir, base_url)
+-- KEY_MODES: how the sandbox's merchant verifies WeChat Pay's answers, as
+-- `quan sandbox --key-mode` names them (docs/sandbox.md, "Key modes"):
+--   public_key   a merchant who joined since 2024: everything signed under
+--                the WeChat Pay public key (PUB_KEY_ID_...), no platform
+--                certificates (the default)
+--   certificate  a merchant in certificate mode: everything signed under the
+--                platform certificate's serial, certificates served
+--   switching    a merchant switching from the certificate to the public
+--                key: an answer under the PUB_KEY_ID when the request's
+--                Wechatpay-Serial names it, else under the certificate
+M.KEY_MODES = {"public_key", "certificate", "switching"}
+M.DEFAULT_KEY_MODE = "public_key"
+
+-- certs_text(dir, id, mode) -> the `certs` entry of the profile: the keys a
+-- merchant in that key mode holds
+local function certs_text(dir, id, mode)
+  local f = function(name) return lua_string("file://" .. dir .. "/" .. name) end
+  local by_key = "[" .. lua_string(id.key_id) .. "] = " .. f("platform.pub.pem")
+  local serial = M.platform_certificate(dir, true):serial():upper()
+  local by_cert = "[" .. lua_string(serial) .. "] = " .. f("platform.pem")
+  if mode == "certificate" then return "{ " .. by_cert .. " }" end
+  if mode == "switching" then return "{ " .. by_key .. ", " .. by_cert .. " }" end
+  return "{ " .. by_key .. " }"
+end
+
+-- config_text(dir, base_url[, key_mode]) -> the client config file
+-- (docs/client.md format); its certs hold what a merchant in key_mode
+-- (default public_key) holds
+function M.config_text(dir, base_url, key_mode)
   local id = M.identity(dir)
+  local mode = key_mode or M.DEFAULT_KEY_MODE
   local f = function(name) return lua_string("file://" .. dir .. "/" .. name) end
   return table.concat({
     "-- written by `quan sandbox` at every start; edits are overwritten",
+    "-- key mode " .. mode .. " (docs/sandbox.md, \"Key modes\")",
     "return {",
     "  default = \"sandbox\",",
     "  profiles = {",
@@ -128,7 +157,7 @@ function M.config_text(dir, base_url)
     "      serial = " .. lua_string(id.serial) .. ",",
     "      private_key = " .. f("merchant.key.pem") .. ",",
     "      apiv3_key = " .. f("apiv3.key") .. ",",
-    "      certs = { [" .. lua_string(id.key_id) .. "] = " .. f("platform.pub.pem") .. " },",
+    "      certs = " .. certs_text(dir, id, mode) .. ",",
     "      base_url = " .. lua_string(base_url) .. ",",
     "      ca_file = " .. lua_string(dir .. "/ca.pem") .. ",",
     "      appid = " .. lua_string(id.appid) .. ",",

@@ -26,6 +26,7 @@ local auth = require "quan.sandbox.auth"
 local api = require "quan.sandbox.api"
 local control = require "quan.sandbox.control"
 local notify = require "quan.sandbox.notify"
+local util = require "quan.sandbox.util"
 
 local floor, tostring, type = math.floor, tostring, type
 
@@ -63,17 +64,21 @@ local function open(dir)
   }, Sandbox)
 end
 
--- sandbox:control() -> {faults, clock_offset, notify = {retry_interval,
--- retries, signed_by}}: the control settings (read again when changed)
+-- sandbox:control() -> {faults, clock_offset, key_mode, notify =
+-- {retry_interval, retries, signed_by}}: the control settings (read again
+-- when changed). signed_by, unless set, follows the key mode: the
+-- certificate for a merchant in certificate mode, else the public key.
 function Sandbox:control()
   local text = store.get_control(self.db)
   if text ~= self.control_text then
     self.control_text = text
     local c = cjson.decode(text) or {}
     local n = type(c.notify) == "table" and c.notify or {}
-    self.control_settings = {faults = c.faults or {}, clock_offset = c.clock_offset or 0,
+    local mode = c.key_mode or files.DEFAULT_KEY_MODE
+    self.control_settings = {faults = c.faults or {}, clock_offset = c.clock_offset or 0, key_mode = mode,
+      time_fraction = c.time_fraction or "none",
       notify = {retry_interval = n.retry_interval or notify.RETRY_INTERVAL, retries = n.retries or notify.RETRIES,
-        signed_by = n.signed_by or "public_key"}}
+        signed_by = n.signed_by or (mode == "certificate" and "certificate" or "public_key")}}
   end
   return self.control_settings
 end
@@ -188,27 +193,38 @@ end
 -- exchange:json_object() -> table | nil, error table: a control request's
 -- body, a JSON object (empty means {})
 function Exchange:json_object()
-  local b = cjson.decode(self.req.body ~= "" and self.req.body or "{}")
-  if type(b) ~= "table" then
-    return nil, {status = 400, code = "PARAM_ERROR", message = "body must be a JSON object"}
+  local b, err = util.decode(self.req.body ~= "" and self.req.body or "{}")
+  if type(b) ~= "table" or b[1] ~= nil then
+    return nil, {status = 400, code = "PARAM_ERROR", message = "body must be a JSON object" .. (err and (": " .. err) or "")}
   end
   return b
 end
 
 -- ---- the handler ----
 
+-- answer_serial(sandbox, mode, req) -> the serial an API answer is signed
+-- under in key mode `mode` (nil: the PUB_KEY_ID). A merchant in the
+-- middle of the switch between the two (switching) is answered under the
+-- PUB_KEY_ID when the request's Wechatpay-Serial names it, else (another
+-- serial, or none) under the certificate's.
+local function answer_serial(sandbox, mode, req)
+  if mode == "certificate" then return sandbox.cert_serial end
+  if mode == "switching" and req.headers["wechatpay-serial"] ~= sandbox.id.key_id then return sandbox.cert_serial end
+  return nil
+end
+
 -- handle(sandbox, req) -> status, headers, body | "drop"
 -- The control endpoints (/sandbox/...) answer unsigned requests, signed
--- under the PUB_KEY_ID. An API answer is signed under the PUB_KEY_ID when
--- the request's Wechatpay-Serial names it, else (another serial, or none)
--- under the certificate's, as WeChat Pay answers a merchant in the middle of
--- the switch between the two modes.
+-- under the key mode's key (the certificate in certificate mode, else the
+-- PUB_KEY_ID); the API's answers as answer_serial says.
 local function handle(sandbox, req)
   local ex = new_exchange(sandbox, req)
+  local mode = ex.control.key_mode
   if ex.path:sub(1, 9) == "/sandbox/" then
+    ex.serial = mode == "certificate" and sandbox.cert_serial or nil
     return control.handle(ex)
   end
-  ex.serial = req.headers["wechatpay-serial"] ~= sandbox.id.key_id and sandbox.cert_serial or nil
+  ex.serial = answer_serial(sandbox, mode, req)
   return api.handle(ex)
 end
 

@@ -144,10 +144,11 @@ local function check(o)
   return {host = host, port = port, faults = faults, dir = dir}
 end
 
--- prepare(dir, faults) -> fresh: the identity files (made on first start)
--- and the schema, and the faults of this run (a restart clears old faults;
--- the business clock offset persists with the state). Raises on failure.
-local function prepare(dir, faults)
+-- prepare(dir, faults, key_mode) -> fresh: the identity files (made on
+-- first start) and the schema, and the faults and key mode of this run (a
+-- restart clears old faults; the business clock offset persists with the
+-- state, a value out of its bounds put back). Raises on failure.
+local function prepare(dir, faults, key_mode)
   local fresh = files.setup(dir)
   files.platform_certificate(dir) -- before the handlers read it
   local sqlite = require "quan.sqlite"
@@ -158,6 +159,10 @@ local function prepare(dir, faults)
   sqlite.check(db:transaction(function()
     local cur = cjson.decode(store.get_control(db))
     cur.faults = faults
+    cur.key_mode = key_mode or files.DEFAULT_KEY_MODE
+    for _, note in ipairs(require("quan.sandbox.control").repair(cur)) do
+      io.stderr:write("quan sandbox: state ", dir, ": ", note, "\n")
+    end
     store.set_control(db, cur)
   end))
   db:close()
@@ -165,8 +170,9 @@ local function prepare(dir, faults)
 end
 
 -- main(o, arguments) -> exit status; the `quan sandbox` command (its options,
--- parsed: quan.cli's table; o.listen, o.state, o.faults, o.ready_file,
--- o.temporary). `quan sandbox clock [TIME]`: arguments = { "clock", TIME }.
+-- parsed: quan.cli's table; o.listen, o.state, o.faults, o.key_mode,
+-- o.ready_file, o.temporary). `quan sandbox clock [TIME]`: arguments =
+-- { "clock", TIME }.
 -- Serves until SIGINT/SIGTERM or until the parent process dies. Every
 -- argument is checked before anything is made: a bad address or fault
 -- spec, and a --state or --ready-file that cannot be used, exit 2 with
@@ -210,7 +216,7 @@ function M.main(o, arguments)
     take_back()
     return 1
   end
-  local prepared, fresh = pcall(prepare, dir, c.faults)
+  local prepared, fresh = pcall(prepare, dir, c.faults, o.key_mode)
   if not prepared and qos.is_interrupt(fresh) then -- a Ctrl-C while the keys are made
     io.stderr:write("quan sandbox: interrupted before it served\n")
     take_back()
@@ -226,11 +232,11 @@ function M.main(o, arguments)
     workers = 32} -- a latency fault holds its worker: 32 keep a batch at concurrency 32 unthrottled
   if not srv then return fail(tostring(serr)) end
   local base_url = ("https://%s:%d"):format(c.host, srv:port())
-  files.write(dir .. "/config.lua", files.config_text(dir, base_url), 420)
+  files.write(dir .. "/config.lua", files.config_text(dir, base_url, o.key_mode), 420)
   io.stdout:write(base_url, "\n")
   io.stdout:flush()
-  io.stderr:write(("quan sandbox: %s state %s%s; config %s/config.lua%s\n"):format(base_url, dir,
-    fresh and " (new)" or "", dir, o.faults and (", faults " .. o.faults) or ""))
+  io.stderr:write(("quan sandbox: %s state %s%s; config %s/config.lua; key mode %s%s\n"):format(base_url, dir,
+    fresh and " (new)" or "", dir, o.key_mode or files.DEFAULT_KEY_MODE, o.faults and (", faults " .. o.faults) or ""))
   if o.ready_file then
     local written, werr = pcall(files.write, o.ready_file, base_url .. "\n")
     if not written then -- checked before starting, so only a change since then
@@ -284,17 +290,26 @@ end
 Handle.__close = Handle.stop
 Handle.__gc = Handle.stop
 
--- start{state = dir|nil, faults = spec|nil, timeout = 30}
+-- start{state = dir|nil, faults = spec|nil, key_mode = "public_key"|
+-- "certificate"|"switching"|nil, timeout = 30}
 --   -> handle {base_url, state, config_path, profile = "sandbox", pid, mchid,
---      appid, serial, key_id} | nil, message
+--      appid, serial, key_id, key_mode} | nil, message
 -- state nil: a fresh temporary dir, removed by handle:stop().
+local START_OPTIONS = {state = true, faults = true, key_mode = true, timeout = true}
 function M.start(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("quan.sandbox.start: options table expected", 2) end
   for k in pairs(opts) do
-    if k ~= "state" and k ~= "faults" and k ~= "timeout" then
+    if not START_OPTIONS[k] then
       error("quan.sandbox.start: unknown option '" .. tostring(k) .. "'", 2)
     end
+  end
+  local mode = opts.key_mode or files.DEFAULT_KEY_MODE
+  local known_mode = false
+  for _, m in ipairs(files.KEY_MODES) do known_mode = known_mode or m == mode end
+  if not known_mode then
+    error("quan.sandbox.start: key_mode must be " .. table.concat(files.KEY_MODES, ", ") .. " (got "
+      .. tostring(mode) .. ")", 2)
   end
   local dir, temporary = opts.state, false
   if dir == nil then
@@ -311,6 +326,8 @@ function M.start(opts)
     argv[#argv + 1] = "--faults"
     argv[#argv + 1] = opts.faults
   end
+  argv[#argv + 1] = "--key-mode"
+  argv[#argv + 1] = mode
   if temporary then argv[#argv + 1] = "--temporary" end
   local pid, err = qos.spawn(argv, {stdout = "/dev/null", stderr = dir .. "/sandbox.log", detach = true})
   if not pid then
@@ -318,7 +335,7 @@ function M.start(opts)
     return nil, "sandbox: cannot start: " .. tostring(err)
   end
   local h = setmetatable({pid = pid, state = dir, temporary = temporary, profile = "sandbox",
-    config_path = dir .. "/config.lua"}, Handle)
+    config_path = dir .. "/config.lua", key_mode = mode}, Handle)
   local deadline = qos.now() + (opts.timeout or 30)
   while true do
     local f = io.open(ready, "rb")

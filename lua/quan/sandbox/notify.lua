@@ -40,23 +40,37 @@ local function serial(sandbox)
   return sandbox:control().notify.signed_by == "certificate" and sandbox.cert_serial or sandbox.id.key_id
 end
 
--- notification(sandbox, coupon, now) -> {headers, body}: the coupon-use
--- event as WeChat Pay POSTs it: the coupon encrypted with the APIv3 key
--- (AEAD_AES_256_GCM, associated data "coupon"), the body signed with the
--- platform key
-function M.notification(sandbox, coupon, now)
+-- event_id() -> a new event id in the form of real ones: a UUID
+-- (8-4-4-4-12 lower-case hex; random, version 4)
+local function event_id()
+  local b = {crypto.random_bytes(16):byte(1, 16)}
+  b[7] = (b[7] & 0x0f) | 0x40
+  b[9] = (b[9] & 0x3f) | 0x80
+  local hex = ("%02x"):rep(16):format(table.unpack(b))
+  return ("%s-%s-%s-%s-%s"):format(hex:sub(1, 8), hex:sub(9, 12), hex:sub(13, 16), hex:sub(17, 20), hex:sub(21, 32))
+end
+M.event_id = event_id
+
+-- notification(sandbox, coupon, now[, times]) -> {headers, body}: the
+-- coupon-use event as WeChat Pay POSTs it: its envelope as a real one of
+-- 2021 (a UUID id, summary 代金券核销通知), the coupon encrypted with the
+-- APIv3 key (AEAD_AES_256_GCM, associated data "coupon"), the body signed
+-- with the platform key. times(value) -> value rewrites the times of the
+-- envelope and the coupon (the control setting time_fraction).
+function M.notification(sandbox, coupon, now, times)
+  times = times or function(v) return v end
   local nonce = crypto.nonce(12)
-  local body = util.encode {
-    id = "EV-" .. time.beijing(now, "%Y%m%d%H%M%S") .. crypto.nonce(14):upper(),
+  local body = util.encode(times {
+    id = event_id(),
     create_time = time.beijing(now),
     resource_type = "encrypt-resource",
     event_type = "COUPON.USE",
-    summary = "用券成功",
+    summary = "代金券核销通知",
     resource = {
       original_type = "coupon", algorithm = "AEAD_AES_256_GCM", associated_data = "coupon", nonce = nonce,
-      ciphertext = crypto.aes_gcm_encrypt(sandbox.apiv3, nonce, "coupon", util.encode(coupon)),
+      ciphertext = crypto.aes_gcm_encrypt(sandbox.apiv3, nonce, "coupon", util.encode(times(coupon))),
     },
-  }
+  })
   local _, headers = sandbox:sign(200, body, nil, serial(sandbox))
   return {headers = headers, body = body}
 end

@@ -156,24 +156,12 @@ local function param(message, field, value)
   return fail(400, "PARAM_ERROR", message, field, value)
 end
 
-local function is_int(v) return math.type(v) == "integer" or (type(v) == "number" and v == math.floor(v) and v < 2^53) end
-
 local function need_string(t, key, path, max)
   local v = t[key]
   if v == nil or v == cjson.null then return param(path .. " is required", path) end
   if type(v) ~= "string" then return param(path .. " must be a string", path, v) end
   if v == "" then return param(path .. " must not be empty", path, v) end
   if max and #v > max then return param(("%s is longer than %d"):format(path, max), path, v) end
-  return v
-end
-
-local function need_int(t, key, path, min, max)
-  local v = t[key]
-  if v == nil or v == cjson.null then return param(path .. " is required", path) end
-  if not is_int(v) then return param(path .. " must be an integer", path, v) end
-  v = math.tointeger(v)
-  if min and v < min then return param(("%s must be at least %d"):format(path, min), path, v) end
-  if max and v > max then return param(("%s must be at most %d"):format(path, max), path, v) end
   return v
 end
 
@@ -185,8 +173,33 @@ local function stock_row(db, stock_id)
   return check(db:first("SELECT * FROM stocks WHERE stock_id = ?", stock_id))
 end
 
--- stock_json(row) -> the stock object of query and list answers
-local function stock_json(row)
+-- ended(row, now) -> true when a running or paused stock is past its
+-- available_end_time: the API reports it stopped (docs/sandbox.md,
+-- "Where the answers come from": inferred, no real answer seen)
+local function ended(row, now)
+  return (row.status == "running" or row.status == "paused") and now > row.end_time
+end
+
+-- status_of(row, now) -> the stock's status as the API reports it
+local function status_of(row, now)
+  return ended(row, now) and "stoped" or row.status
+end
+
+-- the SQL of status_of, over a stocks row and :now
+local STATUS_SQL = "(CASE WHEN status IN ('running', 'paused') AND end_time < :now THEN 'stoped' ELSE status END)"
+
+-- singleitem(request) -> true for a single-item stock (单品券: it names
+-- available_items), as the stock and its coupons report it
+local function singleitem(req)
+  local cur = type(req.coupon_use_rule) == "table" and req.coupon_use_rule or {}
+  return type(cur.available_items) == "table" and #cur.available_items > 0
+end
+
+-- stock_json(row, now) -> the stock object of query and list answers. What
+-- the create request left unset reads as a real answer shows it (a 2024
+-- answer printed by the Java SDK): max_amount_by_day 0, goods_tag and
+-- trade_type [], combine_use false; card_id is made up.
+local function stock_json(row, now)
   local req = cjson.decode(row.request)
   local sur, cur = req.stock_use_rule or {}, req.coupon_use_rule or {}
   local pattern = type(req.pattern_info) == "table" and req.pattern_info or {}
@@ -194,31 +207,33 @@ local function stock_json(row)
     stock_id = row.stock_id,
     stock_creator_mchid = row.creator_mchid,
     stock_name = row.stock_name,
-    status = row.status,
+    status = status_of(row, now),
     create_time = format_time(row.create_time),
     description = pattern.description or "",
     stock_use_rule = {
       max_coupons = row.max_coupons,
       max_amount = row.max_amount,
-      max_amount_by_day = row.max_amount_by_day or row.max_amount,
+      max_amount_by_day = row.max_amount_by_day or 0,
       max_coupons_per_user = row.max_per_user,
       natural_person_limit = sur.natural_person_limit,
       prevent_api_abuse = sur.prevent_api_abuse,
       fixed_normal_coupon = {coupon_amount = row.coupon_amount, transaction_minimum = row.transaction_minimum},
       coupon_type = "NORMAL",
-      goods_tag = cur.goods_tag,
-      trade_type = cur.trade_type,
-      combine_use = cur.combine_use,
+      goods_tag = util.array(cur.goods_tag or {}),
+      trade_type = util.array(cur.trade_type or {}),
+      combine_use = cur.combine_use == true,
     },
     available_begin_time = format_time(row.begin_time),
     available_end_time = format_time(row.end_time),
     distributed_coupons = row.distributed,
     no_cash = row.no_cash == 1,
-    singleitem = type(cur.available_items) == "table" and #cur.available_items > 0,
+    singleitem = singleitem(req),
     stock_type = "NORMAL",
+    card_id = ("pQUANsandbox%016d"):format(tonumber(row.stock_id)),
   }
   if row.start_time then s.start_time = format_time(row.start_time) end
-  if row.stop_time then s.stop_time = format_time(row.stop_time) end
+  if row.stop_time then s.stop_time = format_time(row.stop_time)
+  elseif ended(row, now) then s.stop_time = format_time(row.end_time) end
   return s
 end
 
@@ -279,7 +294,22 @@ local TRANSITIONS = {
   stop = {from = "unactivated", to = "stoped", field = "stop_time"},
 }
 
--- transition(db, ctx, stock_id, action, body) -> {stock_id, <action>_time}
+-- repeated(row, action, status) -> true when the stock's last change was
+-- this action (status: the stock's, as reported): a running stock was
+-- last started when it was never restarted, last restarted when it was;
+-- pause is the only way into paused, stop into a stored stoped
+local function repeated(row, action, status)
+  if status ~= TRANSITIONS[action].to then return false end
+  if action == "start" then return row.restart_time == nil end
+  if action == "restart" then return row.restart_time ~= nil end
+  if action == "stop" then return row.status == "stoped" and row.stop_time ~= nil end
+  return true
+end
+
+-- transition(db, ctx, stock_id, action, body) -> {stock_id, <action>_time}.
+-- A call that finds the stock where this same action left it answers 200
+-- with the time of that change, nothing changed (the official pages:
+-- 接口支持幂等重入); any other state is 400 PARAM_ERROR 非法的批次状态.
 function M.transition(db, ctx, stock_id, action, b)
   local tr = TRANSITIONS[action]
   local creator, err = need_string(b, "stock_creator_mchid", "stock_creator_mchid", 20)
@@ -292,9 +322,13 @@ function M.transition(db, ctx, stock_id, action, b)
     if creator ~= ctx.mchid then
       return fail(403, "REQUEST_BLOCKED", "only the creating merchant may change the stock", "stock_creator_mchid", creator)
     end
-    if row.status ~= tr.from then
-      return fail(400, "PARAM_ERROR", ("illegal stock status: %s is %s, %s needs %s"):format(stock_id, row.status, action, tr.from),
-        "status", row.status)
+    local status = status_of(row, ctx.now)
+    if repeated(row, action, status) then
+      return {stock_id = stock_id, [tr.field] = format_time(row[tr.field])}
+    end
+    if status ~= tr.from then
+      return fail(400, "PARAM_ERROR", ("非法的批次状态 (illegal stock status: %s is %s, %s needs %s)"):format(stock_id,
+        status, action, tr.from), "status", status)
     end
     if action == "start" and row.end_time < ctx.now then
       return fail(400, "INVALID_REQUEST", "the activity has ended", "available_end_time", format_time(row.end_time))
@@ -312,17 +346,21 @@ function M.get_stock(db, ctx, stock_id, q)
   if not row or row.creator_mchid ~= creator then
     return fail(404, "RESOURCE_NOT_EXISTS", "stock does not exist", "stock_id", stock_id)
   end
-  return stock_json(row)
+  return stock_json(row, ctx.now)
 end
 
+-- query_int(q, key, default, min, max, required) -> the integer value of a
+-- query parameter | nil, error: decimal digits only (no sign, space,
+-- 0x10 or 1e1)
 local function query_int(q, key, default, min, max, required)
   local v = q[key]
   if v == nil or v == "" then
     if required then return param(key .. " is required", key) end
     return default
   end
-  local n = math.tointeger(tonumber(v))
-  if not n then return param(key .. " must be an integer", key, v) end
+  if not v:find("^%d+$") then return param(key .. " must be a whole number in decimal digits", key, v) end
+  local n = #v <= 15 and math.tointeger(tonumber(v))
+  if not n then return param(("%s must be between %d and %d"):format(key, min, max), key, v) end
   if n < min or n > max then return param(("%s must be between %d and %d"):format(key, min, max), key, n) end
   return n
 end
@@ -345,12 +383,14 @@ function M.list_stocks(db, ctx, q)
     if not to then return param("create_end_time is not an RFC 3339 time", "create_end_time", q.create_end_time) end
   end
   if q.status and not STATUSES[q.status] then return param("status is not a stock status", "status", q.status) end
-  local where = "creator_mchid = :creator AND create_time >= :from AND create_time <= :to AND (:status IS NULL OR status = :status)"
-  local args = {creator = creator, from = from, to = math.tointeger(to) or to, status = q.status, limit = limit, skip = offset * limit}
+  local where = "creator_mchid = :creator AND create_time >= :from AND create_time <= :to AND (:status IS NULL OR "
+    .. STATUS_SQL .. " = :status)"
+  local args = {creator = creator, from = from, to = math.tointeger(to) or to, status = q.status, limit = limit,
+    skip = offset * limit, now = ctx.now}
   local total = check(db:first("SELECT count(*) AS n FROM stocks WHERE " .. where, args)).n
   local data = {}
   for row in db:rows("SELECT * FROM stocks WHERE " .. where .. " ORDER BY seq DESC LIMIT :limit OFFSET :skip", args) do
-    data[#data + 1] = stock_json(row)
+    data[#data + 1] = stock_json(row, ctx.now)
   end
   return {total_count = total, offset = offset, limit = limit, data = util.array(data)}
 end
@@ -383,6 +423,11 @@ end
 
 -- ---- coupons -----------------------------------------------------------
 
+-- coupon_json(c, s) -> the coupon object of query and list answers (c the
+-- coupons row, s its stock's): the official query-coupon page's fields,
+-- and out_request_no, which real answers carry (WxJava issue #3089,
+-- confirmed by WeChat Pay); consume_information only in the COUPON.USE
+-- notification (WeChat Pay staff on the developer forum, 2020 and 2021)
 local function coupon_json(c, s)
   local req = cjson.decode(s.request)
   local pattern = type(req.pattern_info) == "table" and req.pattern_info or {}
@@ -399,7 +444,7 @@ local function coupon_json(c, s)
     no_cash = s.no_cash == 1,
     available_begin_time = format_time(s.begin_time),
     available_end_time = format_time(s.end_time),
-    singleitem = false,
+    singleitem = singleitem(req),
     normal_coupon_information = {coupon_amount = c.amount, transaction_minimum = c.minimum},
     out_request_no = c.out_request_no,
   }
@@ -421,15 +466,17 @@ function M.send_coupon(db, ctx, openid, b)
   end
   local appid; appid, err = need_string(b, "appid", "appid", 32); if not appid then return nil, err end
   local creator; creator, err = need_string(b, "stock_creator_mchid", "stock_creator_mchid", 20); if not creator then return nil, err end
-  local value, minimum
-  if b.coupon_value ~= nil then
-    value, err = need_int(b, "coupon_value", "coupon_value", 1, 100000); if not value then return nil, err end
-    minimum, err = need_int(b, "coupon_minimum", "coupon_minimum", 0); if not minimum then return nil, err end
+  -- the specified-face-value scenario (指定面额发券) is not open: the
+  -- official page says "该字段暂未开放", "常规发券场景请勿传入"
+  for _, field in ipairs {"coupon_value", "coupon_minimum"} do
+    if b[field] ~= nil then
+      return param("仅在指定面额发券场景生效（该字段暂未开放） (only for the specified-face-value scenario, "
+        .. "which is not open: leave it out)", field, b[field])
+    end
   end
   if appid ~= ctx.appid then
     return fail(400, "APPID_MCHID_NOT_MATCH", "appid is not bound to the calling mchid", "appid", appid)
   end
-  if openid == "" or #openid > 128 then return param("openid is required", "openid", openid) end
   return check(db:transaction(function()
     local old = check(db:first("SELECT coupon_id, stock_id, openid FROM coupons WHERE sender_mchid = ? AND out_request_no = ?",
       ctx.mchid, out_no))
@@ -446,9 +493,10 @@ function M.send_coupon(db, ctx, openid, b)
     if creator ~= ctx.mchid then
       return fail(403, "REQUEST_BLOCKED", "the calling merchant may not issue this stock", "stock_creator_mchid", creator)
     end
-    if s.status ~= "running" then
-      return fail(400, "INVALID_REQUEST", ("the activity has ended or is not activated (stock status %s)"):format(s.status),
-        "stock_id", stock_id)
+    local status = status_of(s, ctx.now)
+    if status ~= "running" then
+      return fail(400, "INVALID_REQUEST", ("活动已结束或未激活 (the activity has ended or is not activated: stock status %s)")
+        :format(status), "stock_id", stock_id)
     end
     if ctx.now < s.begin_time then
       return fail(400, "INVALID_REQUEST", "the activity has not begun (available_begin_time " .. format_time(s.begin_time) .. ")",
@@ -458,8 +506,7 @@ function M.send_coupon(db, ctx, openid, b)
       return fail(400, "INVALID_REQUEST", "the activity has ended (available_end_time " .. format_time(s.end_time) .. ")",
         "stock_id", stock_id)
     end
-    local amount = value or s.coupon_amount
-    minimum = minimum or s.transaction_minimum
+    local amount, minimum = s.coupon_amount, s.transaction_minimum
     if s.distributed >= s.max_coupons or s.sent_amount + amount > s.max_amount then
       return fail(403, "NOT_ENOUGH", "the stock's budget is used up", "stock_id", stock_id)
     end
@@ -542,42 +589,63 @@ function M.get_coupon(db, ctx, openid, coupon_id, q)
   local s = stock_row(db, c.stock_id)
   local j = coupon_json(c, s)
   j.status = coupon_status(c, s, ctx.now)
-  j.consume_information = consumption(db, c)
   return j
 end
 
+-- given(q, key) -> the query parameter, nil when absent or empty
+local function given(q, key)
+  local v = q[key]
+  if v == nil or v == "" then return nil end
+  return v
+end
+
+-- usable_at(s, mchid) -> true when coupons of stock row s can be used at
+-- merchant mchid (its available_merchants, else its creator)
+local function usable_at(s, mchid)
+  local cur = cjson.decode(s.request).coupon_use_rule or {}
+  local list = type(cur.available_merchants) == "table" and cur.available_merchants or {s.creator_mchid}
+  for _, m in ipairs(list) do if m == mchid then return true end end
+  return false
+end
+
 -- list_coupons(db, ctx, openid, query) -> {total_count, offset, limit, data}
+-- As the official pages and the developer forum describe it: a merchant
+-- filter is required (creator_mchid, sender_mchid or available_mchid: else
+-- 400 PARAM_ERROR 商户号必填); expired coupons are never listed; status
+-- SENDED lists the usable ones, USED the usable and the used ones (as no
+-- status does); with available_mchid (and no creator_mchid, which wins)
+-- the coupons usable there, stock_id, status, offset and limit ignored.
 function M.list_coupons(db, ctx, openid, q)
   local appid, err = need_string(q, "appid", "appid"); if not appid then return nil, err end
   if appid ~= ctx.appid then return fail(400, "APPID_MCHID_NOT_MATCH", "appid is not bound to the calling mchid", "appid", appid) end
+  local creator, sender, available = given(q, "creator_mchid"), given(q, "sender_mchid"), given(q, "available_mchid")
+  if not (creator or sender or available) then
+    return param("商户号必填 (one of creator_mchid, sender_mchid, available_mchid is required)", "creator_mchid")
+  end
   local offset; offset, err = query_int(q, "offset", 0, 0, 100000); if not offset then return nil, err end
   local limit; limit, err = query_int(q, "limit", 20, 1, 100); if not limit then return nil, err end
-  if q.status and q.status ~= "SENDED" and q.status ~= "USED" and q.status ~= "EXPIRED" then
-    return param("status must be SENDED or USED", "status", q.status)
+  local status = given(q, "status")
+  if status and status ~= "SENDED" and status ~= "USED" then
+    return param("status must be SENDED or USED (expired coupons are not listed)", "status", status)
   end
-  local args = {openid = openid, stock_id = q.stock_id, creator = q.creator_mchid, sender = q.sender_mchid,
-    limit = limit, skip = offset * limit}
-  if q.available_mchid then args.stock_id = nil end
+  local by_available = available and not creator
+  if by_available then offset, limit, status = 0, 20, "SENDED" end
+  local args = {openid = openid, stock_id = not by_available and given(q, "stock_id") or nil, creator = creator,
+    sender = sender, limit = limit, skip = offset * limit}
   local where = [[c.openid = :openid AND (:stock_id IS NULL OR c.stock_id = :stock_id)
     AND (:creator IS NULL OR s.creator_mchid = :creator) AND (:sender IS NULL OR c.sender_mchid = :sender)]]
   local data, total = {}, 0
   for row in db:rows("SELECT c.* FROM coupons c JOIN stocks s ON s.stock_id = c.stock_id WHERE "
       .. where .. " ORDER BY c.seq", args) do
     local s = stock_row(db, row.stock_id)
-    local status = coupon_status(row, s, ctx.now)
-    local usable = true
-    if q.available_mchid then
-      local cur = cjson.decode(s.request).coupon_use_rule or {}
-      local list = type(cur.available_merchants) == "table" and cur.available_merchants or {s.creator_mchid}
-      usable = false
-      for _, m in ipairs(list) do if m == q.available_mchid then usable = true end end
-    end
-    if usable and (not q.status or q.status == status) then
+    local row_status = coupon_status(row, s, ctx.now)
+    local listed = row_status ~= "EXPIRED" and (status ~= "SENDED" or row_status == "SENDED")
+      and (not by_available or usable_at(s, available))
+    if listed then
       total = total + 1
       if total > offset * limit and #data < limit then
         local j = coupon_json(row, s)
-        j.status = status
-        j.consume_information = consumption(db, row)
+        j.status = row_status
         data[#data + 1] = j
       end
     end

@@ -1,6 +1,7 @@
 -- quan.sandbox.util: small pure helpers of the sandbox: multipart bodies,
--- fault specs, answers with empty arrays. (Times, query strings and sorted
--- JSON have their homes in quan.time, quan.url and wechatpay.json.)
+-- fault specs, strict JSON, the form of times in answers, answers with
+-- empty arrays. (Times, query strings and sorted JSON have their homes in
+-- quan.time, quan.url and wechatpay.json.)
 local M = {}
 
 local cjson = require "cjson"
@@ -96,6 +97,36 @@ function M.format_faults(f)
     out[#out + 1] = s
   end
   return concat(out, ",")
+end
+
+-- decode(text) -> value | nil, message: JSON as the API reads it, numbers in
+-- JSON's decimal form only (lua-cjson also takes 0x10, NaN and Infinity
+-- unless told not to)
+local strict = require("cjson.safe").new()
+strict.decode_invalid_numbers(false)
+M.decode = strict.decode
+
+-- times(fraction) -> rewrite(value) -> value: the form of the API's times
+-- in answers. "none" (what real answers carry: 2020-09-09T10:10:59+08:00)
+-- leaves them; "millis" (what the official pages' examples show:
+-- 2015-05-20T13:29:35.120+08:00) rewrites, in place, every string field
+-- named *_time that is an RFC 3339 time without a fraction to carry
+-- milliseconds (.000: the sandbox keeps whole seconds).
+local function with_millis(v)
+  if type(v) ~= "table" then return v end
+  for k, x in pairs(v) do
+    if type(x) == "table" then
+      with_millis(x)
+    elseif type(x) == "string" and type(k) == "string" and k:sub(-5) == "_time" then
+      local whole, offset = x:match("^(%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d)([+-]%d%d:%d%d)$")
+      if whole then v[k] = whole .. ".000" .. offset end
+    end
+  end
+  return v
+end
+local function as_is(v) return v end
+function M.times(fraction)
+  return fraction == "millis" and with_millis or as_is
 end
 
 -- array(t) -> t, or a marker that encode() turns into [] (the cjson in use

@@ -102,7 +102,8 @@ local create_stock_body = {
       min_len = 1, max_len = 20, note = "the creating merchant's own mchid", example = "98568865" },
     { name = "pattern_info", type = "object", desc = "样式信息",
       fields = {
-        { name = "description", type = "string", desc = "使用说明", min_len = 1, max_len = 1000 },
+        { name = "description", type = "string", required = true, desc = "使用说明", min_len = 1, max_len = 1000,
+          note = "required in pattern_info (Go SDK, the official table)" },
         { name = "merchant_logo", type = "string", desc = "商户logo", format = "url", max_len = 128,
           note = "a media_url from the image-upload API; 120×120 px" },
         { name = "merchant_name", type = "string", desc = "商户名称", min_len = 1,
@@ -131,7 +132,8 @@ local create_stock_body = {
       } },
     { name = "coupon_use_rule", type = "object", required = true, desc = "核销规则",
       fields = {
-        { name = "coupon_available_time", type = "object", required = true, desc = "券可核销时间",
+        { name = "coupon_available_time", type = "object", desc = "券可核销时间",
+          note = "optional: WxJava cannot send it and the API takes stocks without it",
           fields = {
             { name = "available_begin_time", type = "string", desc = "开始时间", format = "rfc3339",
               note = "within the stock's available time" },
@@ -151,7 +153,9 @@ local create_stock_body = {
               } },
             { name = "second_day_available", type = "boolean", desc = "领取第二天生效" },
             { name = "available_time_after_receive", type = "integer", desc = "领取后有效时间",
-              min = 0, unit = "minutes", note = "minutes; 0 = not used; not together with fix_available_time" },
+              min = 0, max = 1440, unit = "minutes",
+              note = "minutes, at most 1440 (the API's limit); 0 = not used; not together with fix_available_time; "
+                .. "not in effect yet (该字段暂未开放)" },
           } },
         { name = "fixed_normal_coupon", type = "object", desc = "固定面额满减券使用规则",
           note = "required when stock_type is NORMAL",
@@ -307,7 +311,10 @@ local coupon_object = {
         { name = "coupon_amount", type = "integer", required = true, desc = "面额", unit = "分" },
         { name = "transaction_minimum", type = "integer", required = true, desc = "门槛", unit = "分" },
       } },
+    { name = "out_request_no", type = "string", desc = "商户单据号",
+      note = "sent by the API though in no model (WxJava issue #3089, confirmed by WeChat Pay)" },
     { name = "consume_information", type = "object", desc = "已实扣代金券核销信息",
+      note = "in the COUPON.USE notification only, not in query answers (WeChat Pay staff, 2020, 2021)",
       fields = {
         { name = "consume_time", type = "string", format = "rfc3339", desc = "核销时间" },
         { name = "consume_mchid", type = "string", desc = "核销商户号" },

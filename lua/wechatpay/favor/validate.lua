@@ -625,7 +625,7 @@ local function stock_quick(b, now)
   end
   local begin, stop = rfc3339(b.available_begin_time), rfc3339(b.available_end_time)
   if begin < now - M.TRAVEL or begin - now > 365 * DAY or stop <= begin or stop - begin > 90 * DAY then return false end
-  local cat = cur.coupon_available_time
+  local cat = cur.coupon_available_time or EMPTY
   local fix = cat.fix_available_time
   if fix then
     if fix.begin_time >= (fix.end_time or 86399) then return false end
