@@ -533,9 +533,7 @@ describe("quan serve", function()
       r = receiver.start(h, { store = dir .. "/events.db" })
       assert.equal(200, assert(receiver.post(r.url, note)).status)
       assert.same({ "exit", 0 }, { r:term() })
-      -- every line JSON, but the config file's announcement before the receiver starts (client.md)
-      local text = read(r.err_path):gsub("^quan: using config file [^\n]+\n", "")
-      for line in text:gmatch("[^\n]+") do
+      for line in read(r.err_path):gmatch("[^\n]+") do
         local t = assert(cjson.decode(line), line)
         assert.is_number(t.ts)
         assert.is_string(t.event)
