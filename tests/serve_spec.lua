@@ -477,7 +477,7 @@ describe("quan serve", function()
       assert.same({ "notifications", dir .. "/spring.lua.events" }, { row.name, row.path })
       local out, err, code = sh.run("cd " .. sh.quote(dir) .. " && " .. sh.quote(sh.quan) .. " serve list --all spring.lua")
       assert.equal(0, code, err)
-      assert.matches("\n1 events\n$", "\n" .. out)
+      assert.matches("\n1 event\n$", "\n" .. out)
     end)
 
     it("holds its store: a second receiver on it exits 6", function()

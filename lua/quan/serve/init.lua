@@ -303,7 +303,8 @@ end
 
 -- ---- quan serve list | replay ----
 
--- open_store(o, campaign, program) -> store | nil, exit
+-- open_existing(o, campaign, program) -> store | nil, exit: the store of
+-- --store or of the campaign file, which must exist
 local function open_existing(o, campaign, program)
   local path, perr = store_path(o, campaign)
   if not path then return nil, usage(perr, program) end
@@ -357,7 +358,7 @@ local function list(o, words)
     io.stdout:write(("%s  %s  %s  coupon %s  stock %s  %s\n"):format(row.id, when(row.received), row.event_type or "?",
       tostring(data.coupon_id or "-"), tostring(data.stock_id or "-"), state))
   end
-  io.stdout:write(("%d %s\n"):format(#rows, o.all and "events" or "pending"))
+  io.stdout:write(("%d %s\n"):format(#rows, not o.all and "pending" or #rows == 1 and "event" or "events"))
   return M.EXIT.ok
 end
 
