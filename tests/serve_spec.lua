@@ -698,8 +698,8 @@ describe("docs/notifications.md", function()
       end
     end
     -- the store is recorded in the campaign's state
-    local db = assert(sqlite.open(dir .. "/spring.lua.state"))
-    assert.equal(dir .. "/spring.lua.events", db:first("SELECT path FROM stores WHERE name = 'notifications'").path)
+    local db = assert(sqlite.open(dir .. "/winter.lua.state"))
+    assert.equal(dir .. "/winter.lua.events", db:first("SELECT path FROM stores WHERE name = 'notifications'").path)
     db:close()
   end)
 end)

@@ -177,6 +177,9 @@ function M.open(path, o)
     db:close(); lock:close()
     return nil, why, code
   end
+  -- the handler's bookkeeping on this connection is not flushed per commit:
+  -- a power loss may make a handled event pending again (at least once)
+  check(db:exec("PRAGMA synchronous = NORMAL"))
   local self = setmetatable({ path = path, db = db, lock = lock }, Store)
   load_meta(self)
   local fine, mismatch = belongs(self, o.mchid)
