@@ -1,6 +1,7 @@
 /* lcrypto.c: quan.crypto, the cryptography WeChat Pay APIv3 needs, on
  * OpenSSL 3 EVP: RSA keys and X.509 certificates as userdata, RSA-SHA256
- * signatures, RSA-OAEP, AES-GCM, SHA-256, HMAC-SHA256, strict base64, nonces.
+ * signatures, RSA-OAEP, AES-GCM, SHA-256 and SHA-1 (one call, or incremental
+ * through a digest object), HMAC-SHA256, strict base64, nonces.
  *
  * Error policy: bad arguments raise; what the world causes (bad PEM, failed
  * verify, wrong tag, bad base64, unreadable file) returns
@@ -43,6 +44,7 @@
 
 #define KEY_MT "quan.crypto.key"
 #define CERT_MT "quan.crypto.cert"
+#define DIGEST_MT "quan.crypto.digest"
 #define SCRATCH_MT "quan.crypto.scratch"
 #define STATE_MT "quan.crypto.state"
 
@@ -59,7 +61,7 @@
  * upvalue of every function of the module. A Lua state runs in one thread
  * at a time, so the pool needs no lock. */
 typedef struct state {
-  EVP_MD *sha256;
+  EVP_MD *sha256, *sha1;
   EVP_CIPHER *gcm128, *gcm256;
   unsigned char pool[POOL_BYTES]; /* RAND_bytes output not handed out yet */
   size_t pool_left;               /* its last pool_left bytes */
@@ -77,6 +79,12 @@ typedef struct qcert {
   X509 *x;
 } qcert;
 
+/* An incremental digest: ctx is NULL once final or closed. */
+typedef struct qdigest {
+  EVP_MD_CTX *ctx;
+  const char *name; /* "sha1" or "sha256", static */
+} qdigest;
+
 /* A box for transient objects that must survive a Lua API call. */
 typedef struct scratch {
   int fd;
@@ -92,9 +100,10 @@ static int state_gc(lua_State *L) {
   OPENSSL_cleanse(s->pool, sizeof s->pool);
   s->pool_left = 0;
   EVP_MD_free(s->sha256);
+  EVP_MD_free(s->sha1);
   EVP_CIPHER_free(s->gcm128);
   EVP_CIPHER_free(s->gcm256);
-  s->sha256 = NULL;
+  s->sha256 = s->sha1 = NULL;
   s->gcm128 = s->gcm256 = NULL;
   return 0;
 }
@@ -1060,6 +1069,80 @@ static int c_sha256(lua_State *L) {
   return 1;
 }
 
+/* sha1(data [, "raw"|"hex"]) -> digest (the hash_value of flow files) */
+static int c_sha1(lua_State *L) {
+  size_t n;
+  const char *d = checkstr(L, 1, &n);
+  int raw = checkraw(L, 2);
+  unsigned char md[20];
+  if (!EVP_Digest(d, n, md, NULL, STATE(L)->sha1, NULL))
+    return luaL_error(L, "sha1: %s", ossl_reason("failed"));
+  pushdigest(L, md, sizeof md, raw);
+  return 1;
+}
+
+/* digest(name) -> an incremental digest of that algorithm ("sha1",
+ * "sha256"), for data that comes in pieces (a file read in chunks). The
+ * userdata is made before the context, so a raise leaks nothing. */
+static int c_digest(lua_State *L) {
+  static const char *const names[] = {"sha1", "sha256", NULL};
+  int which = luaL_checkoption(L, 1, NULL, names);
+  state *st = STATE(L);
+  qdigest *d = lua_newuserdatauv(L, sizeof *d, 0);
+  d->ctx = NULL;
+  d->name = names[which];
+  luaL_setmetatable(L, DIGEST_MT);
+  d->ctx = EVP_MD_CTX_new();
+  if (d->ctx == NULL || !EVP_DigestInit_ex2(d->ctx, which == 0 ? st->sha1 : st->sha256, NULL))
+    return luaL_error(L, "digest: %s", ossl_reason("cannot start"));
+  return 1;
+}
+
+static qdigest *checkdigest(lua_State *L, int i) {
+  qdigest *d = luaL_checkudata(L, i, DIGEST_MT);
+  luaL_argcheck(L, d->ctx != NULL, i, "digest is finished or closed");
+  return d;
+}
+
+static void digest_release(qdigest *d) {
+  EVP_MD_CTX_free(d->ctx);
+  d->ctx = NULL;
+}
+
+/* d:update(data) -> d: adds bytes */
+static int digest_update(lua_State *L) {
+  qdigest *d = checkdigest(L, 1);
+  size_t n;
+  const char *s = checkstr(L, 2, &n);
+  if (!EVP_DigestUpdate(d->ctx, s, n)) return luaL_error(L, "digest update: %s", ossl_reason("failed"));
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* d:final([format]) -> the digest of every byte added; d is finished */
+static int digest_final(lua_State *L) {
+  qdigest *d = checkdigest(L, 1);
+  int raw = checkraw(L, 2);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  int ok = EVP_DigestFinal_ex(d->ctx, md, &n);
+  digest_release(d);
+  if (!ok) return luaL_error(L, "digest final: %s", ossl_reason("failed"));
+  pushdigest(L, md, n, raw);
+  return 1;
+}
+
+static int digest_close(lua_State *L) {
+  digest_release(luaL_checkudata(L, 1, DIGEST_MT));
+  return 0;
+}
+
+static int digest_tostring(lua_State *L) {
+  qdigest *d = luaL_checkudata(L, 1, DIGEST_MT);
+  lua_pushfstring(L, DIGEST_MT " (%s%s)", d->name, d->ctx ? "" : ", finished");
+  return 1;
+}
+
 /* hmac_sha256(key, data [, "raw"|"hex"]) -> mac */
 static int c_hmac_sha256(lua_State *L) {
   size_t kn, n, outlen = 0;
@@ -1263,6 +1346,13 @@ static const luaL_Reg cert_methods[] = {
   {NULL, NULL}
 };
 
+static const luaL_Reg digest_methods[] = {
+  {"update", digest_update},
+  {"final", digest_final},
+  {"close", digest_close},
+  {NULL, NULL}
+};
+
 static const luaL_Reg funcs[] = {
   {"private_key", c_private_key},
   {"public_key", c_public_key},
@@ -1270,6 +1360,8 @@ static const luaL_Reg funcs[] = {
   {"generate_rsa", c_generate_rsa},
   {"make_certificate", c_make_certificate},
   {"sha256", c_sha256},
+  {"sha1", c_sha1},
+  {"digest", c_digest},
   {"hmac_sha256", c_hmac_sha256},
   {"base64_encode", c_base64_encode},
   {"base64_decode", c_base64_decode},
@@ -1317,13 +1409,15 @@ int luaopen_quan_crypto(lua_State *L) {
   }
   lua_setmetatable(L, -2);
   st->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+  st->sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
   st->gcm128 = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
   st->gcm256 = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
-  if (!st->sha256 || !st->gcm128 || !st->gcm256)
-    return luaL_error(L, "quan.crypto: OpenSSL lacks SHA256 or AES-GCM (%s)",
+  if (!st->sha256 || !st->sha1 || !st->gcm128 || !st->gcm256)
+    return luaL_error(L, "quan.crypto: OpenSSL lacks SHA256, SHA1 or AES-GCM (%s)",
                       ossl_reason("fetch failed"));
   newclass(L, KEY_MT, key_methods, key_close, key_tostring);
   newclass(L, CERT_MT, cert_methods, cert_close, cert_tostring);
+  newclass(L, DIGEST_MT, digest_methods, digest_close, digest_tostring);
   luaL_newlibtable(L, funcs);
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, funcs, 1);

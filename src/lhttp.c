@@ -21,11 +21,13 @@
  * Bad arguments raise; what the network causes returns nil, message, code. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <curl/curl.h>
 #include "quan.h"
 
@@ -79,6 +81,11 @@ typedef struct Transfer {
   int via_proxy;          /* an explicit, non-empty proxy was given */
   size_t max_response;    /* body bytes kept at most (max_response) */
   int too_large;          /* the body went past max_response */
+  char *output;           /* a 2xx body goes to this file (output), or NULL */
+  FILE *out;              /* open on output while a 2xx body is written */
+  int out_state;          /* 0 no body yet, 1 to the file, 2 in memory */
+  size_t out_len;         /* bytes written to the file */
+  int out_errno;          /* why the file could not be written, or 0 */
   CURLcode result;
   char errbuf[CURL_ERROR_SIZE];
 } Transfer;
@@ -243,6 +250,13 @@ static void transfer_release(Transfer *t) {
   buf_free(&t->body);
   buf_free(&t->head);
   buf_free(&t->sendbuf);
+  if (t->out) { /* a transfer abandoned midway: its partial file goes */
+    fclose(t->out);
+    t->out = NULL;
+    unlink(t->output);
+  }
+  free(t->output);
+  t->output = NULL;
 }
 
 static int transfer_gc(lua_State *L) {
@@ -250,8 +264,50 @@ static int transfer_gc(lua_State *L) {
   return 0;
 }
 
+/* output_open(t) -> 1 when t->output is open for writing (created or
+ * truncated, mode 0600: a flow file is the merchant's business); 0 with
+ * t->out_errno set */
+static int output_open(Transfer *t) {
+  int fd = open(t->output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  t->out = fd < 0 ? NULL : fdopen(fd, "wb");
+  if (t->out == NULL) {
+    t->out_errno = errno ? errno : EIO;
+    if (fd >= 0) close(fd);
+    return 0;
+  }
+  t->out_state = 1;
+  return 1;
+}
+
+/* status_of(t) -> the HTTP status received so far (0: none yet) */
+static long status_of(Transfer *t) {
+  long status = 0;
+  curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+  return status;
+}
+
 static size_t write_cb(char *p, size_t size, size_t n, void *userp) {
   Transfer *t = userp;
+  if (t->output && t->out_state == 0) { /* the first bytes: a 2xx body goes to the file */
+    long status = status_of(t);
+    if (status >= 200 && status < 300) {
+      if (!output_open(t)) return 0;
+    } else {
+      t->out_state = 2;
+    }
+  }
+  if (t->out_state == 1) {
+    if (size * n > t->max_response - t->out_len) {
+      t->too_large = 1;
+      return 0;
+    }
+    if (fwrite(p, 1, size * n, t->out) != size * n) {
+      t->out_errno = errno ? errno : EIO;
+      return 0;
+    }
+    t->out_len += size * n;
+    return size * n;
+  }
   if (size * n > t->max_response - t->body.len) {
     t->too_large = 1;
     return 0;
@@ -284,7 +340,7 @@ static int rawfield(lua_State *L, int idx, const char *k) {
 }
 
 static const char *const fields[] = {"method", "url", "headers", "body", "timeout",
-                                     "connect_timeout", "cafile", "proxy", "max_response", "resend", NULL};
+                                     "connect_timeout", "cafile", "proxy", "max_response", "resend", "output", NULL};
 
 /* RFC 9110 tchar, without locale lookups */
 static int is_tchar(unsigned char c) {
@@ -381,7 +437,7 @@ static void check_request(lua_State *L, int idx) {
     case 9: /* resend */
       if (ty != LUA_TBOOLEAN) req_error(L, "'resend' must be a boolean, got %s", luaL_typename(L, -1));
       break;
-    default: /* url, body, cafile, proxy */
+    default: /* url, body, cafile, proxy, output */
       if (ty != LUA_TSTRING) req_error(L, "'%s' must be a string, got %s", k, luaL_typename(L, -1));
       if (strcmp(k, "body") != 0) { /* C strings for libcurl: a NUL would cut them short */
         size_t n;
@@ -514,6 +570,8 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   t->what = strdup(lua_tostring(L, -1));
   lua_pop(L, 1);
   if (t->what == NULL) luaL_error(L, "http: out of memory");
+  const char *output = str_field(L, idx, "output", NULL);
+  if (output && (t->output = strdup(output)) == NULL) luaL_error(L, "http: out of memory");
 
   lua_Integer max = (rawfield(L, idx, "max_response") == LUA_TNIL) ? DEFAULT_MAX_RESPONSE : lua_tointeger(L, -1);
   lua_pop(L, 1);
@@ -597,6 +655,7 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
 
 static const char *code_of(Transfer *t) {
   CURLcode rc = t->result;
+  if (t->out_errno) return "io";
   /* through a proxy, the only host curl connects to is the proxy */
   if (rc == CURLE_COULDNT_CONNECT && t->via_proxy) return "proxy";
   switch (rc) {
@@ -649,6 +708,8 @@ static int push_failure(lua_State *L, Transfer *t) {
     msg = big;
   }
   if (t->resend_refused) msg = "connection closed without an answer (the request was not sent again)";
+  if (t->out_errno) return quan_fail(L, "io", "%s: cannot write %s: %s", t->what ? t->what : "http", t->output,
+                                     strerror(t->out_errno));
   /* "Failed to connect" -> "failed to connect"; "URL ..." stays */
   int c = (unsigned char)msg[0];
   if (c && !isupper((unsigned char)msg[1])) c = tolower(c);
@@ -750,14 +811,40 @@ static void push_response(lua_State *L, Transfer *t) {
   lua_setfield(L, -2, "headers");
   lua_pushlstring(L, t->body.p ? t->body.p : "", t->body.len);
   lua_setfield(L, -2, "body");
+  if (t->out_state == 1) { /* the body went to the file */
+    lua_pushstring(L, t->output);
+    lua_setfield(L, -2, "output");
+    lua_pushinteger(L, (lua_Integer)t->out_len);
+    lua_setfield(L, -2, "size");
+  }
   lua_pushinteger(L, connects);
   lua_setfield(L, -2, "connects");
   lua_pushnumber(L, (lua_Number)total / 1e6);
   lua_setfield(L, -2, "time");
 }
 
+/* output_finish(t): the output file of a finished transfer closed (an
+ * empty one made for a 2xx answer without a body); a failure to write it
+ * fails the transfer, and a failed transfer's partial file is removed */
+static void output_finish(Transfer *t) {
+  if (t->output == NULL) return;
+  if (t->out) {
+    if (fclose(t->out) != 0 && !t->out_errno) t->out_errno = errno ? errno : EIO;
+    t->out = NULL;
+  } else if (t->result == CURLE_OK && t->out_state == 0) {
+    long status = status_of(t);
+    if (status >= 200 && status < 300 && output_open(t)) {
+      if (fclose(t->out) != 0) t->out_errno = errno ? errno : EIO;
+      t->out = NULL;
+    }
+  }
+  if (t->out_errno && t->result == CURLE_OK) t->result = CURLE_WRITE_ERROR;
+  if (t->result != CURLE_OK && t->out_state == 1) unlink(t->output);
+}
+
 /* [] -> [res] or [nil, message, code]; returns the count pushed. */
 static int push_result(lua_State *L, Transfer *t) {
+  output_finish(t);
   if (t->result != CURLE_OK) return push_failure(L, t);
   push_response(L, t);
   return 1;

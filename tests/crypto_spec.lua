@@ -463,7 +463,51 @@ describe("quan.crypto", function()
       end
     end)
 
+    it("sha1 matches openssl dgst -sha1, hex or raw", function()
+      for i, s in ipairs(inputs) do
+        local f = sh.write(K.dir .. "/s" .. i, s)
+        local want = ossl.run("openssl dgst -sha1 -r " .. q(f)):match("^(%x+)")
+        assert.equal(40, #want)
+        assert.equal(want, crypto.sha1(s))
+        assert.equal(ossl.unhex(want), crypto.sha1(s, "raw"))
+      end
+    end)
+
+    it("digest objects hash data given in pieces as openssl dgst hashes the whole", function()
+      -- a file openssl made, fed in pieces of every size from 0 to 4099 bytes
+      local f = K.dir .. "/big"
+      ossl.run("openssl rand -out " .. q(f) .. " 300000")
+      local data = sh.read(f)
+      for _, name in ipairs {"sha1", "sha256"} do
+        local want = ossl.run("openssl dgst -" .. name .. " -r " .. q(f)):match("^(%x+)")
+        local d = crypto.digest(name)
+        assert.equal("quan.crypto.digest (" .. name .. ")", tostring(d))
+        local at, size = 1, 0
+        while at <= #data do
+          assert.equal(d, d:update(data:sub(at, at + size - 1))) -- returns itself: calls chain
+          at, size = at + size, (size + 37) % 4100
+        end
+        assert.equal(want, d:final())
+        assert.equal("quan.crypto.digest (" .. name .. ", finished)", tostring(d))
+        raises(function() d:update("x") end, "calling 'update' on bad self (digest is finished or closed)")
+        raises(function() d:final() end, "calling 'final' on bad self (digest is finished or closed)")
+        -- and our digest, written out, is what openssl computes
+        assert.equal(ossl.unhex(want), crypto.digest(name):update(data):final("raw"))
+      end
+      assert.equal(crypto.sha1(""), crypto.digest("sha1"):final())
+      local closed = crypto.digest("sha1")
+      closed:close()
+      closed:close() -- idempotent
+      raises(function() closed:final() end, "calling 'final' on bad self (digest is finished or closed)")
+      do local scoped <close> = crypto.digest("sha256") end
+    end)
+
     it("raises for bad arguments", function()
+      raises(function() crypto.digest("md5") end, "bad argument #1 to 'digest' (invalid option 'md5')")
+      raises(function() crypto.digest() end, "bad argument #1 to 'digest' (string expected, got no value)")
+      raises(function() crypto.digest("sha1"):update(12) end,
+        "bad argument #1 to 'update' (string expected, got number)")
+      raises(function() crypto.sha1({}) end, "bad argument #1 to 'sha1' (string expected, got table)")
       raises(function() crypto.sha256(1) end,
         "bad argument #1 to 'sha256' (string expected, got number)")
       raises(function() crypto.sha256("x", "base64") end,

@@ -68,6 +68,22 @@ describe("quan.time", function()
     assert.equal("missing the offset (e.g. +08:00)", select(2, time.parse("2026-11-28T08:00:00", true)))
   end)
 
+  it("reads durations as a person types them, refusing anything else", function()
+    for _, c in ipairs {
+      { "90s", 90 }, { "30m", 1800 }, { "2h", 7200 }, { "1d", 86400 }, { "1w", 604800 },
+      { "1d12h", 129600 }, { "1h30m15s", 5415 }, { "0s", 0 }, { "3600", 3600 }, { "0", 0 },
+    } do
+      assert.equal(c[2], time.duration(c[1]), c[1])
+      assert.equal("integer", math.type(time.duration(c[1])), c[1])
+    end
+    local reason = "not a duration: digits and a unit (s, m, h, d, w), several in a row, e.g. 90s, 2h, 1d12h"
+    for _, bad in ipairs { "2x", "h", "1.5h", "-1h", "2 h", "2h ", "+2h" } do
+      assert.same({ nil, reason }, { time.duration(bad) }, bad)
+    end
+    assert.same({ nil, "empty" }, { time.duration("") })
+    assert.same({ nil, "not a string" }, { time.duration(3600) })
+  end)
+
   it("gives the same answer from its memo", function()
     for _ = 1, 600 do assert.equal(1795824000, time.parse("2026-11-28T08:00:00+08:00")) end
     for i = 1, 600 do assert.equal(1795824000 + i, time.parse(time.beijing(1795824000 + i))) end

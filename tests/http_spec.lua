@@ -278,6 +278,58 @@ describe("quan.http", function()
       assert.equal(3000, #assert(http.request(req("/big?n=3000&chunked=1"))).body) -- the default: 64 MiB
     end)
 
+    it("writes a 2xx body to the file named by output, keeping an error answer's body", function()
+      local dir = sh.tmpdir()
+      local file = dir .. "/got"
+      for _, chunked in ipairs { "0", "1" } do
+        os.remove(file)
+        local res = assert(http.request(req("/big?n=250000&chunked=" .. chunked, { output = file })))
+        assert.equal(200, res.status)
+        assert.equal("", res.body)
+        assert.equal(file, res.output)
+        assert.equal(250000, res.size)
+        assert.equal(("x"):rep(250000), sh.read(file))
+        assert.equal(384, qos.mode(file)) -- 0600
+      end
+      -- an empty 2xx body makes an empty file; an old file is truncated
+      local res = assert(http.request(req("/status/204", { output = file })))
+      assert.equal(204, res.status)
+      assert.equal("", sh.read(file))
+      -- another status: the body stays in res.body, the file is not touched
+      sh.write(file, "before")
+      res = assert(http.request(req("/status/404", { output = file })))
+      assert.equal(404, res.status)
+      assert.equal("status", res.body)
+      assert.is_nil(res.output)
+      assert.equal("before", sh.read(file))
+      -- through quan.async, the same
+      os.remove(file)
+      res = require("quan.async").spawn(function()
+        return assert(require("quan.async").request(req("/big?n=3000", { output = file })))
+      end):wait()
+      assert.equal(3000, res.size)
+      assert.equal(3000, #sh.read(file))
+      os.execute("rm -rf " .. sh.quote(dir))
+    end)
+
+    it("fails with code io when the output file cannot be written, and removes a partial one", function()
+      local dir = sh.tmpdir()
+      local res, err, code = http.request(req("/big?n=100", { output = dir .. "/no/such/dir/f" }))
+      assert.is_nil(res)
+      assert.equal("io", code)
+      assert.matches("^GET https://127%.0%.0%.1:%d+/big%?n=100: cannot write " .. dir:gsub("%p", "%%%0")
+        .. "/no/such/dir/f: No such file or directory$", err)
+      -- past max_response, or a transfer cut short: no partial file is left
+      res, err, code = http.request(req("/big?n=5000&chunked=1", { output = dir .. "/big", max_response = 4000 }))
+      assert.is_nil(res)
+      assert.equal("too_large", code)
+      assert.is_nil(qos.stat(dir .. "/big"))
+      res, err, code = http.request(req("/slow?ms=3000", { output = dir .. "/slow", timeout = 0.2 }))
+      assert.equal("timeout", code)
+      assert.is_nil(qos.stat(dir .. "/slow"))
+      os.execute("rm -rf " .. sh.quote(dir))
+    end)
+
     it("returns code connect for a refused connection", function()
       local res, err, code = http.request { url = ("https://127.0.0.1:%d/"):format(server.closed_port) }
       assert.is_nil(res)

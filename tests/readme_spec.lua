@@ -32,13 +32,25 @@ describe("README", function()
     for _, cmd in ipairs { "plan", "apply" } do -- the commands the README names
       assert.truthy(readme:find("`build/quan " .. cmd .. " " .. file .. "`", 1, true), cmd)
     end
-    -- the built-in sandbox, with a state kept beside the file
-    out, err, code = quan("--sandbox plan " .. file)
-    assert.equal(3, code, out .. err)
-    assert.matches("plan: 3 to create %(¥150,000%.00%), 3 to start", out)
-    out, err, code = quan("--sandbox apply --yes --state s " .. file)
-    assert.equal(0, code, out .. err)
-    assert.matches("apply: done: 3 created, 3 started", out)
+    -- on a sandbox whose business clock reads a day before its dates (so
+    -- the test does not age): planned, applied, then nothing to do
+    local h = require("tests.support.sandbox").start()
+    local ok, why = pcall(function()
+      local cfg = "QUAN_CONFIG=" .. sh.quote(h.state .. "/config.lua") .. " "
+      out, err, code = quan("sandbox clock --state " .. sh.quote(h.state) .. " '2027-11-20 00:00'")
+      assert.equal(0, code, out .. err)
+      out, err, code = sh.run("cd " .. sh.quote(dir) .. " && " .. cfg .. sh.quote(sh.quan) .. " plan " .. file)
+      assert.equal(3, code, out .. err)
+      assert.matches("plan: 3 to create %(¥150,000%.00%), 3 to start", out)
+      out, err, code = sh.run("cd " .. sh.quote(dir) .. " && " .. cfg .. sh.quote(sh.quan) .. " apply --yes " .. file)
+      assert.equal(0, code, out .. err)
+      assert.matches("apply: done: 3 created, 3 started", out)
+      out, err, code = sh.run("cd " .. sh.quote(dir) .. " && " .. cfg .. sh.quote(sh.quan) .. " apply --yes " .. file)
+      assert.equal(0, code, out .. err)
+      assert.matches("apply: nothing to do", out)
+    end)
+    h:stop()
+    assert(ok, why)
   end)
 end)
 

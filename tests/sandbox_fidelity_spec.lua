@@ -143,6 +143,11 @@ local function every_endpoint(on)
       filename = "logo.png", data_hex = (PNG:gsub(".", function(c) return ("%02x"):format(c:byte()) end))}},
     -- a merchant in public-key mode has no certificates: a signed 404
     ["GET /v3/certificates"] = {status = on.key_mode == "public_key" and 404 or 200},
+    -- a stock still running has no flow files yet: a signed 404 (the file
+    -- itself, once there, is unsigned on the API: tests/flows_spec.lua)
+    ["GET " .. P .. "/stocks/{stock_id}/use-flow"] = {target = stock .. to_send .. "/use-flow", status = 404},
+    ["GET " .. P .. "/stocks/{stock_id}/refund-flow"] = {target = stock .. to_send .. "/refund-flow", status = 404},
+    ["GET /v3/billdownload/file"] = {target = "/v3/billdownload/file?token=none", status = 404},
   }
 end
 

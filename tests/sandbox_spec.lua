@@ -818,7 +818,8 @@ describe("quan sandbox", function()
       ]])
       local pid = qos.spawn({sh.quan, dir .. "/starter.lua", dir .. "/state"}, {stdout = "/dev/null", stderr = "/dev/null"})
       local deadline = qos.now() + 30
-      while not io.open(dir .. "/state") and qos.now() < deadline do qos.sleep(0.05) end
+      -- (the file is made before it is written: wait for its text)
+      while not (io.open(dir .. "/state") and sh.read(dir .. "/state") ~= "") and qos.now() < deadline do qos.sleep(0.05) end
       local state = sh.read(dir .. "/state")
       assert.truthy(io.open(state .. "/merchant.key.pem"))
       qos.kill(pid, "KILL")

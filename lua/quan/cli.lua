@@ -7,7 +7,8 @@
 --       command but names a file (main.c then runs it as a script)
 --   cli.COMMANDS                 -> the table below, in `quan help` order
 --   cli.find(word)               -> its entry | nil
---   cli.usage(word)              -> the help text of a command (quan.options)
+--   cli.usage(word)              -> the help text of a command (quan.options),
+--                                   or of a sub-command ("sandbox redeem")
 --   cli.commands_text()          -> the "commands:" part of `quan help`/`--help`
 local options = require "quan.options"
 local suggest = require "quan.suggest"
@@ -28,6 +29,10 @@ local M = {}
 --            words left; or `main`, that function itself
 --   banner   true: print quan's version line first (as `quan` alone does)
 --   host     true: main.c runs it (`run`); listed here for help only
+--   subcommands  entries of the same shape (name, summary, module, options,
+--            ...) for `quan NAME WORD ...`: when the first word after the
+--            command is one of their names, that entry reads the rest of
+--            the line (`quan sandbox redeem --help` is its usage)
 --
 -- Then list its exit codes in docs/errors.md and describe it in docs/cli.md.
 local NOT_USED_BY_CHECK = "accepted as `quan run` takes it; check uses no profile"
@@ -73,6 +78,28 @@ M.COMMANDS = {
     },
     footer = "clock prints or moves a running sandbox's business clock (forward only: +2h, +1d12h, or a\n"
       .. "Beijing time). docs/sandbox.md describes the state, the faults and the control endpoints",
+    subcommands = {
+      {
+        name = "redeem", module = "quan.sandbox.redeem",
+        summary = "redeem a share of a stock's sent coupons over business time, as payments would",
+        arguments = { "STOCK_ID" },
+        options = {
+          { "--share X", "that share of the stock's unused coupons (above 0, at most 1)",
+            check = function(text) return require("quan.sandbox.redeem").share(text) end },
+          { "--count N", "that many of them", check = require("quan.options").positive_integer },
+          { "--over DURATION", "spread over the next DURATION of the business clock (90s, 30m, 2h, 1d12h)",
+            check = function(text) return require("quan.sandbox.redeem").duration(text) end },
+          { "--refunds N", "refund that many of them (in the refund-flow file only)",
+            check = function(text) return require("quan.sandbox.redeem").count(text) end },
+          { "--seed N", "draw everything from seed N (default 1): the same seed, the same redemptions",
+            check = function(text) return require("quan.sandbox.redeem").count(text) end },
+          { "--ca-file FILE", "the CA the callback URL's certificate is checked with (default the sandbox's)" },
+          { "--state DIR", "the state directory of the running sandbox (default as for quan sandbox)" },
+          { "--json", "print the sandbox's answer, every redemption, as JSON" },
+        },
+        footer = "exit status: 0 scheduled, 1 no sandbox serves DIR or it refused, 2 usage (docs/sandbox.md)",
+      },
+    },
   },
   {
     name = "plan", module = "quan.campaign.plan",
@@ -144,6 +171,14 @@ local by_name = {}
 for _, entry in ipairs(M.COMMANDS) do
   entry.program = "quan " .. entry.name
   by_name[entry.name] = entry
+  for _, sub in ipairs(entry.subcommands or {}) do sub.program = entry.program .. " " .. sub.name end
+end
+
+-- subcommand(entry, word) -> the sub-command `word` of a command's entry | nil
+local function subcommand(entry, word)
+  for _, sub in ipairs(entry.subcommands or {}) do
+    if sub.name == word then return sub end
+  end
 end
 
 -- find(word) -> the command's entry | nil
@@ -151,8 +186,11 @@ function M.find(word)
   return by_name[word]
 end
 
--- usage(word) -> the help text of command `word`
+-- usage(word) -> the help text of command `word` (or "word sub", a
+-- sub-command's)
 function M.usage(word)
+  local name, sub = word:match("^(%S+) (%S+)$")
+  if name then return options.usage(assert(subcommand(assert(by_name[name], name), sub), word)) end
   local entry = assert(by_name[word], word)
   if entry.options == false then -- the host's options: described by the footer
     return ("usage: %s\n%s\n%s\n"):format(entry.usage, entry.summary, entry.footer)
@@ -227,7 +265,10 @@ function M.main(word, argv, banner)
     if require("quan.os").stat(word) then return nil end
     return unknown(word, "quan")
   end
-  local opts, arguments = options.read(entry, argv or {})
+  argv = argv or {}
+  local sub = argv[1] and subcommand(entry, argv[1])
+  if sub then entry, argv = sub, table.move(argv, 2, #argv, 1, {}) end
+  local opts, arguments = options.read(entry, argv)
   if not opts then return arguments end
   if entry.banner and banner then
     io.stdout:write(banner, "\n")

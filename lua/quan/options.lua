@@ -22,6 +22,8 @@
 --                 untouched, options or not (a script's own arguments);
 --                 otherwise options may come between arguments
 --   footer      = text printed after the options
+--   subcommands = { { name =, summary = }, ... }: listed after the footer
+--                 (quan.cli runs them)
 -- -h and --help are every spec's; `--` ends the options.
 --
 --   options.parse(spec, argv)   -> opts, arguments | nil, message, kind
@@ -190,6 +192,13 @@ function M.usage(spec)
     out[#out + 1] = ("  %-" .. width .. "s  %s"):format(r[1], r[2]):gsub("%s+$", "")
   end
   if spec.footer then out[#out + 1] = spec.footer end
+  if spec.subcommands then
+    out[#out + 1] = "sub-commands:"
+    for _, sub in ipairs(spec.subcommands) do
+      out[#out + 1] = ("  %s %s  %s"):format(program(spec), sub.name, sub.summary)
+    end
+    out[#out + 1] = ("'%s WORD --help' shows a sub-command's usage."):format(program(spec))
+  end
   return table.concat(out, "\n") .. "\n"
 end
 

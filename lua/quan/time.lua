@@ -8,6 +8,9 @@
 --                                     epoch seconds (the fraction dropped); format
 --                                     default "%Y-%m-%dT%H:%M:%S+08:00" (RFC 3339)
 --   time.parse(s [, lenient])      -> epoch seconds | nil, reason
+--   time.duration(s)               -> seconds | nil, reason: "90s", "30m", "2h", "1d",
+--                                     "1w", several in a row ("1d12h"), or plain
+--                                     digits (seconds)
 --
 -- parse reads "YYYY-MM-DDTHH:MM:SS[.fraction]+HH:MM" (or -HH:MM): a day that
 -- exists in the proleptic Gregorian calendar, hours 00-23, seconds 00-59, an
@@ -89,6 +92,25 @@ function M.parse(s, lenient)
   if memo_n >= 512 then memo, memo_n = {}, 0 end
   memo[s], memo_n = t, memo_n + 1
   return t
+end
+
+local UNITS = { s = 1, m = 60, h = 3600, d = DAY, w = 7 * DAY }
+
+-- duration(s) -> whole seconds | nil, reason
+function M.duration(s)
+  if type(s) ~= "string" then return nil, "not a string" end
+  if smatch(s, "^%d+$") then return tonumber(s) // 1 end
+  if s == "" then return nil, "empty" end
+  local total, pos = 0, 1
+  while pos <= #s do
+    local n, unit, after = smatch(s, "^(%d+)(%a)()", pos)
+    if not n or not UNITS[unit] then
+      return nil, "not a duration: digits and a unit (s, m, h, d, w), several in a row, e.g. 90s, 2h, 1d12h"
+    end
+    total = total + tonumber(n) * UNITS[unit]
+    pos = after
+  end
+  return total // 1
 end
 
 return M

@@ -17,6 +17,7 @@ local sign = require "wechatpay.sign"
 local verify = require "wechatpay.verify"
 local multipart = require "wechatpay.multipart"
 local trace = require "wechatpay.trace"
+local flow = require "wechatpay.flow"
 local decode_query = require("quan.url").query
 local suggest = require "quan.suggest"
 local retry = require "wechatpay.retry"
@@ -731,7 +732,18 @@ local function finish(wx, p, res, check)
         }
       end
     end
+    if p.output and res.output == nil then
+      -- a hook's answer (a dry run) to a download that goes to a file
+      local f, ferr = io.open(p.output, "wb")
+      if not f then
+        return nil, errors.new { kind = "network", code = "io", message = p.context .. ": cannot write " .. tostring(ferr) }
+      end
+      f:write(res.body or "")
+      f:close()
+      res = {status = res.status, headers = res.headers, body = "", output = p.output, size = #(res.body or "")}
+    end
     local r, undecoded = result(res, request_id)
+    r.path, r.size = res.output, res.size
     -- an answer that says JSON (or says nothing) must decode: a caller never
     -- gets a success whose res.json is silently missing
     local ctype = header(h, "Content-Type")
@@ -765,7 +777,7 @@ local origins = setmetatable({}, { __mode = "k" })
 local function transfer(st, p)
   return require("quan.async").request {
     method = p.method, url = p.url, headers = p.headers, body = p.body, resend = false,
-    timeout = p.timeout, cafile = st.ca_file, proxy = st.proxy, max_response = p.max_response,
+    timeout = p.timeout, cafile = st.ca_file, proxy = st.proxy, max_response = p.max_response, output = p.output,
   }
 end
 
@@ -901,11 +913,26 @@ function Client.request(wx, method, path, opts)
   return r, e
 end
 
--- wx:download(url) -> result | nil, err: a signed GET of a download URL
--- (use-flow / refund-flow files) on the same host; answers are not verified
-function Client.download(wx, url)
+-- wx:download(url[, opts]) -> result | nil, err: a signed GET of a download
+-- URL (use-flow / refund-flow files) on the same host; answers are not
+-- verified. opts.path: the file goes there as it arrives (result.path,
+-- result.size; result.body is empty); opts.timeout: seconds.
+local DOWNLOAD_OPTIONS = { path = true, timeout = true }
+
+function Client.download(wx, url, opts)
   if getmetatable(wx) ~= Client then error("download: call it with ':' (wx:download(url))", 2) end
   if type(url) ~= "string" then error("download: expected a URL string", 2) end
+  if opts ~= nil and type(opts) ~= "table" then error("download: opts must be a table", 2) end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if not DOWNLOAD_OPTIONS[k] then error("download: unknown option '" .. tostring(k) .. "'", 2) end
+  end
+  if opts.path ~= nil and (type(opts.path) ~= "string" or opts.path == "") then
+    error("download: opts.path must be a file path", 2)
+  end
+  if opts.timeout ~= nil and not (type(opts.timeout) == "number" and opts.timeout > 0 and opts.timeout < math.huge) then
+    error("download: opts.timeout must be a positive, finite number of seconds", 2)
+  end
   local target = url
   if url:find("^https://") then
     if url:sub(1, #wx.base_url + 1) ~= wx.base_url .. "/" then
@@ -917,8 +944,52 @@ function Client.download(wx, url)
   local p = errors.call(2, "GET " .. target .. ": ", prepare, wx, "GET", "", nil, target)
   p.unsigned = true
   p.max_response = M.DOWNLOAD_LIMIT -- a flow file (1 GiB), not an API answer (quan.http's 64 MiB)
+  p.output, p.timeout = opts.path, opts.timeout or p.timeout
   local r, err = perform(wx, p)
   return r, err
+end
+
+-- wx:flow(kind, stock_id[, opts]) -> flow | nil, err: a stock's use-flow
+-- or refund-flow file (kind "use-flow" | "refund-flow"): the signed GET of
+-- its link (url, hash_value, hash_type), the file downloaded to opts.path
+-- (default a temporary file, removed by flow:close()) as it arrives, then
+-- opened by wechatpay.flow: its SHA1 checked against hash_value (a
+-- mismatch is a verify error, hash_mismatch) and every line read. The
+-- flow's rows() reads the rows, typed. opts.timeout: seconds, per request.
+local FLOW_KINDS = { ["use-flow"] = true, ["refund-flow"] = true }
+local FLOW_OPTIONS = { path = true, timeout = true }
+
+function Client.flow(wx, kind, stock_id, opts)
+  if getmetatable(wx) ~= Client then error("flow: call it with ':' (wx:flow(kind, stock_id))", 2) end
+  if not FLOW_KINDS[kind] then error("flow: kind must be \"use-flow\" or \"refund-flow\", got " .. tostring(kind), 2) end
+  if type(stock_id) ~= "string" or stock_id == "" then error("flow: expected a stock_id (a string)", 2) end
+  if opts ~= nil and type(opts) ~= "table" then error("flow: opts must be a table", 2) end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if not FLOW_OPTIONS[k] then error("flow: unknown option '" .. tostring(k) .. "'", 2) end
+  end
+  if opts.path ~= nil and (type(opts.path) ~= "string" or opts.path == "") then error("flow: opts.path must be a file path", 2) end
+  local res, err = run(wx, "GET", "v3/marketing/favor/stocks/{stock_id}/" .. kind,
+    { stock_id = stock_id, timeout = opts.timeout }, 2)
+  if not res then return nil, err end
+  local link = res.json
+  if type(link) ~= "table" or type(link.url) ~= "string" or type(link.hash_value) ~= "string" then
+    return nil, errors.new { kind = "http", status = res.status, code = "bad_answer", request_id = res.request_id,
+      message = "GET /v3/marketing/favor/stocks/" .. stock_id .. "/" .. kind .. ": the answer has no url and hash_value",
+      body = res.body, headers = res.headers }
+  end
+  local path, temporary = opts.path, false
+  if not path then path, temporary = os.tmpname(), true end
+  local got
+  got, err = Client.download(wx, link.url, { path = path, timeout = opts.timeout })
+  local f
+  if got then f, err = flow.open(path, link.hash_value, type(link.hash_type) == "string" and link.hash_type or nil) end
+  if not f then
+    if temporary then os.remove(path) end
+    return nil, err
+  end
+  f.kind, f.stock_id, f.url, f.hash_value, f.temporary = kind, stock_id, link.url, link.hash_value, temporary
+  return f
 end
 
 -- wx:decrypt{ciphertext=, nonce=, associated_data=} -> plaintext | nil, err

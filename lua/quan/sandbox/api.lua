@@ -12,6 +12,8 @@ local qos = require "quan.os"
 local store = require "quan.sandbox.store"
 local util = require "quan.sandbox.util"
 local auth = require "quan.sandbox.auth"
+local redemptions = require "quan.sandbox.redemptions"
+local flows = require "quan.sandbox.flows"
 local time = require "quan.time"
 local url = require "quan.url"
 local validate = require "wechatpay.favor.validate"
@@ -26,7 +28,8 @@ local PREFIX = "/v3/marketing/favor"
 -- the request's transaction. The exchange (quan.sandbox.handler) holds db,
 -- ctx (the store's context: mchid, appid, now, sha256), body (a POST's
 -- JSON object), query, parts (an upload's). opts.multipart: the body is
--- multipart, its meta part the one that was signed.
+-- multipart, its meta part the one that was signed; opts.download: handle
+-- returns {file = bytes}, answered unsigned (quan.sandbox.flows).
 local function route(method, template, handle, opts)
   local names = {}
   local pattern = template:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"):gsub("{([%w_]+)}", function(name)
@@ -34,7 +37,7 @@ local function route(method, template, handle, opts)
     return "([^/]+)"
   end)
   return {method = method, template = template, pattern = "^" .. pattern .. "$", names = names,
-    handle = handle, multipart = opts and opts.multipart or false}
+    handle = handle, multipart = opts and opts.multipart or false, download = opts and opts.download or false}
 end
 
 local function transition(action)
@@ -97,6 +100,9 @@ M.ROUTES = {
   route("POST", PREFIX .. "/callbacks", function(ex) return store.set_callback(ex.db, ex.ctx, ex.body) end),
   route("GET", PREFIX .. "/callbacks", function(ex) return store.get_callback(ex.db, ex.ctx, ex.query) end),
   route("POST", PREFIX .. "/media/image-upload", upload_image, {multipart = true}),
+  route("GET", PREFIX .. "/stocks/{stock_id}/use-flow", function(ex, p) return flows.link(ex, p.stock_id, "use-flow") end),
+  route("GET", PREFIX .. "/stocks/{stock_id}/refund-flow", function(ex, p) return flows.link(ex, p.stock_id, "refund-flow") end),
+  route("GET", "/v3/billdownload/file", flows.download, {download = true}), -- outside PREFIX
   route("GET", "/v3/certificates", certificates), -- outside PREFIX
 }
 
@@ -194,6 +200,7 @@ function M.handle(ex)
   res, err = check(db:transaction(function()
     if not store.remember_nonce(db, signer.mchid, signer.nonce_str, floor(qos.time())) then return nil, auth.REPLAY end
     store.count_request(db, req.method, r and r.template or "(no such endpoint)") -- GET /sandbox/requests
+    redemptions.settle_some(ex.sandbox, ex.ctx.now) -- redemptions the business clock has reached: answers never lag it
     if not r then
       return nil, {status = 404, code = "NOT_FOUND", message = "no such endpoint: " .. req.method .. " " .. ex.path}
     end
@@ -210,6 +217,7 @@ function M.handle(ex)
   if r and res and faults.drop and random() < faults.drop then return "drop" end
   local tamper = r and faults.tamper and #faults.tamper > 0 and random() < (faults.tamper_rate or 1) and faults.tamper or nil
   if not res then return ex:fail(err, err.location or location, tamper) end
+  if r.download then return flows.answer(ex, res.file, tamper) end
   return ex:answer(200, util.encode(util.times(ex.control.time_fraction)(res)), tamper)
 end
 

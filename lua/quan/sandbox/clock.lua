@@ -6,29 +6,19 @@
 --   quan sandbox clock --state DIR +2h              moves it 2 hours ahead
 --   quan sandbox clock --state DIR "2027-12-01 10:00"   moves it to that Beijing time
 --
--- The clock only moves forward. Exit status: 0 done, 1 no sandbox serves
+-- The clock moves back only on a sandbox without stocks. Exit status: 0 done, 1 no sandbox serves
 -- DIR or it refused, 2 usage. See docs/sandbox.md.
 local M = {}
 
 local format = require "quan.format"
 
-local UNITS = { s = 1, m = 60, h = 3600, d = 86400, w = 7 * 86400 }
-
 -- DURATION: a number and a unit, several in a row
 M.DURATIONS = "+90s, +30m, +2h, +1d, +1w, +1d12h"
 
--- seconds_of(spec) -> seconds of "+1d12h" | nil
+-- seconds_of(spec) -> seconds of "+1d12h" | nil (quan.time.duration after the +)
 local function seconds_of(spec)
   local rest = spec:match("^%+(.+)$")
-  if not rest then return nil end
-  local total, pos = 0, 1
-  while pos <= #rest do
-    local n, unit, nxt = rest:match("^(%d+)(%a)()", pos)
-    if not n or not UNITS[unit] then return nil end
-    total = total + tonumber(n) * UNITS[unit]
-    pos = nxt
-  end
-  return total
+  return rest and require("quan.time").duration(rest) or nil
 end
 
 -- usage(message [, who]) -> 2, after the message and the sandbox command's usage
@@ -38,31 +28,15 @@ local function usage(message, who)
 end
 
 -- control(dir, method, body) -> answer table | nil, message: a control
--- request to the sandbox serving dir
+-- request to /sandbox/clock of the sandbox serving dir
 local function control(dir, method, body)
-  local f = io.open(dir .. "/config.lua", "rb")
-  local text = f and f:read("a")
-  if f then f:close() end
-  local base = text and text:match('base_url = "(https://[^"]+)"')
-  if not base then
-    return nil, "no sandbox state in " .. dir .. " (start one: quan sandbox --state " .. dir .. ")"
-  end
-  local res, err, code = require("quan.http").request {
-    method = method, url = base .. "/sandbox/clock", cafile = dir .. "/ca.pem", timeout = 10,
-    headers = { "Content-Type: application/json" }, body = body,
-  }
-  if not res then
-    if code == "connect" then
-      return nil, "no sandbox is serving " .. dir .. " at " .. base .. " (start one: quan sandbox --state " .. dir .. ")"
-    end
-    return nil, base .. "/sandbox/clock: " .. tostring(err)
-  end
-  local j = require("cjson.safe").decode(res.body or "")
-  if res.status ~= 200 or type(j) ~= "table" then
-    return nil, ("the sandbox answered %s: %s"):format(tostring(res.status),
-      type(j) == "table" and tostring(j.message) or tostring(res.body))
-  end
-  return j
+  return require("quan.sandbox.remote").request(dir, method, "/sandbox/clock", body, 10)
+end
+
+-- relative(offset) -> "2h ahead of real time", "3d behind real time"
+local function relative(offset)
+  if offset < 0 then return format.duration(-offset) .. " behind real time" end
+  return format.duration(offset) .. " ahead of real time"
 end
 
 local function epoch(rfc)
@@ -101,26 +75,19 @@ function M.main(o, arguments, word)
   end
   local before = epoch(now.now)
   if not target then
-    io.stdout:write(("%s (Beijing time), %s ahead of real time\n"):format(format.beijing(before),
-      format.duration(now.offset_seconds)))
+    io.stdout:write(("%s (Beijing time), %s\n"):format(format.beijing(before), relative(now.offset_seconds)))
     return 0
   end
-  if not target:find("^%+") then -- a time: the step to it
-    local to = advance
-    if to < before then
-      io.stderr:write(("quan sandbox clock: the clock only moves forward; it reads %s, later than %s\n"):format(
-        format.beijing(before), format.beijing(to)))
-      return 1
-    end
-    advance = to - math.floor(before)
+  if not target:find("^%+") then -- a time: the step to it (back only on a sandbox without stocks)
+    advance = advance - math.floor(before)
   end
   local after, aerr = control(dir, "POST", require("cjson").encode { advance_seconds = advance })
   if not after then
     io.stderr:write("quan sandbox clock: ", aerr, "\n")
     return 1
   end
-  io.stdout:write(("%s -> %s (Beijing time), %s ahead of real time\n"):format(format.beijing(before),
-    format.beijing(epoch(after.now)), format.duration(after.offset_seconds)))
+  io.stdout:write(("%s -> %s (Beijing time), %s\n"):format(format.beijing(before),
+    format.beijing(epoch(after.now)), relative(after.offset_seconds)))
   return 0
 end
 

@@ -1,6 +1,8 @@
 -- quan.sandbox.control: the sandbox's own endpoints (/sandbox/...: health,
--- faults, the business clock, using a coupon, notification retries, the
--- form of times, the count of API requests),
+-- quan.sandbox.control: the sandbox's own endpoints (/sandbox/...: health,
+-- faults, the business clock, using a coupon, redemptions (their handlers
+-- in quan.sandbox.redemptions), notification retries, the form of times,
+-- the count of API requests),
 -- unsigned requests answered under the key mode's key. ROUTES maps a path to
 -- its handlers by method; ANY serves the methods not named. A handler is
 -- handler(exchange) -> status, headers, body (see quan.sandbox.handler for
@@ -13,6 +15,7 @@ local store = require "quan.sandbox.store"
 local util = require "quan.sandbox.util"
 local time = require "quan.time"
 local notify = require "quan.sandbox.notify"
+local redemptions = require "quan.sandbox.redemptions"
 
 local floor, tostring, type = math.floor, tostring, type
 
@@ -21,9 +24,11 @@ local function param_error(message, field, value)
 end
 
 -- the bounds of the control values: the business clock at most a century
--- ahead of real time (its times stay four-digit years), an injected
--- latency at most half a minute (past that a client's timeout answers)
+-- ahead of real time (its times stay four-digit years) and, set back on a
+-- sandbox without stocks, at most ten years behind; an injected latency at
+-- most half a minute (past that a client's timeout answers)
 M.MAX_CLOCK_OFFSET = 100 * 365 * 86400
+M.MAX_CLOCK_BACK = 10 * 365 * 86400
 M.MAX_LATENCY = 30
 M.TIME_FRACTIONS = {none = true, millis = true}
 
@@ -59,7 +64,7 @@ end
 
 -- valid_offset(v) -> true when v can be the business clock's offset
 local function valid_offset(v)
-  return whole(v) and v >= 0 and v <= M.MAX_CLOCK_OFFSET
+  return whole(v) and v >= -M.MAX_CLOCK_BACK and v <= M.MAX_CLOCK_OFFSET
 end
 
 -- repair(settings) -> notes: puts each stored control value that is out of
@@ -138,7 +143,9 @@ end
 
 -- POST /sandbox/clock {"advance_seconds": n} moves the business clock
 -- forward (whole seconds, at most MAX_CLOCK_OFFSET ahead of real time in
--- all); {"reset": true} back to the real time. A refused request changes
+-- all), or back (n < 0) while the sandbox holds no stock, so that a
+-- rehearsal starts on a date of its own (at most MAX_CLOCK_BACK behind real
+-- time); {"reset": true} back to the real time. A refused request changes
 -- nothing.
 local function move_clock(ex)
   local b, err = fields(ex, {advance_seconds = true, reset = true})
@@ -150,29 +157,31 @@ local function move_clock(ex)
   if reset and advance ~= nil then
     return ex:fail(param_error("not together with reset", "advance_seconds", advance))
   end
-  if advance ~= nil and not (whole(advance) and advance >= 0 and advance <= M.MAX_CLOCK_OFFSET) then
-    return ex:fail(param_error(("must be whole seconds from 0 to %d (the clock only moves forward; reset goes back)")
-      :format(M.MAX_CLOCK_OFFSET), "advance_seconds", advance))
+  local span = M.MAX_CLOCK_OFFSET + M.MAX_CLOCK_BACK
+  if advance ~= nil and not (whole(advance) and advance >= -span and advance <= span) then
+    return ex:fail(param_error(("must be whole seconds from %d to %d"):format(-span, span), "advance_seconds", advance))
   end
-  local offset
-  local refused = false
+  local offset, refusal
   ex.sandbox:update_control(function(cur)
     offset = valid_offset(cur.clock_offset) and cur.clock_offset or 0
     if reset then
       offset = 0
     elseif advance then
-      if offset + advance > M.MAX_CLOCK_OFFSET then
-        refused = true
-        return false
+      local to = math.tointeger(offset + advance)
+      if to > M.MAX_CLOCK_OFFSET then
+        refusal = ("would put the business clock more than %d s ahead of real time (it is %d s ahead)")
+          :format(M.MAX_CLOCK_OFFSET, offset)
+      elseif to < -M.MAX_CLOCK_BACK then
+        refusal = ("would put the business clock more than %d s behind real time"):format(M.MAX_CLOCK_BACK)
+      elseif advance < 0 and ex.sandbox.db:first("SELECT 1 AS x FROM stocks LIMIT 1") then
+        refusal = "the clock moves back only while the sandbox holds no stock (reset goes back to real time)"
       end
-      offset = math.tointeger(offset + advance)
+      if refusal then return false end
+      offset = to
     end
     cur.clock_offset = offset
   end)
-  if refused then
-    return ex:fail(param_error(("would put the business clock more than %d s ahead of real time (it is %d s ahead)")
-      :format(M.MAX_CLOCK_OFFSET, offset), "advance_seconds", advance))
-  end
+  if refusal then return ex:fail(param_error(refusal, "advance_seconds", advance)) end
   return clock_answer(ex, offset)
 end
 
@@ -206,7 +215,7 @@ local function use_coupon(ex)
   end
   local sandbox = ex.sandbox
   local now = floor(qos.time() + ex.control.clock_offset)
-  local coupon, err = store.use_coupon(ex.db, {mchid = sandbox.id.mchid, appid = sandbox.id.appid, now = now}, b)
+  local coupon, err = redemptions.use_one(ex.db, {mchid = sandbox.id.mchid, appid = sandbox.id.appid, now = now}, b)
   if not coupon then return ex:fail(err) end
   local note = notify.notification(sandbox, coupon, now, util.times(ex.control.time_fraction))
   return ex:answer(200, util.encode {coupon = coupon, notification = note,
@@ -266,6 +275,7 @@ M.ROUTES = {
   ["/sandbox/coupons/use"] = {POST = use_coupon},
   ["/sandbox/notifications"] = {POST = set_notifications, ANY = show_notifications},
   ["/sandbox/format"] = {POST = set_format, ANY = show_format},
+  ["/sandbox/redemptions"] = {POST = redemptions.post, ANY = redemptions.get},
   ["/sandbox/requests"] = {POST = reset_requests, ANY = show_requests},
 }
 

@@ -2,8 +2,9 @@
 -- per worker thread (new(state_dir) -> handler(req) -> status, headers,
 -- body). It checks each request as WeChat Pay does, routes it to the store,
 -- signs the answer with the platform key and applies the configured faults.
--- outbox(state_dir) -> run_due(): what the sandbox's main thread calls
--- between waits to retry undelivered COUPON.USE notifications.
+-- outbox(state_dir) -> tick(): what the sandbox's main thread calls
+-- between waits: redemptions the business clock reached, COUPON.USE
+-- notifications to send or retry.
 --
 -- The pieces: a Sandbox (here) is what a thread holds of a state dir: its
 -- keys, its database, the control settings; an Exchange (here) is one
@@ -27,6 +28,7 @@ local api = require "quan.sandbox.api"
 local control = require "quan.sandbox.control"
 local notify = require "quan.sandbox.notify"
 local util = require "quan.sandbox.util"
+local redemptions = require "quan.sandbox.redemptions"
 
 local floor, tostring, type = math.floor, tostring, type
 
@@ -233,11 +235,16 @@ function M.new(dir)
   return function(req) return handle(sandbox, req) end
 end
 
--- outbox(dir) -> run_due() -> 1 when a notification retry was due and
--- attempted, else 0 (see quan.sandbox.notify)
+-- outbox(dir) -> tick() -> the number of notification attempts made: the
+-- main thread's work between waits: the redemptions the business clock
+-- has reached (quan.sandbox.redemptions), then the notifications due, for up to
+-- 0.1 s (quan.sandbox.notify)
 function M.outbox(dir)
   local sandbox = open(dir)
-  return function() return notify.run_due(sandbox) end
+  return function()
+    redemptions.settle(sandbox, floor(qos.time() + sandbox:control().clock_offset), 500)
+    return notify.run_due(sandbox, 0.1)
+  end
 end
 
 return M

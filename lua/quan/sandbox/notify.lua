@@ -2,7 +2,8 @@
 -- callback URL as WeChat Pay sends them, and retried.
 --
 -- The outbox: a notification to deliver is a row of `notifications`. The
--- first attempt is made at once, inside /sandbox/coupons/use; when the
+-- first attempt is made at once, inside /sandbox/coupons/use (or, for a
+-- redemption of quan.sandbox.redemptions, by the main thread: enqueue); when the
 -- receiver does not answer 2xx, the main thread retries it (run_due) every
 -- retry_interval seconds, up to `retries` times. Every attempt is signed
 -- anew (fresh timestamp and nonce) over the same body: a receiver sees the
@@ -51,16 +52,16 @@ local function event_id()
 end
 M.event_id = event_id
 
--- notification(sandbox, coupon, now[, times]) -> {headers, body}: the
--- coupon-use event as WeChat Pay POSTs it: its envelope as a real one of
--- 2021 (a UUID id, summary 代金券核销通知), the coupon encrypted with the
--- APIv3 key (AEAD_AES_256_GCM, associated data "coupon"), the body signed
--- with the platform key. times(value) -> value rewrites the times of the
--- envelope and the coupon (the control setting time_fraction).
-function M.notification(sandbox, coupon, now, times)
-  times = times or function(v) return v end
+-- event_body(sandbox, coupon, now[, times]) -> the body of the coupon-use
+-- event as WeChat Pay POSTs it: its envelope as a real one of 2021 (a UUID
+-- id, summary 代金券核销通知), the coupon encrypted with the APIv3 key
+-- (AEAD_AES_256_GCM, associated data "coupon"). times(value) -> value
+-- rewrites the times of the envelope and the coupon (the control setting
+-- time_fraction).
+function M.event_body(sandbox, coupon, now, times)
+  times = times or util.times(sandbox:control().time_fraction)
   local nonce = crypto.nonce(12)
-  local body = util.encode(times {
+  return util.encode(times {
     id = event_id(),
     create_time = time.beijing(now),
     resource_type = "encrypt-resource",
@@ -71,6 +72,12 @@ function M.notification(sandbox, coupon, now, times)
       ciphertext = crypto.aes_gcm_encrypt(sandbox.apiv3, nonce, "coupon", util.encode(times(coupon))),
     },
   })
+end
+
+-- notification(sandbox, coupon, now[, times]) -> {headers, body}: the
+-- event body, signed with the platform key
+function M.notification(sandbox, coupon, now, times)
+  local body = M.event_body(sandbox, coupon, now, times)
   local _, headers = sandbox:sign(200, body, nil, serial(sandbox))
   return {headers = headers, body = body}
 end
@@ -109,31 +116,49 @@ local function attempt(sandbox, row)
     error = not res and err or nil, retry_in_seconds = wait}
 end
 
+-- insert(sandbox, body, ca_file, next_at) -> the outbox row of a new
+-- notification (attempts 0) to the callback URL | nil when no callback URL
+-- is set or it is switched off
+local function insert(sandbox, body, ca_file, next_at)
+  local db = sandbox.db
+  local cb = check(db:first("SELECT notify_url, switch FROM callbacks WHERE mchid = ?", sandbox.id.mchid))
+  if not cb or cb.switch == 0 then return nil end
+  local row = {event_id = cjson.decode(body).id, notify_url = cb.notify_url, body = body, ca_file = ca_file, attempts = 0}
+  local now = floor(qos.time())
+  check(db:run("INSERT INTO notifications (event_id, notify_url, body, ca_file, attempts, state, next_at, create_time, update_time) "
+    .. "VALUES (?, ?, ?, ?, 0, 'pending', ?, ?, ?)", row.event_id, row.notify_url, body, ca_file, next_at, now, now))
+  return row
+end
+
 -- deliver(sandbox, note, ca_file) -> what happened, for the control answer:
 -- nil when no callback URL is set (or it is switched off), else the first
 -- attempt's delivery
 function M.deliver(sandbox, note, ca_file)
-  local db = sandbox.db
-  local cb = check(db:first("SELECT notify_url, switch FROM callbacks WHERE mchid = ?", sandbox.id.mchid))
-  if not cb or cb.switch == 0 then return nil end
-  local row = {event_id = cjson.decode(note.body).id, notify_url = cb.notify_url, body = note.body,
-    ca_file = ca_file, attempts = 0}
-  local now = floor(qos.time())
-  check(db:run("INSERT INTO notifications (event_id, notify_url, body, ca_file, attempts, state, next_at, create_time, update_time) "
-    .. "VALUES (?, ?, ?, ?, 0, 'pending', ?, ?, ?)", row.event_id, row.notify_url, row.body, ca_file,
-    now + LEASE, now, now))
-  return attempt(sandbox, row)
+  local row = insert(sandbox, note.body, ca_file, qos.time() + LEASE)
+  return row and attempt(sandbox, row)
 end
 
--- run_due(sandbox) -> 1 when a retry was due and attempted, else 0: one per
--- call, as it may wait DELIVERY_TIMEOUT and the caller's wait checks for
--- signals between calls
-function M.run_due(sandbox)
-  local row = check(sandbox.db:first("SELECT * FROM notifications WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at LIMIT 1",
-    qos.time()))
-  if not row then return 0 end
-  attempt(sandbox, row)
-  return 1
+-- enqueue(sandbox, body, ca_file) -> true when a notification with this
+-- event body is kept for the callback URL, its first attempt due now (made
+-- by run_due); nil when no callback URL is set or it is switched off
+function M.enqueue(sandbox, body, ca_file)
+  return insert(sandbox, body, ca_file, qos.time()) and true
+end
+
+-- run_due(sandbox[, budget]) -> the number of attempts made: the due ones,
+-- oldest first, until none is left or `budget` seconds (default 0: one
+-- attempt) have passed; an attempt may wait DELIVERY_TIMEOUT, and the
+-- caller's wait checks for signals between calls
+function M.run_due(sandbox, budget)
+  local deadline, n = qos.now() + (budget or 0), 0
+  repeat
+    local row = check(sandbox.db:first("SELECT * FROM notifications WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY next_at LIMIT 1",
+      qos.time()))
+    if not row then break end
+    attempt(sandbox, row)
+    n = n + 1
+  until qos.now() >= deadline
+  return n
 end
 
 -- recent(sandbox) -> the latest 100 notifications, newest first: {event_id,

@@ -76,6 +76,17 @@ CREATE TABLE IF NOT EXISTS uses (
   coupon_id TEXT PRIMARY KEY, consume_time INTEGER NOT NULL, consume_mchid TEXT NOT NULL,
   transaction_id TEXT NOT NULL
 );
+-- redemptions: payments that use a coupon (quan.sandbox.redemptions): scheduled
+-- on the business clock, done when their time comes (the coupon USED, its
+-- uses row, a COUPON.USE notification), skipped when the coupon was used
+-- otherwise meanwhile; the rows of the use-flow and refund-flow files
+CREATE TABLE IF NOT EXISTS redemptions (
+  coupon_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, stock_id TEXT NOT NULL, openid TEXT NOT NULL,
+  state TEXT NOT NULL, consume_time INTEGER NOT NULL, consume_mchid TEXT NOT NULL, transaction_id TEXT NOT NULL,
+  coupon_amount INTEGER NOT NULL, order_amount INTEGER NOT NULL, refund_id TEXT, refund_time INTEGER, ca_file TEXT
+);
+CREATE INDEX IF NOT EXISTS redemptions_due ON redemptions (consume_time) WHERE state = 'scheduled';
+CREATE INDEX IF NOT EXISTS redemptions_stock ON redemptions (stock_id, consume_time);
 CREATE TABLE IF NOT EXISTS callbacks (
   mchid TEXT PRIMARY KEY, notify_url TEXT NOT NULL, switch INTEGER, update_time INTEGER NOT NULL
 );
@@ -172,6 +183,7 @@ local OUT_NO = "^[%w|_*%-]+$"
 local function stock_row(db, stock_id)
   return check(db:first("SELECT * FROM stocks WHERE stock_id = ?", stock_id))
 end
+M.stock_row = stock_row
 
 -- ended(row, now) -> true when a running or paused stock is past its
 -- available_end_time: the API reports it stopped (docs/sandbox.md,
@@ -538,6 +550,7 @@ local function user_coupon(db, coupon_id, openid)
   if not c then return fail(404, "RESOURCE_NOT_EXISTS", "coupon does not exist", "coupon_id", coupon_id) end
   return c
 end
+M.user_coupon = user_coupon
 
 -- consumption(db, c) -> consume_information of a USED coupon, or nil
 local function consumption(db, c)
@@ -569,15 +582,23 @@ function M.use_coupon(db, ctx, b)
       return fail(400, "INVALID_REQUEST", "the coupon is usable from " .. format_time(s.begin_time), "coupon_id", coupon_id)
     end
     tx = tx or ("4200" .. format_time(ctx.now, "%Y%m%d") .. ("%014d"):format(c.seq))
-    check(db:run("UPDATE coupons SET status = 'USED' WHERE seq = ?", c.seq))
-    check(db:run("INSERT INTO uses (coupon_id, consume_time, consume_mchid, transaction_id) VALUES (?, ?, ?, ?)",
-      c.coupon_id, ctx.now, ctx.mchid, tx))
-    c.status = "USED"
-    local j = coupon_json(c, s)
-    j.out_request_no = nil -- not in the notification's resource
-    j.consume_information = consumption(db, c)
-    return j
+    return M.consume(db, c, s, ctx.now, ctx.mchid, tx)
   end))
+end
+
+-- consume(db, c, s, time, mchid, transaction_id) -> the coupon as a
+-- COUPON.USE notification carries it: coupon row c, of stock row s, made
+-- USED by a payment at `time` (business clock) to merchant mchid; its
+-- consume_information is kept (uses) for the coupon answers
+function M.consume(db, c, s, at, mchid, tx)
+  check(db:run("UPDATE coupons SET status = 'USED' WHERE seq = ?", c.seq))
+  check(db:run("INSERT INTO uses (coupon_id, consume_time, consume_mchid, transaction_id) VALUES (?, ?, ?, ?)",
+    c.coupon_id, at, mchid, tx))
+  c.status = "USED"
+  local j = coupon_json(c, s)
+  j.out_request_no = nil -- not in the notification's resource
+  j.consume_information = consumption(db, c)
+  return j
 end
 
 -- get_coupon(db, ctx, openid, coupon_id, query) -> coupon
