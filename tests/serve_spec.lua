@@ -511,9 +511,10 @@ describe("quan serve", function()
         { cfg .. "serve --store x.db --workers 0", 2, "%-%-workers" },
         { cfg .. "--sandbox serve --store x.db --listen 127.0.0.1:0", 2, "private sandbox" },
         { "serve --store x.db --listen 127.0.0.1:0", 1, "no profile configured" },
-        { cfg .. "serve list --workers 2 --store x.db", 2, "%-%-workers is an option of the receiver, not of list" },
+        { cfg .. "serve list --workers 2 --store x.db", 2, "^quan serve list: unknown option '%-%-workers'.-usage: quan serve list " },
         { cfg .. "serve list --store missing.db", 1, "store missing%.db: no such file" },
-        { cfg .. "serve replay --all --store x.db", 2, "options of list" },
+        { cfg .. "serve list", 2, "^quan serve list: no store: give %-%-store PATH.-usage: quan serve list " },
+        { cfg .. "serve replay --all --store x.db", 2, "unknown option '%-%-all'" },
         { cfg .. "serve a.lua b.lua", 2, "unexpected argument 'b%.lua'" },
       } do
         local _, err, code = sh.run("cd " .. sh.quote(dir) .. " && env -u QUAN_CONFIG " .. sh.quote(sh.quan) .. " " .. case[1])
@@ -649,42 +650,45 @@ describe("docs/notifications.md", function()
     assert.truthy(section, "walk-through not found")
     local dir = sh.tmpdir()
     -- the files it shows, then its commands in order, in one shell
-    local files = 0
-    for name, code in section:gmatch("\n`([%w%-_]+%.lua)`[^\n]*:\n\n```lua\n(.-)```") do
+    local files = {}
+    for name, code in section:gmatch("\n`([%w%-_]+%.lua)`:\n\n```lua\n(.-)```") do
       sh.write(dir .. "/" .. name, code)
-      files = files + 1
+      files[#files + 1] = name
     end
-    assert.equal(2, files)
+    assert.same({ "winter.lua", "coupons.lua", "match.lua" }, files)
     local script = {}
     for block in section:gmatch("\n```sh\n(.-)```") do script[#script + 1] = block end
-    assert.equal(5, #script)
+    assert.equal(6, #script)
     local bin = sh.tmpdir()
     assert(os.execute("ln -s " .. sh.quote(sh.quan) .. " " .. sh.quote(bin .. "/quan")))
     sh.write(dir .. "/walk.sh", "set -e\n" .. table.concat(script, "\n"))
-    local out, err, status = sh.run("cd " .. sh.quote(dir) .. " && PATH=" .. sh.quote(bin) .. ":$PATH timeout 120 sh walk.sh")
+    local out, err, status = sh.run("cd " .. sh.quote(dir) .. " && PATH=" .. sh.quote(bin) .. ":$PATH timeout 180 sh walk.sh")
     assert.equal(0, status, out .. err)
-    -- the callback registered, five coupons delivered
-    local url = out:match("callback (http://127%.0%.0%.1:%d+/wechatpay/notify)\n")
-    assert.truthy(url, out)
-    local coupons = {}
-    for coupon in out:gmatch("\n?(%d+)\tdelivered\n") do coupons[#coupons + 1] = coupon end
-    assert.equal(5, #coupons, out)
-    -- listed: five events, handled, one per coupon; the handler's file
-    local listed = {}
-    for id, coupon in out:gmatch("(%S+)  %d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d  COUPON%.USE  coupon (%d+)  stock %d+  handled ") do
-      listed[coupon] = id
+    -- the callback registered; twelve redemptions scheduled, two refunded
+    assert.matches("callback http://127%.0%.0%.1:%d+/wechatpay/notify\n", out)
+    assert.matches("stock %d+: 12 redemptions %(seed 1%) from 2027%-12%-01 10:00:00 to 2027%-12%-01 12:00:00 "
+      .. "%(Beijing time%), 2 of them refunded\n0 made now, 12 as the business clock reaches them", out)
+    -- twelve events stored, listed handled, one handler line each
+    assert.matches("  COUPON%.USE  coupon %d+  stock %d+  handled [%d%- :]+\n12 events\n12\n", out)
+    local events = {}
+    local store = assert(sqlite.open(dir .. "/winter.lua.events"))
+    for row in store:rows("SELECT * FROM events") do
+      assert.same({ 1, 1 }, { row.deliveries, row.attempts }, row.id)
+      assert.is_number(row.handled)
+      events[row.id] = cjson.decode(row.data)
     end
-    assert.matches("\n5 events\n", out)
+    store:close()
+    assert.equal(12, count(events))
     local lines = 0
     for id, coupon, transaction in read(dir .. "/used.csv"):gmatch("([^,\n]+),(%d+),(%d+)\n") do
       lines = lines + 1
-      assert.equal(listed[coupon], id, coupon)
-      assert.matches("^4200", transaction)
+      assert.same({ coupon, transaction }, { events[id].coupon_id, events[id].consume_information.transaction_id })
     end
-    assert.equal(5, lines)
-    for _, coupon in ipairs(coupons) do assert.truthy(listed[coupon], coupon) end
+    assert.equal(12, lines)
+    -- the use-flow file's rows are the events
+    assert.matches("\nuse%-flow: 12 rows, 12 events, 12 matched\n", out)
     -- health, log, stop
-    assert.matches('\n{"ok":true,"events":5,"pending":0,"failing":0,"oldest_pending_seconds":null}\n5\nreceiver exit 0\n',
+    assert.matches('\n{"ok":true,"events":12,"pending":0,"failing":0,"oldest_pending_seconds":null}\n12\nreceiver exit 0\n',
       out)
     -- what the page shows of the output is what the commands print (ids,
     -- times and numbers aside)

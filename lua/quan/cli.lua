@@ -130,10 +130,7 @@ M.COMMANDS = {
   {
     name = "serve", module = "quan.serve",
     summary = "receive WeChat Pay's notifications: verify, store each event once, run the handler",
-    usage = "quan serve [options] [CAMPAIGN.lua]\n"
-      .. "quan serve list [--store PATH] [--all] [--json] [CAMPAIGN.lua]\n"
-      .. "quan serve replay [--store PATH] [CAMPAIGN.lua] [EVENT_ID...]",
-    arguments = { "[CAMPAIGN.lua]", "[EVENT_ID...]" },
+    arguments = { "[CAMPAIGN.lua]" },
     options = {
       { "--listen HOST:PORT", "the address to listen on: loopback, behind a reverse proxy (port 0 picks a free one)",
         default = "127.0.0.1:8080" },
@@ -148,12 +145,31 @@ M.COMMANDS = {
       { "--retry-max SECONDS", "the longest wait between calls of a failing handler (default 300)",
         check = options.positive_number },
       { "--ready-file FILE", "write the receiver's URL to FILE once listening; removed at stop" },
-      { "--all", "list: every event, handled or not" },
-      { "--json", "list: one JSON object per event" },
     },
-    footer = "list shows the pending events (--all: every event); replay makes the pending ones, or those named,\n"
-      .. "due for the handler now. exit status: 0 stopped (SIGTERM, SIGINT), 1 could not start, 2 usage,\n"
-      .. "6 another receiver holds the store (docs/notifications.md)",
+    footer = "exit status: 0 stopped (SIGTERM, SIGINT), 1 could not start, 2 usage, 6 another receiver holds\n"
+      .. "the store (docs/notifications.md)",
+    subcommands = {
+      {
+        name = "list", main = function(o, a) return require("quan.serve").list(o, a) end,
+        summary = "the stored events not handled yet (--all: every one), with their last failure",
+        arguments = { "[CAMPAIGN.lua]" },
+        options = {
+          { "--store PATH", "the event store (default CAMPAIGN.lua.events)" },
+          { "--all", "every event, handled or not" },
+          { "--json", "one JSON object per event" },
+        },
+        footer = "exit status: 0 listed, 1 no such store, 2 usage (docs/notifications.md)",
+      },
+      {
+        name = "replay", main = function(o, a) return require("quan.serve").replay(o, a) end,
+        summary = "make the pending events, or those named, due for the handler now",
+        arguments = { "[CAMPAIGN.lua]", "[EVENT_ID...]" },
+        options = {
+          { "--store PATH", "the event store (default CAMPAIGN.lua.events)" },
+        },
+        footer = "exit status: 0 replayed, 1 no such store or event, 2 usage (docs/notifications.md)",
+      },
+    },
   },
   {
     name = "repl", module = "quan.repl", banner = true,

@@ -33,7 +33,8 @@ end
 
 -- usage(message[, program]) -> 2, after the message and the command's usage
 local function usage(message, program)
-  io.stderr:write(program or PROGRAM, ": ", message, "\n", require("quan.cli").usage("serve"))
+  program = program or PROGRAM
+  io.stderr:write(program, ": ", message, "\n", require("quan.cli").usage((program:gsub("^quan ", ""))))
   io.stderr:flush()
   return M.EXIT.usage
 end
@@ -331,11 +332,11 @@ local function when(t)
   return require("quan.time").beijing(t, "%Y-%m-%d %H:%M:%S")
 end
 
--- list(o, words) -> exit status
-local function list(o, words)
+-- list(o, arguments) -> exit status: `quan serve list` (its options:
+-- quan.cli's table)
+function M.list(o, arguments)
   local program = PROGRAM .. " list"
-  if #words > 1 then return usage("list takes one campaign file at most, got " .. #words .. " words", program) end
-  local store, exit = open_existing(o, words[1], program)
+  local store, exit = open_existing(o, arguments[1], program)
   if not store then return exit end
   local rows = store:list { all = o.all }
   store:close()
@@ -362,9 +363,11 @@ local function list(o, words)
   return M.EXIT.ok
 end
 
--- replay(o, words) -> exit status
-local function replay(o, words)
+-- replay(o, arguments) -> exit status: `quan serve replay [CAMPAIGN.lua]
+-- [EVENT_ID...]` (a first word ending in .lua is the campaign file)
+function M.replay(o, arguments)
   local program = PROGRAM .. " replay"
+  local words = table.move(arguments, 1, #arguments, 1, {})
   local campaign
   if words[1] and words[1]:find("%.lua$") then campaign = table.remove(words, 1) end
   local store, exit = open_existing(o, campaign, program)
@@ -378,26 +381,9 @@ local function replay(o, words)
 end
 
 -- main(o, arguments) -> exit status; the `quan serve` command (its options:
--- quan.cli's table)
+-- quan.cli's table; `list` and `replay` are its sub-commands, above)
 function M.main(o, arguments)
-  arguments = arguments or {}
-  local word = arguments[1]
-  if word == "list" or word == "replay" then
-    local rest = table.move(arguments, 2, #arguments, 1, {})
-    for _, k in ipairs { "listen", "allow_remote", "tls_cert", "tls_key", "handler", "workers", "retry_max",
-      "ready_file" } do
-      if o[k] ~= nil and not (k == "listen" and o[k] == M.DEFAULT_LISTEN) then
-        return usage(("--%s is an option of the receiver, not of %s"):format(k:gsub("_", "-"), word),
-          PROGRAM .. " " .. word)
-      end
-    end
-    if word == "list" then return list(o, rest) end
-    if o.all or o.json then return usage("--all and --json are options of list", PROGRAM .. " replay") end
-    return replay(o, rest)
-  end
-  if #arguments > 1 then return usage("unexpected argument '" .. arguments[2] .. "'") end
-  if o.all or o.json then return usage("--all and --json are options of quan serve list") end
-  return receive(o, word)
+  return receive(o, (arguments or {})[1])
 end
 
 return M
