@@ -241,6 +241,57 @@ describe("quan serve", function()
         assert.same({ "exit", 0 }, { r:term() })
       end)
 
+    it("stores the sandbox's bulk redemptions, made as its business clock moves, once each through a kill -9 and the retries",
+      function()
+        local dir = sh.tmpdir()
+        local store = dir .. "/events.db"
+        local port = receiver.free_port()
+        callback(("http://127.0.0.1:%d/notify"):format(port))
+        for i = 1, 30 do
+          assert(h.wx.v3.marketing.favor.users._openid_.coupons:post { openid = ("oBulk%d-%d"):format(qos.getpid(), i),
+            json = { stock_id = stock, out_request_no = ("bulk-%d-%d"):format(qos.getpid(), i), appid = h.appid,
+              stock_creator_mchid = h.wx.mchid } })
+        end
+        local r = receiver.start(h, { store = store, handler = handler(dir), listen = "127.0.0.1:" .. port })
+        local plan, status = control("/sandbox/redemptions", { stock_id = stock, count = 30, over_seconds = 3600,
+          seed = 5 })
+        assert.equal(200, status, cjson.encode(plan))
+        local coupons = {}
+        for _, d in ipairs(plan.data) do coupons[d.coupon_id] = true end
+        assert.equal(30, count(coupons))
+        -- an hour of business time in six steps; killed after the third
+        for step = 1, 6 do
+          control("/sandbox/clock", { advance_seconds = 600 })
+          if step == 3 then
+            wait_until(function() return #receiver.rows(store) > 0 end, 20, "some events stored")
+            r:kill9()
+            qos.sleep(0.5) -- deliveries meanwhile fail, the sandbox retries them
+            r = receiver.start(h, { store = store, handler = handler(dir), listen = "127.0.0.1:" .. port })
+          end
+        end
+        wait_until(function()
+          local rows = receiver.rows(store)
+          if #rows < 30 then return false end
+          for _, row in ipairs(rows) do if not row.handled then return false end end
+          return true
+        end, 60, "30 events stored and handled")
+        local rows = receiver.rows(store)
+        assert.equal(30, #rows)
+        local c = calls(dir)
+        local attempts = 0
+        for _, row in ipairs(rows) do
+          local coupon = cjson.decode(row.data).coupon_id
+          assert.is_true(coupons[coupon], coupon)
+          coupons[coupon] = nil
+          attempts = attempts + row.attempts
+          assert.equal(row.attempts, c.begin[row.id], row.id)
+          if row.attempts == 1 then assert.equal(1, c["end"][row.id], row.id) end
+        end
+        assert.equal(0, count(coupons)) -- every redemption is an event, none twice
+        assert.is_true(attempts <= 31, attempts .. " calls for 30 events and one kill")
+        assert.same({ "exit", 0 }, { r:term() })
+      end)
+
     it("takes the sandbox's deliveries over TLS with a certificate and key given", function()
       local dir = sh.tmpdir()
       local r = receiver.start(h, { store = dir .. "/events.db", handler = handler(dir),
