@@ -352,9 +352,11 @@ function M.list(o, arguments)
       state = ("handled %s"):format(when(row.handled))
     elseif row.attempts == 0 then
       state = "pending, not called yet"
+    elseif not row.last_error then -- a call under way, or one a killed receiver left
+      state = ("pending, call %d under way or interrupted"):format(row.attempts)
     else
-      state = ("pending, %d call%s failed, next in %ds: %s"):format(row.attempts, row.attempts == 1 and "" or "s",
-        math.max(0, math.ceil((row.next_at or now) - now)), (tostring(row.last_error or "?"):gsub("\n.*", "")))
+      state = ("pending after %d call%s, next in %ds: %s"):format(row.attempts, row.attempts == 1 and "" or "s",
+        math.max(0, math.ceil((row.next_at or now) - now)), (row.last_error:gsub("\n.*", "")))
     end
     io.stdout:write(("%s  %s  %s  coupon %s  stock %s  %s\n"):format(row.id, when(row.received), row.event_type or "?",
       tostring(data.coupon_id or "-"), tostring(data.stock_id or "-"), state))
