@@ -567,6 +567,10 @@ describe("quan serve", function()
         { cfg .. "serve list", 2, "^quan serve list: no store: give %-%-store PATH.-usage: quan serve list " },
         { cfg .. "serve replay --all --store x.db", 2, "unknown option '%-%-all'" },
         { cfg .. "serve a.lua b.lua", 2, "unexpected argument 'b%.lua'" },
+        { cfg .. "serve --listen 127.0.0.1:0 --store /nonexistent/x.db", 2,
+          "^quan serve: store /nonexistent/x%.db cannot be used: its lock /nonexistent/x%.db%.lock: No such file or directory\n" },
+        { cfg .. "serve --listen 127.0.0.1:0 --store .", 2, "store .- cannot be opened: unable to open database file\n" },
+        { cfg .. "serve --listen 127.0.0.1:0 --store notfn.lua", 2, "store .-notfn%.lua cannot be opened: file is not a database\n" },
       } do
         local _, err, code = sh.run("cd " .. sh.quote(dir) .. " && env -u QUAN_CONFIG " .. sh.quote(sh.quan) .. " " .. case[1])
         assert.equal(case[2], code, case[1] .. ": " .. err)

@@ -240,7 +240,9 @@ local function receive(o, campaign_path)
   local store, serr, scode = storemod.open(path, { mchid = wx.mchid })
   if not store then
     say(PROGRAM, serr)
-    return scode == "busy" and M.EXIT.busy or M.EXIT.failed
+    if scode == "busy" then return M.EXIT.busy end
+    -- a --store named that cannot be used is the command line's mistake
+    return o.store and M.EXIT.usage or M.EXIT.failed
   end
   if decl then record_store(decl, o, wx, path, log) end
   local resumed = store:resume(qos.time())

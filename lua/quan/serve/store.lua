@@ -75,6 +75,16 @@ function M.retry_delay(attempts, max)
   return math.min(max or M.RETRY_MAX, M.FIRST_RETRY * 2 ^ (attempts - 1))
 end
 
+-- reason(err, path) -> err without the path it starts with (the message
+-- around it names the path once)
+local function reason(err, path)
+  err = tostring(err)
+  for _, prefix in ipairs { "sqlite open " .. path .. ": ", path .. ": " } do
+    if err:sub(1, #prefix) == prefix then return err:sub(#prefix + 1) end
+  end
+  return err
+end
+
 -- file_exists(path) -> boolean
 local function file_exists(path)
   local f = io.open(path, "rb")
@@ -141,7 +151,7 @@ function M.open(path, o)
       return nil, ("store %s is in use by another receiver%s (lock %s)"):format(path,
         pid and pid ~= "" and " (pid " .. pid .. ")" or "", lockpath), "busy"
     end
-    return nil, ("store %s: lock %s: %s"):format(path, lockpath, tostring(lerr)), "open"
+    return nil, ("store %s cannot be used: its lock %s: %s"):format(path, lockpath, reason(lerr, lockpath)), "open"
   end
   do -- the holder's pid, for the message of a refused second receiver
     local f = io.open(lockpath, "w")
@@ -150,12 +160,12 @@ function M.open(path, o)
   local made, merr = make_private(path)
   if not made then
     lock:close()
-    return nil, ("store %s: %s"):format(path, tostring(merr)), "open"
+    return nil, ("store %s cannot be made: %s"):format(path, reason(merr, path)), "open"
   end
   local db, err = sqlite.open(path, { synchronous = "full", busy_timeout = M.BUSY_TIMEOUT, process_lock = true })
   if not db then
     lock:close()
-    return nil, ("store %s: %s"):format(path, tostring(err)), "open"
+    return nil, ("store %s cannot be opened: %s"):format(path, reason(err, path)), "open"
   end
   local ok, why = inspect(db, path)
   local code = ok and "open" or "mismatch"
@@ -196,7 +206,7 @@ end
 function M.connect(path)
   if type(path) ~= "string" then error("store.connect: path must be a string", 2) end
   local db, err, code = sqlite.open(path, { synchronous = "normal", busy_timeout = M.BUSY_TIMEOUT, process_lock = true })
-  if not db then return nil, ("store %s: %s"):format(path, tostring(err)), code end
+  if not db then return nil, ("store %s cannot be opened: %s"):format(path, reason(err, path)), code end
   -- checkpoints are the main thread's (store:checkpoint), off the answer path
   check(db:exec("PRAGMA wal_autocheckpoint = 0"))
   return setmetatable({ path = path, db = db }, Store)
