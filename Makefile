@@ -34,9 +34,15 @@ $(BUILD)/natives.h: $(NATIVE) Makefile | $(BUILD)
 	@for f in $(NATIVE); do n=$${f#src/l}; echo "QUAN_NATIVE($${n%.c})"; done > $@.tmp
 	@cmp -s $@.tmp $@ && rm $@.tmp || mv $@.tmp $@
 
-# The Lua modules under lua/ are compiled into the binary.
-$(BUILD)/embedded.c: $(LUA) scripts/embed.sh | $(BUILD)
-	sh scripts/embed.sh $(LUA) > $@
+# The Lua modules under lua/ are compiled into the binary as bytecode, by
+# build/bytecode (scripts/bytecode.c, linked with the same liblua5.4).
+$(BUILD)/bytecode: scripts/bytecode.c | $(BUILD)
+	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra $(shell pkg-config --cflags lua5.4) $(LDFLAGS) -o $@ $< \
+	  $(shell pkg-config --libs lua5.4)
+
+$(BUILD)/embedded.c: $(LUA) scripts/embed.sh $(BUILD)/bytecode | $(BUILD)
+	sh scripts/embed.sh $(BUILD)/bytecode $(LUA) > $@.tmp
+	mv $@.tmp $@
 
 $(BUILD)/embedded.o: $(BUILD)/embedded.c
 	$(CC) $(QCFLAGS) -c -o $@ $<

@@ -1,4 +1,5 @@
-/* ljson.c: quan.json, the fast path of wechatpay.json's encoder.
+/* ljson.c: quan.json, the fast paths of wechatpay.json's encoder and of the
+ * request validator (wechatpay.favor.validate).
  *
  * encode(v) -> text | nil
  *   The JSON text wechatpay.json.encode writes for v (object keys in sorted
@@ -9,6 +10,14 @@
  *   integral, a non-JSON value, nesting deeper than 100. On nil the caller uses its Lua encoder, which also
  *   names the field of any error. Never raises for a bad value.
  *
+ * shape(description) -> check
+ *   A schema tree, described by the validator (see shape_node below),
+ *   compiled once into C nodes. check(v) -> true when v surely passes every
+ *   test the validator's generated walk makes (types, required fields, no
+ *   unknown field, limits, lengths, enums; a pattern or a format through the
+ *   Lua predicate the description gives), false on any doubt: the walk then
+ *   runs and says what is wrong. Raises only what a predicate raises.
+ *
  * The text is built in a malloc'd buffer owned by a userdata box (freed by
  * __gc if a memory error unwinds). */
 #include <stdio.h>
@@ -17,6 +26,7 @@
 #include "quan.h"
 
 #define BOX_MT "quan.json.buffer"
+#define SHAPE_MT "quan.json.shape"
 #define MAX_DEPTH 100
 #define MAX_KEYS 64
 
@@ -101,26 +111,31 @@ static int put_string(Out *o, const char *s, size_t n) {
 typedef struct Key {
   const char *s;
   size_t n;
+  int value; /* stack index of the key's value */
 } Key;
 
 static int encode(lua_State *L, int idx, Out *o, int depth);
 
 /* The object at idx with only string keys, in sorted order (strcoll, as
- * Lua's < on strings without embedded zeros). */
+ * Lua's < on strings without embedded zeros). Each value is left on the
+ * stack as lua_next gives it (below the key it iterates with), so no key is
+ * looked up twice. */
 static int encode_object(lua_State *L, int idx, Out *o, int depth) {
   Key keys[MAX_KEYS];
-  int nk = 0;
+  int nk = 0, base = lua_gettop(L);
+  if (!lua_checkstack(L, MAX_KEYS + 2)) return 0;
   lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1); /* the value */
-    if (lua_type(L, -1) != LUA_TSTRING || nk == MAX_KEYS) {
-      lua_pop(L, 1);
+  while (lua_next(L, idx)) {            /* [values..., key, value] */
+    if (lua_type(L, -2) != LUA_TSTRING || nk == MAX_KEYS) {
+      lua_settop(L, base);
       return 0;
     }
+    lua_insert(L, -2);                  /* [values..., value, key] */
     Key k;
-    k.s = lua_tolstring(L, -1, &k.n); /* alive: the table holds it */
+    k.s = lua_tolstring(L, -1, &k.n);   /* alive: the table holds it */
+    k.value = lua_gettop(L) - 1;
     if (strlen(k.s) != k.n) {
-      lua_pop(L, 1);
+      lua_settop(L, base);
       return 0;
     }
     int j = nk++;
@@ -130,16 +145,13 @@ static int encode_object(lua_State *L, int idx, Out *o, int depth) {
     }
     keys[j] = k;
   }
-  if (nk == 0) return put(o, "{}", 2);
-  for (int i = 0; i < nk; i++) {
-    if (!put(o, i == 0 ? "{" : ",", 1) || !put_string(o, keys[i].s, keys[i].n) || !put(o, ":", 1)) return 0;
-    lua_pushlstring(L, keys[i].s, keys[i].n);
-    lua_rawget(L, idx);
-    int ok = encode(L, lua_gettop(L), o, depth + 1);
-    lua_pop(L, 1);
-    if (!ok) return 0;
-  }
-  return put(o, "}", 1);
+  int ok = 1;
+  if (nk == 0) ok = put(o, "{}", 2);
+  for (int i = 0; ok && i < nk; i++)
+    ok = put(o, i == 0 ? "{" : ",", 1) && put_string(o, keys[i].s, keys[i].n) && put(o, ":", 1) &&
+         encode(L, keys[i].value, o, depth + 1);
+  lua_settop(L, base);
+  return ok && (nk == 0 || put(o, "}", 1));
 }
 
 /* The table at idx: an array when its keys are exactly 1..n, an object
@@ -187,9 +199,11 @@ static int encode(lua_State *L, int idx, Out *o, int depth) {
     int isint;
     lua_Integer i = lua_tointegerx(L, idx, &isint); /* 1000.0 -> 1000 */
     if (!isint) return 0;
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, LUA_INTEGER_FMT, (LUAI_UACINT)i);
-    return put(o, tmp, (size_t)n);
+    char tmp[24], *p = tmp + sizeof tmp; /* the digits, backwards */
+    lua_Unsigned u = i < 0 ? 0 - (lua_Unsigned)i : (lua_Unsigned)i;
+    do *--p = (char)('0' + u % 10); while ((u /= 10) != 0);
+    if (i < 0) *--p = '-';
+    return put(o, p, (size_t)(tmp + sizeof tmp - p));
   }
   case LUA_TBOOLEAN:
     return lua_toboolean(L, idx) ? put(o, "true", 4) : put(o, "false", 5);
@@ -223,8 +237,321 @@ static int json_encode(lua_State *L) {
   return 1;
 }
 
+/* ---- shape: the validator's fast path ------------------------------------ */
+
+enum { S_BOOLEAN, S_NUMBER, S_INTEGER, S_STRING, S_ENUM, S_ARRAY, S_OBJECT };
+
+typedef struct Shape Shape;
+
+typedef struct Field {
+  int name;             /* the name, a string kept in the uservalues */
+  int required;
+  Shape *node;
+} Field;
+
+/* One schema node. It and everything it points to are userdata and
+ * strings held by the check's uservalue table, as are the Lua values a
+ * check compares with (bounds, enum sets, predicates), kept there at the
+ * indices below (0: none): the collector owns all of it. */
+struct Shape {
+  int kind;
+  int min, max;                 /* numbers: the bounds */
+  int set;                      /* enums: the set of accepted values */
+  lua_Integer min_len, max_len; /* strings: characters (-1: none) */
+  lua_Integer cjk, ascii;       /* strings: the width limit (cjk 0: none) */
+  const char *forbid;           /* strings: 256 flags, bytes that must not occur */
+  int predicate;                /* strings: pattern and format, a Lua function */
+  lua_Integer min_items, max_items; /* arrays (-1: none) */
+  int unique;
+  Shape *item;
+  int nfields;                  /* objects */
+  Field *fields;
+};
+
+typedef struct Check {
+  Shape *root;
+} Check;
+
+/* keep(L, idx, uv) -> the index of the value at idx appended to the table
+ * at uv (0 when it is nil) */
+static int keep(lua_State *L, int idx, int uv) {
+  if (lua_isnil(L, idx)) return 0;
+  int i = (int)lua_rawlen(L, uv) + 1;
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, uv, i);
+  return i;
+}
+
+/* hold(L, uv, size) -> zeroed memory of a new userdata kept in uv */
+static void *hold(lua_State *L, int uv, size_t size) {
+  void *p = lua_newuserdatauv(L, size, 0);
+  memset(p, 0, size);
+  keep(L, -1, uv);
+  lua_pop(L, 1);
+  return p;
+}
+
+static lua_Integer int_field(lua_State *L, int idx, const char *k, lua_Integer none) {
+  lua_getfield(L, idx, k);
+  lua_Integer v = lua_isnil(L, -1) ? none : luaL_checkinteger(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* shape_node(description at idx, uservalues at uv) -> node; raises on a
+ * description the validator would never write. A description is
+ *   {kind = "boolean"}
+ *   {kind = "integer" | "number", min =, max =, enum = set}
+ *   {kind = "string", enum = set}
+ *   {kind = "string", min_len =, max_len =, cjk =, ascii =, forbid = "bytes",
+ *    predicate = function}
+ *   {kind = "array", min_items =, max_items =, unique = bool, item = description}
+ *   {kind = "object", fields = {{name =, required = bool, node = description}, ...}} */
+static Shape *shape_node(lua_State *L, int idx, int uv) {
+  static const char *const kinds[] = {"boolean", "number", "integer", "string", "enum", "array", "object", NULL};
+  luaL_checktype(L, idx, LUA_TTABLE);
+  luaL_checkstack(L, 8, "shape: nested too deep");
+  Shape *n = hold(L, uv, sizeof *n);
+  lua_getfield(L, idx, "kind");
+  n->kind = luaL_checkoption(L, -1, NULL, kinds);
+  lua_getfield(L, idx, "enum");
+  n->set = keep(L, -1, uv);
+  if (n->kind == S_STRING && n->set) n->kind = S_ENUM;
+  lua_getfield(L, idx, "min");
+  n->min = keep(L, -1, uv);
+  lua_getfield(L, idx, "max");
+  n->max = keep(L, -1, uv);
+  lua_getfield(L, idx, "unique");
+  n->unique = lua_toboolean(L, -1);
+  lua_getfield(L, idx, "predicate");
+  n->predicate = keep(L, -1, uv);
+  lua_getfield(L, idx, "forbid");
+  if (!lua_isnil(L, -1)) {
+    size_t len;
+    const char *f = luaL_checklstring(L, -1, &len);
+    char *flags = hold(L, uv, 256);
+    for (size_t i = 0; i < len; i++) flags[(unsigned char)f[i]] = 1;
+    n->forbid = flags;
+  }
+  lua_pop(L, 7);
+  n->min_len = int_field(L, idx, "min_len", -1);
+  n->max_len = int_field(L, idx, "max_len", -1);
+  n->cjk = int_field(L, idx, "cjk", 0);
+  n->ascii = int_field(L, idx, "ascii", 0);
+  n->min_items = int_field(L, idx, "min_items", -1);
+  n->max_items = int_field(L, idx, "max_items", -1);
+  if (n->kind == S_ARRAY) {
+    lua_getfield(L, idx, "item");
+    n->item = shape_node(L, lua_gettop(L), uv);
+    lua_pop(L, 1);
+  }
+  if (n->kind == S_OBJECT) {
+    lua_getfield(L, idx, "fields");
+    int fi = lua_gettop(L);
+    luaL_checktype(L, fi, LUA_TTABLE);
+    int count = (int)lua_rawlen(L, fi);
+    n->fields = hold(L, uv, ((size_t)count + 1) * sizeof *n->fields);
+    for (int i = 1; i <= count; i++, n->nfields++) {
+      Field *f = &n->fields[i - 1];
+      lua_rawgeti(L, fi, i);
+      lua_getfield(L, -1, "name");
+      luaL_checktype(L, -1, LUA_TSTRING);
+      f->name = keep(L, -1, uv);
+      lua_getfield(L, -2, "required");
+      f->required = lua_toboolean(L, -1);
+      lua_getfield(L, -3, "node");
+      f->node = shape_node(L, lua_gettop(L), uv);
+      lua_pop(L, 4);
+    }
+    lua_pop(L, 1);
+  }
+  return n;
+}
+
+/* bound(L, x, uv, at, op, low) -> bound op x (low) or x op bound, for the
+ * bound kept at uv[at]; 1 without a bound */
+static int bound(lua_State *L, int x, int uv, int at, int op, int low) {
+  if (at == 0) return 1;
+  lua_rawgeti(L, uv, at);
+  int ok = low ? lua_compare(L, -1, x, op) : lua_compare(L, x, -1, op);
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* in_set(L, x, uv, set) -> set[x] == true */
+static int in_set(lua_State *L, int x, int uv, int set) {
+  lua_rawgeti(L, uv, set);
+  lua_pushvalue(L, x);
+  lua_rawget(L, -2);
+  int ok = lua_type(L, -1) == LUA_TBOOLEAN && lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  return ok;
+}
+
+/* utf8_length(s, n) -> characters as utf8.len counts them, -1 when s is
+ * not valid UTF-8; *ascii: the bytes below 0x80 */
+static lua_Integer utf8_length(const char *s, size_t n, lua_Integer *ascii) {
+  lua_Integer chars = 0, narrow = 0;
+  for (size_t i = 0; i < n; chars++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x80) { i++; narrow++; continue; }
+    size_t len = utf8_seq((const unsigned char *)s, i, n, c);
+    if (len == 0) return -1;
+    i += len;
+  }
+  *ascii = narrow;
+  return chars;
+}
+
+static int shape_check(lua_State *L, Shape *n, int x, int uv);
+
+/* the string at x: the generated walk's test of a plain string node */
+static int check_string(lua_State *L, Shape *n, int x, int uv) {
+  if (lua_type(L, x) != LUA_TSTRING) return 0;
+  size_t len;
+  const char *s = lua_tolstring(L, x, &len);
+  lua_Integer chars = (lua_Integer)len, narrow = 0;
+  int width = n->cjk > 0;
+  if (width || n->min_len > 1 || (n->max_len >= 0 && (lua_Integer)len > n->max_len)) {
+    chars = utf8_length(s, len, &narrow);
+    if (chars < 0) return 0;
+  }
+  if (n->min_len > 1 ? chars < n->min_len : (n->min_len == 1 && len == 0)) return 0;
+  if (n->max_len >= 0 && chars > n->max_len) return 0;
+  if (width && (chars == (lua_Integer)len ? chars > n->ascii
+                : (chars - narrow) * n->ascii + narrow * n->cjk > n->cjk * n->ascii)) return 0;
+  if (n->forbid)
+    for (size_t i = 0; i < len; i++)
+      if (n->forbid[(unsigned char)s[i]]) return 0;
+  if (n->predicate) {
+    lua_rawgeti(L, uv, n->predicate);
+    lua_pushvalue(L, x);
+    lua_call(L, 1, 1);
+    int ok = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!ok) return 0;
+  }
+  return 1;
+}
+
+/* a plain table: no metatable (an __index or __len would answer for it) */
+static int plain_table(lua_State *L, int x) {
+  if (lua_type(L, x) != LUA_TTABLE) return 0;
+  if (lua_getmetatable(L, x)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
+static int check_array(lua_State *L, Shape *n, int x, int uv) {
+  if (!plain_table(L, x) || !lua_checkstack(L, 4)) return 0;
+  lua_Integer len = (lua_Integer)lua_rawlen(L, x);
+  if (len == 0) return 0; /* sent as {}: the walk says so */
+  lua_pushinteger(L, len);
+  if (lua_next(L, x)) { /* a key after 1..len: not a sequence */
+    lua_pop(L, 2);
+    return 0;
+  }
+  if ((n->min_items >= 0 && len < n->min_items) || (n->max_items >= 0 && len > n->max_items)) return 0;
+  if (n->unique && len > 64) return 0;
+  /* the elements stay on the stack while a unique array is checked */
+  if (n->unique && !lua_checkstack(L, (int)len + 4)) return 0;
+  int base = lua_gettop(L);
+  for (lua_Integer i = 1; i <= len; i++) {
+    lua_rawgeti(L, x, i);
+    int e = lua_gettop(L);
+    int ok = shape_check(L, n->item, e, uv);
+    for (int j = base + 1; ok && n->unique && j < e; j++) ok = !lua_rawequal(L, j, e);
+    if (!n->unique) lua_pop(L, 1);
+    if (!ok) {
+      lua_settop(L, base);
+      return 0;
+    }
+  }
+  lua_settop(L, base);
+  return 1;
+}
+
+static int check_object(lua_State *L, Shape *n, int x, int uv) {
+  if (!plain_table(L, x) || !lua_checkstack(L, 4)) return 0;
+  int array = lua_rawgeti(L, x, 1) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (array) return 0;
+  int present = 0;
+  for (int i = 0; i < n->nfields; i++) {
+    Field *f = &n->fields[i];
+    lua_rawgeti(L, uv, f->name);
+    lua_rawget(L, x); /* no metatable: as x[name] */
+    int y = lua_gettop(L);
+    int ok = lua_isnil(L, y) ? !f->required : (present++, shape_check(L, f->node, y, uv));
+    lua_pop(L, 1);
+    if (!ok) return 0;
+  }
+  /* every key one of the fields seen: as many keys as fields present */
+  int keys = 0;
+  lua_pushnil(L);
+  while (lua_next(L, x)) {
+    lua_pop(L, 1);
+    if (++keys > present) {
+      lua_pop(L, 1);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* shape_check(n, value at x) -> 1 when the value surely passes n */
+static int shape_check(lua_State *L, Shape *n, int x, int uv) {
+  switch (n->kind) {
+  case S_BOOLEAN:
+    return lua_type(L, x) == LUA_TBOOLEAN;
+  case S_INTEGER:
+  case S_NUMBER:
+    if (n->kind == S_INTEGER ? !lua_isinteger(L, x) : lua_type(L, x) != LUA_TNUMBER) return 0;
+    if (n->set) return in_set(L, x, uv, n->set);
+    return bound(L, x, uv, n->min, LUA_OPLE, 1) && bound(L, x, uv, n->max, LUA_OPLE, 0);
+  case S_ENUM:
+    return in_set(L, x, uv, n->set);
+  case S_STRING:
+    return check_string(L, n, x, uv);
+  case S_ARRAY:
+    return check_array(L, n, x, uv);
+  case S_OBJECT:
+    return check_object(L, n, x, uv);
+  default:
+    return 0;
+  }
+}
+
+/* check(v) -> boolean */
+static int check_call(lua_State *L) {
+  Check *c = luaL_checkudata(L, 1, SHAPE_MT);
+  luaL_checkany(L, 2);
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, 1); /* at 3 */
+  lua_pushboolean(L, c->root != NULL && shape_check(L, c->root, 2, 3));
+  return 1;
+}
+
+/* shape(description) -> check */
+static int json_shape(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  Check *c = lua_newuserdatauv(L, sizeof *c, 1); /* at 2 */
+  c->root = NULL;
+  luaL_setmetatable(L, SHAPE_MT);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, 2, 1); /* the uservalues, at 3 */
+  c->root = shape_node(L, 1, 3);
+  lua_settop(L, 2);
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
   {"encode", json_encode},
+  {"shape", json_shape},
   {NULL, NULL}
 };
 
@@ -232,6 +559,11 @@ int luaopen_quan_json(lua_State *L) {
   if (luaL_newmetatable(L, BOX_MT)) {
     lua_pushcfunction(L, box_gc);
     lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, SHAPE_MT)) {
+    lua_pushcfunction(L, check_call);
+    lua_setfield(L, -2, "__call");
   }
   lua_pop(L, 1);
   luaL_newlib(L, funcs);

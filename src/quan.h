@@ -15,7 +15,7 @@
 typedef struct quan_embedded {
   const char *name;      /* module name, e.g. "quan.async" */
   const char *chunkname; /* "@lua/quan/async.lua" */
-  const char *source;
+  const char *chunk;     /* its bytecode (scripts/embed.sh) */
   size_t size;
 } quan_embedded;
 

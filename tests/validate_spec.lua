@@ -244,6 +244,63 @@ describe("validate.request", function()
     assert.is_true(invalid > 300, "most damage is found: " .. invalid)
   end)
 
+  it("passes a body in C (quan.json.shape) only when the generated walk finds nothing in it", function()
+    local ep = schema.by_id.create_stock
+    local shaped, walk = validate._shaped(ep.body), validate._generate(ep.body)
+    local function walk_finds(b)
+      local out = {}
+      walk(b, out, { request = true, now = NOW })
+      return #out
+    end
+    -- valid bodies pass in C: Chinese text within its width, every optional part
+    local b = seed.filled(NOW)
+    assert.is_true(shaped(b))
+    assert.equal(0, walk_finds(b))
+    b.stock_name = "微信支付代金券批次"
+    b.coupon_use_rule.available_merchants = { "1900000001", "1900000002" }
+    assert.is_true(shaped(b))
+    -- what the walk reports, C doubts
+    local damage = {
+      function(x) x.stock_name = "微信支付代金券批次十" end, -- 10 Chinese characters, 9 fit
+      function(x) x.stock_name = "a_b" end,                  -- a forbidden byte
+      function(x) x.stock_name = "\xff" end,                  -- not UTF-8
+      function(x) x.unknown = 1 end,
+      function(x) x.stock_use_rule.unknown = 1 end,
+      function(x) x.stock_use_rule.max_coupons = nil end,
+      function(x) x.stock_use_rule.max_coupons = 4 end,
+      function(x) x.stock_use_rule.max_coupons = "1000" end,
+      function(x) x.no_cash = "false" end,
+      function(x) x.stock_type = "normal" end,
+      function(x) x.available_begin_time = "2027-01-01T00:00:00Z" end,
+      function(x) x.out_request_no = "a b" end,
+      function(x) x.coupon_use_rule.available_merchants = {} end,
+      function(x) x.coupon_use_rule.coupon_available_time.fix_available_time.available_week_day = { 1, 1 } end,
+      function(x) x.coupon_use_rule.available_merchants = { "1", nil, "3" } end,
+      function(x) x.coupon_use_rule.available_merchants = { "1", x = 1 } end,
+      function(x) x.coupon_use_rule.coupon_available_time = { 1 } end,
+    }
+    for i, hurt in ipairs(damage) do
+      local x = seed.filled(NOW)
+      hurt(x)
+      assert.is_true(walk_finds(x) > 0, "case " .. i .. " is damage")
+      assert.is_false(shaped(x), "case " .. i)
+    end
+    -- a table with a metatable is the walk's to read (its __index answers there)
+    local x = seed.filled(NOW)
+    x.pattern_info = setmetatable({}, { __index = x.pattern_info })
+    assert.is_false(shaped(x))
+    -- every endpoint's body has its C check, and a non-table is doubted
+    for _, e in ipairs(schema.endpoints) do
+      local node = e.body or e.meta
+      if node then
+        local check = validate._shaped(node)
+        assert.is_not_nil(check, e.id)
+        assert.is_false(check("x"), e.id)
+        assert.is_false(check({ 1 }), e.id)
+      end
+    end
+  end)
+
   it("passes unknown endpoints through", function()
     assert.is_true(validate.request("POST", "/v3/pay/transactions/jsapi", { anything = true }))
   end)

@@ -16,9 +16,11 @@
 -- How: each schema node is compiled once into a checker closure (the slow
 -- path, the authority on every message), and each root node is also generated
 -- into one Lua function of straight-line tests (the fast path) that hands a
--- failing value to its node's checker. A body the walk finds clean meets a
+-- failing value to its node's checker. Before the walk, quan.json.shape runs
+-- the same tests in C over a description of the node and answers when the
+-- body is surely clean; on doubt the walk runs. A body found clean meets a
 -- quick test of all the endpoint's rules; only on doubt do the rule functions
--- run. The specs compare both paths on random damage to the seed.
+-- run. The specs compare the paths on random damage to the seed.
 local schema = require "wechatpay.favor.schema"
 local time = require "quan.time"
 local text = require "quan.text"
@@ -433,6 +435,80 @@ local function generate(root)
   return chunk(K, add, report_unknown, fits, json_ok, rfc3339, utf8len, sfind, mtype, type, next), code
 end
 
+-- ---------------------------------------------------------------------------
+-- the C path: quan.json.shape runs the generated walk's tests over a
+-- description of the same node (describe below), in C, and says true only
+-- when the walk would surely find nothing; on false the walk runs and says
+-- what is wrong. A pattern and a format stay Lua functions it calls.
+
+local shape = package.preload["quan.json"] and require("quan.json").shape
+
+local URL = "^https?://[^%s]+$"
+
+-- predicate(node) -> the Lua test of a string node's pattern and format
+-- (as the walk's), nil when it has neither
+local function predicate(node)
+  local pattern, format = node.pattern, node.format
+  if format == "rfc3339" and not pattern then return rfc3339 end
+  if not (pattern or format == "rfc3339" or format == "json" or format == "url") then return nil end
+  return function(x)
+    if pattern and not sfind(x, pattern) then return false end
+    if format == "rfc3339" then return rfc3339(x) ~= nil end
+    if format == "json" then return json_ok(x) end
+    if format == "url" then return sfind(x, URL) ~= nil end
+    return true
+  end
+end
+
+local LEAF = { boolean = true, integer = true, number = true, string = true }
+
+local function set_of(...)
+  local set = {}
+  for _, list in ipairs { ... } do
+    for _, v in ipairs(list) do set[v] = true end
+  end
+  return set
+end
+
+-- describe(node) -> the description quan.json.shape compiles (see
+-- src/ljson.c), or nil for a tree with a node the walk hands to its
+-- checker whole (an array of objects, a node of no known type)
+local function describe(node)
+  local t = node.type
+  if t == "boolean" then return { kind = "boolean" } end
+  if t == "integer" or t == "number" then
+    return { kind = t, enum = node.enum and set_of(node.enum), min = node.min, max = node.max }
+  end
+  if t == "string" then
+    if node.enum then return { kind = "string", enum = set_of(node.enum, node.accept or {}) } end
+    local width = node.width
+    return { kind = "string", min_len = node.min_len, max_len = node.max_len, cjk = width and width.cjk,
+      ascii = width and width.ascii, forbid = node.forbid, predicate = predicate(node) }
+  end
+  if t == "array" then
+    if not (node.items and LEAF[node.items.type]) then return nil end
+    return { kind = "array", min_items = node.min_items, max_items = node.max_items, unique = node.unique,
+      item = describe(node.items) }
+  end
+  if t == "object" then
+    local fields = {}
+    for i, f in ipairs(node.fields or {}) do
+      local d = describe(f)
+      if not d then return nil end
+      fields[i] = { name = f.name, required = f.required, node = d }
+    end
+    return { kind = "object", fields = fields }
+  end
+  return nil
+end
+
+-- shaped(node) -> the compiled C check of a root node, nil without one
+local function shaped(node)
+  local d = shape and describe(node)
+  return d and shape(d) or nil
+end
+M._shaped = shaped
+
 -- fast(node) -> the generated checker of a root node (cached)
 local function fast(node)
   local fn = gen_cache[node]
@@ -658,7 +734,7 @@ local function compile_endpoint(ep)
   if c then return c end
   c = { body_rules = {}, query_rules = {}, view = VIEWS[ep.id], quick = QUICK[ep.id] }
   local body = ep.body or ep.meta
-  if body then c.body = fast(body) end
+  if body then c.body, c.shape = fast(body), shaped(body) end
   if ep.query then c.query = fast(ep.query) end
   for _, r in ipairs(ep.rules or {}) do
     local fn = RULES[r.id]
@@ -685,7 +761,7 @@ local function run(c, ep, body, query, ctx, out)
     if body == nil then
       add(out, "(body)", (ep.body or ep.meta).desc, "required (the request has a JSON body)", nil)
     else
-      c.body(body, out, ctx)
+      if not (c.shape and c.shape(body)) then c.body(body, out, ctx) end
       -- cross-field rules run on what is well typed; they skip values of the
       -- wrong type, which the walk has already reported. When the walk found
       -- nothing, every type is right and a quick all-rules test may answer
