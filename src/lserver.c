@@ -1141,6 +1141,17 @@ static int server_wait(lua_State *L) {
   return 2;
 }
 
+/* server:signalled() -> "INT" | "TERM" | nil: the signal server:wait has
+ * caught and not yet returned for. A tick doing long work asks it between
+ * pieces of work, to return at once. */
+static int server_signalled(lua_State *L) {
+  checkserver(L);
+  if (got_signal == SIGINT) lua_pushstring(L, "INT");
+  else if (got_signal == SIGTERM) lua_pushstring(L, "TERM");
+  else lua_pushnil(L);
+  return 1;
+}
+
 /* server:stop(); also __gc and __close. Stops accepting, answers queued
  * requests 503, waits for running handlers, closes every connection and
  * handler state. Idempotent. */
@@ -1161,6 +1172,7 @@ static const luaL_Reg server_methods[] = {
   {"port", server_port},
   {"stats", server_stats},
   {"wait", server_wait},
+  {"signalled", server_signalled},
   {"stop", server_stop},
   {NULL, NULL}
 };

@@ -334,6 +334,12 @@ describe("quan sandbox", function()
       local q = sbx.request(h, "GET", P .. "/callbacks?mchid=" .. h.mchid)
       assert.same({mchid = h.mchid, notify_url = "https://example.com/notify"}, q.json)
       refused(sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = "http://x"}), 400, "PARAM_ERROR")
+      -- http only to a loopback host, where quan serve listens without TLS
+      refused(sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = "http://example.com/notify"}),
+        400, "PARAM_ERROR")
+      for _, url in ipairs {"http://127.0.0.1:8080/notify", "http://localhost:8080/wechatpay/notify"} do
+        assert.equal(200, sbx.request(h, "POST", P .. "/callbacks", {mchid = h.mchid, notify_url = url}).status, url)
+      end
     end)
 
     it("uploads an image as multipart with the signature over meta", function()

@@ -233,6 +233,21 @@ describe("quan.sqlite", function()
     collectgarbage()
   end)
 
+  it("flushes the journal with sync: committed transactions on disk, nothing to flush is success", function()
+    local path = sh.tmpdir() .. "/sync.db"
+    local file = assert(sqlite.open(path, { synchronous = "normal" }))
+    assert.is_true(file:sync()) -- nothing written yet
+    file:exec "CREATE TABLE t (k TEXT)"
+    assert(file:transaction(function() return file:run("INSERT INTO t VALUES ('a')") end))
+    assert.is_true(file:sync())
+    file:close()
+    assert.error_matches(function() file:sync() end, "database is closed")
+    local mem = assert(sqlite.open(":memory:"))
+    assert.is_true(mem:sync())
+    mem:close()
+    for _, suffix in ipairs { "", "-wal", "-shm" } do os.remove(path .. suffix) end
+  end)
+
   it("runs the examples of docs/sqlite.md", function()
     local blocks = md.blocks("docs/sqlite.md")
     assert.is_true(#blocks >= 3)

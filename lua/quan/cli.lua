@@ -148,6 +148,50 @@ M.COMMANDS = {
       .. "holds the state (docs/campaigns.md)",
   },
   {
+    name = "serve", module = "quan.serve",
+    summary = "receive WeChat Pay's notifications: verify, store each event once, run the handler",
+    arguments = { "[CAMPAIGN.lua]" },
+    options = {
+      { "--listen HOST:PORT", "the address to listen on: loopback, behind a reverse proxy (port 0 picks a free one)",
+        default = "127.0.0.1:8080" },
+      { "--allow-remote", "let --listen name an address other than loopback" },
+      { "--tls-cert FILE", "serve HTTPS with this certificate chain (PEM), with --tls-key" },
+      { "--tls-key FILE", "the private key of --tls-cert (PEM)" },
+      { "--store PATH", "the event store (default CAMPAIGN.lua.events)" },
+      { "--handler FILE", "a Lua script returning function(event): the handler, without a campaign file" },
+      { "--state PATH", "the campaign's state, where the store is recorded (default CAMPAIGN.lua.state)" },
+      { "--profile NAME", "the profile whose keys verify and decrypt (also before the word serve)" },
+      { "--workers N", "threads answering notifications (default 8)", check = options.positive_integer },
+      { "--retry-max SECONDS", "the longest wait between calls of a failing handler (default 300)",
+        check = options.positive_number },
+      { "--ready-file FILE", "write the receiver's URL to FILE once listening; removed at stop" },
+    },
+    footer = "exit status: 0 stopped (SIGTERM, SIGINT), 1 could not start, 2 usage, 6 another receiver holds\n"
+      .. "the store (docs/notifications.md)",
+    subcommands = {
+      {
+        name = "list", main = function(o, a) return require("quan.serve").list(o, a) end,
+        summary = "the stored events not handled yet (--all: every one), with their last failure",
+        arguments = { "[CAMPAIGN.lua]" },
+        options = {
+          { "--store PATH", "the event store (default CAMPAIGN.lua.events)" },
+          { "--all", "every event, handled or not" },
+          { "--json", "one JSON object per event" },
+        },
+        footer = "exit status: 0 listed, 1 no such store, 2 usage (docs/notifications.md)",
+      },
+      {
+        name = "replay", main = function(o, a) return require("quan.serve").replay(o, a) end,
+        summary = "make the pending events, or those named, due for the handler now",
+        arguments = { "[CAMPAIGN.lua]", "[EVENT_ID...]" },
+        options = {
+          { "--store PATH", "the event store (default CAMPAIGN.lua.events)" },
+        },
+        footer = "exit status: 0 replayed, 1 no such store or event, 2 usage (docs/notifications.md)",
+      },
+    },
+  },
+  {
     name = "repl", module = "quan.repl", banner = true,
     summary = "the interactive loop (what `quan` alone starts on a terminal)",
     usage = "quan [--profile NAME] [--config FILE] [--sandbox] [--verbose] repl",

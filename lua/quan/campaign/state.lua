@@ -11,6 +11,7 @@
 --   state.read(path [, expect]) -> state | false (no file) | nil, message, code
 --       for plan and check: no lock, nothing written
 --   state.api_of(base_url) -> the API's identity recorded in the state
+--   state:record_store(name, path) -> where quan serve keeps a store
 local M = {}
 
 local sqlite = require "quan.sqlite"
@@ -298,6 +299,15 @@ function State:put(r, now)
     check(self.db:run([[INSERT INTO stocks (key, out_request_no, stock_id, request, origin, status, updated)
       VALUES (:key, :out_request_no, :stock_id, :request, coalesce(:origin, 'created'), :status, :now)]], args))
   end
+end
+
+-- state:record_store(name, path): records where a notification receiver's
+-- store is (quan serve), for the commands that read it (quan report); the
+-- time of the first record of that path is kept
+function State:record_store(name, path)
+  check(self.db:run([[INSERT INTO stores (name, path, created) VALUES (?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET path = excluded.path,
+      created = CASE WHEN path = excluded.path THEN created ELSE excluded.created END]], name, path, qos.time()))
 end
 
 -- state:close(): closes the database and releases the lock (idempotent)
