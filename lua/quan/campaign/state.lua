@@ -310,6 +310,18 @@ function State:record_store(name, path)
       created = CASE WHEN path = excluded.path THEN created ELSE excluded.created END]], name, path, qos.time()))
 end
 
+-- state:record_journal(send, stock, path, batch_id): records a campaign
+-- send's batch journal (quan apply runs the send through quan.send), for
+-- the commands that read it (quan report); batch_id nil keeps the one
+-- recorded, the time of the first record of that path is kept
+function State:record_journal(send, stock, path, batch_id)
+  check(self.db:run([[INSERT INTO journals (send, stock, path, batch_id, created) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (send) DO UPDATE SET stock = excluded.stock, path = excluded.path,
+      batch_id = coalesce(excluded.batch_id, batch_id),
+      created = CASE WHEN path = excluded.path THEN created ELSE excluded.created END]],
+    send, stock, path, batch_id, qos.time()))
+end
+
 -- state:close(): closes the database and releases the lock (idempotent)
 function State:close()
   if self.db then self.db:close(); self.db = nil end
