@@ -25,6 +25,7 @@ local CORE = {
   ["quan.server"] = true, ["quan.sqlite"] = true, ["quan.edit"] = true,
   ["quan.async"] = true, ["quan.time"] = true, ["quan.url"] = true, ["quan.text"] = true,
   ["quan.suggest"] = true,
+  ["quan.path"] = true,
 }
 local OTHER = { cjson = true, ["cjson.safe"] = true }
 

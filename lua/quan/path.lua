@@ -5,6 +5,7 @@
 --                          (a leading "./" dropped; nothing resolved)
 --   path.dir(p)         -> the folder p is in ("." for a bare name)
 --   path.beside(file, p) -> p, relative to the folder of file (an absolute p as is)
+--   path.read(p)        -> the file's bytes | nil, message
 local M = {}
 
 local qos = require "quan.os"
@@ -21,6 +22,14 @@ end
 function M.beside(file, p)
   if p:sub(1, 1) == "/" then return p end
   return M.dir(file) .. "/" .. p
+end
+
+function M.read(p)
+  local f, err = io.open(p, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
 end
 
 return M

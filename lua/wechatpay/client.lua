@@ -87,10 +87,8 @@ M.NEW_KEYS = NEW_KEYS
 local function read_secret(src, what)
   local path = src:match("^file://(.*)$")
   if not path then return src end
-  local f, err = io.open(path, "rb")
-  if not f then conferr("%s: cannot read %s: %s", what, path, tostring(err)) end
-  local s = f:read("a")
-  f:close()
+  local s, err = require("quan.path").read(path)
+  if not s then conferr("%s: cannot read %s: %s", what, path, tostring(err)) end
   return (s:gsub("\r?\n$", ""))
 end
 

@@ -349,9 +349,7 @@ local function in_child(path, qos)
     remove_dir(dir)
     error(err, 0)
   end
-  local f = io.open(dir .. "/out", "rb")
-  local out = f and f:read("a") or ""
-  if f then f:close() end
+  local out = require("quan.path").read(dir .. "/out") or ""
   remove_dir(dir)
   if late then
     return false, ("config file %s takes too long to run (stopped after %g s)"):format(path, M.TIME_LIMIT)

@@ -174,13 +174,7 @@ local function key_lines(text)
   end
 end
 
-local function read_text(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_text = require("quan.path").read
 
 local function display(path)
   return (path:gsub("^%./", ""))

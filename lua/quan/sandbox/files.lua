@@ -8,13 +8,7 @@ local M = {}
 local crypto = require "quan.crypto"
 local qos = require "quan.os"
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("quan.path").read
 
 -- write(path, text [, mode]): atomically, through a temporary file
 local function write(path, text, mode)

@@ -53,7 +53,7 @@ local function open(dir)
   local id = files.identity(dir)
   local merchant_key = assert(crypto.certificate("file://" .. dir .. "/merchant.pem")):public_key()
   local platform = assert(crypto.private_key("file://" .. dir .. "/platform.key.pem"))
-  local apiv3 = assert(io.open(dir .. "/apiv3.key", "rb")):read("a"):gsub("%s+$", "")
+  local apiv3 = assert(require("quan.path").read(dir .. "/apiv3.key")):gsub("%s+$", "")
   local platform_cert = files.platform_certificate(dir, true)
   return setmetatable({
     dir = dir, id = id,

@@ -344,9 +344,7 @@ function M.start(opts)
     local how, code = qos.wait(pid, true)
     if how then
       h.pid = nil
-      local log = io.open(dir .. "/sandbox.log")
-      local text = log and log:read("a") or ""
-      if log then log:close() end
+      local text = require("quan.path").read(dir .. "/sandbox.log") or ""
       h:stop()
       return nil, ("sandbox: exited (%s %s) before it was ready: %s"):format(how, tostring(code), text)
     end

@@ -10,9 +10,7 @@ local cjson = require "cjson.safe"
 -- nil, message: the message says what went wrong for a person (no state
 -- there, nothing listening, the sandbox's refusal: status, code, message)
 function M.request(dir, method, path, body, timeout)
-  local f = io.open(dir .. "/config.lua", "rb")
-  local text = f and f:read("a")
-  if f then f:close() end
+  local text = require("quan.path").read(dir .. "/config.lua")
   local base = text and text:match('base_url = "(https://[^"]+)"')
   if not base then
     return nil, "no sandbox state in " .. dir .. " (start one: quan sandbox --state " .. dir .. ")"
