@@ -1,6 +1,6 @@
 -- quan.crypto, cross-checked against the openssl command line (both
 -- directions), python3's `cryptography` for AES-GCM, and the public vectors
--- of docs/protocol.md section G.
+-- of the official SDKs' test suites (each named where it is used).
 local sh = require "tests.support.sh"
 local ossl = require "tests.support.openssl"
 
@@ -325,7 +325,9 @@ describe("quan.crypto", function()
   end)
 
   describe("AES-GCM", function()
-    -- docs/protocol.md G.3: key, nonce, aad, plaintext, base64(ciphertext ‖ tag)
+    -- key, nonce, aad, plaintext, base64(ciphertext ‖ tag): wechatpay-java
+    -- core/.../cipher/AeadAesCipherTest.java, wechatpay-go utils/aes_test.go,
+    -- wechatpay-node (axios) tests/lib/aes.test.js
     local vectors = {
       {"a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb", "uluk4a9R25RW", "associatedData", "message",
         "ulwSiIajGClcvcOYvOQ7+l+0PAbzzwI="},
@@ -336,14 +338,14 @@ describe("quan.crypto", function()
         "APoZlYpivU3HjbAiB4CvW1rAFr8J"},
     }
 
-    it("matches the public vectors of protocol.md G.3 both ways", function()
+    it("matches the public vectors of the SDKs' test suites both ways", function()
       for _, v in ipairs(vectors) do
         assert.equal(v[5], crypto.aes_gcm_encrypt(v[1], v[2], v[3], v[4]))
         assert.equal(v[4], crypto.aes_gcm_decrypt(v[1], v[2], v[3], v[5]))
       end
     end)
 
-    it("decrypts the Java /v3/certificates vector (G.3 row 2) to its certificate", function()
+    it("decrypts the /v3/certificates vector of wechatpay-java to its certificate", function()
       -- wechatpay-java core/src/test/.../model/TestConfig.java DOWNLOAD_CERTIFICATE_RESPONSE
       local ct = "Mr/AxbvY+WL9hKlD5nIa03LOMPpn5f+CWeNxE4ujl0f5gXZ9XLJ9CldkArCOTsbU62XgKnTc3YvRMZQ7wCmE2fzwmAenAySTYsPms72JhggPWfdqVxri9YD5wBYKn8Ck0Fc5JIiVw9WlN2oxHBz83mRVsjoTGC5+cX1CdYqKuZ8pkvi0aCJIq07ZC8MHoTowUz+4jYJy9XeKqip83Z7BmUYxsePpNM+HtihBqTJIUYXJfX7Col5X0ACsApRoU9l6swfW/kzvqNpDJavhDBGasLrr5822+Fk5nVkcTi53f8Wbue7ODWjJxj1yhRYcxFCvXLtpYNB+Qa1aXtrBSdBdBI2p7o+6Imn+auHLBCzkrZqF/yd+d4vTn4tqHPLUj89XcHsMf96uBo3T/HQV8LEDeIO+6YvOK9FrIDYsvp+imN4n/mnF7eJKo9mpN/QqWJiawrFpAmMMxFKBjIdpgMnVUl3Z11RcWKyfOJ3kcmItTWcnZFNyDgR9cS0aU6QPlefa3uUW89uzBuHjcFdDl43yU3LE4qZnHLDcDgx4qt0OFCLiy51GXtEpyYs5k99YJBvKK+RyIs4Yc1/smBmClQUhxW+8bsPNOcXfDvH2yX4YzESoO4TV0RqiCgnsSd4zIFyJPiMKIGzVHiw6Kg0eGCmB4mGHEEZCQ0eN3SSPO0QVjjtBYfgXDZfVHSaAB8PjWBVNFimoViZZQrwT6Ygo0LU0Dd8+F5aHFYr4OPHPslr3hrgutEYXDTv1vTA6ABJGqknJ9Y2vtyWpy7aIwxc0kQq/1ezjs+RMVL/LRpGDnbx1/CGPDjZhYgZypKa55+PDhoaQxqkF3xCLz2DGoNHZYmFqxzAOsAK0vJZw4VcAk6ssbA6YIaMuiemEpxfLC9ZiXtRqsX9s+GWjjtA8JywOFMO+NKZm9BH/E5YNg2DDD3sHG9Mciwn7yJ6sdf8h2lAWlEExAOeiBNyshOHAQ0/S+x1ncWNiqY+Uh5n0rtonvePV2MsxVlEWR3AVHn1abcEWkzivd+G5kg7LYO0goqzGClcQfnFfZdO6KwcMXsBCnm9A1Bl4+k5LLokTIYH5/36SRIZ9j0CHGD77BQLE7x8AlNsoFS2m263tLLq78TFqvZUTIZIQcVIl+NInscS3xQbA38qqFqutCWIwoF1azuJ7woiJyMvnS3xzIpNzP+rzJ8VDXxjLjpEUBOC9WDs74+QMtsAdmh6g0KDclHEk8WJ4P2bnso4z3VCGoDT5X/0bS1C+jMZMKaOCNB21FZ08qgUHmKeDeg8ylENu+mh2Y/AaEDSGkGBHIfFbhMYO3uRxhk9hldiHEnHgdkXiVAAUWk/IhtmGijibO/L76vB74Xpes973uK+2iFKgNBk8qTLLZZnuWbcMQuA6VsFULRb/C+q9B21YuAWPMzvgBwr4EX2m/OpF5w8Q0HL7v1H5H0mIGJbrjnklUPoBYrw30W3uk7yF0KE6sfMukafFx0S9rBOL0RykGDPwC0lHSNySkXDeM5XvDJ+dtHK+RDwhJR+azfrWAHGMtZcQ+YVamjWVmHxXM03j3GeCXgqae1upwHzkPL5OwojcQ5MQi3Kv/1xtwY0cRN/yeZTOsXfujtqhkJj/Vltby4lnW4SCj4LjWQF19BY6zhzF4yybBA8bhhtoNP/zx8QkhHAkIROkK2ZVgfocCAPvfQ+vSrsIBO+L5cmg6mzFn4g84lsHscgXnszIlzUrzx/4Tam0uwuS9J1gddZ0I0QUt9SJzfsoBCTU0OgNMUtXKS5HvgXe7abexMtFH5eulOsAuFZkQ5LYJa/m4yHFInXzL/t3hjdTi2NmxUufvYzwIyffRTu5vS9vjscARD9lUQDHFQ/xgWe1i8EkRlrSfjlXt00+4//h2bcJKyTBT3IXwvKNsuY29V9/vU3HkvWKZ99zpSlmcZRuBa1BHbyPEvc0NlqIIoKidxqUvOR64MzudHhAjgWFP+IXojfhS3Gj9OJhBL7s"
       local pem = assert(crypto.aes_gcm_decrypt("a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb", "14b16c03dc1b",
@@ -355,7 +357,7 @@ describe("quan.crypto", function()
         ossl.run("openssl x509 -noout -serial -in " .. q(path)))
     end)
 
-    it("decrypts the Go notification of protocol.md G.2 (16-byte key: AES-128)", function()
+    it("decrypts the notification of wechatpay-go core/notify/notify_test.go (16-byte key: AES-128)", function()
       local ct = "YDS3lKPaC4Y52Gf3uhft5qUBlIa8b428AWTtTauHQfQrRw+X1WpiuHIDy0vo1Vd6VEq67aVyqPdDYMkRVSDaZL3iZttevRMOoPKMifozg6XPWjIZumks/GpT48lI4NizyeaqLBokNebthah3o1H76qSlO9NkDjp9bzmKLEYYH9TEklFUpsvPqOTOcgSLgh21YJXYR7dEBXFgRLiNIKRgO5JdXh1hccRUAlyVWxE54PXpnQ=="
       assert.equal('{"mchid":"1234567890","appid":"054aa7d7a2a54ab5898df65bd96f001c",'
         .. '"create_time":"2020-06-30T12:12:00+08:00","out_contract_code":"21640bdbd08e473e828f3206a2741c6e"}',

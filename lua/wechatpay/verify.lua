@@ -12,7 +12,9 @@ M.MAX_SKEW = 300
 M.HEADERS = { "Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature", "Wechatpay-Serial" }
 
 -- Paths whose 2xx answers are not signed: the file downloads the use-flow
--- and refund-flow URLs point at (protocol.md B.9).
+-- and refund-flow URLs point at (the SDKs skip them: wechatpay-php
+-- src/ClientJsonTrait.php, wechatpay-go core/auth/validators/null_validator.go;
+-- their hash_value is checked instead, docs/client.md "Flow files").
 local UNSIGNED = { "^/v3/billdownload/file" }
 
 -- skip(path) -> true when responses from path are not verified

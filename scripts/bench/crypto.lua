@@ -19,7 +19,8 @@ local qos = require "quan.os"
 local seconds = tonumber(arg and arg[1]) or 3
 local rounds = math.tointeger(tonumber(arg and arg[2])) or 2
 
--- a typical string-to-sign (protocol.md A.2)
+-- a typical string-to-sign: method, URL, timestamp, nonce, body, each
+-- line ended by \n (docs/client.md, wechatpay.sign)
 local message = "POST\n/v3/marketing/favor/coupon-stocks\n1554208460\n"
   .. crypto.nonce() .. "\n" .. string.rep('{"stock_name":"x"}', 8) .. "\n"
 

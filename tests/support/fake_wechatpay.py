@@ -135,7 +135,7 @@ class Handler(BaseHTTPRequestHandler):
             if "badsig" in fake:
                 msg = b"not" + msg
             sig = base64.b64encode(key.sign(msg, padding.PKCS1v15(), hashes.SHA256())).decode()
-            if "signtest" in fake:  # WeChat Pay's signature probe (protocol.md B.8)
+            if "signtest" in fake:  # WeChat Pay's signature probe (WECHATPAY/SIGNTEST/ signatures)
                 sig = "WECHATPAY/SIGNTEST/" + sig
             if "serial" in fake:
                 serial = fake["serial"]
@@ -260,7 +260,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, json.dumps(out), fake)
         if "empty" in fake:
             return self.send(204, b"", fake)
-        if path == "/v3/billdownload/file":  # files are not signed (protocol.md B.9)
+        if path == "/v3/billdownload/file":  # files are not signed (lua/wechatpay/verify.lua)
             return self.send(200, b"stock_id,coupon_id\n1,2\n", fake, signed=False)
         echo = {"method": self.command, "target": self.path, "path": unquote(path),
                 "query": urlsplit(self.path).query, "body": body.decode("utf-8", "replace"),

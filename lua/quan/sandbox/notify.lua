@@ -25,7 +25,9 @@ local time = require "quan.time"
 
 local floor = math.floor
 
--- COUPON.USE retries: "once a minute, 9 times" (favor-api.md section 7);
+-- COUPON.USE retries: "once a minute, 9 times" (the official page of the
+-- coupon-use notification, pay.weixin.qq.com/docs/merchant/apis/cash-coupons/
+-- ... check-notice; docs/notifications.md);
 -- POST /sandbox/notifications changes both for a state dir
 M.RETRY_INTERVAL, M.RETRIES = 60, 9
 local DELIVERY_TIMEOUT = 5 -- seconds a receiver has to answer

@@ -24,8 +24,11 @@
 --              | "item" (a row offset), limit = the page size asked for when
 --              the caller names none }: on list endpoints, for node:each
 --
--- Facts: the seed's parameter table (create stock) and the endpoint reference
--- compiled in docs (favor-api.md). Nothing here is computed: the module only
+-- Facts: the seed's parameter table (create stock), the official API pages
+-- (pay.weixin.qq.com/docs/merchant/apis/cash-coupons/) and the official SDKs'
+-- models (wechatpay-go services/cashcoupons, wechatpay-java
+-- service/cashcoupons); where they disagree, docs/campaigns.md "Decisions"
+-- says which is followed. Nothing here is computed: the module only
 -- adds `find` and an index by id over the data.
 local M = {}
 

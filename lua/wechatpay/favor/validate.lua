@@ -544,60 +544,61 @@ local function stock_view(b)
   local su, cur = tbl(b.stock_use_rule), tbl(b.coupon_use_rule)
   local fnc, cat, pi = tbl(cur.fixed_normal_coupon), tbl(cur.coupon_available_time), tbl(b.pattern_info)
   local fix = cat.fix_available_time
-  local bt, et, cb, ce = b.available_begin_time, b.available_end_time,
-    cat.available_begin_time, cat.available_end_time
+  local begin_text, end_text = b.available_begin_time, b.available_end_time
+  local coupon_begin_text, coupon_end_text = cat.available_begin_time, cat.available_end_time
   return {
-    mc = int(su.max_coupons), ma = int(su.max_amount), bd = int(su.max_amount_by_day),
-    pu = int(su.max_coupons_per_user), ca = int(fnc.coupon_amount), tm = int(fnc.transaction_minimum),
-    bt = bt, et = et, begin = rfc3339(bt), stop = rfc3339(et),
-    cb = cb, ce = ce, cbt = rfc3339(cb), cet = rfc3339(ce),
-    fix = type(fix) == "table" and fix or nil, atar = int(cat.available_time_after_receive),
+    max_coupons = int(su.max_coupons), max_amount = int(su.max_amount), max_by_day = int(su.max_amount_by_day),
+    per_user = int(su.max_coupons_per_user), amount = int(fnc.coupon_amount), minimum = int(fnc.transaction_minimum),
+    begin_text = begin_text, end_text = end_text, begin = rfc3339(begin_text), stop = rfc3339(end_text),
+    coupon_begin_text = coupon_begin_text, coupon_end_text = coupon_end_text,
+    coupon_begin = rfc3339(coupon_begin_text), coupon_end = rfc3339(coupon_end_text),
+    fix = type(fix) == "table" and fix or nil, after_receive = int(cat.available_time_after_receive),
     stock_type = b.stock_type, cur = b.coupon_use_rule, fnc = cur.fixed_normal_coupon,
     jump = pi.jump_target, appid = pi.mini_program_appid, mpath = pi.mini_program_path,
   }
 end
 
 RULES.max_amount_product = function(x, out, r)
-  local mc, ma, ca = x.mc, x.ma, x.ca
-  if mc and ma and ca and ma ~= mc * ca then
+  local count, budget, amount = x.max_coupons, x.max_amount, x.amount
+  if count and budget and amount and budget ~= count * amount then
     add(out, r.path, r.desc_field, sformat("must equal max_coupons × coupon_amount = %d × %d = %d",
-      mc, ca, mc * ca), ma)
+      count, amount, count * amount), budget)
   end
 end
 
 RULES.minimum_above_amount = function(x, out, r)
-  if x.ca and x.tm and x.tm <= x.ca then
-    add(out, r.path, r.desc_field, sformat("must be greater than coupon_amount (面额) %d", x.ca), x.tm)
+  if x.amount and x.minimum and x.minimum <= x.amount then
+    add(out, r.path, r.desc_field, sformat("must be greater than coupon_amount (面额) %d", x.amount), x.minimum)
   end
 end
 
 RULES.per_user_within_total = function(x, out, r)
-  if x.mc and x.pu and x.pu > x.mc then
-    add(out, r.path, r.desc_field, sformat("must not exceed max_coupons (发放总上限) %d", x.mc), x.pu)
+  if x.max_coupons and x.per_user and x.per_user > x.max_coupons then
+    add(out, r.path, r.desc_field, sformat("must not exceed max_coupons (发放总上限) %d", x.max_coupons), x.per_user)
   end
 end
 
 RULES.by_day_within_total = function(x, out, r)
-  if x.ma and x.bd and x.bd > x.ma then
-    add(out, r.path, r.desc_field, sformat("must not exceed max_amount (总预算) %d", x.ma), x.bd)
+  if x.max_amount and x.max_by_day and x.max_by_day > x.max_amount then
+    add(out, r.path, r.desc_field, sformat("must not exceed max_amount (总预算) %d", x.max_amount), x.max_by_day)
   end
 end
 
 RULES.begin_not_past = function(x, out, r, ctx)
   if x.begin and x.begin < ctx.now - M.TRAVEL then
-    add(out, r.path, r.desc_field, "must not be in the past (now " .. beijing(ctx.now) .. ")", x.bt)
+    add(out, r.path, r.desc_field, "must not be in the past (now " .. beijing(ctx.now) .. ")", x.begin_text)
   end
 end
 
 RULES.begin_within_365_days = function(x, out, r, ctx)
   if x.begin and x.begin - ctx.now > 365 * DAY then
-    add(out, r.path, r.desc_field, "must be at most 365 days ahead (latest " .. beijing(ctx.now + 365 * DAY) .. ")", x.bt)
+    add(out, r.path, r.desc_field, "must be at most 365 days ahead (latest " .. beijing(ctx.now + 365 * DAY) .. ")", x.begin_text)
   end
 end
 
 RULES.end_after_begin = function(x, out, r)
   if x.begin and x.stop and x.stop <= x.begin then
-    add(out, r.path, r.desc_field, "must be later than available_begin_time " .. x.bt, x.et)
+    add(out, r.path, r.desc_field, "must be later than available_begin_time " .. x.begin_text, x.end_text)
   end
 end
 
@@ -605,7 +606,7 @@ RULES.span_90_days = function(x, out, r)
   local begin, stop = x.begin, x.stop
   if begin and stop and stop > begin and stop - begin > 90 * DAY then
     add(out, r.path, r.desc_field, sformat("must be at most 90 days after available_begin_time (is %.1f days)",
-      (stop - begin) / DAY), x.et)
+      (stop - begin) / DAY), x.end_text)
   end
 end
 
@@ -621,24 +622,24 @@ RULES.day_window_order = function(x, out, r)
 end
 
 RULES.coupon_time_window = function(x, out, r)
-  local cbt, cet, begin, stop = x.cbt, x.cet, x.begin, x.stop
+  local cbt, cet, begin, stop = x.coupon_begin, x.coupon_end, x.begin, x.stop
   local base = "coupon_use_rule.coupon_available_time."
   if cbt and cet and cet <= cbt then
-    add(out, r.path, r.desc_field, "must be later than coupon available_begin_time " .. x.cb, x.ce)
+    add(out, r.path, r.desc_field, "must be later than coupon available_begin_time " .. x.coupon_begin_text, x.coupon_end_text)
   end
   if begin and stop then
     if cbt and (cbt < begin or cbt > stop) then
-      add(out, base .. "available_begin_time", "开始时间", "must be within the stock's available time", x.cb)
+      add(out, base .. "available_begin_time", "开始时间", "must be within the stock's available time", x.coupon_begin_text)
     end
     if cet and (cet < begin or cet > stop) then
-      add(out, base .. "available_end_time", "结束时间", "must be within the stock's available time", x.ce)
+      add(out, base .. "available_end_time", "结束时间", "must be within the stock's available time", x.coupon_end_text)
     end
   end
 end
 
 RULES.after_receive_exclusive = function(x, out, r)
-  if x.atar and x.atar > 0 and x.fix then
-    add(out, r.path, r.desc_field, "must not be combined with fix_available_time (use one or the other)", x.atar)
+  if x.after_receive and x.after_receive > 0 and x.fix then
+    add(out, r.path, r.desc_field, "must not be combined with fix_available_time (use one or the other)", x.after_receive)
   end
 end
 
@@ -690,12 +691,12 @@ local VIEWS = { create_stock = stock_view }
 -- schema type and every required one is there. false means "ask the rules".
 local function stock_quick(b, now)
   local su, cur = b.stock_use_rule, b.coupon_use_rule
-  local mc, ma, pu, bd = su.max_coupons, su.max_amount, su.max_coupons_per_user, su.max_amount_by_day
-  if pu > mc or (bd and bd > ma) then return false end
+  local count, budget, per_user, by_day = su.max_coupons, su.max_amount, su.max_coupons_per_user, su.max_amount_by_day
+  if per_user > count or (by_day and by_day > budget) then return false end
   local fnc = cur.fixed_normal_coupon
   if fnc then
-    local ca = fnc.coupon_amount
-    if ma ~= mc * ca or fnc.transaction_minimum <= ca then return false end
+    local amount = fnc.coupon_amount
+    if budget ~= count * amount or fnc.transaction_minimum <= amount then return false end
   elseif b.stock_type == "NORMAL" then
     return false
   end
