@@ -78,8 +78,8 @@ describe("quan report", function()
     assert(s.sent == n, name .. ": sent " .. tostring(s.sent))
     journals[name] = path
     local db = assert(require("quan.sqlite").open(path))
-    for row in db:rows("SELECT key, result FROM items WHERE state = 'sent'") do
-      sends[row.result] = { openid = row.key, stock_id = ids[key] }
+    for row in db:rows("SELECT key, result, answered FROM items WHERE state = 'sent'") do
+      sends[row.result] = { openid = row.key, stock_id = ids[key], answered = row.answered }
     end
     db:close()
     return path
@@ -177,6 +177,7 @@ describe("quan report", function()
         local c = assert(wx.v3.marketing.favor.users._openid_.coupons._coupon_id_:get { openid = s.openid,
           coupon_id = coupon_id, query = { appid = wx.profile.appid } }).json
         local at = time.parse(c.create_time)
+        assert.equal(at, s.answered) -- the journal holds the API's time of the send: the coupon's create_time
         local d = day(day_of(at))
         d.sent = d.sent + 1
         if at > now - 86400 and at <= now then t.sent_recent = t.sent_recent + 1 end
@@ -335,6 +336,74 @@ describe("quan report", function()
     assert.equal("use-flow", listed_sources["use-flow:" .. ids.short])
   end)
 
+  it("writes a page that a browser engine renders offline, with the charts holding the figures", function()
+    local page_path = dir .. "/page.html"
+    local page = sh.read(page_path)   -- written by the flow-file case above, from the same sources
+    local doc = report("--journal long-1.journal,short-2.journal")
+    -- nothing outside the page: no src, href or import but the page's own fragments, no address at all
+    for attr, value in page:gmatch('(%a+)%s*=%s*"([^"]*)"') do
+      if attr == "src" or attr == "href" then assert.matches("^#", value, nil, attr .. "=" .. value) end
+    end
+    assert.is_nil(page:find("://", 1, true))
+    assert.is_nil(page:find("@import", 1, true))
+    assert.is_nil(page:find("url(", 1, true))
+    assert.is_nil(page:find("<script", 1, true))
+    assert.is_nil(page:find("<link", 1, true))
+    assert.is_nil(page:find("<img", 1, true))
+    -- Debian's chromium, headless, its networking pointed at a dead proxy
+    local profile = sh.tmpdir()
+    local out, err, code = sh.run("timeout 120 chromium --headless --no-sandbox --disable-gpu "
+      .. "--disable-background-networking --disable-component-update --disable-sync --no-first-run "
+      .. "--user-data-dir=" .. sh.quote(profile) .. " --proxy-server=127.0.0.1:9 --dump-dom "
+      .. sh.quote("file://" .. page_path))
+    assert.equal(0, code, err)
+    local dom = out
+    assert.matches("<svg", dom)
+    for attr, value in dom:gmatch('(%a+)="([^"]*)"') do
+      if attr == "src" or attr == "href" then assert.matches("^#", value, nil, attr .. "=" .. value) end
+    end
+    -- the cards: the campaign's totals
+    local t = doc.totals
+    for figure, value in pairs { sent = t.sent.value, used = t.used.value, refunded = t.refunded.value,
+        spend = t.spend.net, budget_left = t.remaining.budget } do
+      assert.matches('data%-figure="' .. figure .. '" data%-value="' .. value .. '"', dom, nil, figure)
+    end
+    assert.matches('<div class="v">' .. t.sent.value .. '</div><div class="k">sent</div>', dom, 1, true)
+    for _, s in ipairs(doc.stocks) do
+      -- daily sends, uses and refunds per stock: every day's bars with the day's numbers, and the numbers as text
+      local chart = dom:match('<figure data%-chart="daily" data%-stock="' .. s.stock_id .. '">(.-)</figure>')
+      assert.truthy(chart, "daily chart of " .. s.stock_id)
+      assert.truthy(#s.days > 0)
+      for _, d in ipairs(s.days) do
+        for _, series in ipairs { "sent", "used", "refunded" } do
+          assert.matches('data-date="' .. d.date .. '" data-series="' .. series .. '" data-value="' .. d[series] .. '"',
+            chart, 1, true, s.key .. " " .. d.date .. " " .. series)
+          if d[series] > 0 then
+            assert.matches('class="value" text%-anchor="middle">' .. d[series] .. "</text>", chart)
+          end
+        end
+      end
+      assert.matches("Sources: ", chart)
+      assert.matches("read 20%d%d%-%d%d%-%d%d", chart)
+      -- the funnel: sent, used, kept
+      local funnel = assert(dom:match('<figure data%-chart="funnel">(.-)</figure>'))
+      assert.matches('data%-stock="' .. s.stock_id .. '" data%-series="sent" data%-value="' .. s.sent.value .. '"', funnel)
+      assert.matches('data%-stock="' .. s.stock_id .. '" data%-series="used" data%-value="' .. s.used.value .. '"', funnel)
+      assert.matches(">sent " .. s.sent.value .. "</text>", funnel, 1, true)
+      -- the burn-down: the budget left after each day
+      local burn = assert(dom:match('<figure data%-chart="burndown">(.-)</figure>'))
+      for _, d in ipairs(s.days) do
+        assert.matches('data-stock="' .. s.stock_id .. '" data-date="' .. d.date
+          .. '" data-series="budget_left" data-value="' .. d.budget_left .. '"', burn, 1, true)
+      end
+      -- the table row names the stock, with Chinese text intact
+      assert.matches('<tr data%-stock="' .. s.stock_id .. '">', dom)
+      assert.matches(s.stock_name, dom, 1, true)
+    end
+    -- what the store missed is on the page
+    assert.matches('data%-difference="only_in_flow"', dom)
+  end)
+
   it("prints the same figures as a table, in ¥ and Beijing dates, aligned with Chinese names", function()
     local out, err, code = quan("report --journal long-1.journal,short-2.journal report.lua")
     assert.equal(0, code, err)
@@ -361,5 +430,65 @@ describe("quan report", function()
     assert.matches(format.yuan(s.short.budget), short_line, 1, true)
     assert.matches(format.yuan(s.long.remaining.budget), long_line, 1, true)
     assert.matches("2027%-12%-01 Wed", out)
+  end)
+end)
+
+describe("quan report, refusing", function()
+  local function quan(args, cwd)
+    return sh.run((cwd and ("cd " .. sh.quote(cwd) .. " && ") or "") .. sh.quote(sh.quan) .. " " .. args)
+  end
+
+  it("takes a campaign file, its state or stock ids, and says what else it got", function()
+    local out, err, code = quan("report")
+    assert.equal(2, code)
+    assert.matches("give a campaign file, its state, or stock ids", err)
+    out, err, code = quan("report 1600x001")
+    assert.equal(2, code, out)
+    assert.matches("1600x001 is neither a campaign file, a campaign's state nor a stock id", err)
+    out, err, code = quan("report --state x.state 16000001")
+    assert.equal(2, code)
+    assert.matches("%-%-state goes with a campaign file", err)
+    out, err, code = quan("report --html")
+    assert.equal(2, code)
+  end)
+
+  it("says a campaign that was never applied has no state (exit 1)", function()
+    local dir = sh.tmpdir()
+    sh.write(dir .. "/c.lua", 'return { name = "never", stocks = {} }\n')
+    local _, err, code = quan("report --offline c.lua", dir)
+    assert.equal(1, code)
+    assert.matches("no state c%.lua%.state: the campaign has not been applied", err)
+  end)
+
+  it("reports what it could read and names what it could not (exit 1), offline", function()
+    local dir = sh.tmpdir()
+    -- a journal of stock 7 and one of stock 8, made as quan send makes them
+    local journal = require "quan.batch.journal"
+    for _, stock in ipairs { "7", "8" } do
+      local j = assert(journal.open(dir .. "/s" .. stock .. ".journal", { meta = { stock_id = stock } }))
+      assert(j:transaction(function()
+        for i = 1, 3 do
+          j:claim("u" .. i, i, "n" .. stock .. i)
+          j:record("u" .. i, "sent", 1, "c" .. stock .. i, nil, nil, time.parse("2027-12-01T10:00:00+08:00") + i)
+        end
+        return true
+      end))
+      j:close()
+    end
+    sh.write(dir .. "/not-a-store", "hello")
+    local out, err, code = quan("report --offline --json --now '2027-12-01 12:00' --journal s7.journal,s8.journal,missing.journal "
+      .. "--store not-a-store 7", dir)
+    assert.equal(1, code, err)
+    local doc = require("wechatpay.json").decode(out)
+    assert.equal(1, #doc.stocks)
+    assert.equal(3, doc.stocks[1].sent.value)
+    assert.equal("2027-12-01", doc.stocks[1].days[1].date)
+    assert.equal(3, doc.stocks[1].days[1].sent)
+    assert.equal(3, doc.stocks[1].pace.per_day)
+    assert.equal(2, #doc.problems)
+    assert.matches("journal missing%.journal: no such file", doc.problems[1])
+    assert.matches("store not%-a%-store", doc.problems[2])
+    assert.matches("journal s8%.journal is of stock 8, not one of this report's", doc.notes[1])
+    assert.matches("journal missing%.journal: no such file", err)
   end)
 end)
