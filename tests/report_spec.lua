@@ -492,3 +492,44 @@ describe("quan report, refusing", function()
     assert.matches("journal missing%.journal: no such file", err)
   end)
 end)
+
+describe("docs/report.md", function()
+  it("runs the walk-through on the sandbox as written, and prints what the page shows", function()
+    local section = sh.read("docs/report.md"):match("\n## A walk%-through on the sandbox\n(.-)\n## ")
+    assert.truthy(section, "walk-through not found")
+    local dir = sh.tmpdir()
+    local files = {}
+    for name, code in section:gmatch("\n`([%w%-_]+%.lua)`:\n\n```lua\n(.-)```") do
+      sh.write(dir .. "/" .. name, code)
+      files[#files + 1] = name
+    end
+    assert.same({ "winter.lua", "send.lua" }, files)
+    local script = {}
+    for block in section:gmatch("\n```sh\n(.-)```") do script[#script + 1] = block end
+    assert.equal(4, #script)
+    local bin = sh.tmpdir()
+    assert(os.execute("ln -s " .. sh.quote(sh.quan) .. " " .. sh.quote(bin .. "/quan")))
+    sh.write(dir .. "/walk.sh", "set -e\n" .. table.concat(script, "\n"))
+    local out, err, status = sh.run("cd " .. sh.quote(dir) .. " && PATH=" .. sh.quote(bin) .. ":$PATH timeout 300 sh walk.sh")
+    assert.equal(0, status, out .. err)
+    -- what the page shows of the output is what the commands print (ids, times and numbers aside)
+    for shown in section:gmatch("\n```text\n(.-)```") do
+      for line in shown:gmatch("[^\n]+") do
+        if line ~= "…" then
+          local pattern = line:gsub("%d+%-%d+T%d+Z%-%w+", "\1"):gsub("%p", "%%%0"):gsub("%d+", "%%d+")
+            :gsub("%%d%+:%%d%+", "%%d+:%%d+[:%%d]*"):gsub("\1", "%%S+")
+          assert.matches(pattern, out .. err, nil, "shown but not printed: " .. line)
+        end
+      end
+    end
+    -- the JSON's figures are the table's: every coupon sent is the API's, every use stored once
+    local doc = require("wechatpay.json").decode(sh.read(dir .. "/winter.json"))
+    assert.same({}, doc.problems)
+    assert.equal(205, doc.totals.sent.value)
+    assert.equal(205, doc.totals.sent.journals)
+    assert.equal(105, doc.totals.used.value)
+    assert.equal(4, doc.totals.refunded.value)
+    assert.equal(4, doc.totals.merchant_count)
+    assert.matches("<svg", sh.read(dir .. "/winter.html"))
+  end)
+end)

@@ -225,7 +225,7 @@ function M.funnel_chart(rows)
         esc(r.stock or "total"), s[1], v and tostring(v) or "", s[1], v and format.count(v) or DASH)
       local share = (k > 1 and v and r.sent and r.sent > 0) and (" (" .. percent(v / r.sent) .. ")") or ""
       out[#out + 1] = sformat('<text x="%.1f" y="%.1f" class="value">%s %s%s</text>', label_w + width + 3,
-        yy + row_h - 6, s[1], v and format.count(v) or DASH, share)
+        yy + row_h - 6, s[1], v and format.count(v) or (k == 3 and "(refunds not known yet)" or DASH), share)
     end
     y = y + 3 * row_h + gap
   end

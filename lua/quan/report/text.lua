@@ -185,14 +185,19 @@ function M.render(doc)
       line("  refunded: not known yet (" .. s.flows.note .. ")")
     end
     if s.spend then
-      line(("  spend %s of coupons used − %s refunded = %s net%s"):format(yuan(s.spend.used),
-        yuan(s.spend.refunded or 0), yuan(s.spend.net), s.orders and (" · orders " .. yuan(s.orders.value)) or ""))
+      local orders = s.orders and (" · orders " .. yuan(s.orders.value)) or ""
+      if s.spend.refunded then
+        line(("  spend %s of coupons used − %s refunded = %s net%s"):format(yuan(s.spend.used), yuan(s.spend.refunded),
+          yuan(s.spend.net), orders))
+      else
+        line(("  spend %s of coupons used (refunds not known yet)%s"):format(yuan(s.spend.used), orders))
+      end
     end
     if s.remaining then
       line(("  budget left %s (%s coupons) %s"):format(yuan(s.remaining.budget), count(s.remaining.coupons),
         cite(m, s.remaining.source)))
     end
-    if s.pace then
+    if s.pace and not s.ended_at then
       line(("  pace %s coupons in the last 24 hours %s"):format(count(s.pace.per_day), cite(m, s.pace.source)))
     end
     if s.run_out then
