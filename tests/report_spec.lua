@@ -533,3 +533,20 @@ describe("docs/report.md", function()
     assert.matches("<svg", sh.read(dir .. "/winter.html"))
   end)
 end)
+
+describe("quan.report's modules", function()
+  it("add no globals", function()
+    local before = {}
+    for k in pairs(_G) do before[k] = true end
+    for _, name in ipairs { "quan.report", "quan.report.sources", "quan.report.figures", "quan.report.text",
+        "quan.report.html" } do
+      require(name)
+    end
+    for k in pairs(_G) do assert.truthy(before[k], "global " .. tostring(k)) end
+  end)
+
+  it("escape what they put in a page", function()
+    local html = require "quan.report.html"
+    assert.equal("&lt;b&gt; &amp; &quot;x&quot; &#39;y&#39;", html.escape([[<b> & "x" 'y']]))
+  end)
+end)
