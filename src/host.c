@@ -1,8 +1,9 @@
 /* host.c: makes a Lua state quan's: natives and embedded modules reachable
  * through require, and the client ("wechatpay") with quan's tools plugged
- * into its hooks; the one failure result of the natives and the interrupt
- * value (quan.h). */
+ * into its hooks; the one failure result of the natives, the interrupt
+ * value and the signal handler that raises it (quan.h). */
 #include <ctype.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
@@ -176,4 +177,30 @@ int quan_is_interrupt(lua_State *L, int idx) {
 int quan_interrupt(lua_State *L) {
   quan_push_interrupt(L);
   return lua_error(L);
+}
+
+/* ---- signals that interrupt ------------------------------------------------ */
+
+lua_State *volatile quan_signal_state = NULL;
+volatile sig_atomic_t quan_signal_caught = 0;
+volatile sig_atomic_t quan_signal_held = 0;
+
+/* the hook a signal sets: removes itself and raises the interrupt where Lua
+ * runs next */
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  quan_interrupt(L);
+}
+
+void quan_signal_handler(int sig) {
+  quan_signal_caught = sig;
+  signal(sig, SIG_DFL); /* a second one ends the process (a second Ctrl-C, systemd's SIGKILL alike) */
+  if (quan_signal_held) return; /* noted only: quan.os.interrupt_signal() tells it */
+  lua_State *L = quan_running_task ? quan_running_task : quan_signal_state;
+  if (L != NULL) lua_sethook(L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+void quan_signal_release(lua_State *L) {
+  if (lua_gethook(L) == interrupt_hook) lua_sethook(L, NULL, 0, 0);
 }

@@ -25,6 +25,7 @@
 extern char **environ;
 
 #define LOCK_MT "quan.os.lock"
+#define TRAP_MT "quan.os.trap"
 #define DIR_MT "quan.os.dir" /* a directory being listed: closed by list or the collector */
 
 /* now() -> seconds (float), monotonic */
@@ -158,9 +159,11 @@ static int os_mode(lua_State *L) {
   return 1;
 }
 
-/* stat(path) -> {kind =, size =, mode =, uid =, gid =} | nil, message,
- * code; kind is "file", "directory", "char", "block", "fifo", "socket" or
- * "other" (symbolic links are followed) */
+/* stat(path) -> {kind =, size =, mode =, uid =, gid =, links =, device =,
+ * inode =} | nil, message, code; kind is "file", "directory", "char",
+ * "block", "fifo", "socket" or "other" (symbolic links are followed); links
+ * the number of names (hard links) the file has; device and inode say which
+ * file it is (two paths to one file give the same pair) */
 static int os_stat(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   struct stat st;
@@ -168,7 +171,7 @@ static int os_stat(lua_State *L) {
   const char *kind = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
     : S_ISCHR(st.st_mode) ? "char" : S_ISBLK(st.st_mode) ? "block"
     : S_ISFIFO(st.st_mode) ? "fifo" : S_ISSOCK(st.st_mode) ? "socket" : "other";
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 8);
   lua_pushstring(L, kind);
   lua_setfield(L, -2, "kind");
   lua_pushinteger(L, (lua_Integer)st.st_size);
@@ -179,6 +182,12 @@ static int os_stat(lua_State *L) {
   lua_setfield(L, -2, "uid");
   lua_pushinteger(L, (lua_Integer)st.st_gid);
   lua_setfield(L, -2, "gid");
+  lua_pushinteger(L, (lua_Integer)st.st_nlink);
+  lua_setfield(L, -2, "links");
+  lua_pushinteger(L, (lua_Integer)st.st_dev);
+  lua_setfield(L, -2, "device");
+  lua_pushinteger(L, (lua_Integer)st.st_ino);
+  lua_setfield(L, -2, "inode");
   return 1;
 }
 
@@ -437,6 +446,100 @@ static int os_lock(lua_State *L) {
   return 1;
 }
 
+/* ---- traps ----------------------------------------------------------------
+ * trap({"TERM", "HUP", ...}) -> trap: while the trap is open, each signal
+ * named raises the interrupt in Lua as a Ctrl-C does (quan_signal_handler;
+ * a second one of a kind ends the process). A signal ignored when the trap
+ * is made (nohup's SIGHUP) stays ignored. trap:hold() -> the signals are
+ * only noted from then on (interrupt_signal() names them) and a hook set
+ * and not yet fired on the caller's thread or the main state is removed:
+ * what runs after it is not interrupted. trap:close() (also __close and
+ * __gc) puts back the actions the signals had before and ends a hold; it
+ * is idempotent. */
+static const char *const trap_names[] = {"INT", "TERM", "HUP", NULL};
+static const int trap_signals[] = {SIGINT, SIGTERM, SIGHUP};
+#define TRAP_MAX 3
+
+typedef struct {
+  int open;
+  int n;
+  int sig[TRAP_MAX];
+  struct sigaction old[TRAP_MAX];
+  sig_atomic_t old_held;
+} Trap;
+
+static int trap_close(lua_State *L) {
+  Trap *t = luaL_checkudata(L, 1, TRAP_MT);
+  if (t->open) {
+    t->open = 0;
+    for (int i = 0; i < t->n; i++) sigaction(t->sig[i], &t->old[i], NULL);
+    quan_signal_held = t->old_held;
+  }
+  return 0;
+}
+
+static int trap_hold(lua_State *L) {
+  Trap *t = luaL_checkudata(L, 1, TRAP_MT);
+  luaL_argcheck(L, t->open, 1, "trap is closed");
+  quan_signal_held = 1;
+  quan_signal_release(L);
+  if (quan_signal_state != NULL) quan_signal_release(quan_signal_state);
+  return 0;
+}
+
+static int os_trap(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int want[TRAP_MAX] = {0};
+  lua_Integer n = luaL_len(L, 1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    const char *name = lua_tostring(L, -1);
+    int k = -1;
+    for (int j = 0; name && trap_names[j]; j++)
+      if (strcmp(name, trap_names[j]) == 0) k = j;
+    if (k < 0) return luaL_error(L, "bad argument #1 to 'trap' (signal %d: expected INT, TERM or HUP)", (int)i);
+    want[k] = 1;
+    lua_pop(L, 1);
+  }
+  Trap *t = lua_newuserdatauv(L, sizeof *t, 0);
+  memset(t, 0, sizeof *t);
+  luaL_setmetatable(L, TRAP_MT);
+  t->old_held = quan_signal_held;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = quan_signal_handler; /* no SA_RESTART: a blocking wait returns to Lua */
+  sigemptyset(&sa.sa_mask);
+  for (int k = 0; k < TRAP_MAX; k++) {
+    if (!want[k]) continue;
+    struct sigaction old;
+    sigaction(trap_signals[k], NULL, &old);
+    if (old.sa_handler == SIG_IGN) continue; /* ignored on entry: stays so */
+    t->sig[t->n] = trap_signals[k];
+    t->old[t->n] = old;
+    t->n++;
+  }
+  quan_signal_caught = 0;
+  quan_signal_held = 0;
+  t->open = 1;
+  for (int i = 0; i < t->n; i++) sigaction(t->sig[i], &sa, NULL);
+  return 1;
+}
+
+/* interrupt_signal() -> "INT" | "TERM" | "HUP" | nil: the signal the host
+ * caught last (since the last trap was made), which raised the interrupt
+ * unless a trap held it */
+static int os_interrupt_signal(lua_State *L) {
+  int sig = quan_signal_caught;
+  for (int k = 0; k < TRAP_MAX; k++) {
+    if (trap_signals[k] == sig) {
+      lua_pushstring(L, trap_names[k]);
+      return 1;
+    }
+  }
+  lua_pushnil(L);
+  return 1;
+}
+
 /* is_interrupt(v) -> true when v is the interrupt a Ctrl-C raised */
 static int os_is_interrupt(lua_State *L) {
   luaL_checkany(L, 1);
@@ -448,6 +551,14 @@ static const luaL_Reg lock_methods[] = {
   {"close", lock_release},
   {"__gc", lock_release},
   {"__close", lock_release},
+  {NULL, NULL}
+};
+
+static const luaL_Reg trap_methods[] = {
+  {"hold", trap_hold},
+  {"close", trap_close},
+  {"__gc", trap_close},
+  {"__close", trap_close},
   {NULL, NULL}
 };
 
@@ -478,12 +589,20 @@ static const luaL_Reg funcs[] = {
   {"wait", os_wait},
   {"lock", os_lock},
   {"is_interrupt", os_is_interrupt},
+  {"trap", os_trap},
+  {"interrupt_signal", os_interrupt_signal},
   {NULL, NULL}
 };
 
 int luaopen_quan_os(lua_State *L) {
   if (luaL_newmetatable(L, LOCK_MT)) {
     luaL_setfuncs(L, lock_methods, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, TRAP_MT)) {
+    luaL_setfuncs(L, trap_methods, 0);
     lua_pushvalue(L, -1);
     lua_setfield(L, -2, "__index");
   }

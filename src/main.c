@@ -17,25 +17,15 @@
 #include "quan.h"
 
 static const char *progname = "quan";
-static lua_State *globalL = NULL; /* for the SIGINT handler only */
 
 /* ---- SIGINT ------------------------------------------------------------ */
 
-static void lstop(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  quan_interrupt(L);
-}
-
-static void laction(int sig) {
-  int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
-  signal(sig, SIG_DFL); /* a second Ctrl-C kills the process */
-  /* in the quan.async task running now, else the main state */
-  lua_sethook(quan_running_task ? quan_running_task : globalL, lstop, flag, 1);
-}
-
-/* Installed without SA_RESTART, so a blocking wait (poll in quan.http)
- * returns EINTR and control comes back to Lua, where the hook fires. */
+/* quan_signal_handler (host.c) sets a hook that raises the interrupt in the
+ * quan.async task running now, else in this state. Installed without
+ * SA_RESTART, so a blocking wait (poll in quan.http) returns EINTR and
+ * control comes back to Lua, where the hook fires. SIGTERM and SIGHUP keep
+ * their default action (the process ends, as under lua) except while a
+ * batch runs (quan.os.trap). */
 static void set_sigint(void (*handler)(int)) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -122,8 +112,8 @@ static int docall(lua_State *L, int narg, int nres) {
   int base = lua_gettop(L) - narg;
   lua_pushcfunction(L, msghandler);
   lua_insert(L, base);
-  globalL = L;
-  set_sigint(laction);
+  quan_signal_state = L;
+  set_sigint(quan_signal_handler);
   int status = lua_pcall(L, narg, nres, base);
   signal(SIGINT, SIG_DFL);
   lua_remove(L, base);

@@ -5,6 +5,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <signal.h>
 
 /* quan's version: the one definition. Lua reads it as quan.os.VERSION and
  * the User-Agent as quan.http.USER_AGENT (which the client sends too). */
@@ -70,5 +71,32 @@ int quan_is_interrupt(lua_State *L, int idx);
 
 /* Raises the interrupt: what a Ctrl-C hook does. Does not return. */
 int quan_interrupt(lua_State *L);
+
+/* ---- signals that interrupt ----------------------------------------------
+ * SIGINT while the host runs Lua (main.c), and SIGTERM and SIGHUP while a
+ * batch runs (quan.os.trap), go to quan_signal_handler, which only does
+ * what a handler may: it notes the signal, resets it to its default action
+ * (a second one ends the process) and sets a hook on the running task, else
+ * on quan_signal_state, that raises the interrupt the next time Lua code
+ * runs. Installed without SA_RESTART, so a blocking wait returns EINTR and
+ * Lua runs again soon. */
+
+/* The state whose hook a signal sets when no quan.async task runs: main.c
+ * sets it to its state before it calls into Lua. */
+extern lua_State *volatile quan_signal_state;
+
+/* The last signal the handler caught (0: none yet); quan.os.interrupt_signal
+ * names it. */
+extern volatile sig_atomic_t quan_signal_caught;
+
+/* Nonzero: signals are noted, not turned into the interrupt (quan.os.trap's
+ * hold(): a batch writing its summary finishes it). */
+extern volatile sig_atomic_t quan_signal_held;
+
+/* The handler itself (async-signal-safe). */
+void quan_signal_handler(int sig);
+
+/* Removes from L a hook the handler set and that has not fired yet. */
+void quan_signal_release(lua_State *L);
 
 #endif

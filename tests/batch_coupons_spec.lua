@@ -1,6 +1,6 @@
--- Specs of quan.batch.coupons as cron runs it (scripts/examples/send-coupons.lua),
--- end to end through the sandbox: faults and kill -9, budget exhaustion,
--- refusals, a stock not running, dry runs, the lock.
+-- Specs of quan.batch.coupons as cron runs it (`quan send`), end to end
+-- through the sandbox: faults and kill -9, budget exhaustion, refusals, a
+-- stock not running, dry runs, the lock.
 local sh = require "tests.support.sh"
 local B = require "tests.support.batch"
 local S = require "tests.support.batchsbx"
@@ -11,7 +11,15 @@ local journal = require "quan.batch.journal"
 local batch = require "quan.batch"
 
 local read_all, counts_of, events_of = B.read_all, B.counts_of, B.events_of
-local spawn_example, run_example = S.spawn_example, S.run_example
+-- spawn_example(h, dir, args, tag[, global]) / run_example: `quan [GLOBAL] send ARGS`
+local function spawn_example(h, dir, args, tag, global)
+  local words = S.send(args)
+  if global then table.insert(words, 1, global) end
+  return S.spawn(h, dir, words, tag)
+end
+local function run_example(h, dir, args, tag, global)
+  return qos.wait(spawn_example(h, dir, args, tag, global))
+end
 
 describe("quan.batch through the sandbox", function()
   local h
@@ -71,7 +79,7 @@ describe("quan.batch through the sandbox", function()
     for r in j.db:rows("SELECT row, key, result, out_request_no FROM items") do
       rows = rows + 1
       if held.by_openid[r.key] ~= r.result then mismatched = mismatched + 1 end
-      assert.equal(batch.request_no(j.batch_id, r.key), r.out_request_no)
+      assert.equal(batch.request_no(j.batch_id, r.key, stock), r.out_request_no) -- the stock is part of it
     end
     j:close()
     assert.equal(n, rows)
@@ -161,12 +169,22 @@ describe("quan.batch through the sandbox", function()
     local users = S.users(dir .. "/users.csv", 6, "oDry")
     local jpath = dir .. "/j.db"
     local function quan(command, tag, args)
-      local how, code = run_example(h, dir, args, tag, command)
+      local how, code
+      if command == "check" or command == "check --log-format text" then
+        -- quan check runs scripts: the example, over the same module
+        local words = { "check" }
+        if command ~= "check" then words[2], words[3] = "--log-format", "text" end
+        words[#words + 1] = "scripts/examples/send-coupons.lua"
+        for _, a in ipairs(args) do words[#words + 1] = a end
+        how, code = S.run(h, dir, words, tag)
+      else
+        how, code = run_example(h, dir, args, tag, command)
+      end
       assert.equal("exit", how)
       return code
     end
     -- before any real run: nothing sent, no journal written
-    assert.equal(0, quan("run --dry-run", "dry1", { stock, users, jpath }))
+    assert.equal(0, quan("--dry-run", "dry1", { stock, users, jpath }))
     assert.is_nil(io.open(jpath))
     local ev = events_of(dir .. "/dry1.err")
     assert.is_true(ev[1].simulated)
@@ -182,17 +200,17 @@ describe("quan.batch through the sandbox", function()
     assert.equal(0, S.coupons(h, stock).total)
     -- a real run to 3 users, then a dry run over all 6: it skips the 3 and leaves the journal as it was
     local three = S.users(dir .. "/three.csv", 3, "oDry")
-    assert.equal(0, quan("run", "real1", { "--batch-id", "dry-test", stock, three, jpath }))
+    assert.equal(0, quan(nil, "real1", { stock, three, jpath }))
     local before = counts_of(jpath)
     assert.equal(3, before.sent)
-    assert.equal(0, quan("run --dry-run", "dry2", { stock, users, jpath }))
+    assert.equal(0, quan("--dry-run", "dry2", { stock, users, jpath }))
     ev = events_of(dir .. "/dry2.err")
     assert.equal(3, ev[#ev].skipped)
     assert.equal(3, ev[#ev].sent)
     assert.same(before, counts_of(jpath))
     assert.equal(3, S.coupons(h, stock).total)
     -- the real run sends to the other 3
-    assert.equal(0, quan("run", "real2", { stock, users, jpath }))
+    assert.equal(0, quan(nil, "real2", { stock, users, jpath }))
     assert.equal(6, counts_of(jpath).sent)
     assert.equal(6, S.coupons(h, stock).total)
   end)
@@ -218,23 +236,33 @@ describe("quan.batch through the sandbox", function()
   end)
 end)
 
-describe("scripts/examples/send-coupons.lua", function()
+describe("quan send", function()
   it("explains its usage and refuses bad arguments with exit 2", function()
-    local out, _, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua --help")
+    local quan = sh.quote(sh.quan)
+    local out, _, code = sh.run(quan .. " send --help")
     assert.equal(0, code)
-    assert.matches("usage: quan run send%-coupons.lua", out)
+    assert.matches("^usage: quan send %[options%] STOCK_ID USERS.csv %[JOURNAL%]\n", out)
     local _, err
-    _, err, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua onlyone")
+    _, err, code = sh.run(quan .. " send onlyone")
     assert.equal(batch.exit.cannot_start, code)
     assert.matches("expected STOCK_ID USERS.csv %[JOURNAL%]", err)
-    _, err, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua --rate x S u.csv")
+    _, err, code = sh.run(quan .. " send --rate x S u.csv")
     assert.equal(batch.exit.cannot_start, code)
     assert.matches("%-%-rate wants a positive number", err)
-    _, err, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua --bogus S u.csv")
+    _, err, code = sh.run(quan .. " send --bogus S u.csv")
     assert.equal(batch.exit.cannot_start, code)
-    assert.matches("^send%-coupons: unknown option '%-%-bogus'\nusage: quan run send%-coupons.lua", err)
-    _, err, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua --log-format yaml S u.csv")
+    assert.matches("^quan send: unknown option '%-%-bogus'\nusage: quan send", err)
+    _, err, code = sh.run(quan .. " send --log-format yaml S u.csv")
     assert.equal(batch.exit.cannot_start, code)
     assert.matches("%-%-log%-format must be one of bar, json, text, got 'yaml'", err)
+    _, err, code = sh.run(quan .. " send --continue S u.csv")
+    assert.equal(batch.exit.cannot_start, code)
+    assert.matches("%-%-continue needs %-%-batch%-id", err)
+  end)
+
+  it("is also a script's one call (scripts/examples/send-coupons.lua)", function()
+    local _, err, code = sh.run(sh.quote(sh.quan) .. " run scripts/examples/send-coupons.lua onlyone")
+    assert.equal(batch.exit.cannot_start, code)
+    assert.matches("usage: quan run send%-coupons.lua STOCK_ID USERS.csv %[JOURNAL%]", err)
   end)
 end)

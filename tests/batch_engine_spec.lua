@@ -1,7 +1,6 @@
 -- Specs of quan.batch (batch.run and its engine, quan.batch.engine) over a
 -- fake scheduler with a virtual clock: sending, retries, stops, Ctrl-C,
--- journal failures, simulated runs, request numbers; and the example of
--- docs/batches.md.
+-- journal failures, simulated runs, request numbers, progress.
 local sh = require "tests.support.sh"
 local B = require "tests.support.batch"
 local fakeasync = require "tests.support.fakeasync"
@@ -41,7 +40,7 @@ describe("quan.batch engine", function()
     local coupons = require "quan.batch.coupons"
     local tries = {}
     local sum, events = run_fake {
-      input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 2, result = coupons.coupon_id,
+      input = input, journal = dir .. "/j.db", batch_prefix = "B", concurrency = 2, result = coupons.coupon_id,
       send = function(item)
         tries[item.key] = (tries[item.key] or 0) + 1
         local bad = ({ o00001 = { coupon_id = { a = 1 } }, o00002 = { x = 1 / 0 }, o00003 = { coupon_id = false },
@@ -70,7 +69,7 @@ describe("quan.batch engine", function()
     assert.equal(4, c.failed)
     -- the generic engine: a result function that raises or gives a table is the same
     local sum2 = run_fake {
-      input = users_csv(sh.tmpdir(), 2), journal = dir .. "/j2.db", batch_id = "B2", retry = { attempts = 1 },
+      input = users_csv(sh.tmpdir(), 2), journal = dir .. "/j2.db", batch_prefix = "B2", retry = { attempts = 1 },
       result = function(res) return res.json end,
       send = function() return { status = 200, json = { coupon_id = "X" } } end,
     }
@@ -82,7 +81,7 @@ describe("quan.batch engine", function()
     local input = users_csv(dir, 3)
     sh.write(dir .. "/j.db", "") -- a journal file made, nothing in it yet: a real run would start it
     local sum = run_fake {
-      input = input, journal = dir .. "/j.db", batch_id = "B", simulated = true,
+      input = input, journal = dir .. "/j.db", batch_prefix = "B", simulated = true,
       send = ok,
     }
     assert.equal(0, sum.exit_code)
@@ -95,7 +94,7 @@ describe("quan.batch engine", function()
     db:exec("CREATE TABLE x (a)")
     db:close()
     local nosum, _, _, err, code = run_fake {
-      input = input, journal = dir .. "/other.db", batch_id = "B", simulated = true,
+      input = input, journal = dir .. "/other.db", batch_prefix = "B", simulated = true,
       send = function() error("never sent") end,
     }
     assert.is_nil(nosum)
@@ -107,7 +106,7 @@ describe("quan.batch engine", function()
     local dir = sh.tmpdir()
     sh.write(dir .. "/users.csv", lines { "openid,name", '" o1 ",a', "o1,b", '"\to2",c' })
     local sum, _, calls = run_fake {
-      input = dir .. "/users.csv", journal = dir .. "/j.db", batch_id = "B",
+      input = dir .. "/users.csv", journal = dir .. "/j.db", batch_prefix = "B",
       send = ok,
     }
     local keys = {}
@@ -123,7 +122,7 @@ describe("quan.batch engine", function()
     users_csv(dir, 5000)
     sh.write(dir .. "/run.lua", [[
       local batch = require "quan.batch"
-      local s, err, code = batch.run { input = arg[1], journal = arg[2], batch_id = "full", log_format = "json",
+      local s, err, code = batch.run { input = arg[1], journal = arg[2], batch_prefix = "full", log_format = "json",
         out = io.open(arg[3], "w"), send = function(item) return { status = 200, json = { coupon_id = "C" .. item.key } } end }
       if not s then io.stdout:write("nil ", tostring(err), "\n") os.exit(code) end
       io.stdout:write(s.exit_code, " ", tostring(s.stop_code), " ", tostring(s.stop_reason), "\n")
@@ -136,6 +135,17 @@ describe("quan.batch engine", function()
     assert.equal(batch.exit.stopped, code, out .. err)
     assert.matches("^5 JOURNAL journal: ", out)
     assert.equal("", err) -- no traceback, no unobserved rejections
+    -- the summary counts what the journal holds, nothing it could not write
+    local events = B.events_of(dir .. "/events")
+    local sum = events[#events]
+    assert.equal("summary", sum.event)
+    local c = counts_of(dir .. "/j.db")
+    for _, state in ipairs { "sent", "refused", "failed", "not_attempted", "in_flight" } do
+      assert.equal(c[state], sum[state], state)
+    end
+    assert.same(c, sum.journal_counts)
+    assert.is_true(c.sent > 0 and c.sent < 5000)
+    assert.equal(5000, sum.sent + sum.in_flight + sum.not_attempted + (sum.unrecorded or 0) + (sum.not_read or 0))
     out, err, code = sh.run(run)
     assert.equal(0, code, out .. err)
     local c = counts_of(dir .. "/j.db")
@@ -147,7 +157,7 @@ describe("quan.batch engine", function()
     local dir = sh.tmpdir()
     local input = users_csv(dir, 300)
     local sum, events, calls = run_fake {
-      input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 8,
+      input = input, journal = dir .. "/j.db", batch_prefix = "B", concurrency = 8,
       send = function(item)
         if item.key == "o00007" then return api_error(403, "REQUEST_BLOCKED", "blocked") end
         if item.key == "o00009" then return api_error(403, "USER_AL_GET_COUPON") end
@@ -177,7 +187,7 @@ describe("quan.batch engine", function()
     local dir = sh.tmpdir()
     local n = {}
     local sum, events, calls = run_fake {
-      input = users_csv(dir, 20), journal = dir .. "/j.db", batch_id = "B",
+      input = users_csv(dir, 20), journal = dir .. "/j.db", batch_prefix = "B",
       send = function(item)
         n[item.key] = (n[item.key] or 0) + 1
         if item.key == "o00003" and n[item.key] < 3 then return api_error(500, "SYSTEM_ERROR") end
@@ -199,7 +209,7 @@ describe("quan.batch engine", function()
     for _, c in ipairs(calls) do
       orn[c.key] = orn[c.key] or c.orn
       assert.equal(orn[c.key], c.orn)
-      assert.equal(batch.request_no("B", c.key), c.orn)
+      assert.equal(batch.request_no(sum.batch, c.key), c.orn)
     end
     assert.equal(18, sum.sent)
     assert.equal(1, sum.failed)
@@ -251,7 +261,7 @@ describe("quan.batch engine", function()
     local dir = sh.tmpdir()
     local input = users_csv(dir, 50)
     local sum = run_fake {
-      input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 2,
+      input = input, journal = dir .. "/j.db", batch_prefix = "B", concurrency = 2,
       retry = { base = 0.01, attempts = 1 },
       send = function() return api_error(500, "SYSTEM_ERROR", "try later") end,
     }
@@ -282,7 +292,7 @@ describe("quan.batch engine", function()
     local input = users_csv(dir, 200)
     local sent = 0
     local sum, events = run_fake {
-      input = input, journal = dir .. "/j.db", batch_id = "B", concurrency = 4,
+      input = input, journal = dir .. "/j.db", batch_prefix = "B", concurrency = 4,
       send = function(item)
         -- what the host's SIGINT hook raises wherever Lua runs
         if item.key == "o00050" then error(require("quan.os").interrupt, 0) end
@@ -304,15 +314,41 @@ describe("quan.batch engine", function()
     assert.equal(200 - sent, #calls)
     local seen = {}
     for _, c in ipairs(calls) do seen[c.key] = c.orn end
-    assert.equal(batch.request_no("B", "o00050"), seen.o00050)
+    assert.equal(batch.request_no(sum.batch, "o00050"), seen.o00050)
     assert.equal(200, sum2.journal_counts.sent)
+  end)
+
+  it("stops on SIGTERM even when the interrupt lands in code that takes it for an ordinary error", function()
+    -- a send whose own pcall swallows whatever is raised in it, the
+    -- interrupt too: the signal is still noted, and the run stops on it
+    local dir = sh.tmpdir()
+    users_csv(dir, 5000)
+    local ready = dir .. "/ready"
+    local script = sh.write(dir .. "/careless.lua", ([[
+      local batch, qos = require "quan.batch", require "quan.os"
+      local sent = 0
+      local s = batch.run { input = %q, journal = %q, log_format = "json", out = io.open(%q, "w"), concurrency = 4,
+        send = function(item)
+          pcall(function() local t = qos.now() while qos.now() - t < 0.002 do end end) -- swallows anything
+          sent = sent + 1
+          if sent == 50 then io.open(%q, "w"):close() end
+          return { status = 200, json = { coupon_id = "C" .. item.key } }
+        end }
+      io.stdout:write(s.exit_code, " ", s.sent, "\n")
+      os.exit(s.exit_code)
+    ]]):format(dir .. "/users.csv", dir .. "/j.db", dir .. "/events", ready))
+    local how, code, out = sh.interrupt(script, ready, "TERM")
+    assert.same({ "exit", batch.exit.terminated }, { how, code }, out)
+    local sent = tonumber(out:match("^143 (%d+)\n$"))
+    assert.is_true(sent ~= nil and sent < 5000, out)
+    assert.equal(sent, counts_of(dir .. "/j.db").sent)
   end)
 
   it("takes an error that only reads like a Ctrl-C for a bug in send: a stop, never exit 130", function()
     local dir = sh.tmpdir()
     for _, raised in ipairs { "interrupted!", "x.lua:1: interrupted!" } do
       local sum = run_fake {
-        input = users_csv(dir, 20), journal = dir .. "/j" .. #raised .. ".db", batch_id = "B", concurrency = 2,
+        input = users_csv(dir, 20), journal = dir .. "/j" .. #raised .. ".db", batch_prefix = "B", concurrency = 2,
         send = function(item)
           if item.key == "o00005" then error(raised, 0) end
           return ok(item)
@@ -332,7 +368,7 @@ describe("quan.batch engine", function()
     local calls = 0
     local fired = B.ctrl_c_when(function() return calls >= 10 end)
     local sum = batch.run {
-      input = users_csv(dir, 200), journal = dir .. "/j.db", batch_id = "B", concurrency = 4,
+      input = users_csv(dir, 200), journal = dir .. "/j.db", batch_prefix = "B", concurrency = 4,
       async = A, out = B.null_out, log_format = "json", rate = 1e6,
       send = function(item)
         calls = calls + 1
@@ -363,7 +399,7 @@ describe("quan.batch engine", function()
     local fired = B.ctrl_c_when(function() return A.now > 1 end)
     local i, rows = 0, { "o1", "o2" }
     local sum = batch.run {
-      input = function() i = i + 1; return rows[i] end, journal = dir .. "/j.db", batch_id = "B",
+      input = function() i = i + 1; return rows[i] end, journal = dir .. "/j.db", batch_prefix = "B",
       concurrency = 1, async = A, out = B.null_out, log_format = "json", rate = 1e6,
       retry = { base = 10, attempts = 4 },
       send = function(item)
@@ -381,9 +417,9 @@ describe("quan.batch engine", function()
     assert.equal(1, counts_of(dir .. "/j.db").in_flight) -- o1: sent by the next run, same number
   end)
 
-  it("skips duplicate keys and records rows without a key", function()
+  it("skips duplicate keys, reporting each, and records rows without a key", function()
     local dir = sh.tmpdir()
-    local sum, _, calls = run_fake {
+    local sum, events, calls = run_fake {
       input = users_csv(dir, 10, { "o00003,again", ",nobody" }), journal = dir .. "/j.db",
       send = ok,
     }
@@ -391,6 +427,51 @@ describe("quan.batch engine", function()
     assert.equal(10, #calls)
     assert.equal(1, sum.duplicates)
     assert.equal(1, sum.refused_by_code.INVALID_ROW)
+    local dup = B.last(events, "duplicate")
+    assert.same({ 11, "o00003", 3 }, { dup.row, dup.key, dup.first_row })
+  end)
+
+  it("counts a row waiting out its backoff as retrying, with the time of its next try", function()
+    -- one worker, two rows: o1 fails and waits 10 s, o2 is sent meanwhile,
+    -- then the worker sleeps on o1 (taken out of the backoff set): it still
+    -- counts as retrying
+    local dir = sh.tmpdir()
+    local A = fakeasync.new { virtual = true }
+    local engine = require "quan.batch.engine"
+    local qos = require "quan.os"
+    local i, rows, tries, run = 0, { "o1", "o2" }, 0, nil
+    local ticks = {}
+    local report = {
+      event = function() end, finish = function() end,
+      tick = function(_, c)
+        ticks[#ticks + 1] = { retrying = c.retrying, next_retry = c.next_retry, in_backoff = run.backoff:count() }
+      end,
+    }
+    local t0 = qos.now()
+    run = engine.new({
+      input = function() i = i + 1; return rows[i] end, journal = dir .. "/j.db", batch_prefix = "B",
+      concurrency = 1, async = A, rate = 1e6,
+      retry = { base = 10, attempts = 2, random = function() return 1 end },
+      send = function(item)
+        A.sleep(0.01)
+        if item.key == "o1" then
+          tries = tries + 1
+          if tries == 1 then return api_error(500, "SYSTEM_ERROR") end
+        end
+        return ok(item)
+      end,
+    }, report)
+    assert.is_true(run:open())
+    local sum = run:execute()
+    assert.equal(2, sum.sent)
+    local slept_on
+    for _, t in ipairs(ticks) do
+      if t.retrying == 1 and t.in_backoff == 0 then slept_on = t end
+      assert.is_true(t.retrying == 0 or t.next_retry ~= nil, "a retry waiting has its time")
+    end
+    assert.truthy(slept_on, "the row its worker sleeps on counts as retrying")
+    assert.is_true(slept_on.next_retry >= t0 + 10 and slept_on.next_retry <= qos.now() + 10)
+    assert.equal(0, ticks[#ticks].retrying)
   end)
 
   it("takes any iterator and a key function", function()
@@ -440,7 +521,7 @@ describe("quan.batch engine", function()
     for k in pairs(_G) do before[k] = true end
     for _, m in ipairs { "quan.batch", "quan.batch.engine", "quan.batch.input", "quan.batch.recorder",
                          "quan.batch.backoff", "quan.batch.csv", "quan.batch.journal", "quan.batch.progress",
-                         "quan.batch.ratelimit", "quan.batch.retry", "quan.batch.coupons" } do
+                         "quan.batch.ratelimit", "quan.batch.retry", "quan.batch.coupons", "quan.send" } do
       package.loaded[m] = nil
       require(m)
     end
@@ -448,10 +529,3 @@ describe("quan.batch engine", function()
   end)
 end)
 
-describe("docs/batches.md", function()
-  local md = require "tests.support.mdexamples"
-  local run = it
-  run("runs its example", function()
-    md.run("docs/batches.md", 1)
-  end)
-end)

@@ -62,7 +62,30 @@ describe("quan.batch.input", function()
     assert.matches("^input .*none.csv: ", err)
     r, err = input.open(sh.write(dir .. "/k.csv", "uid\nu1\n"), { key = "openid" })
     assert.is_nil(r)
-    assert.equal("input " .. dir .. "/k.csv: no column 'openid' in the header", err)
+    assert.equal("input " .. dir .. "/k.csv: no column 'openid' in the header; its columns: 'uid'; "
+      .. "choose the key column with --key COLUMN", err)
+    -- the columns found, and the closest name when one is close
+    r, err = input.open(sh.write(dir .. "/k2.csv", "\239\187\191OpenID,name\r\nu1,a\r\n"), { key = "openid" })
+    assert.is_nil(r)
+    assert.equal("input " .. dir .. "/k2.csv: no column 'openid' in the header; its columns: 'OpenID', "
+      .. "'name' (did you mean 'OpenID'?); choose the key column with --key COLUMN", err)
+  end)
+
+  it("reads CSV as people have it: a BOM, CRLF, quoted fields, blank lines, spaces around keys", function()
+    local dir = sh.tmpdir()
+    local path = sh.write(dir .. "/u.csv", "\239\187\191name,openid\r\n\r\n"
+      .. "\"Li, Lei\",o1\r\n\"Han \"\"Meimei\"\"\",\" o2 \"\r\n\r\n"
+      .. "\"two\r\nlines\",o3\r\n")
+    local r = assert(input.open(path))
+    local got = {}
+    while true do
+      local key, row, record = r:read()
+      if not row then break end
+      got[#got + 1] = { key, row, record.name }
+    end
+    assert.is_nil(r.error)
+    r:close()
+    assert.same({ { "o1", 1, "Li, Lei" }, { "o2", 2, 'Han "Meimei"' }, { "o3", 3, "two\nlines" } }, got) -- a line break inside quotes is kept (as LF)
   end)
 
   it("tells a source from anything else, and raises on anything else", function()

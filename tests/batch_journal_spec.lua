@@ -1,5 +1,6 @@
--- Specs of quan.batch.journal: batch ids, claims, the lock, export, and
--- files that are not a journal.
+-- Specs of quan.batch.journal: batch ids (a given one only when the batch
+-- continues), claims, the lock on the file itself, export, and files that
+-- are not a journal.
 local sh = require "tests.support.sh"
 local B = require "tests.support.batch"
 
@@ -75,7 +76,8 @@ describe("quan.batch.journal", function()
     end
     -- a journal with damaged pages
     local path = dir .. "/damaged.db"
-    local j = assert(journal.open(path, { batch_id = "b" }))
+    local j = assert(journal.open(path, { batch_prefix = "b" }))
+    local id = j.batch_id
     j:transaction(function()
       for i = 1, 3000 do j:claim(("o%05d"):format(i), i, "n" .. i) end
     end)
@@ -84,7 +86,7 @@ describe("quan.batch.journal", function()
     f:seek("set", 8192)
     f:write(("\222\173"):rep(2000))
     f:close()
-    local j2, err, code = journal.open(path, { batch_id = "b" })
+    local j2, err, code = journal.open(path, { batch_id = id })
     assert.is_nil(j2)
     assert.equal("open", code)
     assert.matches("journal .*damaged%.db: ", err)
@@ -94,9 +96,10 @@ describe("quan.batch.journal", function()
   it("claims rows once, skips final ones, spots duplicates, and locks", function()
     local dir = sh.tmpdir()
     local path = dir .. "/j.db"
-    local j = assert(journal.open(path, { batch_id = "b1", meta = { stock_id = "S1" } }))
+    local j = assert(journal.open(path, { batch_id = "b1", continues = true, meta = { stock_id = "S1" } }))
     assert.equal("b1", j.batch_id)
     assert.is_true(j.created)
+    assert.is_true(j.continued)
     -- a second open while this one holds the lock is refused
     local j2, err, code = journal.open(path)
     assert.is_nil(j2)
@@ -147,5 +150,64 @@ describe("quan.batch.journal", function()
     assert.is_nil(bad)
     assert.equal("mismatch", code)
     assert.matches("was made without appid, refusing appid=wx1", err)
+  end)
+
+  it("refuses a batch id it does not know, unless the batch continues one begun elsewhere", function()
+    local dir = sh.tmpdir()
+    local path = dir .. "/new.db"
+    local j, err, code = journal.open(path, { batch_id = "night-1", meta = { stock_id = "S1" } })
+    assert.is_nil(j)
+    assert.equal("unknown_batch", code)
+    assert.matches("journal .*new%.db does not know batch night%-1", err)
+    assert.matches("%-%-continue", err)
+    assert.is_nil(io.open(path), "a refused journal is not left behind")
+    -- continued: marked so for good, and its successes are sent_or_held
+    j = assert(journal.open(path, { batch_id = "night-1", continues = true, meta = { stock_id = "S1" } }))
+    assert.is_true(j.continued)
+    j:transaction(function()
+      assert.equal("new", j:claim("o1", 1, "n1"))
+      j:record("o1", "sent_or_held", 1, "C1")
+    end)
+    j:close()
+    j = assert(journal.open(path, { meta = { stock_id = "S1" } }))
+    assert.is_true(j.continued)
+    assert.equal("night-1", j.batch_id)
+    assert.equal(1, j:counts().sent_or_held)
+    j:transaction(function() assert.equal("done", j:claim("o1", 1, "n1")) end)
+    j:close()
+    -- a journal made without a batch id is not continued
+    j = assert(journal.open(dir .. "/own.db", { batch_prefix = "S1" }))
+    assert.is_false(j.continued)
+    j:close()
+  end)
+
+  it("locks the file itself: another path or a symbolic link to it is refused while a run holds it", function()
+    local dir = sh.tmpdir()
+    local path = dir .. "/j.db"
+    local j = assert(journal.open(path, { batch_prefix = "S1" }))
+    assert.is_nil(io.open(path .. ".lock"), "no lock file beside the journal")
+    assert.is_true(os.execute(("ln -s %s %s"):format(sh.quote(path), sh.quote(dir .. "/link.db"))))
+    for _, other in ipairs { dir .. "/link.db", dir .. "/./j.db" } do
+      local j2, err, code = journal.open(other)
+      assert.is_nil(j2, other)
+      assert.equal("busy", code)
+      assert.matches("is in use by another run %(pid " .. require("quan.os").getpid() .. "%)", err)
+    end
+    -- from another process too
+    local out = sh.run(sh.quote(sh.quan) .. " -e " .. sh.quote(
+      "local j, m, c = require('quan.batch.journal').open('" .. dir .. "/link.db') print(c, m)"))
+    assert.matches("^busy\tjournal .*link%.db is in use by another run %(pid %d+%)", out)
+    j:close()
+    -- free again: the link reaches the same journal
+    local again = assert(journal.open(dir .. "/link.db"))
+    assert.equal(j.batch_id, again.batch_id)
+    assert.is_false(again.created)
+    again:close()
+    -- a second name (a hard link) would split SQLite's log: refused
+    assert.is_true(os.execute(("ln %s %s"):format(sh.quote(path), sh.quote(dir .. "/hard.db"))))
+    local bad, err, code = journal.open(path)
+    assert.is_nil(bad)
+    assert.equal("open", code)
+    assert.matches("has 2 names %(hard links%)", err)
   end)
 end)

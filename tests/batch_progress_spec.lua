@@ -20,6 +20,20 @@ describe("quan.batch.progress", function()
       progress.text_line { event = "refused", row = 3, code = "NOT_ENOUGH", message = "no budget" })
   end)
 
+  it("shows rows waiting for a retry, the time of the next, and an ETA no sooner than it", function()
+    local now, out = 100, {}
+    local r = progress.new { format = "json", clock = function() return now end, wallclock = function() return 0 end,
+                             out = { write = function(_, ...) out[#out + 1] = table.concat { ... } end,
+                                     flush = function() end } }
+    now = 110 -- 1999 of 2000 done; the last row waits for its retry at 130
+    r:tick({ done = 1999, total = 2000, sent = 1999, refused = 0, failed = 0, skipped = 0, retrying = 1,
+             next_retry = 130 }, true)
+    local ev = require("cjson").decode(out[1])
+    assert.same({ 1, 20, 20 }, { ev.retrying, ev.next_retry_s, ev.eta_s })
+    local line = progress.bar_line({ done = 1999, total = 2000, rate = 0, eta = 20, retrying = 1, next_retry = 20 }, 100)
+    assert.matches("ETA 0:20 retrying 1 (next in 0:20)", line, nil, true)
+  end)
+
   it("picks the bar on a terminal and JSON lines elsewhere", function()
     assert.equal("bar", progress.format_for(nil, true))
     assert.equal("json", progress.format_for(nil, false))

@@ -8,7 +8,7 @@ local recorder = require "quan.batch.recorder"
 
 -- claimed(dir, keys) -> an open journal with keys claimed (in_flight)
 local function claimed(dir, keys)
-  local j = assert(journal.open(dir .. "/j.db", { batch_id = "b" }))
+  local j = assert(journal.open(dir .. "/j.db", { batch_prefix = "b" }))
   j:transaction(function()
     for i, k in ipairs(keys) do assert.equal("new", j:claim(k, i, "n" .. i)) end
   end)

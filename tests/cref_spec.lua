@@ -88,6 +88,33 @@ describe("the C reference client (build/cref)", function()
     assert.is_table(client("c", { "--sequential", "1" })) -- the faults are off again
   end)
 
+  it("sends coupons with --send-coupons (the load generator of scripts/bench/batch.lua), each answer verified", function()
+    local stock = sbx.request(h, "POST", "/v3/marketing/favor/coupon-stocks",
+      sbx.stock_body(h, { stock_use_rule = { max_coupons = 100, max_amount = 10000, max_coupons_per_user = 1 } })).json.stock_id
+    assert.equal(200, sbx.request(h, "POST", "/v3/marketing/favor/stocks/" .. stock .. "/start",
+      { stock_creator_mchid = h.mchid }).status)
+    local _, _, shown = client("c", { "--send-coupons", stock, "--appid", h.appid, "--print-request", "3" }, "oGen")
+    assert.matches(('\n{"appid":"%s","out_request_no":"oGen3","stock_creator_mchid":"%s","stock_id":"%s"}\n$')
+      :format(h.appid, h.mchid, stock), shown)
+    local values, why = client("c", { "--send-coupons", stock, "--appid", h.appid, "--sequential", "2",
+                                      "--parallel", "20" }, "oGen")
+    assert.is_table(values, why)
+    assert.equal(20, values.parallel_requests)
+    local db = assert(require("quan.sqlite").open(h.state .. "/sandbox.db"))
+    local held = db:first("SELECT count(*) AS n, count(DISTINCT openid) AS users FROM coupons WHERE stock_id = ?", stock)
+    db:close()
+    assert.same({ 22, 22 }, { held.n, held.users })
+    -- an answer that does not verify is refused here too
+    faults("tamper=signature")
+    values, why = client("c", { "--send-coupons", stock, "--appid", h.appid, "--sequential", "1" })
+    faults("")
+    assert.is_nil(values)
+    assert.matches("verify: response signature does not verify", why)
+    values, why = setup.run(setup.join(commands.c, common, { "--prefix", "p", "--send-coupons", stock }))
+    assert.is_nil(values)
+    assert.matches("cref: %-%-appid: expected the appid", why)
+  end)
+
   it("refuses bad arguments with a message naming the argument", function()
     for _, case in ipairs {
       { { "--nonsense", "1" }, "unknown option '%-%-nonsense'" },

@@ -74,16 +74,27 @@ describe("quan.os", function()
     assert.equal("noent", code)
   end)
 
-  it("tells what kind of file a path is, its size and its owner", function()
+  it("tells what kind of file a path is, its size, its owner, its names and which file it is", function()
     local dir = sh.tmpdir()
     sh.write(dir .. "/f", "hello")
     local uid, gid = sh.run("stat -c '%u %g' " .. sh.quote(dir .. "/f")):match("^(%d+) (%d+)")
-    assert.same({ kind = "file", size = 5, mode = qos.mode(dir .. "/f"), uid = tonumber(uid), gid = tonumber(gid) },
-      qos.stat(dir .. "/f"))
+    local st = qos.stat(dir .. "/f")
+    assert.same({ kind = "file", size = 5, mode = qos.mode(dir .. "/f"), uid = tonumber(uid), gid = tonumber(gid),
+                  links = 1 },
+      { kind = st.kind, size = st.size, mode = st.mode, uid = st.uid, gid = st.gid, links = st.links })
     assert.equal(tonumber((sh.run("id -u"))), qos.geteuid())
     assert.equal(qos.geteuid(), qos.stat(dir).uid)
     assert.equal(0, qos.stat("/").uid)
     assert.equal(tonumber("1777", 8), qos.stat("/tmp").mode) -- the sticky bit is among the mode bits
+    assert.is_true(math.type(st.device) == "integer" and math.type(st.inode) == "integer")
+    -- another name of the same file: the same device and inode, two links; a
+    -- symbolic link is followed
+    assert.is_true(os.execute(("ln %s %s && ln -s f %s"):format(sh.quote(dir .. "/f"), sh.quote(dir .. "/g"),
+      sh.quote(dir .. "/s"))))
+    local g, s = qos.stat(dir .. "/g"), qos.stat(dir .. "/s")
+    assert.same({ st.device, st.inode, 2 }, { g.device, g.inode, g.links })
+    assert.same({ st.device, st.inode }, { s.device, s.inode })
+    assert.not_equal(st.inode, qos.stat(dir).inode)
     assert.equal("directory", qos.stat(dir).kind)
     assert.equal("char", qos.stat("/dev/zero").kind)
     local st, msg, code = qos.stat(dir .. "/missing")
@@ -213,6 +224,56 @@ describe("quan.os", function()
       .. "while [ ! -e " .. ready .. " ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; "
       .. "kill -INT $p; wait $p'")
     assert.equal("false\ttrue\tinterrupted!\n", out)
+  end)
+
+  it("traps SIGTERM and SIGHUP as a Ctrl-C while a trap is open, notes them while it holds, and keeps their defaults otherwise", function()
+    local dir = sh.tmpdir()
+    -- a script that makes a file once its trap is open, then spins until
+    -- interrupted, and prints what it caught (phase "hold": a held trap,
+    -- the signal noted; "closed": the trap closed, the default action)
+    local script = sh.write(dir .. "/t.lua", [[
+      local qos = require "quan.os"
+      local ready, phase = ...
+      local trap = qos.trap { "TERM", "HUP" }
+      if phase == "hold" then trap:hold() end
+      if phase == "closed" then trap:close() end
+      io.open(ready, "w"):close()
+      local ok, e = pcall(function()
+        local deadline = qos.now() + 10
+        while qos.now() < deadline and not (phase == "hold" and qos.interrupt_signal()) do qos.sleep(0.01) end
+      end)
+      print(ok, qos.is_interrupt(e), qos.interrupt_signal())
+      trap:close()
+    ]])
+    local function signalled(signal, phase, prefix)
+      local ready = dir .. "/ready-" .. signal .. "-" .. phase
+      local pid = assert(qos.spawn({ "sh", "-c", (prefix or "") .. "exec " .. sh.quote(sh.quan) .. " "
+        .. sh.quote(script) .. " " .. sh.quote(ready) .. " " .. phase }, { stdout = ready .. ".out" }))
+      local deadline = qos.now() + 20
+      while not io.open(ready) and qos.now() < deadline do qos.sleep(0.02) end
+      qos.kill(pid, signal)
+      local how, code = qos.wait(pid)
+      return how, code, sh.read(ready .. ".out")
+    end
+    assert.same({ "exit", 0, "false\ttrue\tTERM\n" }, { signalled("TERM", "open") })
+    assert.same({ "exit", 0, "false\ttrue\tHUP\n" }, { signalled("HUP", "open") })
+    assert.same({ "exit", 0, "true\tfalse\tTERM\n" }, { signalled("TERM", "hold") })
+    assert.same({ "signal", 15, "" }, { signalled("TERM", "closed") })
+    -- a signal ignored on entry (nohup's SIGHUP) stays ignored; a TERM then interrupts as usual
+    local ready = dir .. "/ready-nohup"
+    local pid = assert(qos.spawn({ "sh", "-c", "trap '' HUP; exec " .. sh.quote(sh.quan) .. " "
+      .. sh.quote(script) .. " " .. sh.quote(ready) .. " open" }, { stdout = ready .. ".out" }))
+    local deadline = qos.now() + 20
+    while not io.open(ready) and qos.now() < deadline do qos.sleep(0.02) end
+    qos.kill(pid, "HUP")
+    qos.sleep(0.2)
+    assert.is_false(qos.wait(pid, true), "an ignored SIGHUP stays ignored")
+    qos.kill(pid, "TERM")
+    assert.same({ "exit", 0 }, { qos.wait(pid) })
+    assert.equal("false\ttrue\tTERM\n", sh.read(ready .. ".out"))
+    assert.has_error(function() qos.trap { "KILL" } end,
+      "bad argument #1 to 'trap' (signal 1: expected INT, TERM or HUP)")
+    assert.has_error(function() qos.trap() end, "bad argument #1 to 'trap' (table expected, got no value)")
   end)
 
   it("raises on bad arguments", function()

@@ -319,6 +319,7 @@ function M.request(req)
   if type(req) ~= "table" then argerror("request", 1, "table", req) end
   multi = multi or http.multi()
   local ok, id = pcall(multi.add, multi, req)
+  if not ok and qos.is_interrupt(id) then error(id, 0) end
   if not ok then error((tostring(id):gsub("^[^\n]-:%d+: ", "")), 2) end
   local task = current_task()
   if task then

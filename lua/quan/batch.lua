@@ -39,7 +39,7 @@ local run_opts = {
   concurrency = "integer", rate = "number", burst = "number", retry = "table",
   log_format = "string", out = "file", progress_interval = "number", log_items = "boolean",
   synchronous = "string", flush_size = "integer", flush_interval = "number",
-  async = "table", sep = "string", simulated = "boolean",
+  async = "table", sep = "string", simulated = "boolean", scope = "string", continues = "boolean",
 }
 
 local function check_opts(opts)
@@ -51,6 +51,10 @@ local function check_opts(opts)
   if type(opts.send) ~= "function" then error("batch.run: send must be a function", 3) end
   if opts.input == nil then error("batch.run: input is required", 3) end
   if opts.simulated ~= nil and type(opts.simulated) ~= "boolean" then error("batch.run: simulated must be a boolean", 3) end
+  if opts.continues ~= nil and type(opts.continues) ~= "boolean" then error("batch.run: continues must be a boolean", 3) end
+  if opts.scope ~= nil and (type(opts.scope) ~= "string" or opts.scope == "") then
+    error("batch.run: scope must be a non-empty string", 3)
+  end
   local c = opts.concurrency
   if c ~= nil and (math.type(c) ~= "integer" or c < 1) then
     error("batch.run: concurrency must be an integer >= 1", 3)
@@ -91,7 +95,7 @@ end
 
 -- run(opts) -> summary | nil, message, exit_code
 -- opts (see docs/batches.md): input, key ("openid"), journal, send,
--- batch_id, batch_prefix, meta, classify, result, concurrency (64),
+-- batch_id, continues, batch_prefix, scope, meta, classify, result, concurrency (64),
 -- rate (400/s), burst, retry ({attempts, base, factor, max}), log_format,
 -- out (io.stderr), progress_interval (5 s), log_items, total, synchronous,
 -- flush_size, flush_interval, async (quan.async), sep, simulated.

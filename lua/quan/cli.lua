@@ -63,6 +63,26 @@ M.COMMANDS = {
     },
   },
   {
+    name = "send", module = "quan.send",
+    summary = "send one coupon of a stock to every openid of a CSV, exactly once (for cron)",
+    arguments = { "STOCK_ID", "USERS.csv", "[JOURNAL]" },
+    options = {
+      { "--concurrency N", "calls in flight at once (64)", check = options.positive_integer },
+      { "--rate N", "calls per second at most, retries included (400)", check = options.positive_number },
+      { "--attempts N", "tries per row (and of the stock query) before giving up (6)",
+        check = options.positive_integer },
+      { "--key COLUMN", "the CSV column that holds the openid (openid)" },
+      { "--batch-id ID", "the batch this run is part of: its journal's, or with --continue one begun elsewhere" },
+      { "--continue", "--batch-id names a batch begun with another journal: rows count as sent or already held" },
+      { "--export FILE", "write every row's outcome as CSV when the run ends" },
+      { "--log-format F", "the log: bar on a terminal, else json", choices = require("quan.batch.progress").FORMATS },
+      { "--no-preflight", "do not query the stock before sending" },
+      { "--profile NAME", "the profile to send with (as quan --profile NAME send)" },
+    },
+    footer = "JOURNAL defaults to USERS.csv.journal; run the same command again to resume.\n"
+      .. "Exit codes, the journal, batch ids and scheduling: docs/batches.md",
+  },
+  {
     name = "sandbox", module = "quan.sandbox",
     summary = "serve a local emulator of the cash-coupon API on loopback HTTPS",
     usage = "quan sandbox [options]\nquan sandbox clock [--state DIR] [+DURATION | \"YYYY-MM-DD HH:MM\"]",

@@ -1,6 +1,6 @@
 -- quan.options: the one option parser of quan's commands (their specs are
--- the entries of quan.cli's command table) and of the scripts quan runs
--- (scripts/examples/send-coupons.lua). See docs/cli.md.
+-- the entries of quan.cli's command table) and of the scripts quan runs.
+-- See docs/cli.md.
 --
 -- A spec:
 --   program     = "quan check"  names the command in messages ("quan check: ...")

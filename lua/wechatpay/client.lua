@@ -570,6 +570,7 @@ local function prepare(wx, method, tpl, opts, raw)
   if opts.json ~= nil then
     if type(opts.json) ~= "table" then usage("option 'json' must be a table") end
     local ok, s = pcall(json.encode, opts.json)
+    if not ok and require("quan.os").is_interrupt(s) then error(s, 0) end -- a Ctrl-C, not a bad option
     if not ok then usage("option 'json': " .. tostring(s):gsub("^.-json: ", "")) end
     body, signed, ctype = s, s, "application/json"
   elseif opts.body ~= nil then

@@ -20,6 +20,7 @@ local tointeger, mtype, huge = math.tointeger, math.type, math.huge
 local concat, sort, sformat = table.concat, table.sort, string.format
 local next, type, tostring = next, type, tostring
 local utf8len = utf8.len -- strict: no surrogates, nothing past U+10FFFF, no overlong forms
+local is_interrupt = require("quan.os").is_interrupt
 
 local M = {}
 
@@ -193,6 +194,7 @@ function M.encode(v, level)
   local ok, err = pcall(put, v, 1)
   local out = ok and concat(buf, "", 1, n)
   buf = nil
+  if not ok and is_interrupt(err) then error(err, 0) end -- a Ctrl-C (a signal) is no JSON error
   if not ok then error("json: " .. tostring(err):gsub("^[^:]*:%d+: ", ""), (level or 1) + 1) end
   return out
 end

@@ -1,7 +1,7 @@
 -- tests.support.batchsbx: a sandbox with a running stock for the batch
 -- specs and benchmark: start it, create and start a stock, write an openid
--- CSV, turn faults on and off, run the send-coupons example against it,
--- read what the sandbox holds.
+-- CSV, turn faults on and off, run `quan send` (or any quan command)
+-- against it, read what the sandbox holds.
 local qos = require "quan.os"
 local sqlite = require "quan.sqlite"
 local cjson = require "cjson"
@@ -75,27 +75,28 @@ function M.users(path, n, prefix)
   return path
 end
 
--- EXAMPLE: the send-coupons script, as cron runs it
-M.EXAMPLE = "scripts/examples/send-coupons.lua"
-
--- spawn_example(h, dir, args, tag[, command]) -> pid of `quan COMMAND
--- send-coupons.lua ARGS` (COMMAND: "run" by default, "run --dry-run",
--- "check", ...) with h's profile and JSON logs; its stdout and stderr go to
--- dir/TAG.out and dir/TAG.err
-function M.spawn_example(h, dir, args, tag, command)
+-- spawn(h, dir, words, tag) -> pid of `quan WORDS...` (e.g. {"send",
+-- "--concurrency", "8", stock, users}, or {"--dry-run", "send", ...}) with
+-- h's profile and JSON logs; its stdout and stderr go to dir/TAG.out and
+-- dir/TAG.err
+function M.spawn(h, dir, words, tag)
   local sh = require "tests.support.sh"
-  local words = {}
-  for i, a in ipairs(args) do words[i] = sh.quote(a) end
-  local cmd = ("exec env QUAN_CONFIG=%s QUAN_LOG_FORMAT=json %s %s %s %s"):format(
-    sh.quote(h.config_path), sh.quote(sh.quan), command or "run", M.EXAMPLE, table.concat(words, " "))
+  local quoted = {}
+  for i, a in ipairs(words) do quoted[i] = sh.quote(a) end
+  local cmd = ("exec env QUAN_CONFIG=%s QUAN_LOG_FORMAT=json %s %s"):format(
+    sh.quote(h.config_path), sh.quote(sh.quan), table.concat(quoted, " "))
   return assert(qos.spawn({ "sh", "-c", cmd }, { stdout = dir .. "/" .. tag .. ".out",
                                                  stderr = dir .. "/" .. tag .. ".err" }))
 end
 
--- run_example(h, dir, args, tag[, command]) -> how, code: spawn_example
--- waited for
-function M.run_example(h, dir, args, tag, command)
-  return qos.wait(M.spawn_example(h, dir, args, tag, command))
+-- run(h, dir, words, tag) -> how, code: spawn waited for
+function M.run(h, dir, words, tag)
+  return qos.wait(M.spawn(h, dir, words, tag))
+end
+
+-- send(args) -> {"send", args...}: the words of `quan send ARGS`
+function M.send(args)
+  return { "send", table.unpack(args) }
 end
 
 -- coupons(h, stock_id) -> {total, distinct, doubled, by_openid = {openid -> coupon_id}}

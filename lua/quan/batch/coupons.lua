@@ -42,29 +42,40 @@ function M.sender(opts)
   end
 end
 
--- preflight(wx, stock_id, creator_mchid[, policy]) -> stock | nil, message
+-- preflight(wx, stock_id, creator_mchid[, policy]) -> stock | nil, message,
+-- exit code
 -- Queries the stock before any coupon is sent: it must exist and be running.
--- Transient failures (network, 429, 5xx) are retried under the policy
--- (default: 5 tries from 0.5 s).
+-- The query is retried as a row's send is (network errors, 429, 5xx: the
+-- policy, by default the batch's: 6 tries over about 40 s); when every try
+-- failed so, the exit code is batch.exit.unavailable (run again later).
+-- What the user must fix (no such stock, a stock not running, credentials
+-- the API refuses) is batch.exit.cannot_start at once.
 function M.preflight(wx, stock_id, creator, policy)
-  policy = policy or retry.policy { attempts = 5, base = 0.5 }
+  policy = policy or retry.policy()
   local node = wx:chain("v3/marketing/favor/stocks/{stock_id}")
   local tries = 0
   while true do
     tries = tries + 1
     local res, err = node:get { stock_id = stock_id, query = { stock_creator_mchid = creator } }
-    local action, code = retry.classify(res, err)
+    local action, code, message = retry.classify(res, err)
     if action == "ok" then
       local stock = res.json or {}
       -- a dry run's or quan check's answer is a placeholder: no verdict on it
       if stock.status ~= "running" and require("wechatpay").simulation == nil then
-        return nil, ("stock %s is %s, not running"):format(stock_id, tostring(stock.status))
+        return nil, ("stock %s is %s, not running"):format(stock_id, tostring(stock.status)),
+          batch.exit.cannot_start
       end
       return stock
     end
-    local d = action == "retry" and policy:delay(tries, code)
-    if not d then return nil, "stock " .. stock_id .. ": " .. tostring(err) end
-    require("quan.os").sleep(d)
+    if action ~= "retry" then
+      return nil, ("stock %s: %s"):format(stock_id, tostring(err or message)), batch.exit.cannot_start
+    end
+    local d = policy:delay(tries, code)
+    if not d then
+      return nil, ("stock %s: no answer after %d tries, nothing sent (run again later): %s"):format(
+        stock_id, tries, tostring(err or message)), batch.exit.unavailable
+    end
+    require("quan.async").sleep(d)
   end
 end
 
@@ -87,9 +98,10 @@ end
 -- opts: wx (client), stock_id, appid (default wx.profile.appid),
 -- creator_mchid (default wx.mchid), preflight (true: query the stock
 -- first), and any option of batch.run (input, journal, concurrency, rate,
--- retry, key = "openid", ...). The journal records the stock, appid and
--- creator and refuses to resume with others; the batch id starts with the
--- stock id.
+-- retry, key = "openid", batch_id, continues, ...). The journal records
+-- the stock, appid and creator and refuses to resume with others; the
+-- batch id starts with the stock id, and every out_request_no derives
+-- from the stock and the batch id (batch.run's scope).
 function M.send(opts)
   if type(opts) ~= "table" then error("coupons.send: opts must be a table", 2) end
   local wx = opts.wx
@@ -102,8 +114,8 @@ function M.send(opts)
     return batch.fail(opts, "no appid: set appid in the profile or pass it", batch.exit.cannot_start)
   end
   if opts.preflight ~= false then
-    local stock, err = M.preflight(wx, stock_id, creator)
-    if not stock then return batch.fail(opts, err, batch.exit.cannot_start) end
+    local stock, err, code = M.preflight(wx, stock_id, creator, retry.policy(opts.retry))
+    if not stock then return batch.fail(opts, err, code) end
   end
   local run = {}
   for k, v in pairs(opts) do
@@ -112,6 +124,7 @@ function M.send(opts)
   run.send = M.sender { wx = wx, stock_id = stock_id, appid = appid, creator_mchid = creator }
   run.result = run.result or M.coupon_id
   run.batch_prefix = run.batch_prefix or stock_id
+  run.scope = stock_id -- the same batch id on another stock numbers its rows apart
   local meta = { stock_id = stock_id, appid = appid, creator_mchid = creator }
   for k, v in pairs(run.meta or {}) do meta[k] = v end
   run.meta = meta

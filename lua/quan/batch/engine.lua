@@ -7,8 +7,11 @@
 -- failures aside in the backoff set, and commits the outcomes in groups
 -- (quan.batch.recorder). A stop (an error every later row would get too)
 -- lets the calls in flight finish, hands claimed rows back and marks the
--- rest not attempted; a Ctrl-C ends the run at once, committing what is
--- known. The summary and the exit code come last.
+-- rest not attempted; a Ctrl-C, SIGTERM or SIGHUP (trapped while the run
+-- goes on: quan.os.trap) ends the run at once, committing what is known
+-- and handing back the rows claimed and not sent (the calls in flight stay
+-- in_flight: their outcome is unknown).
+-- The summary and the exit code come last.
 --
 -- Every piece of a run's state is a field of the Run, listed in new().
 local M = {}
@@ -23,43 +26,58 @@ local qos = require "quan.os"
 local time = require "quan.time"
 local cjson = require "cjson"
 
--- Exit codes (documented in docs/batches.md).
+-- Exit codes (documented in docs/batches.md and docs/errors.md).
 M.exit = {
   ok = 0,            -- every row done (sent now or before)
-  cannot_start = 2,  -- bad arguments, unreadable input, journal unusable
+  cannot_start = 2,  -- bad arguments, unreadable input, journal unusable: fix, run again
   refused = 3,       -- some rows refused by the API (recorded); the rest done
   failed = 4,        -- some rows still failing after every retry; run again
   stopped = 5,       -- the batch stopped early (budget exhausted, stock not running, ...)
   busy = 6,          -- another run holds the journal's lock
+  unavailable = 7,   -- the API did not answer before anything was sent; run again later
+  hangup = 129,      -- SIGHUP: as Ctrl-C
   interrupted = 130, -- Ctrl-C: finished rows are recorded; run again to go on
+  terminated = 143,  -- SIGTERM (cron, systemd, kill): as Ctrl-C
 }
 
 M.exit_reason = {
   [0] = "all done", [2] = "could not start", [3] = "some refused", [4] = "some failed",
-  [5] = "stopped early", [6] = "journal locked by another run", [130] = "interrupted",
+  [5] = "stopped early", [6] = "journal locked by another run", [7] = "API unavailable, nothing sent",
+  [129] = "hung up (SIGHUP)", [130] = "interrupted", [143] = "terminated (SIGTERM)",
 }
+
+-- the exit code of a run a signal ended, by the signal's name
+local SIGNAL_EXIT = { INT = M.exit.interrupted, TERM = M.exit.terminated, HUP = M.exit.hangup }
 
 local PACE_TICK = 0.01 -- seconds: the grid paced rows wake on
 local NO_NUMBER = "-"   -- the out_request_no of a row without a key: never sent
 local MARK_CHUNK = 2000 -- rows marked not attempted per transaction after a stop
 
--- request_no(batch_id, key) -> out_request_no
+-- request_no(batch_id, key[, scope]) -> out_request_no
 -- Deterministic: the batch id (made safe, cut to 40 characters) and 40 hex
--- digits of SHA-256(batch_id "\n" key). Only [A-Za-z0-9|_*-], at most 81
+-- digits of SHA-256(scope "\n" batch_id "\n" key), or of
+-- SHA-256(batch_id "\n" key) without a scope. The scope is what the batch
+-- sends to (a send-coupon batch's stock id): the same batch id on another
+-- stock numbers its rows apart. Only [A-Za-z0-9|_*-], at most 81
 -- characters, as send-coupon requires; the same row of the same batch always
 -- gets the same number, so a retry or a resumed run can never send twice.
-function M.request_no(batch_id, key)
+function M.request_no(batch_id, key, scope)
   if type(batch_id) ~= "string" or batch_id == "" then
     error("batch.request_no: batch_id must be a non-empty string", 2)
   end
   if type(key) ~= "string" then error("batch.request_no: key must be a string", 2) end
+  if scope ~= nil and (type(scope) ~= "string" or scope == "") then
+    error("batch.request_no: scope must be a non-empty string", 2)
+  end
   local prefix = batch_id:gsub("[^A-Za-z0-9|_*%-]", "_"):sub(1, 40)
-  return prefix .. "-" .. require("quan.crypto").sha256(batch_id .. "\n" .. key):sub(1, 40)
+  local text = (scope and scope .. "\n" or "") .. batch_id .. "\n" .. key
+  return prefix .. "-" .. require("quan.crypto").sha256(text):sub(1, 40)
 end
 
--- exit_code(stats) -> the exit code of a finished run
+-- exit_code(stats) -> the exit code of a finished run (stats.signal: the
+-- signal that interrupted it, "INT" when none is named)
 function M.exit_code(s)
-  if s.interrupted then return M.exit.interrupted end
+  if s.interrupted then return SIGNAL_EXIT[s.signal] or M.exit.interrupted end
   if s.stop_reason then return M.exit.stopped end
   if (s.failed or 0) > 0 then return M.exit.failed end
   if (s.refused or 0) > 0 then return M.exit.refused end
@@ -142,13 +160,23 @@ Run.__index = Run
 --   recorder                  outcomes waiting for their commit
 --   queue                     claimed rows waiting for a worker
 --   backoff                   rows waiting out a backoff before a retry
+--   waiting                   rows take() popped from the backoff and whose
+--                             worker sleeps until their retry is due (a
+--                             set); they count as retrying
 --   counts                    what progress and the summary count: done,
---                             sent, skipped, duplicates, refused (and
---                             refused_by_code), failed, not_attempted,
---                             retrying, attempted, retries; total (rows
---                             expected, nil when unknown)
+--                             sent, sent_or_held, skipped, duplicates,
+--                             refused (and refused_by_code), failed,
+--                             not_attempted, retrying and next_retry (when
+--                             the earliest waits, on quan.os.now's clock),
+--                             attempted, retries; claimed, settled and
+--                             kept_in_flight (rows left in flight:
+--                             claimed - settled + kept_in_flight);
+--                             unrecorded (read, never recorded: a failed
+--                             journal write); total (rows expected, nil
+--                             when unknown)
 --   stop_code, stop_reason    the first stop, if any
---   interrupted               a Ctrl-C reached the run
+--   interrupted, signal       a Ctrl-C (or SIGTERM, SIGHUP: signal names it)
+--                             reached the run
 --   running                   the ticker goes on while true
 --   ended                     the run has ended (done, stopped, Ctrl-C): a
 --                             worker task the event loop resumes later (the
@@ -170,8 +198,10 @@ function M.new(opts, report)
     flush_interval = opts.flush_interval or 0.25,
     queue = new_queue(),
     backoff = backoff_mod.new(4 * concurrency),
-    counts = { done = 0, sent = 0, skipped = 0, duplicates = 0, refused = 0, failed = 0,
-               not_attempted = 0, retrying = 0, attempted = 0, retries = 0, refused_by_code = {} },
+    waiting = {},
+    counts = { done = 0, sent = 0, sent_or_held = 0, skipped = 0, duplicates = 0, refused = 0,
+               failed = 0, not_attempted = 0, retrying = 0, attempted = 0, retries = 0,
+               claimed = 0, settled = 0, kept_in_flight = 0, unrecorded = 0, refused_by_code = {} },
     interrupted = false, running = false, ended = false,
   }, Run)
   return self
@@ -195,14 +225,20 @@ function Run:open()
     end
     self.scratch, path = scratch, scratch.path
   end
+  local meta = opts.meta
+  if opts.scope then
+    meta = { scope = opts.scope }
+    for k, v in pairs(opts.meta or {}) do meta[k] = v end
+  end
   local j, jerr, jcode = journal_mod.open(path, {
-    batch_id = opts.batch_id, batch_prefix = opts.batch_prefix, meta = opts.meta,
-    synchronous = opts.synchronous })
+    batch_id = opts.batch_id, batch_prefix = opts.batch_prefix, meta = meta,
+    synchronous = opts.synchronous, continues = opts.continues })
   if not j then
     input:close()
     return nil, jerr, jcode == "busy" and M.exit.busy or M.exit.cannot_start
   end
-  self.journal, self.batch_id = j, j.batch_id
+  self.journal, self.batch_id, self.scope = j, j.batch_id, opts.scope
+  self.success = j.continued and "sent_or_held" or "sent"
   self.recorder = recorder_mod.new(j, { size = self.flush_size, interval = self.flush_interval })
   self.report.batch = j.batch_id
   self.counts.total = input.total
@@ -258,11 +294,13 @@ function Run:settle(list)
   local counts, report = self.counts, self.report
   for _, p in ipairs(list) do
     counts.done = counts.done + 1
+    if p.claimed then counts.settled = counts.settled + 1 end
     local s = p.state
-    if s == "sent" then
-      counts.sent = counts.sent + 1
+    if s == "sent" or s == "sent_or_held" then
+      counts[s] = counts[s] + 1
       if self.opts.log_items then
-        report:event("sent", { row = p.row, key = p.key, result = p.result, attempts = p.attempts })
+        report:event("sent", { row = p.row, key = p.key, result = p.result, attempts = p.attempts,
+                               state = s })
       end
     elseif s == "refused" then
       counts.refused = counts.refused + 1
@@ -285,7 +323,19 @@ function Run:flush()
   local list = self:commit()
   if not list then return end
   self:settle(list)
-  self.report:tick(self.counts)
+  self:tick()
+end
+
+-- run:tick([force]): the progress display, with the rows waiting for a
+-- retry and the time of the earliest
+function Run:tick(force)
+  local counts, due, n = self.counts, self.backoff:next_due(), self.backoff:count()
+  for item in pairs(self.waiting) do
+    n = n + 1
+    if not due or item.due < due then due = item.due end
+  end
+  counts.retrying, counts.next_retry = n, due
+  self.report:tick(counts, force)
 end
 
 -- run:outcome(item, state, result, code, message[, answered]): the outcome
@@ -293,7 +343,7 @@ end
 -- the answer that decided it (answered_at)
 function Run:outcome(item, state, result, code, message, answered)
   if self.ended then return end -- stays in_flight in the journal: resent, same number
-  local due = self.recorder:add { key = item.key, row = item.row, state = state,
+  local due = self.recorder:add { key = item.key, row = item.row, state = state, claimed = true,
     attempts = item.attempt or 0, result = result, code = code, message = message, answered = answered }
   if due then self:flush() end
 end
@@ -301,10 +351,12 @@ end
 -- ---- reading and claiming rows ------------------------------------------------
 
 -- run:identify(key, row) -> journal key, out_request_no: a row without a
--- key is recorded as "(row N)" and never numbered (nor sent)
+-- key is recorded as "(row N)" and never numbered (nor sent). The only
+-- caller of request_no: a row the journal already holds keeps the number
+-- recorded there (claim).
 function Run:identify(key, row)
   if key == nil or key == "" then return ("(row %d)"):format(row), NO_NUMBER end
-  return key, M.request_no(self.batch_id, key)
+  return key, M.request_no(self.batch_id, key, self.scope)
 end
 
 -- run:claim(): claims up to flush_size rows in one transaction (with the
@@ -314,12 +366,14 @@ end
 -- duplicate
 function Run:claim()
   local j, input, pending = self.journal, self.input, self.recorder.pending
-  local skipped, dups = 0, 0
+  local skipped, dups, read = 0, 0, 0
   local claimed = {} -- queued only once the claims are committed
+  local duplicates = {} -- reported only once committed
   local list = self:commit(function()
     while #claimed < self.flush_size do
       local key, row, record = input:read()
       if not row then break end
+      read = read + 1
       local orn
       key, orn = self:identify(key, row)
       local what, prior = j:claim(key, row, orn)
@@ -332,7 +386,9 @@ function Run:claim()
           skipped = skipped + 1
         end
       elseif what == "new" or what == "resume" then
-        claimed[#claimed + 1] = { key = key, row = row, record = record, out_request_no = orn,
+        -- a row seen before is sent with the number its journal recorded
+        claimed[#claimed + 1] = { key = key, row = row, record = record,
+                                  out_request_no = prior and prior.out_request_no or orn,
                                   new = what == "new", prior = prior and prior.state,
                                   prior_code = prior and prior.code,
                                   prior_message = prior and prior.message }
@@ -340,16 +396,22 @@ function Run:claim()
         skipped = skipped + 1
       else
         dups = dups + 1
+        duplicates[#duplicates + 1] = { row = row, key = key, first_row = prior and prior.row }
       end
     end
   end)
-  if not list then return end
+  if not list then -- rolled back: the rows read are recorded nowhere
+    self.counts.unrecorded = self.counts.unrecorded + read
+    return
+  end
   for _, item in ipairs(claimed) do self.queue:push(item) end
   self:settle(list)
   local counts = self.counts
+  counts.claimed = counts.claimed + #claimed
   counts.skipped, counts.duplicates = counts.skipped + skipped, counts.duplicates + dups
   counts.done = counts.done + skipped + dups
-  self.report:tick(counts)
+  for _, d in ipairs(duplicates) do self.report:event("duplicate", d) end
+  self:tick()
 end
 
 -- ---- dispatching to workers ---------------------------------------------------
@@ -380,12 +442,15 @@ function Run:take()
     end
     if item then return item end
   end
-  -- nothing new to send: the earliest retry, when its time comes
+  -- nothing new to send: the earliest retry, when its time comes (the
+  -- row counts as retrying meanwhile: run.waiting)
   item = self:pop_retry(false)
   if item then
     local wait = item.due - qos.now()
     if wait > 0 then
+      self.waiting[item] = true
       self.async.sleep(wait)
+      self.waiting[item] = nil
       if self.ended or self.interrupted then return nil end
     end
   end
@@ -461,7 +526,7 @@ function Run:process(item)
   local action, code, message = self.classify(res, err)
   if action == "ok" then
     local readable, value = self:result_of(res, item)
-    if readable then return self:outcome(item, "sent", value, nil, nil, answered_at(res)) end
+    if readable then return self:outcome(item, self.success, value, nil, nil, answered_at(res)) end
     action, code, message = "retry", "BAD_ANSWER", value
   end
   if action == "retry" then
@@ -492,13 +557,18 @@ function Run:work()
   end
 end
 
--- run:ticker(): the ticker task: commits outcomes that waited too long and
--- keeps the progress display going while the workers run
+-- run:ticker(): the ticker task: commits outcomes that waited too long,
+-- keeps the progress display going while the workers run, and stops the
+-- run when a signal came whose interrupt did not (taken on its way for an
+-- ordinary error by code that does not test quan.os.is_interrupt)
 function Run:ticker()
   while self.running do
     self.async.sleep(self.flush_interval)
+    -- a signal is never lost: one whose interrupt a pcall on the way took
+    -- for an ordinary error stops the run here all the same
+    if not self.interrupted and qos.interrupt_signal() then self.interrupted = true end
     if self.recorder:overdue(qos.now()) then self:flush() end
-    self.report:tick(self.counts)
+    self:tick()
   end
 end
 
@@ -524,42 +594,61 @@ end
 -- ---- the end of a run ---------------------------------------------------------
 
 -- run:hand_back(): rows claimed but never sent go back to what they were,
--- last error kept
+-- last error kept; counted only once that is committed (else they stay
+-- in_flight, and the summary says so)
 function Run:hand_back()
   local back = self.queue:drain()
   if #back == 0 then return end
   local j = self.journal
-  self:write(function()
+  if not self:write(function()
     for _, item in ipairs(back) do
       j:record(item.key, item.new and "not_attempted" or (item.prior or "in_flight"), 0,
                nil, item.prior_code, item.prior_message)
     end
-  end)
+  end) then return end
   local counts = self.counts
   for _, item in ipairs(back) do
-    if item.new then counts.not_attempted = counts.not_attempted + 1 end
+    if item.new or item.prior == "not_attempted" then
+      counts.not_attempted = counts.not_attempted + 1
+    elseif (item.prior or "in_flight") == "in_flight" then
+      counts.kept_in_flight = counts.kept_in_flight + 1
+    end
+    counts.settled = counts.settled + 1
     counts.done = counts.done + 1
   end
 end
 
 -- run:mark_rest(): a stopped batch marks the rest of the input not
--- attempted, MARK_CHUNK rows per transaction, as far as the input reads
+-- attempted, MARK_CHUNK rows per transaction, as far as the input reads.
+-- A chunk is counted once committed; the rows of one that could not be
+-- (the journal failing) are unrecorded, and marking ends there.
 function Run:mark_rest()
   local j, input, counts = self.journal, self.input, self.counts
   local more = true
   while more do
-    if not self:write(function()
+    local chunk = { rows = 0, not_attempted = 0, kept_in_flight = 0, skipped = 0, duplicates = 0 }
+    if self:write(function()
       for _ = 1, MARK_CHUNK do
         local key, row = input:read()
         if not row then more = false; return end
+        chunk.rows = chunk.rows + 1
         local jkey, orn = self:identify(key, row)
-        local what = j:not_attempted(jkey, row, orn)
-        if what == "new" or what == "kept" then counts.not_attempted = counts.not_attempted + 1
-        elseif what == "done" then counts.skipped = counts.skipped + 1
-        else counts.duplicates = counts.duplicates + 1 end
-        counts.done = counts.done + 1
+        local what, state = j:not_attempted(jkey, row, orn)
+        if what == "new" or (what == "kept" and state ~= "in_flight") then
+          chunk.not_attempted = chunk.not_attempted + 1
+        elseif what == "kept" then chunk.kept_in_flight = chunk.kept_in_flight + 1
+        elseif what == "done" then chunk.skipped = chunk.skipped + 1
+        else chunk.duplicates = chunk.duplicates + 1 end
       end
-    end) then more = false end
+    end) then
+      for _, k in ipairs { "not_attempted", "kept_in_flight", "skipped", "duplicates" } do
+        counts[k] = counts[k] + chunk[k]
+      end
+      counts.done = counts.done + chunk.rows
+    else
+      counts.unrecorded = counts.unrecorded + chunk.rows
+      more = false
+    end
   end
 end
 
@@ -568,9 +657,13 @@ function Run:summary(code)
   local counts, elapsed = self.counts, qos.now() - self.started
   local summary = {
     batch = self.batch_id, journal = self.opts.journal, run = self.journal.run,
-    rows = self.input.rows, sent = counts.sent, skipped = counts.skipped, duplicates = counts.duplicates,
+    rows = self.input.rows, sent = counts.sent, sent_or_held = counts.sent_or_held,
+    skipped = counts.skipped, duplicates = counts.duplicates,
     refused = counts.refused, refused_by_code = counts.refused_by_code, failed = counts.failed,
     not_attempted = counts.not_attempted, retries = counts.retries, attempted = counts.attempted,
+    in_flight = counts.claimed - counts.settled + counts.kept_in_flight,
+    unrecorded = counts.unrecorded > 0 and counts.unrecorded or nil,
+    continued = self.journal.continued or nil, signal = self.signal,
     elapsed = math.floor(elapsed * 1000) / 1000,
     rows_per_sec = elapsed > 0 and math.floor(counts.attempted / elapsed * 10) / 10 or 0,
     stop_reason = self.stop_reason, stop_code = self.stop_code,
@@ -592,12 +685,22 @@ end
 -- on the way, and closes its journal
 function Run:execute()
   local j, input, report = self.journal, self.input, self.report
+  -- SIGTERM and SIGHUP stop the run as a Ctrl-C does, while it runs
+  local trap <close> = qos.trap { "INT", "TERM", "HUP" }
   self.started = qos.now()
   report:event("start", { journal = self.opts.journal, total = input.total, resumed = not j.created,
-                          simulated = self.scratch and true, run = j.run,
+                          simulated = self.scratch and true, run = j.run, continued = j.continued or nil,
                           concurrency = self.concurrency, rate = self.bucket.rate })
   self.running = true
-  local ok, err = pcall(self.drive, self)
+  -- once the workers are done a signal is only noted: the run finishes
+  -- its records and its summary (held inside the call, so that no signal
+  -- falls between its end and the hold)
+  local ok, err = pcall(function()
+    self:drive()
+    if qos.interrupt_signal() then self.interrupted = true end -- its interrupt lost on the way
+    trap:hold()
+  end)
+  trap:hold()
   self.running, self.ended = false, true
   if not ok then
     if is_interrupt(err) then
@@ -606,20 +709,20 @@ function Run:execute()
       self:stop("ERROR", "engine: " .. tostring(err))
     end
   end
+  if self.interrupted then self.signal = qos.interrupt_signal() or "INT" end
   -- whatever happened, commit the outcomes we know
   self:flush()
   if input.error and not self.stop_reason then self:stop("INPUT", "input: " .. input.error) end
-  if not self.interrupted then
-    self:hand_back()
-    if self.stop_reason and not input.eof then self:mark_rest() end
-  end
+  -- rows claimed and never sent go back (a signal too: they were not sent)
+  self:hand_back()
+  if not self.interrupted and self.stop_reason and not input.eof then self:mark_rest() end
   input:close()
 
   local counts = self.counts
-  counts.stop_reason, counts.interrupted = self.stop_reason, self.interrupted
+  counts.stop_reason, counts.interrupted, counts.signal = self.stop_reason, self.interrupted, self.signal
   local code = M.exit_code(counts)
   local summary = self:summary(code)
-  report:tick(counts, true)
+  self:tick(true)
   report:finish(summary)
   pcall(j.finish_run, j, code, cjson.encode(summary))
   j:close()

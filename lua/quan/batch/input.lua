@@ -38,6 +38,17 @@ local function key_function(column)
   end
 end
 
+-- missing_column(source, column, header) -> the message for a CSV without
+-- the key column: the columns it has, the closest, how to choose another
+local function missing_column(source, column, header)
+  local names = {}
+  for i, name in ipairs(header or {}) do names[i] = ("'%s'"):format(name) end
+  local close = require("quan.suggest").closest(column, header or {})
+  return ("input %s: no column '%s' in the header; its columns: %s%s; choose the key column with --key COLUMN")
+    :format(source, column, #names > 0 and table.concat(names, ", ") or "(none)",
+            close and (" (did you mean '" .. close .. "'?)") or "")
+end
+
 -- open(source, {key = "openid", total = n, sep = ","}) -> input | nil, message
 -- source: see is_source. total: the rows expected (default for a CSV path:
 -- its line count less the header). A CSV whose header lacks the key column
@@ -56,7 +67,7 @@ function M.open(source, opts)
     if not reader then return nil, "input " .. source .. ": " .. err end
     if type(column) == "string" and not reader.columns[column] then
       reader:close()
-      return nil, ("input %s: no column '%s' in the header"):format(source, column)
+      return nil, missing_column(source, column, reader.header)
     end
     if self.total == nil then
       local n = csv.count_lines(source)

@@ -7,8 +7,16 @@
 -- the others are sent again with the same out_request_no. Nothing is held in
 -- memory: every question is an indexed lookup.
 --
--- A lock file (JOURNAL.lock, flock) is held while the journal is open, so
--- two runs of one batch never overlap.
+-- The journal is what knows a batch: its id is chosen when the journal is
+-- made (or given, for a batch that continues one begun elsewhere: then every
+-- success is recorded as sent_or_held, since the API answers a repeated
+-- out_request_no with the coupon it gave before, saying nothing of it).
+--
+-- A lock on the journal file itself (flock on the file, not on its name) is
+-- held while the journal is open, so two runs of one batch never overlap,
+-- whichever path or symbolic link each was given. A file with several names
+-- (hard links) is refused: SQLite keeps its write-ahead log beside the name
+-- it was opened by, so two names would split the journal.
 --
 -- Errors: open, open_read, scratch, transaction, counts, finish_run and
 -- export return nil, message[, code] when the database fails; the item
@@ -22,9 +30,11 @@ local check = sqlite.check
 
 M.VERSION = 1
 
--- States. Final ones are never sent again by a later run.
-M.final = { sent = true, refused = true }
-M.states = { "in_flight", "sent", "refused", "failed", "not_attempted" }
+-- States. Final ones are never sent again by a later run. sent_or_held is
+-- the success of a batch that continues a sending begun elsewhere: the
+-- coupon may be new or one the user already held.
+M.final = { sent = true, sent_or_held = true, refused = true }
+M.states = { "in_flight", "sent", "sent_or_held", "refused", "failed", "not_attempted" }
 
 local SCHEMA = [[
 CREATE TABLE IF NOT EXISTS meta (
@@ -35,7 +45,7 @@ CREATE TABLE IF NOT EXISTS items (
   key            TEXT PRIMARY KEY,      -- the row's key (openid)
   row            INTEGER NOT NULL,      -- data row number in the input (from 1)
   out_request_no TEXT NOT NULL,
-  state          TEXT NOT NULL,         -- in_flight|sent|refused|failed|not_attempted
+  state          TEXT NOT NULL,         -- in_flight|sent|sent_or_held|refused|failed|not_attempted
   attempts       INTEGER NOT NULL DEFAULT 0,  -- calls made, over all runs
   result         TEXT,                  -- what the call returned (coupon_id)
   code           TEXT,                  -- error code of the last failed call
@@ -66,45 +76,89 @@ local function generate_batch_id(prefix)
   return (prefix and prefix .. "-" or "") .. t .. "-" .. require("quan.crypto").nonce(8)
 end
 
-local open_opts = { batch_id = true, batch_prefix = true, meta = true, synchronous = true }
+local open_opts = { batch_id = true, batch_prefix = true, meta = true, synchronous = true,
+                    continues = true }
+
+-- The journals this process holds, by file ("device:inode"): a second open
+-- of one of them is refused without opening the file again (closing a
+-- second descriptor of a file would drop SQLite's own locks on it).
+local held = {}
+
+-- holder(path) -> " (pid N)" of the run holding the journal (the newest run
+-- recorded: a run records itself once it holds the lock), or ""
+local function holder(path)
+  local j = M.open_read(path)
+  if not j then return "" end
+  local ok, r = pcall(j.db.first, j.db, "SELECT pid FROM runs ORDER BY id DESC LIMIT 1")
+  j:close()
+  return ok and r and r.pid and (" (pid " .. r.pid .. ")") or ""
+end
+
+local function busy(path)
+  return nil, ("journal %s is in use by another run%s"):format(path, holder(path)), "busy"
+end
+
+-- lock(path) -> lock, identity | nil, message, code: the journal file
+-- (made empty when missing, 0600) locked, whatever name it was reached by
+local function lock_file(path)
+  local st = qos.stat(path)
+  if st and held[st.device .. ":" .. st.inode] then return busy(path) end
+  local lock, lerr, lcode = qos.lock(path)
+  if not lock then
+    if lcode == "busy" then return busy(path) end
+    return nil, ("journal %s: %s"):format(path, tostring(lerr)), "open"
+  end
+  st = qos.stat(path)
+  if not st or st.kind ~= "file" then
+    lock:close()
+    return nil, ("journal %s: not a regular file"):format(path), "open"
+  end
+  if st.links > 1 then
+    lock:close()
+    return nil, ("journal %s: the file has %d names (hard links): a journal must have one, "
+      .. "since SQLite keeps its log beside the name it is opened by"):format(path, st.links), "open"
+  end
+  return lock, st.device .. ":" .. st.inode
+end
 
 -- open(path, opts) -> journal | nil, message, code
--- opts.batch_id: the batch id; a new journal records it (default: generated
---   from batch_prefix, the UTC time and random letters); an existing one
---   must match it.
+-- opts.batch_id: the batch id; a new journal made with it only with
+--   opts.continues (refused otherwise, code "unknown_batch": nothing tells
+--   whether the id was used before, and the API answers a repeated
+--   out_request_no as if it were new); an existing journal must hold it.
+--   Without it a new journal gets an id made of batch_prefix, the UTC time
+--   and random letters.
+-- opts.continues: the batch continues a sending begun elsewhere (a lost
+--   journal): a new journal is marked so, and its successes are sent_or_held
+--   (journal.continued).
 -- opts.meta: {name = string} recorded at creation and checked on reopen
 --   (a journal of stock A refuses to run stock B; a journal that lacks a
 --   name given here is refused too).
 -- opts.synchronous: "normal" (default: survives a killed process) or "full"
 --   (also survives a power cut, slower).
--- codes: "busy" (another process holds the lock), "mismatch", "open".
+-- codes: "busy" (another run holds the journal), "mismatch" (another batch,
+--   stock, ...), "unknown_batch", "open".
 function M.open(path, opts)
   opts = opts or {}
   if type(path) ~= "string" then error("journal.open: path must be a string", 2) end
   for k in pairs(opts) do
     if not open_opts[k] then error("journal.open: unknown option '" .. tostring(k) .. "'", 2) end
   end
-  local lockpath = path .. ".lock"
-  local lock, lerr, lcode = qos.lock(lockpath)
-  if not lock then
-    if lcode == "busy" then
-      local f = io.open(lockpath, "r")
-      local pid = f and f:read("l")
-      if f then f:close() end
-      return nil, ("journal %s is in use by another run%s (lock %s)"):format(
-        path, pid and pid ~= "" and " (pid " .. pid .. ")" or "", lockpath), "busy"
-    end
-    return nil, ("journal %s: lock %s: %s"):format(path, lockpath, tostring(lerr)), "open"
-  end
-  do -- the holder's pid, for the message of a refused second run
-    local f = io.open(lockpath, "w")
-    if f then f:write(qos.getpid(), "\n"); f:close() end
-  end
+  local existed = qos.stat(path) ~= nil
+  local lock, identity, lcode = lock_file(path)
+  if not lock then return nil, identity, lcode end
   local db, err = sqlite.open(path, { synchronous = opts.synchronous or "normal" })
-  if not db then
+  -- fail(message, code): nothing opened stays open, and a journal file this
+  -- call made is removed
+  local function fail(message, code)
+    if db then db:close() end
+    if not existed then
+      for _, suffix in ipairs { "-wal", "-shm", "" } do os.remove(path .. suffix) end
+    end
     lock:close()
-    return nil, "journal " .. path .. ": " .. tostring(err), "open"
+    return nil, message, code
   end
+  if not db then return fail("journal " .. path .. ": " .. tostring(err), "open") end
   -- a SQLite file that is not a journal (another program's database) is
   -- refused, never adopted; a damaged one fails here, not in the middle of
   -- a run
@@ -125,35 +179,50 @@ function M.open(path, opts)
     end
   end)
   if not ok or e == "foreign" then
-    db:close(); lock:close()
-    return nil, "journal " .. path .. ": " .. (ok and "not a quan batch journal (a database with other tables)"
-      or tostring(e)), "open"
+    return fail("journal " .. path .. ": " .. (ok and "not a quan batch journal (a database with other tables)"
+      or tostring(e)), "open")
   end
-  local self = setmetatable({ path = path, db = db, lock = lock }, Journal)
+  local self = setmetatable({ path = path, db = db, lock = lock, identity = identity }, Journal)
+  -- the transaction gives true, or "refused", message, code
   local tok, res, msg, code = pcall(db.transaction, db, function()
     local version = self:get_meta("version")
     if version and tonumber(version) ~= M.VERSION then
-      return nil, ("journal %s has format version %s, this quan writes %d"):format(path, version, M.VERSION)
+      return "refused", ("journal %s has format version %s, this quan writes %d"):format(path, version, M.VERSION),
+        "mismatch"
     end
     local stored = self:get_meta("batch_id")
     if stored then
       if opts.batch_id and opts.batch_id ~= stored then
-        return nil, ("journal %s belongs to batch %s, not %s"):format(path, stored, opts.batch_id)
+        return "refused", ("journal %s belongs to batch %s, not %s"):format(path, stored, opts.batch_id), "mismatch"
       end
       for k, v in pairs(opts.meta or {}) do
         local was = self:get_meta(k)
         if was == nil then -- unchecked, it could be another stock's journal
-          return nil, ("journal %s was made without %s, refusing %s=%s"):format(path, k, k, tostring(v))
+          return "refused", ("journal %s was made without %s, refusing %s=%s"):format(path, k, k, tostring(v)),
+            "mismatch"
         elseif was ~= tostring(v) then
-          return nil, ("journal %s was made with %s=%s, not %s"):format(path, k, was, tostring(v))
+          return "refused", ("journal %s was made with %s=%s, not %s"):format(path, k, was, tostring(v)), "mismatch"
         end
       end
       self.batch_id = stored
+      self.continued = self:get_meta("continues") == "true"
       self.created = false
     else
+      if opts.batch_id and not opts.continues then
+        return "refused", ("journal %s does not know batch %s: a batch id names one sending, and only its "
+          .. "journal knows what was sent (the API answers a repeated out_request_no with the coupon it "
+          .. "gave before, as if it were new). "
+          .. "For a new sending leave the batch id out; to continue batch %s begun with another "
+          .. "journal, say so (--continue): its rows are then reported as sent or already held")
+          :format(path, opts.batch_id, opts.batch_id), "unknown_batch"
+      end
       self.batch_id = opts.batch_id or generate_batch_id(opts.batch_prefix)
+      self.continued = opts.batch_id ~= nil
       check(db:run("INSERT INTO meta(name, value) VALUES ('version', ?), ('batch_id', ?), ('created', ?)",
                    tostring(M.VERSION), self.batch_id, ("%.3f"):format(qos.time())))
+      if self.continued then
+        check(db:run("INSERT INTO meta(name, value) VALUES ('continues', 'true')"))
+      end
       for k, v in pairs(opts.meta or {}) do
         check(db:run("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", k, tostring(v)))
       end
@@ -163,14 +232,11 @@ function M.open(path, opts)
     self.run = id
     return true
   end)
-  if not tok or (not res and code) then -- raised, or the transaction could not begin or commit
-    db:close(); lock:close()
-    return nil, "journal " .. path .. ": " .. tostring(tok and msg or res), "open"
+  if not tok or not res then -- raised, or the transaction could not begin or commit
+    return fail("journal " .. path .. ": " .. tostring(tok and msg or res), "open")
   end
-  if not res then
-    db:close(); lock:close()
-    return nil, msg, "mismatch"
-  end
+  if res == "refused" then return fail(msg, code) end
+  held[identity] = true
   return self
 end
 
@@ -204,7 +270,7 @@ end
 local Scratch = {}
 Scratch.__index = Scratch
 function Scratch:remove()
-  for _, suffix in ipairs { ".lock", "-wal", "-shm", "" } do os.remove(self.path .. suffix) end
+  for _, suffix in ipairs { "-wal", "-shm", "" } do os.remove(self.path .. suffix) end
   os.remove(self.dir)
 end
 Scratch.__close = Scratch.remove
@@ -246,8 +312,9 @@ function Journal:transaction(fn, ...)
   return self.db:transaction(fn, ...)
 end
 
--- journal:claim(key, row, out_request_no) -> what, item ({state, run, attempts,
---   out_request_no, code, message} of a key seen before)
+-- journal:claim(key, row, out_request_no) -> what, item ({state, run, row,
+--   attempts, out_request_no, code, message} of a key seen before: a row
+--   seen before keeps the out_request_no recorded for it)
 -- Decides what to do with an input row, inside the caller's transaction:
 --   "new"        first time seen: recorded in_flight, to send
 --   "resume"     seen by an earlier run, not final: in_flight again, to send
@@ -259,7 +326,7 @@ function Journal:claim(key, row, orn)
   local changes = check(db:run([[INSERT INTO items(key, row, out_request_no, state, run, updated)
     VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT(key) DO NOTHING]], key, row, orn, run, now))
   if changes == 1 then return "new" end
-  local item = check(db:first("SELECT state, run, attempts, out_request_no, code, message FROM items WHERE key = ?", key))
+  local item = check(db:first("SELECT state, run, row, attempts, out_request_no, code, message FROM items WHERE key = ?", key))
   if item.run == run then return "duplicate", item end
   if M.final[item.state] then return "done", item end
   check(db:run("UPDATE items SET state = 'in_flight', row = ?, run = ?, updated = ? WHERE key = ?",
@@ -276,11 +343,11 @@ function Journal:record(key, state, attempts, result, code, message, answered)
     state, attempts, result, code, message, qos.time(), answered, key))
 end
 
--- journal:not_attempted(key, row, out_request_no) -> what
+-- journal:not_attempted(key, row, out_request_no) -> what, state
 -- Marks a row the stopped batch did not reach: a new key is recorded as
--- not_attempted; a key an earlier run left in flight keeps its state (its
--- outcome is unknown until it is sent again). Returns "new", "kept", "done"
--- or "duplicate".
+-- not_attempted; a key an earlier run did not finish keeps its state (one
+-- left in flight has an outcome unknown until it is sent again). Returns
+-- "new", "kept" (with the state kept), "done" or "duplicate".
 function Journal:not_attempted(key, row, orn)
   local db, run = self.db, self.run
   local changes = check(db:run([[INSERT INTO items(key, row, out_request_no, state, run, updated)
@@ -290,7 +357,7 @@ function Journal:not_attempted(key, row, orn)
   if item.run == run then return "duplicate" end
   if M.final[item.state] then return "done" end
   check(db:run("UPDATE items SET run = ? WHERE key = ?", run, key))
-  return "kept"
+  return "kept", item.state
 end
 
 -- journal:counts() -> {state = n, ...; total = n} | nil, message
@@ -355,7 +422,7 @@ function Journal:export(out)
   return n
 end
 
--- journal:close(): closes the database and releases the lock (idempotent)
+-- journal:close(): closes the database, then releases the lock (idempotent)
 function Journal:close()
   if self.db then
     self.db:close()
@@ -364,6 +431,7 @@ function Journal:close()
   if self.lock then
     self.lock:close()
     self.lock = nil
+    held[self.identity] = nil
   end
 end
 

@@ -77,7 +77,7 @@ end
 
 -- bar_line(s, width) -> the progress line, at most width columns
 -- s = {done, total (nil when unknown), rate (rows/s), eta (s or nil),
---      refused, failed, retrying}
+--      refused, failed, retrying, next_retry (s until the earliest retry)}
 function M.bar_line(s, width)
   width = width or 80
   local counts = ("%d/%s"):format(s.done, s.total and tostring(s.total) or "?")
@@ -85,7 +85,10 @@ function M.bar_line(s, width)
   local extra = {}
   if (s.refused or 0) > 0 then extra[#extra + 1] = ("refused %d"):format(s.refused) end
   if (s.failed or 0) > 0 then extra[#extra + 1] = ("failed %d"):format(s.failed) end
-  if (s.retrying or 0) > 0 then extra[#extra + 1] = ("retrying %d"):format(s.retrying) end
+  if (s.retrying or 0) > 0 then
+    extra[#extra + 1] = ("retrying %d"):format(s.retrying)
+      .. (s.next_retry and (" (next in %s)"):format(M.duration(s.next_retry)) or "")
+  end
   if #extra > 0 then tail = tail .. " " .. concat(extra, " ") end
   local pct = ""
   local frac = s.total and s.total > 0 and min(1, s.done / s.total) or nil
@@ -113,7 +116,12 @@ function M.summary_text(sum)
   local function add(fmt, ...) lines[#lines + 1] = fmt:format(...) end
   add("batch %s: %d rows in %.1f s (%.0f rows/s)", tostring(sum.batch), sum.rows or 0,
       sum.elapsed or 0, (sum.elapsed or 0) > 0 and (sum.attempted or 0) / sum.elapsed or 0)
-  add("  sent           %8d", sum.sent or 0)
+  if sum.continued then
+    add("  sent or held   %8d  (sent now or already held: this batch continues one begun elsewhere,"
+      .. " and the API does not say which)", sum.sent_or_held or 0)
+  else
+    add("  sent           %8d", sum.sent or 0)
+  end
   add("  already done   %8d", sum.skipped or 0)
   local codes = {}
   for code, n in pairs(sum.refused_by_code or {}) do codes[#codes + 1] = { code, n } end
@@ -124,8 +132,12 @@ function M.summary_text(sum)
   add("  failed         %8d", sum.failed or 0)
   add("  not attempted  %8d", sum.not_attempted or 0)
   if (sum.duplicates or 0) > 0 then add("  duplicate rows %8d", sum.duplicates) end
-  local unknown = sum.journal_counts and sum.journal_counts.in_flight or 0
+  local unknown = sum.in_flight or (sum.journal_counts and sum.journal_counts.in_flight) or 0
   if unknown > 0 then add("  outcome unknown%8d  (in flight when the run ended: run again, same out_request_no)", unknown) end
+  if (sum.unrecorded or 0) > 0 then
+    add("  not recorded   %8d  (read, but the journal could not be written: the next run reads them again)",
+        sum.unrecorded)
+  end
   if (sum.not_read or 0) > 0 then add("  not read       %8d  (the input was not read to its end)", sum.not_read) end
   if sum.simulated then add("simulated: nothing was sent, the journal was not changed") end
   if sum.stop_reason then add("stopped: %s", sum.stop_reason) end
@@ -213,19 +225,31 @@ function Reporter:event(name, fields)
   self.out:flush()
 end
 
+-- eta(stats, rate, retry_in) -> seconds left | nil: the rows left at the
+-- recent rate; when the rows left are all waiting for a retry, no sooner
+-- than the earliest retry
+local function eta(stats, rate, retry_in)
+  if not stats.total then return nil end
+  local left = max(0, stats.total - stats.done)
+  local e = rate > 0 and left / rate or nil
+  if retry_in and left > 0 and left <= (stats.retrying or 0) then e = max(e or 0, retry_in) end
+  return e
+end
+
 -- reporter:tick(stats[, force]): stats = {done, total, refused, failed,
--- retrying, sent, skipped}; redraws the bar (at most 10 times a second) or
--- emits a progress event every `interval` seconds
+-- retrying, next_retry (when the earliest retry is due, on the reporter's
+-- clock), sent, sent_or_held, skipped}; redraws the bar (at most 10 times a
+-- second) or emits a progress event every `interval` seconds
 function Reporter:tick(stats, force)
   local now = self.clock()
+  local retry_in = (stats.retrying or 0) > 0 and stats.next_retry and max(0, stats.next_retry - now) or nil
   if self.format == "bar" then
     if not force and now - self.last_draw < 0.1 then return end
     self.last_draw = now
     local rate = window_rate(self, now, stats.done)
-    local eta
-    if stats.total and rate > 0 then eta = max(0, stats.total - stats.done) / rate end
-    local s = { done = stats.done, total = stats.total, rate = rate, eta = eta,
-                refused = stats.refused, failed = stats.failed, retrying = stats.retrying }
+    local s = { done = stats.done, total = stats.total, rate = rate, eta = eta(stats, rate, retry_in),
+                refused = stats.refused, failed = stats.failed, retrying = stats.retrying,
+                next_retry = retry_in }
     self.out:write("\r", M.bar_line(s, max(20, (self.columns() or 80) - 1)), "\27[K")
     self.out:flush()
     self.drawn = true
@@ -236,7 +260,10 @@ function Reporter:tick(stats, force)
     local ev = { done = stats.done, total = stats.total, sent = stats.sent,
                  skipped = stats.skipped, refused = stats.refused, failed = stats.failed,
                  retrying = stats.retrying, rate = floor(rate * 10 + 0.5) / 10 }
-    if stats.total and rate > 0 then ev.eta_s = floor(max(0, stats.total - stats.done) / rate) end
+    if (stats.sent_or_held or 0) > 0 then ev.sent_or_held = stats.sent_or_held end
+    if retry_in then ev.next_retry_s = floor(retry_in * 10 + 0.5) / 10 end
+    local e = eta(stats, rate, retry_in)
+    if e then ev.eta_s = floor(e + 0.5) end
     self:event("progress", ev)
   end
 end

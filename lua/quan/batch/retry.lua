@@ -60,6 +60,7 @@ function M.classify(res, err)
   local api_message = message
   if type(err.body) == "string" and err.body ~= "" then
     local ok, j = pcall(cjson.decode, err.body)
+    if not ok and require("quan.os").is_interrupt(j) then error(j, 0) end
     if ok and type(j) == "table" and type(j.message) == "string" then api_message = j.message end
   end
   if kind == "network" or (kind == nil and status == nil) then

@@ -13,14 +13,21 @@
  * does besides (the request validator, Lua tables, error objects) is what
  * the benchmark weighs.
  *
- * Its twin scripts/bench/cref/client.lua takes the same arguments and prints
- * the same lines, so scripts/bench/cref.lua runs both alike:
+ * With --send-coupons STOCK_ID --appid APPID it sends coupons instead
+ * (POST /v3/marketing/favor/users/{openid}/coupons, openid and
+ * out_request_no both PREFIX<i>, each answer verified alike and its
+ * coupon_id required): the plain load generator scripts/bench/batch.lua
+ * measures the sandbox's capacity with, beside the batch engine.
+ *
+ * Its twin scripts/bench/cref/client.lua takes the same arguments (but the
+ * coupon mode) and prints the same lines, so scripts/bench/cref.lua runs
+ * both alike:
  *
  *   cref --base-url URL --mchid ID --serial HEX --private-key PATH
  *        --cert NAME=PATH [--cert NAME=PATH ...] [--ca-file PATH]
  *        --begin RFC3339 --end RFC3339 --prefix OUT_REQUEST_NO_PREFIX
  *        [--user-agent UA] [--warm-up W] [--sequential N] [--parallel N]
- *        [--print-request I]
+ *        [--print-request I] [--send-coupons STOCK_ID --appid APPID]
  *
  * Without --sequential or --parallel it loads the keys, sets up libcurl and
  * exits (the start-up a benchmark times). --warm-up W first sends one
@@ -60,6 +67,7 @@
 #define MAX_KEYS 16
 #define MAX_DEPTH 1000           /* JSON nesting accepted */
 #define TARGET "/v3/marketing/favor/coupon-stocks"
+#define COUPONS_TARGET "/v3/marketing/favor/users/%s%ld/coupons" /* openid: PREFIX<i> */
 
 /* ---- failures ----------------------------------------------------------- */
 
@@ -123,12 +131,16 @@ typedef struct Key {
 typedef struct Config {
   const char *base_url, *mchid, *serial, *private_key, *ca_file;
   const char *begin, *end, *prefix, *user_agent;
+  const char *send_stock, *appid; /* --send-coupons: the stock, the appid */
   long sequential, parallel, print_request, warm_up;
   Key keys[MAX_KEYS];
   int nkeys;
   /* derived */
   char url[1024];        /* origin + prefix + TARGET */
   char target[1024];     /* prefix + TARGET: the signed path */
+  char origin[512];      /* https://host[:port] */
+  char path_prefix[512]; /* the base URL's path (a gateway's), without a trailing / */
+  const char *answer_field; /* "stock_id", or "coupon_id" when sending coupons */
   unsigned port;         /* the server's TCP port */
   const char *accept;    /* the Wechatpay-Serial sent: the key answers are signed with */
   EVP_PKEY_CTX *sign;    /* sign-initialised merchant key */
@@ -213,6 +225,8 @@ static void parse_args(Config *c, int argc, char **argv) {
     else if (strcmp(a, "--parallel") == 0) c->parallel = count_arg(a, v);
     else if (strcmp(a, "--print-request") == 0) c->print_request = count_arg(a, v);
     else if (strcmp(a, "--warm-up") == 0) c->warm_up = count_arg(a, v);
+    else if (strcmp(a, "--send-coupons") == 0) c->send_stock = v;
+    else if (strcmp(a, "--appid") == 0) c->appid = v;
     else if (strcmp(a, "--cert") == 0) {
       const char *eq = strchr(v, '=');
       if (eq == NULL || eq == v || eq[1] == '\0') die("--cert: expected NAME=PATH, got '%s'", v);
@@ -232,8 +246,14 @@ static void parse_args(Config *c, int argc, char **argv) {
   if (!c->serial || !plain_text(c->serial, "")) die("--serial: expected the merchant certificate serial (hex)");
   if (!c->private_key) die("--private-key: expected a PEM file");
   if (c->nkeys == 0) die("--cert: expected at least one NAME=PATH");
-  if (!c->begin || !plain_text(c->begin, ":+-")) die("--begin: expected an RFC 3339 time");
-  if (!c->end || !plain_text(c->end, ":+-")) die("--end: expected an RFC 3339 time");
+  if (c->send_stock) {
+    if (!plain_text(c->send_stock, "")) die("--send-coupons: expected a stock id (digits)");
+    if (!c->appid || !plain_text(c->appid, "_")) die("--appid: expected the appid the coupons are sent under");
+  } else {
+    if (!c->begin || !plain_text(c->begin, ":+-")) die("--begin: expected an RFC 3339 time");
+    if (!c->end || !plain_text(c->end, ":+-")) die("--end: expected an RFC 3339 time");
+  }
+  c->answer_field = c->send_stock ? "coupon_id" : "stock_id";
   if (!c->prefix || !plain_text(c->prefix, "|_*-")) die("--prefix: expected letters, digits, | _ * -");
   for (const char *s = c->user_agent; *s; s++)
     if (*s == '\r' || *s == '\n') die("--user-agent: a line break");
@@ -247,6 +267,11 @@ static void parse_args(Config *c, int argc, char **argv) {
   int un = tn < 0 || (size_t)tn >= sizeof c->target ? -1
            : snprintf(c->url, sizeof c->url, "%.*s%s", (int)origin, c->base_url, c->target);
   if (un < 0 || (size_t)un >= sizeof c->url) die("--base-url: too long");
+  if (origin >= sizeof c->origin || plen >= sizeof c->path_prefix) die("--base-url: too long");
+  memcpy(c->origin, c->base_url, origin);
+  c->origin[origin] = '\0';
+  memcpy(c->path_prefix, path ? path : "", plen);
+  c->path_prefix[plen] = '\0';
   /* the port: after the host's last ':' that is not inside [IPv6] */
   const char *host_end = c->base_url + origin, *colon = NULL;
   for (const char *q = c->base_url + 8; q < host_end; q++)
@@ -316,6 +341,8 @@ typedef struct Slot {
   CURL *easy;
   struct curl_slist *headers;
   long index;            /* the request's number (its out_request_no suffix) */
+  char target[1024];     /* the signed path of a coupon send (its openid in it) */
+  char url[1536];
   char body[1024];
   size_t body_len;
   Buf answer;
@@ -331,7 +358,14 @@ static size_t write_cb(char *p, size_t size, size_t n, void *userp) {
 
 /* The body of request i: keys in sorted order, as wechatpay.json writes. */
 static size_t make_body(const Config *c, long i, char *out, size_t size) {
-  int n = snprintf(out, size,
+  int n;
+  if (c->send_stock) {
+    n = snprintf(out, size, "{\"appid\":\"%s\",\"out_request_no\":\"%s%ld\",\"stock_creator_mchid\":\"%s\","
+                 "\"stock_id\":\"%s\"}", c->appid, c->prefix, i, c->mchid, c->send_stock);
+    if (n < 0 || (size_t)n >= size) die("request %ld: body too long", i);
+    return (size_t)n;
+  }
+  n = snprintf(out, size,
     "{\"available_begin_time\":\"%s\",\"available_end_time\":\"%s\",\"belong_merchant\":\"%s\","
     "\"coupon_use_rule\":{\"available_merchants\":[\"%s\"],"
     "\"coupon_available_time\":{\"available_begin_time\":\"%s\",\"available_end_time\":\"%s\"},"
@@ -389,7 +423,17 @@ static void prepare(const Config *c, Slot *s, long i) {
   char ts[32], nc[33], msg[2048];
   snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
   nonce(nc, 32);
-  int mn = snprintf(msg, sizeof msg, "POST\n%s\n%s\n%s\n%s\n", c->target, ts, nc, s->body);
+  const char *target = c->target;
+  if (c->send_stock) { /* the openid is in the path: a target and URL per request */
+    char tail[256];
+    snprintf(tail, sizeof tail, COUPONS_TARGET, c->prefix, i);
+    int tn = snprintf(s->target, sizeof s->target, "%s%s", c->path_prefix, tail);
+    int un = tn < 0 || (size_t)tn >= sizeof s->target ? -1 : snprintf(s->url, sizeof s->url, "%s%s", c->origin, s->target);
+    if (un < 0 || (size_t)un >= sizeof s->url) die("request %ld: URL too long", i);
+    curl_easy_setopt(s->easy, CURLOPT_URL, s->url);
+    target = s->target;
+  }
+  int mn = snprintf(msg, sizeof msg, "POST\n%s\n%s\n%s\n%s\n", target, ts, nc, s->body);
   if (mn < 0 || (size_t)mn >= sizeof msg) die("request %ld: message too long", i);
   unsigned char md[32], sig[1024], b64[1400];
   size_t siglen = sizeof sig;
@@ -516,10 +560,11 @@ static void verify(Config *c, Slot *s) {
 }
 
 /* A strict JSON reader (RFC 8259) that builds nothing: it walks the whole
- * text, as a decoder must, and keeps where the top-level "stock_id" string
- * is. */
+ * text, as a decoder must, and keeps where the top-level string named
+ * `field` ("stock_id", or "coupon_id") is. */
 typedef struct Json {
   const char *p, *end;
+  const char *field;    /* the member looked for */
   const char *stock_id; /* the raw characters between the quotes */
   size_t stock_id_len;
   int stock_id_string;
@@ -581,7 +626,7 @@ static int literal(Json *j, const char *word) {
 
 static int value(Json *j, int depth);
 
-/* members of an object; at depth 1 a "stock_id" member is remembered */
+/* members of an object; at depth 1 the member j->field is remembered */
 static int object(Json *j, int depth) {
   j->p++; /* { */
   ws(j);
@@ -593,7 +638,8 @@ static int object(Json *j, int depth) {
     ws(j);
     const char *k = j->p;
     if (!json_string(j)) return 0;
-    int is_id = depth == 1 && j->p - k == 10 && memcmp(k, "\"stock_id\"", 10) == 0;
+    size_t fl = strlen(j->field);
+    int is_id = depth == 1 && (size_t)(j->p - k) == fl + 2 && memcmp(k + 1, j->field, fl) == 0;
     ws(j);
     if (j->p >= j->end || *j->p++ != ':') return 0;
     ws(j);
@@ -652,14 +698,14 @@ static void finish(Config *c, Slot *s, CURLcode rc) {
   if (status < 200 || status > 299)
     die("request %ld: HTTP %ld: %.200s", s->index, status, s->answer.p ? s->answer.p : "");
   verify(c, s);
-  Json j = {s->answer.p ? s->answer.p : "", NULL, NULL, 0, 0};
+  Json j = {s->answer.p ? s->answer.p : "", NULL, c->answer_field, NULL, 0, 0};
   j.end = j.p + s->answer.len;
   ws(&j);
   int ok = j.p < j.end && *j.p == '{' && value(&j, 0);
   ws(&j);
   if (!ok || j.p != j.end) die("request %ld: answer is not a valid JSON object", s->index);
   if (j.stock_id == NULL || !j.stock_id_string || j.stock_id_len == 0)
-    die("request %ld: answer has no stock_id string", s->index);
+    die("request %ld: answer has no %s string", s->index, c->answer_field);
 }
 
 /* ---- running requests ----------------------------------------------------- */
