@@ -25,9 +25,12 @@ end
 local page = read("docs/report.md")
 local section = assert(page:match("\n## A walk%-through on the sandbox\n(.-)\n## "), "no walk-through in docs/report.md")
 local dir = assert(qos.mkdtemp("/tmp/quan-report-picture-"))
-for name, code in section:gmatch("\n`([%w%-_]+%.lua)`:\n\n```lua\n(.-)```") do write(dir .. "/" .. name, code) end
+-- the files it shows (`name`: and a block), then its commands in order
+for name, code in section:gmatch("\n`([%w%-_]+%.%a+)`:\n\n```%a+\n(.-)```") do write(dir .. "/" .. name, code) end
 local script = {}
-for block in section:gmatch("\n```sh\n(.-)```") do script[#script + 1] = block end
+for block in section:gsub("\n`[%w%-_]+%.%a+`:\n\n```%a+\n.-```", ""):gmatch("\n```sh\n(.-)```") do
+  script[#script + 1] = block
+end
 write(dir .. "/walk.sh", "set -e\n" .. table.concat(script, "\n"))
 assert(os.execute("mkdir " .. q(dir .. "/bin") .. " && ln -s " .. q(qos.exe()) .. " " .. q(dir .. "/bin/quan")))
 assert(os.execute("cd " .. q(dir) .. " && PATH=" .. q(dir .. "/bin") .. ":$PATH timeout 300 sh walk.sh >walk.out 2>walk.err"),

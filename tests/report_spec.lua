@@ -460,6 +460,30 @@ describe("quan report, refusing", function()
     assert.matches("no state c%.lua%.state: the campaign has not been applied", err)
   end)
 
+  it("finds the journal of a send the campaign declares beside its state, recorded or not", function()
+    local dir = sh.tmpdir()
+    sh.write(dir .. "/c.lua", [=[return { name = "declared", sends = { night = { stock = "a", users = "u.csv" } },
+      stocks = { a = { json = { stock_name = "x" } } } }]=])
+    local state = require "quan.campaign.state"
+    local st = assert(state.open(dir .. "/c.lua.state", { campaign = "declared", mchid = "1900000001",
+      api = "https://127.0.0.1" }))
+    st:put { key = "a", out_request_no = "n", stock_id = "77", origin = "declared" }
+    st:close()
+    local path = require("quan.send").journal_beside(dir .. "/c.lua.state", "night")
+    local j = assert(require("quan.batch.journal").open(path, { meta = { stock_id = "77" } }))
+    assert(j:transaction(function()
+      j:claim("u1", 1, "n1")
+      j:record("u1", "sent", 1, "c1", nil, nil, time.parse("2027-12-01T10:00:00+08:00"))
+      return true
+    end))
+    j:close()
+    local out, err, code = quan("report --offline --json c.lua", dir)
+    assert.equal(0, code, err)
+    local doc = require("wechatpay.json").decode(out)
+    assert.equal(1, doc.stocks[1].sent.journals)
+    assert.equal("night", doc.sources[2].send)
+  end)
+
   it("reports what it could read and names what it could not (exit 1), offline", function()
     local dir = sh.tmpdir()
     -- a journal of stock 7 and one of stock 8, made as quan send makes them
@@ -499,13 +523,15 @@ describe("docs/report.md", function()
     assert.truthy(section, "walk-through not found")
     local dir = sh.tmpdir()
     local files = {}
-    for name, code in section:gmatch("\n`([%w%-_]+%.lua)`:\n\n```lua\n(.-)```") do
+    -- the files it shows (`name`: and a block), then its commands in order, in one shell
+    for name, code in section:gmatch("\n`([%w%-_]+%.%a+)`:\n\n```%a+\n(.-)```") do
       sh.write(dir .. "/" .. name, code)
       files[#files + 1] = name
     end
-    assert.same({ "winter.lua", "send.lua" }, files)
+    assert.same({ "winter.lua", "send.sh" }, files)
     local script = {}
-    for block in section:gmatch("\n```sh\n(.-)```") do script[#script + 1] = block end
+    local commands = section:gsub("\n`[%w%-_]+%.%a+`:\n\n```%a+\n.-```", "")
+    for block in commands:gmatch("\n```sh\n(.-)```") do script[#script + 1] = block end
     assert.equal(4, #script)
     local bin = sh.tmpdir()
     assert(os.execute("ln -s " .. sh.quote(sh.quan) .. " " .. sh.quote(bin .. "/quan")))
@@ -517,7 +543,7 @@ describe("docs/report.md", function()
       for line in shown:gmatch("[^\n]+") do
         if line ~= "…" then
           local pattern = line:gsub("%d+%-%d+T%d+Z%-%w+", "\1"):gsub("%p", "%%%0"):gsub("%d+", "%%d+")
-            :gsub("%%d%+:%%d%+", "%%d+:%%d+[:%%d]*"):gsub("\1", "%%S+")
+            :gsub("%%d%+%%:%%d%+", "%%d+:%%d+[:%%d]*"):gsub("\1", "%%S+")
           assert.matches(pattern, out .. err, nil, "shown but not printed: " .. line)
         end
       end

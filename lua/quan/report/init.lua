@@ -148,6 +148,16 @@ local function read_state(target, expect, rep)
       out.journals[#out.journals + 1] = { send = r.send, stock = r.stock, path = resolve(target.state_path, r.path),
         batch_id = r.batch_id }
     end
+    -- a send the campaign declares and the state does not record: its
+    -- journal where quan send keeps a campaign's, beside the state
+    local recorded = {}
+    for _, j in ipairs(out.journals) do recorded[j.send] = true end
+    for _, send in ipairs(target.decl and target.decl.sends or {}) do
+      local path = require("quan.send").journal_beside(target.state_path, send.name)
+      if not recorded[send.name] and qos.stat(path) then
+        out.journals[#out.journals + 1] = { send = send.name, stock = send.stock, path = path }
+      end
+    end
     local s = st.db:first("SELECT path FROM stores WHERE name = 'notifications'")
     out.store = s and resolve(target.state_path, s.path) or nil
   end)
