@@ -434,7 +434,11 @@ function M.page(doc)
       refunded = s.refunded.value }
   end
   if #doc.stocks > 1 then
-    rows[#rows + 1] = { label = "total", sent = t.sent.value, used = t.used.value, refunded = t.refunded.value }
+    -- the campaign's kept only when every stock's refunds are known
+    local known = true
+    for _, s in ipairs(doc.stocks) do if s.refunded.value == nil then known = false end end
+    rows[#rows + 1] = { label = "total", sent = t.sent.value, used = t.used.value,
+      refunded = known and t.refunded.value or nil }
   end
   w('<h2 id="funnel">Sent → used → kept</h2>\n<figure data-chart="funnel">\n', M.funnel_chart(rows),
     "\n<figcaption>Coupons sent, used, and used and not refunded (kept), as shares of those sent. ",
