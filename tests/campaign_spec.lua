@@ -701,6 +701,73 @@ describe("the retry option of a call", function()
   end)
 end)
 
+describe("quan apply with sends", function()
+  local h, dir
+  setup(function()
+    h = sbx.start()
+    dir = sh.tmpdir()
+  end)
+  teardown(function() if h then h:stop() end end)
+
+  -- distributed(name) -> distributed_coupons of the stock named so
+  local function distributed(name)
+    for _, s in ipairs(stocks(h, name)) do
+      if s.stock_name == name then return s.distributed_coupons end
+    end
+  end
+
+  it("runs each declared send once its stock runs and its window opens: one coupon a user, again nothing", function()
+    local b, e = window(h)
+    local file = campaign(dir, "S", { begin = b, ["end"] = e })
+    sh.write(file, sh.read(file):gsub("\nreturn c\n$",
+      '\nc:send("first", "tier10", "users.csv")\nc:send("second", "tier30", "users.csv", { key = "openid" })\nreturn c\n'))
+    local users = { "openid" }
+    for i = 1, 12 do users[#users + 1] = "send-user-" .. i end
+    sh.write(dir .. "/users.csv", table.concat(users, "\n") .. "\n")
+    local out, err, code = quan(h, dir, "plan S.lua")
+    assert.equal(3, code, out .. err)
+    assert.matches("2 sends declared %(first → tier10, second → tier30%): apply runs each once its stock runs", out)
+    -- the stocks run, their window opens the day after tomorrow: the sends wait
+    out, err, code = quan(h, dir, "apply --yes S.lua")
+    assert.equal(0, code, out .. err)
+    assert.matches("apply: done: 3 created, 3 started", out)
+    assert.matches("send 'first' → tier10: waits: the stock's window opens %d%d%d%d%-%d%d%-%d%d 00:00", out)
+    assert.equal(0, distributed("S满100减10"))
+    -- in the window: both send, one coupon a user
+    out, err, code = sh.run(q .. " sandbox clock --state " .. sh.quote(h.state) .. " +3d")
+    assert.equal(0, code, out .. err)
+    out, err, code = quan(h, dir, "apply --yes S.lua")
+    assert.equal(0, code, out .. err)
+    assert.matches("apply: nothing to do\n", out)
+    assert.matches("send 'first' → tier10: batch [%w%-]+: sent 12; exit 0", out)
+    assert.matches("send 'second' → tier30: batch [%w%-]+: sent 12; exit 0", out)
+    assert.equal(12, distributed("S满100减10"))
+    assert.equal(12, distributed("S满300减30"))
+    -- recorded in the state, where quan report finds them
+    local db = assert(require("quan.sqlite").open(file .. ".state"))
+    local rows = {}
+    for r in db:rows("SELECT send, stock, path, batch_id FROM journals ORDER BY send") do rows[#rows + 1] = r end
+    db:close()
+    assert.equal(2, #rows)
+    assert.same({ "first", "tier10", file .. ".send-first.journal" }, { rows[1].send, rows[1].stock, rows[1].path })
+    assert.truthy(rows[1].batch_id)
+    assert.truthy(io.open(rows[2].path))
+    -- again: nothing left, no write call
+    local before = requests(h)
+    out, err, code = quan(h, dir, "apply --yes S.lua")
+    assert.equal(0, code, out .. err)
+    assert.matches("send 'first' → tier10: batch [%w%-]+: already done 12; exit 0", out)
+    assert.same(before.POST, requests(h).POST)
+    -- a user added to the file: one more coupon, for that user only
+    sh.write(dir .. "/users.csv", table.concat(users, "\n") .. "\nsend-user-13\n")
+    out, err, code = quan(h, dir, "apply --yes S.lua")
+    assert.equal(0, code, out .. err)
+    assert.matches("send 'first' → tier10: batch [%w%-]+: sent 1, already done 12; exit 0", out)
+    assert.equal(13, distributed("S满100减10"))
+    assert.equal(before.POST + 2, requests(h).POST)
+  end)
+end)
+
 describe("quan sandbox clock", function()
   it("prints and moves a running sandbox's business clock, back only while it holds no stock", function()
     local h = sbx.start()

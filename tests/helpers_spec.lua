@@ -1,4 +1,4 @@
--- quan.time, quan.url, quan.text (and quan.suggest): the core helpers (docs/helpers.md).
+-- quan.time, quan.url, quan.text, quan.suggest and quan.path: the core helpers (docs/helpers.md).
 local time = require "quan.time"
 local url = require "quan.url"
 local text = require "quan.text"
@@ -165,8 +165,10 @@ describe("the core helpers", function()
     local out = sh.run(sh.quan .. [[ -e 'local g, m = {}, {}
       for k in pairs(_G) do g[k] = true end
       for k in pairs(package.loaded) do m[k] = true end
-      local helpers = { ["quan.time"] = true, ["quan.url"] = true, ["quan.text"] = true, ["quan.suggest"] = true }
+      local helpers = { ["quan.time"] = true, ["quan.url"] = true, ["quan.text"] = true, ["quan.suggest"] = true,
+        ["quan.path"] = true }
       for name in pairs(helpers) do require(name) end
+      helpers["quan.os"] = true -- the native quan.path asks for the current directory
       for k in pairs(_G) do if not g[k] then print("global", k) end end
       for k in pairs(package.loaded) do if not m[k] and not helpers[k] then print("loaded", k) end end']])
     assert.equal("", out)

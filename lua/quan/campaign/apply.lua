@@ -6,7 +6,9 @@
 -- answer was lost is found again by reading (or sent again with the same
 -- out_request_no), a transition whose answer was lost is settled by reading
 -- the stock's status. Calls are retried (network, 429, 5xx) as the client's
--- `retry` option does. See docs/campaigns.md.
+-- `retry` option does. Then the campaign's sends run, each once its stock
+-- runs (quan.campaign.sends); apply's exit code is then the worst of
+-- theirs. See docs/campaigns.md.
 --
 --   apply.main(args) -> exit status
 --   apply.hooks.step(n, key, action, phase): called around each step, phase
@@ -227,9 +229,10 @@ function M.main(o, arguments)
     return finish(EXIT.failed)
   end
   local list = schedule(plan)
+  local sends = require "quan.campaign.sends"
   if #list == 0 then
     io.stdout:write("apply: nothing to do\n")
-    return finish(EXIT.ok)
+    return finish(sends.run(decl, plan, s, st, dry))
   end
   local state = st
   if dry then
@@ -276,6 +279,7 @@ function M.main(o, arguments)
   end
   local summary = json.encode { steps = #list, done = done, counts = counts }
   if dry then
+    sends.run(decl, plan, s, state, true)
     io.stdout:write("apply --dry-run: nothing was sent, the state was not written (ids of stocks not yet created "
       .. "are placeholders)\n")
     return finish(EXIT.ok)
@@ -285,11 +289,12 @@ function M.main(o, arguments)
     io.stdout:write(("apply: stopped at a failed step (%s: %s): %d of %d steps done%s; apply again to go on (what "
       .. "is done is not done twice)\n"):format(failed.item.key, failed.action, done, #list,
       #words > 0 and (", " .. table.concat(words, ", ")) or ""))
+    if #decl.sends > 0 then io.stdout:write("apply: the sends wait for the steps: none was run\n") end
     return finish(EXIT.failed)
   end
   state:end_run(EXIT.ok, summary)
   io.stdout:write(("apply: done: %s; state %s\n"):format(table.concat(words, ", "), s.state_path))
-  return finish(EXIT.ok)
+  return finish(sends.run(decl, plan, s, state, false))
 end
 
 return M

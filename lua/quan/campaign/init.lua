@@ -31,7 +31,7 @@ local sformat = string.format
 M.STATES = { running = true, paused = true }
 M.TOP = { name = true, stocks = true, sends = true, notifications = true }
 M.ENTRY = { state = true, json = true, stock_id = true }
-M.SEND = { stock = true, users = true }              -- quan send fills in the rest (docs/campaigns.md)
+M.SEND = { stock = true, users = true, key = true }  -- quan apply runs them (quan.campaign.sends)
 M.NOTIFICATIONS = { handler = true }                 -- quan serve fills in the rest
 
 -- request_no(name, key) -> "QC-" followed by the first 32 hex digits of
@@ -94,6 +94,33 @@ function Campaign:stock(key, body, opts)
   calls = calls + 1
   lines[entry] = { source = info.source, line = info.currentline, seq = calls }
   self.stocks[key] = entry
+  return self
+end
+
+-- c:send(name, stock_key, users_file [, {key = column}]) -> c: a send of
+-- the stock's coupons to the users of a CSV file (relative to the campaign
+-- file's folder), which quan apply runs once the stock runs
+function Campaign:send(name, stock, users, opts)
+  if getmetatable(self) ~= Campaign then error("campaign: call it as c:send(name, stock, users)", 2) end
+  if type(name) ~= "string" or name == "" then error("c:send: the name must be a non-empty string", 2) end
+  self.sends = self.sends or {}
+  if self.sends[name] ~= nil then error("c:send: send '" .. name .. "' is declared twice", 2) end
+  if opts ~= nil and type(opts) ~= "table" then error("c:send: options must be a table", 2) end
+  local entry = { stock = stock, users = users }
+  for k, v in pairs(opts or {}) do
+    if k ~= "key" then error("c:send: unknown option '" .. tostring(k) .. "' (key)", 2) end
+    entry[k] = v
+  end
+  self.sends[name] = entry
+  return self
+end
+
+-- c:handler(fn) -> c: the notification handler (`notifications.handler`)
+-- quan serve CAMPAIGN.lua runs on each COUPON.USE event it stores
+function Campaign:handler(handler)
+  if getmetatable(self) ~= Campaign then error("campaign: call it as c:handler(fn)", 2) end
+  if type(handler) ~= "function" then error("c:handler: the handler must be a function", 2) end
+  self.notifications = { handler = handler }
   return self
 end
 
@@ -293,7 +320,10 @@ function M.declaration(value, path)
           if type(s.users) ~= "string" or s.users == "" then
             problem(where, nil, "send '%s': users must be the path of the users' file", sname)
           end
-          decl.sends[#decl.sends + 1] = { name = sname, stock = s.stock, users = s.users, where = where }
+          if s.key ~= nil and (type(s.key) ~= "string" or s.key == "") then
+            problem(where, nil, "send '%s': key must be the name of the users' file column", sname)
+          end
+          decl.sends[#decl.sends + 1] = { name = sname, stock = s.stock, users = s.users, key = s.key, where = where }
         end
       end
       table.sort(decl.sends, function(a, b) return a.name < b.name end)

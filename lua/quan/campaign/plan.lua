@@ -600,7 +600,7 @@ function M.build(decl, ctx)
   end
   -- what later commands do with the campaign: declared, not run here
   if #decl.sends > 0 then
-    plan.notes[#plan.notes + 1] = ("%d send%s declared (%s): quan send runs them, apply does not"):format(#decl.sends,
+    plan.notes[#plan.notes + 1] = ("%d send%s declared (%s): apply runs each once its stock runs"):format(#decl.sends,
       #decl.sends == 1 and "" or "s", (function()
         local names = {}
         for i, sd in ipairs(decl.sends) do names[i] = sd.name .. " → " .. sd.stock end

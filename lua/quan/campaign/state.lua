@@ -12,7 +12,6 @@
 --       for plan and check: no lock, nothing written
 --   state.api_of(base_url) -> the API's identity recorded in the state
 --   state:record_store(name, path) -> where quan serve keeps a store
---   state:record_journal(send, stock_key, path, batch_id) -> where a send's journal is
 local M = {}
 
 local sqlite = require "quan.sqlite"
@@ -311,13 +310,16 @@ function State:record_store(name, path)
       created = CASE WHEN path = excluded.path THEN created ELSE excluded.created END]], name, path, qos.time()))
 end
 
--- state:record_journal(send, stock_key, path, batch_id): records the batch
--- journal of a campaign's send (quan send), for the commands that read it
--- (quan report); the time of the first record of that send is kept
+-- state:record_journal(send, stock, path, batch_id): records a campaign
+-- send's batch journal (quan apply runs the send through quan.send), for
+-- the commands that read it (quan report); batch_id nil keeps the one
+-- recorded, the time of the first record of that path is kept
 function State:record_journal(send, stock, path, batch_id)
   check(self.db:run([[INSERT INTO journals (send, stock, path, batch_id, created) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (send) DO UPDATE SET stock = excluded.stock, path = excluded.path,
-      batch_id = coalesce(excluded.batch_id, batch_id)]], send, stock, path, batch_id, qos.time()))
+      batch_id = coalesce(excluded.batch_id, batch_id),
+      created = CASE WHEN path = excluded.path THEN created ELSE excluded.created END]],
+    send, stock, path, batch_id, qos.time()))
 end
 
 -- state:close(): closes the database and releases the lock (idempotent)

@@ -51,11 +51,7 @@ local function holds_only(dir, names)
   return true
 end
 
--- abspath(p) -> p made absolute against the current directory
-local function abspath(p)
-  if p:sub(1, 1) == "/" then return p end
-  return assert(qos.cwd()) .. "/" .. p
-end
+local abspath = require("quan.path").absolute
 
 -- default_state() -> $QUAN_SANDBOX_STATE, else $XDG_DATA_HOME/quan/sandbox,
 -- else ~/.local/share/quan/sandbox

@@ -39,11 +39,7 @@ local function usage(message, program)
   return M.EXIT.usage
 end
 
--- abspath(p) -> p made absolute against the current directory
-local function abspath(p)
-  if p:sub(1, 1) == "/" then return p end
-  return assert(qos.cwd()) .. "/" .. p:gsub("^%./", "")
-end
+local abspath = require("quan.path").absolute
 
 local function readable(path)
   local f, err = io.open(path, "rb")
