@@ -400,11 +400,13 @@ static int stmt_tostring(lua_State *L) {
 
 /* ---- databases ----------------------------------------------------------- */
 
-/* open(path [, {busy_timeout = ms, wal = true, synchronous = "normal"}])
- *   -> db | nil, message, code */
+/* open(path [, {busy_timeout = ms, wal = true, synchronous = "normal",
+ *   readonly = false}]) -> db | nil, message, code. readonly: an existing
+ *   file, opened for reading only (no journal mode set, nothing written:
+ *   a reader beside a process that writes it) */
 static int l_open(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  int timeout = 5000, wal = 1, plock = 0;
+  int timeout = 5000, wal = 1, plock = 0, readonly = 0;
   const char *sync = "NORMAL";
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -414,7 +416,9 @@ static int l_open(lua_State *L) {
     if (!lua_isnil(L, -1)) wal = lua_toboolean(L, -1);
     lua_getfield(L, 2, "process_lock");
     plock = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    lua_getfield(L, 2, "readonly");
+    readonly = lua_toboolean(L, -1);
+    lua_pop(L, 2);
     lua_getfield(L, 2, "synchronous");
     if (!lua_isnil(L, -1)) {
       static const char *const modes[] = {"off", "normal", "full", NULL};
@@ -430,7 +434,8 @@ static int l_open(lua_State *L) {
   luaL_setmetatable(L, DB_MT);
   lua_newtable(L);
   lua_setiuservalue(L, -2, 1); /* statement cache */
-  int rc = sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  int rc = sqlite3_open_v2(path, &d->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
     quan_fail(L, rcname(rc), "sqlite open %s: %s", path, d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc));
     sqlite3_close(d->db);
@@ -442,8 +447,11 @@ static int l_open(lua_State *L) {
   d->process_lock = plock;
   sqlite3_busy_handler(d->db, on_busy, d);
   char pragma[96];
-  snprintf(pragma, sizeof pragma, "PRAGMA journal_mode=%s; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON",
-           wal ? "WAL" : "DELETE", sync);
+  if (readonly) /* the journal mode is the writer's: a reader follows the file's */
+    snprintf(pragma, sizeof pragma, "PRAGMA foreign_keys=ON");
+  else
+    snprintf(pragma, sizeof pragma, "PRAGMA journal_mode=%s; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON",
+             wal ? "WAL" : "DELETE", sync);
   char *err = NULL;
   rc = sqlite3_exec(d->db, pragma, NULL, NULL, &err);
   if (rc != SQLITE_OK) {

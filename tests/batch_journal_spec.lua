@@ -10,6 +10,39 @@ local journal = require "quan.batch.journal"
 local read_all = B.read_all
 
 describe("quan.batch.journal", function()
+  it("records the API's time of an outcome, and gives a journal made before it the column", function()
+    local path = sh.tmpdir() .. "/old.journal"
+    -- a journal as quan wrote them before items had `answered`
+    local db = assert(require("quan.sqlite").open(path))
+    assert(db:exec [[
+      CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT);
+      CREATE TABLE items (key TEXT PRIMARY KEY, row INTEGER NOT NULL, out_request_no TEXT NOT NULL,
+        state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, result TEXT, code TEXT, message TEXT,
+        run INTEGER NOT NULL, updated REAL NOT NULL);
+      CREATE TABLE runs (id INTEGER PRIMARY KEY, pid INTEGER, started REAL NOT NULL, ended REAL, exit INTEGER,
+        summary TEXT);
+      INSERT INTO meta VALUES ('version', '1'), ('batch_id', 'b-old');
+      INSERT INTO items (key, row, out_request_no, state, attempts, result, run, updated)
+        VALUES ('u1', 1, 'n1', 'sent', 1, 'c1', 1, 0);
+    ]])
+    db:close()
+    local j = assert(journal.open(path))
+    assert(j:transaction(function()
+      j:claim("u2", 2, "n2")
+      j:record("u2", "sent", 1, "c2", nil, nil, 1795824000)
+      return true
+    end))
+    j:close()
+    local r = assert(journal.open_read(path))
+    assert.is_nil(r.db:first("SELECT answered FROM items WHERE key = 'u1'").answered)
+    assert.equal(1795824000, r.db:first("SELECT answered FROM items WHERE key = 'u2'").answered)
+    -- open_read is read-only: it writes nothing
+    local none, _, code = r.db:run("DELETE FROM items")
+    assert.is_nil(none)
+    assert.equal("readonly", code)
+    r:close()
+  end)
+
   it("names new batches apart even when math.random repeats itself", function()
     -- two runs started in the same second can share math.random's seed
     local dir = sh.tmpdir()

@@ -24,6 +24,27 @@ describe("quan.sqlite", function()
     assert.has_error(function() sqlite.open(path, {synchronous = "sometimes"}) end)
   end)
 
+  it("opens a file read-only beside its writer: no file made, nothing written, the writer's commits seen", function()
+    local path = sh.tmpdir() .. "/ro.db"
+    local none, msg, code = sqlite.open(path, { readonly = true })
+    assert.is_nil(none)
+    assert.equal("cantopen", code, msg)
+    assert.is_nil(io.open(path)) -- not made
+    local w = assert(sqlite.open(path))
+    w:exec "CREATE TABLE t (x INTEGER)"
+    w:run("INSERT INTO t VALUES (1)")
+    local r = assert(sqlite.open(path, { readonly = true }))
+    assert.equal(1, r:first("SELECT count(*) AS n FROM t").n)
+    local changes, why, rcode = r:run("INSERT INTO t VALUES (2)")
+    assert.is_nil(changes)
+    assert.equal("readonly", rcode, why)
+    assert(w:transaction(function() return w:run("INSERT INTO t VALUES (3)") end)) -- the reader holds no lock
+    assert.equal(2, r:first("SELECT count(*) AS n FROM t").n)
+    assert.equal("wal", r:first("PRAGMA journal_mode").journal_mode)
+    r:close()
+    w:close()
+  end)
+
   it("round-trips values by type, never interpolating them", function()
     local evil = "x'); DROP TABLE t; --"
     db:run("INSERT INTO t (name, v, b) VALUES (?, ?, ?)", evil, 1.5, true)

@@ -192,6 +192,24 @@ M.COMMANDS = {
     },
   },
   {
+    name = "report", module = "quan.report",
+    summary = "how a campaign is doing: sent, used, refunded, spend, per day and merchant (table, JSON, page)",
+    arguments = { "CAMPAIGN.lua | STATE | STOCK_ID..." },
+    options = {
+      { "--state PATH", "the campaign's state (default CAMPAIGN.lua.state)" },
+      { "--journal PATHS", "more batch journals to count (comma-separated): sends made outside the campaign" },
+      { "--store PATH", "the notification receiver's store (default: the one the state records)" },
+      { "--json", "the figures as JSON, for tools" },
+      { "--html FILE", "write a self-contained page with charts to FILE" },
+      { "--now TIME", "the time of the pace and run-out: \"YYYY-MM-DD HH:MM\" (Beijing time) or epoch seconds",
+        check = function(text) return require("quan.check").parse_now(text) end },
+      { "--offline", "read no API: the journals and the store only" },
+      { "--profile NAME", "the profile of the config file (also before the word report)" },
+    },
+    footer = "exit status: 0 made from every source, 1 a source could not be read (what could be is still\n"
+      .. "reported) or nothing to report, 2 usage (docs/report.md)",
+  },
+  {
     name = "repl", module = "quan.repl", banner = true,
     summary = "the interactive loop (what `quan` alone starts on a terminal)",
     usage = "quan [--profile NAME] [--config FILE] [--sandbox] [--verbose] repl",

@@ -11,6 +11,10 @@
 --   time.duration(s)               -> seconds | nil, reason: "90s", "30m", "2h", "1d",
 --                                     "1w", several in a row ("1d12h"), or plain
 --                                     digits (seconds)
+--   time.http(epoch)               -> an HTTP Date header's text (IMF-fixdate, GMT:
+--                                     "Wed, 01 Dec 2027 02:00:00 GMT")
+--   time.parse_http(s)             -> epoch seconds (integer) | nil, reason: an
+--                                     IMF-fixdate, as servers write Date (RFC 9110)
 --
 -- parse reads "YYYY-MM-DDTHH:MM:SS[.fraction]+HH:MM" (or -HH:MM): a day that
 -- exists in the proleptic Gregorian calendar, hours 00-23, seconds 00-59, an
@@ -111,6 +115,34 @@ function M.duration(s)
     pos = after
   end
   return total // 1
+end
+
+local MONTH_NAMES = { "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" }
+local MONTHS = {}
+for i, name in ipairs(MONTH_NAMES) do MONTHS[name] = i end
+local DAY_NAMES = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" }
+
+-- http(epoch) -> "Wed, 01 Dec 2027 02:00:00 GMT" (English names whatever
+-- the locale, as HTTP wants them)
+function M.http(t)
+  local d = date("!*t", floor(t))
+  return ("%s, %02d %s %04d %02d:%02d:%02d GMT"):format(DAY_NAMES[d.wday], d.day, MONTH_NAMES[d.month], d.year,
+    d.hour, d.min, d.sec)
+end
+
+local WEEKDAYS = { Sun = true, Mon = true, Tue = true, Wed = true, Thu = true, Fri = true, Sat = true }
+
+-- parse_http(s) -> epoch seconds | nil, reason: "Wed, 01 Dec 2027 02:00:00 GMT"
+function M.parse_http(s)
+  if type(s) ~= "string" then return nil, "not a string" end
+  local wd, D, Mo, Y, h, mi, sec = smatch(s, "^(%a%a%a), (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  if not wd or not WEEKDAYS[wd] or not MONTHS[Mo] then
+    return nil, "not an HTTP date (Wed, 01 Dec 2027 02:00:00 GMT)"
+  end
+  Y, Mo, D, h, mi, sec = tonumber(Y), MONTHS[Mo], tonumber(D), tonumber(h), tonumber(mi), tonumber(sec)
+  if D < 1 or D > days_in_month(Y, Mo) then return nil, "no such date" end
+  if h > 23 or mi > 59 or sec > 60 then return nil, "no such time of day" end
+  return days_from_civil(Y, Mo, D) * DAY + h * 3600 + mi * 60 + math.min(sec, 59)
 end
 
 return M

@@ -23,6 +23,7 @@ local backoff_mod = require "quan.batch.backoff"
 local ratelimit = require "quan.batch.ratelimit"
 local retry = require "quan.batch.retry"
 local qos = require "quan.os"
+local time = require "quan.time"
 local cjson = require "cjson"
 
 -- Exit codes (documented in docs/batches.md and docs/errors.md).
@@ -337,12 +338,13 @@ function Run:tick(force)
   self.report:tick(counts, force)
 end
 
--- run:outcome(item, state, result, code, message): the outcome of an item,
--- committed with the next group
-function Run:outcome(item, state, result, code, message)
+-- run:outcome(item, state, result, code, message[, answered]): the outcome
+-- of an item, committed with the next group; answered: the API's time of
+-- the answer that decided it (answered_at)
+function Run:outcome(item, state, result, code, message, answered)
   if self.ended then return end -- stays in_flight in the journal: resent, same number
   local due = self.recorder:add { key = item.key, row = item.row, state = state, claimed = true,
-    attempts = item.attempt or 0, result = result, code = code, message = message }
+    attempts = item.attempt or 0, result = result, code = code, message = message, answered = answered }
   if due then self:flush() end
 end
 
@@ -468,6 +470,18 @@ function Run:pace()
   return wait > 0
 end
 
+-- answered_at(res) -> the API's own time of an answer (or an error table
+-- of one): its Date header, else its signed Wechatpay-Timestamp; nil when
+-- it has neither (no answer, a test's table). quan report counts sends on
+-- the days of this time, never this machine's clock.
+local function answered_at(res)
+  local headers = type(res) == "table" and type(res.headers) == "table" and res.headers
+  if not headers then return nil end
+  return time.parse_http(headers.Date or headers.date) or
+    math.tointeger(tonumber(headers["Wechatpay-Timestamp"] or headers["wechatpay-timestamp"]))
+end
+M.answered_at = answered_at
+
 -- run:result_of(res, item) -> true, value (a string or nil) | false, why:
 -- what the journal records of an answer; one it cannot hold leaves the
 -- outcome unknown (retried with the same number)
@@ -512,7 +526,7 @@ function Run:process(item)
   local action, code, message = self.classify(res, err)
   if action == "ok" then
     local readable, value = self:result_of(res, item)
-    if readable then return self:outcome(item, self.success, value) end
+    if readable then return self:outcome(item, self.success, value, nil, nil, answered_at(res)) end
     action, code, message = "retry", "BAD_ANSWER", value
   end
   if action == "retry" then
@@ -522,7 +536,7 @@ function Run:process(item)
     self:outcome(item, "not_attempted", nil, code, message)
     self:stop(code, code .. ": " .. tostring(message))
   else
-    self:outcome(item, "refused", nil, code, message)
+    self:outcome(item, "refused", nil, code, message, answered_at(err))
   end
 end
 

@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS items (
   code           TEXT,                  -- error code of the last failed call
   message        TEXT,
   run            INTEGER NOT NULL,      -- the run that last claimed the item
-  updated        REAL NOT NULL          -- epoch seconds
+  updated        REAL NOT NULL,         -- epoch seconds (this machine's clock)
+  answered       REAL                   -- the API's time of the answer that decided the
+                                        -- item (its Date header), epoch seconds
 );
 CREATE TABLE IF NOT EXISTS runs (
   id       INTEGER PRIMARY KEY,
@@ -165,6 +167,13 @@ function M.open(path, opts)
     for r in db:rows("SELECT name FROM sqlite_master WHERE type = 'table'") do tables[r.name] = true end
     if next(tables) ~= nil and not (tables.meta and tables.items and tables.runs) then return "foreign" end
     check(db:exec(SCHEMA))
+    -- a journal made before items had `answered` gets the column (NULL in
+    -- its rows: quan report counts them under no day)
+    local answered = false
+    for r in db:rows("PRAGMA table_info(items)") do
+      if r.name == "answered" then answered = true end
+    end
+    if not answered then check(db:exec("ALTER TABLE items ADD COLUMN answered REAL")) end
     for r in db:rows("PRAGMA quick_check") do
       if r.quick_check ~= "ok" then error("damaged: " .. tostring(r.quick_check), 0) end
     end
@@ -232,14 +241,15 @@ function M.open(path, opts)
 end
 
 -- open_read(path) -> journal | nil, message
--- Opens an existing journal to read it (export, inspection): no lock, no
--- new run; safe while a run is writing it (WAL readers do not block).
+-- Opens an existing journal to read it (export, inspection): read-only, no
+-- lock, no new run; safe while a run is writing it (WAL readers do not
+-- block).
 function M.open_read(path)
   if type(path) ~= "string" then error("journal.open_read: path must be a string", 2) end
   local f = io.open(path, "rb")
   if not f then return nil, "journal " .. path .. ": no such file" end
   f:close()
-  local db, err = sqlite.open(path)
+  local db, err = sqlite.open(path, { readonly = true })
   if not db then return nil, "journal " .. path .. ": " .. tostring(err) end
   local self = setmetatable({ path = path, db = db }, Journal)
   local ok, id = pcall(self.get_meta, self, "batch_id")
@@ -324,12 +334,13 @@ function Journal:claim(key, row, orn)
   return "resume", item
 end
 
--- journal:record(key, state, attempts, result, code, message)
--- The outcome of an item (inside the caller's transaction).
-function Journal:record(key, state, attempts, result, code, message)
+-- journal:record(key, state, attempts, result, code, message[, answered])
+-- The outcome of an item (inside the caller's transaction); answered: the
+-- API's time of the answer that decided it (epoch seconds), when one did.
+function Journal:record(key, state, attempts, result, code, message, answered)
   check(self.db:run([[UPDATE items SET state = ?, attempts = attempts + ?, result = coalesce(?, result),
-    code = ?, message = ?, updated = ? WHERE key = ?]],
-    state, attempts, result, code, message, qos.time(), key))
+    code = ?, message = ?, updated = ?, answered = coalesce(?, answered) WHERE key = ?]],
+    state, attempts, result, code, message, qos.time(), answered, key))
 end
 
 -- journal:not_attempted(key, row, out_request_no) -> what, state

@@ -16,7 +16,7 @@ Recorder.__index = Recorder
 -- new(journal, {size, interval}) -> recorder. Its fields:
 --   journal   the open quan.batch.journal
 --   pending   outcomes not yet committed: {key, row, state, attempts,
---             result, code, message}, in the order they came
+--             result, code, message, answered}, in the order they came
 --   since     when the oldest pending outcome came (nil: none pending)
 --   size, interval   when a commit is due
 function M.new(journal, opts)
@@ -55,7 +55,7 @@ function Recorder:commit(fn)
   local list, journal = self.pending, self.journal
   local ok, err = self:write(function()
     for _, p in ipairs(list) do
-      journal:record(p.key, p.state, p.attempts, p.result, p.code, p.message)
+      journal:record(p.key, p.state, p.attempts, p.result, p.code, p.message, p.answered)
     end
     if fn then fn() end
   end)

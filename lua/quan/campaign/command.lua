@@ -4,6 +4,7 @@
 -- clock).
 --
 --   command.session(decl, opts) -> session | nil, message, exit
+--   command.sandbox_clock(wx) -> the business clock of a sandbox's profile | nil
 --   command.load(file, who) -> declaration | nil (problems printed)
 --   command.head(decl, session, state_path, note) -> what render prints on top
 --   command.EXIT = { ok = 0, failed = 1, usage = 2, changes = 3, busy = 6 }
@@ -13,7 +14,7 @@ M.EXIT = { ok = 0, failed = 1, usage = 2, changes = 3, busy = 6 }
 
 -- sandbox_clock(wx) -> epoch seconds of the business clock when the
 -- client's profile is a sandbox's (config.lua of `quan sandbox` names its
--- state), else nil
+-- state), else nil (quan report's clock too)
 local function sandbox_clock(wx)
   local profile = wx.profile or {}
   if type(profile.sandbox_state) ~= "string" then return nil end
@@ -23,6 +24,7 @@ local function sandbox_clock(wx)
   local j = res and res.status == 200 and require("cjson.safe").decode(res.body or "")
   return type(j) == "table" and require("quan.time").parse(j.now) or nil
 end
+M.sandbox_clock = sandbox_clock
 
 -- session(o) -> session | nil, message, exit: the client of the profile
 -- (o.profile, else the usual choice; a private sandbox when none is

@@ -22,6 +22,7 @@ local cjson = require "cjson.safe"
 local store = require "quan.sandbox.store"
 local files = require "quan.sandbox.files"
 local url = require "quan.url"
+local time = require "quan.time"
 local sign = require "wechatpay.sign"
 local auth = require "quan.sandbox.auth"
 local api = require "quan.sandbox.api"
@@ -163,9 +164,13 @@ function Exchange:now()
 end
 
 -- exchange:answer(status, text[, tamper]) -> status, headers, body: the
--- answer, signed
+-- answer, signed; its Date is the business clock, the API's own time (the
+-- request's, which a coupon sent by it has as its create_time), while
+-- Wechatpay-Timestamp stays real time, which clients check against theirs
 function Exchange:answer(status, text, tamper)
-  return self.sandbox:sign(status, text, tamper, self.serial)
+  local code, headers, body = self.sandbox:sign(status, text, tamper, self.serial)
+  headers.Date = time.http(self.ctx and self.ctx.now or self:now())
+  return code, headers, body
 end
 
 local function json_pointer(field)
