@@ -208,14 +208,13 @@ static void pushb64(lua_State *L, const unsigned char *d, size_t n) {
   lua_remove(L, -2);
 }
 
-static int b64val(unsigned char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
+/* B64DIGIT[c]: 1 + the value of base64 digit c (standard alphabet), 0 for
+ * any other byte */
+static const unsigned char B64DIGIT[256] = {
+  ['A'] = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26,
+  ['a'] = 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52,
+  ['0'] = 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, ['+'] = 63, ['/'] = 64,
+};
 
 /* b64decode(in, n, out, &outn, why) -> NULL or what is wrong with the
  * input (in why, 64 bytes).  Strict: standard alphabet, no whitespace, length
@@ -223,24 +222,24 @@ static int b64val(unsigned char c) {
  * n / 4 * 3 bytes. */
 static const char *b64decode(const char *in, size_t n, unsigned char *out, size_t *outn,
                              char why[64]) {
+  const unsigned char *s = (const unsigned char *)in;
   size_t o = 0;
   if (n % 4 != 0) return "length is not a multiple of 4";
   for (size_t i = 0; i < n; i += 4) {
-    int v[4], pad = 0;
-    for (int j = 0; j < 4; j++) {
-      unsigned char c = (unsigned char)in[i + j];
-      if (c == '=' && i + 4 == n && j >= 2 && (j == 3 || in[i + 3] == '=')) {
-        v[j] = 0;
-        pad++;
-        continue;
-      }
-      if (pad || (v[j] = b64val(c)) < 0) {
-        snprintf(why, 64, "invalid character at offset %zu", i + j);
-        return why;
-      }
+    unsigned d0 = B64DIGIT[s[i]], d1 = B64DIGIT[s[i + 1]], d2 = B64DIGIT[s[i + 2]], d3 = B64DIGIT[s[i + 3]];
+    int pad = 0;
+    if (i + 4 == n && s[i + 3] == '=') { /* the last quad: "xx==" or "xxx=" */
+      pad = s[i + 2] == '=' ? 2 : 1;
+      d3 = 1;
+      if (pad == 2) d2 = 1;
     }
-    unsigned long w = (unsigned long)v[0] << 18 | (unsigned long)v[1] << 12 |
-                      (unsigned long)v[2] << 6 | (unsigned long)v[3];
+    if (!(d0 && d1 && d2 && d3)) {
+      size_t at = i + (d0 ? d1 ? d2 ? 3 : 2 : 1 : 0);
+      snprintf(why, 64, "invalid character at offset %zu", at);
+      return why;
+    }
+    unsigned long w = (unsigned long)(d0 - 1) << 18 | (unsigned long)(d1 - 1) << 12 |
+                      (unsigned long)(d2 - 1) << 6 | (unsigned long)(d3 - 1);
     if ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff)))
       return "non-zero padding bits";
     out[o++] = (unsigned char)(w >> 16);

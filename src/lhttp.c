@@ -345,7 +345,13 @@ static const char *const fields[] = {"method", "url", "headers", "body", "timeou
 /* RFC 9110 tchar, without locale lookups */
 static int is_tchar(unsigned char c) {
   if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
-  return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+  switch (c) {
+  case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+  case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+    return 1;
+  default:
+    return 0;
+  }
 }
 
 static int is_token(const char *s) {
@@ -382,7 +388,10 @@ static void check_request(lua_State *L, int idx) {
     int f = -1;
     if (k)
       for (int i = 0; fields[i]; i++)
-        if (strcmp(k, fields[i]) == 0) f = i;
+        if (k[0] == fields[i][0] && strcmp(k, fields[i]) == 0) {
+          f = i;
+          break;
+        }
     if (f < 0) {
       if (k) req_error(L, "unknown field '%s'", k);
       req_error(L, "unknown field of type %s", luaL_typename(L, -2));

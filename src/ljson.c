@@ -45,19 +45,31 @@ static const char *const escape[128] = {
   [92] = "\\\\", [127] = "\\u007f",
 };
 
+/* Makes room for n more bytes; 0 when out of memory. */
+static int reserve(Out *o, size_t n) {
+  if (o->len + n <= o->cap) return 1;
+  size_t cap = o->cap ? o->cap : 1024;
+  while (cap < o->len + n) cap *= 2;
+  char *q = realloc(o->p, cap);
+  if (q == NULL) return 0;
+  o->p = q;
+  o->cap = cap;
+  return 1;
+}
+
 /* Appends n bytes; 0 when out of memory. */
 static int put(Out *o, const char *p, size_t n) {
   if (n == 0) return 1;
-  if (o->len + n > o->cap) {
-    size_t cap = o->cap ? o->cap : 1024;
-    while (cap < o->len + n) cap *= 2;
-    char *q = realloc(o->p, cap);
-    if (q == NULL) return 0;
-    o->p = q;
-    o->cap = cap;
-  }
+  if (!reserve(o, n)) return 0;
   memcpy(o->p + o->len, p, n);
   o->len += n;
+  return 1;
+}
+
+/* Appends one byte; 0 when out of memory. */
+static int put_char(Out *o, char c) {
+  if (o->len == o->cap && !reserve(o, 1)) return 0;
+  o->p[o->len++] = c;
   return 1;
 }
 
@@ -83,29 +95,45 @@ static size_t utf8_seq(const unsigned char *s, size_t i, size_t n, unsigned char
   return len;
 }
 
+/* escaped_size(s, n) -> the bytes of s written as a JSON string literal,
+ * quotes included (invalid UTF-8 counts as itself: put_string refuses it) */
+static size_t escaped_size(const char *s, size_t n) {
+  size_t size = n + 2;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 128 && escape[c]) size += strlen(escape[c]) - 1;
+  }
+  return size;
+}
+
 /* Appends s as a JSON string literal; 0 when s is not valid UTF-8 (the Lua
- * encoder names it) or out of memory. */
+ * encoder names it) or out of memory. Room is made first (for a short
+ * string the worst case, every byte written as \u00XX; for a long one what
+ * it takes), so the bytes are stored directly. */
 static int put_string(Out *o, const char *s, size_t n) {
-  if (!put(o, "\"", 1)) return 0;
-  size_t run = 0; /* bytes written as themselves, pending */
+  if (!reserve(o, n <= 4096 ? n * 6 + 2 : escaped_size(s, n))) return 0;
+  char *d = o->p + o->len;
+  *d++ = '"';
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if (c >= 128) {
       size_t len = utf8_seq((const unsigned char *)s, i, n, c);
       if (len == 0) return 0;
-      run += len;
+      memcpy(d, s + i, len);
+      d += len;
       i += len - 1;
       continue;
     }
     const char *e = escape[c];
     if (e == NULL) {
-      run++;
+      *d++ = (char)c;
       continue;
     }
-    if (!put(o, s + i - run, run) || !put(o, e, strlen(e))) return 0;
-    run = 0;
+    while (*e) *d++ = *e++;
   }
-  return put(o, s + n - run, run) && put(o, "\"", 1);
+  *d++ = '"';
+  o->len = (size_t)(d - o->p);
+  return 1;
 }
 
 typedef struct Key {
@@ -148,10 +176,10 @@ static int encode_object(lua_State *L, int idx, Out *o, int depth) {
   int ok = 1;
   if (nk == 0) ok = put(o, "{}", 2);
   for (int i = 0; ok && i < nk; i++)
-    ok = put(o, i == 0 ? "{" : ",", 1) && put_string(o, keys[i].s, keys[i].n) && put(o, ":", 1) &&
+    ok = put_char(o, i == 0 ? '{' : ',') && put_string(o, keys[i].s, keys[i].n) && put_char(o, ':') &&
          encode(L, keys[i].value, o, depth + 1);
   lua_settop(L, base);
-  return ok && (nk == 0 || put(o, "}", 1));
+  return ok && (nk == 0 || put_char(o, '}'));
 }
 
 /* The table at idx: an array when its keys are exactly 1..n, an object
@@ -178,13 +206,13 @@ static int encode_table(lua_State *L, int idx, Out *o, int depth) {
   if (items == 0) return put(o, "{}", 2);
   if (max > items) return 0; /* holes: the Lua encoder says where */
   for (lua_Integer i = 1; i <= max; i++) {
-    if (!put(o, i == 1 ? "[" : ",", 1)) return 0;
+    if (!put_char(o, i == 1 ? '[' : ',')) return 0;
     lua_rawgeti(L, idx, i);
     int ok = encode(L, lua_gettop(L), o, depth + 1);
     lua_pop(L, 1);
     if (!ok) return 0;
   }
-  return put(o, "]", 1);
+  return put_char(o, ']');
 }
 
 /* Appends the value at idx; 0 when outside the subset (or out of memory). */

@@ -51,6 +51,12 @@ describe("quan.json", function()
       same { k = "a" .. c .. "b", list = { c, c .. c } }
       if b ~= 0 then same { ["k" .. c] = 1 } end -- a key with a zero byte is the Lua encoder's
     end
+    -- a long string (its room measured, not assumed) with every escape and UTF-8
+    local all = {}
+    for b = 0, 127 do all[#all + 1] = string.char(b) end
+    local long = (table.concat(all) .. "券é"):rep(40)
+    assert.is_true(#long > 4096)
+    same { long = long, list = { long } }
   end)
 
   -- refused(v): the Lua encoder raises and the fast path leaves v to it
