@@ -362,9 +362,7 @@ static int is_token(const char *s) {
 }
 
 static int has_break(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 1;
-  return 0;
+  return memchr(s, '\n', n) || memchr(s, '\r', n) || memchr(s, '\0', n);
 }
 
 /* Checks one header line "Name: value" (or the pair name, value). */
@@ -575,10 +573,12 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   const char *url = str_field(L, idx, "url", NULL);
   size_t blen = 0;
   const char *body = str_field(L, idx, "body", &blen);
-  lua_pushfstring(L, "%s %s", method, url);
-  t->what = strdup(lua_tostring(L, -1));
-  lua_pop(L, 1);
+  size_t mlen = strlen(method), ulen = strlen(url);
+  t->what = malloc(mlen + 1 + ulen + 1); /* "METHOD url" */
   if (t->what == NULL) luaL_error(L, "http: out of memory");
+  memcpy(t->what, method, mlen);
+  t->what[mlen] = ' ';
+  memcpy(t->what + mlen + 1, url, ulen + 1);
   const char *output = str_field(L, idx, "output", NULL);
   if (output && (t->output = strdup(output)) == NULL) luaL_error(L, "http: out of memory");
 

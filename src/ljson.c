@@ -289,6 +289,7 @@ struct Shape {
   lua_Integer cjk, ascii;       /* strings: the width limit (cjk 0: none) */
   const char *forbid;           /* strings: 256 flags, bytes that must not occur */
   int predicate;                /* strings: pattern and format, a Lua function */
+  int passed;                   /* the last string the predicate passed (false: none) */
   lua_Integer min_items, max_items; /* arrays (-1: none) */
   int unique;
   Shape *item;
@@ -332,7 +333,8 @@ static lua_Integer int_field(lua_State *L, int idx, const char *k, lua_Integer n
  *   {kind = "integer" | "number", min =, max =, enum = set}
  *   {kind = "string", enum = set}
  *   {kind = "string", min_len =, max_len =, cjk =, ascii =, forbid = "bytes",
- *    predicate = function}
+ *    predicate = function}: predicate(s) -> truthy when s passes, a
+ *    function of s alone (the last string it passed is not asked again)
  *   {kind = "array", min_items =, max_items =, unique = bool, item = description}
  *   {kind = "object", fields = {{name =, required = bool, node = description}, ...}} */
 static Shape *shape_node(lua_State *L, int idx, int uv) {
@@ -353,6 +355,11 @@ static Shape *shape_node(lua_State *L, int idx, int uv) {
   n->unique = lua_toboolean(L, -1);
   lua_getfield(L, idx, "predicate");
   n->predicate = keep(L, -1, uv);
+  if (n->predicate) {
+    lua_pushboolean(L, 0);
+    n->passed = keep(L, -1, uv);
+    lua_pop(L, 1);
+  }
   lua_getfield(L, idx, "forbid");
   if (!lua_isnil(L, -1)) {
     size_t len;
@@ -452,12 +459,20 @@ static int check_string(lua_State *L, Shape *n, int x, int uv) {
     for (size_t i = 0; i < len; i++)
       if (n->forbid[(unsigned char)s[i]]) return 0;
   if (n->predicate) {
+    /* a predicate is a function of the string alone: the one it passed
+     * last (a request's times, an id sent again and again) passes again */
+    lua_rawgeti(L, uv, n->passed);
+    int again = lua_rawequal(L, -1, x);
+    lua_pop(L, 1);
+    if (again) return 1;
     lua_rawgeti(L, uv, n->predicate);
     lua_pushvalue(L, x);
     lua_call(L, 1, 1);
     int ok = lua_toboolean(L, -1);
     lua_pop(L, 1);
     if (!ok) return 0;
+    lua_pushvalue(L, x);
+    lua_rawseti(L, uv, n->passed);
   }
   return 1;
 }

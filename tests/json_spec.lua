@@ -170,6 +170,23 @@ describe("quan.json", function()
     assert.is_nil(next(json.empty_array))
   end)
 
+  it("asks a shape's predicate again only for a string it has not just passed", function()
+    local asked = {}
+    local check = require("quan.json").shape { kind = "object", fields = {
+      { name = "id", required = true, node = { kind = "string", predicate = function(s)
+        asked[#asked + 1] = s
+        return s:find("^%d+$") ~= nil
+      end } } } }
+    assert.is_true(check { id = "1" })
+    assert.is_true(check { id = "1" })      -- passed last: not asked
+    assert.is_false(check { id = "x" })     -- refused: never remembered
+    assert.is_false(check { id = "x" })
+    assert.is_true(check { id = "1" })
+    assert.is_true(check { id = "2" })
+    assert.is_true(check { id = "1" })      -- only the last one is remembered
+    assert.same({ "1", "x", "x", "2", "1" }, asked)
+  end)
+
   it("raises only for a missing argument", function()
     local json = require "quan.json"
     assert.has_error(function() json.encode() end, "bad argument #1 to 'encode' (value expected)")

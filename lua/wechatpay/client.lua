@@ -24,8 +24,10 @@ local retry = require "wechatpay.retry"
 
 local M = {}
 
+local qos = require "quan.os"
+
 -- quan's version, defined once in C (src/quan.h) and read from the host
-M.VERSION = require("quan.os").VERSION
+M.VERSION = qos.VERSION
 M.BASE_URL = "https://api.mch.weixin.qq.com"
 M.TIMEOUT = 30
 M.UPLOAD_LIMIT = 2 * 1024 * 1024 -- bytes: image-upload takes at most 2 MB
@@ -537,12 +539,15 @@ local function check_options(method, tpl, opts, extra)
 end
 
 -- signature(wx, method, target, signed) -> string to sign, Authorization
--- value: a new timestamp (now) and nonce, signed with the merchant key
+-- value: a new timestamp (now) and nonce, signed with the merchant key;
+-- raises when OpenSSL cannot sign
 local function signature(wx, method, target, signed)
-  local timestamp = ("%d"):format(math.floor(require("quan.os").time()))
+  local timestamp = ("%d"):format(math.floor(qos.time()))
   local nonce = require("quan.crypto").nonce(32)
   local message = sign.message(method, target, timestamp, nonce, signed)
-  return message, sign.authorization(wx.mchid, wx.serial, timestamp, nonce, state[wx].key:sign(message))
+  local signed_b64, why = state[wx].key:sign(message)
+  if not signed_b64 then error("cannot sign the request: " .. tostring(why), 0) end
+  return message, sign.authorization(wx.mchid, wx.serial, timestamp, nonce, signed_b64)
 end
 
 local function prepare(wx, method, tpl, opts, raw)
@@ -568,7 +573,7 @@ local function prepare(wx, method, tpl, opts, raw)
   if opts.json ~= nil then
     if type(opts.json) ~= "table" then usage("option 'json' must be a table") end
     local ok, s = pcall(json.encode, opts.json)
-    if not ok and require("quan.os").is_interrupt(s) then error(s, 0) end -- a Ctrl-C, not a bad option
+    if not ok and qos.is_interrupt(s) then error(s, 0) end -- a Ctrl-C, not a bad option
     if not ok then usage("option 'json': " .. tostring(s):gsub("^.-json: ", "")) end
     body, signed, ctype = s, s, "application/json"
   elseif opts.body ~= nil then
@@ -720,7 +725,7 @@ local function finish(wx, p, res, check)
   if status >= 200 and status < 300 then
     local file = p.unsigned or verify.skip(p.path)
     if check and not file and not p.unchecked then
-      local ok, code, why = verify.check(h, res.body or "", state[wx].keys, require("quan.os").time())
+      local ok, code, why = verify.check(h, res.body or "", state[wx].keys, qos.time())
       if not ok and code == "unknown_serial" and next(state[wx].keys) == nil then
         why = why .. " (certs is empty: get the platform certificates with wx:certificates())"
       end
@@ -796,7 +801,6 @@ local function send(wx, p)
   end
   local verbose = st.verbose
   if verbose then trace.request(p) end
-  local qos = require("quan.os")
   local t0 = verbose and qos.now()
   local res, msg, code = transfer(st, p)
   if not res and code == "recv" and bodiless(p) then

@@ -15,8 +15,8 @@ end
 -- authorization(mchid, serial, timestamp, nonce, signature) -> the
 -- Authorization header value
 function M.authorization(mchid, serial, timestamp, nonce, signature)
-  return ('%s mchid="%s",serial_no="%s",timestamp="%s",nonce_str="%s",signature="%s"'):format(
-    M.SCHEME, mchid, serial, timestamp, nonce, signature)
+  return M.SCHEME .. ' mchid="' .. mchid .. '",serial_no="' .. serial .. '",timestamp="' .. timestamp
+    .. '",nonce_str="' .. nonce .. '",signature="' .. signature .. '"'
 end
 
 -- redact(authorization) -> the header with the signature replaced
