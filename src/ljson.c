@@ -18,8 +18,9 @@
  *   Lua predicate the description gives), false on any doubt: the walk then
  *   runs and says what is wrong. Raises only what a predicate raises.
  *
- * The text is built in a malloc'd buffer owned by a userdata box (freed by
- * __gc if a memory error unwinds). */
+ * The text is built in a buffer on the C stack, moved to a malloc'd one
+ * when it outgrows it; a userdata box owns that (freed by __gc if a memory
+ * error unwinds). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@
 typedef struct Out {
   char *p;
   size_t len, cap;
+  int heap; /* p is malloc'd (else the caller's buffer on the C stack) */
 } Out;
 
 /* escape[c]: what cjson writes for byte c, NULL when written as itself */
@@ -50,10 +52,12 @@ static int reserve(Out *o, size_t n) {
   if (o->len + n <= o->cap) return 1;
   size_t cap = o->cap ? o->cap : 1024;
   while (cap < o->len + n) cap *= 2;
-  char *q = realloc(o->p, cap);
+  char *q = o->heap ? realloc(o->p, cap) : malloc(cap);
   if (q == NULL) return 0;
+  if (!o->heap && o->len > 0) memcpy(q, o->p, o->len);
   o->p = q;
   o->cap = cap;
+  o->heap = 1;
   return 1;
 }
 
@@ -95,44 +99,44 @@ static size_t utf8_seq(const unsigned char *s, size_t i, size_t n, unsigned char
   return len;
 }
 
-/* escaped_size(s, n) -> the bytes of s written as a JSON string literal,
- * quotes included (invalid UTF-8 counts as itself: put_string refuses it) */
-static size_t escaped_size(const char *s, size_t n) {
-  size_t size = n + 2;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c < 128 && escape[c]) size += strlen(escape[c]) - 1;
-  }
-  return size;
+/* plain(c) -> byte c is written as itself: printable ASCII but what cjson
+ * escapes (see escape) */
+static int plain(unsigned char c) {
+  return c >= 0x20 && c < 0x7f && c != '"' && c != '/' && c != '\\';
 }
 
 /* Appends s as a JSON string literal; 0 when s is not valid UTF-8 (the Lua
- * encoder names it) or out of memory. Room is made first (for a short
- * string the worst case, every byte written as \u00XX; for a long one what
- * it takes), so the bytes are stored directly. */
+ * encoder names it) or out of memory. Room for every byte once is made
+ * first, more at each escape; runs of plain bytes are copied whole. */
 static int put_string(Out *o, const char *s, size_t n) {
-  if (!reserve(o, n <= 4096 ? n * 6 + 2 : escaped_size(s, n))) return 0;
-  char *d = o->p + o->len;
-  *d++ = '"';
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
+  const unsigned char *u = (const unsigned char *)s;
+  if (n > (size_t)-1 / 2 || !reserve(o, n + 2)) return 0;
+  o->p[o->len++] = '"';
+  size_t i = 0;
+  while (i < n) {
+    size_t run = i;
+    while (run < n && plain(u[run])) run++;
+    memcpy(o->p + o->len, s + i, run - i);
+    o->len += run - i;
+    i = run;
+    if (i == n) break;
+    unsigned char c = u[i];
     if (c >= 128) {
-      size_t len = utf8_seq((const unsigned char *)s, i, n, c);
+      size_t len = utf8_seq(u, i, n, c);
       if (len == 0) return 0;
-      memcpy(d, s + i, len);
-      d += len;
-      i += len - 1;
+      memcpy(o->p + o->len, s + i, len);
+      o->len += len;
+      i += len;
       continue;
     }
     const char *e = escape[c];
-    if (e == NULL) {
-      *d++ = (char)c;
-      continue;
-    }
-    while (*e) *d++ = *e++;
+    size_t elen = strlen(e);
+    if (!reserve(o, elen + (n - i - 1) + 1)) return 0; /* the escape, the rest once, the quote */
+    memcpy(o->p + o->len, e, elen);
+    o->len += elen;
+    i++;
   }
-  *d++ = '"';
-  o->len = (size_t)(d - o->p);
+  o->p[o->len++] = '"';
   return 1;
 }
 
@@ -246,8 +250,9 @@ static int encode(lua_State *L, int idx, Out *o, int depth) {
 
 static int box_gc(lua_State *L) {
   Out *o = luaL_checkudata(L, 1, BOX_MT);
-  free(o->p);
+  if (o->heap) free(o->p);
   o->p = NULL;
+  o->heap = 0;
   return 0;
 }
 
@@ -255,13 +260,17 @@ static int box_gc(lua_State *L) {
 static int json_encode(lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 1);
+  char first[1024]; /* a request's body fits: no malloc */
   Out *o = lua_newuserdatauv(L, sizeof *o, 0); /* the box, at 2 */
   memset(o, 0, sizeof *o);
+  o->p = first;
+  o->cap = sizeof first;
   luaL_setmetatable(L, BOX_MT);
-  if (encode(L, 1, o, 1)) lua_pushlstring(L, o->p ? o->p : "", o->len);
+  if (encode(L, 1, o, 1)) lua_pushlstring(L, o->p, o->len);
   else lua_pushnil(L);
-  free(o->p);
+  if (o->heap) free(o->p);
   o->p = NULL;
+  o->heap = 0;
   return 1;
 }
 
