@@ -749,18 +749,19 @@ static const char *trim_end(const char *p, const char *end) {
   return end;
 }
 
-/* [headers, list] -> [headers, list]: adds the stored header lines. */
-static void push_headers(lua_State *L, Transfer *t) {
-  int h = lua_gettop(L) - 1, list = h + 1;
-  const char *p = t->head.p, *end = p + t->head.len;
-  lua_Integer n = 0;
+/* next_header(&p, end, &name, &nlen) -> [value] and 1 for the next header
+ * line of the block p..end (lines each ending in '\0', as header_cb stores
+ * them), name and nlen set; 0 at the end. Stray lines are skipped; obsolete
+ * folded continuation lines are joined to the value by a space. */
+static int next_header(lua_State *L, const char **pp, const char *end, const char **name, size_t *nlen) {
+  const char *p = *pp;
   while (p && p < end) {
     const char *line = p, *eol = line + strlen(line);
     p = eol + 1;
     const char *colon = memchr(line, ':', (size_t)(eol - line));
     if (colon == NULL || line[0] == ' ' || line[0] == '\t') continue; /* stray line */
-    const char *nend = trim_end(line, colon);
-    /* value, with obsolete folded continuation lines joined by a space */
+    *name = line;
+    *nlen = (size_t)(trim_end(line, colon) - line);
     const char *v = skip_ws(colon + 1, eol);
     if (p < end && (*p == ' ' || *p == '\t')) {
       luaL_Buffer b;
@@ -773,29 +774,64 @@ static void push_headers(lua_State *L, Transfer *t) {
         luaL_addchar(&b, ' ');
         luaL_addlstring(&b, c, (size_t)(trim_end(c, ce) - c));
       }
-      luaL_pushresult(&b);                    /* value */
+      luaL_pushresult(&b);
     } else {
-      lua_pushlstring(L, v, (size_t)(trim_end(v, eol) - v)); /* value */
+      lua_pushlstring(L, v, (size_t)(trim_end(v, eol) - v));
     }
-    lua_createtable(L, 2, 0);                 /* value pair */
-    lua_pushlstring(L, line, (size_t)(nend - line));
-    lua_rawseti(L, -2, 1);
-    lua_pushvalue(L, -2);
-    lua_rawseti(L, -2, 2);
-    lua_rawseti(L, list, ++n);                /* value */
-    push_lower(L, line, (size_t)(nend - line)); /* value lname */
+    *pp = p;
+    return 1;
+  }
+  *pp = end;
+  return 0;
+}
+
+/* [headers] -> [headers]: adds the header lines of the block p..n, keyed
+ * by lower-case name, a repeated header's values joined by ", ". */
+static void push_headers(lua_State *L, const char *p, size_t n) {
+  int h = lua_gettop(L);
+  const char *end = p + n, *name;
+  size_t nlen;
+  while (next_header(L, &p, end, &name, &nlen)) { /* value */
+    push_lower(L, name, nlen);                    /* value lname */
     lua_pushvalue(L, -1);
-    if (lua_rawget(L, h) == LUA_TSTRING) {    /* value lname old */
+    if (lua_rawget(L, h) == LUA_TSTRING) {        /* value lname old */
       lua_pushliteral(L, ", ");
       lua_pushvalue(L, -4);
-      lua_concat(L, 3);                       /* value lname joined */
+      lua_concat(L, 3);                           /* value lname joined */
     } else {
       lua_pop(L, 1);
-      lua_pushvalue(L, -2);                   /* value lname value */
+      lua_pushvalue(L, -2);                       /* value lname value */
     }
-    lua_rawset(L, h);                         /* value */
+    lua_rawset(L, h);                             /* value */
     lua_pop(L, 1);
   }
+}
+
+/* response.__index(res, k): res.header_list, made from the header block the
+ * response's metatable keeps (at 1) when it is first read, then a plain
+ * field; nil for any other key. Most callers read only res.headers: the
+ * {name, value} pairs are made for those that ask. */
+static int response_index(lua_State *L) {
+  size_t n;
+  if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "header_list") != 0 || !lua_getmetatable(L, 1))
+    return 0;
+  const char *p = lua_rawgeti(L, 3, 1) == LUA_TSTRING ? lua_tolstring(L, 4, &n) : NULL; /* [res, k, mt, block] */
+  const char *end = p ? p + n : NULL, *name;
+  size_t nlen;
+  lua_Integer count = 0;
+  lua_newtable(L);                                /* [..., list] */
+  while (p && next_header(L, &p, end, &name, &nlen)) { /* [..., list, value] */
+    lua_createtable(L, 2, 0);
+    lua_pushlstring(L, name, nlen);
+    lua_rawseti(L, -2, 1);
+    lua_rotate(L, -2, 1);                         /* [..., list, pair, value] */
+    lua_rawseti(L, -2, 2);
+    lua_rawseti(L, -2, ++count);
+  }
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, 1);                               /* res.header_list = list */
+  return 1;
 }
 
 /* [] -> [res]: the response of a finished transfer. */
@@ -814,9 +850,7 @@ static void push_response(lua_State *L, Transfer *t) {
   for (size_t i = 0; i < t->head.len; i++) lines += t->head.p[i] == '\0';
   lua_createtable(L, 0, lines);
   luaL_setmetatable(L, HEADERS_MT);
-  lua_createtable(L, lines, 0);
-  push_headers(L, t);
-  lua_setfield(L, -3, "header_list");
+  push_headers(L, t->head.p, t->head.len);
   lua_setfield(L, -2, "headers");
   lua_pushlstring(L, t->body.p ? t->body.p : "", t->body.len);
   lua_setfield(L, -2, "body");
@@ -830,6 +864,13 @@ static void push_response(lua_State *L, Transfer *t) {
   lua_setfield(L, -2, "connects");
   lua_pushnumber(L, (lua_Number)total / 1e6);
   lua_setfield(L, -2, "time");
+  /* header_list on demand: the block kept in the response's metatable */
+  lua_createtable(L, 1, 1);
+  lua_pushlstring(L, t->head.p ? t->head.p : "", t->head.len);
+  lua_rawseti(L, -2, 1);
+  lua_pushcfunction(L, response_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
 }
 
 /* output_finish(t): the output file of a finished transfer closed (an

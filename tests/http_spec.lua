@@ -105,6 +105,11 @@ describe("quan.http", function()
       end
       assert.same({ "one", "two" }, multi)
       assert.is_true(#names >= 7)
+      -- made when first read, then the same list; no other field appears
+      assert.equal(res.header_list, res.header_list)
+      assert.equal(res.header_list, rawget(res, "header_list"))
+      assert.is_nil(res.no_such_field)
+      assert.is_nil(res[1])
     end)
 
     it("returns error statuses as responses", function()
