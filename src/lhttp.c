@@ -16,7 +16,8 @@
  *                       3 table id -> transfer in flight.
  *   quan.http.transfer  one request: the easy handle and every buffer it
  *                       needs, released by __gc even when a Lua error unwinds.
- *                       User values: 1 engine, 2 owning multi (nil: sync).
+ *                       User values: 1 engine, 2 owning multi (nil: sync),
+ *                       3 the request body, which libcurl sends from.
  *
  * Bad arguments raise; what the network causes returns nil, message, code. */
 #include <ctype.h>
@@ -71,7 +72,6 @@ typedef struct Transfer {
   struct curl_slist *headers;
   char *what;             /* "METHOD url", the context of messages */
   Buf body;               /* response body */
-  Buf sendbuf;            /* request body, sent by libcurl from here */
   int attempts;           /* times libcurl was about to send (prereq_cb) */
   int resend_refused;     /* prereq_cb refused a second attempt */
   Buf head;               /* response header lines, each ending in '\0' */
@@ -101,7 +101,7 @@ static long long now_ms(void) {
 /* Appends n bytes to b; 0 when out of memory. */
 static int buf_add(Buf *b, const char *p, size_t n) {
   if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
+    size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + n + 1) cap *= 2;
     char *q = realloc(b->p, cap);
     if (q == NULL) return 0;
@@ -249,7 +249,6 @@ static void transfer_release(Transfer *t) {
   t->what = NULL;
   buf_free(&t->body);
   buf_free(&t->head);
-  buf_free(&t->sendbuf);
   if (t->out) { /* a transfer abandoned midway: its partial file goes */
     fclose(t->out);
     t->out = NULL;
@@ -554,7 +553,7 @@ static int prereq_cb(void *ud, char *remote_ip, char *local_ip, int remote_port,
 static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   Engine *e = lua_touserdata(L, eidx);
   check_request(L, idx);
-  Transfer *t = lua_newuserdatauv(L, sizeof *t, 2);
+  Transfer *t = lua_newuserdatauv(L, sizeof *t, 3);
   memset(t, 0, sizeof *t);
   t->engine = e;
   luaL_setmetatable(L, TRANSFER_MT);
@@ -627,9 +626,12 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
      * "recv" (outcome unknown) and decides. The body is handed over whole
      * (not through a read callback), so a small request goes out as one
      * TLS record and one send. */
-    if (blen > 0 && !buf_add(&t->sendbuf, body, blen)) luaL_error(L, "http: out of memory");
+    if (blen > 0) { /* the string stays as long as the transfer: no copy */
+      rawfield(L, idx, "body");
+      lua_setiuservalue(L, -2, 3);
+    }
     must(L, curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen));
-    must(L, curl_easy_setopt(h, CURLOPT_POSTFIELDS, blen > 0 ? t->sendbuf.p : ""));
+    must(L, curl_easy_setopt(h, CURLOPT_POSTFIELDS, blen > 0 ? body : ""));
     must(L, curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, prereq_cb));
     must(L, curl_easy_setopt(h, CURLOPT_PREREQDATA, t));
     if (strcmp(method, "POST") != 0) must(L, curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method));
