@@ -375,10 +375,22 @@ static void check_header(lua_State *L, const char *name, size_t nlen, const char
   if (has_break(value, vlen)) req_error(L, "header '%s' has a line break", tmp);
 }
 
-/* Validates the request table at idx without allocating anything. */
-static void check_request(lua_State *L, int idx) {
+/* The fields of a request table, as check_request reads them once: the
+ * strings stay alive as long as the table holds them. */
+typedef struct Request {
+  const char *method, *url, *body, *cafile, *proxy, *output; /* NULL: absent */
+  size_t blen;
+  lua_Number timeout, connect_timeout;                       /* seconds, 0: absent */
+  lua_Integer max_response;                                  /* 0: absent */
+  int no_resend;                                             /* resend = false */
+} Request;
+
+/* Validates the request table at idx without allocating anything, and reads
+ * its fields into r. */
+static void check_request(lua_State *L, int idx, Request *r) {
   if (!lua_istable(L, idx))
     luaL_typeerror(L, idx, "table");
+  memset(r, 0, sizeof *r);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
@@ -399,6 +411,7 @@ static void check_request(lua_State *L, int idx) {
       if (ty != LUA_TSTRING) req_error(L, "'method' must be a string, got %s", luaL_typename(L, -1));
       if (lua_rawlen(L, -1) > 32 || !is_token(lua_tostring(L, -1)))
         req_error(L, "bad method '%s'", lua_tostring(L, -1));
+      r->method = lua_tostring(L, -1);
       break;
     case 2: /* headers */
       if (ty != LUA_TTABLE) req_error(L, "'headers' must be a table, got %s", luaL_typename(L, -1));
@@ -435,27 +448,36 @@ static void check_request(lua_State *L, int idx) {
     case 5: /* connect_timeout */
       if (ty != LUA_TNUMBER) req_error(L, "'%s' must be a number, got %s", k, luaL_typename(L, -1));
       if (!(lua_tonumber(L, -1) > 0)) req_error(L, "'%s' must be positive", k);
+      *(f == 4 ? &r->timeout : &r->connect_timeout) = lua_tonumber(L, -1);
       break;
     case 8: /* max_response */
       if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
         req_error(L, "'max_response' must be a positive integer (bytes), got %s", luaL_typename(L, -1));
+      r->max_response = lua_tointeger(L, -1);
       break;
     case 9: /* resend */
       if (ty != LUA_TBOOLEAN) req_error(L, "'resend' must be a boolean, got %s", luaL_typename(L, -1));
+      r->no_resend = !lua_toboolean(L, -1);
       break;
     default: /* url, body, cafile, proxy, output */
       if (ty != LUA_TSTRING) req_error(L, "'%s' must be a string, got %s", k, luaL_typename(L, -1));
-      if (strcmp(k, "body") != 0) { /* C strings for libcurl: a NUL would cut them short */
-        size_t n;
-        const char *s = lua_tolstring(L, -1, &n);
-        if (strlen(s) != n) req_error(L, "'%s' contains a NUL byte", k);
+      size_t n;
+      const char *v = lua_tolstring(L, -1, &n);
+      if (f == 3) { /* body */
+        r->body = v;
+        r->blen = n;
+        break;
       }
+      if (strlen(v) != n) req_error(L, "'%s' contains a NUL byte", k); /* C strings for libcurl */
+      if (f == 1) r->url = v;
+      else if (f == 6) r->cafile = v;
+      else if (f == 7) r->proxy = v;
+      else r->output = v;
       break;
     }
     lua_pop(L, 1);
   }
-  if (rawfield(L, idx, "url") == LUA_TNIL) req_error(L, "'url' is required");
-  lua_pop(L, 1);
+  if (r->url == NULL) req_error(L, "'url' is required");
 }
 
 static void must(lua_State *L, CURLcode rc) {
@@ -515,21 +537,11 @@ static void set_headers(lua_State *L, Transfer *t, int idx, int has_body) {
   if (has_body && !ctype) add_header(L, t, "Content-Type:");
 }
 
-static long ms_field(lua_State *L, int idx, const char *k, long dflt) {
-  long ms = dflt;
-  if (rawfield(L, idx, k) == LUA_TNUMBER) {
-    lua_Number s = lua_tonumber(L, -1) * 1000;
-    ms = s > 2e9 ? 2000000000L : s < 1 ? 1 : (long)s;
-  }
-  lua_pop(L, 1);
-  return ms;
-}
-
-static const char *str_field(lua_State *L, int idx, const char *k, size_t *len) {
-  rawfield(L, idx, k);
-  const char *s = lua_tolstring(L, -1, len);
-  lua_pop(L, 1); /* the string stays alive: the request table holds it */
-  return s;
+/* ms(seconds, dflt) -> milliseconds for libcurl, dflt when seconds is 0 */
+static long ms(lua_Number seconds, long dflt) {
+  if (seconds == 0) return dflt;
+  lua_Number s = seconds * 1000;
+  return s > 2e9 ? 2000000000L : s < 1 ? 1 : (long)s;
 }
 
 /* libcurl's pre-request callback, called each time it is about to send the
@@ -552,7 +564,8 @@ static int prereq_cb(void *ud, char *remote_ip, char *local_ip, int remote_port,
  * set up from the request table and added to the engine at eidx. */
 static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   Engine *e = lua_touserdata(L, eidx);
-  check_request(L, idx);
+  Request r;
+  check_request(L, idx, &r);
   Transfer *t = lua_newuserdatauv(L, sizeof *t, 3);
   memset(t, 0, sizeof *t);
   t->engine = e;
@@ -567,22 +580,17 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   if (t->easy == NULL) luaL_error(L, "http: cannot create a transfer");
   CURL *h = t->easy;
 
-  const char *method = str_field(L, idx, "method", NULL);
-  if (method == NULL) method = "GET";
-  const char *url = str_field(L, idx, "url", NULL);
-  size_t blen = 0;
-  const char *body = str_field(L, idx, "body", &blen);
+  const char *method = r.method ? r.method : "GET", *url = r.url, *body = r.body;
+  size_t blen = r.blen;
   size_t mlen = strlen(method), ulen = strlen(url);
   t->what = malloc(mlen + 1 + ulen + 1); /* "METHOD url" */
   if (t->what == NULL) luaL_error(L, "http: out of memory");
   memcpy(t->what, method, mlen);
   t->what[mlen] = ' ';
   memcpy(t->what + mlen + 1, url, ulen + 1);
-  const char *output = str_field(L, idx, "output", NULL);
-  if (output && (t->output = strdup(output)) == NULL) luaL_error(L, "http: out of memory");
+  if (r.output && (t->output = strdup(r.output)) == NULL) luaL_error(L, "http: out of memory");
 
-  lua_Integer max = (rawfield(L, idx, "max_response") == LUA_TNIL) ? DEFAULT_MAX_RESPONSE : lua_tointeger(L, -1);
-  lua_pop(L, 1);
+  lua_Integer max = r.max_response ? r.max_response : DEFAULT_MAX_RESPONSE;
   t->max_response = (size_t)max;
   must(L, curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max));
   must(L, curl_easy_setopt(h, CURLOPT_PRIVATE, t));
@@ -601,14 +609,12 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   must(L, curl_easy_setopt(h, CURLOPT_WRITEDATA, t));
   must(L, curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb));
   must(L, curl_easy_setopt(h, CURLOPT_HEADERDATA, t));
-  must(L, curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                           ms_field(L, idx, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_MS)));
-  must(L, curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms_field(L, idx, "timeout", 0)));
-  const char *s;
-  if ((s = str_field(L, idx, "cafile", NULL))) must(L, curl_easy_setopt(h, CURLOPT_CAINFO, s));
-  if ((s = str_field(L, idx, "proxy", NULL))) {
-    must(L, curl_easy_setopt(h, CURLOPT_PROXY, s));
-    t->via_proxy = *s != '\0';
+  must(L, curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, ms(r.connect_timeout, DEFAULT_CONNECT_TIMEOUT_MS)));
+  must(L, curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms(r.timeout, 0)));
+  if (r.cafile) must(L, curl_easy_setopt(h, CURLOPT_CAINFO, r.cafile));
+  if (r.proxy) {
+    must(L, curl_easy_setopt(h, CURLOPT_PROXY, r.proxy));
+    t->via_proxy = *r.proxy != '\0';
   }
 
   /* POST, PUT and PATCH always carry a body (Content-Length: 0 when empty);
@@ -640,9 +646,7 @@ static Transfer *push_transfer(lua_State *L, int idx, int eidx, int oidx) {
   }
   /* resend = false: a bodiless request is not resent either (a signed one
    * would go out again with the same nonce; its sender signs anew) */
-  int no_resend = rawfield(L, idx, "resend") == LUA_TBOOLEAN && !lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  if (!with_body && no_resend) {
+  if (!with_body && r.no_resend) {
     must(L, curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, prereq_cb));
     must(L, curl_easy_setopt(h, CURLOPT_PREREQDATA, t));
   }
