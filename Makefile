@@ -4,11 +4,15 @@
 PREFIX  ?= /usr/local
 CC      ?= cc
 BUILD   ?= build
-PKGS     = lua5.4 libcurl openssl libmicrohttpd sqlite3 libedit
+# linked: what every run uses; opened: dlopen'ed by the module that needs
+# them, on its first require (src/quan.h), their sonames in build/sonames.h
+LINKED   = lua5.4 libcurl openssl
+OPENED   = libmicrohttpd sqlite3 libedit
+PKGS     = $(LINKED) $(OPENED)
 CJSON_A := $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(LINKED))
 
 CFLAGS  ?= -O2 -g
 QCFLAGS  = $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-function-declaration \
@@ -26,8 +30,18 @@ all: $(BUILD)/quan
 $(BUILD)/quan: $(OBJ)
 	$(CC) $(QCFLAGS) $(QLDFLAGS) -o $@ $(OBJ) $(QLDLIBS)
 
-$(BUILD)/%.o: src/%.c src/quan.h $(BUILD)/natives.h | $(BUILD)
+$(BUILD)/%.o: src/%.c src/quan.h $(BUILD)/natives.h $(BUILD)/sonames.h | $(BUILD)
 	$(CC) $(QCFLAGS) -c -o $@ $<
+
+# QUAN_SONAME_<NAME>: the soname of each library opened on first use, read
+# from the development package's link (lib<name>.so) as the linker would
+$(BUILD)/sonames.h: Makefile | $(BUILD)
+	@for p in libmicrohttpd:MICROHTTPD sqlite3:SQLITE libedit:EDIT; do \
+	  pkg=$${p%%:*}; lib=$$(pkg-config --libs-only-l $$pkg | sed 's/^-l//; s/ .*//'); \
+	  so=$$(objdump -p "$$(pkg-config --variable=libdir $$pkg)/lib$$lib.so" | awk '$$1 == "SONAME" { print $$2 }'); \
+	  test -n "$$so" || { echo "sonames.h: no SONAME for lib$$lib.so ($$pkg)" >&2; exit 1; }; \
+	  echo "#define QUAN_SONAME_$${p#*:} \"$$so\""; \
+	done > $@.tmp && mv $@.tmp $@
 
 # Every src/l<name>.c exports luaopen_quan_<name>; host.c preloads them all.
 $(BUILD)/natives.h: $(NATIVE) Makefile | $(BUILD)

@@ -3,9 +3,12 @@
  * into its hooks; the one failure result of the natives, the interrupt
  * value and the signal handler that raises it (quan.h). */
 #include <ctype.h>
+#include <dlfcn.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -119,6 +122,31 @@ lua_State *quan_newstate(void) {
   luaL_openlibs(L);
   quan_openlibs(L);
   return L;
+}
+
+/* ---- libraries opened on first use ---------------------------------------- */
+
+static pthread_mutex_t library_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void quan_library_open(lua_State *L, quan_library *lib) {
+  char why[256] = "";
+  pthread_mutex_lock(&library_lock);
+  if (!lib->open) {
+    /* never closed: the module's functions may be called until exit */
+    void *handle = dlopen(lib->soname, RTLD_LAZY | RTLD_LOCAL);
+    if (handle == NULL) snprintf(why, sizeof why, "%s", dlerror());
+    for (int i = 0; handle && lib->names[i]; i++) {
+      void *symbol = dlsym(handle, lib->names[i]);
+      if (symbol == NULL) {
+        snprintf(why, sizeof why, "no symbol %s", lib->names[i]);
+        break;
+      }
+      memcpy(lib->slots[i], &symbol, sizeof symbol); /* POSIX: a function's address as a void * */
+    }
+    lib->open = why[0] == '\0';
+  }
+  pthread_mutex_unlock(&library_lock);
+  if (why[0]) luaL_error(L, "cannot load %s: %s", lib->soname, why);
 }
 
 /* ---- failures -------------------------------------------------------------- */

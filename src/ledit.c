@@ -24,6 +24,40 @@
 #include <string.h>
 #include <editline/readline.h>
 #include "quan.h"
+#include "sonames.h"
+
+/* libedit (its readline layer), opened when this module is first required (quan_library_open,
+ * src/quan.h): each name below goes through the address found there. */
+#define EDIT_SYMBOLS_(X) X(readline) X(add_history) X(read_history) X(write_history) \
+  X(stifle_history) X(rl_initialize) X(rl_attempted_completion_function) \
+  X(rl_attempted_completion_over) X(rl_basic_word_break_characters) X(rl_catch_signals) \
+  X(rl_catch_sigwinch) X(rl_completer_word_break_characters) X(rl_completion_append_character) \
+  X(rl_line_buffer) X(rl_readline_name)
+#define SLOT_(f) static __typeof__(f) *f##_;
+EDIT_SYMBOLS_(SLOT_)
+#define NAME_(f) #f,
+static const char *const edit_names[] = {EDIT_SYMBOLS_(NAME_) NULL};
+#define ADDRESS_(f) &f##_,
+static void *const edit_slots[] = {EDIT_SYMBOLS_(ADDRESS_)};
+#undef SLOT_
+#undef NAME_
+#undef ADDRESS_
+static quan_library edit_library = {QUAN_SONAME_EDIT, edit_names, edit_slots, 0};
+#define readline (*readline_)
+#define add_history (*add_history_)
+#define read_history (*read_history_)
+#define write_history (*write_history_)
+#define stifle_history (*stifle_history_)
+#define rl_initialize (*rl_initialize_)
+#define rl_attempted_completion_function (*rl_attempted_completion_function_)
+#define rl_attempted_completion_over (*rl_attempted_completion_over_)
+#define rl_basic_word_break_characters (*rl_basic_word_break_characters_)
+#define rl_catch_signals (*rl_catch_signals_)
+#define rl_catch_sigwinch (*rl_catch_sigwinch_)
+#define rl_completer_word_break_characters (*rl_completer_word_break_characters_)
+#define rl_completion_append_character (*rl_completion_append_character_)
+#define rl_line_buffer (*rl_line_buffer_)
+#define rl_readline_name (*rl_readline_name_)
 
 static lua_State *editL = NULL;         /* only during edit.readline */
 static int completer_ref = LUA_NOREF;   /* registry ref of the completer */
@@ -253,6 +287,7 @@ static const luaL_Reg funcs[] = {
 };
 
 int luaopen_quan_edit(lua_State *L) {
+  quan_library_open(L, &edit_library);
   luaL_newlib(L, funcs);
   return 1;
 }

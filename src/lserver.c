@@ -35,6 +35,36 @@
 #include <unistd.h>
 #include <microhttpd.h>
 #include "quan.h"
+#include "sonames.h"
+
+/* libmicrohttpd, opened when this module is first required (quan_library_open,
+ * src/quan.h): each name below goes through the address found there. */
+#define MICROHTTPD_SYMBOLS_(X) X(MHD_add_response_header) X(MHD_create_response_from_buffer) \
+  X(MHD_destroy_response) X(MHD_get_connection_info) X(MHD_get_connection_values) \
+  X(MHD_get_daemon_info) X(MHD_queue_response) X(MHD_quiesce_daemon) X(MHD_resume_connection) \
+  X(MHD_start_daemon) X(MHD_stop_daemon) X(MHD_suspend_connection)
+#define SLOT_(f) static __typeof__(f) *f##_;
+MICROHTTPD_SYMBOLS_(SLOT_)
+#define NAME_(f) #f,
+static const char *const microhttpd_names[] = {MICROHTTPD_SYMBOLS_(NAME_) NULL};
+#define ADDRESS_(f) &f##_,
+static void *const microhttpd_slots[] = {MICROHTTPD_SYMBOLS_(ADDRESS_)};
+#undef SLOT_
+#undef NAME_
+#undef ADDRESS_
+static quan_library microhttpd_library = {QUAN_SONAME_MICROHTTPD, microhttpd_names, microhttpd_slots, 0};
+#define MHD_add_response_header (*MHD_add_response_header_)
+#define MHD_create_response_from_buffer (*MHD_create_response_from_buffer_)
+#define MHD_destroy_response (*MHD_destroy_response_)
+#define MHD_get_connection_info (*MHD_get_connection_info_)
+#define MHD_get_connection_values (*MHD_get_connection_values_)
+#define MHD_get_daemon_info (*MHD_get_daemon_info_)
+#define MHD_queue_response (*MHD_queue_response_)
+#define MHD_quiesce_daemon (*MHD_quiesce_daemon_)
+#define MHD_resume_connection (*MHD_resume_connection_)
+#define MHD_start_daemon (*MHD_start_daemon_)
+#define MHD_stop_daemon (*MHD_stop_daemon_)
+#define MHD_suspend_connection (*MHD_suspend_connection_)
 
 #define SERVER_MT "quan.server"
 #define HANDLER_KEY "quan.server.handler"
@@ -1183,6 +1213,7 @@ static const luaL_Reg funcs[] = {
 };
 
 int luaopen_quan_server(lua_State *L) {
+  quan_library_open(L, &microhttpd_library);
   luaL_newmetatable(L, SERVER_MT);
   lua_newtable(L);
   luaL_setfuncs(L, server_methods, 0);

@@ -14,6 +14,67 @@
 #include <time.h>
 #include <sqlite3.h>
 #include "quan.h"
+#include "sonames.h"
+
+/* libsqlite3, opened when this module is first required (quan_library_open,
+ * src/quan.h): each name below goes through the address found there. */
+#define SQLITE_SYMBOLS_(X) X(sqlite3_bind_double) X(sqlite3_bind_int) X(sqlite3_bind_int64) \
+  X(sqlite3_bind_null) X(sqlite3_bind_parameter_count) X(sqlite3_bind_parameter_name) \
+  X(sqlite3_bind_text64) X(sqlite3_busy_handler) X(sqlite3_changes64) X(sqlite3_clear_bindings) \
+  X(sqlite3_close) X(sqlite3_column_blob) X(sqlite3_column_bytes) X(sqlite3_column_count) \
+  X(sqlite3_column_double) X(sqlite3_column_int64) X(sqlite3_column_name) X(sqlite3_column_text) \
+  X(sqlite3_column_type) X(sqlite3_config) X(sqlite3_db_filename) X(sqlite3_errmsg) \
+  X(sqlite3_errstr) X(sqlite3_exec) X(sqlite3_file_control) X(sqlite3_finalize) X(sqlite3_free) \
+  X(sqlite3_get_autocommit) X(sqlite3_initialize) X(sqlite3_last_insert_rowid) X(sqlite3_libversion) \
+  X(sqlite3_next_stmt) X(sqlite3_open_v2) X(sqlite3_prepare_v2) X(sqlite3_reset) X(sqlite3_sql) \
+  X(sqlite3_step)
+#define SLOT_(f) static __typeof__(f) *f##_;
+SQLITE_SYMBOLS_(SLOT_)
+#define NAME_(f) #f,
+static const char *const sqlite_names[] = {SQLITE_SYMBOLS_(NAME_) NULL};
+#define ADDRESS_(f) &f##_,
+static void *const sqlite_slots[] = {SQLITE_SYMBOLS_(ADDRESS_)};
+#undef SLOT_
+#undef NAME_
+#undef ADDRESS_
+static quan_library sqlite_library = {QUAN_SONAME_SQLITE, sqlite_names, sqlite_slots, 0};
+#define sqlite3_bind_double (*sqlite3_bind_double_)
+#define sqlite3_bind_int (*sqlite3_bind_int_)
+#define sqlite3_bind_int64 (*sqlite3_bind_int64_)
+#define sqlite3_bind_null (*sqlite3_bind_null_)
+#define sqlite3_bind_parameter_count (*sqlite3_bind_parameter_count_)
+#define sqlite3_bind_parameter_name (*sqlite3_bind_parameter_name_)
+#define sqlite3_bind_text64 (*sqlite3_bind_text64_)
+#define sqlite3_busy_handler (*sqlite3_busy_handler_)
+#define sqlite3_changes64 (*sqlite3_changes64_)
+#define sqlite3_clear_bindings (*sqlite3_clear_bindings_)
+#define sqlite3_close (*sqlite3_close_)
+#define sqlite3_column_blob (*sqlite3_column_blob_)
+#define sqlite3_column_bytes (*sqlite3_column_bytes_)
+#define sqlite3_column_count (*sqlite3_column_count_)
+#define sqlite3_column_double (*sqlite3_column_double_)
+#define sqlite3_column_int64 (*sqlite3_column_int64_)
+#define sqlite3_column_name (*sqlite3_column_name_)
+#define sqlite3_column_text (*sqlite3_column_text_)
+#define sqlite3_column_type (*sqlite3_column_type_)
+#define sqlite3_config (*sqlite3_config_)
+#define sqlite3_db_filename (*sqlite3_db_filename_)
+#define sqlite3_errmsg (*sqlite3_errmsg_)
+#define sqlite3_errstr (*sqlite3_errstr_)
+#define sqlite3_exec (*sqlite3_exec_)
+#define sqlite3_file_control (*sqlite3_file_control_)
+#define sqlite3_finalize (*sqlite3_finalize_)
+#define sqlite3_free (*sqlite3_free_)
+#define sqlite3_get_autocommit (*sqlite3_get_autocommit_)
+#define sqlite3_initialize (*sqlite3_initialize_)
+#define sqlite3_last_insert_rowid (*sqlite3_last_insert_rowid_)
+#define sqlite3_libversion (*sqlite3_libversion_)
+#define sqlite3_next_stmt (*sqlite3_next_stmt_)
+#define sqlite3_open_v2 (*sqlite3_open_v2_)
+#define sqlite3_prepare_v2 (*sqlite3_prepare_v2_)
+#define sqlite3_reset (*sqlite3_reset_)
+#define sqlite3_sql (*sqlite3_sql_)
+#define sqlite3_step (*sqlite3_step_)
 
 #define DB_MT "quan.sqlite.db"
 #define STMT_MT "quan.sqlite.stmt"
@@ -741,6 +802,7 @@ static void configure(void) {
 }
 
 int luaopen_quan_sqlite(lua_State *L) {
+  quan_library_open(L, &sqlite_library);
   pthread_once(&configured, configure);
   newmeta(L, DB_MT, db_methods, db_close, db_tostring);
   newmeta(L, STMT_MT, stmt_methods, stmt_finalize, stmt_tostring);

@@ -72,6 +72,25 @@ int quan_is_interrupt(lua_State *L, int idx);
 /* Raises the interrupt: what a Ctrl-C hook does. Does not return. */
 int quan_interrupt(lua_State *L);
 
+/* ---- libraries opened on first use ---------------------------------------
+ * SQLite, libmicrohttpd and libedit are opened (dlopen) when quan.sqlite,
+ * quan.server or quan.edit is first required, not when quan starts: a
+ * client that never uses them does not map them, nor what they link (their
+ * pages would count in its memory, their relocations in its start-up). A
+ * module lists the symbols it calls; its calls go through the addresses
+ * found (see lsqlite.c). The sonames come from the build (build/sonames.h). */
+
+typedef struct quan_library {
+  const char *soname;        /* e.g. "libsqlite3.so.0" */
+  const char *const *names;  /* the symbols the module uses, NULL-terminated */
+  void *const *slots;        /* slots[i]: the function pointer names[i] goes into */
+  int open;                  /* every symbol found (set once, under a lock) */
+} quan_library;
+
+/* quan_library_open(L, lib): opens lib->soname and finds its symbols, once
+ * per process (thread-safe); raises "cannot load <soname>: <why>". */
+void quan_library_open(lua_State *L, quan_library *lib);
+
 /* ---- signals that interrupt ----------------------------------------------
  * SIGINT while the host runs Lua (main.c), and SIGTERM and SIGHUP while a
  * batch runs (quan.os.trap), go to quan_signal_handler, which only does
