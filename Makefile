@@ -78,7 +78,7 @@ check:
 # libFuzzer (clang) over the natives as Lua calls them: tests/fuzz/. Runs
 # FUZZ_SECONDS (60); findings are written to build/fuzz/.
 FUZZ_SECONDS ?= 60
-fuzz: $(BUILD)/natives.h $(BUILD)/embedded.c
+fuzz: $(BUILD)/natives.h $(BUILD)/sonames.h $(BUILD)/embedded.c
 	mkdir -p build/fuzz/corpus
 	clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
 	  -std=c11 -D_GNU_SOURCE -I$(BUILD) -Isrc $(PKG_CFLAGS) -o build/fuzz/natives \
