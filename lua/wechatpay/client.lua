@@ -225,7 +225,7 @@ function M.new(opts, profile)
   state[wx] = {
     key = key, keys = keys, accept = accept, apiv3 = apiv3,
     ca_file = opts.ca_file, proxy = opts.proxy, timeout = timeout, verbose = trace.enabled(),
-    origin = origin, prefix = prefix,
+    origin = origin, prefix = prefix, fixed_strings = {}, fixed_n = 0,
   }
   return wx
 end
@@ -550,13 +550,30 @@ local function signature(wx, method, target, signed)
   return message, sign.authorization(wx.mchid, wx.serial, timestamp, nonce, signed_b64)
 end
 
+-- fixed_strings(st, tpl) -> the strings a request to a template without variables
+-- writes, made once per client: { path = prefix/tpl, template = /tpl,
+-- url = origin .. path, [method] = "METHOD path" }. At most 256 are kept (a
+-- program that writes ids into its paths makes a new template each time).
+local function fixed_strings(st, tpl)
+  local all = st.fixed_strings
+  local s = all[tpl]
+  if s == nil then
+    local path = st.prefix .. "/" .. tpl
+    s = { path = path, template = "/" .. tpl, url = st.origin .. path }
+    if st.fixed_n >= 256 then all, st.fixed_n = {}, 0; st.fixed_strings = all end
+    all[tpl], st.fixed_n = s, st.fixed_n + 1
+  end
+  return s
+end
+
 local function prepare(wx, method, tpl, opts, raw)
   local st = state[wx]
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then usage("expected a table of options, got " .. type(opts)) end
   local vars = check_options(method, tpl, opts)
+  local strings = not raw and next(vars) == nil and fixed_strings(st, tpl) or nil
   local path = raw and raw:gsub("%?.*", "")
-    or st.prefix .. "/" .. (next(vars) == nil and tpl or chain.expand(tpl, opts))
+    or strings and strings.path or st.prefix .. "/" .. chain.expand(tpl, opts)
   local target = raw or path
   local query -- the query as the server reads it, for validation
   if opts.query ~= nil then
@@ -653,10 +670,16 @@ local function prepare(wx, method, tpl, opts, raw)
       add_header(headers, index, check_header(k, v), v)
     end
   end
-  local ctx = context(method, target)
+  local plain = strings and target == path -- no query: the strings made once serve
+  local ctx = plain and strings[method]
+  if not ctx then
+    ctx = context(method, target)
+    if plain then strings[method] = ctx end
+  end
+  local template = strings and strings.template or "/" .. tpl
   local policy = opts.retry ~= nil and retry_policy(method, tpl, opts) or nil
   -- the endpoint, looked up once: for the validator and the hooks
-  local endpoint = require("wechatpay.favor.schema").lookup(method, raw and path or "/" .. tpl)
+  local endpoint = require("wechatpay.favor.schema").lookup(method, raw and path or template)
   if endpoint and opts.validate ~= false and opts.file == nil and not raw then
     local verr = validation(endpoint, opts.json, query or {}, ctx)
     if verr then return nil, verr end
@@ -665,8 +688,8 @@ local function prepare(wx, method, tpl, opts, raw)
   -- opts.headers may not name Authorization: it is always a new last line
   headers[#headers + 1] = "Authorization: " .. auth
   return {
-    method = method, url = st.origin .. target, path = target, target = target,
-    template = "/" .. tpl, headers = headers, body = body or "", string_to_sign = message,
+    method = method, url = plain and strings.url or st.origin .. target, path = target, target = target,
+    template = template, headers = headers, body = body or "", string_to_sign = message,
     endpoint = endpoint, json = opts.json, upload_meta = upload_meta,
     upload = upload_meta and { file = opts.file, filename = upload_filename, content_type = upload_type },
     timeout = opts.timeout or st.timeout, context = ctx, ca_file = st.ca_file, proxy = st.proxy,

@@ -91,10 +91,17 @@ end
 -- (default MAX_SKEW), false for no timestamp window
 function M.check(headers, body, keys, now, max_skew)
   if max_skew == nil then max_skew = M.MAX_SKEW end
-  local ts = header(headers, "Wechatpay-Timestamp")
-  local nonce = header(headers, "Wechatpay-Nonce")
-  local sig = header(headers, "Wechatpay-Signature")
-  local serial = header(headers, "Wechatpay-Serial")
+  -- quan.http's lower-case keys holding strings, as header() finds them
+  -- first; any other spelling or shape through header()
+  local ts, nonce, sig, serial = headers["wechatpay-timestamp"], headers["wechatpay-nonce"],
+    headers["wechatpay-signature"], headers["wechatpay-serial"]
+  if not (type(ts) == "string" and ts ~= "" and type(nonce) == "string" and nonce ~= ""
+      and type(sig) == "string" and sig ~= "" and type(serial) == "string" and serial ~= "") then
+    ts = header(headers, "Wechatpay-Timestamp")
+    nonce = header(headers, "Wechatpay-Nonce")
+    sig = header(headers, "Wechatpay-Signature")
+    serial = header(headers, "Wechatpay-Serial")
+  end
   if not (ts and nonce and sig and serial) then
     for _, name in ipairs(M.HEADERS) do
       local v, why = header(headers, name)
