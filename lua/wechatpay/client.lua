@@ -484,6 +484,11 @@ local function user_agent()
   return require("quan.http").USER_AGENT
 end
 
+-- NO_QUERY: the query a hook sees for a request without one: {}, read-only
+local NO_QUERY = setmetatable({}, {
+  __newindex = function() error("the query of a request without one is read-only", 2) end,
+})
+
 -- validation(endpoint, body, query, ctx) -> nil | validation error table:
 -- the validate hook's findings (none without a hook); query: the parameters
 -- as the server reads them, {} when there are none, so a missing required
@@ -550,16 +555,17 @@ local function signature(wx, method, target, signed)
   return message, sign.authorization(wx.mchid, wx.serial, timestamp, nonce, signed_b64)
 end
 
--- fixed_strings(st, tpl) -> the strings a request to a template without variables
--- writes, made once per client: { path = prefix/tpl, template = /tpl,
--- url = origin .. path, [method] = "METHOD path" }. At most 256 are kept (a
--- program that writes ids into its paths makes a new template each time).
+-- fixed_strings(st, tpl) -> the strings a request to a template without
+-- variables writes, made once per client: { path = prefix/tpl, template =
+-- /tpl, url = origin .. path, queried = whether tpl holds a query,
+-- [method] = "METHOD path" }. At most 256 are kept (a program that writes
+-- ids into its paths makes a new template each time).
 local function fixed_strings(st, tpl)
   local all = st.fixed_strings
   local s = all[tpl]
   if s == nil then
     local path = st.prefix .. "/" .. tpl
-    s = { path = path, template = "/" .. tpl, url = st.origin .. path }
+    s = { path = path, template = "/" .. tpl, url = st.origin .. path, queried = tpl:find("?", 1, true) ~= nil }
     if st.fixed_n >= 256 then all, st.fixed_n = {}, 0; st.fixed_strings = all end
     all[tpl], st.fixed_n = s, st.fixed_n + 1
   end
@@ -581,7 +587,9 @@ local function prepare(wx, method, tpl, opts, raw)
     q, query = chain.query(opts.query)
     if q ~= "" then target = path .. "?" .. q end
   end
-  if not raw and tpl:find("?", 1, true) then -- a query written into the path
+  local in_path -- a query written into the path
+  if strings then in_path = strings.queried else in_path = not raw and tpl:find("?", 1, true) end
+  if in_path then
     query = decode_query(target:match("%?(.*)$"))
   end
   local n = (opts.json ~= nil and 1 or 0) + (opts.body ~= nil and 1 or 0) + (opts.file ~= nil and 1 or 0)
@@ -681,7 +689,7 @@ local function prepare(wx, method, tpl, opts, raw)
   -- the endpoint, looked up once: for the validator and the hooks
   local endpoint = require("wechatpay.favor.schema").lookup(method, raw and path or template)
   if endpoint and opts.validate ~= false and opts.file == nil and not raw then
-    local verr = validation(endpoint, opts.json, query or {}, ctx)
+    local verr = validation(endpoint, opts.json, query or NO_QUERY, ctx)
     if verr then return nil, verr end
   end
   local message, auth = signature(wx, method, target, signed)
@@ -770,7 +778,7 @@ local function finish(wx, p, res, check)
       res = {status = res.status, headers = res.headers, body = "", output = p.output, size = #(res.body or "")}
     end
     local r, undecoded = result(res, request_id)
-    r.path, r.size = res.output, res.size
+    r.path, r.size = rawget(res, "output"), rawget(res, "size") -- fields quan.http sets (its __index makes header_list)
     -- an answer that says JSON (or says nothing) must decode: a caller never
     -- gets a success whose res.json is silently missing
     local ctype = header(h, "Content-Type")
