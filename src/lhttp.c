@@ -1089,7 +1089,7 @@ static int http_multi(lua_State *L) {
   luaL_setmetatable(L, MULTI_MT);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_setiuservalue(L, -2, 1);
-  lua_newtable(L);
+  lua_createtable(L, 1, 0); /* the usual completion fits */
   lua_setiuservalue(L, -2, 2);
   lua_newtable(L);
   lua_setiuservalue(L, -2, 3);
@@ -1137,7 +1137,7 @@ static int multi_perform(lua_State *L) {
       break;
     }
   }
-  lua_newtable(L);
+  lua_createtable(L, 1, 0);
   lua_setiuservalue(L, 1, 2);
   return 1; /* the old queue */
 }

@@ -640,7 +640,7 @@ local function prepare(wx, method, tpl, opts, raw)
     end
     headers = { "Accept: application/json",
       ctype == "application/json" and "Content-Type: application/json" or "Content-Type: " .. ctype,
-      fixed.ua_line, fixed.serial_line }
+      fixed.ua_line, fixed.serial_line, nil } -- room for the Authorization line: no resize
   else
     if type(opts.headers) ~= "table" then usage("option 'headers' must be a table") end
     headers, index = {}, {}
@@ -734,7 +734,7 @@ end
 local function result(res, request_id)
   local r = {
     status = res.status, headers = res.headers or {}, body = res.body or "",
-    request_id = request_id,
+    request_id = request_id, json = nil, -- room for json: no resize when it comes
   }
   local body = r.body
   if body ~= "" then
