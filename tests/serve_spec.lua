@@ -353,6 +353,14 @@ describe("quan serve", function()
           assert.matches("^127%.0%.0%.1:%d+$", refused[i].remote)
         end
         assert.equal(0, #receiver.rows(dir .. "/events.db"))
+        -- behind a proxy (docs/notifications.md): the client it reports is logged beside the peer
+        for header, value in pairs { ["X-Forwarded-For"] = "203.0.113.7, 10.0.0.2", ["X-Real-IP"] = "203.0.113.8" } do
+          local res = assert(receiver.post(url, with { ["Wechatpay-Signature"] = false, [header] = value }))
+          assert.equal(400, res.status)
+          local refused = r:log("refused")
+          assert.same({ "missing_header", value }, { refused[#refused].check, refused[#refused].forwarded_for })
+          assert.matches("^127%.0%.0%.1:%d+$", refused[#refused].remote)
+        end
         -- WeChat Pay's retry: the same body, signed anew
         local retry = { headers = maker:sign(genuine.body), body = genuine.body }
         local res = assert(receiver.post(url, retry))
