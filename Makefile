@@ -4,15 +4,19 @@
 PREFIX  ?= /usr/local
 CC      ?= cc
 BUILD   ?= build
-# linked: what every run uses; opened: dlopen'ed by the module that needs
-# them, on its first require (src/quan.h), their sonames in build/sonames.h
-LINKED   = lua5.4 libcurl openssl
+# Lua (Debian's liblua5.4.a, as lua-cjson's .a) is linked into the binary:
+# its calls are direct, and -Wl,-E gives C modules loaded by require (lfs,
+# ...) its lua_* functions. linked: the other libraries every run uses;
+# opened: dlopen'ed by the module that needs them, on its first require
+# (src/quan.h), their sonames in build/sonames.h
+LINKED   = libcurl openssl
 OPENED   = libmicrohttpd sqlite3 libedit
-PKGS     = $(LINKED) $(OPENED)
+PKGS     = lua5.4 $(LINKED) $(OPENED)
 CJSON_A := $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
+LUA_A   := $(shell $(CC) -print-file-name=liblua5.4.a)
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   := $(shell pkg-config --libs $(LINKED))
+PKG_LIBS   := $(LUA_A) $(shell pkg-config --libs $(LINKED))
 
 CFLAGS  ?= -O2 -g
 QCFLAGS  = $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-function-declaration \
