@@ -240,11 +240,14 @@ static const char *b64decode(const char *in, size_t n, unsigned char *out, size_
     }
     unsigned long w = (unsigned long)(d0 - 1) << 18 | (unsigned long)(d1 - 1) << 12 |
                       (unsigned long)(d2 - 1) << 6 | (unsigned long)(d3 - 1);
-    if ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff)))
-      return "non-zero padding bits";
-    out[o++] = (unsigned char)(w >> 16);
-    if (pad < 2) out[o++] = (unsigned char)(w >> 8);
-    if (pad < 1) out[o++] = (unsigned char)w;
+    out[o] = (unsigned char)(w >> 16);
+    out[o + 1] = (unsigned char)(w >> 8);
+    out[o + 2] = (unsigned char)w;
+    o += 3;
+    if (pad) { /* the padding bits must be zero, and the padded bytes are not data */
+      if ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff))) return "non-zero padding bits";
+      o -= (size_t)pad;
+    }
   }
   *outn = o;
   return NULL;

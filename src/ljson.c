@@ -99,11 +99,18 @@ static size_t utf8_seq(const unsigned char *s, size_t i, size_t n, unsigned char
   return len;
 }
 
-/* plain(c) -> byte c is written as itself: printable ASCII but what cjson
- * escapes (see escape) */
-static int plain(unsigned char c) {
-  return c >= 0x20 && c < 0x7f && c != '"' && c != '/' && c != '\\';
-}
+/* PLAIN[c]: byte c is written as itself, printable ASCII but what cjson
+ * escapes (escape above has an entry for every other byte below 0x80) */
+static const unsigned char PLAIN[256] = {
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
 
 /* Appends s as a JSON string literal; 0 when s is not valid UTF-8 (the Lua
  * encoder names it) or out of memory. Room for every byte once is made
@@ -115,7 +122,7 @@ static int put_string(Out *o, const char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
     size_t run = i;
-    while (run < n && plain(u[run])) run++;
+    while (run < n && PLAIN[u[run]]) run++;
     memcpy(o->p + o->len, s + i, run - i);
     o->len += run - i;
     i = run;
