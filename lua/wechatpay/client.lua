@@ -558,14 +558,16 @@ end
 -- fixed_strings(st, tpl) -> the strings a request to a template without
 -- variables writes, made once per client: { path = prefix/tpl, template =
 -- /tpl, url = origin .. path, queried = whether tpl holds a query,
--- [method] = "METHOD path" }. At most 256 are kept (a program that writes
--- ids into its paths makes a new template each time).
+-- unsigned = whether its answers go unverified, [method] = "METHOD path" }.
+-- At most 256 are kept (a program that writes ids into its paths makes a
+-- new template each time).
 local function fixed_strings(st, tpl)
   local all = st.fixed_strings
   local s = all[tpl]
   if s == nil then
     local path = st.prefix .. "/" .. tpl
-    s = { path = path, template = "/" .. tpl, url = st.origin .. path, queried = tpl:find("?", 1, true) ~= nil }
+    s = { path = path, template = "/" .. tpl, url = st.origin .. path, queried = tpl:find("?", 1, true) ~= nil,
+      unsigned = verify.skip(path) }
     if st.fixed_n >= 256 then all, st.fixed_n = {}, 0; st.fixed_strings = all end
     all[tpl], st.fixed_n = s, st.fixed_n + 1
   end
@@ -685,6 +687,8 @@ local function prepare(wx, method, tpl, opts, raw)
     if plain then strings[method] = ctx end
   end
   local template = strings and strings.template or "/" .. tpl
+  local unsigned -- whether the answers go unverified (nil: finish asks verify.skip)
+  if plain then unsigned = strings.unsigned end
   local policy = opts.retry ~= nil and retry_policy(method, tpl, opts) or nil
   -- the endpoint, looked up once: for the validator and the hooks
   local endpoint = require("wechatpay.favor.schema").lookup(method, raw and path or template)
@@ -701,7 +705,7 @@ local function prepare(wx, method, tpl, opts, raw)
     endpoint = endpoint, json = opts.json, upload_meta = upload_meta,
     upload = upload_meta and { file = opts.file, filename = upload_filename, content_type = upload_type },
     timeout = opts.timeout or st.timeout, context = ctx, ca_file = st.ca_file, proxy = st.proxy,
-    retry = policy,
+    retry = policy, unsigned = unsigned,
   }
 end
 
@@ -754,7 +758,8 @@ local function finish(wx, p, res, check)
     return nil, errors.new { kind = "http", code = "bad_response", message = p.context .. ": response without a status" }
   end
   if status >= 200 and status < 300 then
-    local file = p.unsigned or verify.skip(p.path)
+    local file = p.unsigned
+    if file == nil then file = verify.skip(p.path) end
     if check and not file and not p.unchecked then
       local ok, code, why = verify.check(h, res.body or "", state[wx].keys, qos.time())
       if not ok and code == "unknown_serial" and next(state[wx].keys) == nil then
