@@ -576,6 +576,7 @@ describe("quan serve", function()
         { "serve --store x.db --listen 127.0.0.1:0", 1, "no profile configured" },
         { cfg .. "serve list --workers 2 --store x.db", 2, "^quan serve list: unknown option '%-%-workers'.-usage: quan serve list " },
         { cfg .. "serve list --store missing.db", 1, "store missing%.db: no such file" },
+        { cfg .. "serve list --store fifo", 1, "^quan serve list: store fifo cannot be opened: a fifo, not a database file\n" },
         { cfg .. "serve list", 2, "^quan serve list: no store: give %-%-store PATH.-usage: quan serve list " },
         { cfg .. "serve replay --all --store x.db", 2, "unknown option '%-%-all'" },
         { cfg .. "serve a.lua b.lua", 2, "unexpected argument 'b%.lua'" },
