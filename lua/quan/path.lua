@@ -6,6 +6,10 @@
 --   path.dir(p)         -> the folder p is in ("." for a bare name)
 --   path.beside(file, p) -> p, relative to the folder of file (an absolute p as is)
 --   path.read(p)        -> the file's bytes | nil, message
+--   path.replaceable(p) -> true | nil, message: p is not there, or is a regular
+--                          file: what a command may replace by renaming a
+--                          file over it, and remove (a ready file); never a
+--                          device, a fifo, a socket or a folder
 local M = {}
 
 local qos = require "quan.os"
@@ -30,6 +34,13 @@ function M.read(p)
   local s = f:read("a")
   f:close()
   return s
+end
+
+function M.replaceable(p)
+  local st = qos.stat(p)
+  if not st or st.kind == "file" then return true end
+  return nil, ("%s is a %s, not a file: it would be replaced, then removed"):format(p,
+    ({ char = "character device", block = "block device" })[st.kind] or st.kind)
 end
 
 return M

@@ -142,9 +142,7 @@ local function load_meta(self)
 end
 
 local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
+  return qos.stat(path) ~= nil -- not opened: opening a fifo would wait for a writer
 end
 
 -- open(path, expect) -> state | nil, message, code (see above)
