@@ -40,8 +40,10 @@ M.DOWNLOAD_LIMIT = 1024 * 1024 * 1024 -- bytes of a file wx:download keeps
 -- validate(endpoint, body, query) -> true | false, findings: the default
 -- validation hook, the favor validator (loaded on the first request that
 -- is validated)
+local VALIDATE_OPTIONS = {} -- check's options, one table for every call: check keeps no reference
 local function validate(endpoint, body, query)
-  return require("wechatpay.favor.validate").check(endpoint, body, { query = query })
+  VALIDATE_OPTIONS.query = query
+  return require("wechatpay.favor.validate").check(endpoint, body, VALIDATE_OPTIONS)
 end
 
 -- hooks: wechatpay.hooks (docs/client.md, "Hooks"): before_send, validate,
