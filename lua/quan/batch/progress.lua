@@ -114,7 +114,7 @@ end
 function M.summary_text(sum)
   local lines = {}
   local function add(fmt, ...) lines[#lines + 1] = fmt:format(...) end
-  add("batch %s: %d rows in %.1f s (%.0f rows/s)", tostring(sum.batch), sum.rows or 0,
+  add("batch %s: %d %s in %.1f s (%.0f rows/s)", tostring(sum.batch), sum.rows or 0, sum.rows == 1 and "row" or "rows",
       sum.elapsed or 0, (sum.elapsed or 0) > 0 and (sum.attempted or 0) / sum.elapsed or 0)
   if sum.continued then
     add("  sent or held   %8d  (sent now or already held: this batch continues one begun elsewhere,"
