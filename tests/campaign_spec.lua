@@ -462,6 +462,11 @@ return {
     for _, s in ipairs(plan.stocks) do by[s.key] = s end
     assert.equal("yuan_as_fen", by.cheap.warnings[1].code)
     assert.equal("plain.lua:19", by["bad-one"].where)
+    -- errors only: the summary says so, not "nothing to do"
+    sh.write(dir .. "/bad.lua", (PLAIN:gsub("\n    good = .-\n    } },\n    cheap = .-\n    } },", "")))
+    out, err, code = check("--now '2026-12-06 10:00' bad.lua")
+    assert.equal(1, code, out .. err)
+    assert.matches("\nplan: 1 stock with errors\n$", out)
     assert.is_true(by["bad-one"].blocked)
     assert.same({ "create", "start" }, by.good.steps)
     assert.equal(1, plan.problems)
@@ -490,6 +495,14 @@ return {
         "x%.lua:3: c:stock: stock 'k' is declared twice" },
       { 'return { name = "x", stocks = {}, sends = { s = { stock = "nope", users = "u.csv" } } }',
         "send 's': stock must name a declared stock's key" },
+      -- the key at fault is named, its bytes escaped
+      { 'return { name = "x", stocks = { ["tier 10"] = { json = {} }, ok = { json = {} } } }',
+        "x%.lua: a stock's key must be UTF%-8 text without spaces, got 'tier 10'" },
+      { 'return { name = "x", stocks = { ["t\\255\\n"] = { json = {} } } }',
+        "a stock's key must be UTF%-8 text without spaces, got 't\\255\\10'" },
+      -- os.exit in the file would have ended plan with its code (0: "nothing to do")
+      { 'local c = require("quan.campaign").new "x"\nif c then os.exit(0) end\nreturn c',
+        "x%.lua:2: os%.exit%(0%) while the campaign file ran: a campaign file returns its declaration" },
     } do
       local file = sh.write(dir .. "/x.lua", c[1])
       local out, err, code = sh.run("cd " .. sh.quote(dir) .. " && " .. q .. " plan x.lua")
@@ -589,6 +602,9 @@ describe("quan.campaign.plan", function()
     } do
       assert.equal(c[2], codes(plan.warnings(body(c[1]), NOW, false)), require("cjson").encode(c[1]))
     end
+    -- a negative or zero amount is the schema's error, no unit typed wrong
+    assert.equal("", codes(plan.warnings(body { coupon_use_rule = { fixed_normal_coupon =
+      { coupon_amount = -100, transaction_minimum = 0 } } }, NOW, false)))
     assert.equal("window_ended", codes(plan.warnings(body(), epoch(at "2027-12-10 00:00"), true, "running")))
     assert.equal("window_open_not_started", codes(plan.warnings(body(), epoch(at "2027-12-07 00:00"), true, "unactivated")))
     assert.equal("window_begun", codes(plan.warnings(body(), epoch(at "2027-12-06 00:00") + 30, false)))
