@@ -273,6 +273,26 @@ describe("quan apply", function()
     out, err, code = quan(h, dir, "apply --yes --state junk.state M.lua")
     assert.equal(1, code, out .. err)
     assert.matches("state junk%.state: .*not a database", err)
+    -- a folder where the state file should be; an empty file (plan leaves it empty: it reads only);
+    -- a state an apply made and stopped before its first record
+    assert(qos.mkdir(dir .. "/folder.state"))
+    for _, cmd in ipairs { "plan --state folder.state M.lua", "apply --yes --state folder.state M.lua",
+                           "report --state folder.state M.lua" } do
+      out, err, code = quan(h, dir, cmd)
+      assert.equal(1, code, cmd .. out .. err)
+      assert.matches("state folder%.state: is a directory %(%-%-state names the state file%)", err)
+    end
+    sh.write(dir .. "/empty.state", "")
+    out, err, code = quan(h, dir, "plan --state empty.state M.lua")
+    assert.equal(0, code, out .. err)
+    assert.matches("plan: 3 to record\n", out)
+    assert.equal("", sh.read(dir .. "/empty.state"))
+    local fresh = assert(sqlite.open(dir .. "/fresh.state"))
+    assert(fresh:exec(require("quan.campaign.state").SCHEMA))
+    fresh:close()
+    out, err, code = quan(h, dir, "plan --state fresh.state M.lua")
+    assert.equal(0, code, out .. err)
+    assert.matches("plan: 3 to record\n", out)
     -- no secret in it
     local bytes = sh.read(file .. ".state")
     assert.not_matches("PRIVATE KEY", bytes)
