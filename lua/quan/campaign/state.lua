@@ -93,6 +93,21 @@ end
 local State = {}
 State.__index = State
 
+-- damaged(db) -> nil | "damaged: " and SQLite's first finding, and how many
+-- more (a damaged file has dozens, one line each)
+local function damaged(db)
+  local found = {}
+  for r in db:rows("PRAGMA quick_check(20)") do
+    if r.quick_check ~= "ok" then
+      for line in tostring(r.quick_check):gmatch("[^\n]+") do
+        if not line:find("^%*%*%* in database") then found[#found + 1] = line end
+      end
+    end
+  end
+  if #found == 0 then return nil end
+  return "damaged: " .. found[1] .. (#found > 1 and (" (and %d more findings of PRAGMA quick_check)"):format(#found - 1) or "")
+end
+
 -- inspect(db, path) -> true | nil, message: a file with tables of another
 -- kind is refused, a damaged one too
 local function inspect(db, path)
@@ -104,9 +119,8 @@ local function inspect(db, path)
         if not tables[t] then return "foreign" end
       end
     end
-    for r in db:rows("PRAGMA quick_check") do
-      if r.quick_check ~= "ok" then error("damaged: " .. tostring(r.quick_check), 0) end
-    end
+    local damage = damaged(db)
+    if damage then error(damage, 0) end
   end)
   if not ok then return nil, "state " .. path .. ": " .. tostring(e) end
   if e == "foreign" then return nil, "state " .. path .. ": not a quan campaign state (a database with other tables)" end
