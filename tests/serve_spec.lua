@@ -546,6 +546,7 @@ describe("quan serve", function()
     it("refuses bad command lines and what it cannot use, saying why", function()
       local dir = sh.tmpdir()
       sh.write(dir .. "/notfn.lua", "return 42\n")
+      sh.write(dir .. "/empty.db", "")
       sh.write(dir .. "/c.lua", "return { name = 'c', stocks = {} }\n")
       local cfg = "--config " .. sh.quote(h.config_path) .. " "
       for _, case in ipairs {
@@ -569,7 +570,11 @@ describe("quan serve", function()
         { cfg .. "serve a.lua b.lua", 2, "unexpected argument 'b%.lua'" },
         { cfg .. "serve --listen 127.0.0.1:0 --store /nonexistent/x.db", 2,
           "^quan serve: store /nonexistent/x%.db cannot be used: its lock /nonexistent/x%.db%.lock: No such file or directory\n" },
-        { cfg .. "serve --listen 127.0.0.1:0 --store .", 2, "store .- cannot be opened: unable to open database file\n" },
+        { cfg .. "serve --listen 127.0.0.1:0 --store .", 2, "^quan serve: store .-/%. is a directory %(%-%-store names the store file%)\n" },
+        { cfg .. "serve list --store .", 1, "^quan serve list: store %. is a directory" },
+        { cfg .. "serve list --store empty.db", 1, "^quan serve list: store empty%.db: an empty file %(no receiver has stored anything there yet%)\n" },
+        -- the server's limit, said before anything starts (it was a traceback of quan.server.start)
+        { cfg .. "serve --store x.db --workers 1025", 2, "^quan serve: %-%-workers wants at most 1024 threads\n" },
         { cfg .. "serve --listen 127.0.0.1:0 --store notfn.lua", 2, "store .-notfn%.lua cannot be opened: file is not a database\n" },
       } do
         local _, err, code = sh.run("cd " .. sh.quote(dir) .. " && env -u QUAN_CONFIG " .. sh.quote(sh.quan) .. " " .. case[1])

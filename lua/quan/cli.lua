@@ -161,7 +161,11 @@ M.COMMANDS = {
       { "--handler FILE", "a Lua script returning function(event): the handler, without a campaign file" },
       { "--state PATH", "the campaign's state, where the store is recorded (default CAMPAIGN.lua.state)" },
       { "--profile NAME", "the profile whose keys verify and decrypt (also before the word serve)" },
-      { "--workers N", "threads answering notifications (default 8)", check = options.positive_integer },
+      { "--workers N", "threads answering notifications (default 8, at most 1024)", check = function(text)
+        local n, why = options.positive_integer(text)
+        if n and n > 1024 then return nil, "wants at most 1024 threads" end -- quan.server's limit
+        return n, why
+      end },
       { "--retry-max SECONDS", "the longest wait between calls of a failing handler (default 300)",
         check = options.positive_number },
       { "--ready-file FILE", "write the receiver's URL to FILE once listening; removed at stop" },
