@@ -90,7 +90,7 @@ M.COMMANDS = {
     options = {
       { "--listen HOST:PORT", "a loopback address and port; port 0 picks a free one", default = "127.0.0.1:0" },
       { "--state DIR", "the state directory (default $QUAN_SANDBOX_STATE, else ~/.local/share/quan/sandbox)" },
-      { "--faults SPEC", "faults from the start, e.g. latency=0.2,error429=0.1" },
+      { "--faults SPEC", "faults from the start, e.g. latency=20ms,error429=0.1" },
       { "--key-mode MODE", "the key answers are signed under: the public key, the certificate, or as asked",
         choices = require("quan.sandbox.files").KEY_MODES, default = "public_key" },
       { "--ready-file FILE", "write the base URL to FILE once listening; removed at stop" },

@@ -23,7 +23,7 @@ end
 -- duration(text) -> seconds | nil, reason
 function M.duration(text)
   local seconds, why = time.duration(text)
-  if not seconds then return nil, "wants a duration like 90s, 30m, 2h or 1d12h (" .. why .. ")" end
+  if not seconds then return nil, "wants a duration like 90s, 30m, 2h or 1d12h, got '" .. text .. "'" end
   return seconds
 end
 
@@ -69,8 +69,9 @@ function M.main(o, arguments)
   for _, r in ipairs(answer.data) do
     if r.state == "done" then done = done + 1 end
   end
-  io.stdout:write(("stock %s: %d redemptions (seed %d) from %s to %s (Beijing time), %d of them refunded\n"):format(
-    answer.stock_id, answer.count, answer.seed, wall(answer.from), wall(answer.to), answer.refunds))
+  io.stdout:write(("stock %s: %d %s (seed %d) from %s to %s (Beijing time), %d of them refunded\n"):format(
+    answer.stock_id, answer.count, answer.count == 1 and "redemption" or "redemptions", answer.seed,
+    wall(answer.from), wall(answer.to), answer.refunds))
   io.stdout:write(("%d made now, %d as the business clock reaches them (quan sandbox clock moves it)\n"):format(done,
     answer.count - done))
   return 0
