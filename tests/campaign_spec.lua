@@ -550,6 +550,11 @@ return {
       { "plan", "expected CAMPAIGN%.lua" }, { "plan --bogus x.lua", "unknown option '%-%-bogus'" },
       { "apply --state", "%-%-state needs a value" }, { "plan a.lua b.lua", "unexpected argument 'b%.lua'" },
       { "apply --yes=1 x.lua", "%-%-yes takes no value" }, { "plan --now soon x.lua", "%-%-now expects" },
+      -- a campaign file that is not there, or a folder: the command line's mistake, said first
+      { "plan missing.lua", "^quan plan: campaign file missing%.lua cannot be read %(No such file or directory%)\n$" },
+      { "apply missing.lua </dev/null", "^quan apply: campaign file missing%.lua cannot be read" },
+      { "plan /", "^quan plan: campaign file / cannot be read %(is a directory%)\n$" },
+      { "report missing.lua", "^quan report: campaign file missing%.lua cannot be read %(no such file%)\n$" },
     } do
       local out, err, code = sh.run(q .. " " .. c[1])
       assert.equal(2, code, c[1] .. out .. err)

@@ -145,7 +145,8 @@ M.COMMANDS = {
       { "--profile NAME", "the profile of the config file (also before the word apply)" },
     },
     footer = "exit status: 0 done or nothing to do, 1 a step failed or errors, 2 usage, 6 another apply\n"
-      .. "holds the state (docs/campaigns.md)",
+      .. "holds the state; once the campaign's sends ran, the worst of their codes (those of quan send)\n"
+      .. "(docs/campaigns.md)",
   },
   {
     name = "serve", module = "quan.serve",

@@ -5,7 +5,7 @@
 --
 --   command.session(decl, opts) -> session | nil, message, exit
 --   command.sandbox_clock(wx) -> the business clock of a sandbox's profile | nil
---   command.load(file, who) -> declaration | nil (problems printed)
+--   command.load(file, who) -> declaration | nil, exit (problems printed)
 --   command.head(decl, session, state_path, note) -> what render prints on top
 --   command.EXIT = { ok = 0, failed = 1, usage = 2, changes = 3, busy = 6 }
 local M = {}
@@ -58,12 +58,23 @@ function M.session(decl, o)
   return s
 end
 
--- load(file) -> declaration | nil (the problems printed on stderr, prefixed)
+-- load(file, who) -> declaration | nil, exit status (the problems printed on
+-- stderr, prefixed with who): a file that cannot be read (none by that name,
+-- a folder) is the command line's mistake, exit 2; a file with problems, 1
 function M.load(file, who)
+  local st = require("quan.os").stat(file)
+  local f, err = nil, "is a directory"
+  if not st or st.kind ~= "directory" then f, err = io.open(file, "rb") end
+  if not f then
+    io.stderr:write(("%s: campaign file %s cannot be read (%s)\n"):format(who, file,
+      tostring(err):gsub("^" .. file:gsub("%p", "%%%0") .. ": ", "")))
+    return nil, M.EXIT.usage
+  end
+  f:close()
   local decl, problems = require("quan.campaign").load(file)
   if not decl then
     io.stderr:write((require("quan.campaign").format_problems(problems):gsub("[^\n]+", who .. ": %0")), "\n")
-    return nil
+    return nil, M.EXIT.failed
   end
   return decl
 end

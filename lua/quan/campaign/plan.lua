@@ -667,8 +667,8 @@ function M.main(o, arguments)
   local command = require "quan.campaign.command"
   local EXIT = command.EXIT
   o.file = arguments[1]
-  local decl = command.load(o.file, "quan plan")
-  if not decl then return EXIT.failed end
+  local decl, failed = command.load(o.file, "quan plan")
+  if not decl then return failed end
   local s, serr, scode = command.session(decl, o)
   if not s then
     io.stderr:write("quan plan: ", serr, "\n")

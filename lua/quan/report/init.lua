@@ -58,12 +58,15 @@ function M.target(arguments, o)
   if not first then
     return nil, "give a campaign file, its state, or stock ids (quan report --help)", M.EXIT.usage
   end
+  if #arguments == 1 and first:find("[./]") and not qos.stat(first) then -- a path to a file that is not there
+    return nil, ("campaign file %s cannot be read (no such file)"):format(first), M.EXIT.usage
+  end
   if #arguments == 1 and qos.stat(first) then
     if is_sqlite(first) then
       return { kind = "state", state_path = o.state or first }
     end
-    local decl = require("quan.campaign.command").load(first, "quan report")
-    if not decl then return nil, nil, M.EXIT.failed end
+    local decl, failed = require("quan.campaign.command").load(first, "quan report")
+    if not decl then return nil, nil, failed end
     return { kind = "campaign", decl = decl, state_path = o.state or decl.path .. ".state" }
   end
   local ids = {}
