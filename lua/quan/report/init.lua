@@ -401,8 +401,23 @@ function M.build(target, o)
   return doc
 end
 
+-- unwritable(path) -> why --html cannot be written there, else nil: said
+-- before any source is read (a folder, or a folder that is not there)
+local function unwritable(path)
+  local st = qos.stat(path)
+  if st and st.kind == "directory" then return ("--html %s is a directory (--html names the page's file)"):format(path) end
+  local folder = require("quan.path").dir(path)
+  local fs = qos.stat(folder)
+  if not fs or fs.kind ~= "directory" then return ("--html %s: no folder %s to write it in"):format(path, folder) end
+end
+
 -- main(o, arguments) -> exit status
 function M.main(o, arguments)
+  local why = o.html and unwritable(o.html)
+  if why then
+    io.stderr:write("quan report: ", why, "\n")
+    return M.EXIT.usage
+  end
   local target, err, code = M.target(arguments, o)
   if not target then
     if err then io.stderr:write("quan report: ", err, "\n") end
@@ -421,8 +436,12 @@ function M.main(o, arguments)
       io.stderr:write("quan report: --html ", tostring(ferr), "\n")
       return M.EXIT.failed
     end
-    f:write(page)
-    f:close()
+    local wrote, werr = f:write(page)
+    local closed, cerr = f:close()
+    if not wrote or not closed then -- a full disk
+      io.stderr:write("quan report: --html ", o.html, ": ", tostring(werr or cerr), "\n")
+      return M.EXIT.failed
+    end
   end
   if o.json then
     io.stdout:write(json.encode(doc), "\n")
