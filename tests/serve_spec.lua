@@ -473,6 +473,7 @@ describe("quan serve", function()
       out, err, code = sh.run(sh.quote(sh.quan) .. " serve replay --store " .. sh.quote(store) .. " no-such-event")
       assert.equal(1, code)
       assert.matches("no event no%-such%-event in the store", err)
+      assert.equal("", out) -- not also "0 events due now"
       assert.same({ "exit", 0 }, { r:term() })
       -- stored while no handler ran: pending; the next receiver with one calls it
       r = receiver.start(h, { store = store })

@@ -375,8 +375,10 @@ function M.replay(o, arguments)
   local n, unknown = store:replay(#words > 0 and words or nil, qos.time())
   store:close()
   for _, id in ipairs(unknown) do say(program, "no event ", id, " in the store") end
-  io.stdout:write(("%d event%s due now: a running receiver calls the handler within a second, else the next "
-    .. "quan serve does\n"):format(n, n == 1 and "" or "s"))
+  if n > 0 or #unknown == 0 then -- (none due because none named was there: the refusal says it all)
+    io.stdout:write(("%d event%s due now: a running receiver calls the handler within a second, else the next "
+      .. "quan serve does\n"):format(n, n == 1 and "" or "s"))
+  end
   return #unknown > 0 and M.EXIT.failed or M.EXIT.ok
 end
 
