@@ -550,6 +550,9 @@ return {
       { "plan", "expected CAMPAIGN%.lua" }, { "plan --bogus x.lua", "unknown option '%-%-bogus'" },
       { "apply --state", "%-%-state needs a value" }, { "plan a.lua b.lua", "unexpected argument 'b%.lua'" },
       { "apply --yes=1 x.lua", "%-%-yes takes no value" }, { "plan --now soon x.lua", "%-%-now expects" },
+      -- epoch seconds past the year 9999, or before 1970 (1e20 was a traceback of os.date)
+      { "plan --now 1e20 x.lua", "%-%-now expects .* got '1e20'" }, { "report --now -5 x.lua", "%-%-now expects" },
+      { "check --now 1e300 x.lua", "%-%-now expects" },
       -- a campaign file that is not there, or a folder: the command line's mistake, said first
       { "plan missing.lua", "^quan plan: campaign file missing%.lua cannot be read %(No such file or directory%)\n$" },
       { "apply missing.lua </dev/null", "^quan apply: campaign file missing%.lua cannot be read" },

@@ -200,7 +200,10 @@ function M.parse_now(text)
     local ok, t = pcall(require("wechatpay.favor").at, text)
     now = ok and time.parse(t) or nil
   end
-  if not now then return nil, ("expects \"YYYY-MM-DD HH:MM\" or epoch seconds, got '%s'"):format(text) end
+  -- epoch seconds of the years 1970 to 9999 (1e20 made every date an error further on)
+  if not now or now ~= now or now < 0 or now >= 253402300800 then
+    return nil, ("expects \"YYYY-MM-DD HH:MM\" or epoch seconds, got '%s'"):format(text)
+  end
   return now
 end
 
