@@ -459,6 +459,17 @@ describe("quan report, refusing", function()
     assert.equal("quan report: --html /nonexistent/page.html: no folder /nonexistent to write it in\n", err)
   end)
 
+  it("says there is nothing to report when no source was read (exit 1)", function()
+    -- stock ids, --offline, no journal: a table of dashes and exit 0, before
+    local out, err, code = quan("report --offline 16000001")
+    assert.equal(1, code, out .. err)
+    assert.matches("quan report: nothing to report: no source was read %(%-%-offline reads the journals and the store "
+      .. "only: give %-%-journal%)\n$", err)
+    out, err, code = quan("report --offline --json 16000001")
+    assert.equal(1, code, out .. err)
+    assert.matches('"sources":%[%]', out)
+  end)
+
   it("says a campaign that was never applied has no state (exit 1)", function()
     local dir = sh.tmpdir()
     sh.write(dir .. "/c.lua", 'return { name = "never", stocks = {} }\n')

@@ -397,7 +397,11 @@ function M.build(target, o)
   t.merchants = array(t.merchants)
   t.notes = nil
   doc.totals = t
-  doc.problems, doc.notes = array(doc.problems), array(doc.notes)
+  if next(doc.sources) == nil then -- stock ids --offline without --journal: dashes only, said as a failure
+    rep:problem("nothing to report: no source was read" .. (o.offline
+      and " (--offline reads the journals and the store only: give --journal)" or ""))
+  end
+  doc.problems, doc.notes, doc.sources = array(doc.problems), array(doc.notes), array(doc.sources)
   return doc
 end
 
