@@ -7,15 +7,11 @@
 --
 --   build/quan scripts/report-picture.lua [OUT.png]
 local qos = require "quan.os"
+local qpath = require "quan.path"
 
 local out = arg and arg[1] or "docs/report.png"
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function read(path) return assert(qpath.read(path)) end
 local function write(path, text)
   local f = assert(io.open(path, "wb"))
   f:write(text)

@@ -2,7 +2,7 @@
 -- sandbox, run as written; `make install` and the installed `quan send` from
 -- a folder with no source tree, under the crontab of the page; the systemd
 -- units of the page (systemd-analyze verify, where it is installed); and
--- the page's Lua examples.
+-- the page's Lua examples; the log lines against the page's schema.
 local sh = require "tests.support.sh"
 local S = require "tests.support.batchsbx"
 local md = require "tests.support.mdexamples"
@@ -140,6 +140,117 @@ describe("docs/batches.md", function()
     sh.write(dir .. "/bad.service", ini[1]:gsub("Type=oneshot", "Type=oneshoot"))
     out, err = sh.run(("cd %s && systemd-analyze verify ./bad.service"):format(sh.quote(dir)))
     assert.matches("oneshoot", out .. err)
+  end)
+
+  it("logs JSON lines as its schema says: the fields of each event, their types and their order", function()
+    local page = sh.read(PAGE)
+    local part = assert(page:match("\n### The log lines, as a schema\n(.-)\nThe text summary"), "schema not found")
+    -- the table: event -> {name -> "required" | "optional"}, and name -> type
+    -- where the table gives one ("`a`, `b` (integers)": a group shares it)
+    local schema, types = {}, {}
+    local TYPES = { string = "string", integer = "integer", integers = "integer", number = "number",
+                    boolean = "boolean", object = "table", ["true"] = "true" }
+    for event, column in part:gmatch("\n| `([%a_]+)` | ([^|]*) |") do
+      local fields, pending = {}, {}
+      for item in (column:gsub("%b()", function(p) return p:gsub(",", ";") end) .. ","):gmatch("%s*(.-),") do
+        local name, optional = item:match("^`([%w_]+)`(%??)")
+        if name then
+          fields[name] = optional == "?" and "optional" or "required"
+          pending[#pending + 1] = name
+          local word = item:match("%((%a+)")
+          if word then -- a plural ("(integers)") types the group before it, a singular its own field
+            for _, n in ipairs(word:find("s$") and pending or { name }) do
+              types[n] = types[n] or assert(TYPES[word], word)
+            end
+            pending = {}
+          end
+        end
+      end
+      schema[event] = fields
+    end
+    local summary = assert(part:match("\n`summary` fields: (.-)For a fresh journal"))
+    local always, applies = summary:match("^(.-)when they apply:(.*)$")
+    schema.summary = {}
+    for name in always:gsub("%b()", ""):gmatch("`([%w_]+)`") do schema.summary[name] = "required" end
+    for name in applies:gsub("%b()", ""):gmatch("`([%w_]+)`") do schema.summary[name] = "optional" end
+    for _, event in ipairs { "start", "progress", "retry", "refused", "failed", "duplicate", "stop", "sent", "error" } do
+      assert.truthy(schema[event], "the table has no row for " .. event)
+    end
+    assert.equal("required", schema.summary.journal_counts)
+    assert.equal("optional", schema.summary.stop_code)
+    -- a run that draws every event: a retry that passes, one that fails, a
+    -- refusal, a duplicate, a stop; then a run that cannot start
+    local B = require "tests.support.batch"
+    local A = require("tests.support.fakeasync").new { virtual = true }
+    local dir = sh.tmpdir()
+    local lines = {}
+    local out = { write = function(self, ...)
+                    for l in table.concat { ... }:gmatch("[^\n]+") do lines[#lines + 1] = l end
+                    return self
+                  end,
+                  flush = function() end }
+    local tries = {}
+    local function run(input)
+      return require("quan.batch").run { input = input, journal = dir .. "/" .. #lines .. ".db", batch_prefix = "B",
+        concurrency = 1, async = A, out = out, log_format = "json", rate = 1e6, log_items = true,
+        retry = { base = 0.01, attempts = 3 },
+        send = function(item)
+          A.sleep(0.01)
+          tries[item.key] = (tries[item.key] or 0) + 1
+          if item.key == "o00002" then return B.api_error(403, "REQUEST_BLOCKED", "blocked") end
+          if item.key == "o00003" then return B.api_error(500, "SYSTEM_ERROR", "down") end
+          if item.key == "o00004" and tries[item.key] == 1 then return B.api_error(429, "FREQUENCY_LIMITED") end
+          if item.key == "o00006" then return B.api_error(403, "NOT_ENOUGH", "no budget") end
+          return B.ok(item)
+        end }
+    end
+    assert.truthy(run(B.users_csv(dir, 8, { "o00001,again" })))
+    assert.is_nil(run(dir .. "/none.csv"))
+    -- every line against the table (wechatpay.json keeps 9 an integer, 9.5 a float)
+    local json = require "wechatpay.json"
+    local seen = {}
+    for _, line in ipairs(lines) do
+      local e = json.decode(line)
+      local fields = assert(schema[e.event], "an event the page does not list: " .. line)
+      seen[e.event] = true
+      assert.equal("number", type(e.ts), line)
+      assert.is_true(e.batch ~= nil or e.event == "error", line)
+      -- the order: ts, event, batch, then row and key, then the rest sorted
+      local keys, rest = {}, {}
+      for key in line:gsub('\\.', ""):gsub("%b{}", function(o) return o:sub(2, -2):gsub("%b{}", "{}") end)
+          :gmatch('"([%w_]+)":') do
+        keys[#keys + 1] = key
+        if key ~= "ts" and key ~= "event" and key ~= "batch" and key ~= "row" and key ~= "key" then
+          rest[#rest + 1] = key
+        end
+      end
+      local sorted = { table.unpack(rest) }
+      table.sort(sorted)
+      local head = { "ts", "event" }
+      if e.batch ~= nil then head[#head + 1] = "batch" end
+      if e.row ~= nil then head[#head + 1] = "row" end
+      if e.key ~= nil then head[#head + 1] = "key" end
+      table.move(sorted, 1, #sorted, #head + 1, head)
+      assert.same(head, keys, line)
+      for name, value in pairs(e) do
+        if name ~= "ts" and name ~= "event" and name ~= "batch" then
+          assert.truthy(fields[name], e.event .. ": a field the page does not list: " .. name)
+          local want = types[name]
+          if want and e.event ~= "summary" then
+            local got = want == "integer" and math.type(value) or want == "true" and tostring(value == true)
+              or type(value)
+            assert.equal(want == "true" and "true" or want, got, e.event .. "." .. name)
+          end
+        end
+      end
+      for name, how in pairs(fields) do
+        if how == "required" then assert.is_not_nil(e[name], e.event .. ": no " .. name .. " in " .. line) end
+      end
+    end
+    for _, event in ipairs { "start", "progress", "retry", "refused", "failed", "duplicate", "stop", "sent", "error",
+                             "summary" } do
+      assert.truthy(seen[event], "the run drew no " .. event)
+    end
   end)
 
   it("runs its Lua examples", function()

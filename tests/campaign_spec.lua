@@ -636,6 +636,12 @@ describe("quan.campaign.plan", function()
     assert.equal("window_ended", codes(plan.warnings(body(), epoch(at "2027-12-10 00:00"), true, "running")))
     assert.equal("window_open_not_started", codes(plan.warnings(body(), epoch(at "2027-12-07 00:00"), true, "unactivated")))
     assert.equal("window_begun", codes(plan.warnings(body(), epoch(at "2027-12-06 00:00") + 30, false)))
+    -- an end before its begin, of the window and of the coupons' usage window
+    assert.equal("window_inverted", codes(plan.warnings(body {
+      available_begin_time = at "2027-12-08 00:00", available_end_time = at "2027-12-06 00:00" }, NOW, false)))
+    assert.equal("usage_ends_early,usage_window_inverted", codes(plan.warnings(body {
+      coupon_use_rule = { coupon_available_time = {
+        available_begin_time = at "2027-12-08 00:00", available_end_time = at "2027-12-07 00:00" } } }, NOW, false)))
   end)
 
   it("steps from each status to each declared state", function()

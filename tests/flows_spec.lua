@@ -478,7 +478,7 @@ describe("sandbox redemptions", function()
       assert.equal("verify", err.kind)
       assert.equal("hash_mismatch", err.code)
       assert.matches("is not the hash_value " .. link.hash_value, err.message, 1, true)
-      -- at rest: every byte of a good file, one at a time, changed
+      -- at rest: one byte in every 97 of a good file (from the first), one at a time, changed
       local good = assert(wx:flow("use-flow", id, { path = dir .. "/good.csv" }))
       local text = sh.read(good.path)
       for i = 1, #text, 97 do

@@ -18,6 +18,7 @@
 --     drives the client (requests, validation, the dry run, the private
 --     sandbox).
 local sh = require "tests.support.sh"
+local qpath = require "quan.path"
 
 -- the core a wechatpay module may load besides wechatpay.* and cjson
 local CORE = {
@@ -164,12 +165,7 @@ local function violations(src, chunkname)
   return found
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function read(path) return assert(qpath.read(path)) end
 
 -- the client's files and module names
 local function client_files()

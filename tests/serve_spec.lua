@@ -353,6 +353,14 @@ describe("quan serve", function()
           assert.matches("^127%.0%.0%.1:%d+$", refused[i].remote)
         end
         assert.equal(0, #receiver.rows(dir .. "/events.db"))
+        -- behind a proxy (docs/notifications.md): the client it reports is logged beside the peer
+        for header, value in pairs { ["X-Forwarded-For"] = "203.0.113.7, 10.0.0.2", ["X-Real-IP"] = "203.0.113.8" } do
+          local res = assert(receiver.post(url, with { ["Wechatpay-Signature"] = false, [header] = value }))
+          assert.equal(400, res.status)
+          local refused = r:log("refused")
+          assert.same({ "missing_header", value }, { refused[#refused].check, refused[#refused].forwarded_for })
+          assert.matches("^127%.0%.0%.1:%d+$", refused[#refused].remote)
+        end
         -- WeChat Pay's retry: the same body, signed anew
         local retry = { headers = maker:sign(genuine.body), body = genuine.body }
         local res = assert(receiver.post(url, retry))
@@ -727,7 +735,8 @@ describe("docs/notifications.md", function()
     assert.equal(0, status, out .. err)
     -- the callback registered; twelve redemptions scheduled, two refunded
     assert.matches("callback http://127%.0%.0%.1:%d+/wechatpay/notify\n", out)
-    assert.matches("stock %d+: 12 redemptions %(seed 1%) from 2027%-12%-01 10:00:00 to 2027%-12%-01 12:00:00 "
+    -- from the business clock's now: set to 10:00 a moment before, and running
+    assert.matches("stock %d+: 12 redemptions %(seed 1%) from 2027%-12%-01 10:00:%d%d to 2027%-12%-01 12:00:%d%d "
       .. "%(Beijing time%), 2 of them refunded\n0 made now, 12 as the business clock reaches them", out)
     -- twelve events stored, listed handled, one handler line each
     assert.matches("  COUPON%.USE  coupon %d+  stock %d+  handled [%d%- :]+\n12 events\n12\n", out)

@@ -21,6 +21,7 @@
 -- the store afterwards: every event stored once, none lost.
 local qos = require "quan.os"
 local sqlite = require "quan.sqlite"
+local qpath = require "quan.path"
 local notification = require "tests.support.notification"
 
 local positional, workers = {}, 8
@@ -39,13 +40,8 @@ local total = clients * per_client
 
 local function q(s) return '"' .. s:gsub("\\", "\\\\"):gsub('"', '\\"') .. '"' end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+-- a file not there (yet) reads as ""
+local function read(path) return qpath.read(path) or "" end
 
 -- CPU seconds used by a process so far (utime + stime, all its threads)
 local function cpu(pid)

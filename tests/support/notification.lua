@@ -13,16 +13,12 @@ local M = {}
 local crypto = require "quan.crypto"
 local cjson = require "cjson"
 local qos = require "quan.os"
+local qpath = require "quan.path"
 
 local Maker = {}
 Maker.__index = Maker
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function read(path) return assert(qpath.read(path)) end
 
 -- new(state_dir) -> maker
 function M.new(dir)

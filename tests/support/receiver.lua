@@ -13,14 +13,10 @@ local M = {}
 local qos = require "quan.os"
 local sh = require "tests.support.sh"
 local cjson = require "cjson.safe"
+local qpath = require "quan.path"
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+-- a file not there (yet) reads as ""
+local function read(path) return qpath.read(path) or "" end
 M.read = read
 
 -- wait_until(fn, seconds, what) -> the first true value fn returns
