@@ -63,12 +63,12 @@ describe("quan.batch.input", function()
     r, err = input.open(sh.write(dir .. "/k.csv", "uid\nu1\n"), { key = "openid" })
     assert.is_nil(r)
     assert.equal("input " .. dir .. "/k.csv: no column 'openid' in the header; its columns: 'uid'; "
-      .. "choose the key column with --key COLUMN", err)
+      .. "choose the key column with --key COLUMN (a campaign's send: key = COLUMN)", err)
     -- the columns found, and the closest name when one is close
     r, err = input.open(sh.write(dir .. "/k2.csv", "\239\187\191OpenID,name\r\nu1,a\r\n"), { key = "openid" })
     assert.is_nil(r)
     assert.equal("input " .. dir .. "/k2.csv: no column 'openid' in the header; its columns: 'OpenID', "
-      .. "'name' (did you mean 'OpenID'?); choose the key column with --key COLUMN", err)
+      .. "'name' (did you mean 'OpenID'?); choose the key column with --key COLUMN (a campaign's send: key = COLUMN)", err)
   end)
 
   it("reads CSV as people have it: a BOM, CRLF, quoted fields, blank lines, spaces around keys", function()

@@ -44,7 +44,7 @@ local function missing_column(source, column, header)
   local names = {}
   for i, name in ipairs(header or {}) do names[i] = ("'%s'"):format(name) end
   local close = require("quan.suggest").closest(column, header or {})
-  return ("input %s: no column '%s' in the header; its columns: %s%s; choose the key column with --key COLUMN")
+  return ("input %s: no column '%s' in the header; its columns: %s%s; choose the key column with --key COLUMN (a campaign's send: key = COLUMN)")
     :format(source, column, #names > 0 and table.concat(names, ", ") or "(none)",
             close and (" (did you mean '" .. close .. "'?)") or "")
 end
