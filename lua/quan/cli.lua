@@ -96,8 +96,11 @@ M.COMMANDS = {
       { "--ready-file FILE", "write the base URL to FILE once listening; removed at stop" },
       { "--temporary", "remove the state at stop (only a new, empty --state)" },
     },
-    footer = "clock prints or moves a running sandbox's business clock (forward only: +2h, +1d12h, or a\n"
-      .. "Beijing time). docs/sandbox.md describes the state, the faults and the control endpoints",
+    footer = "clock prints or moves a running sandbox's business clock (+2h, +1d12h, or a Beijing time;\n"
+      .. "only forward once it holds a stock). docs/sandbox.md describes the state, the faults and the\n"
+      .. "control endpoints\n"
+      .. "exit status: 0 stopped (SIGINT, SIGTERM), 1 could not start, 2 usage, 130 interrupted before\n"
+      .. "it served; clock: 0 printed or moved, 1 no sandbox serves the state or it refused the time",
     subcommands = {
       {
         name = "redeem", module = "quan.sandbox.redeem",
