@@ -537,6 +537,13 @@ describe("quan serve", function()
       local row = db:first("SELECT * FROM stores")
       db:close()
       assert.same({ "notifications", dir .. "/spring.lua.events" }, { row.name, row.path })
+      -- a campaign without a handler: the start names none, the warning says the campaign declares none
+      sh.write(dir .. "/bare.lua", 'return { name = "bare-serve", stocks = {} }')
+      local bare = receiver.start(h, { campaign = "bare.lua", cwd = dir })
+      assert.equal(cjson.null, bare:log("start")[1].handler)
+      assert.matches("^campaign bare%-serve declares no handler %(notifications%.handler, c:handler%): events are stored",
+        bare:log("warning")[1].message)
+      assert.same({ "exit", 0 }, { bare:term() })
       local out, err, code = sh.run("cd " .. sh.quote(dir) .. " && " .. sh.quote(sh.quan) .. " serve list --all spring.lua")
       assert.equal(0, code, err)
       assert.matches("\n1 event\n$", "\n" .. out)

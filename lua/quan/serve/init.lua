@@ -217,7 +217,7 @@ local function receive(o, campaign_path)
       return M.EXIT.failed
     end
     handler = decl.notifications and decl.notifications.handler
-    source = "campaign " .. decl.name
+    source = handler and ("campaign " .. decl.name) or nil -- (none declared: the start says null, as the warning does)
   elseif o.handler then
     local err
     handler, err = load_script(o.handler)
@@ -265,7 +265,8 @@ local function receive(o, campaign_path)
     workers = o.workers or M.DEFAULT_WORKERS, events = counts.events, pending = counts.pending, resumed = resumed,
     pid = qos.getpid() })
   if not handler then
-    log("warning", { message = "no handler: events are stored and stay pending until a receiver with a handler runs" })
+    log("warning", { message = (decl and ("campaign " .. decl.name .. " declares no handler (notifications.handler, "
+      .. "c:handler): ") or "no handler: ") .. "events are stored and stay pending until a receiver with a handler runs" })
   end
   if o.ready_file then
     local ok, werr = write_atomic(o.ready_file, url .. "\n")
