@@ -520,6 +520,9 @@ return {
         "x%.lua: a stock's key must be UTF%-8 text without spaces, got 'tier 10'" },
       { 'return { name = "x", stocks = { ["t\\255\\n"] = { json = {} } } }',
         "a stock's key must be UTF%-8 text without spaces, got 't\\255\\10'" },
+      -- compiled Lua (the message named no file)
+      { string.dump(function() return {} end), "^quan plan: x%.lua: attempt to load a binary chunk %(mode is 't'%) "
+        .. "%(a campaign file is Lua text%)\n$" },
       -- os.exit in the file would have ended plan with its code (0: "nothing to do")
       { 'local c = require("quan.campaign").new "x"\nif c then os.exit(0) end\nreturn c',
         "x%.lua:2: os%.exit%(0%) while the campaign file ran: a campaign file returns its declaration" },

@@ -367,7 +367,11 @@ end
 function M.load(path)
   if type(path) ~= "string" then error("campaign.load: path must be a string", 2) end
   local chunk, lerr = loadfile(path, "t")
-  if not chunk then return nil, { { message = tostring(lerr) } } end   -- "path:line: ..." already
+  if not chunk then -- "path:line: ..." already, but for a binary chunk (luac's output), which 't' refuses
+    lerr = tostring(lerr)
+    if not lerr:find(path, 1, true) then lerr = display(path) .. ": " .. lerr .. " (a campaign file is Lua text)" end
+    return nil, { { message = lerr } }
+  end
   local qos = require "quan.os"
   -- os.exit while the file runs would end the command with the file's code
   -- (plan's 0: "nothing to do") before anything was read: it raises instead
