@@ -5,6 +5,7 @@ local B = require "tests.support.batch"
 
 local csv = require "quan.batch.csv"
 local input = require "quan.batch.input"
+local qos = require "quan.os"
 
 -- rows_of(source[, opts]) -> {{key, row, record}...}, the input after its end
 local function rows_of(source, opts)
@@ -53,6 +54,29 @@ describe("quan.batch.input", function()
     assert.equal(1, r.rows)
     assert.is_true(r.eof)
     assert.matches("csv: line 3: unterminated quoted field", r.error)
+  end)
+
+  it("reads a CSV through a pipe whole, its total unknown", function()
+    -- the lines were counted ahead by opening the path again: on a FIFO (or
+    -- /dev/stdin) that count took the rows the reader had not buffered yet
+    local dir = sh.tmpdir()
+    local list = { "openid" }
+    for i = 1, 50000 do list[#list + 1] = ("o%06d"):format(i) end
+    sh.write(dir .. "/users.csv", B.lines(list))
+    assert.equal("", (sh.run("mkfifo " .. sh.quote(dir .. "/pipe"))))
+    local writer = assert(qos.spawn({ "sh", "-c", "cat " .. sh.quote(dir .. "/users.csv") .. " > " .. sh.quote(dir .. "/pipe") }))
+    local r = assert(input.open(dir .. "/pipe"))
+    assert.is_nil(r.total)
+    local n = 0
+    while true do
+      local _, row = r:read()
+      if not row then break end
+      n = n + 1
+    end
+    r:close()
+    qos.wait(writer)
+    assert.is_nil(r.error)
+    assert.equal(50000, n)
   end)
 
   it("refuses a file it cannot open or without the key column", function()
