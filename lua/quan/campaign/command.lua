@@ -4,6 +4,7 @@
 -- clock).
 --
 --   command.session(decl, opts) -> session | nil, message, exit
+--   command.reads_go_out() -> under QUAN_DRY_RUN, GETs are sent, writes printed
 --   command.sandbox_clock(wx) -> the business clock of a sandbox's profile | nil
 --   command.load(file, who) -> declaration | nil, exit (problems printed)
 --   command.head(decl, session, state_path, note) -> what render prints on top
@@ -26,6 +27,22 @@ local function sandbox_clock(wx)
 end
 M.sandbox_clock = sandbox_clock
 
+-- reads_go_out(): under QUAN_DRY_RUN (`quan --dry-run plan`, `apply`,
+-- `report`), the GETs go out and only the other requests are printed
+-- instead of sent, as `quan apply --dry-run` does: these commands judge
+-- what exists, and the placeholders of a dry run made plans and reports
+-- of stocks that are not so (stocks unactivated, drifted)
+function M.reads_go_out()
+  local v = os.getenv("QUAN_DRY_RUN")
+  if v == nil or v == "" or v == "0" then return end
+  local wechatpay = require "wechatpay"
+  local dryrun = require "quan.dryrun"
+  wechatpay.hooks.before_send = function(p)
+    if p.method == "GET" then return nil end
+    return dryrun.before_send(p)
+  end
+end
+
 -- session(o) -> session | nil, message, exit: the client of the profile
 -- (o.profile, else the usual choice; a private sandbox when none is
 -- configured), the state's path (o.state; else the campaign file's path
@@ -33,6 +50,7 @@ M.sandbox_clock = sandbox_clock
 -- gone with it) and the clock (o.now; a sandbox's business clock; this
 -- machine's)
 function M.session(decl, o)
+  M.reads_go_out()
   local wechatpay = require "wechatpay"
   local ok, wx = pcall(wechatpay.client, o.profile)
   if not ok and require("quan.os").is_interrupt(wx) then error(wx, 0) end

@@ -176,6 +176,7 @@ end
 -- clock figures are read at (--now; a sandbox's business clock; this
 -- machine's)
 local function client(o)
+  require("quan.campaign.command").reads_go_out() -- a report only reads: under --dry-run too
   local ok, wx = pcall(require("wechatpay").client, o.profile)
   if not ok then
     if qos.is_interrupt(wx) then error(wx, 0) end
