@@ -86,6 +86,10 @@ function M.response(p)
     for k, v in pairs(p.json) do if type(v) ~= "table" then echo[k] = v end end
   end
   for k, v in pairs(vars or {}) do echo[k] = v end
+  -- a download link (a flow file's `url`) on the API the request went to, as
+  -- WeChat Pay's are: wx:download refuses any other, which raised under a dry run
+  local origin = type(p.url) == "string" and p.url:match("^(https://[^/]+)")
+  if origin and echo.url == nil then echo.url = origin .. "/v3/billdownload/file?token=CHECK" end
   local body = ep and ep.response and json.encode(placeholder(ep.response, nil, echo)) or "{}"
   requests = requests + 1
   return {
