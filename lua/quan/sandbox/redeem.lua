@@ -49,9 +49,17 @@ end
 function M.main(o, arguments)
   if o.share and o.count then return usage("give --share or --count, not both") end
   if not o.share and not o.count then return usage("--share X or --count N is required") end
+  local ca_file = o.ca_file
+  if ca_file then -- read by the sandbox, from its own folder: a file, by its absolute path
+    local st = require("quan.os").stat(ca_file)
+    if not st or st.kind ~= "file" then
+      return usage(("--ca-file %s: %s"):format(ca_file, st and "not a file" or "no such file"))
+    end
+    ca_file = require("quan.path").absolute(ca_file)
+  end
   local dir = o.state or require("quan.sandbox").default_state()
   local body = cjson.encode { stock_id = arguments[1], share = o.share, count = o.count, over_seconds = o.over,
-    refunds = o.refunds, seed = o.seed, ca_file = o.ca_file }
+    refunds = o.refunds, seed = o.seed, ca_file = ca_file }
   local answer, text = remote.request(dir, "POST", "/sandbox/redemptions", body, 300)
   if not answer then -- text: why
     io.stderr:write("quan sandbox redeem: ", text, "\n")
