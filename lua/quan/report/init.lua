@@ -406,21 +406,11 @@ function M.build(target, o)
   return doc
 end
 
--- unwritable(path) -> why --html cannot be written there, else nil: said
--- before any source is read (a folder, or a folder that is not there)
-local function unwritable(path)
-  local st = qos.stat(path)
-  if st and st.kind == "directory" then return ("--html %s is a directory (--html names the page's file)"):format(path) end
-  local folder = require("quan.path").dir(path)
-  local fs = qos.stat(folder)
-  if not fs or fs.kind ~= "directory" then return ("--html %s: no folder %s to write it in"):format(path, folder) end
-end
-
 -- main(o, arguments) -> exit status
 function M.main(o, arguments)
-  local why = o.html and unwritable(o.html)
+  local why = o.html and require("quan.path").unwritable(o.html) -- said before any source is read
   if why then
-    io.stderr:write("quan report: ", why, "\n")
+    io.stderr:write("quan report: --html ", o.html, ": ", why, "\n")
     return M.EXIT.usage
   end
   local target, err, code = M.target(arguments, o)
