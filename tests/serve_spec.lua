@@ -572,6 +572,12 @@ describe("quan serve", function()
         { cfg .. "serve --store x.db --listen 127.0.0.1:70000", 2, "port 70000 is out of range" },
         { cfg .. "serve --store x.db --tls-cert " .. sh.quote(h.state .. "/server.pem"), 2, "go together" },
         { cfg .. "serve --store x.db --tls-cert nope.pem --tls-key nope.pem", 2, "%-%-tls%-cert nope%.pem cannot be read" },
+        -- named before the server starts (its refusal named no file: "bad certificate or key, or No such file")
+        { cfg .. "serve --store x.db --tls-cert c.lua --tls-key c.lua", 2, "^quan serve: %-%-tls%-cert c%.lua is not a PEM certificate" },
+        { cfg .. "serve --store x.db --tls-cert " .. sh.quote(h.state .. "/server.pem") .. " --tls-key c.lua", 2,
+          "^quan serve: %-%-tls%-key c%.lua is not a PEM private key" },
+        { cfg .. "serve --store x.db --tls-cert " .. sh.quote(h.state .. "/server.pem") .. " --tls-key "
+          .. sh.quote(h.state .. "/merchant.key.pem"), 2, "^quan serve: %-%-tls%-key .-merchant%.key%.pem is not the key of %-%-tls%-cert" },
         { cfg .. "serve --listen 127.0.0.1:0", 2, "no store: give %-%-store PATH" },
         { cfg .. "serve --handler notfn.lua c.lua", 2, "give either, not both" },
         { cfg .. "serve --store x.db --handler missing.lua", 2, "%-%-handler missing%.lua cannot be read" },

@@ -191,6 +191,16 @@ local function receive(o, campaign_path)
       if not ok then return usage(("--%s %s cannot be read (%s)"):format(k:gsub("_", "-"), o[k], tostring(err))) end
     end
   end
+  if o.tls_cert then -- checked here: the server's own refusal names no file ("bad certificate or key, or ...")
+    local crypto = require "quan.crypto"
+    local cert, cerr = crypto.certificate("file://" .. o.tls_cert)
+    if not cert then return usage(("--tls-cert %s is not a PEM certificate (%s)"):format(o.tls_cert, tostring(cerr))) end
+    local key, kerr = crypto.private_key("file://" .. o.tls_key)
+    if not key then return usage(("--tls-key %s is not a PEM private key (%s)"):format(o.tls_key, tostring(kerr))) end
+    if cert:public_key():pem_public() ~= key:pem_public() then
+      return usage(("--tls-key %s is not the key of --tls-cert %s"):format(o.tls_key, o.tls_cert))
+    end
+  end
   if campaign_path and o.handler then
     return usage("a campaign file brings its handler (notifications.handler): give either, not both")
   end
