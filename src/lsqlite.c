@@ -11,6 +11,7 @@
  * one. db:errcode() names the last failure's code. */
 #include <pthread.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <sqlite3.h>
 #include "quan.h"
@@ -427,6 +428,15 @@ static int l_open(lua_State *L) {
     }
     lua_pop(L, 3);
   }
+  /* a database is a file (or a folder, which SQLite refuses itself): a
+   * fifo would block the open, a device such as /dev/null swallow every
+   * write as if it were kept */
+  struct stat st;
+  if (strcmp(path, ":memory:") != 0 && strncmp(path, "file:", 5) != 0 && stat(path, &st) == 0
+      && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+    return quan_fail(L, "cantopen", "sqlite open %s: a %s, not a database file", path,
+      S_ISFIFO(st.st_mode) ? "fifo" : S_ISSOCK(st.st_mode) ? "socket"
+      : S_ISCHR(st.st_mode) ? "character device" : "block device");
   Db *d = lua_newuserdatauv(L, sizeof(Db), 1);
   d->db = NULL;
   d->closed = 1;

@@ -936,6 +936,15 @@ describe("quan sandbox", function()
         assert.not_matches("traceback", err)
         assert.same({}, qos.list(dir), c[1]) -- nothing made
       end
+      -- a ready file is replaced, then removed at stop: never a fifo or a device
+      local fifo = sh.tmpdir() .. "/ready"
+      assert(os.execute("mkfifo " .. sh.quote(fifo)))
+      local out, err, code = sh.run("timeout 20 " .. sh.quote(sh.quan) .. " sandbox --ready-file " .. sh.quote(fifo)
+        .. " --state " .. sh.quote(dir .. "/sb"))
+      assert.same({ 2, "" }, { code, out }, err)
+      assert.matches("^quan sandbox: %-%-ready%-file .*/ready is a fifo, not a file: it would be replaced, then removed\n", err)
+      assert.equal("fifo", qos.stat(fifo).kind)
+      assert.same({}, qos.list(dir))
     end)
 
     it("checks every argument before it makes anything: exit 2, nothing made, nothing left", function()

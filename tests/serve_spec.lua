@@ -564,6 +564,7 @@ describe("quan serve", function()
       sh.write(dir .. "/notfn.lua", "return 42\n")
       sh.write(dir .. "/empty.db", "")
       sh.write(dir .. "/c.lua", "return { name = 'c', stocks = {} }\n")
+      assert(os.execute("mkfifo " .. sh.quote(dir .. "/fifo")))
       local cfg = "--config " .. sh.quote(h.config_path) .. " "
       for _, case in ipairs {
         { cfg .. "serve --store x.db --listen 0.0.0.0:8080", 2, "is not a loopback address.*%-%-allow%-remote" },
@@ -583,10 +584,14 @@ describe("quan serve", function()
         { cfg .. "serve --store x.db --handler missing.lua", 2, "%-%-handler missing%.lua cannot be read" },
         { cfg .. "serve --store x.db --handler notfn.lua --listen 127.0.0.1:0", 1, "returns function%(event%).-returned number" },
         { cfg .. "serve --store x.db --workers 0", 2, "%-%-workers" },
+        -- a ready file is replaced, then removed: never a fifo or a device
+        { cfg .. "serve --store x.db --ready-file fifo", 2, "^quan serve: %-%-ready%-file fifo is a fifo, not a file: "
+          .. "it would be replaced, then removed\n" },
         { cfg .. "--sandbox serve --store x.db --listen 127.0.0.1:0", 2, "private sandbox" },
         { "serve --store x.db --listen 127.0.0.1:0", 1, "no profile configured" },
         { cfg .. "serve list --workers 2 --store x.db", 2, "^quan serve list: unknown option '%-%-workers'.-usage: quan serve list " },
         { cfg .. "serve list --store missing.db", 1, "store missing%.db: no such file" },
+        { cfg .. "serve list --store fifo", 1, "^quan serve list: store fifo cannot be opened: a fifo, not a database file\n" },
         { cfg .. "serve list", 2, "^quan serve list: no store: give %-%-store PATH.-usage: quan serve list " },
         { cfg .. "serve replay --all --store x.db", 2, "unknown option '%-%-all'" },
         { cfg .. "serve a.lua b.lua", 2, "unexpected argument 'b%.lua'" },
@@ -599,11 +604,12 @@ describe("quan serve", function()
         { cfg .. "serve --store x.db --workers 1025", 2, "^quan serve: %-%-workers wants at most 1024 threads\n" },
         { cfg .. "serve --listen 127.0.0.1:0 --store notfn.lua", 2, "store .-notfn%.lua cannot be opened: file is not a database\n" },
       } do
-        local _, err, code = sh.run("cd " .. sh.quote(dir) .. " && env -u QUAN_CONFIG " .. sh.quote(sh.quan) .. " " .. case[1])
+        local _, err, code = sh.run("cd " .. sh.quote(dir) .. " && env -u QUAN_CONFIG timeout 30 " .. sh.quote(sh.quan) .. " " .. case[1])
         assert.equal(case[2], code, case[1] .. ": " .. err)
         assert.matches(case[3], err, nil, case[1])
       end
       assert.is_nil(io.open(dir .. "/x.db")) -- refused before anything was made
+      assert.equal("fifo", qos.stat(dir .. "/fifo").kind)
     end)
 
     it("logs JSON lines when its stderr is not a terminal, text lines when asked", function()

@@ -22,6 +22,17 @@ describe("quan.sqlite", function()
     assert.matches("^sqlite open /nonexistent/dir/x.db: ", msg)
     assert.equal("cantopen", code)
     assert.has_error(function() sqlite.open(path, {synchronous = "sometimes"}) end)
+    -- a database is a file: a fifo (whose open would wait for a writer) and
+    -- a device (which would swallow every write) are refused, untouched
+    local fifo = sh.tmpdir() .. "/fifo"
+    assert(os.execute("mkfifo " .. sh.quote(fifo)))
+    for where, kind in pairs { [fifo] = "fifo", ["/dev/null"] = "character device" } do
+      for _, readonly in ipairs { false, true } do
+        none, msg, code = sqlite.open(where, { readonly = readonly })
+        assert.same({ "sqlite open " .. where .. ": a " .. kind .. ", not a database file", "cantopen" }, { msg, code })
+      end
+    end
+    assert.equal("fifo", require("quan.os").stat(fifo).kind)
   end)
 
   it("opens a file read-only beside its writer: no file made, nothing written, the writer's commits seen", function()

@@ -9,6 +9,10 @@
 --   path.unwritable(p)  -> why a file cannot be written at p (a folder, a
 --                          folder that is not there) | nil: for an output
 --                          option checked before a command does its work
+--   path.replaceable(p) -> true | nil, message: p is not there, or is a regular
+--                          file: what a command may replace by renaming a
+--                          file over it, and remove (a ready file); never a
+--                          device, a fifo, a socket or a folder
 local M = {}
 
 local qos = require "quan.os"
@@ -42,6 +46,13 @@ function M.unwritable(p)
   local fs = qos.stat(folder)
   if not fs or fs.kind ~= "directory" then return "no folder " .. folder .. " to write it in" end
   return nil
+end
+
+function M.replaceable(p)
+  local st = qos.stat(p)
+  if not st or st.kind == "file" then return true end
+  return nil, ("%s is a %s, not a file: it would be replaced, then removed"):format(p,
+    ({ char = "character device", block = "block device" })[st.kind] or st.kind)
 end
 
 return M

@@ -189,8 +189,8 @@ M.drift = drift
 
 local function days_spanned(begin, stop)
   -- Beijing calendar days from begin's day to stop's day, both counted
-  local b = (begin + 8 * 3600) // DAY
-  local s = (stop + 8 * 3600) // DAY
+  local b = (begin + time.BEIJING) // DAY
+  local s = (stop + time.BEIJING) // DAY
   return s - b + 1
 end
 
@@ -260,7 +260,7 @@ function M.warnings(body, now, exists, status)
       for _, d in ipairs(week) do on[d] = true end
       local any = false
       -- the Beijing calendar days of the window; day 0 (1970-01-01) was a Thursday
-      for day = (begin + 8 * 3600) // DAY, (stop + 8 * 3600) // DAY do
+      for day = (begin + time.BEIJING) // DAY, (stop + time.BEIJING) // DAY do
         if on[(day + 4) % 7] then any = true end
       end
       if not any then

@@ -158,9 +158,7 @@ local function load_meta(self)
 end
 
 local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
+  return qos.stat(path) ~= nil -- not opened: opening a fifo would wait for a writer
 end
 
 -- not_a_file(path) -> the message for a path that names a directory (SQLite

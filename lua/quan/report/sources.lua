@@ -85,11 +85,11 @@ function M.journal(path, now)
       continued = meta.continues == "true", read_at = qos.time(), states = {}, rows = 0, sent = 0, days = {},
       untimed = 0, recent = 0, timed = timed }
     -- one pass over the items: by state and Beijing day of the answer
-    local sql = timed and [[SELECT state, (CAST(answered AS INTEGER) + 28800) / 86400 AS day, count(*) AS n,
+    local sql = timed and [[SELECT state, (CAST(answered AS INTEGER) + :offset) / 86400 AS day, count(*) AS n,
         sum(answered > :since AND answered <= :now) AS recent, min(answered) AS first, max(answered) AS last
         FROM items GROUP BY state, day]]
       or "SELECT state, NULL AS day, count(*) AS n, 0 AS recent, NULL AS first, NULL AS last FROM items GROUP BY state"
-    for r in db:rows(sql, { since = now - DAY, now = now }) do
+    for r in db:rows(sql, { since = now - DAY, now = now, offset = time.BEIJING }) do
       s.states[r.state] = (s.states[r.state] or 0) + r.n
       s.rows = s.rows + r.n
       if M.SENT_STATES[r.state] then

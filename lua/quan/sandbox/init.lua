@@ -51,7 +51,8 @@ local function holds_only(dir, names)
   return true
 end
 
-local abspath = require("quan.path").absolute
+local qpath = require "quan.path"
+local abspath = qpath.absolute
 
 -- default_state() -> $QUAN_SANDBOX_STATE, else $XDG_DATA_HOME/quan/sandbox,
 -- else ~/.local/share/quan/sandbox
@@ -134,7 +135,9 @@ local function check(o)
       .. dir .. " is not one"
   end
   if o.ready_file then
-    local ok, rerr = writable_dir_of(o.ready_file)
+    local ok, rerr = qpath.replaceable(o.ready_file)
+    if not ok then return nil, "--ready-file " .. rerr end
+    ok, rerr = writable_dir_of(o.ready_file)
     if not ok then return nil, "--ready-file " .. o.ready_file .. " cannot be written (" .. tostring(rerr) .. ")" end
   end
   return {host = host, port = port, faults = faults, dir = dir}

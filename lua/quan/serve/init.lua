@@ -39,7 +39,8 @@ local function usage(message, program)
   return M.EXIT.usage
 end
 
-local abspath = require("quan.path").absolute
+local qpath = require "quan.path"
+local abspath = qpath.absolute
 
 local function readable(path)
   local f, err = io.open(path, "rb")
@@ -212,7 +213,9 @@ local function receive(o, campaign_path)
   if not path then return usage(perr) end
   path = abspath(path)
   if o.ready_file then
-    local ok, err = write_atomic(o.ready_file, "")
+    local ok, err = qpath.replaceable(o.ready_file)
+    if not ok then return usage("--ready-file " .. err) end
+    ok, err = write_atomic(o.ready_file, "")
     if not ok then return usage(("--ready-file %s cannot be written (%s)"):format(o.ready_file, tostring(err))) end
     os.remove(o.ready_file)
   end

@@ -87,9 +87,7 @@ end
 
 -- file_exists(path) -> boolean
 local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
+  return qos.stat(path) ~= nil -- not opened: opening a fifo would wait for a writer
 end
 
 -- directory(path) -> the message for a store path that names a folder
