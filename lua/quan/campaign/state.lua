@@ -237,7 +237,7 @@ function M.read(path, expect)
   if dir then return nil, dir, "open" end
   if not exists(path) then return false end
   local st = qos.stat(path)
-  if st and st.size == 0 then return false end -- an empty file: no state yet (opening it would write a header)
+  if st and st.kind == "file" and st.size == 0 then return false end -- an empty file: no state yet (opening it would write a header)
   local db, err = sqlite.open(path)
   if not db then return nil, "state " .. path .. ": " .. tostring(err), "open" end
   local ok, cerr = inspect(db, path)

@@ -227,7 +227,7 @@ function M.read(path)
   if folder then return nil, folder, "open" end
   if not file_exists(path) then return nil, ("store %s: no such file"):format(path), "noent" end
   local st = qos.stat(path)
-  if st and st.size == 0 then -- made by a receiver that stopped before its first table
+  if st and st.kind == "file" and st.size == 0 then -- made by a receiver that stopped before its first table
     return nil, ("store %s: an empty file"):format(path), "noent"
   end
   local self, err, code = M.connect(path)
