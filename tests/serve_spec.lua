@@ -573,7 +573,7 @@ describe("quan serve", function()
         { cfg .. "serve --store x.db --listen 127.0.0.1:70000", 2, "port 70000 is out of range" },
         { cfg .. "serve --store x.db --tls-cert " .. sh.quote(h.state .. "/server.pem"), 2, "go together" },
         { cfg .. "serve --store x.db --tls-cert nope.pem --tls-key nope.pem", 2, "%-%-tls%-cert nope%.pem cannot be read" },
-        -- named before the server starts (its refusal named no file: "bad certificate or key, or No such file")
+        -- named before the server starts (its own refusal names no file)
         { cfg .. "serve --store x.db --tls-cert c.lua --tls-key c.lua", 2, "^quan serve: %-%-tls%-cert c%.lua is not a PEM certificate" },
         { cfg .. "serve --store x.db --tls-cert " .. sh.quote(h.state .. "/server.pem") .. " --tls-key c.lua", 2,
           "^quan serve: %-%-tls%-key c%.lua is not a PEM private key" },

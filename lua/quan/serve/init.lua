@@ -192,7 +192,7 @@ local function receive(o, campaign_path)
       if not ok then return usage(("--%s %s cannot be read (%s)"):format(k:gsub("_", "-"), o[k], tostring(err))) end
     end
   end
-  if o.tls_cert then -- checked here: the server's own refusal names no file ("bad certificate or key, or ...")
+  if o.tls_cert then -- checked here: the server's own refusal names no file
     local crypto = require "quan.crypto"
     local cert, cerr = crypto.certificate("file://" .. o.tls_cert)
     if not cert then return usage(("--tls-cert %s is not a PEM certificate (%s)"):format(o.tls_cert, tostring(cerr))) end
