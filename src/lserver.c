@@ -1035,8 +1035,11 @@ static int l_start(lua_State *L) {
     server_release(s);
     if (e == EADDRINUSE || e == EACCES || e == EADDRNOTAVAIL)
       return quan_fail(L, "bind", "server: cannot listen on %s:%d: %s", host, (int)port, strerror(e));
-    return quan_fail(L, cert ? "tls" : "bind", "server: cannot start on %s:%d (bad certificate or key, or %s)", host,
-                (int)port, strerror(e));
+    /* libmicrohttpd leaves errno as it found it when TLS set-up fails */
+    if (cert)
+      return quan_fail(L, "tls", "server: cannot start TLS on %s:%d: the certificate or key is not usable "
+                       "(not PEM, or the key is not the certificate's)", host, (int)port);
+    return quan_fail(L, "bind", "server: cannot start on %s:%d: %s", host, (int)port, strerror(e));
   }
   const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
   s->port = di ? (int)di->port : (int)port;

@@ -91,8 +91,18 @@ static int placed(const char *msg) {
  * the script's failing call first; a string gets a traceback, an error
  * table that prints itself (an API error: its text names the request id)
  * does not */
+/* a command of quan.cli runs: an interrupt that ends it is no script's
+ * error, and gets no traceback (run_command says it and exits 128 + signal) */
+static int command_running = 0;
+static int command_interrupted = 0;
+
 static int msghandler(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
+  if (quan_is_interrupt(L, 1) && command_running) {
+    command_interrupted = 1;
+    lua_pushstring(L, "interrupted");
+    return 1;
+  }
   if (quan_is_interrupt(L, 1)) msg = luaL_tolstring(L, 1, NULL); /* a traceback: where it was, as lua.c */
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
@@ -448,7 +458,16 @@ static int run_command(lua_State *L, char **argv, int argc, int *code) {
     lua_rawseti(L, -2, i);
   }
   push_version(L);
+  command_running = 1;
   int status = docall(L, 3, 1);
+  command_running = 0;
+  if (status != LUA_OK && command_interrupted) { /* Ctrl-C (or a trapped SIGTERM, SIGHUP): said in one line */
+    fprintf(stderr, "quan %s: interrupted\n", argv[0]); /* as the commands name themselves */
+    fflush(stderr);
+    lua_pop(L, 1);
+    *code = 128 + (quan_signal_caught ? (int)quan_signal_caught : SIGINT);
+    return 1;
+  }
   if (status != LUA_OK) return report(L, status), 1;
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);

@@ -146,6 +146,25 @@ describe("quan.batch through the sandbox", function()
     assert.equal("sent", recs[30].state)
   end)
 
+  it("refuses a line that is no openid, per row, without sending it", function()
+    S.faults(h, "")
+    local dir = sh.tmpdir()
+    local stock = S.stock(h, 100)
+    -- a 300 KB line (a file broken at export) and one with a NUL byte, between two users
+    local users = sh.write(dir .. "/users.csv", "openid\noGood1\n" .. ("x"):rep(300000) .. "\nab\0cd\noGood2\n")
+    local how, code = run_example(h, dir, { "--log-format", "text", stock, users, dir .. "/j.db" }, "n")
+    assert.equal("exit", how)
+    assert.equal(batch.exit.refused, code) -- refused and recorded: not failed, not retried as a network error
+    local err = sh.read(dir .. "/n.err")
+    assert.matches('refused [^\n]*row=2 key="x+%.%.%. %(300000 bytes%)" code=VALIDATION message="openid: not an openid '
+      .. '%(300000 bytes, more than an openid\'s 128%): x+%.%.%."\n', err)
+    assert.matches('refused [^\n]*row=3 key="ab\\u0000cd" code=VALIDATION message="openid: not an openid '
+      .. '%(control characters%): ab%?cd"\n', err)
+    assert.matches("sent %s+2\n", err)
+    assert.is_true(#err < 10000) -- the long line is not echoed whole
+    assert.equal(2, S.coupons(h, stock).total)
+  end)
+
   it("refuses a stock that is not running, before sending anything", function()
     local dir = sh.tmpdir()
     local stock = S.stock(h, 10)
@@ -258,6 +277,13 @@ describe("quan send", function()
     _, err, code = sh.run(quan .. " send --continue S u.csv")
     assert.equal(batch.exit.cannot_start, code)
     assert.matches("%-%-continue needs %-%-batch%-id", err)
+    -- an export that cannot be written is said before anything is sent (it failed after the run, exit 0)
+    _, err, code = sh.run(quan .. " send --export /nonexistent/out.csv S u.csv")
+    assert.equal(batch.exit.cannot_start, code)
+    assert.equal("quan send: --export /nonexistent/out.csv: no folder /nonexistent to write it in\n", err)
+    _, err, code = sh.run(quan .. " send --export / S u.csv")
+    assert.equal(batch.exit.cannot_start, code)
+    assert.equal("quan send: --export /: is a directory\n", err)
   end)
 
   it("is also a script's one call (scripts/examples/send-coupons.lua)", function()

@@ -75,6 +75,10 @@ describe("quan.batch.csv", function()
     ok, err = csv.open(sh.write(dir .. "/empty.csv", ""))
     assert.is_nil(ok)
     assert.equal("csv: no header line", err)
+    -- a file that opens but cannot be read is that, never an empty input
+    ok, err = csv.open(dir)
+    assert.is_nil(ok)
+    assert.equal("csv: " .. dir .. ": Is a directory", err)
   end)
 
   it("raises on bad arguments", function()

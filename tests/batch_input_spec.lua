@@ -5,6 +5,7 @@ local B = require "tests.support.batch"
 
 local csv = require "quan.batch.csv"
 local input = require "quan.batch.input"
+local qos = require "quan.os"
 
 -- rows_of(source[, opts]) -> {{key, row, record}...}, the input after its end
 local function rows_of(source, opts)
@@ -55,6 +56,29 @@ describe("quan.batch.input", function()
     assert.matches("csv: line 3: unterminated quoted field", r.error)
   end)
 
+  it("reads a CSV through a pipe whole, its total unknown", function()
+    -- the lines were counted ahead by opening the path again: on a FIFO (or
+    -- /dev/stdin) that count took the rows the reader had not buffered yet
+    local dir = sh.tmpdir()
+    local list = { "openid" }
+    for i = 1, 50000 do list[#list + 1] = ("o%06d"):format(i) end
+    sh.write(dir .. "/users.csv", B.lines(list))
+    assert.equal("", (sh.run("mkfifo " .. sh.quote(dir .. "/pipe"))))
+    local writer = assert(qos.spawn({ "sh", "-c", "cat " .. sh.quote(dir .. "/users.csv") .. " > " .. sh.quote(dir .. "/pipe") }))
+    local r = assert(input.open(dir .. "/pipe"))
+    assert.is_nil(r.total)
+    local n = 0
+    while true do
+      local _, row = r:read()
+      if not row then break end
+      n = n + 1
+    end
+    r:close()
+    qos.wait(writer)
+    assert.is_nil(r.error)
+    assert.equal(50000, n)
+  end)
+
   it("refuses a file it cannot open or without the key column", function()
     local dir = sh.tmpdir()
     local r, err = input.open(dir .. "/none.csv")
@@ -63,12 +87,12 @@ describe("quan.batch.input", function()
     r, err = input.open(sh.write(dir .. "/k.csv", "uid\nu1\n"), { key = "openid" })
     assert.is_nil(r)
     assert.equal("input " .. dir .. "/k.csv: no column 'openid' in the header; its columns: 'uid'; "
-      .. "choose the key column with --key COLUMN", err)
+      .. "choose the key column with --key COLUMN (a campaign's send: key = COLUMN)", err)
     -- the columns found, and the closest name when one is close
     r, err = input.open(sh.write(dir .. "/k2.csv", "\239\187\191OpenID,name\r\nu1,a\r\n"), { key = "openid" })
     assert.is_nil(r)
     assert.equal("input " .. dir .. "/k2.csv: no column 'openid' in the header; its columns: 'OpenID', "
-      .. "'name' (did you mean 'OpenID'?); choose the key column with --key COLUMN", err)
+      .. "'name' (did you mean 'OpenID'?); choose the key column with --key COLUMN (a campaign's send: key = COLUMN)", err)
   end)
 
   it("reads CSV as people have it: a BOM, CRLF, quoted fields, blank lines, spaces around keys", function()

@@ -91,6 +91,24 @@ describe("quan.batch.journal", function()
     assert.equal("open", code)
     assert.matches("journal .*damaged%.db: ", err)
     assert.not_matches("%.lua:%d+", err)
+    -- one line, whatever SQLite found: its first finding and how many more
+    local many = dir .. "/many.db"
+    j = assert(journal.open(many, { batch_prefix = "b" }))
+    id = j.batch_id
+    j:transaction(function()
+      for i = 1, 3000 do j:claim(("o%05d"):format(i), i, "n" .. i) end
+    end)
+    j:close()
+    local bytes = sh.read(many)
+    local spoilt = {}
+    for i = 1, #bytes do
+      local b = bytes:byte(i)
+      spoilt[i] = string.char((i > 4096 and i % 97 == 0) and (b ~ 0x5a) or b)
+    end
+    sh.write(many, table.concat(spoilt))
+    j2, err = journal.open(many, { batch_id = id })
+    assert.is_nil(j2)
+    assert.matches("^journal .*many%.db: damaged: [^\n]+ %(and %d+ more findings of PRAGMA quick_check%)$", err)
   end)
 
   it("claims rows once, skips final ones, spots duplicates, and locks", function()

@@ -47,5 +47,8 @@ describe("quan.batch.progress", function()
       not_attempted = 0, elapsed = 2, attempted = 9, exit_code = 3, exit_reason = "some refused" }
     assert.matches("refused %s+3  %(REQUEST_BLOCKED 2, USER_AL_GET_COUPON 1%)", s)
     assert.matches("exit 3 %(some refused%)", s)
+    assert.matches("^batch b1: 10 rows in 2%.0 s", s)
+    local one = progress.summary_text { batch = "b2", rows = 1, sent = 1, elapsed = 1, attempted = 1, exit_code = 0 }
+    assert.matches("^batch b2: 1 row in 1%.0 s %(1 rows/s%)", one)
   end)
 end)

@@ -273,6 +273,26 @@ describe("quan apply", function()
     out, err, code = quan(h, dir, "apply --yes --state junk.state M.lua")
     assert.equal(1, code, out .. err)
     assert.matches("state junk%.state: .*not a database", err)
+    -- a folder where the state file should be; an empty file (plan leaves it empty: it reads only);
+    -- a state an apply made and stopped before its first record
+    assert(qos.mkdir(dir .. "/folder.state"))
+    for _, cmd in ipairs { "plan --state folder.state M.lua", "apply --yes --state folder.state M.lua",
+                           "report --state folder.state M.lua" } do
+      out, err, code = quan(h, dir, cmd)
+      assert.equal(1, code, cmd .. out .. err)
+      assert.matches("state folder%.state: is a directory %(%-%-state names the state file%)", err)
+    end
+    sh.write(dir .. "/empty.state", "")
+    out, err, code = quan(h, dir, "plan --state empty.state M.lua")
+    assert.equal(0, code, out .. err)
+    assert.matches("plan: 3 to record\n", out)
+    assert.equal("", sh.read(dir .. "/empty.state"))
+    local fresh = assert(sqlite.open(dir .. "/fresh.state"))
+    assert(fresh:exec(require("quan.campaign.state").SCHEMA))
+    fresh:close()
+    out, err, code = quan(h, dir, "plan --state fresh.state M.lua")
+    assert.equal(0, code, out .. err)
+    assert.matches("plan: 3 to record\n", out)
     -- no secret in it
     local bytes = sh.read(file .. ".state")
     assert.not_matches("PRIVATE KEY", bytes)
@@ -292,6 +312,25 @@ describe("quan apply", function()
     assert.matches("nothing was sent, the state was not written", out)
     assert.equal(before.POST, requests(h).POST)
     assert.falsy(io.open(file .. ".state"))
+  end)
+
+  it("reads what exists under quan's own --dry-run too: plan, apply and report judge the real stocks", function()
+    campaign(dir, "G", { begin = b, ["end"] = e })
+    local out, err, code = quan(h, dir, "apply --yes G.lua")
+    assert.equal(0, code, out .. err)
+    local before = requests(h)
+    -- the placeholders of a dry run made this plan "2 to start", drifted, exit 0 by chance
+    out, err, code = quan(h, dir, "--dry-run plan G.lua")
+    assert.equal(0, code, out .. err)
+    assert.matches("\nplan: nothing to do · 3 as declared\n$", out)
+    assert.not_matches("%-%-%- dry run: GET", out)
+    out, err, code = quan(h, dir, "--dry-run apply G.lua")
+    assert.equal(0, code, out .. err)
+    assert.matches("apply: nothing to do", out)
+    out, err, code = quan(h, dir, "--dry-run report --json G.lua")
+    assert.equal(0, code, out .. err)
+    assert.equal("running", cjson.decode(out).stocks[1].status)
+    assert.equal(before.POST, requests(h).POST)
   end)
 
   it("asks for --yes when nobody can confirm", function()
@@ -462,6 +501,11 @@ return {
     for _, s in ipairs(plan.stocks) do by[s.key] = s end
     assert.equal("yuan_as_fen", by.cheap.warnings[1].code)
     assert.equal("plain.lua:19", by["bad-one"].where)
+    -- errors only: the summary says so, not "nothing to do"
+    sh.write(dir .. "/bad.lua", (PLAIN:gsub("\n    good = .-\n    } },\n    cheap = .-\n    } },", "")))
+    out, err, code = check("--now '2026-12-06 10:00' bad.lua")
+    assert.equal(1, code, out .. err)
+    assert.matches("\nplan: 1 stock with errors\n$", out)
     assert.is_true(by["bad-one"].blocked)
     assert.same({ "create", "start" }, by.good.steps)
     assert.equal(1, plan.problems)
@@ -490,6 +534,17 @@ return {
         "x%.lua:3: c:stock: stock 'k' is declared twice" },
       { 'return { name = "x", stocks = {}, sends = { s = { stock = "nope", users = "u.csv" } } }',
         "send 's': stock must name a declared stock's key" },
+      -- the key at fault is named, its bytes escaped
+      { 'return { name = "x", stocks = { ["tier 10"] = { json = {} }, ok = { json = {} } } }',
+        "x%.lua: a stock's key must be UTF%-8 text without spaces, got 'tier 10'" },
+      { 'return { name = "x", stocks = { ["t\\255\\n"] = { json = {} } } }',
+        "a stock's key must be UTF%-8 text without spaces, got 't\\255\\10'" },
+      -- compiled Lua (the message named no file)
+      { string.dump(function() return {} end), "^quan plan: x%.lua: attempt to load a binary chunk %(mode is 't'%) "
+        .. "%(a campaign file is Lua text%)\n$" },
+      -- os.exit in the file would have ended plan with its code (0: "nothing to do")
+      { 'local c = require("quan.campaign").new "x"\nif c then os.exit(0) end\nreturn c',
+        "x%.lua:2: os%.exit%(0%) while the campaign file ran: a campaign file returns its declaration" },
     } do
       local file = sh.write(dir .. "/x.lua", c[1])
       local out, err, code = sh.run("cd " .. sh.quote(dir) .. " && " .. q .. " plan x.lua")
@@ -517,6 +572,14 @@ return {
       { "plan", "expected CAMPAIGN%.lua" }, { "plan --bogus x.lua", "unknown option '%-%-bogus'" },
       { "apply --state", "%-%-state needs a value" }, { "plan a.lua b.lua", "unexpected argument 'b%.lua'" },
       { "apply --yes=1 x.lua", "%-%-yes takes no value" }, { "plan --now soon x.lua", "%-%-now expects" },
+      -- epoch seconds past the year 9999, or before 1970 (1e20 was a traceback of os.date)
+      { "plan --now 1e20 x.lua", "%-%-now expects .* got '1e20'" }, { "report --now -5 x.lua", "%-%-now expects" },
+      { "check --now 1e300 x.lua", "%-%-now expects" },
+      -- a campaign file that is not there, or a folder: the command line's mistake, said first
+      { "plan missing.lua", "^quan plan: campaign file missing%.lua cannot be read %(No such file or directory%)\n$" },
+      { "apply missing.lua </dev/null", "^quan apply: campaign file missing%.lua cannot be read" },
+      { "plan /", "^quan plan: campaign file / cannot be read %(is a directory%)\n$" },
+      { "report missing.lua", "^quan report: campaign file missing%.lua cannot be read %(no such file%)\n$" },
     } do
       local out, err, code = sh.run(q .. " " .. c[1])
       assert.equal(2, code, c[1] .. out .. err)
@@ -589,6 +652,9 @@ describe("quan.campaign.plan", function()
     } do
       assert.equal(c[2], codes(plan.warnings(body(c[1]), NOW, false)), require("cjson").encode(c[1]))
     end
+    -- a negative or zero amount is the schema's error, no unit typed wrong
+    assert.equal("", codes(plan.warnings(body { coupon_use_rule = { fixed_normal_coupon =
+      { coupon_amount = -100, transaction_minimum = 0 } } }, NOW, false)))
     assert.equal("window_ended", codes(plan.warnings(body(), epoch(at "2027-12-10 00:00"), true, "running")))
     assert.equal("window_open_not_started", codes(plan.warnings(body(), epoch(at "2027-12-07 00:00"), true, "unactivated")))
     assert.equal("window_begun", codes(plan.warnings(body(), epoch(at "2027-12-06 00:00") + 30, false)))

@@ -235,6 +235,16 @@ return { default = "t", profiles = { t = { mchid = "1900000001", serial = "ABCDE
     assert.matches("GET https://127.0.0.1:9/v3/marketing/favor/stocks/CHECK%-%d+%?stock_creator_mchid=1900000001", out)
   end)
 
+  it("follows a flow file's link on the same API, returning the failure instead of raising", function()
+    -- the placeholder link was on https://check.invalid, which wx:download refuses with a raise
+    sh.write(dir .. "/flow.lua", 'local wx = require("wechatpay").client()\n'
+      .. 'local f, err = wx:flow("use-flow", "9856000")\nprint(f, err and err.code)\n')
+    local out, err, code = sh.run("QUAN_CONFIG=" .. dir .. "/config.lua " .. q .. " run --dry-run " .. sh.quote(dir .. "/flow.lua"))
+    assert.equal(0, code, err)
+    assert.matches("%-%-%- dry run: GET https://127%.0%.0%.1:9/v3/billdownload/file%?token=CHECK", out)
+    assert.matches("\nnil\thash_mismatch\n$", out)
+  end)
+
   it("prints the same body bytes in every run, as a later real run sends them", function()
     local function bodies()
       local out, err, code = sh.run("QUAN_CONFIG=" .. dir .. "/config.lua " .. q

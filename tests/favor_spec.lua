@@ -200,6 +200,18 @@ describe("favor.stock templates", function()
     assert.equal("mine-1", d.out_request_no)
   end)
 
+  it("derives no max_amount from a count whose budget would not fit an integer", function()
+    -- a product past 2^63 wraps: max_coupons = maxinteger at 100 分 became a budget of -100 分
+    local huge = base():with { stock_use_rule = { max_coupons = math.maxinteger },
+      coupon_use_rule = { fixed_normal_coupon = { coupon_amount = 100, transaction_minimum = 200 } } }
+    assert.is_nil(huge.stock_use_rule.max_amount)
+    local ok, findings = validate.request("POST", "/v3/marketing/favor/coupon-stocks", huge:plain(), { now = NOW })
+    assert.is_false(ok)
+    local text = validate.format(findings)
+    assert.matches("stock_use_rule.max_coupons (发放总上限): must be at most 10000000 coupons", text, 1, true)
+    assert.matches("stock_use_rule.max_amount (总预算): required", text, 1, true)
+  end)
+
   it("never changes the template, and unset removes a field", function()
     local t = base()
     local before = require("cjson").encode(t)

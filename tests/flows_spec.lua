@@ -566,9 +566,12 @@ describe("sandbox redemptions", function()
         { "1 --share 0.5 --count 2", "give %-%-share or %-%-count, not both" },
         { "1 --share 2", "%-%-share wants a share above 0 and at most 1" },
         { "1 --count 1 --over 2 hours", "unexpected argument 'hours'" },
-        { "1 --count 1 --over 2y", "%-%-over wants a duration like 90s, 30m, 2h or 1d12h" },
+        { "1 --count 1 --over 2y", "%-%-over wants a duration like 90s, 30m, 2h or 1d12h, got '2y'\n" },
         { "1 --count -1", "%-%-count wants a positive integer" },
         { "--count 1", "expected STOCK_ID" },
+        -- the sandbox reads it later, from its own folder: it was taken as given, unchecked
+        { "1 --count 1 --ca-file /nonexistent/ca.pem", "%-%-ca%-file /nonexistent/ca%.pem: no such file" },
+        { "1 --count 1 --ca-file /", "%-%-ca%-file /: not a file" },
       } do
         local out, err, code = sh.run(q .. " sandbox redeem " .. c[1] .. " --state /nonexistent")
         assert.equal(2, code, c[1])

@@ -219,6 +219,17 @@ describe("quan as a lua interpreter", function()
     assert.matches("interrupted!", err)
   end)
 
+  it("ends a command on SIGINT with one line and exit 130, no traceback", function()
+    local dir = sh.tmpdir()
+    local ready = dir .. "/ready"
+    -- a campaign file that never returns: plan is stopped while it loads
+    local file = sh.write(dir .. "/slow.lua", "io.open('" .. ready .. "', 'w'):close() while true do end")
+    local how, code, out, err = sh.interrupt({ "plan", file }, ready)
+    assert.same({ "exit", 130 }, { how, code })
+    assert.equal("", out)
+    assert.equal("quan plan: interrupted\n", err)
+  end)
+
   it("interrupts a quan.async task that runs without yielding, and a batch whose sends never wait", function()
     local dir = sh.tmpdir()
     local ready = dir .. "/ready"

@@ -776,6 +776,25 @@ describe("quan sandbox", function()
       b:stop()
     end)
 
+    it("names a damaged database or a missing identity file of its state, not a line of its own", function()
+      local dir = sh.tmpdir() .. "/state"
+      local a = sbx.start {state = dir}
+      a:stop()
+      sh.write(dir .. "/sandbox.db", "not a database\n")
+      local out, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --state " .. sh.quote(dir))
+      assert.equal(1, code, out .. err)
+      assert.equal("quan sandbox: state " .. dir .. " cannot be set up: sqlite open " .. dir
+        .. "/sandbox.db: file is not a database\n", err)
+      assert.equal("not a database\n", sh.read(dir .. "/sandbox.db")) -- left as it was, for its owner
+      -- a state without one of its identity files (a traceback of the handler's start, before)
+      os.remove(dir .. "/sandbox.db")
+      os.remove(dir .. "/apiv3.key")
+      out, err, code = sh.run(sh.quote(sh.quan) .. " sandbox --state " .. sh.quote(dir))
+      assert.equal(1, code, out .. err)
+      assert.equal("quan sandbox: state " .. dir .. " cannot be set up: the state lacks apiv3.key: put it back, "
+        .. "or start with a new --state\n", err)
+    end)
+
     it("stops on SIGTERM and when its parent dies", function()
       local dir = sh.tmpdir()
       local ready = dir .. "/ready"

@@ -481,6 +481,7 @@ describe("quan serve", function()
       out, err, code = sh.run(sh.quote(sh.quan) .. " serve replay --store " .. sh.quote(store) .. " no-such-event")
       assert.equal(1, code)
       assert.matches("no event no%-such%-event in the store", err)
+      assert.equal("", out) -- not also "0 events due now"
       assert.same({ "exit", 0 }, { r:term() })
       -- stored while no handler ran: pending; the next receiver with one calls it
       r = receiver.start(h, { store = store })
@@ -536,6 +537,13 @@ describe("quan serve", function()
       local row = db:first("SELECT * FROM stores")
       db:close()
       assert.same({ "notifications", dir .. "/spring.lua.events" }, { row.name, row.path })
+      -- a campaign without a handler: the start names none, the warning says the campaign declares none
+      sh.write(dir .. "/bare.lua", 'return { name = "bare-serve", stocks = {} }')
+      local bare = receiver.start(h, { campaign = "bare.lua", cwd = dir })
+      assert.equal(cjson.null, bare:log("start")[1].handler)
+      assert.matches("^campaign bare%-serve declares no handler %(notifications%.handler, c:handler%): events are stored",
+        bare:log("warning")[1].message)
+      assert.same({ "exit", 0 }, { bare:term() })
       local out, err, code = sh.run("cd " .. sh.quote(dir) .. " && " .. sh.quote(sh.quan) .. " serve list --all spring.lua")
       assert.equal(0, code, err)
       assert.matches("\n1 event\n$", "\n" .. out)
@@ -554,6 +562,7 @@ describe("quan serve", function()
     it("refuses bad command lines and what it cannot use, saying why", function()
       local dir = sh.tmpdir()
       sh.write(dir .. "/notfn.lua", "return 42\n")
+      sh.write(dir .. "/empty.db", "")
       sh.write(dir .. "/c.lua", "return { name = 'c', stocks = {} }\n")
       assert(os.execute("mkfifo " .. sh.quote(dir .. "/fifo")))
       local cfg = "--config " .. sh.quote(h.config_path) .. " "
@@ -564,6 +573,12 @@ describe("quan serve", function()
         { cfg .. "serve --store x.db --listen 127.0.0.1:70000", 2, "port 70000 is out of range" },
         { cfg .. "serve --store x.db --tls-cert " .. sh.quote(h.state .. "/server.pem"), 2, "go together" },
         { cfg .. "serve --store x.db --tls-cert nope.pem --tls-key nope.pem", 2, "%-%-tls%-cert nope%.pem cannot be read" },
+        -- named before the server starts (its own refusal names no file)
+        { cfg .. "serve --store x.db --tls-cert c.lua --tls-key c.lua", 2, "^quan serve: %-%-tls%-cert c%.lua is not a PEM certificate" },
+        { cfg .. "serve --store x.db --tls-cert " .. sh.quote(h.state .. "/server.pem") .. " --tls-key c.lua", 2,
+          "^quan serve: %-%-tls%-key c%.lua is not a PEM private key" },
+        { cfg .. "serve --store x.db --tls-cert " .. sh.quote(h.state .. "/server.pem") .. " --tls-key "
+          .. sh.quote(h.state .. "/merchant.key.pem"), 2, "^quan serve: %-%-tls%-key .-merchant%.key%.pem is not the key of %-%-tls%-cert" },
         { cfg .. "serve --listen 127.0.0.1:0", 2, "no store: give %-%-store PATH" },
         { cfg .. "serve --handler notfn.lua c.lua", 2, "give either, not both" },
         { cfg .. "serve --store x.db --handler missing.lua", 2, "%-%-handler missing%.lua cannot be read" },
@@ -582,7 +597,11 @@ describe("quan serve", function()
         { cfg .. "serve a.lua b.lua", 2, "unexpected argument 'b%.lua'" },
         { cfg .. "serve --listen 127.0.0.1:0 --store /nonexistent/x.db", 2,
           "^quan serve: store /nonexistent/x%.db cannot be used: its lock /nonexistent/x%.db%.lock: No such file or directory\n" },
-        { cfg .. "serve --listen 127.0.0.1:0 --store .", 2, "store .- cannot be opened: unable to open database file\n" },
+        { cfg .. "serve --listen 127.0.0.1:0 --store .", 2, "^quan serve: store .-/%. is a directory %(%-%-store names the store file%)\n" },
+        { cfg .. "serve list --store .", 1, "^quan serve list: store %. is a directory" },
+        { cfg .. "serve list --store empty.db", 1, "^quan serve list: store empty%.db: an empty file %(no receiver has stored anything there yet%)\n" },
+        -- the server's limit, said before anything starts (it was a traceback of quan.server.start)
+        { cfg .. "serve --store x.db --workers 1025", 2, "^quan serve: %-%-workers wants at most 1024 threads\n" },
         { cfg .. "serve --listen 127.0.0.1:0 --store notfn.lua", 2, "store .-notfn%.lua cannot be opened: file is not a database\n" },
       } do
         local _, err, code = sh.run("cd " .. sh.quote(dir) .. " && env -u QUAN_CONFIG timeout 30 " .. sh.quote(sh.quan) .. " " .. case[1])

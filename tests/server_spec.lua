@@ -170,6 +170,7 @@ describe("quan.server", function()
     s, msg, code = server.start {handler = h, cert = "not a pem", key = "not a pem"}
     assert.is_nil(s)
     assert.equal("tls", code)
+    assert.matches("^server: cannot start TLS on 127%.0%.0%.1:%d+: the certificate or key is not usable", msg)
     -- a handler that cannot load is reported at start
     s, msg, code = server.start {handler = "tests.support.no_such_handler"}
     assert.is_nil(s)

@@ -86,6 +86,10 @@ function M.response(p)
     for k, v in pairs(p.json) do if type(v) ~= "table" then echo[k] = v end end
   end
   for k, v in pairs(vars or {}) do echo[k] = v end
+  -- a download link (a flow file's `url`) on the API the request went to, as
+  -- WeChat Pay's are: wx:download refuses any other, which raised under a dry run
+  local origin = type(p.url) == "string" and p.url:match("^(https://[^/]+)")
+  if origin and echo.url == nil then echo.url = origin .. "/v3/billdownload/file?token=CHECK" end
   local body = ep and ep.response and json.encode(placeholder(ep.response, nil, echo)) or "{}"
   requests = requests + 1
   return {
@@ -200,7 +204,10 @@ function M.parse_now(text)
     local ok, t = pcall(require("wechatpay.favor").at, text)
     now = ok and time.parse(t) or nil
   end
-  if not now then return nil, ("expects \"YYYY-MM-DD HH:MM\" or epoch seconds, got '%s'"):format(text) end
+  -- epoch seconds of the years 1970 to 9999 (1e20 made every date an error further on)
+  if not now or now ~= now or now < 0 or now >= 253402300800 then
+    return nil, ("expects \"YYYY-MM-DD HH:MM\" or epoch seconds, got '%s'"):format(text)
+  end
   return now
 end
 

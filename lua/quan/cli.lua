@@ -90,14 +90,17 @@ M.COMMANDS = {
     options = {
       { "--listen HOST:PORT", "a loopback address and port; port 0 picks a free one", default = "127.0.0.1:0" },
       { "--state DIR", "the state directory (default $QUAN_SANDBOX_STATE, else ~/.local/share/quan/sandbox)" },
-      { "--faults SPEC", "faults from the start, e.g. latency=0.2,error429=0.1" },
+      { "--faults SPEC", "faults from the start, e.g. latency=20ms,error429=0.1" },
       { "--key-mode MODE", "the key answers are signed under: the public key, the certificate, or as asked",
         choices = require("quan.sandbox.files").KEY_MODES, default = "public_key" },
       { "--ready-file FILE", "write the base URL to FILE once listening; removed at stop" },
       { "--temporary", "remove the state at stop (only a new, empty --state)" },
     },
-    footer = "clock prints or moves a running sandbox's business clock (forward only: +2h, +1d12h, or a\n"
-      .. "Beijing time). docs/sandbox.md describes the state, the faults and the control endpoints",
+    footer = "clock prints or moves a running sandbox's business clock (+2h, +1d12h, or a Beijing time;\n"
+      .. "only forward once it holds a stock). docs/sandbox.md describes the state, the faults and the\n"
+      .. "control endpoints\n"
+      .. "exit status: 0 stopped (SIGINT, SIGTERM), 1 could not start, 2 usage, 130 interrupted before\n"
+      .. "it served; clock: 0 printed or moved, 1 no sandbox serves the state or it refused the time",
     subcommands = {
       {
         name = "redeem", module = "quan.sandbox.redeem",
@@ -145,7 +148,8 @@ M.COMMANDS = {
       { "--profile NAME", "the profile of the config file (also before the word apply)" },
     },
     footer = "exit status: 0 done or nothing to do, 1 a step failed or errors, 2 usage, 6 another apply\n"
-      .. "holds the state (docs/campaigns.md)",
+      .. "holds the state; once the campaign's sends ran, the worst of their codes (those of quan send)\n"
+      .. "(docs/campaigns.md)",
   },
   {
     name = "serve", module = "quan.serve",
@@ -161,7 +165,11 @@ M.COMMANDS = {
       { "--handler FILE", "a Lua script returning function(event): the handler, without a campaign file" },
       { "--state PATH", "the campaign's state, where the store is recorded (default CAMPAIGN.lua.state)" },
       { "--profile NAME", "the profile whose keys verify and decrypt (also before the word serve)" },
-      { "--workers N", "threads answering notifications (default 8)", check = options.positive_integer },
+      { "--workers N", "threads answering notifications (default 8, at most 1024)", check = function(text)
+        local n, why = options.positive_integer(text)
+        if n and n > 1024 then return nil, "wants at most 1024 threads" end -- quan.server's limit
+        return n, why
+      end },
       { "--retry-max SECONDS", "the longest wait between calls of a failing handler (default 300)",
         check = options.positive_number },
       { "--ready-file FILE", "write the receiver's URL to FILE once listening; removed at stop" },

@@ -194,8 +194,10 @@ function M.usage(spec)
   if spec.footer then out[#out + 1] = spec.footer end
   if spec.subcommands then
     out[#out + 1] = "sub-commands:"
-    for _, sub in ipairs(spec.subcommands) do
-      out[#out + 1] = ("  %s %s  %s"):format(program(spec), sub.name, sub.summary)
+    local width = 0
+    for _, sub in ipairs(spec.subcommands) do width = math.max(width, #sub.name) end
+    for _, sub in ipairs(spec.subcommands) do -- the summaries in one column
+      out[#out + 1] = ("  %s %-" .. width .. "s  %s"):format(program(spec), sub.name, sub.summary)
     end
     out[#out + 1] = ("'%s WORD --help' shows a sub-command's usage."):format(program(spec))
   end

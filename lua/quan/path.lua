@@ -6,6 +6,9 @@
 --   path.dir(p)         -> the folder p is in ("." for a bare name)
 --   path.beside(file, p) -> p, relative to the folder of file (an absolute p as is)
 --   path.read(p)        -> the file's bytes | nil, message
+--   path.unwritable(p)  -> why a file cannot be written at p (a folder, a
+--                          folder that is not there) | nil: for an output
+--                          option checked before a command does its work
 --   path.replaceable(p) -> true | nil, message: p is not there, or is a regular
 --                          file: what a command may replace by renaming a
 --                          file over it, and remove (a ready file); never a
@@ -34,6 +37,15 @@ function M.read(p)
   local s = f:read("a")
   f:close()
   return s
+end
+
+function M.unwritable(p)
+  local st = qos.stat(p)
+  if st and st.kind == "directory" then return "is a directory" end
+  local folder = M.dir(p)
+  local fs = qos.stat(folder)
+  if not fs or fs.kind ~= "directory" then return "no folder " .. folder .. " to write it in" end
+  return nil
 end
 
 function M.replaceable(p)

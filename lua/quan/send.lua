@@ -183,6 +183,11 @@ function M.main(o, arguments)
     io.stderr:write("quan send: --continue needs --batch-id (the batch it continues)\n")
     return require("quan.options").EXIT_USAGE
   end
+  local why = o.export and require("quan.path").unwritable(o.export) -- before anything is sent
+  if why then
+    io.stderr:write("quan send: --export ", o.export, ": ", why, "\n")
+    return require("quan.options").EXIT_USAGE
+  end
   local _, code = M.run {
     stock_id = arguments[1], users = arguments[2], journal = arguments[3],
     key = o.key, batch_id = o.batch_id, continues = o.continue or nil, concurrency = o.concurrency,

@@ -328,7 +328,10 @@ local function derive(t, opts)
   local su = t.stock_use_rule
   local fnc = type(t.coupon_use_rule) == "table" and t.coupon_use_rule.fixed_normal_coupon
   if type(su) == "table" and su.max_amount == nil and type(fnc) == "table"
-    and math.type(su.max_coupons) == "integer" and math.type(fnc.coupon_amount) == "integer" then
+    and math.type(su.max_coupons) == "integer" and math.type(fnc.coupon_amount) == "integer"
+    and abs(su.max_coupons + 0.0) * abs(fnc.coupon_amount + 0.0) < 2 ^ 62 then
+    -- (a product past 2^63 would wrap to a wrong budget: left out, the
+    -- validator names the count out of range and the budget missing)
     su.max_amount = su.max_coupons * fnc.coupon_amount
     derived.max_amount = true
   end

@@ -38,7 +38,7 @@ function M.write(path, text)
   return path
 end
 
--- interrupt(script, ready[, signal = "INT"]) -> how, code, stdout, stderr
+-- interrupt(script | {command words}, ready[, signal = "INT"]) -> how, code, stdout, stderr
 -- Runs quan on the script, waits (20 s at most) until the file `ready`
 -- exists (the script makes it once what is to be interrupted has begun: no
 -- fixed sleep), sends the signal and waits for the end: how and code as
@@ -48,7 +48,8 @@ end
 function M.interrupt(script, ready, signal)
   local qos = require "quan.os"
   local dir = M.tmpdir()
-  local pid = assert(qos.spawn({ M.quan, script }, { stdout = dir .. "/out", stderr = dir .. "/err" }))
+  local argv = type(script) == "table" and { M.quan, table.unpack(script) } or { M.quan, script } -- a command's words
+  local pid = assert(qos.spawn(argv, { stdout = dir .. "/out", stderr = dir .. "/err" }))
   local deadline = qos.now() + 20
   local function exists(path)
     local f = io.open(path)

@@ -10,6 +10,24 @@ local M = {}
 local batch = require "quan.batch"
 local retry = require "quan.batch.retry"
 
+-- not_an_openid(key) -> a validation error for a key that cannot be an
+-- openid, else nil. An openid is some 28 characters; where WeChat Pay gives
+-- its length (the payer's openid of an order) it is string[1,128]. A longer
+-- key, or one with control characters, is a broken input line: refused
+-- here, per row, instead of going out as a URL path of any length (a 2 MB
+-- line was retried as a network failure, exit 4, for ever)
+local function not_an_openid(key)
+  local why
+  if #key > 128 then
+    why = ("%d bytes, more than an openid's 128"):format(#key)
+  elseif key:find("%c") then
+    why = "control characters"
+  end
+  if not why then return nil end
+  return require("wechatpay.errors").new { kind = "validation", code = "validation",
+    message = ("openid: not an openid (%s): %s"):format(why, (key:sub(1, 40):gsub("%c", "?")) .. (#key > 40 and "..." or "")) }
+end
+
 -- sender{wx, stock_id, appid, creator_mchid[, validate]} -> send(item) for
 -- batch.run: posts one coupon to item.key (the openid) with
 -- item.out_request_no. The client validates the body of the first call
@@ -30,6 +48,8 @@ function M.sender(opts)
   -- validated against the schema once (the first row), not once per row.
   local validated = opts.validate == false
   return function(item)
+    local refusal = not_an_openid(item.key)
+    if refusal then return nil, refusal end
     local req = {
       openid = item.key,
       json = { stock_id = stock_id, out_request_no = item.out_request_no,

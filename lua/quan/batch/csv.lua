@@ -39,14 +39,24 @@ local function chomp(line)
   return line
 end
 
+-- Reader:_failed(err) -> nil, message of a file that could not be read (a
+-- directory, an I/O error): never taken for the end of the input
+function Reader:_failed(err)
+  return nil, "csv: " .. (self.name and (self.name .. ": ") or "") .. tostring(err)
+end
+
 -- Reader:_fields() -> array of fields of the next record, or nil at the end,
--- or nil, message on malformed input. Blank lines are skipped.
+-- or nil, message on malformed input or a read that failed. Blank lines are
+-- skipped.
 function Reader:_fields()
   local f, sep = self.file, self.sep
-  local line
+  local line, err
   repeat
-    line = f:read("L")
-    if not line then return nil end
+    line, err = f:read("L")
+    if not line then
+      if err then return self:_failed(err) end
+      return nil
+    end
     self.line = self.line + 1
     line = chomp(line)
   until line ~= ""
@@ -68,8 +78,9 @@ function Reader:_fields()
         if not q then -- field continues on the next line
           nb = nb + 1; buf[nb] = sub(line, pos)
           nb = nb + 1; buf[nb] = "\n"
-          local more = f:read("L")
+          local more, rerr = f:read("L")
           if not more then
+            if rerr then return self:_failed(rerr) end
             return nil, ("csv: line %d: unterminated quoted field"):format(start_line)
           end
           self.line = self.line + 1
@@ -161,15 +172,15 @@ function M.open(source, opts)
   if type(sep) ~= "string" or #sep ~= 1 or sep == '"' or sep == "\n" or sep == "\r" then
     error("csv.open: sep must be one character other than a quote or line end", 2)
   end
-  local file, owned = source, false
+  local file, owned, name = source, false, nil
   if type(source) == "string" then
     local f, err = io.open(source, "rb")
     if not f then return nil, "csv: " .. err end
-    file, owned = f, true
+    file, owned, name = f, true, source
   elseif io.type(source) ~= "file" then
     error("csv.open: source must be a path or an open file", 2)
   end
-  local self = setmetatable({ file = file, owned = owned, sep = sep, line = 0, count = 0 }, Reader)
+  local self = setmetatable({ file = file, owned = owned, name = name, sep = sep, line = 0, count = 0 }, Reader)
   if opts.header ~= false then
     local fields, err = self:_fields()
     if not fields then

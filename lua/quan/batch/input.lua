@@ -44,15 +44,16 @@ local function missing_column(source, column, header)
   local names = {}
   for i, name in ipairs(header or {}) do names[i] = ("'%s'"):format(name) end
   local close = require("quan.suggest").closest(column, header or {})
-  return ("input %s: no column '%s' in the header; its columns: %s%s; choose the key column with --key COLUMN")
+  return ("input %s: no column '%s' in the header; its columns: %s%s; choose the key column with --key COLUMN (a campaign's send: key = COLUMN)")
     :format(source, column, #names > 0 and table.concat(names, ", ") or "(none)",
             close and (" (did you mean '" .. close .. "'?)") or "")
 end
 
 -- open(source, {key = "openid", total = n, sep = ","}) -> input | nil, message
--- source: see is_source. total: the rows expected (default for a CSV path:
--- its line count less the header). A CSV whose header lacks the key column
--- is refused. The input's fields, read by the engine:
+-- source: see is_source. total: the rows expected (default for a CSV path
+-- of a regular file: its line count less the header; unknown for a pipe).
+-- A CSV whose header lacks the key column is refused. The input's fields,
+-- read by the engine:
 --   total   rows expected, or nil when unknown
 --   rows    rows read so far
 --   eof     true once reading has ended (the last row, or an error)
@@ -69,7 +70,11 @@ function M.open(source, opts)
       reader:close()
       return nil, missing_column(source, column, reader.header)
     end
-    if self.total == nil then
+    -- the rows expected, counted ahead in a regular file only: a pipe, a
+    -- FIFO or /dev/stdin read twice would give the count the rows the
+    -- reader had not buffered yet, and the run would end "all done" there
+    local st = self.total == nil and require("quan.os").stat(source)
+    if st and st.kind == "file" then
       local n = csv.count_lines(source)
       self.total = n and math.max(0, n - 1)
     end

@@ -138,6 +138,21 @@ end
 --   (also survives a power cut, slower).
 -- codes: "busy" (another run holds the journal), "mismatch" (another batch,
 --   stock, ...), "unknown_batch", "open".
+-- damaged(db) -> nil | "damaged: " and SQLite's first finding, and how many
+-- more (a damaged file has dozens, one line each)
+local function damaged(db)
+  local found = {}
+  for r in db:rows("PRAGMA quick_check(20)") do
+    if r.quick_check ~= "ok" then
+      for line in tostring(r.quick_check):gmatch("[^\n]+") do
+        if not line:find("^%*%*%* in database") then found[#found + 1] = line end
+      end
+    end
+  end
+  if #found == 0 then return nil end
+  return "damaged: " .. found[1] .. (#found > 1 and (" (and %d more findings of PRAGMA quick_check)"):format(#found - 1) or "")
+end
+
 function M.open(path, opts)
   opts = opts or {}
   if type(path) ~= "string" then error("journal.open: path must be a string", 2) end
@@ -166,6 +181,8 @@ function M.open(path, opts)
     local tables = {}
     for r in db:rows("SELECT name FROM sqlite_master WHERE type = 'table'") do tables[r.name] = true end
     if next(tables) ~= nil and not (tables.meta and tables.items and tables.runs) then return "foreign" end
+    local damage = damaged(db) -- before anything is written to it
+    if damage then error(damage, 0) end
     check(db:exec(SCHEMA))
     -- a journal made before items had `answered` gets the column (NULL in
     -- its rows: quan report counts them under no day)
@@ -174,9 +191,6 @@ function M.open(path, opts)
       if r.name == "answered" then answered = true end
     end
     if not answered then check(db:exec("ALTER TABLE items ADD COLUMN answered REAL")) end
-    for r in db:rows("PRAGMA quick_check") do
-      if r.quick_check ~= "ok" then error("damaged: " .. tostring(r.quick_check), 0) end
-    end
   end)
   if not ok or e == "foreign" then
     return fail("journal " .. path .. ": " .. (ok and "not a quan batch journal (a database with other tables)"

@@ -68,8 +68,10 @@ function M.text_line(t)
     if type(v) == "table" then v = (cjson.encode(v):gsub("\\/", "/"))
     elseif math.type(v) == "float" then v = ("%.1f"):format(v) end
     v = tostring(v)
-    -- quoted as a JSON string, but "/" as itself (cjson writes "\/")
-    if v:find("[%s\"]") then v = (cjson.encode(v):gsub("\\/", "/")) end
+    -- for a person: a key past 200 bytes (a broken input line) cut, its length said
+    if k == "key" and #v > 200 then v = v:sub(1, 200) .. ("... (%d bytes)"):format(#v) end
+    -- quoted as a JSON string (control characters escaped), but "/" as itself (cjson writes "\/")
+    if v:find("[%s%c\"]") then v = (cjson.encode(v):gsub("\\/", "/")) end
     parts[#parts + 1] = k .. "=" .. v
   end
   return concat(parts, " ")
@@ -114,7 +116,7 @@ end
 function M.summary_text(sum)
   local lines = {}
   local function add(fmt, ...) lines[#lines + 1] = fmt:format(...) end
-  add("batch %s: %d rows in %.1f s (%.0f rows/s)", tostring(sum.batch), sum.rows or 0,
+  add("batch %s: %d %s in %.1f s (%.0f rows/s)", tostring(sum.batch), sum.rows or 0, sum.rows == 1 and "row" or "rows",
       sum.elapsed or 0, (sum.elapsed or 0) > 0 and (sum.attempted or 0) / sum.elapsed or 0)
   if sum.continued then
     add("  sent or held   %8d  (sent now or already held: this batch continues one begun elsewhere,"

@@ -187,12 +187,12 @@ function M.main(o, arguments)
   o.file = arguments[1]
   local dry = o.dry_run or (os.getenv("QUAN_DRY_RUN") or "") ~= "" and os.getenv("QUAN_DRY_RUN") ~= "0"
   local qos = require "quan.os"
+  local decl, failed = command.load(o.file, "quan apply")
+  if not decl then return failed end
   if not dry and not o.yes and not qos.isatty(0) then
     io.stderr:write("quan apply: stdin is not a terminal, so nobody can confirm: give --yes to apply without asking\n")
     return EXIT.usage
   end
-  local decl = command.load(o.file, "quan apply")
-  if not decl then return EXIT.failed end
   local s, serr, scode = command.session(decl, o)
   if not s then
     io.stderr:write("quan apply: ", serr, "\n")

@@ -4,8 +4,9 @@
 -- clock).
 --
 --   command.session(decl, opts) -> session | nil, message, exit
+--   command.reads_go_out() -> under QUAN_DRY_RUN, GETs are sent, writes printed
 --   command.sandbox_clock(wx) -> the business clock of a sandbox's profile | nil
---   command.load(file, who) -> declaration | nil (problems printed)
+--   command.load(file, who) -> declaration | nil, exit (problems printed)
 --   command.head(decl, session, state_path, note) -> what render prints on top
 --   command.EXIT = { ok = 0, failed = 1, usage = 2, changes = 3, busy = 6 }
 local M = {}
@@ -26,6 +27,22 @@ local function sandbox_clock(wx)
 end
 M.sandbox_clock = sandbox_clock
 
+-- reads_go_out(): under QUAN_DRY_RUN (`quan --dry-run plan`, `apply`,
+-- `report`), the GETs go out and only the other requests are printed
+-- instead of sent, as `quan apply --dry-run` does: these commands judge
+-- what exists, and the placeholders of a dry run made plans and reports
+-- of stocks that are not so (stocks unactivated, drifted)
+function M.reads_go_out()
+  local v = os.getenv("QUAN_DRY_RUN")
+  if v == nil or v == "" or v == "0" then return end
+  local wechatpay = require "wechatpay"
+  local dryrun = require "quan.dryrun"
+  wechatpay.hooks.before_send = function(p)
+    if p.method == "GET" then return nil end
+    return dryrun.before_send(p)
+  end
+end
+
 -- session(o) -> session | nil, message, exit: the client of the profile
 -- (o.profile, else the usual choice; a private sandbox when none is
 -- configured), the state's path (o.state; else the campaign file's path
@@ -33,6 +50,7 @@ M.sandbox_clock = sandbox_clock
 -- gone with it) and the clock (o.now; a sandbox's business clock; this
 -- machine's)
 function M.session(decl, o)
+  M.reads_go_out()
   local wechatpay = require "wechatpay"
   local ok, wx = pcall(wechatpay.client, o.profile)
   if not ok and require("quan.os").is_interrupt(wx) then error(wx, 0) end
@@ -58,12 +76,23 @@ function M.session(decl, o)
   return s
 end
 
--- load(file) -> declaration | nil (the problems printed on stderr, prefixed)
+-- load(file, who) -> declaration | nil, exit status (the problems printed on
+-- stderr, prefixed with who): a file that cannot be read (none by that name,
+-- a folder) is the command line's mistake, exit 2; a file with problems, 1
 function M.load(file, who)
+  local st = require("quan.os").stat(file)
+  local f, err = nil, "is a directory"
+  if not st or st.kind ~= "directory" then f, err = io.open(file, "rb") end
+  if not f then
+    io.stderr:write(("%s: campaign file %s cannot be read (%s)\n"):format(who, file,
+      tostring(err):gsub("^" .. file:gsub("%p", "%%%0") .. ": ", "")))
+    return nil, M.EXIT.usage
+  end
+  f:close()
   local decl, problems = require("quan.campaign").load(file)
   if not decl then
     io.stderr:write((require("quan.campaign").format_problems(problems):gsub("[^\n]+", who .. ": %0")), "\n")
-    return nil
+    return nil, M.EXIT.failed
   end
   return decl
 end

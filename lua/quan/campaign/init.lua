@@ -180,12 +180,19 @@ local function display(path)
   return (path:gsub("^%./", ""))
 end
 
--- valid_key(k) -> true | nil, why
+-- shown(k) -> 'k' for a message: control characters, and the bytes of text
+-- that is not UTF-8, as Lua escapes (\10, \255)
+local function shown(k)
+  local bytes = utf8.len(k) and "%c" or "[%c\128-\255]"
+  return "'" .. k:gsub(bytes, function(c) return "\\" .. c:byte() end) .. "'"
+end
+
+-- valid_key(k) -> true | nil, why (naming the key)
 local function valid_key(k)
   if type(k) ~= "string" then return nil, "a stock's key must be a string, got " .. type(k) .. " " .. tostring(k) end
   if k == "" then return nil, "a stock's key must not be empty" end
-  if #k > 64 then return nil, "a stock's key is at most 64 bytes" end
-  if not utf8.len(k) or k:find("[%c%s]") then return nil, "a stock's key must be UTF-8 text without spaces" end
+  if #k > 64 then return nil, sformat("a stock's key is at most 64 bytes, got %d: %s", #k, shown(k)) end
+  if not utf8.len(k) or k:find("[%c%s]") then return nil, "a stock's key must be UTF-8 text without spaces, got " .. shown(k) end
   return true
 end
 
@@ -360,8 +367,20 @@ end
 function M.load(path)
   if type(path) ~= "string" then error("campaign.load: path must be a string", 2) end
   local chunk, lerr = loadfile(path, "t")
-  if not chunk then return nil, { { message = tostring(lerr) } } end   -- "path:line: ..." already
+  if not chunk then -- "path:line: ..." already, but for a binary chunk (luac's output), which 't' refuses
+    lerr = tostring(lerr)
+    if not lerr:find(path, 1, true) then lerr = display(path) .. ": " .. lerr .. " (a campaign file is Lua text)" end
+    return nil, { { message = lerr } }
+  end
   local qos = require "quan.os"
+  -- os.exit while the file runs would end the command with the file's code
+  -- (plan's 0: "nothing to do") before anything was read: it raises instead
+  local exit = os.exit
+  local restore <close> = setmetatable({}, { __close = function() os.exit = exit end })
+  os.exit = function(code)
+    error(sformat("os.exit(%s) while the campaign file ran: a campaign file returns its declaration",
+      code == nil and "" or tostring(code)), 2)
+  end
   local ok, value = xpcall(chunk, function(e)
     if qos.is_interrupt(e) then return e end -- a Ctrl-C goes on as itself
     if type(e) == "table" and getmetatable(e) and getmetatable(e).__tostring then e = tostring(e) end

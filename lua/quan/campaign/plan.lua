@@ -203,11 +203,12 @@ function M.warnings(body, now, exists, status)
   local fnc = type(cur.fixed_normal_coupon) == "table" and cur.fixed_normal_coupon or {}
   local amount, minimum = fnc.coupon_amount, fnc.transaction_minimum
   local count, by_day = su.max_coupons, su.max_amount_by_day
-  if mtype(amount) == "integer" and amount < 100 then
+  -- (an amount of 0 分 or less is an error of the schema, not a unit typed wrong)
+  if mtype(amount) == "integer" and amount > 0 and amount < 100 then
     warn("yuan_as_fen", "面额 coupon_amount is %d 分 = %s, under ¥1: 元 typed as 分? ¥%d is %d 分 (favor.yuan(%d))",
       amount, format.yuan(amount), amount, amount * 100, amount)
   end
-  if mtype(minimum) == "integer" and minimum < 200 then
+  if mtype(minimum) == "integer" and minimum > 0 and minimum < 200 then
     warn("yuan_as_fen", "门槛 transaction_minimum is %d 分 = %s, under ¥2: 元 typed as 分? ¥%d is %d 分 (favor.yuan(%d))",
       minimum, format.yuan(minimum), minimum, minimum * 100, minimum)
   end
@@ -666,8 +667,8 @@ function M.main(o, arguments)
   local command = require "quan.campaign.command"
   local EXIT = command.EXIT
   o.file = arguments[1]
-  local decl = command.load(o.file, "quan plan")
-  if not decl then return EXIT.failed end
+  local decl, failed = command.load(o.file, "quan plan")
+  if not decl then return failed end
   local s, serr, scode = command.session(decl, o)
   if not s then
     io.stderr:write("quan plan: ", serr, "\n")

@@ -231,7 +231,9 @@ function M.text(plan, head)
   if drifted > 0 then tail[#tail + 1] = plural(drifted, "drifted stock") end
   if plan.warnings > 0 then tail[#tail + 1] = plural(plan.warnings, "warning") end
   if plan.problems > 0 then tail[#tail + 1] = plural(plan.problems, "stock") .. " with errors" end
-  if #parts == 0 then
+  if #parts == 0 and plan.problems > 0 then -- errors block the steps: nothing can be done until they are fixed
+    out[#out + 1] = "plan: " .. concat(tail, " · ")
+  elseif #parts == 0 then
     out[#out + 1] = "plan: nothing to do" .. (#tail > 0 and (" · " .. concat(tail, " · ")) or "")
   else
     out[#out + 1] = "plan: " .. concat(parts, ", ") .. (#tail > 0 and (" · " .. concat(tail, " · ")) or "")

@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS stores (
 );
 ]]
 
+M.SCHEMA = SCHEMA -- the tables of a state (docs/campaigns.md), as an apply makes them before its first record
+
 local TABLES = { "meta", "stocks", "runs", "steps", "journals", "stores" }
 
 -- api_of(base_url) -> the API a state belongs to: the base URL, without the
@@ -91,6 +93,21 @@ end
 local State = {}
 State.__index = State
 
+-- damaged(db) -> nil | "damaged: " and SQLite's first finding, and how many
+-- more (a damaged file has dozens, one line each)
+local function damaged(db)
+  local found = {}
+  for r in db:rows("PRAGMA quick_check(20)") do
+    if r.quick_check ~= "ok" then
+      for line in tostring(r.quick_check):gmatch("[^\n]+") do
+        if not line:find("^%*%*%* in database") then found[#found + 1] = line end
+      end
+    end
+  end
+  if #found == 0 then return nil end
+  return "damaged: " .. found[1] .. (#found > 1 and (" (and %d more findings of PRAGMA quick_check)"):format(#found - 1) or "")
+end
+
 -- inspect(db, path) -> true | nil, message: a file with tables of another
 -- kind is refused, a damaged one too
 local function inspect(db, path)
@@ -102,9 +119,8 @@ local function inspect(db, path)
         if not tables[t] then return "foreign" end
       end
     end
-    for r in db:rows("PRAGMA quick_check") do
-      if r.quick_check ~= "ok" then error("damaged: " .. tostring(r.quick_check), 0) end
-    end
+    local damage = damaged(db)
+    if damage then error(damage, 0) end
   end)
   if not ok then return nil, "state " .. path .. ": " .. tostring(e) end
   if e == "foreign" then return nil, "state " .. path .. ": not a quan campaign state (a database with other tables)" end
@@ -145,12 +161,23 @@ local function exists(path)
   return qos.stat(path) ~= nil -- not opened: opening a fifo would wait for a writer
 end
 
+-- not_a_file(path) -> the message for a path that names a directory (SQLite
+-- would say only "unable to open database file"), else nil
+local function not_a_file(path)
+  local st = qos.stat(path)
+  if st and st.kind == "directory" then
+    return ("state %s: is a directory (--state names the state file)"):format(path)
+  end
+end
+
 -- open(path, expect) -> state | nil, message, code (see above)
 function M.open(path, expect)
   if type(path) ~= "string" then error("state.open: path must be a string", 2) end
   if type(expect) ~= "table" or not (expect.campaign and expect.mchid and expect.api) then
     error("state.open: expect {campaign =, mchid =, api =}", 2)
   end
+  local dir = not_a_file(path)
+  if dir then return nil, dir, "open" end
   local lockpath = path .. ".lock"
   local lock, lerr, lcode = qos.lock(lockpath)
   if not lock then
@@ -206,19 +233,29 @@ end
 -- read(path [, expect]) -> state | false when there is no file | nil, message, code
 function M.read(path, expect)
   if type(path) ~= "string" then error("state.read: path must be a string", 2) end
+  local dir = not_a_file(path)
+  if dir then return nil, dir, "open" end
   if not exists(path) then return false end
+  local st = qos.stat(path)
+  if st and st.kind == "file" and st.size == 0 then return false end -- an empty file: no state yet (opening it would write a header)
   local db, err = sqlite.open(path)
   if not db then return nil, "state " .. path .. ": " .. tostring(err), "open" end
   local ok, cerr = inspect(db, path)
   if not ok then db:close() return nil, cerr, "open" end
   local self = setmetatable({ path = path, db = db }, State)
-  local mok, merr = pcall(load_meta, self)
+  local mok, merr = true, nil
+  if db:first("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'") then
+    mok, merr = pcall(load_meta, self)
+  else
+    self.meta = {} -- an empty file, or one an apply made and stopped before its schema
+  end
   if not mok then
     db:close()
     return nil, "state " .. path .. ": " .. tostring(merr), "open"
   end
-  if next(self.meta) == nil then -- made by an apply that stopped at once: nothing in it yet
+  if next(self.meta) == nil then -- made by an apply that stopped at once: nothing in it yet, nobody's
     self.meta = { format = M.FORMAT, version = tostring(M.VERSION) }
+    for _, k in ipairs { "campaign", "mchid", "api" } do self.meta[k] = expect and expect[k] end
   end
   local fine, why = belongs(self, expect or {})
   if not fine then

@@ -58,12 +58,15 @@ function M.target(arguments, o)
   if not first then
     return nil, "give a campaign file, its state, or stock ids (quan report --help)", M.EXIT.usage
   end
+  if #arguments == 1 and first:find("[./]") and not qos.stat(first) then -- a path to a file that is not there
+    return nil, ("campaign file %s cannot be read (no such file)"):format(first), M.EXIT.usage
+  end
   if #arguments == 1 and qos.stat(first) then
     if is_sqlite(first) then
       return { kind = "state", state_path = o.state or first }
     end
-    local decl = require("quan.campaign.command").load(first, "quan report")
-    if not decl then return nil, nil, M.EXIT.failed end
+    local decl, failed = require("quan.campaign.command").load(first, "quan report")
+    if not decl then return nil, nil, failed end
     return { kind = "campaign", decl = decl, state_path = o.state or decl.path .. ".state" }
   end
   local ids = {}
@@ -173,6 +176,7 @@ end
 -- clock figures are read at (--now; a sandbox's business clock; this
 -- machine's)
 local function client(o)
+  require("quan.campaign.command").reads_go_out() -- a report only reads: under --dry-run too
   local ok, wx = pcall(require("wechatpay").client, o.profile)
   if not ok then
     if qos.is_interrupt(wx) then error(wx, 0) end
@@ -394,12 +398,21 @@ function M.build(target, o)
   t.merchants = array(t.merchants)
   t.notes = nil
   doc.totals = t
-  doc.problems, doc.notes = array(doc.problems), array(doc.notes)
+  if next(doc.sources) == nil then -- stock ids --offline without --journal: dashes only, said as a failure
+    rep:problem("nothing to report: no source was read" .. (o.offline
+      and " (--offline reads the journals and the store only: give --journal)" or ""))
+  end
+  doc.problems, doc.notes, doc.sources = array(doc.problems), array(doc.notes), array(doc.sources)
   return doc
 end
 
 -- main(o, arguments) -> exit status
 function M.main(o, arguments)
+  local why = o.html and require("quan.path").unwritable(o.html) -- said before any source is read
+  if why then
+    io.stderr:write("quan report: --html ", o.html, ": ", why, "\n")
+    return M.EXIT.usage
+  end
   local target, err, code = M.target(arguments, o)
   if not target then
     if err then io.stderr:write("quan report: ", err, "\n") end
@@ -418,8 +431,12 @@ function M.main(o, arguments)
       io.stderr:write("quan report: --html ", tostring(ferr), "\n")
       return M.EXIT.failed
     end
-    f:write(page)
-    f:close()
+    local wrote, werr = f:write(page)
+    local closed, cerr = f:close()
+    if not wrote or not closed then -- a full disk
+      io.stderr:write("quan report: --html ", o.html, ": ", tostring(werr or cerr), "\n")
+      return M.EXIT.failed
+    end
   end
   if o.json then
     io.stdout:write(json.encode(doc), "\n")

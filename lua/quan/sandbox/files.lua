@@ -39,11 +39,27 @@ function M.exists(dir)
   return read(dir .. "/platform.key_id") ~= nil
 end
 
+-- the identity files setup makes (platform.pem is made again at each start)
+M.IDENTITY = { "ca.pem", "server.pem", "server.key.pem", "mchid", "appid", "merchant.key.pem", "merchant.pem",
+  "merchant.serial", "platform.key.pem", "platform.pub.pem", "apiv3.key", "platform.key_id" }
+
 -- setup(dir): makes the identity files unless they exist. Raises on failure
--- (an unwritable state dir is fatal for the sandbox).
+-- (an unwritable state dir is fatal for the sandbox), and for a state made
+-- before that lacks some of them (they cannot be made again: the keys the
+-- profiles and certificates name would change)
 function M.setup(dir)
   qos.mkdir(dir, 448) -- 0700; fine when it exists
-  if M.exists(dir) then return false end
+  if M.exists(dir) then
+    local missing = {}
+    for _, name in ipairs(M.IDENTITY) do
+      if not qos.stat(dir .. "/" .. name) then missing[#missing + 1] = name end
+    end
+    if #missing > 0 then
+      error(("the state lacks %s: put %s back, or start with a new --state"):format(
+        table.concat(missing, ", "), #missing == 1 and "it" or "them"), 0)
+    end
+    return false
+  end
   local p = function(name) return dir .. "/" .. name end
   -- CA and the server certificate for 127.0.0.1 and localhost
   local ca_key = crypto.generate_rsa(2048)

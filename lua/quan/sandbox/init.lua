@@ -153,7 +153,8 @@ local function prepare(dir, faults, key_mode)
   local sqlite = require "quan.sqlite"
   local store = require "quan.sandbox.store"
   local cjson = require "cjson"
-  local db = assert(sqlite.open(dir .. "/sandbox.db"))
+  local db, err = sqlite.open(dir .. "/sandbox.db")
+  if not db then error(err, 0) end -- the file's fault: its message, not this line
   store.migrate(db)
   sqlite.check(db:transaction(function()
     local cur = cjson.decode(store.get_control(db))

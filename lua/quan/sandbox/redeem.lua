@@ -23,7 +23,7 @@ end
 -- duration(text) -> seconds | nil, reason
 function M.duration(text)
   local seconds, why = time.duration(text)
-  if not seconds then return nil, "wants a duration like 90s, 30m, 2h or 1d12h (" .. why .. ")" end
+  if not seconds then return nil, "wants a duration like 90s, 30m, 2h or 1d12h, got '" .. text .. "'" end
   return seconds
 end
 
@@ -49,9 +49,17 @@ end
 function M.main(o, arguments)
   if o.share and o.count then return usage("give --share or --count, not both") end
   if not o.share and not o.count then return usage("--share X or --count N is required") end
+  local ca_file = o.ca_file
+  if ca_file then -- read by the sandbox, from its own folder: a file, by its absolute path
+    local st = require("quan.os").stat(ca_file)
+    if not st or st.kind ~= "file" then
+      return usage(("--ca-file %s: %s"):format(ca_file, st and "not a file" or "no such file"))
+    end
+    ca_file = require("quan.path").absolute(ca_file)
+  end
   local dir = o.state or require("quan.sandbox").default_state()
   local body = cjson.encode { stock_id = arguments[1], share = o.share, count = o.count, over_seconds = o.over,
-    refunds = o.refunds, seed = o.seed, ca_file = o.ca_file }
+    refunds = o.refunds, seed = o.seed, ca_file = ca_file }
   local answer, text = remote.request(dir, "POST", "/sandbox/redemptions", body, 300)
   if not answer then -- text: why
     io.stderr:write("quan sandbox redeem: ", text, "\n")
@@ -69,8 +77,9 @@ function M.main(o, arguments)
   for _, r in ipairs(answer.data) do
     if r.state == "done" then done = done + 1 end
   end
-  io.stdout:write(("stock %s: %d redemptions (seed %d) from %s to %s (Beijing time), %d of them refunded\n"):format(
-    answer.stock_id, answer.count, answer.seed, wall(answer.from), wall(answer.to), answer.refunds))
+  io.stdout:write(("stock %s: %d %s (seed %d) from %s to %s (Beijing time), %d of them refunded\n"):format(
+    answer.stock_id, answer.count, answer.count == 1 and "redemption" or "redemptions", answer.seed,
+    wall(answer.from), wall(answer.to), answer.refunds))
   io.stdout:write(("%d made now, %d as the business clock reaches them (quan sandbox clock moves it)\n"):format(done,
     answer.count - done))
   return 0

@@ -192,6 +192,16 @@ local function receive(o, campaign_path)
       if not ok then return usage(("--%s %s cannot be read (%s)"):format(k:gsub("_", "-"), o[k], tostring(err))) end
     end
   end
+  if o.tls_cert then -- checked here: the server's own refusal names no file
+    local crypto = require "quan.crypto"
+    local cert, cerr = crypto.certificate("file://" .. o.tls_cert)
+    if not cert then return usage(("--tls-cert %s is not a PEM certificate (%s)"):format(o.tls_cert, tostring(cerr))) end
+    local key, kerr = crypto.private_key("file://" .. o.tls_key)
+    if not key then return usage(("--tls-key %s is not a PEM private key (%s)"):format(o.tls_key, tostring(kerr))) end
+    if cert:public_key():pem_public() ~= key:pem_public() then
+      return usage(("--tls-key %s is not the key of --tls-cert %s"):format(o.tls_key, o.tls_cert))
+    end
+  end
   if campaign_path and o.handler then
     return usage("a campaign file brings its handler (notifications.handler): give either, not both")
   end
@@ -220,7 +230,7 @@ local function receive(o, campaign_path)
       return M.EXIT.failed
     end
     handler = decl.notifications and decl.notifications.handler
-    source = "campaign " .. decl.name
+    source = handler and ("campaign " .. decl.name) or nil -- (none declared: the start says null, as the warning does)
   elseif o.handler then
     local err
     handler, err = load_script(o.handler)
@@ -268,7 +278,8 @@ local function receive(o, campaign_path)
     workers = o.workers or M.DEFAULT_WORKERS, events = counts.events, pending = counts.pending, resumed = resumed,
     pid = qos.getpid() })
   if not handler then
-    log("warning", { message = "no handler: events are stored and stay pending until a receiver with a handler runs" })
+    log("warning", { message = (decl and ("campaign " .. decl.name .. " declares no handler (notifications.handler, "
+      .. "c:handler): ") or "no handler: ") .. "events are stored and stay pending until a receiver with a handler runs" })
   end
   if o.ready_file then
     local ok, werr = write_atomic(o.ready_file, url .. "\n")
@@ -378,8 +389,10 @@ function M.replay(o, arguments)
   local n, unknown = store:replay(#words > 0 and words or nil, qos.time())
   store:close()
   for _, id in ipairs(unknown) do say(program, "no event ", id, " in the store") end
-  io.stdout:write(("%d event%s due now: a running receiver calls the handler within a second, else the next "
-    .. "quan serve does\n"):format(n, n == 1 and "" or "s"))
+  if n > 0 or #unknown == 0 then -- (none due because none named was there: the refusal says it all)
+    io.stdout:write(("%d event%s due now: a running receiver calls the handler within a second, else the next "
+      .. "quan serve does\n"):format(n, n == 1 and "" or "s"))
+  end
   return #unknown > 0 and M.EXIT.failed or M.EXIT.ok
 end
 

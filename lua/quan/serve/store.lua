@@ -90,6 +90,13 @@ local function file_exists(path)
   return qos.stat(path) ~= nil -- not opened: opening a fifo would wait for a writer
 end
 
+-- directory(path) -> the message for a store path that names a folder
+-- (SQLite says only "unable to open database file"), else nil
+local function directory(path)
+  local st = qos.stat(path)
+  if st and st.kind == "directory" then return ("store %s is a directory (--store names the store file)"):format(path) end
+end
+
 -- make_private(path) -> true | nil, message: creates path empty with mode
 -- 0600 when it does not exist (SQLite gives its -wal and -shm files the
 -- database's mode)
@@ -139,6 +146,8 @@ end
 function M.open(path, o)
   if type(path) ~= "string" then error("store.open: path must be a string", 2) end
   if type(o) ~= "table" or type(o.mchid) ~= "string" then error("store.open: expected {mchid =}", 2) end
+  local folder = directory(path)
+  if folder then return nil, folder, "open" end
   local lockpath = path .. ".lock"
   local lock, lerr, lcode = qos.lock(lockpath)
   if not lock then
@@ -214,7 +223,13 @@ end
 -- store at path, checked to be one
 function M.read(path)
   if type(path) ~= "string" then error("store.read: path must be a string", 2) end
+  local folder = directory(path)
+  if folder then return nil, folder, "open" end
   if not file_exists(path) then return nil, ("store %s: no such file"):format(path), "noent" end
+  local st = qos.stat(path)
+  if st and st.kind == "file" and st.size == 0 then -- made by a receiver that stopped before its first table
+    return nil, ("store %s: an empty file"):format(path), "noent"
+  end
   local self, err, code = M.connect(path)
   if not self then return nil, err, code end
   local ok, why = inspect(self.db, path)
