@@ -716,19 +716,33 @@ static int push_failure(lua_State *L, Transfer *t) {
   const char *msg = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result);
   char big[96];
   if (t->result == CURLE_WRITE_ERROR) msg = "out of memory storing the response";
-  /* libcurl 7.88 reports a header line past its 100 KB limit this way too */
-  if (t->result == CURLE_OUT_OF_MEMORY) msg = "out of memory, or an answer header longer than libcurl allows (100 KB)";
+  /* libcurl 7.88 reports a header line past its 100 KB limit this way too,
+   * and a request line and headers past its 1 MB */
+  const char *what = t->what ? t->what : "http", *space = strchr(what, ' ');
+  size_t wlen = strlen(what), ulen = space ? wlen - (size_t)(space - what) - 1 : wlen;
+  const char *code = code_of(t);
+  if (t->result == CURLE_OUT_OF_MEMORY) {
+    if (ulen > 65536) {
+      snprintf(big, sizeof big, "the URL is %zu bytes, more than libcurl sends (1 MB with the headers)", ulen);
+      msg = big;
+      code = "url";
+    } else {
+      msg = "out of memory, or an answer header longer than libcurl allows (100 KB)";
+    }
+  }
   if (t->too_large || t->result == CURLE_FILESIZE_EXCEEDED) {
     snprintf(big, sizeof big, "answer larger than %zu bytes (max_response)", t->max_response);
     msg = big;
   }
   if (t->resend_refused) msg = "connection closed without an answer (the request was not sent again)";
-  if (t->out_errno) return quan_fail(L, "io", "%s: cannot write %s: %s", t->what ? t->what : "http", t->output,
-                                     strerror(t->out_errno));
+  /* "METHOD url", its first 300 bytes: a message names a request, it does not repeat a huge one */
+  char shown[320];
+  snprintf(shown, sizeof shown, wlen > 300 ? "%.300s..." : "%s", what);
+  if (t->out_errno) return quan_fail(L, "io", "%s: cannot write %s: %s", shown, t->output, strerror(t->out_errno));
   /* "Failed to connect" -> "failed to connect"; "URL ..." stays */
   int c = (unsigned char)msg[0];
   if (c && !isupper((unsigned char)msg[1])) c = tolower(c);
-  return quan_fail(L, code_of(t), "%s: %c%s", t->what ? t->what : "http", c ? c : '?', c ? msg + 1 : "");
+  return quan_fail(L, code, "%s: %c%s", shown, c ? c : '?', c ? msg + 1 : "");
 }
 
 /* [] -> [s]: s is the lower-case copy of p[0..n). */

@@ -270,6 +270,15 @@ describe("quan.http", function()
       assert.matches("timed out", err)
     end)
 
+    it("returns code url for a URL longer than libcurl sends, naming its size, not the whole of it", function()
+      local path = "/" .. ("a"):rep(2 * 1024 * 1024)
+      local res, err, code = http.request(req(path))
+      assert.is_nil(res)
+      assert.equal("url", code)
+      assert.matches("^GET https://127%.0%.0%.1:%d+/a+%.%.%.: the URL is %d+ bytes, more than libcurl sends %(1 MB with the headers%)$", err)
+      assert.is_true(#err < 500)
+    end)
+
     it("returns code too_large for an answer past max_response, with or without a length", function()
       for _, chunked in ipairs { "0", "1" } do
         local path = "/big?n=5000&chunked=" .. chunked
