@@ -139,7 +139,8 @@ end
 -- codes: "busy" (another run holds the journal), "mismatch" (another batch,
 --   stock, ...), "unknown_batch", "open".
 -- damaged(db) -> nil | "damaged: " and SQLite's first finding, and how many
--- more (a damaged file has dozens, one line each)
+-- more (a damaged file has dozens, one line each); the campaign state's
+-- check too
 local function damaged(db)
   local found = {}
   for r in db:rows("PRAGMA quick_check(20)") do
@@ -152,6 +153,8 @@ local function damaged(db)
   if #found == 0 then return nil end
   return "damaged: " .. found[1] .. (#found > 1 and (" (and %d more findings of PRAGMA quick_check)"):format(#found - 1) or "")
 end
+
+M.damaged = damaged
 
 function M.open(path, opts)
   opts = opts or {}

@@ -237,13 +237,7 @@ function M.main(o, arguments)
   local state = st
   if dry then
     state = setmetatable({}, Nothing)
-    local wechatpay = require "wechatpay"
-    local dryrun = require "quan.dryrun"
-    -- reads go out (the plan needs what exists); every write is printed, not sent
-    wechatpay.hooks.before_send = function(p)
-      if p.method == "GET" then return nil end
-      return dryrun.before_send(p)
-    end
+    command.print_writes() -- reads go out (the plan needs what exists)
   elseif not o.yes then
     local writes = plan.changes
     if writes > 0 and not confirm(s, #list) then

@@ -35,9 +35,14 @@ M.sandbox_clock = sandbox_clock
 function M.reads_go_out()
   local v = os.getenv("QUAN_DRY_RUN")
   if v == nil or v == "" or v == "0" then return end
-  local wechatpay = require "wechatpay"
+  M.print_writes()
+end
+
+-- print_writes(): from now on GETs go out, every other request is printed
+-- (quan.dryrun), not sent
+function M.print_writes()
   local dryrun = require "quan.dryrun"
-  wechatpay.hooks.before_send = function(p)
+  require("wechatpay").hooks.before_send = function(p)
     if p.method == "GET" then return nil end
     return dryrun.before_send(p)
   end

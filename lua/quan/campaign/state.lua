@@ -93,20 +93,8 @@ end
 local State = {}
 State.__index = State
 
--- damaged(db) -> nil | "damaged: " and SQLite's first finding, and how many
--- more (a damaged file has dozens, one line each)
-local function damaged(db)
-  local found = {}
-  for r in db:rows("PRAGMA quick_check(20)") do
-    if r.quick_check ~= "ok" then
-      for line in tostring(r.quick_check):gmatch("[^\n]+") do
-        if not line:find("^%*%*%* in database") then found[#found + 1] = line end
-      end
-    end
-  end
-  if #found == 0 then return nil end
-  return "damaged: " .. found[1] .. (#found > 1 and (" (and %d more findings of PRAGMA quick_check)"):format(#found - 1) or "")
-end
+-- damaged(db) -> nil | "damaged: ..." (as a journal's)
+local damaged = require("quan.batch.journal").damaged
 
 -- inspect(db, path) -> true | nil, message: a file with tables of another
 -- kind is refused, a damaged one too
