@@ -269,6 +269,18 @@ describe("quan apply", function()
     out, err, code = quan(h, dir, "plan --state other.db M.lua")
     assert.equal(1, code, out .. err)
     assert.matches("state other%.db: not a quan campaign state %(a database with other tables%)", err)
+    -- a damaged one: one line, SQLite's first finding (the journal's check)
+    local bytes = sh.read(file .. ".state")
+    assert(#bytes > 8192, "a state of more than two pages")
+    local spoilt = {}
+    for i = 1, #bytes do
+      local byte = bytes:byte(i)
+      spoilt[i] = string.char((i > 4096 and i % 97 == 0) and (byte ~ 0x5a) or byte)
+    end
+    sh.write(dir .. "/damaged.state", table.concat(spoilt))
+    out, err, code = quan(h, dir, "plan --state damaged.state M.lua")
+    assert.equal(1, code, out .. err)
+    assert.matches("^quan plan: state damaged%.state: damaged: [^\n]+\n$", err)
     sh.write(dir .. "/junk.state", ("not a database\n"):rep(100))
     out, err, code = quan(h, dir, "apply --yes --state junk.state M.lua")
     assert.equal(1, code, out .. err)
