@@ -1059,29 +1059,23 @@ static int c_make_certificate(lua_State *L) {
 
 /* ------------------------------------------------------ digests and bytes */
 
-/* sha256(data [, "raw"|"hex"]) -> digest */
-static int c_sha256(lua_State *L) {
+/* [-0, +1] one_shot(L, md, size, name): digest of argument 1 by md (size
+ * bytes), raw or hex as argument 2 says */
+static int one_shot(lua_State *L, const EVP_MD *md, unsigned size, const char *name) {
   size_t n;
   const char *d = checkstr(L, 1, &n);
   int raw = checkraw(L, 2);
-  unsigned char md[32];
-  if (!EVP_Digest(d, n, md, NULL, STATE(L)->sha256, NULL))
-    return luaL_error(L, "sha256: %s", ossl_reason("failed"));
-  pushdigest(L, md, sizeof md, raw);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  if (!EVP_Digest(d, n, out, NULL, md, NULL)) return luaL_error(L, "%s: %s", name, ossl_reason("failed"));
+  pushdigest(L, out, size, raw);
   return 1;
 }
 
+/* sha256(data [, "raw"|"hex"]) -> digest */
+static int c_sha256(lua_State *L) { return one_shot(L, STATE(L)->sha256, 32, "sha256"); }
+
 /* sha1(data [, "raw"|"hex"]) -> digest (the hash_value of flow files) */
-static int c_sha1(lua_State *L) {
-  size_t n;
-  const char *d = checkstr(L, 1, &n);
-  int raw = checkraw(L, 2);
-  unsigned char md[20];
-  if (!EVP_Digest(d, n, md, NULL, STATE(L)->sha1, NULL))
-    return luaL_error(L, "sha1: %s", ossl_reason("failed"));
-  pushdigest(L, md, sizeof md, raw);
-  return 1;
-}
+static int c_sha1(lua_State *L) { return one_shot(L, STATE(L)->sha1, 20, "sha1"); }
 
 /* digest(name) -> an incremental digest of that algorithm ("sha1",
  * "sha256"), for data that comes in pieces (a file read in chunks). The

@@ -1,11 +1,14 @@
 -- quan.path: file paths as the commands take them from a user. Core layer:
--- requires only quan.os.
+-- requires only quan.os (and quan.crypto, for write's temporary names).
 --
 --   path.absolute(p)    -> p made absolute against the current directory
 --                          (a leading "./" dropped; nothing resolved)
 --   path.dir(p)         -> the folder p is in ("." for a bare name)
 --   path.beside(file, p) -> p, relative to the folder of file (an absolute p as is)
 --   path.read(p)        -> the file's bytes | nil, message
+--   path.write(p, text [, mode]) -> true | nil, message: p holds text, whole
+--                          or not at all (a temporary file beside it, then
+--                          renamed over it); mode: its permission bits
 --   path.unwritable(p)  -> why a file cannot be written at p (a folder, a
 --                          folder that is not there) | nil: for an output
 --                          option checked before a command does its work
@@ -37,6 +40,21 @@ function M.read(p)
   local s = f:read("a")
   f:close()
   return s
+end
+
+function M.write(p, text, mode)
+  local tmp = ("%s.tmp.%d.%s"):format(p, qos.getpid(), require("quan.crypto").nonce(8)) -- writers never share one
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, err end
+  local ok, werr = f:write(text)
+  ok = ok and f:close()
+  if ok and mode then ok, werr = qos.chmod(tmp, mode) end
+  if ok then ok, werr = os.rename(tmp, p) end
+  if not ok then
+    os.remove(tmp)
+    return nil, werr
+  end
+  return true
 end
 
 function M.unwritable(p)

@@ -525,8 +525,6 @@ local function retry_policy(method, tpl, opts)
   return retry.policy { attempts = r + 1 }
 end
 
--- prepare(wx, method, tpl, opts[, raw]) -> prepared request | nil,
--- validation error; `raw` is a ready path+query used instead of tpl/query
 -- check_options(method, tpl, opts, extra) -> the template's variables; a
 -- usage error for an option the verb does not take (with the closest
 -- names: the verb's options, the path's variables and `extra`'s keys)
@@ -576,6 +574,8 @@ local function fixed_strings(st, tpl)
   return s
 end
 
+-- prepare(wx, method, tpl, opts[, raw]) -> prepared request | nil,
+-- validation error; `raw` is a ready path+query used instead of tpl/query
 local function prepare(wx, method, tpl, opts, raw)
   local st = state[wx]
   if opts == nil then opts = {} end

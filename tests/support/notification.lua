@@ -30,15 +30,8 @@ function M.new(dir)
   }, Maker)
 end
 
--- uuid() -> a random version-4 UUID, as real event ids are
-local function uuid()
-  local b = { crypto.random_bytes(16):byte(1, 16) }
-  b[7] = (b[7] & 0x0f) | 0x40
-  b[9] = (b[9] & 0x3f) | 0x80
-  local hex = ("%02x"):rep(16):format(table.unpack(b))
-  return ("%s-%s-%s-%s-%s"):format(hex:sub(1, 8), hex:sub(9, 12), hex:sub(13, 16), hex:sub(17, 20), hex:sub(21, 32))
-end
-M.uuid = uuid
+-- uuid() -> a random version-4 UUID, as real event ids are (the sandbox's)
+local uuid = require("quan.sandbox.notify").event_id
 
 -- maker:sign(body[, o]) -> headers: signed at o.timestamp (default now)
 -- under o.serial (default the PUB_KEY_ID)

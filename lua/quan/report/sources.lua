@@ -58,6 +58,16 @@ local function tables_of(db)
   return t
 end
 
+-- meta_of(db, rows, kind) -> the name = value pairs of the meta table of a
+-- quan database whose rows are in the table `rows`; raises "not a KIND"
+local function meta_of(db, rows, kind)
+  local tables = tables_of(db)
+  if not (tables.meta and tables[rows]) then error("sqlite: not a " .. kind, 0) end
+  local meta = {}
+  for r in db:rows("SELECT name, value FROM meta") do meta[r.name] = r.value end
+  return meta
+end
+
 -- The journal's states that mean the user holds the row's coupon
 M.SENT_STATES = { sent = true, sent_or_held = true }
 
@@ -72,10 +82,7 @@ function M.journal(path, now)
   local db, err = open_readonly(path, "journal")
   if not db then return nil, err end
   local s, why = guarded(db, "journal", path, function()
-    local tables = tables_of(db)
-    if not (tables.meta and tables.items) then error("sqlite: not a quan batch journal", 0) end
-    local meta = {}
-    for r in db:rows("SELECT name, value FROM meta") do meta[r.name] = r.value end
+    local meta = meta_of(db, "items", "quan batch journal")
     if not meta.batch_id then error("sqlite: not a quan batch journal (no batch id)", 0) end
     local timed = false
     for r in db:rows("PRAGMA table_info(items)") do
@@ -111,8 +118,6 @@ function M.journal(path, now)
   return s, why
 end
 
-M.STORE_FORMAT = "quan notification store"
-
 -- store(path, wanted) -> summary | nil, message: the COUPON.USE events of
 -- the stocks in the set `wanted` (stock_id -> true). summary: path,
 -- read_at, events (every event in the store), by_stock = {stock_id ->
@@ -123,11 +128,8 @@ function M.store(path, wanted)
   local db, err = open_readonly(path, "store")
   if not db then return nil, err end
   local s, why = guarded(db, "store", path, function()
-    local tables = tables_of(db)
-    if not (tables.meta and tables.events) then error("sqlite: not a quan notification store", 0) end
-    local meta = {}
-    for r in db:rows("SELECT name, value FROM meta") do meta[r.name] = r.value end
-    if meta.format ~= M.STORE_FORMAT then error("sqlite: not a quan notification store", 0) end
+    local meta = meta_of(db, "events", "quan notification store")
+    if meta.format ~= require("quan.serve.store").FORMAT then error("sqlite: not a quan notification store", 0) end
     local s = { path = path, read_at = qos.time(), mchid = meta.mchid, by_stock = {},
       events = db:first("SELECT count(*) AS n FROM events").n }
     for id in pairs(wanted) do s.by_stock[id] = { coupons = {}, count = 0, repeats = 0, untimed = 0 } end

@@ -8,16 +8,12 @@ local M = {}
 local crypto = require "quan.crypto"
 local qos = require "quan.os"
 
-local read = require("quan.path").read
+local qpath = require "quan.path"
+local read = qpath.read
 
--- write(path, text [, mode]): atomically, through a temporary file
+-- write(path, text [, mode]): quan.path.write's, raising
 local function write(path, text, mode)
-  local tmp = ("%s.tmp.%d.%s"):format(path, qos.getpid(), crypto.nonce(8)) -- writers never share one
-  local f = assert(io.open(tmp, "wb"))
-  f:write(text)
-  f:close()
-  if mode then qos.chmod(tmp, mode) end
-  assert(os.rename(tmp, path))
+  assert(qpath.write(path, text, mode))
 end
 M.write = write
 

@@ -164,18 +164,6 @@ local function record_store(decl, o, wx, path, log)
   end
 end
 
--- write_atomic(path, text) -> true | nil, message
-local function write_atomic(path, text)
-  local tmp = ("%s.tmp.%d"):format(path, qos.getpid())
-  local f, err = io.open(tmp, "wb")
-  if not f then return nil, err end
-  f:write(text)
-  f:close()
-  local ok, rerr = os.rename(tmp, path)
-  if not ok then os.remove(tmp) return nil, rerr end
-  return true
-end
-
 -- ---- quan serve ----
 
 local function receive(o, campaign_path)
@@ -215,7 +203,7 @@ local function receive(o, campaign_path)
   if o.ready_file then
     local ok, err = qpath.replaceable(o.ready_file)
     if not ok then return usage("--ready-file " .. err) end
-    ok, err = write_atomic(o.ready_file, "")
+    ok, err = qpath.write(o.ready_file, "")
     if not ok then return usage(("--ready-file %s cannot be written (%s)"):format(o.ready_file, tostring(err))) end
     os.remove(o.ready_file)
   end
@@ -282,7 +270,7 @@ local function receive(o, campaign_path)
       .. "c:handler): ") or "no handler: ") .. "events are stored and stay pending until a receiver with a handler runs" })
   end
   if o.ready_file then
-    local ok, werr = write_atomic(o.ready_file, url .. "\n")
+    local ok, werr = qpath.write(o.ready_file, url .. "\n")
     if not ok then
       srv:stop()
       store:close()
