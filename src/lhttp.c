@@ -75,6 +75,7 @@ typedef struct Transfer {
   int attempts;           /* times libcurl was about to send (prereq_cb) */
   int resend_refused;     /* prereq_cb refused a second attempt */
   Buf head;               /* response header lines, each ending in '\0' */
+  int head_lines;         /* how many */
   lua_Integer id;
   int in_multi;           /* added to engine->multi */
   int done;
@@ -323,10 +324,12 @@ static size_t header_cb(char *p, size_t size, size_t n, void *userp) {
   while (l > 0 && (p[l - 1] == '\r' || p[l - 1] == '\n')) l--;
   if (l >= 5 && memcmp(p, "HTTP/", 5) == 0) {
     t->head.len = 0;
+    t->head_lines = 0;
     return len;
   }
   if (l == 0) return len;
   if (!buf_add(&t->head, p, l) || !buf_add(&t->head, "", 1)) return 0;
+  t->head_lines++;
   return len;
 }
 
@@ -865,10 +868,7 @@ static void push_response(lua_State *L, Transfer *t) {
   lua_createtable(L, 0, 6);
   lua_pushinteger(L, status);
   lua_setfield(L, -2, "status");
-  /* sized for the stored lines: no rehash while filling */
-  int lines = 0;
-  for (size_t i = 0; i < t->head.len; i++) lines += t->head.p[i] == '\0';
-  lua_createtable(L, 0, lines);
+  lua_createtable(L, 0, t->head_lines); /* sized for the lines: no rehash while filling */
   luaL_setmetatable(L, HEADERS_MT);
   push_headers(L, t->head.p, t->head.len);
   lua_setfield(L, -2, "headers");

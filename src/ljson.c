@@ -18,8 +18,8 @@
  *   Lua predicate the description gives), false on any doubt: the walk then
  *   runs and says what is wrong. Raises only what a predicate raises.
  *
- * The text is built in a buffer on the C stack, moved to a malloc'd one
- * when it outgrows it; a userdata box owns that (freed by __gc if a memory
+ * The text is built in a buffer on the C stack; one that outgrows it is
+ * built again in a malloc'd one a userdata box owns (freed by __gc if a memory
  * error unwinds). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +34,9 @@
 typedef struct Out {
   char *p;
   size_t len, cap;
-  int heap; /* p is malloc'd (else the caller's buffer on the C stack) */
+  int heap;  /* p is malloc'd (else the caller's buffer on the C stack) */
+  int fixed; /* p may not grow: reserve fails and sets full */
+  int full;
 } Out;
 
 /* escape[c]: what cjson writes for byte c, NULL when written as itself */
@@ -50,6 +52,10 @@ static const char *const escape[128] = {
 /* Makes room for n more bytes; 0 when out of memory. */
 static int reserve(Out *o, size_t n) {
   if (o->len + n <= o->cap) return 1;
+  if (o->fixed) {
+    o->full = 1;
+    return 0;
+  }
   size_t cap = o->cap ? o->cap : 1024;
   while (cap < o->len + n) cap *= 2;
   char *q = o->heap ? realloc(o->p, cap) : malloc(cap);
@@ -263,15 +269,22 @@ static int box_gc(lua_State *L) {
   return 0;
 }
 
-/* encode(v) -> text | nil */
+/* encode(v) -> text | nil: written on the C stack (a request's body fits),
+ * or when it does not, again into a malloc'd buffer a userdata box owns */
 static int json_encode(lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 1);
-  char first[1024]; /* a request's body fits: no malloc */
+  char first[4096];
+  Out stack = {first, 0, sizeof first, 0, 1, 0};
+  int ok = encode(L, 1, &stack, 1);
+  if (ok || !stack.full) {
+    if (ok) lua_pushlstring(L, stack.p, stack.len);
+    else lua_pushnil(L);
+    return 1;
+  }
+  lua_settop(L, 1);
   Out *o = lua_newuserdatauv(L, sizeof *o, 0); /* the box, at 2 */
   memset(o, 0, sizeof *o);
-  o->p = first;
-  o->cap = sizeof first;
   luaL_setmetatable(L, BOX_MT);
   if (encode(L, 1, o, 1)) lua_pushlstring(L, o->p, o->len);
   else lua_pushnil(L);
@@ -288,8 +301,9 @@ enum { S_BOOLEAN, S_NUMBER, S_INTEGER, S_STRING, S_ENUM, S_ARRAY, S_OBJECT };
 typedef struct Shape Shape;
 
 typedef struct Field {
-  int name;             /* the name, a string kept in the uservalues */
-  int required;
+  const char *name;     /* the name, a string kept in the uservalues (Lua */
+  size_t len;           /* strings do not move): a short one is interned, */
+  int required;         /* so a key equal to it is the same pointer */
   Shape *node;
 } Field;
 
@@ -300,6 +314,8 @@ typedef struct Field {
 struct Shape {
   int kind;
   int min, max;                 /* numbers: the bounds */
+  int int_min, int_max;         /* ... that are integers, also held here: */
+  lua_Integer imin, imax;       /* an integer compares without the Lua API */
   int set;                      /* enums: the set of accepted values */
   lua_Integer min_len, max_len; /* strings: characters (-1: none) */
   lua_Integer cjk, ascii;       /* strings: the width limit (cjk 0: none) */
@@ -309,7 +325,7 @@ struct Shape {
   lua_Integer min_items, max_items; /* arrays (-1: none) */
   int unique;
   Shape *item;
-  int nfields;                  /* objects */
+  int nfields, nrequired;       /* objects */
   Field *fields;
 };
 
@@ -365,8 +381,12 @@ static Shape *shape_node(lua_State *L, int idx, int uv) {
   if (n->kind == S_STRING && n->set) n->kind = S_ENUM;
   lua_getfield(L, idx, "min");
   n->min = keep(L, -1, uv);
+  n->int_min = lua_isinteger(L, -1);
+  n->imin = lua_tointeger(L, -1);
   lua_getfield(L, idx, "max");
   n->max = keep(L, -1, uv);
+  n->int_max = lua_isinteger(L, -1);
+  n->imax = lua_tointeger(L, -1);
   lua_getfield(L, idx, "unique");
   n->unique = lua_toboolean(L, -1);
   lua_getfield(L, idx, "predicate");
@@ -407,9 +427,11 @@ static Shape *shape_node(lua_State *L, int idx, int uv) {
       lua_rawgeti(L, fi, i);
       lua_getfield(L, -1, "name");
       luaL_checktype(L, -1, LUA_TSTRING);
-      f->name = keep(L, -1, uv);
+      keep(L, -1, uv);
+      f->name = lua_tolstring(L, -1, &f->len);
       lua_getfield(L, -2, "required");
       f->required = lua_toboolean(L, -1);
+      n->nrequired += f->required;
       lua_getfield(L, -3, "node");
       f->node = shape_node(L, lua_gettop(L), uv);
       lua_pop(L, 4);
@@ -427,6 +449,15 @@ static int bound(lua_State *L, int x, int uv, int at, int op, int low) {
   int ok = low ? lua_compare(L, -1, x, op) : lua_compare(L, x, -1, op);
   lua_pop(L, 1);
   return ok;
+}
+
+/* within(L, n, x, uv) -> min <= x <= max for the bounds of n (none: no
+ * limit); an integer bound of an integer x compares in C */
+static int within(lua_State *L, Shape *n, int x, int uv) {
+  if (!lua_isinteger(L, x)) return bound(L, x, uv, n->min, LUA_OPLE, 1) && bound(L, x, uv, n->max, LUA_OPLE, 0);
+  lua_Integer i = lua_tointeger(L, x);
+  return (n->int_min ? n->imin <= i : bound(L, x, uv, n->min, LUA_OPLE, 1)) &&
+         (n->int_max ? i <= n->imax : bound(L, x, uv, n->max, LUA_OPLE, 0));
 }
 
 /* in_set(L, x, uv, set) -> set[x] == true */
@@ -532,32 +563,35 @@ static int check_array(lua_State *L, Shape *n, int x, int uv) {
   return 1;
 }
 
+/* field(n, key at k) -> the field of n the string key names, NULL for
+ * none: the same string object first (an interned name), then the bytes */
+static Field *field(lua_State *L, Shape *n, int k) {
+  size_t len;
+  const char *s = lua_tolstring(L, k, &len);
+  for (int i = 0; i < n->nfields; i++)
+    if (n->fields[i].name == s) return &n->fields[i];
+  for (int i = 0; i < n->nfields; i++)
+    if (n->fields[i].len == len && memcmp(n->fields[i].name, s, len) == 0) return &n->fields[i];
+  return NULL;
+}
+
+/* Every key a field of n and its value passing, every required field
+ * there. The keys the table has are read, not the fields the node has:
+ * most optional fields of a schema are absent. */
 static int check_object(lua_State *L, Shape *n, int x, int uv) {
   if (!plain_table(L, x) || !lua_checkstack(L, 4)) return 0;
-  int array = lua_rawgeti(L, x, 1) != LUA_TNIL;
-  lua_pop(L, 1);
-  if (array) return 0;
-  int present = 0;
-  for (int i = 0; i < n->nfields; i++) {
-    Field *f = &n->fields[i];
-    lua_rawgeti(L, uv, f->name);
-    lua_rawget(L, x); /* no metatable: as x[name] */
-    int y = lua_gettop(L);
-    int ok = lua_isnil(L, y) ? !f->required : (present++, shape_check(L, f->node, y, uv));
-    lua_pop(L, 1);
-    if (!ok) return 0;
-  }
-  /* every key one of the fields seen: as many keys as fields present */
-  int keys = 0;
+  int required = 0;
   lua_pushnil(L);
-  while (lua_next(L, x)) {
-    lua_pop(L, 1);
-    if (++keys > present) {
-      lua_pop(L, 1);
+  while (lua_next(L, x)) { /* [key, value] */
+    Field *f = lua_type(L, -2) == LUA_TSTRING ? field(L, n, lua_gettop(L) - 1) : NULL;
+    if (f == NULL || !shape_check(L, f->node, lua_gettop(L), uv)) {
+      lua_pop(L, 2);
       return 0;
     }
+    required += f->required;
+    lua_pop(L, 1);
   }
-  return 1;
+  return required == n->nrequired;
 }
 
 /* shape_check(n, value at x) -> 1 when the value surely passes n */
@@ -569,7 +603,7 @@ static int shape_check(lua_State *L, Shape *n, int x, int uv) {
   case S_NUMBER:
     if (n->kind == S_INTEGER ? !lua_isinteger(L, x) : lua_type(L, x) != LUA_TNUMBER) return 0;
     if (n->set) return in_set(L, x, uv, n->set);
-    return bound(L, x, uv, n->min, LUA_OPLE, 1) && bound(L, x, uv, n->max, LUA_OPLE, 0);
+    return within(L, n, x, uv);
   case S_ENUM:
     return in_set(L, x, uv, n->set);
   case S_STRING:

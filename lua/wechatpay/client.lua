@@ -17,10 +17,8 @@ local sign = require "wechatpay.sign"
 local verify = require "wechatpay.verify"
 local multipart = require "wechatpay.multipart"
 local trace = require "wechatpay.trace"
-local flow = require "wechatpay.flow"
 local decode_query = require("quan.url").query
 local suggest = require "quan.suggest"
-local retry = require "wechatpay.retry"
 
 local M = {}
 
@@ -511,6 +509,7 @@ end
 -- policy; a usage error for a call that cannot be repeated safely
 local function retry_policy(method, tpl, opts)
   local r = opts.retry
+  local retry = require("wechatpay.retry")
   local ok, why = retry.idempotent(method, tpl, opts.json)
   if not ok then
     usage("option 'retry': this call cannot be repeated safely (" .. why .. "); only GETs, a stock's start, "
@@ -897,7 +896,7 @@ local function attempts(wx, p)
       return r
     end
     failed = failed + 1
-    local wait = retry.retryable(err) and policy:delay(failed, err.code)
+    local wait = require("wechatpay.retry").retryable(err) and policy:delay(failed, err.code)
     if not wait then
       err.attempts = failed
       return nil, err
@@ -1024,7 +1023,7 @@ function Client.flow(wx, kind, stock_id, opts)
   local got
   got, err = Client.download(wx, link.url, { path = path, timeout = opts.timeout })
   local f
-  if got then f, err = flow.open(path, link.hash_value, type(link.hash_type) == "string" and link.hash_type or nil) end
+  if got then f, err = require("wechatpay.flow").open(path, link.hash_value, type(link.hash_type) == "string" and link.hash_type or nil) end
   if not f then
     if temporary then os.remove(path) end
     return nil, err

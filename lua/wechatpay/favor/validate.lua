@@ -25,8 +25,9 @@ local schema = require "wechatpay.favor.schema"
 local time = require "quan.time"
 local text = require "quan.text"
 local cjson_safe = require "cjson.safe"
-local suggest = require("quan.suggest").closest -- "did you mean"; only on the failure path
-local with_unit = require("wechatpay.favor.doc").with_unit
+-- on the failure path only, loaded there: "did you mean", and a limit in words
+local function suggest(...) return require("quan.suggest").closest(...) end
+local function with_unit(...) return require("wechatpay.favor.doc").with_unit(...) end
 
 local type, pairs, ipairs, next, tostring, tonumber = type, pairs, ipairs, next, tostring, tonumber
 local mtype, floor, huge = math.type, math.floor, math.huge
