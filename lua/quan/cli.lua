@@ -172,6 +172,8 @@ M.COMMANDS = {
       end },
       { "--retry-max SECONDS", "the longest wait between calls of a failing handler (default 300)",
         check = options.positive_number },
+      { "--handler-timeout SECONDS", "a handler call running longer fails, to be called again (default 60)",
+        check = options.positive_number },
       { "--ready-file FILE", "write the receiver's URL to FILE once listening; removed at stop" },
     },
     footer = "exit status: 0 stopped (SIGTERM, SIGINT), 1 could not start, 2 usage, 6 another receiver holds\n"

@@ -2,7 +2,8 @@
 -- on the receiver's main thread (server:wait's tick), never on the answer
 -- path: a slow or failing handler delays no answer and loses no event.
 --
---   dispatch.new{store =, handler = fn | nil, log =, retry_max =} -> dispatcher
+--   dispatch.new{store =, handler = fn | nil, log =, retry_max =, timeout =}
+--       -> dispatcher
 --   dispatcher:run(budget[, stop]) -> calls made: the due events, in
 --       arrival order, until none is due, `budget` seconds have passed, or
 --       stop() (asked between calls) is true
@@ -14,7 +15,10 @@
 -- A call fails when the handler raises, or returns false, or nil and a
 -- reason (the `nil, err` of a failed API call passed on); the event stays
 -- pending and is called again after a backoff (1 s, 2 s, 4 s, ... up to
--- retry_max).
+-- retry_max). A call running past `timeout` seconds (default TIMEOUT) fails
+-- too: the check runs every CHECK_EVERY VM instructions of the handler and
+-- of the coroutines it makes, so a call blocked inside C (a sleep, a read
+-- without a timeout) is stopped once it is back in Lua.
 local M = {}
 
 local cjson = require "cjson.safe"
@@ -25,6 +29,12 @@ local storemod = require "quan.serve.store"
 -- handler running longer than that (or a killed receiver) sees it due again,
 -- and a restart makes every pending event due at once
 local LEASE = 3600
+
+-- TIMEOUT: seconds a handler call may run (--handler-timeout), the stop
+-- timeout of the systemd unit in docs/notifications.md: a SIGTERM's drain
+-- ends within it
+M.TIMEOUT = 60
+local CHECK_EVERY = 1000
 
 local Dispatcher = {}
 Dispatcher.__index = Dispatcher
@@ -43,7 +53,7 @@ end
 -- are stored and stay pending, for a later receiver with a handler)
 function M.new(o)
   return setmetatable({ store = o.store, handler = o.handler, log = o.log,
-    retry_max = o.retry_max or storemod.RETRY_MAX }, Dispatcher)
+    retry_max = o.retry_max or storemod.RETRY_MAX, timeout = o.timeout or M.TIMEOUT }, Dispatcher)
 end
 
 -- message(err) -> text of an error value (an error table prints as its text)
@@ -56,11 +66,45 @@ local function message(err)
   return tostring(err)
 end
 
--- call(handler, event) -> true | false, message
-local function call(handler, event)
-  local ok, first, second = xpcall(handler, function(err)
-    return debug.traceback(message(err), 2)
-  end, event)
+local function traceback(err)
+  return debug.traceback(message(err), 2)
+end
+
+-- the call under way: {deadline =, late =}, nil between calls
+local current
+
+-- limit(): the hook of a call's coroutine, and of the coroutines it makes
+-- (they inherit it): raises once the call's deadline has passed, and from
+-- then on at every VM instruction, so a handler that catches the error (a
+-- pcall in a loop) cannot go on. A coroutine kept past its call drops it.
+local function limit()
+  local c = current
+  if c == nil then return debug.sethook() end
+  if not c.late then
+    if qos.now() <= c.deadline then return end
+    c.late = true
+    debug.sethook(limit, "", 1) -- the thread running now
+  end
+  error("the handler ran past its time limit", 0)
+end
+
+-- call(handler, event, timeout) -> true | false, message: the handler in a
+-- coroutine resumed by quan.os.resume (so a Ctrl-C reaches it), limited to
+-- `timeout` seconds
+local function call(handler, event, timeout)
+  local c = { deadline = qos.now() + timeout, late = false }
+  local co = coroutine.create(function() return xpcall(handler, traceback, event) end)
+  debug.sethook(co, limit, "", CHECK_EVERY)
+  current = c
+  local resumed, ok, first, second = qos.resume(co)
+  current = nil
+  if c.late then
+    return false, ("the handler ran past %g s (--handler-timeout)"):format(timeout)
+  end
+  if not resumed then return false, message(ok) end
+  if coroutine.status(co) ~= "dead" then
+    return false, "the handler yielded outside a quan.async task"
+  end
   if not ok then return false, first end
   if first == false then return false, second ~= nil and message(second) or "the handler returned false" end
   if first == nil and second ~= nil then return false, message(second) end
@@ -77,7 +121,7 @@ function Dispatcher:run(budget, stop)
     for _, row in ipairs(rows) do
       local started = qos.now()
       local attempt = store:begin_attempt(row.id, qos.time(), LEASE)
-      local ok, why = call(self.handler, M.event(row, attempt))
+      local ok, why = call(self.handler, M.event(row, attempt), self.timeout)
       calls = calls + 1
       local seconds = math.floor((qos.now() - started) * 1000 + 0.5) / 1000
       if ok then

@@ -280,7 +280,7 @@ local function receive(o, campaign_path)
   end
 
   local dispatcher = require("quan.serve.dispatch").new { store = store, handler = handler, log = log,
-    retry_max = o.retry_max }
+    retry_max = o.retry_max, timeout = o.handler_timeout }
   local last_checkpoint = qos.now()
   local why, detail = srv:wait { every = 0.05, tick = function()
     local ok, terr = pcall(function()
