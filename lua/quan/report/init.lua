@@ -117,16 +117,17 @@ local function resolve(base, path)
   return dir and dir .. "/" .. path or path
 end
 
+local function no_state(path)
+  return ("no state %s: the campaign has not been applied (quan apply), or give --state"):format(path)
+end
+
 -- read_state(target, expect, report) -> {stocks = [{key, stock_id,
 -- request}], journals = [{path, send, stock}], store = path | nil} | nil,
 -- message
 local function read_state(target, expect, rep)
   local statemod = require "quan.campaign.state"
   local st, err = statemod.read(target.state_path, expect)
-  if st == false then
-    return nil, ("no state %s: the campaign has not been applied (quan apply), or give --state"):format(
-      target.state_path)
-  end
+  if st == false then return nil, no_state(target.state_path) end
   if not st then return nil, err end
   local out = { stocks = {}, journals = {}, meta = st.meta }
   local ok, rerr = pcall(function()
@@ -287,6 +288,11 @@ end
 
 -- build(target, o) -> document | nil, message, exit status
 function M.build(target, o)
+  -- a state that is not there is said before a client is made (without a
+  -- profile, that starts a private sandbox)
+  if target.state_path and not qos.stat(target.state_path) then
+    return nil, no_state(target.state_path), M.EXIT.failed
+  end
   local wx, now, clock
   if o.offline then
     now, clock = o.now or qos.time(), o.now and "given" or "local"
