@@ -112,6 +112,70 @@ static int os_resume(lua_State *L) {
   return 2;
 }
 
+/* ---- resume_within: a coroutine with a time limit --------------------------
+ * The limit of the resume under way on this thread (one at a time; a nested
+ * one saves and restores the outer's). A count hook, which the coroutines it
+ * makes inherit (a C hook needs nothing of the registry), checks the clock
+ * every LIMIT_EVERY instructions; once the time has passed it checks at
+ * every instruction and raises wherever the code is not quan's own: quan's
+ * modules (quan.async's loop, the client) never stop half-way through a
+ * change of their state, and a handler cannot catch the error for good. */
+#define LIMIT_EVERY 1000
+
+typedef struct Limit {
+  int active, late;
+  double at; /* monotonic seconds */
+} Limit;
+
+static _Thread_local Limit limit;
+
+static double monotonic(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int quan_source(const char *source) {
+  return strncmp(source, "@lua/quan/", 10) == 0 || strncmp(source, "@lua/wechatpay/", 15) == 0;
+}
+
+static void limit_hook(lua_State *L, lua_Debug *ar) {
+  if (!limit.active) { /* a coroutine kept past its limited resume */
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  if (!limit.late) {
+    if (monotonic() <= limit.at) return;
+    limit.late = 1;
+  }
+  lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
+  if (!lua_getinfo(L, "S", ar) || quan_source(ar->source)) return;
+  lua_pushliteral(L, "time limit passed");
+  lua_error(L);
+}
+
+/* resume_within(seconds, co, ...) -> late, then as resume(co, ...): late is
+ * true when the time passed while co ran (it was stopped, or ended after) */
+static int os_resume_within(lua_State *L) {
+  lua_Number seconds = luaL_checknumber(L, 1);
+  lua_State *co = lua_tothread(L, 2);
+  luaL_argexpected(L, co != NULL, 2, "coroutine");
+  luaL_argcheck(L, seconds >= 0 && seconds < 1e9, 1, "seconds out of range");
+  Limit outer = limit;
+  limit.active = 1;
+  limit.late = 0;
+  limit.at = monotonic() + seconds;
+  lua_sethook(co, limit_hook, LUA_MASKCOUNT, LIMIT_EVERY);
+  lua_remove(L, 1); /* [co, args...]: as resume's */
+  int n = os_resume(L);
+  int late = limit.late;
+  if (lua_gethook(co) == limit_hook) lua_sethook(co, NULL, 0, 0);
+  limit = outer;
+  lua_pushboolean(L, late);
+  lua_insert(L, -n - 1);
+  return n + 1;
+}
+
 static int os_getppid(lua_State *L) {
   lua_pushinteger(L, getppid());
   return 1;
@@ -571,6 +635,7 @@ static const luaL_Reg funcs[] = {
   {"getpid", os_getpid},
   {"getppid", os_getppid},
   {"resume", os_resume},
+  {"resume_within", os_resume_within},
   {"isatty", os_isatty},
   {"columns", os_columns},
   {"exe", os_exe},

@@ -12,6 +12,43 @@ describe("quan.os", function()
     assert.is_true(qos.maxrss() > 0)
   end)
 
+  it("resumes a coroutine with a time limit, stopping it in the coroutines it made and through its pcalls", function()
+    local function within(fn, ...)
+      local co = coroutine.create(fn)
+      local t0 = qos.now()
+      local out = table.pack(qos.resume_within(0.2, co, ...))
+      return out, qos.now() - t0, coroutine.status(co)
+    end
+    for _, fn in ipairs {
+      function() while true do end end,
+      function() while true do pcall(function() while true do end end) end end,
+      function() coroutine.wrap(function() while true do end end)() end,
+    } do
+      local out, took, status = within(fn)
+      assert.is_true(out[1], "late")
+      assert.is_true(took >= 0.2 and took < 2, "stopped at its limit: " .. took)
+      assert.equal("dead", status)
+      assert.is_false(out[2])
+      assert.matches("time limit passed$", out[3])
+    end
+    -- within the time: as resume does
+    local out, _, status = within(function(a, b) return a + b end, 2, 3)
+    assert.same({ false, true, 5, n = 3 }, out)
+    assert.equal("dead", status)
+    out, _, status = within(function() coroutine.yield("y") end)
+    assert.same({ false, true, "y", n = 3 }, out)
+    assert.equal("suspended", status)
+    out = within(function() error("boom", 0) end)
+    assert.same({ false, false, "boom", n = 3 }, out)
+    -- a coroutine made inside and kept runs free once the resume is over
+    local kept
+    within(function() kept = coroutine.create(function() for _ = 1, 1e6 do end return "done" end) end)
+    qos.sleep(0.25)
+    assert.same({ true, "done" }, { coroutine.resume(kept) })
+    assert.has_error(function() qos.resume_within(-1, coroutine.create(print)) end)
+    assert.has_error(function() qos.resume_within(1, print) end)
+  end)
+
   it("spawns, waits and kills processes", function()
     local dir = sh.tmpdir()
     local pid = assert(qos.spawn({"sh", "-c", "echo hi; exit 3"}, {stdout = dir .. "/out"}))

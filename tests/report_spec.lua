@@ -481,6 +481,11 @@ describe("quan report, refusing", function()
       .. sh.quote(sh.quan) .. " report c.lua")
     assert.equal(1, code)
     assert.equal("quan report: no state c.lua.state: the campaign has not been applied (quan apply), or give --state\n", err)
+    sh.write(dir .. "/c.lua.state", "") -- empty: no state either
+    _, err, code = sh.run("cd " .. sh.quote(dir) .. " && env -u QUAN_CONFIG -u QUAN_PROFILE HOME=" .. sh.quote(dir) .. " "
+      .. sh.quote(sh.quan) .. " report c.lua")
+    assert.equal(1, code)
+    assert.equal("quan report: no state c.lua.state: the campaign has not been applied (quan apply), or give --state\n", err)
   end)
 
   it("finds the journal of a send the campaign declares beside its state, recorded or not", function()

@@ -465,31 +465,36 @@ describe("quan serve", function()
       assert.same({ "exit", 0 }, { r:term() })
     end)
 
-    it("stops a call that runs past --handler-timeout, even one that catches the error; the event is called again", function()
+    it("stops a call that runs past --handler-timeout, in its coroutines and tasks too, and one that catches the error; the event is called again", function()
       local dir = sh.tmpdir()
       local store = dir .. "/events.db"
-      -- attempt 1 loops, attempt 2 loops catching every error, attempt 3 yields, attempt 4 returns
+      -- attempts 1 to 4 loop (plainly, catching every error, in a coroutine,
+      -- in a quan.async task), 5 yields, 6 returns
       local r = receiver.start(h, { store = store, args = { "--retry-max", "0.2", "--handler-timeout", "0.5" },
         handler = handler(dir, [[
+        local async = require "quan.async"
         if event.attempt == 1 then while true do end end
         if event.attempt == 2 then while true do pcall(function() while true do end end) end end
-        if event.attempt == 3 then coroutine.yield() end]]) })
+        if event.attempt == 3 then coroutine.wrap(function() while true do end end)() end
+        if event.attempt == 4 then async.spawn(function() while true do end end); async.run() end
+        if event.attempt == 5 then coroutine.yield() end]]) })
       local maker = notification.new(h.state)
       local note = maker:make()
       local t0 = qos.now()
       assert.equal(200, assert(receiver.post(r.url, note)).status)
-      wait_until(function() return #r:log("handled") == 1 end, 20, "the fourth call")
+      wait_until(function() return #r:log("handled") == 1 end, 30, "the sixth call")
       local failed = r:log("handler_failed")
-      assert.same({ 1, 2, 3 }, { failed[1].attempt, failed[2].attempt, failed[3].attempt })
-      assert.equal("the handler ran past 0.5 s (--handler-timeout)", failed[1].error)
-      assert.equal("the handler ran past 0.5 s (--handler-timeout)", failed[2].error)
-      assert.equal("the handler yielded outside a quan.async task", failed[3].error)
-      assert.is_true(failed[1].seconds >= 0.5 and failed[1].seconds < 2, "stopped at its limit: " .. failed[1].seconds)
-      assert.is_true(failed[2].seconds >= 0.5 and failed[2].seconds < 2, "stopped at its limit: " .. failed[2].seconds)
-      assert.is_true(qos.now() - t0 < 15)
+      assert.equal(5, #failed)
+      for i = 1, 4 do
+        assert.equal(i, failed[i].attempt)
+        assert.equal("the handler ran past 0.5 s (--handler-timeout)", failed[i].error)
+        assert.is_true(failed[i].seconds >= 0.5 and failed[i].seconds < 2, "stopped at its limit: " .. failed[i].seconds)
+      end
+      assert.equal("the handler yielded outside a quan.async task", failed[5].error)
+      assert.is_true(qos.now() - t0 < 20)
       local t = calls(dir)
-      assert.same({ 4, 1 }, { t.total, t["end"][note.id] }) -- only the fourth call ended
-      assert.equal(4, receiver.rows(store)[1].attempts)
+      assert.same({ 6, 1 }, { t.total, t["end"][note.id] }) -- only the sixth call ended
+      assert.equal(6, receiver.rows(store)[1].attempts)
       assert.same({ "exit", 0 }, { r:term() })
     end)
 

@@ -172,7 +172,7 @@ M.COMMANDS = {
       end },
       { "--retry-max SECONDS", "the longest wait between calls of a failing handler (default 300)",
         check = options.positive_number },
-      { "--handler-timeout SECONDS", "a handler call running longer fails, to be called again (default 60)",
+      { "--handler-timeout SECONDS", "a handler call running longer fails, to be called again (default 50)",
         check = options.positive_number },
       { "--ready-file FILE", "write the receiver's URL to FILE once listening; removed at stop" },
     },

@@ -218,14 +218,20 @@ function M.open(path, expect)
   return self
 end
 
+-- absent(path) -> true when no state is there: no file, or an empty one
+-- (no state yet: opening it would write a header)
+function M.absent(path)
+  if not exists(path) then return true end
+  local st = qos.stat(path)
+  return st ~= nil and st.kind == "file" and st.size == 0
+end
+
 -- read(path [, expect]) -> state | false when there is no file | nil, message, code
 function M.read(path, expect)
   if type(path) ~= "string" then error("state.read: path must be a string", 2) end
   local dir = not_a_file(path)
   if dir then return nil, dir, "open" end
-  if not exists(path) then return false end
-  local st = qos.stat(path)
-  if st and st.kind == "file" and st.size == 0 then return false end -- an empty file: no state yet (opening it would write a header)
+  if M.absent(path) then return false end
   local db, err = sqlite.open(path)
   if not db then return nil, "state " .. path .. ": " .. tostring(err), "open" end
   local ok, cerr = inspect(db, path)

@@ -290,7 +290,7 @@ end
 function M.build(target, o)
   -- a state that is not there is said before a client is made (without a
   -- profile, that starts a private sandbox)
-  if target.state_path and not qos.stat(target.state_path) then
+  if target.state_path and require("quan.campaign.state").absent(target.state_path) then
     return nil, no_state(target.state_path), M.EXIT.failed
   end
   local wx, now, clock

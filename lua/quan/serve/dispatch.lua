@@ -16,9 +16,9 @@
 -- reason (the `nil, err` of a failed API call passed on); the event stays
 -- pending and is called again after a backoff (1 s, 2 s, 4 s, ... up to
 -- retry_max). A call running past `timeout` seconds (default TIMEOUT) fails
--- too: the check runs every CHECK_EVERY VM instructions of the handler and
--- of the coroutines it makes, so a call blocked inside C (a sleep, a read
--- without a timeout) is stopped once it is back in Lua.
+-- too, stopped where it next runs Lua code of its own (quan.os.resume_within):
+-- a call blocked inside C (a sleep, a read without a timeout) is stopped once
+-- it is back in Lua.
 local M = {}
 
 local cjson = require "cjson.safe"
@@ -30,11 +30,10 @@ local storemod = require "quan.serve.store"
 -- and a restart makes every pending event due at once
 local LEASE = 3600
 
--- TIMEOUT: seconds a handler call may run (--handler-timeout), the stop
--- timeout of the systemd unit in docs/notifications.md: a SIGTERM's drain
--- ends within it
-M.TIMEOUT = 60
-local CHECK_EVERY = 1000
+-- TIMEOUT: seconds a handler call may run (--handler-timeout): under the
+-- 60 s stop timeout of the systemd unit in docs/notifications.md, so that a
+-- SIGTERM's drain (the call under way) ends before systemd's SIGKILL
+M.TIMEOUT = 50
 
 local Dispatcher = {}
 Dispatcher.__index = Dispatcher
@@ -70,41 +69,20 @@ local function traceback(err)
   return debug.traceback(message(err), 2)
 end
 
--- the call under way: {deadline =, late =}, nil between calls
-local current
-
--- limit(): the hook of a call's coroutine, and of the coroutines it makes
--- (they inherit it): raises once the call's deadline has passed, and from
--- then on at every VM instruction, so a handler that catches the error (a
--- pcall in a loop) cannot go on. A coroutine kept past its call drops it.
-local function limit()
-  local c = current
-  if c == nil then return debug.sethook() end
-  if not c.late then
-    if qos.now() <= c.deadline then return end
-    c.late = true
-    debug.sethook(limit, "", 1) -- the thread running now
-  end
-  error("the handler ran past its time limit", 0)
-end
-
 -- call(handler, event, timeout) -> true | false, message: the handler in a
--- coroutine resumed by quan.os.resume (so a Ctrl-C reaches it), limited to
--- `timeout` seconds
+-- coroutine, resumed with a time limit (quan.os.resume_within: a Ctrl-C
+-- reaches it, and past the limit it is stopped wherever it runs code of its
+-- own, in the coroutines it made too); a call that yields is closed
 local function call(handler, event, timeout)
-  local c = { deadline = qos.now() + timeout, late = false }
   local co = coroutine.create(function() return xpcall(handler, traceback, event) end)
-  debug.sethook(co, limit, "", CHECK_EVERY)
-  current = c
-  local resumed, ok, first, second = qos.resume(co)
-  current = nil
-  if c.late then
+  local late, resumed, ok, first, second = qos.resume_within(timeout, co)
+  local yielded = coroutine.status(co) == "suspended"
+  if yielded then coroutine.close(co) end -- its to-be-closed variables run
+  if late then
     return false, ("the handler ran past %g s (--handler-timeout)"):format(timeout)
   end
   if not resumed then return false, message(ok) end
-  if coroutine.status(co) ~= "dead" then
-    return false, "the handler yielded outside a quan.async task"
-  end
+  if yielded then return false, "the handler yielded outside a quan.async task" end
   if not ok then return false, first end
   if first == false then return false, second ~= nil and message(second) or "the handler returned false" end
   if first == nil and second ~= nil then return false, message(second) end
