@@ -113,17 +113,20 @@ static int os_resume(lua_State *L) {
 }
 
 /* ---- resume_within: a coroutine with a time limit --------------------------
- * The limit of the resume under way on this thread (one at a time; a nested
- * one saves and restores the outer's). A count hook, which the coroutines it
- * makes inherit (a C hook needs nothing of the registry), checks the clock
- * every LIMIT_EVERY instructions; once the time has passed it checks at
- * every instruction and raises wherever the code is not quan's own: quan's
- * modules (quan.async's loop, the client) never stop half-way through a
- * change of their state, and a handler cannot catch the error for good. */
+ * The limit of the resume under way on this thread (a nested one keeps the
+ * earlier deadline and puts the outer's back). A call and count hook, which
+ * the coroutines made meanwhile inherit (a C hook needs nothing of the
+ * registry), checks the clock at each function call and every LIMIT_EVERY
+ * instructions; past the deadline it checks at every instruction and raises
+ * wherever the code is not quan's own (a C function being called goes by its
+ * caller): quan's modules (quan.async's loop, the client) never stop
+ * half-way through a change of their state, and a handler cannot catch the
+ * error for good. */
 #define LIMIT_EVERY 1000
+#define LIMIT_MASK (LUA_MASKCALL | LUA_MASKCOUNT)
 
 typedef struct Limit {
-  int active, late;
+  int active, stopped;
   double at; /* monotonic seconds */
 } Limit;
 
@@ -135,8 +138,17 @@ static double monotonic(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* quan's own code: the embedded modules, by their chunk names */
 static int quan_source(const char *source) {
   return strncmp(source, "@lua/quan/", 10) == 0 || strncmp(source, "@lua/wechatpay/", 15) == 0;
+}
+
+static int quan_code(lua_State *L, lua_Debug *ar) {
+  if (!lua_getinfo(L, "S", ar)) return 1;
+  if (ar->what[0] != 'C') return quan_source(ar->source);
+  lua_Debug caller; /* a C function about to run: whose call it is */
+  if (!lua_getstack(L, 1, &caller) || !lua_getinfo(L, "S", &caller)) return 1;
+  return quan_source(caller.source);
 }
 
 static void limit_hook(lua_State *L, lua_Debug *ar) {
@@ -144,34 +156,51 @@ static void limit_hook(lua_State *L, lua_Debug *ar) {
     lua_sethook(L, NULL, 0, 0);
     return;
   }
-  if (!limit.late) {
-    if (monotonic() <= limit.at) return;
-    limit.late = 1;
-  }
-  lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
-  if (!lua_getinfo(L, "S", ar) || quan_source(ar->source)) return;
+  if (monotonic() <= limit.at) return;
+  if (lua_gethookcount(L) != 1) lua_sethook(L, limit_hook, LIMIT_MASK, 1);
+  if (quan_code(L, ar)) return;
+  limit.stopped = 1;
   lua_pushliteral(L, "time limit passed");
   lua_error(L);
 }
 
-/* resume_within(seconds, co, ...) -> late, then as resume(co, ...): late is
- * true when the time passed while co ran (it was stopped, or ended after) */
+/* suspended(L, co) -> whether co can be resumed (coroutine.status's rule) */
+static int suspended(lua_State *L, lua_State *co) {
+  lua_Debug ar;
+  if (co == L) return 0;
+  if (lua_status(co) == LUA_YIELD) return 1;
+  return lua_status(co) == LUA_OK && !lua_getstack(co, 0, &ar) && lua_gettop(co) > 0;
+}
+
+/* resume_within(seconds, co, ...) -> stopped, then as resume(co, ...):
+ * stopped is true when the limit stopped co or a coroutine made meanwhile */
 static int os_resume_within(lua_State *L) {
   lua_Number seconds = luaL_checknumber(L, 1);
   lua_State *co = lua_tothread(L, 2);
   luaL_argexpected(L, co != NULL, 2, "coroutine");
   luaL_argcheck(L, seconds >= 0 && seconds < 1e9, 1, "seconds out of range");
-  Limit outer = limit;
-  limit.active = 1;
-  limit.late = 0;
-  limit.at = monotonic() + seconds;
-  lua_sethook(co, limit_hook, LUA_MASKCOUNT, LIMIT_EVERY);
   lua_remove(L, 1); /* [co, args...]: as resume's */
+  if (!suspended(L, co)) { /* what resume says, its hook untouched */
+    lua_Debug ar;
+    int dead = co != L && lua_status(co) == LUA_OK && !lua_getstack(co, 0, &ar) && lua_gettop(co) == 0;
+    lua_pushboolean(L, 0);
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, dead || (co != L && lua_status(co) != LUA_OK) ? "cannot resume dead coroutine"
+                                                                   : "cannot resume non-suspended coroutine");
+    return 3;
+  }
+  Limit outer = limit;
+  double at = monotonic() + seconds;
+  if (outer.active && outer.at < at) at = outer.at;
+  limit = (Limit){1, 0, at};
+  lua_Hook hook = lua_gethook(co);
+  int mask = lua_gethookmask(co), count = lua_gethookcount(co);
+  lua_sethook(co, limit_hook, LIMIT_MASK, LIMIT_EVERY);
   int n = os_resume(L);
-  int late = limit.late;
-  if (lua_gethook(co) == limit_hook) lua_sethook(co, NULL, 0, 0);
+  lua_sethook(co, hook, mask, count); /* as it was (a kept coroutine, or one resumed again) */
+  int stopped = limit.stopped;
   limit = outer;
-  lua_pushboolean(L, late);
+  lua_pushboolean(L, stopped);
   lua_insert(L, -n - 1);
   return n + 1;
 }

@@ -40,6 +40,22 @@ describe("quan.os", function()
     assert.equal("suspended", status)
     out = within(function() error("boom", 0) end)
     assert.same({ false, false, "boom", n = 3 }, out)
+    -- a loop of waits in C is stopped at its next call
+    local out2, took2 = within(function() while true do qos.sleep(0.05) end end)
+    assert.is_true(out2[1])
+    assert.is_true(took2 < 1, "stopped between sleeps: " .. took2)
+    -- nested: the earlier deadline holds; a coroutine made inside keeps the limit after an inner
+    -- resume; stopped says the limit stopped code of the call, here the child's
+    local nested, took3 = within(function()
+      local child = coroutine.create(function() coroutine.yield(); while true do end end)
+      qos.resume_within(100, child)
+      return coroutine.resume(child)
+    end)
+    assert.same({ true, true, false, "time limit passed" }, { nested[1], nested[2], nested[3], nested[4] })
+    assert.is_true(took3 < 2, "the outer deadline held: " .. took3)
+    -- not a suspended coroutine: as resume says, its hook untouched
+    local me = within(function() return qos.resume_within(1, (coroutine.running())) end)
+    assert.same({ false, true, false, false, "cannot resume non-suspended coroutine" }, { me[1], me[2], me[3], me[4], me[5] })
     -- a coroutine made inside and kept runs free once the resume is over
     local kept
     within(function() kept = coroutine.create(function() for _ = 1, 1e6 do end return "done" end) end)

@@ -16,9 +16,9 @@
 -- reason (the `nil, err` of a failed API call passed on); the event stays
 -- pending and is called again after a backoff (1 s, 2 s, 4 s, ... up to
 -- retry_max). A call running past `timeout` seconds (default TIMEOUT) fails
--- too, stopped where it next runs Lua code of its own (quan.os.resume_within):
--- a call blocked inside C (a sleep, a read without a timeout) is stopped once
--- it is back in Lua.
+-- too, stopped where it next runs code of its own (quan.os.resume_within): a
+-- wait inside C or inside quan's modules (a sleep, an API call) runs to its
+-- end first.
 local M = {}
 
 local cjson = require "cjson.safe"
@@ -75,10 +75,10 @@ end
 -- own, in the coroutines it made too); a call that yields is closed
 local function call(handler, event, timeout)
   local co = coroutine.create(function() return xpcall(handler, traceback, event) end)
-  local late, resumed, ok, first, second = qos.resume_within(timeout, co)
+  local stopped, resumed, ok, first, second = qos.resume_within(timeout, co)
   local yielded = coroutine.status(co) == "suspended"
   if yielded then coroutine.close(co) end -- its to-be-closed variables run
-  if late then
+  if stopped then
     return false, ("the handler ran past %g s (--handler-timeout)"):format(timeout)
   end
   if not resumed then return false, message(ok) end
