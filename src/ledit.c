@@ -33,16 +33,7 @@
   X(rl_attempted_completion_over) X(rl_basic_word_break_characters) X(rl_catch_signals) \
   X(rl_catch_sigwinch) X(rl_completer_word_break_characters) X(rl_completion_append_character) \
   X(rl_line_buffer) X(rl_readline_name)
-#define SLOT_(f) static __typeof__(f) *f##_;
-EDIT_SYMBOLS_(SLOT_)
-#define NAME_(f) #f,
-static const char *const edit_names[] = {EDIT_SYMBOLS_(NAME_) NULL};
-#define ADDRESS_(f) &f##_,
-static void *const edit_slots[] = {EDIT_SYMBOLS_(ADDRESS_)};
-#undef SLOT_
-#undef NAME_
-#undef ADDRESS_
-static quan_library edit_library = {QUAN_SONAME_EDIT, edit_names, edit_slots, 0};
+QUAN_LIBRARY(edit_library, QUAN_SONAME_EDIT, EDIT_SYMBOLS_)
 #define readline (*readline_)
 #define add_history (*add_history_)
 #define read_history (*read_history_)

@@ -164,12 +164,17 @@ static void limit_hook(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
-/* suspended(L, co) -> whether co can be resumed (coroutine.status's rule) */
-static int suspended(lua_State *L, lua_State *co) {
+/* co_status(L, co) -> coroutine.status's word for co */
+static const char *co_status(lua_State *L, lua_State *co) {
   lua_Debug ar;
-  if (co == L) return 0;
-  if (lua_status(co) == LUA_YIELD) return 1;
-  return lua_status(co) == LUA_OK && !lua_getstack(co, 0, &ar) && lua_gettop(co) > 0;
+  if (co == L) return "running";
+  switch (lua_status(co)) {
+  case LUA_YIELD: return "suspended";
+  case LUA_OK:
+    if (lua_getstack(co, 0, &ar)) return "normal";
+    return lua_gettop(co) == 0 ? "dead" : "suspended";
+  default: return "dead";
+  }
 }
 
 /* resume_within(seconds, co, ...) -> stopped, then as resume(co, ...):
@@ -180,13 +185,11 @@ static int os_resume_within(lua_State *L) {
   luaL_argexpected(L, co != NULL, 2, "coroutine");
   luaL_argcheck(L, seconds >= 0 && seconds < 1e9, 1, "seconds out of range");
   lua_remove(L, 1); /* [co, args...]: as resume's */
-  if (!suspended(L, co)) { /* what resume says, its hook untouched */
-    lua_Debug ar;
-    int dead = co != L && lua_status(co) == LUA_OK && !lua_getstack(co, 0, &ar) && lua_gettop(co) == 0;
+  const char *status = co_status(L, co);
+  if (strcmp(status, "suspended") != 0) { /* what resume says, its hook untouched */
     lua_pushboolean(L, 0);
     lua_pushboolean(L, 0);
-    lua_pushstring(L, dead || (co != L && lua_status(co) != LUA_OK) ? "cannot resume dead coroutine"
-                                                                   : "cannot resume non-suspended coroutine");
+    lua_pushfstring(L, "cannot resume %s coroutine", strcmp(status, "dead") == 0 ? "dead" : "non-suspended");
     return 3;
   }
   Limit outer = limit;

@@ -43,16 +43,7 @@
   X(MHD_destroy_response) X(MHD_get_connection_info) X(MHD_get_connection_values) \
   X(MHD_get_daemon_info) X(MHD_queue_response) X(MHD_quiesce_daemon) X(MHD_resume_connection) \
   X(MHD_start_daemon) X(MHD_stop_daemon) X(MHD_suspend_connection)
-#define SLOT_(f) static __typeof__(f) *f##_;
-MICROHTTPD_SYMBOLS_(SLOT_)
-#define NAME_(f) #f,
-static const char *const microhttpd_names[] = {MICROHTTPD_SYMBOLS_(NAME_) NULL};
-#define ADDRESS_(f) &f##_,
-static void *const microhttpd_slots[] = {MICROHTTPD_SYMBOLS_(ADDRESS_)};
-#undef SLOT_
-#undef NAME_
-#undef ADDRESS_
-static quan_library microhttpd_library = {QUAN_SONAME_MICROHTTPD, microhttpd_names, microhttpd_slots, 0};
+QUAN_LIBRARY(microhttpd_library, QUAN_SONAME_MICROHTTPD, MICROHTTPD_SYMBOLS_)
 #define MHD_add_response_header (*MHD_add_response_header_)
 #define MHD_create_response_from_buffer (*MHD_create_response_from_buffer_)
 #define MHD_destroy_response (*MHD_destroy_response_)

@@ -29,16 +29,7 @@
   X(sqlite3_get_autocommit) X(sqlite3_initialize) X(sqlite3_last_insert_rowid) X(sqlite3_libversion) \
   X(sqlite3_next_stmt) X(sqlite3_open_v2) X(sqlite3_prepare_v2) X(sqlite3_reset) X(sqlite3_sql) \
   X(sqlite3_step)
-#define SLOT_(f) static __typeof__(f) *f##_;
-SQLITE_SYMBOLS_(SLOT_)
-#define NAME_(f) #f,
-static const char *const sqlite_names[] = {SQLITE_SYMBOLS_(NAME_) NULL};
-#define ADDRESS_(f) &f##_,
-static void *const sqlite_slots[] = {SQLITE_SYMBOLS_(ADDRESS_)};
-#undef SLOT_
-#undef NAME_
-#undef ADDRESS_
-static quan_library sqlite_library = {QUAN_SONAME_SQLITE, sqlite_names, sqlite_slots, 0};
+QUAN_LIBRARY(sqlite_library, QUAN_SONAME_SQLITE, SQLITE_SYMBOLS_)
 #define sqlite3_bind_double (*sqlite3_bind_double_)
 #define sqlite3_bind_int (*sqlite3_bind_int_)
 #define sqlite3_bind_int64 (*sqlite3_bind_int64_)

@@ -91,6 +91,19 @@ typedef struct quan_library {
  * per process (thread-safe); raises "cannot load <soname>: <why>". */
 void quan_library_open(lua_State *L, quan_library *lib);
 
+/* QUAN_LIBRARY(var, soname, SYMBOLS): the quan_library `var` of a module's
+ * SYMBOLS, an X-macro list of the functions it calls: a pointer `f_` for
+ * each, their names and slots. The module then defines each `f` as `(*f_)`,
+ * so its calls read as direct ones. */
+#define QUAN_SLOT_(f) static __typeof__(f) *f##_;
+#define QUAN_NAME_(f) #f,
+#define QUAN_ADDRESS_(f) &f##_,
+#define QUAN_LIBRARY(var, soname, SYMBOLS)                                  \
+  SYMBOLS(QUAN_SLOT_)                                                       \
+  static const char *const var##_names[] = {SYMBOLS(QUAN_NAME_) NULL};     \
+  static void *const var##_slots[] = {SYMBOLS(QUAN_ADDRESS_)};              \
+  static quan_library var = {soname, var##_names, var##_slots, 0};
+
 /* ---- signals that interrupt ----------------------------------------------
  * SIGINT while the host runs Lua (main.c), and SIGTERM and SIGHUP while a
  * batch runs (quan.os.trap), go to quan_signal_handler, which only does
