@@ -23,6 +23,7 @@
  * error unwinds). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <locale.h>
 #include <string.h>
 #include "quan.h"
 
@@ -37,6 +38,7 @@ typedef struct Out {
   int heap;  /* p is malloc'd (else the caller's buffer on the C stack) */
   int fixed; /* p may not grow: reserve fails and sets full */
   int full;
+  int bytewise; /* the collation is C's: keys compare as strcmp compares */
 } Out;
 
 /* escape[c]: what cjson writes for byte c, NULL when written as itself */
@@ -162,7 +164,8 @@ typedef struct Key {
 static int encode(lua_State *L, int idx, Out *o, int depth);
 
 /* The object at idx with only string keys, in sorted order (strcoll, as
- * Lua's < on strings without embedded zeros). Each value is left on the
+ * Lua's < on strings without embedded zeros; strcmp, which orders as
+ * strcoll does there and costs less, under the C locale's collation). Each value is left on the
  * stack as lua_next gives it (below the key it iterates with), so no key is
  * looked up twice. */
 static int encode_object(lua_State *L, int idx, Out *o, int depth) {
@@ -184,7 +187,7 @@ static int encode_object(lua_State *L, int idx, Out *o, int depth) {
       return 0;
     }
     int j = nk++;
-    while (j > 0 && strcoll(keys[j - 1].s, k.s) > 0) {
+    while (j > 0 && (o->bytewise ? strcmp(keys[j - 1].s, k.s) : strcoll(keys[j - 1].s, k.s)) > 0) {
       keys[j] = keys[j - 1];
       j--;
     }
@@ -274,8 +277,10 @@ static int box_gc(lua_State *L) {
 static int json_encode(lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 1);
+  const char *collate = setlocale(LC_COLLATE, NULL); /* Lua's os.setlocale may change it */
+  int bytewise = collate && (strcmp(collate, "C") == 0 || strcmp(collate, "POSIX") == 0);
   char first[4096];
-  Out stack = {first, 0, sizeof first, 0, 1, 0};
+  Out stack = {first, 0, sizeof first, 0, 1, 0, bytewise};
   int ok = encode(L, 1, &stack, 1);
   if (ok || !stack.full) {
     if (ok) lua_pushlstring(L, stack.p, stack.len);
@@ -285,6 +290,7 @@ static int json_encode(lua_State *L) {
   lua_settop(L, 1);
   Out *o = lua_newuserdatauv(L, sizeof *o, 0); /* the box, at 2 */
   memset(o, 0, sizeof *o);
+  o->bytewise = bytewise;
   luaL_setmetatable(L, BOX_MT);
   if (encode(L, 1, o, 1)) lua_pushlstring(L, o->p, o->len);
   else lua_pushnil(L);
@@ -642,8 +648,52 @@ static int json_shape(lua_State *L) {
   return 1;
 }
 
+/* ---- integers: what a decoder read as floats ---------------------------- */
+
+/* cjson's nesting limit when it decodes */
+#define DECODE_DEPTH 1000
+
+/* Replaces, in the table at idx and the tables it holds (to DECODE_DEPTH),
+ * each float value with an integral value by that integer. Only existing
+ * fields change, which lua_next allows. */
+static void integers(lua_State *L, int idx, int depth) {
+  if (depth > DECODE_DEPTH || !lua_checkstack(L, 3)) return;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) { /* [key, value] */
+    int ty = lua_type(L, -1);
+    if (ty == LUA_TTABLE) {
+      integers(L, lua_gettop(L), depth + 1);
+    } else if (ty == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+      int isint;
+      lua_Integer i = lua_tointegerx(L, -1, &isint); /* 1000.0 -> 1000; 1.5, 1e300: no */
+      if (isint) {
+        lua_pushvalue(L, -2);
+        lua_pushinteger(L, i);
+        lua_rawset(L, idx);
+      }
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* integers(v) -> v, in which every float with an integral value is now an
+ * integer (cjson 2.1.0 reads every number as a float) */
+static int json_integers(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    integers(L, 1, 1);
+  } else if (lua_type(L, 1) == LUA_TNUMBER && !lua_isinteger(L, 1)) {
+    int isint;
+    lua_Integer i = lua_tointegerx(L, 1, &isint);
+    if (isint) lua_pushinteger(L, i);
+  }
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
   {"encode", json_encode},
+  {"integers", json_integers},
   {"shape", json_shape},
   {NULL, NULL}
 };

@@ -13,6 +13,7 @@ describe("the C reference client (build/cref)", function()
     h = sbx.start()
     common = setup.argv(setup.sandbox_options(h))
     commands = setup.binaries()
+    commands.floor = setup.join(commands.quan, { "--floor", "1" })
   end)
 
   lazy_teardown(function()
@@ -20,7 +21,8 @@ describe("the C reference client (build/cref)", function()
   end)
 
   -- client(side, extra[, prefix]) -> setup.run's results for the C (side
-  -- "c") or the quan twin ("quan") with the sandbox's arguments, a fresh
+  -- "c"), the quan twin ("quan") or the twin's floor mode ("floor": the
+  -- pieces of the client, called without it) with the sandbox's arguments, a fresh
   -- out_request_no prefix (or the one given) and extra
   local function client(side, extra, prefix)
     runs = runs + 1
@@ -46,7 +48,7 @@ describe("the C reference client (build/cref)", function()
     assert.matches('"out_request_no":"same7"', c)
   end)
 
-  for _, side in ipairs { "c", "quan" } do
+  for _, side in ipairs { "c", "quan", "floor" } do
     it(("completes verified requests sequentially and 16 in flight (%s)"):format(side), function()
       local values, why = client(side, { "--warm-up", "16", "--sequential", "3", "--parallel", "20" })
       assert.is_table(values, why)
@@ -86,6 +88,19 @@ describe("the C reference client (build/cref)", function()
       assert.matches("^cref ended %(exit 1%): cref: request 1: " .. case[2], why)
     end
     assert.is_table(client("c", { "--sequential", "1" })) -- the faults are off again
+  end)
+
+  it("validates and verifies in the floor mode too, as the client does", function()
+    faults("tamper=signature")
+    local values, why = client("floor", { "--sequential", "1" })
+    faults("")
+    assert.is_nil(values)
+    assert.matches("cref %(quan%): request 1: verify: response signature does not verify", why)
+    values, why = setup.run(setup.join(commands.floor, common,
+      { "--prefix", "p", "--begin", "2020-01-01T00:00:00+08:00", "--sequential", "1" }))
+    assert.is_nil(values)
+    assert.matches("cref %(quan%): request 1: .*available_begin_time", why)
+    assert.is_table(client("floor", { "--sequential", "1" }))
   end)
 
   it("sends coupons with --send-coupons (the load generator of scripts/bench/batch.lua), each answer verified", function()

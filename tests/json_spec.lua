@@ -187,9 +187,31 @@ describe("quan.json", function()
     assert.same({ "1", "x", "x", "2", "1" }, asked)
   end)
 
+  it("makes integers of integral floats in place, at any depth a decoder reaches", function()
+    local json = require "quan.json"
+    local v = { a = 5000.0, b = { 1.0, 2.5, { c = -0.0 } }, s = "7.0", big = 1e300, huge = 2.0 ^ 63,
+      edge = 2.0 ^ 53, nan = 0 / 0, t = true, [3.0] = 4.0 }
+    assert.equal(v, json.integers(v))
+    assert.equal("integer", math.type(v.a))
+    assert.same({ "integer", "float", "integer" }, { math.type(v.b[1]), math.type(v.b[2]), math.type(v.b[3].c) })
+    assert.equal("7.0", v.s)                       -- strings stay strings
+    assert.same({ "float", "float", "integer" }, { math.type(v.big), math.type(v.huge), math.type(v.edge) })
+    assert.is_true(v.nan ~= v.nan)
+    assert.equal("integer", math.type(v[3]))       -- keys as they are, values converted
+    assert.equal("integer", math.type(json.integers(12.0)))
+    assert.equal(1.5, json.integers(1.5))
+    assert.equal("x", json.integers("x"))
+    -- 1000 levels, cjson's decoding limit: the innermost number too
+    local deep = require("cjson").decode(("["):rep(999) .. "1" .. ("]"):rep(999))
+    json.integers(deep)
+    for _ = 1, 998 do deep = deep[1] end
+    assert.equal("integer", math.type(deep[1]))
+  end)
+
   it("raises only for a missing argument", function()
     local json = require "quan.json"
     assert.has_error(function() json.encode() end, "bad argument #1 to 'encode' (value expected)")
+    assert.has_error(function() json.integers() end, "bad argument #1 to 'integers' (value expected)")
   end)
 
   it("adds no globals", function()

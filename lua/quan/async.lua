@@ -281,14 +281,14 @@ local function poll()
   return false
 end
 
--- drive(done): runs the loop until done() is true.
-local function drive(done)
+-- drive(done[, x]): runs the loop until done(x) is true.
+local function drive(done, x)
   while true do
     run_ready()
-    if done() then return end
+    if done(x) then return end
     if not poll() then
       run_ready()
-      if done() then return end
+      if done(x) then return end
       error("async: deadlock: nothing left that could finish the wait", 3)
     end
   end
@@ -313,6 +313,11 @@ function M.spawn(fn, ...)
   return start(fn, ...)
 end
 
+-- answered(w), woken(w): whether what a wait outside a task waits for has
+-- come (drive's done, without a closure per wait)
+local function answered(w) return w.n ~= nil end
+local function woken(w) return w.done end
+
 -- request(req) -> res | nil, message, code: quan.http's request; yields
 -- inside a task, drives the loop outside one.
 function M.request(req)
@@ -329,7 +334,7 @@ function M.request(req)
   end
   local w = {}
   waiting[id] = w
-  local ok, err = pcall(drive, function() return w.n ~= nil end)
+  local ok, err = pcall(drive, answered, w)
   if not ok then
     -- an error unwinds the wait (Ctrl-C): the request is abandoned, so it
     -- must not go on in the background the next time the loop runs
@@ -359,7 +364,7 @@ function M.sleep(s)
   end
   local w = {}
   timer_push({ at = now() + s, waiter = w })
-  drive(function() return w.done end)
+  drive(woken, w)
 end
 
 -- run(): drives the loop until every task has finished; then re-raises the

@@ -35,24 +35,12 @@ local EMPTY_ARRAY = setmetatable({}, {
 })
 M.empty_array = EMPTY_ARRAY
 
-local function integers(v, depth)
-  local t = type(v)
-  if t == "number" then
-    return tointeger(v) or v
-  elseif t == "table" then
-    if depth > 1000 then return v end
-    for k, x in pairs(v) do
-      local tx = type(x)
-      if tx == "number" or tx == "table" then v[k] = integers(x, depth + 1) end
-    end
-  end
-  return v
-end
+local integers = require("quan.json").integers -- in place, in C
 
 function M.decode(text)
   local v, err = safe.decode(text)
   if v == nil and err then return nil, err end
-  return integers(v, 0)
+  return integers(v)
 end
 
 local MAX_DEPTH = 1000

@@ -8,12 +8,14 @@
 --       1000), ROUNDS rounds (default 5). QUAN_BENCH_CG_N (default 100):
 --       requests each way under callgrind; QUAN_BENCH_CALLGRIND=0 skips it.
 --
--- Each round runs both clients once, one after the other (which one first
--- alternates): a fresh process that warms up (1 request, then 128 with 16
+-- Each round runs each client once, one after the other (which one first
+-- rotates): quan's client, the floor (the same script with --floor 1: the
+-- pieces the client is made of, called without it) and the C client. Each
+-- run is a fresh process that warms up (1 request, then 128 with 16
 -- in flight, then bursts of 16 until 16 connections are open), then sends N requests sequentially and N with 16 in flight,
 -- printing the CPU time of each phase (getrusage of its own process; the
 -- server is another process) and its peak RSS. The CPU figures are medians of the
--- rounds; the ratios are quan's median over C's.
+-- rounds; the ratios are quan's median (and the floor's) over C's.
 package.path = "./?.lua;" .. package.path
 local qos = require "quan.os"
 local setup = require "scripts.bench.cref.setup"
@@ -32,6 +34,7 @@ if not (N and N > 0 and ROUNDS and ROUNDS > 0 and CG_N and CG_N > 0) then
 end
 
 local SIDES = { "quan", "c" }
+local ROUND_SIDES = { "quan", "floor", "c" } -- the floor is measured in the rounds only
 
 local function median(list)
   local t = {}
@@ -88,12 +91,14 @@ end
 local options, server_name, stop = setup.server()
 local ok, err = pcall(function()
   local commands = setup.binaries()
+  commands.floor = setup.join(commands.quan, { "--floor", "1" })
   local stamp = os.date("!%H%M%S")
   local common = setup.argv(options) -- each run adds its own --prefix
   local runs = 0
   -- the connections each warmed-up run had open after its warm-up and at
   -- its end: fewest and most over the runs
-  local conns = { quan = { warm = math.huge, final = 0 }, c = { warm = math.huge, final = 0 } }
+  local conns = { quan = { warm = math.huge, final = 0 }, floor = { warm = math.huge, final = 0 },
+    c = { warm = math.huge, final = 0 } }
   local function count_connections(side, values)
     if values.warm_up_connections then
       local c = conns[side]
@@ -105,7 +110,7 @@ local ok, err = pcall(function()
   local function client(side, extra)
     runs = runs + 1
     local argv = setup.join(commands[side], common,
-      { "--prefix", ("b%s%s%dx"):format(stamp, side == "quan" and "q" or "c", runs) }, extra or {})
+      { "--prefix", ("b%s%s%dx"):format(stamp, side:sub(1, 1), runs) }, extra or {})
     local values, wall = setup.run(argv)
     if not values then error("cref: " .. wall, 0) end
     count_connections(side, values)
@@ -130,13 +135,13 @@ local ok, err = pcall(function()
 
   -- rounds
   local validated = true
-  local cpu = { seq = { quan = {}, c = {} }, par = { quan = {}, c = {} } }
-  local rss = { seq = { quan = {}, c = {} }, par = { quan = {}, c = {} } }
+  local cpu = { seq = { quan = {}, floor = {}, c = {} }, par = { quan = {}, floor = {}, c = {} } }
+  local rss = { seq = { quan = {}, floor = {}, c = {} }, par = { quan = {}, floor = {}, c = {} } }
   for r = 1, ROUNDS do
-    for k = 0, 1 do
-      local side = SIDES[(r + k) % 2 + 1]
+    for k = 0, #ROUND_SIDES - 1 do
+      local side = ROUND_SIDES[(r + k) % #ROUND_SIDES + 1]
       local v = client(side, { "--warm-up", tostring(WARM_UP), "--sequential", tostring(N), "--parallel", tostring(N) })
-      if side == "quan" then validated = validated and v.validated == 1 end
+      if side ~= "c" then validated = validated and v.validated == 1 end
       table.insert(cpu.seq[side], v.sequential_cpu_s / N)
       table.insert(cpu.par[side], v.parallel_cpu_s / N)
       table.insert(rss.seq[side], v.sequential_maxrss_kib)
@@ -147,7 +152,7 @@ local ok, err = pcall(function()
   print(("cref.server: %s"):format(server_name))
   print(("cref.requests: %d rounds, each a fresh process per client: %d+ warm-up, %d sequential, %d at 16 in flight"):format(
     ROUNDS, WARM_UP + 1, N, N))
-  print(("cref.quan_validation: %s"):format(validated and "on (the client's default)" or "off in some run"))
+  print(("cref.quan_validation: %s"):format(validated and "on (the client's default; the floor's too)" or "off in some run"))
   local function cpu_lines(name, what)
     local q, c = median(cpu[what].quan), median(cpu[what].c)
     local qlo, qhi = spread(cpu[what].quan)
@@ -155,6 +160,10 @@ local ok, err = pcall(function()
     print(("cref.%s_cpu_quan: %.3f ms/request (rounds %.3f-%.3f)"):format(name, q * 1e3, qlo * 1e3, qhi * 1e3))
     print(("cref.%s_cpu_c: %.3f ms/request (rounds %.3f-%.3f)"):format(name, c * 1e3, clo * 1e3, chi * 1e3))
     print(("cref.%s_cpu_ratio: %.2f"):format(name, q / c))
+    local f = median(cpu[what].floor)
+    local flo, fhi = spread(cpu[what].floor)
+    print(("cref.%s_cpu_floor: %.3f ms/request (rounds %.3f-%.3f)"):format(name, f * 1e3, flo * 1e3, fhi * 1e3))
+    print(("cref.%s_cpu_floor_ratio: %.2f  (the floor over C: quan's pieces without its client)"):format(name, f / c))
   end
   cpu_lines("seq", "seq")
   cpu_lines("par16", "par")
@@ -164,15 +173,15 @@ local ok, err = pcall(function()
   elseif not have("valgrind") then
     print("cref.cg: skipped (no valgrind)")
   else
-    local MARKER = { quan = "os_getppid", c = "phase_marker" }
+    local MARKER = { quan = "os_getppid", floor = "os_getppid", c = "phase_marker" }
     local per, boot = {}, {}
-    for _, side in ipairs(SIDES) do
+    for _, side in ipairs(ROUND_SIDES) do
       local parts, values = callgrind(side, commands[side], MARKER[side], common,
         { "--warm-up", tostring(WARM_UP), "--sequential", tostring(CG_N), "--parallel", tostring(CG_N) })
       count_connections(side, values)
       if not (parts[2] and parts[3]) then error("cref: callgrind of the " .. side .. " client: no phase parts", 0) end
       per[side] = { seq = parts[2] / CG_N, par = parts[3] / CG_N }
-      boot[side] = callgrind(side, commands[side], MARKER[side], common, {}).total
+      if side ~= "floor" then boot[side] = callgrind(side, commands[side], MARKER[side], common, {}).total end
     end
     print(("cref.cg_requests: %d sequential + %d at 16 in flight, after the warm-up"):format(CG_N, CG_N))
     for _, what in ipairs { { "seq", "seq" }, { "par16", "par" } } do
@@ -181,6 +190,8 @@ local ok, err = pcall(function()
       print(("cref.cg_%s_c: %.0f instructions/request"):format(what[1], c))
       print(("cref.cg_%s_ratio: %.3f"):format(what[1], q / c))
       print(("cref.cg_%s_difference: %.0f instructions/request"):format(what[1], q - c))
+      print(("cref.cg_%s_floor: %.0f instructions/request (%.3f of C's)"):format(what[1], per.floor[what[2]],
+        per.floor[what[2]] / c))
     end
     print(("cref.cg_startup_quan: %.0f instructions"):format(boot.quan))
     print(("cref.cg_startup_c: %.0f instructions"):format(boot.c))
@@ -193,8 +204,8 @@ local ok, err = pcall(function()
     local c = conns[side]
     return ("%s %d after the warm-up, %d at the end"):format(side == "c" and "C" or side, c.warm, c.final)
   end
-  print(("cref.connections: %s; %s  (fewest, most over the runs; 16 wanted)"):format(
-    connection_line("quan"), connection_line("c")))
+  print(("cref.connections: %s; %s; %s  (fewest, most over the runs; 16 wanted)"):format(
+    connection_line("quan"), connection_line("floor"), connection_line("c")))
 
   local function time_lines(name, list, what)
     local q, c = median(list.quan), median(list.c)

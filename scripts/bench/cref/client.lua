@@ -9,6 +9,14 @@
 --     --serial HEX --private-key PATH --cert NAME=PATH [...] [--ca-file PATH]
 --     --begin RFC3339 --end RFC3339 --prefix P [--user-agent UA]
 --     [--warm-up W] [--sequential N] [--parallel N] [--print-request I]
+--     [--floor 1]
+--
+-- --floor 1 sends the same requests without the client: the script itself
+-- calls what the client calls on its way (the validator, the encoder, the
+-- signer, quan.async, the verifier, the decoder) and nothing else: no
+-- options, hooks, retries, result or error tables. What quan costs at
+-- least with validation on, beside what the client adds (the bench's
+-- "floor").
 --
 -- --user-agent is accepted for the twin's sake; quan sends its own. Phases
 -- end with quan.os.getppid(), where `--dump-before=os_getppid` cuts a
@@ -36,7 +44,7 @@ local VALUED = {
   ["--private-key"] = "private_key", ["--ca-file"] = "ca_file", ["--begin"] = "begin",
   ["--end"] = "end", ["--prefix"] = "prefix", ["--user-agent"] = "user_agent",
   ["--sequential"] = "sequential", ["--parallel"] = "parallel", ["--print-request"] = "print_request",
-  ["--warm-up"] = "warm_up",
+  ["--warm-up"] = "warm_up", ["--floor"] = "floor",
 }
 local run = { sequential = 0, parallel = 0, warm_up = 0 }
 local certs = {}
@@ -98,12 +106,53 @@ if run.sequential == 0 and run.parallel == 0 then return end
 
 local stocks = wx.v3.marketing.favor.couponStocks
 local next_number = 1
+
+-- post(n) -> the decoded answer to request n | nil, message: through the
+-- client, or (--floor) through the pieces it is made of
+local function post(n)
+  local res, err = stocks:post { json = body(n) }
+  return res and res.json, err
+end
+if run.floor == "1" then
+  local crypto, json, sign = require "quan.crypto", require "wechatpay.json", require "wechatpay.sign"
+  local validate, verify = require "wechatpay.favor.validate", require "wechatpay.verify"
+  local PATH = "/v3/marketing/favor/coupon-stocks"
+  local endpoint = assert(require("wechatpay.favor.schema").lookup("POST", PATH))
+  local key = assert(crypto.private_key("file://" .. run.private_key))
+  local keys, names = {}, {}
+  for name, src in pairs(certs) do
+    local cert = crypto.certificate(src)
+    keys[name] = cert and cert:public_key() or assert(crypto.public_key(src))
+    names[#names + 1] = name
+  end
+  if #names ~= 1 then die("--floor: expected one --cert (the one the answers are signed with)") end
+  local url = run.base_url .. PATH
+  local fixed = { "Accept: application/json", "Content-Type: application/json",
+    "User-Agent: " .. require("quan.http").USER_AGENT, "Wechatpay-Serial: " .. names[1] }
+  post = function(n)
+    local b = body(n)
+    local good, findings = validate.check(endpoint, b)
+    if not good then return nil, validate.format(findings) end
+    local text = json.encode(b)
+    local ts, nonce = ("%d"):format(os.time()), crypto.nonce(32)
+    local sig = assert(key:sign(sign.message("POST", PATH, ts, nonce, text)))
+    local res, why = async.request { method = "POST", url = url, body = text, resend = false, cafile = run.ca_file,
+      headers = { fixed[1], fixed[2], fixed[3], fixed[4],
+        "Authorization: " .. sign.authorization(run.mchid, run.serial, ts, nonce, sig) } }
+    if not res then return nil, why end
+    if res.status ~= 200 then return nil, ("HTTP %d: %s"):format(res.status, res.body) end
+    local ok, _, message = verify.check(res.headers, res.body, keys, os.time())
+    if not ok then return nil, "verify: " .. message end
+    return json.decode(res.body)
+  end
+end
+
 local function send()
   local n = next_number
   next_number = n + 1
-  local res, err = stocks:post { json = body(n) }
-  if not res then die(("request %d: %s"):format(n, tostring(err))) end
-  if type(res.json) ~= "table" or type(res.json.stock_id) ~= "string" or res.json.stock_id == "" then
+  local answer, err = post(n)
+  if not answer then die(("request %d: %s"):format(n, tostring(err))) end
+  if type(answer) ~= "table" or type(answer.stock_id) ~= "string" or answer.stock_id == "" then
     die(("request %d: answer has no stock_id string"):format(n))
   end
 end
