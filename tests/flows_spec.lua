@@ -567,6 +567,7 @@ describe("sandbox redemptions", function()
         { "1 --share 2", "%-%-share wants a share above 0 and at most 1" },
         { "1 --count 1 --over 2 hours", "unexpected argument 'hours'" },
         { "1 --count 1 --over 2y", "%-%-over wants a duration like 90s, 30m, 2h or 1d12h, got '2y'\n" },
+        { "1 --count 1 --over 99999999d", "%-%-over wants at most 90d %(a stock's longest window%), got '99999999d'\n" },
         { "1 --count -1", "%-%-count wants a positive integer" },
         { "--count 1", "expected STOCK_ID" },
         -- the sandbox reads it later, from its own folder: it was taken as given, unchecked

@@ -60,6 +60,10 @@ function M.main(o, arguments, word)
   local advance
   if target then
     advance = seconds_of(target)
+    local limit = require("quan.sandbox.control").MAX_CLOCK_OFFSET
+    if advance and advance > limit then -- never possible, whatever the clock says now
+      return usage(("'%s' is more than the clock goes ahead of real time (%s)"):format(target, format.duration(limit)))
+    end
     if not advance then
       local ok, t = pcall(require("wechatpay.favor").at, target)
       if not ok then

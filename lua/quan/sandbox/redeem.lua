@@ -20,10 +20,14 @@ function M.share(text)
   return n
 end
 
--- duration(text) -> seconds | nil, reason
+-- duration(text) -> seconds | nil, reason: at most the sandbox's MAX_OVER
+-- (a stock's longest window), which it would refuse whatever the stock
 function M.duration(text)
-  local seconds, why = time.duration(text)
+  local seconds = time.duration(text)
   if not seconds then return nil, "wants a duration like 90s, 30m, 2h or 1d12h, got '" .. text .. "'" end
+  local most = require("quan.sandbox.redemptions").MAX_OVER
+  if seconds > most then return nil, ("wants at most %s (a stock's longest window), got '%s'"):format(
+    require("quan.format").duration(most), text) end
   return seconds
 end
 
