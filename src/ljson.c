@@ -657,7 +657,8 @@ static int json_shape(lua_State *L) {
  * each float value with an integral value by that integer. Only existing
  * fields change, which lua_next allows. */
 static void integers(lua_State *L, int idx, int depth) {
-  if (depth > DECODE_DEPTH || !lua_checkstack(L, 3)) return;
+  if (depth > DECODE_DEPTH) return;
+  luaL_checkstack(L, 4, "integers: too deep"); /* key, value, key copy, integer */
   lua_pushnil(L);
   while (lua_next(L, idx)) { /* [key, value] */
     int ty = lua_type(L, -1);

@@ -60,9 +60,12 @@ function M.main(o, arguments, word)
   local advance
   if target then
     advance = seconds_of(target)
-    local limit = require("quan.sandbox.control").MAX_CLOCK_OFFSET
-    if advance and advance > limit then -- never possible, whatever the clock says now
-      return usage(("'%s' is more than the clock goes ahead of real time (%s)"):format(target, format.duration(limit)))
+    -- the most one move can take, from the furthest behind to the furthest
+    -- ahead of real time: a longer one is never possible, whatever the clock
+    local control = require("quan.sandbox.control")
+    local limit = control.MAX_CLOCK_OFFSET + control.MAX_CLOCK_BACK
+    if advance and advance > limit then
+      return usage(("'%s' is more than the clock can move at once (%s)"):format(target, format.duration(limit)))
     end
     if not advance then
       local ok, t = pcall(require("wechatpay.favor").at, target)

@@ -134,14 +134,15 @@ if run.floor == "1" then
     local good, findings = validate.check(endpoint, b)
     if not good then return nil, validate.format(findings) end
     local text = json.encode(b)
-    local ts, nonce = ("%d"):format(os.time()), crypto.nonce(32)
+    local ts, nonce = ("%d"):format(math.floor(qos.time())), crypto.nonce(32)
     local sig = assert(key:sign(sign.message("POST", PATH, ts, nonce, text)))
     local res, why = async.request { method = "POST", url = url, body = text, resend = false, cafile = run.ca_file,
+      timeout = require("wechatpay.client").TIMEOUT,
       headers = { fixed[1], fixed[2], fixed[3], fixed[4],
         "Authorization: " .. sign.authorization(run.mchid, run.serial, ts, nonce, sig) } }
     if not res then return nil, why end
     if res.status ~= 200 then return nil, ("HTTP %d: %s"):format(res.status, res.body) end
-    local ok, _, message = verify.check(res.headers, res.body, keys, os.time())
+    local ok, _, message = verify.check(res.headers, res.body, keys, qos.time())
     if not ok then return nil, "verify: " .. message end
     return json.decode(res.body)
   end
