@@ -163,11 +163,11 @@ typedef struct Key {
 
 static int encode(lua_State *L, int idx, Out *o, int depth);
 
-/* The object at idx with only string keys, in sorted order (strcoll, as
- * Lua's < on strings without embedded zeros; strcmp, which orders as
- * strcoll does there and costs less, under the C locale's collation). Each value is left on the
- * stack as lua_next gives it (below the key it iterates with), so no key is
- * looked up twice. */
+/* The object at idx with only string keys, in sorted order: strcoll, as
+ * Lua's < on strings without embedded zeros (strcmp under the C locale's
+ * collation, where it orders the same and costs less). Each value is left
+ * on the stack as lua_next gives it (below the key it iterates with), so no
+ * key is looked up twice. */
 static int encode_object(lua_State *L, int idx, Out *o, int depth) {
   Key keys[MAX_KEYS];
   int nk = 0, base = lua_gettop(L);
@@ -653,6 +653,14 @@ static int json_shape(lua_State *L) {
 /* cjson's nesting limit when it decodes */
 #define DECODE_DEPTH 1000
 
+/* integral(L, i, &n) -> 1 when the value at i is a float with an integral
+ * value, n (1000.0 -> 1000; 1.5, 1e300, NaN: 0) */
+static int integral(lua_State *L, int i, lua_Integer *n) {
+  int isint = 0;
+  if (lua_type(L, i) == LUA_TNUMBER && !lua_isinteger(L, i)) *n = lua_tointegerx(L, i, &isint);
+  return isint;
+}
+
 /* Replaces, in the table at idx and the tables it holds (to DECODE_DEPTH),
  * each float value with an integral value by that integer. Only existing
  * fields change, which lua_next allows. */
@@ -661,17 +669,13 @@ static void integers(lua_State *L, int idx, int depth) {
   luaL_checkstack(L, 4, "integers: too deep"); /* key, value, key copy, integer */
   lua_pushnil(L);
   while (lua_next(L, idx)) { /* [key, value] */
-    int ty = lua_type(L, -1);
-    if (ty == LUA_TTABLE) {
+    lua_Integer n;
+    if (lua_type(L, -1) == LUA_TTABLE) {
       integers(L, lua_gettop(L), depth + 1);
-    } else if (ty == LUA_TNUMBER && !lua_isinteger(L, -1)) {
-      int isint;
-      lua_Integer i = lua_tointegerx(L, -1, &isint); /* 1000.0 -> 1000; 1.5, 1e300: no */
-      if (isint) {
-        lua_pushvalue(L, -2);
-        lua_pushinteger(L, i);
-        lua_rawset(L, idx);
-      }
+    } else if (integral(L, -1, &n)) {
+      lua_pushvalue(L, -2);
+      lua_pushinteger(L, n);
+      lua_rawset(L, idx);
     }
     lua_pop(L, 1);
   }
@@ -682,13 +686,9 @@ static void integers(lua_State *L, int idx, int depth) {
 static int json_integers(lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 1);
-  if (lua_type(L, 1) == LUA_TTABLE) {
-    integers(L, 1, 1);
-  } else if (lua_type(L, 1) == LUA_TNUMBER && !lua_isinteger(L, 1)) {
-    int isint;
-    lua_Integer i = lua_tointegerx(L, 1, &isint);
-    if (isint) lua_pushinteger(L, i);
-  }
+  lua_Integer n;
+  if (lua_type(L, 1) == LUA_TTABLE) integers(L, 1, 1);
+  else if (integral(L, 1, &n)) lua_pushinteger(L, n);
   return 1;
 }
 

@@ -110,7 +110,7 @@ M.COMMANDS = {
           { "--share X", "that share of the stock's unused coupons (above 0, at most 1)",
             check = function(text) return require("quan.sandbox.redeem").share(text) end },
           { "--count N", "that many of them", check = require("quan.options").positive_integer },
-          { "--over DURATION", "spread over the next DURATION of the business clock (90s, 30m, 2h, 1d12h)",
+          { "--over DURATION", "spread over the next DURATION of the business clock (90s, 30m, 2h, 1d12h; at most 90d)",
             check = function(text) return require("quan.sandbox.redeem").duration(text) end },
           { "--refunds N", "refund that many of them (in the refund-flow file only)",
             check = function(text) return require("quan.sandbox.redeem").count(text) end },
