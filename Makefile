@@ -25,7 +25,7 @@ QLDFLAGS = $(LDFLAGS) -Wl,-E
 QLDLIBS  = $(CJSON_A) $(PKG_LIBS) -lpthread -lm -ldl
 
 NATIVE  := $(sort $(wildcard src/l*.c))
-SRC     := src/main.c src/host.c $(NATIVE)
+SRC     := src/main.c src/host.c src/alloc.c $(NATIVE)
 OBJ     := $(SRC:src/%.c=$(BUILD)/%.o) $(BUILD)/embedded.o
 LUA     := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 

@@ -607,6 +607,7 @@ int main(int argc, char **argv) {
     message("cannot create state: not enough memory");
     return EXIT_FAILURE;
   }
+  quan_alloc_install(L);
   lua_gc(L, LUA_GCSTOP);
   int exitcode = 1;
   lua_pushcfunction(L, pmain);

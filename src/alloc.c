@@ -1,0 +1,109 @@
+/* alloc.c: the allocator of quan's main Lua state (main.c installs it).
+ *
+ * A request makes some sixty small objects (strings, tables, their parts),
+ * and the collector frees them many at a time, more than malloc's
+ * per-thread cache holds: malloc then serves the next ones from its bins,
+ * from memory the wait for the server has made cold. Here blocks of up to
+ * SMALL bytes come from free lists, one per GRAIN-byte size class, carved
+ * from SLAB-byte slabs: a freed block is the next one of its size handed
+ * out, with no bins and no coalescing. Larger blocks go to malloc.
+ *
+ * Memory freed into a list stays there for the same size (it is not given
+ * back to malloc): the lists hold at most what the state once held live.
+ * Under valgrind, or built with AddressSanitizer, the state keeps malloc,
+ * so that both still see every block (as GLib's slices do). */
+#include <stdlib.h>
+#include <string.h>
+#include "quan.h"
+
+#ifndef __has_include
+#define __has_include(x) 0
+#endif
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define QUAN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define QUAN_ASAN 1
+#endif
+#endif
+
+#define GRAIN 16
+#define SMALL 256
+#define SLAB (64 * 1024)
+
+typedef struct Block {
+  struct Block *next;
+} Block;
+
+static struct {
+  Block *free[SMALL / GRAIN];
+  char *next, *end; /* the unused rest of the newest slab */
+} pool;
+
+static size_t class_of(size_t n) { /* n in 1..SMALL */
+  return (n - 1) / GRAIN;
+}
+
+static void *small_alloc(size_t n) {
+  size_t c = class_of(n);
+  Block *b = pool.free[c];
+  if (b) {
+    pool.free[c] = b->next;
+    return b;
+  }
+  size_t size = (c + 1) * GRAIN;
+  if ((size_t)(pool.end - pool.next) < size) {
+    char *slab = malloc(SLAB); /* the rest of the old one is left unused */
+    if (slab == NULL) return NULL;
+    pool.next = slab;
+    pool.end = slab + SLAB;
+  }
+  void *r = pool.next;
+  pool.next += size;
+  return r;
+}
+
+static void small_free(void *p, size_t n) {
+  Block *b = p;
+  size_t c = class_of(n);
+  b->next = pool.free[c];
+  pool.free[c] = b;
+}
+
+/* lua_Alloc. A block is in the lists' domain while its size is SMALL or
+ * less, wherever it came from: the blocks made by malloc before the state
+ * took this allocator, and a shrunk block that stayed in place (below), end
+ * in the lists when freed, and are never given to free. */
+static void *alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  if (ptr == NULL) osize = 0; /* then osize is the kind of object */
+  if (nsize == 0) {
+    if (ptr == NULL) return NULL;
+    if (osize <= SMALL) small_free(ptr, osize);
+    else free(ptr);
+    return NULL;
+  }
+  if (osize > SMALL && nsize > SMALL) return realloc(ptr, nsize);
+  if (osize != 0 && osize <= SMALL && nsize <= SMALL && class_of(osize) == class_of(nsize)) return ptr;
+  void *r = nsize <= SMALL ? small_alloc(nsize) : malloc(nsize);
+  if (r == NULL) return nsize <= osize ? ptr : NULL; /* Lua counts on a shrink never failing */
+  if (ptr) {
+    memcpy(r, ptr, osize < nsize ? osize : nsize);
+    if (osize <= SMALL) small_free(ptr, osize);
+    else free(ptr);
+  }
+  return r;
+}
+
+void quan_alloc_install(lua_State *L) {
+#ifndef QUAN_ASAN
+  if (!RUNNING_ON_VALGRIND) lua_setallocf(L, alloc, NULL);
+#else
+  (void)L;
+#endif
+}
