@@ -39,6 +39,8 @@ typedef struct Out {
   int fixed; /* p may not grow: reserve fails and sets full */
   int full;
   int bytewise; /* the collation is C's: keys compare as strcmp compares */
+  int off;      /* a shape check stopped writing: it cannot write a value */
+  char *spare;  /* a shape check's room (cap bytes) to reorder members in */
 } Out;
 
 /* escape[c]: what cjson writes for byte c, NULL when written as itself */
@@ -163,6 +165,26 @@ typedef struct Key {
 
 static int encode(lua_State *L, int idx, Out *o, int depth);
 
+/* Appends the number at idx: an integer, or a float with an integral
+ * value written as one (1000.0 -> 1000); 0 for any other float (the Lua
+ * encoder writes it) or when out of memory. */
+static int put_number(lua_State *L, int idx, Out *o) {
+  int isint;
+  lua_Integer i = lua_tointegerx(L, idx, &isint);
+  if (!isint) return 0;
+  char tmp[24], *p = tmp + sizeof tmp; /* the digits, backwards */
+  lua_Unsigned u = i < 0 ? 0 - (lua_Unsigned)i : (lua_Unsigned)i;
+  do *--p = (char)('0' + u % 10); while ((u /= 10) != 0);
+  if (i < 0) *--p = '-';
+  return put(o, p, (size_t)(tmp + sizeof tmp - p));
+}
+
+/* The collation of Lua's < on strings is C's: keys sort as strcmp sorts. */
+static int collation_is_c(void) {
+  const char *collate = setlocale(LC_COLLATE, NULL); /* Lua's os.setlocale may change it */
+  return collate && (strcmp(collate, "C") == 0 || strcmp(collate, "POSIX") == 0);
+}
+
 /* The object at idx with only string keys, in sorted order: strcoll, as
  * Lua's < on strings without embedded zeros (strcmp under the C locale's
  * collation, where it orders the same and costs less). Each value is left
@@ -243,16 +265,8 @@ static int encode(lua_State *L, int idx, Out *o, int depth) {
     const char *s = lua_tolstring(L, idx, &n);
     return put_string(o, s, n);
   }
-  case LUA_TNUMBER: {
-    int isint;
-    lua_Integer i = lua_tointegerx(L, idx, &isint); /* 1000.0 -> 1000 */
-    if (!isint) return 0;
-    char tmp[24], *p = tmp + sizeof tmp; /* the digits, backwards */
-    lua_Unsigned u = i < 0 ? 0 - (lua_Unsigned)i : (lua_Unsigned)i;
-    do *--p = (char)('0' + u % 10); while ((u /= 10) != 0);
-    if (i < 0) *--p = '-';
-    return put(o, p, (size_t)(tmp + sizeof tmp - p));
-  }
+  case LUA_TNUMBER:
+    return put_number(L, idx, o);
   case LUA_TBOOLEAN:
     return lua_toboolean(L, idx) ? put(o, "true", 4) : put(o, "false", 5);
   case LUA_TLIGHTUSERDATA: /* cjson.null */
@@ -277,10 +291,9 @@ static int box_gc(lua_State *L) {
 static int json_encode(lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 1);
-  const char *collate = setlocale(LC_COLLATE, NULL); /* Lua's os.setlocale may change it */
-  int bytewise = collate && (strcmp(collate, "C") == 0 || strcmp(collate, "POSIX") == 0);
+  int bytewise = collation_is_c();
   char first[4096];
-  Out stack = {first, 0, sizeof first, 0, 1, 0, bytewise};
+  Out stack = {.p = first, .cap = sizeof first, .fixed = 1, .bytewise = bytewise};
   int ok = encode(L, 1, &stack, 1);
   if (ok || !stack.full) {
     if (ok) lua_pushlstring(L, stack.p, stack.len);
@@ -310,6 +323,7 @@ typedef struct Field {
   const char *name;     /* the name, a string kept in the uservalues (Lua */
   size_t len;           /* strings do not move): a short one is interned, */
   int required;         /* so a key equal to it is the same pointer */
+  int rank;             /* the name's place among its siblings' (strcmp) */
   Shape *node;
 } Field;
 
@@ -442,6 +456,9 @@ static Shape *shape_node(lua_State *L, int idx, int uv) {
       f->node = shape_node(L, lua_gettop(L), uv);
       lua_pop(L, 4);
     }
+    for (int i = 0; i < n->nfields; i++)
+      for (int j = 0; j < n->nfields; j++)
+        n->fields[i].rank += strcmp(n->fields[j].name, n->fields[i].name) < 0;
     lua_pop(L, 1);
   }
   return n;
@@ -491,7 +508,73 @@ static lua_Integer utf8_length(const char *s, size_t n, lua_Integer *ascii) {
   return chars;
 }
 
-static int shape_check(lua_State *L, Shape *n, int x, int uv);
+/* ---- the text a check writes -------------------------------------------- */
+
+/* A check asked for the text writes the value as it walks it, as encode
+ * writes it: o is NULL when no text is asked, or once it cannot be written
+ * (o->off: a float that is not integral, bytes that are not UTF-8, a text
+ * longer than the buffer), while the check goes on. */
+static Out *writing(Out *o) {
+  return o && !o->off ? o : NULL;
+}
+
+static void put_scalar(lua_State *L, int x, Out *o) {
+  if (!writing(o)) return;
+  size_t n;
+  const char *s;
+  int ok = 0;
+  switch (lua_type(L, x)) {
+  case LUA_TSTRING:
+    s = lua_tolstring(L, x, &n);
+    ok = put_string(o, s, n);
+    break;
+  case LUA_TNUMBER:
+    ok = put_number(L, x, o);
+    break;
+  case LUA_TBOOLEAN:
+    ok = lua_toboolean(L, x) ? put(o, "true", 4) : put(o, "false", 5);
+    break;
+  }
+  if (!ok) o->off = 1;
+}
+
+static void put_mark(Out *o, char c) {
+  if (writing(o) && !put_char(o, c)) o->off = 1;
+}
+
+/* One member of an object as the walk wrote it: "name":value at o->p[at]. */
+typedef struct Member {
+  int rank;
+  size_t at, len;
+} Member;
+
+/* The members written from o->p[start] in the order the walk met them,
+ * written again in their fields' order (the names sorted as strcmp sorts
+ * them: encode's order under C's collation) and comma-separated, by way of
+ * o->spare. */
+static void order_members(Out *o, size_t start, Member *m, int nm) {
+  for (int i = 1; i < nm; i++)
+    for (int j = i; j > 0 && m[j - 1].rank > m[j].rank; j--) {
+      Member t = m[j];
+      m[j] = m[j - 1];
+      m[j - 1] = t;
+    }
+  size_t len = o->len - start + (nm > 1 ? (size_t)nm - 1 : 0);
+  if (start + len > o->cap) {
+    o->off = 1;
+    return;
+  }
+  char *w = o->spare;
+  for (int i = 0; i < nm; i++) {
+    if (i > 0) *w++ = ',';
+    memcpy(w, o->p + m[i].at, m[i].len);
+    w += m[i].len;
+  }
+  memcpy(o->p + start, o->spare, len);
+  o->len = start + len;
+}
+
+static int shape_check(lua_State *L, Shape *n, int x, int uv, Out *o);
 
 /* the string at x: the generated walk's test of a plain string node */
 static int check_string(lua_State *L, Shape *n, int x, int uv) {
@@ -540,7 +623,7 @@ static int plain_table(lua_State *L, int x) {
   return 1;
 }
 
-static int check_array(lua_State *L, Shape *n, int x, int uv) {
+static int check_array(lua_State *L, Shape *n, int x, int uv, Out *o) {
   if (!plain_table(L, x) || !lua_checkstack(L, 4)) return 0;
   lua_Integer len = (lua_Integer)lua_rawlen(L, x);
   if (len == 0) return 0; /* sent as {}: the walk says so */
@@ -554,10 +637,12 @@ static int check_array(lua_State *L, Shape *n, int x, int uv) {
   /* the elements stay on the stack while a unique array is checked */
   if (n->unique && !lua_checkstack(L, (int)len + 4)) return 0;
   int base = lua_gettop(L);
+  put_mark(o, '[');
   for (lua_Integer i = 1; i <= len; i++) {
+    if (i > 1) put_mark(o, ',');
     lua_rawgeti(L, x, i);
     int e = lua_gettop(L);
-    int ok = shape_check(L, n->item, e, uv);
+    int ok = shape_check(L, n->item, e, uv, o);
     for (int j = base + 1; ok && n->unique && j < e; j++) ok = !lua_rawequal(L, j, e);
     if (!n->unique) lua_pop(L, 1);
     if (!ok) {
@@ -566,6 +651,7 @@ static int check_array(lua_State *L, Shape *n, int x, int uv) {
     }
   }
   lua_settop(L, base);
+  put_mark(o, ']');
   return 1;
 }
 
@@ -584,53 +670,81 @@ static Field *field(lua_State *L, Shape *n, int k) {
 /* Every key a field of n and its value passing, every required field
  * there. The keys the table has are read, not the fields the node has:
  * most optional fields of a schema are absent. */
-static int check_object(lua_State *L, Shape *n, int x, int uv) {
+static int check_object(lua_State *L, Shape *n, int x, int uv, Out *o) {
   if (!plain_table(L, x) || !lua_checkstack(L, 4)) return 0;
-  int required = 0;
+  int required = 0, nm = 0;
+  Member m[MAX_KEYS];
+  put_mark(o, '{');
+  size_t start = o ? o->len : 0;
   lua_pushnil(L);
   while (lua_next(L, x)) { /* [key, value] */
     Field *f = lua_type(L, -2) == LUA_TSTRING ? field(L, n, lua_gettop(L) - 1) : NULL;
-    if (f == NULL || !shape_check(L, f->node, lua_gettop(L), uv)) {
+    if (f == NULL) {
       lua_pop(L, 2);
       return 0;
     }
+    size_t at = o ? o->len : 0;
+    if (writing(o) && (nm == MAX_KEYS || !put_string(o, f->name, f->len) || !put_char(o, ':'))) o->off = 1;
+    if (!shape_check(L, f->node, lua_gettop(L), uv, o)) {
+      lua_pop(L, 2);
+      return 0;
+    }
+    if (writing(o)) m[nm++] = (Member){f->rank, at, o->len - at};
     required += f->required;
     lua_pop(L, 1);
   }
-  return required == n->nrequired;
+  if (required != n->nrequired) return 0;
+  if (writing(o)) order_members(o, start, m, nm);
+  put_mark(o, '}');
+  return 1;
 }
 
-/* shape_check(n, value at x) -> 1 when the value surely passes n */
-static int shape_check(lua_State *L, Shape *n, int x, int uv) {
+/* shape_check(n, value at x, o) -> 1 when the value surely passes n; the
+ * value written to o (when not NULL) as it passes */
+static int shape_check(lua_State *L, Shape *n, int x, int uv, Out *o) {
+  int ok;
   switch (n->kind) {
   case S_BOOLEAN:
-    return lua_type(L, x) == LUA_TBOOLEAN;
+    ok = lua_type(L, x) == LUA_TBOOLEAN;
+    break;
   case S_INTEGER:
   case S_NUMBER:
     if (n->kind == S_INTEGER ? !lua_isinteger(L, x) : lua_type(L, x) != LUA_TNUMBER) return 0;
-    if (n->set) return in_set(L, x, uv, n->set);
-    return within(L, n, x, uv);
+    ok = n->set ? in_set(L, x, uv, n->set) : within(L, n, x, uv);
+    break;
   case S_ENUM:
-    return in_set(L, x, uv, n->set);
+    ok = in_set(L, x, uv, n->set);
+    break;
   case S_STRING:
-    return check_string(L, n, x, uv);
+    ok = check_string(L, n, x, uv);
+    break;
   case S_ARRAY:
-    return check_array(L, n, x, uv);
+    return check_array(L, n, x, uv, o);
   case S_OBJECT:
-    return check_object(L, n, x, uv);
+    return check_object(L, n, x, uv, o);
   default:
     return 0;
   }
+  if (ok) put_scalar(L, x, o);
+  return ok;
 }
 
-/* check(v) -> boolean */
+/* check(v [, text]) -> boolean [, text | nil] */
 static int check_call(lua_State *L) {
   Check *c = luaL_checkudata(L, 1, SHAPE_MT);
   luaL_checkany(L, 2);
+  int text = lua_toboolean(L, 3);
   lua_settop(L, 2);
   lua_getiuservalue(L, 1, 1); /* at 3 */
-  lua_pushboolean(L, c->root != NULL && shape_check(L, c->root, 2, 3));
-  return 1;
+  char first[4096], spare[sizeof first];
+  Out buf = {.p = first, .cap = sizeof first, .fixed = 1, .bytewise = 1, .spare = spare};
+  Out *o = text && collation_is_c() ? &buf : NULL;
+  int ok = c->root != NULL && shape_check(L, c->root, 2, 3, o);
+  lua_pushboolean(L, ok);
+  if (!text) return 1;
+  if (ok && o && !o->off) lua_pushlstring(L, o->p, o->len);
+  else lua_pushnil(L);
+  return 2;
 }
 
 /* shape(description) -> check */

@@ -187,6 +187,41 @@ describe("quan.json", function()
     assert.same({ "1", "x", "x", "2", "1" }, asked)
   end)
 
+  it("writes, when asked, the text of what a shape's check passes, as encode writes it", function()
+    local qjson, json = require "quan.json", require "wechatpay.json"
+    local check = qjson.shape { kind = "object", fields = {
+      { name = "n", required = true, node = { kind = "integer", min = 1, max = 10 } },
+      { name = "tags", node = { kind = "array", max_items = 3, item = { kind = "string", min_len = 1 } } },
+      { name = "b", node = { kind = "boolean" } },
+      { name = "e", node = { kind = "string", enum = { ON = true, OFF = true } } },
+      { name = "a_z", node = { kind = "object", fields = {
+        { name = "z", node = { kind = "number" } }, { name = "Y", node = { kind = "string" } } } } },
+    } }
+    -- keys in encode's order (the fields above are not), escapes, nesting
+    for _, v in ipairs {
+      { n = 3 }, { n = 3, tags = { "a", "b\"\n/\0" } }, { n = 10, b = false, e = "ON", a_z = { z = -7, Y = "微信" } },
+      { n = 1, a_z = {} }, { n = 2, a_z = { z = 2.0 } }, { n = 4, b = true, tags = { "x", "y", "z" }, a_z = { Y = "", z = 0 } },
+    } do
+      local ok, text = check(v, true)
+      assert.is_true(ok)
+      assert.equal(json.encode(v), text)
+    end
+    assert.equal('{"a_z":{"Y":"y","z":1},"b":true,"e":"OFF","n":5,"tags":["t"]}',
+      select(2, check({ tags = { "t" }, n = 5, e = "OFF", b = true, a_z = { z = 1, Y = "y" } }, true)))
+    -- passed, but not written here: a float that is not integral, bytes that are not UTF-8
+    assert.same({ true, nil }, { check({ n = 1, a_z = { z = 1.5 } }, true) })
+    assert.same({ true, nil }, { check({ n = 1, tags = { "\xff" } }, true) })
+    -- doubted: no text; without the second argument, one result
+    assert.same({ false, nil }, { check({ n = 11 }, true) })
+    assert.same({ false, nil }, { check({ n = 1, x = 1 }, true) })
+    assert.equal(1, select("#", check { n = 1 }))
+    -- a text longer than the check writes (4 KiB) is left to encode
+    local big = qjson.shape { kind = "object", fields = {
+      { name = "s", node = { kind = "string" } } } }
+    assert.same({ true, nil }, { big({ s = ("x"):rep(5000) }, true) })
+    assert.equal('{"s":"' .. ("x"):rep(4000) .. '"}', select(2, big({ s = ("x"):rep(4000) }, true)))
+  end)
+
   it("makes integers of integral floats in place, at any depth a decoder reaches", function()
     local json = require "quan.json"
     local v = { a = 5000.0, b = { 1.0, 2.5, { c = -0.0 } }, s = "7.0", big = 1e300, huge = 2.0 ^ 63,

@@ -489,6 +489,16 @@ local NO_QUERY = setmetatable({}, {
   __newindex = function() error("the query of a request without one is read-only", 2) end,
 })
 
+-- body_text(endpoint, body, query) -> the body's JSON text when validate
+-- would pass it in its common case (favor.validate.text), else nil (also
+-- for a validator put in package.loaded without text, as a spec does)
+local function body_text(endpoint, body, query)
+  local text = require("wechatpay.favor.validate").text
+  if text == nil then return nil end
+  VALIDATE_OPTIONS.query = query or NO_QUERY
+  return text(endpoint, body, VALIDATE_OPTIONS)
+end
+
 -- validation(endpoint, body, query, ctx) -> nil | validation error table:
 -- the validate hook's findings (none without a hook); query: the parameters
 -- as the server reads them, {} when there are none, so a missing required
@@ -597,12 +607,24 @@ local function prepare(wx, method, tpl, opts, raw)
   end
   local n = (opts.json ~= nil and 1 or 0) + (opts.body ~= nil and 1 or 0) + (opts.file ~= nil and 1 or 0)
   if n > 1 then usage("options 'json', 'body' and 'file' exclude each other") end
+  local template = strings and strings.template or "/" .. tpl
+  -- the endpoint, looked up once: for the validator and the hooks
+  local endpoint = require("wechatpay.favor.schema").lookup(method, raw and path or template)
+  local validated = not (endpoint and opts.validate ~= false and opts.file == nil and not raw)
   local body, signed, ctype, upload_meta, upload_filename, upload_type
   if opts.json ~= nil then
     if type(opts.json) ~= "table" then usage("option 'json' must be a table") end
-    local ok, s = pcall(json.encode, opts.json)
-    if not ok and qos.is_interrupt(s) then error(s, 0) end -- a Ctrl-C, not a bad option
-    if not ok then usage("option 'json': " .. tostring(s):gsub("^.-json: ", "")) end
+    -- the default validator passes the common body and writes its text in
+    -- the same walk; else the body is encoded, and validated below
+    local s = not validated and M.hooks.validate == validate and body_text(endpoint, opts.json, query)
+    if s then
+      validated = true
+    else
+      local ok
+      ok, s = pcall(json.encode, opts.json)
+      if not ok and qos.is_interrupt(s) then error(s, 0) end -- a Ctrl-C, not a bad option
+      if not ok then usage("option 'json': " .. tostring(s):gsub("^.-json: ", "")) end
+    end
     body, signed, ctype = s, s, "application/json"
   elseif opts.body ~= nil then
     if type(opts.body) ~= "string" then usage("option 'body' must be a string") end
@@ -687,13 +709,10 @@ local function prepare(wx, method, tpl, opts, raw)
     ctx = context(method, target)
     if plain then strings[method] = ctx end
   end
-  local template = strings and strings.template or "/" .. tpl
   local unsigned -- whether the answers go unverified (nil: finish asks verify.skip)
   if plain then unsigned = strings.unsigned end
   local policy = opts.retry ~= nil and retry_policy(method, tpl, opts) or nil
-  -- the endpoint, looked up once: for the validator and the hooks
-  local endpoint = require("wechatpay.favor.schema").lookup(method, raw and path or template)
-  if endpoint and opts.validate ~= false and opts.file == nil and not raw then
+  if not validated then
     local verr = validation(endpoint, opts.json, query or NO_QUERY, ctx)
     if verr then return nil, verr end
   end

@@ -806,18 +806,23 @@ function M._reference(ep, body, opts)
   return out
 end
 
+-- common(c, value, opts) -> whether the compiled endpoint c may pass value
+-- in C and with its quick test alone, as run() would decide it: a table
+-- body, no query to check, now (if given) a number; no tables made (a
+-- request makes one such check)
+local function common(c, value, opts)
+  local now = opts and opts.now
+  return c.shape and c.quick and type(value) == "table" and not (c.query and opts and opts.query ~= nil)
+    and (now == nil or type(now) == "number")
+end
+
 -- check(node_or_endpoint, value [, opts]) -> true | false, findings
 function M.check(node, value, opts)
   if type(node) ~= "table" then error("validate.check: node must be a schema node or endpoint", 2) end
   if opts ~= nil and type(opts) ~= "table" then error("validate.check: opts must be a table", 2) end
   if node.method then
-    -- the common case first, as run() would decide it: a body that passes
-    -- in C and the endpoint's quick test, and no query to check; no tables
-    -- made (a request makes one such check)
     local c = compile_endpoint(node)
-    local now = opts and opts.now
-    if c.shape and c.quick and type(value) == "table" and not (c.query and opts and opts.query ~= nil)
-        and (now == nil or type(now) == "number") and c.shape(value) and c.quick(value, now or os.time()) then
+    if common(c, value, opts) and c.shape(value) and c.quick(value, opts and opts.now or os.time()) then
       return true
     end
   end
@@ -830,6 +835,20 @@ function M.check(node, value, opts)
   end
   if out[1] then return false, out end
   return true
+end
+
+-- text(endpoint, body [, opts]) -> the JSON text of body, as
+-- wechatpay.json.encode writes it, when check(endpoint, body, opts) passes
+-- it in its common case (the C check writes the text as it walks the body:
+-- one walk, and the keys in the schema's order, sorted once); nil when
+-- check has more to say, or the C check cannot write the text (then check
+-- and the encoder run as they would)
+function M.text(ep, body, opts)
+  local c = compile_endpoint(ep)
+  if not common(c, body, opts) then return nil end
+  local ok, text = c.shape(body, true)
+  if ok and text and c.quick(body, opts and opts.now or os.time()) then return text end
+  return nil
 end
 
 -- request(method, path, body [, opts]) -> true | false, findings
