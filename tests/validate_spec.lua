@@ -306,6 +306,13 @@ describe("validate.request", function()
       assert.is_true(walk_finds(x) > 0, "case " .. i .. " is damage")
       assert.is_false(shaped(x), "case " .. i)
     end
+    -- out_request_no's pattern, one character class, is tested in C as
+    -- forbidden bytes: the same verdict as the walk's for every byte
+    for byte = 0, 255 do
+      local x = seed.filled(NOW)
+      x.out_request_no = "A-z|_*9" .. string.char(byte)
+      assert.equal(walk_finds(x) == 0, shaped(x), "byte " .. byte)
+    end
     -- a table with a metatable is the walk's to read (its __index answers there)
     local x = seed.filled(NOW)
     x.pattern_info = setmetatable({}, { __index = x.pattern_info })

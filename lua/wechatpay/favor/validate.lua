@@ -440,16 +440,34 @@ end
 -- the C path: quan.json.shape runs the generated walk's tests over a
 -- description of the same node (describe below), in C, and says true only
 -- when the walk would surely find nothing; on false the walk runs and says
--- what is wrong. A pattern and a format stay Lua functions it calls.
+-- what is wrong. A pattern that is one character class ("^[...]+$", as
+-- out_request_no's) becomes forbidden bytes, tested in C; other patterns
+-- and formats stay Lua functions it calls.
 
 local shape = package.preload["quan.json"] and require("quan.json").shape
 
 local URL = "^https?://[^%s]+$"
 
--- predicate(node) -> the Lua test of a string node's pattern and format
--- (as the walk's), nil when it has neither
-local function predicate(node)
+-- refused_bytes(pattern) -> the bytes a pattern "^[class]+$" refuses, as
+-- the string a description's forbid takes: such a pattern is a test of
+-- each byte, made in C with no call to Lua; nil for any other pattern
+local function refused_bytes(pattern)
+  local class = pattern and pattern:match("^%^(%[[^%]]+%])%+%$$")
+  if not class then return nil end
+  local refused = {}
+  for b = 0, 255 do
+    local c = string.char(b)
+    if not sfind(c, "^" .. class .. "$") then refused[#refused + 1] = c end
+  end
+  return table.concat(refused)
+end
+
+-- predicate(node, charset) -> the Lua test of a string node's pattern and
+-- format (as the walk's), nil when it has neither; charset: the pattern is
+-- tested as forbidden bytes (refused_bytes), only the format is left
+local function predicate(node, charset)
   local pattern, format = node.pattern, node.format
+  if charset then pattern = nil end
   if format == "rfc3339" and not pattern then return rfc3339 end
   if not (pattern or format == "rfc3339" or format == "json" or format == "url") then return nil end
   return function(x)
@@ -483,8 +501,11 @@ local function describe(node)
   if t == "string" then
     if node.enum then return { kind = "string", enum = set_of(node.enum, node.accept or {}) } end
     local width = node.width
-    return { kind = "string", min_len = node.min_len, max_len = node.max_len, cjk = width and width.cjk,
-      ascii = width and width.ascii, forbid = node.forbid, predicate = predicate(node) }
+    local refused, min_len = refused_bytes(node.pattern), node.min_len
+    if refused and (min_len or 0) < 1 then min_len = 1 end -- the pattern's "+": one byte is one character
+    return { kind = "string", min_len = min_len, max_len = node.max_len, cjk = width and width.cjk,
+      ascii = width and width.ascii, forbid = refused and (node.forbid or "") .. refused or node.forbid,
+      predicate = predicate(node, refused ~= nil) }
   end
   if t == "array" then
     if not (node.items and LEAF[node.items.type]) then return nil end
