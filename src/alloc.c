@@ -8,8 +8,11 @@
  * from SLAB-byte slabs: a freed block is the next one of its size handed
  * out, with no bins and no coalescing. Larger blocks go to malloc.
  *
- * Memory freed into a list stays there for the same size (it is not given
- * back to malloc): the lists hold at most what the state once held live.
+ * Memory freed into a list stays there for blocks of the same size class
+ * (it is not given back to malloc): for each class, the lists hold at most
+ * what the state once held live of that size. A program that fills memory
+ * with blocks of one size, frees them, then fills it with blocks of
+ * another keeps both.
  * Built with AddressSanitizer, or run by a valgrind tool that watches
  * malloc (memcheck, massif, ...), the state keeps malloc, so that the tool
  * still sees every block (as GLib's slices do under valgrind). Valgrind's
@@ -71,9 +74,10 @@ static void small_free(void *p, size_t n) {
 }
 
 /* lua_Alloc. A block is in the lists' domain while its size is SMALL or
- * less, wherever it came from: the blocks made by malloc before the state
- * took this allocator, and a shrunk block that stayed in place (below), end
- * in the lists when freed, and are never given to free. */
+ * less: one malloc made larger and that a shrink left in place (below) ends
+ * in the lists when freed, never given to free. Every other small block
+ * comes from a slab, at least as large as its class: the state uses this
+ * allocator from its first block (quan_alloc, main.c). */
 static void *alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   (void)ud;
   if (ptr == NULL) osize = 0; /* then osize is the kind of object */
@@ -106,10 +110,10 @@ static int malloc_watched(void) {
   return 0;
 }
 
-void quan_alloc_install(lua_State *L) {
+lua_Alloc quan_alloc(void) {
 #ifdef QUAN_ASAN
-  (void)L;
+  return NULL;
 #else
-  if (!malloc_watched()) lua_setallocf(L, alloc, NULL);
+  return malloc_watched() ? NULL : alloc;
 #endif
 }

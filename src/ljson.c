@@ -17,6 +17,8 @@
  *   unknown field, limits, lengths, enums; a pattern or a format through the
  *   Lua predicate the description gives), false on any doubt: the walk then
  *   runs and says what is wrong. Raises only what a predicate raises.
+ *   check(v, true) -> the same, and the text encode writes of a v it passes,
+ *   written in the same walk (nil where it cannot be: see writing below).
  *
  * The text is built in a buffer on the C stack; one that outgrows it is
  * built again in a malloc'd one a userdata box owns (freed by __gc if a memory
@@ -574,7 +576,7 @@ static void order_members(Out *o, size_t start, Member *m, int nm) {
   o->len = start + len;
 }
 
-static int shape_check(lua_State *L, Shape *n, int x, int uv, Out *o);
+static int shape_check(lua_State *L, Shape *n, int x, int uv, Out *o, int depth);
 
 /* the string at x: the generated walk's test of a plain string node */
 static int check_string(lua_State *L, Shape *n, int x, int uv) {
@@ -623,15 +625,27 @@ static int plain_table(lua_State *L, int x) {
   return 1;
 }
 
-static int check_array(lua_State *L, Shape *n, int x, int uv, Out *o) {
-  if (!plain_table(L, x) || !lua_checkstack(L, 4)) return 0;
-  lua_Integer len = (lua_Integer)lua_rawlen(L, x);
-  if (len == 0) return 0; /* sent as {}: the walk says so */
-  lua_pushinteger(L, len);
-  if (lua_next(L, x)) { /* a key after 1..len: not a sequence */
-    lua_pop(L, 2);
-    return 0;
+/* sequence_length(t at x) -> n when the keys of t are exactly 1..n, as
+ * encode counts them (every key, wherever the table keeps it), else -1 */
+static lua_Integer sequence_length(lua_State *L, int x) {
+  lua_Integer len = (lua_Integer)lua_rawlen(L, x), items = 0;
+  lua_pushnil(L);
+  while (lua_next(L, x)) {
+    lua_pop(L, 1);
+    lua_Integer k = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    if (k < 1 || k > len) {
+      lua_pop(L, 1);
+      return -1;
+    }
+    items++;
   }
+  return items == len ? len : -1;
+}
+
+static int check_array(lua_State *L, Shape *n, int x, int uv, Out *o, int depth) {
+  if (!plain_table(L, x) || !lua_checkstack(L, 4)) return 0;
+  lua_Integer len = sequence_length(L, x);
+  if (len <= 0) return 0; /* sent as {}, or not a sequence: the walk says so */
   if ((n->min_items >= 0 && len < n->min_items) || (n->max_items >= 0 && len > n->max_items)) return 0;
   if (n->unique && len > 64) return 0;
   /* the elements stay on the stack while a unique array is checked */
@@ -642,7 +656,7 @@ static int check_array(lua_State *L, Shape *n, int x, int uv, Out *o) {
     if (i > 1) put_mark(o, ',');
     lua_rawgeti(L, x, i);
     int e = lua_gettop(L);
-    int ok = shape_check(L, n->item, e, uv, o);
+    int ok = shape_check(L, n->item, e, uv, o, depth + 1);
     for (int j = base + 1; ok && n->unique && j < e; j++) ok = !lua_rawequal(L, j, e);
     if (!n->unique) lua_pop(L, 1);
     if (!ok) {
@@ -670,7 +684,7 @@ static Field *field(lua_State *L, Shape *n, int k) {
 /* Every key a field of n and its value passing, every required field
  * there. The keys the table has are read, not the fields the node has:
  * most optional fields of a schema are absent. */
-static int check_object(lua_State *L, Shape *n, int x, int uv, Out *o) {
+static int check_object(lua_State *L, Shape *n, int x, int uv, Out *o, int depth) {
   if (!plain_table(L, x) || !lua_checkstack(L, 4)) return 0;
   int required = 0, nm = 0;
   Member m[MAX_KEYS];
@@ -685,7 +699,7 @@ static int check_object(lua_State *L, Shape *n, int x, int uv, Out *o) {
     }
     size_t at = o ? o->len : 0;
     if (writing(o) && (nm == MAX_KEYS || !put_string(o, f->name, f->len) || !put_char(o, ':'))) o->off = 1;
-    if (!shape_check(L, f->node, lua_gettop(L), uv, o)) {
+    if (!shape_check(L, f->node, lua_gettop(L), uv, o, depth + 1)) {
       lua_pop(L, 2);
       return 0;
     }
@@ -699,10 +713,12 @@ static int check_object(lua_State *L, Shape *n, int x, int uv, Out *o) {
   return 1;
 }
 
-/* shape_check(n, value at x, o) -> 1 when the value surely passes n; the
- * value written to o (when not NULL) as it passes */
-static int shape_check(lua_State *L, Shape *n, int x, int uv, Out *o) {
+/* shape_check(n, value at x, o, depth) -> 1 when the value surely passes
+ * n; the value written to o (when not NULL) as it passes. A value nested
+ * deeper than encode goes is doubted (and the C stack bounded). */
+static int shape_check(lua_State *L, Shape *n, int x, int uv, Out *o, int depth) {
   int ok;
+  if (depth > MAX_DEPTH) return 0;
   switch (n->kind) {
   case S_BOOLEAN:
     ok = lua_type(L, x) == LUA_TBOOLEAN;
@@ -719,9 +735,9 @@ static int shape_check(lua_State *L, Shape *n, int x, int uv, Out *o) {
     ok = check_string(L, n, x, uv);
     break;
   case S_ARRAY:
-    return check_array(L, n, x, uv, o);
+    return check_array(L, n, x, uv, o, depth);
   case S_OBJECT:
-    return check_object(L, n, x, uv, o);
+    return check_object(L, n, x, uv, o, depth);
   default:
     return 0;
   }
@@ -739,7 +755,7 @@ static int check_call(lua_State *L) {
   char first[4096], spare[sizeof first];
   Out buf = {.p = first, .cap = sizeof first, .fixed = 1, .bytewise = 1, .spare = spare};
   Out *o = text && collation_is_c() ? &buf : NULL;
-  int ok = c->root != NULL && shape_check(L, c->root, 2, 3, o);
+  int ok = c->root != NULL && shape_check(L, c->root, 2, 3, o, 1);
   lua_pushboolean(L, ok);
   if (!text) return 1;
   if (ok && o && !o->off) lua_pushlstring(L, o->p, o->len);

@@ -600,14 +600,62 @@ static int pmain(lua_State *L) {
   return 0;
 }
 
+/* What luaL_newstate gives a state, for one made with quan's allocator:
+ * a panic message, and Lua's warnings (warn "...") shown only between the
+ * control messages "@on" (quan -W) and "@off", the pieces of a continued
+ * warning on one line. */
+static int panic(lua_State *L) {
+  const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error object is not a string";
+  fprintf(stderr, "%s: PANIC: unprotected error in call to Lua API (%s)\n", progname, msg);
+  fflush(stderr);
+  return 0; /* Lua aborts */
+}
+
+static void warn_shown(void *ud, const char *msg, int tocont);
+static void warn_quiet(void *ud, const char *msg, int tocont);
+
+static int warn_control(lua_State *L, const char *msg, int tocont) {
+  if (tocont || msg[0] != '@') return 0;
+  if (strcmp(msg, "@on") == 0) lua_setwarnf(L, warn_shown, L);
+  else if (strcmp(msg, "@off") == 0) lua_setwarnf(L, warn_quiet, L);
+  return 1;
+}
+
+static void warn_quiet(void *ud, const char *msg, int tocont) {
+  warn_control(ud, msg, tocont);
+}
+
+static int warn_open; /* a warning's first pieces are out, the rest to come */
+
+static void warn_shown(void *ud, const char *msg, int tocont) {
+  if (!warn_open && warn_control(ud, msg, tocont)) return;
+  if (!warn_open) fputs("Lua warning: ", stderr);
+  fputs(msg, stderr);
+  warn_open = tocont;
+  if (!tocont) {
+    fputc('\n', stderr);
+    fflush(stderr);
+  }
+}
+
+static lua_State *newstate(void) {
+  lua_Alloc f = quan_alloc();
+  if (f == NULL) return luaL_newstate();
+  lua_State *L = lua_newstate(f, NULL);
+  if (L) {
+    lua_atpanic(L, panic);
+    lua_setwarnf(L, warn_quiet, L);
+  }
+  return L;
+}
+
 int main(int argc, char **argv) {
   if (argv[0] && argv[0][0]) progname = argv[0];
-  lua_State *L = luaL_newstate();
+  lua_State *L = newstate();
   if (L == NULL) {
     message("cannot create state: not enough memory");
     return EXIT_FAILURE;
   }
-  quan_alloc_install(L);
   lua_gc(L, LUA_GCSTOP);
   int exitcode = 1;
   lua_pushcfunction(L, pmain);

@@ -33,10 +33,9 @@ extern const quan_embedded quan_embedded_modules[];
  * state of its own (e.g. a server thread). NULL when out of memory. */
 lua_State *quan_newstate(void);
 
-/* Gives the main state quan's allocator for small blocks (alloc.c); it
- * keeps malloc under valgrind and AddressSanitizer. Called at once after
- * the state is made. */
-void quan_alloc_install(lua_State *L);
+/* The allocator of the main state (alloc.c): small blocks from free lists;
+ * NULL where the state keeps malloc (valgrind's memcheck, AddressSanitizer). */
+lua_Alloc quan_alloc(void);
 
 /* Opens the same set on an existing state (standard libraries excluded). */
 void quan_openlibs(lua_State *L);

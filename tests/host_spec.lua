@@ -66,6 +66,9 @@ describe("quan as a lua interpreter", function()
     assert.matches("careful", err)
     _, err = sh.run(q .. [[ -e 'warn("careful")']])
     assert.equal("", err)
+    -- a warning in pieces is one line; "@off" and "@on" turn them off and on
+    _, err = sh.run(q .. [[ -W -e 'warn("a", "b", "c") warn("@off") warn("hidden") warn("@on") warn("again")']])
+    assert.equal("Lua warning: abc\nLua warning: again\n", err)
   end)
 
   it("prints a traceback and exits 1 on an uncaught error", function()

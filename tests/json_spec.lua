@@ -215,6 +215,27 @@ describe("quan.json", function()
     assert.same({ false, nil }, { check({ n = 11 }, true) })
     assert.same({ false, nil }, { check({ n = 1, x = 1 }, true) })
     assert.equal(1, select("#", check { n = 1 }))
+    -- an array is a sequence by every key it has: 1 in the hash part, with
+    -- a string key that the hash order puts before it (a look past #t alone
+    -- would not see it)
+    local t
+    for i = 1, 1000 do
+      t = {}
+      for j = 1, 5 do t["k" .. j] = true end -- a hash part with room: 1 goes there
+      t[1] = "a"
+      for j = 1, 5 do t["k" .. j] = nil end
+      t["x" .. i] = "b"
+      if next(t) ~= 1 then break end
+    end
+    assert.equal("string", type(next(t)))
+    assert.equal(1, rawlen(t))
+    assert.same({ false, nil }, { check({ n = 1, tags = t }, true) })
+    -- nesting past encode's 100 levels is doubted, not a deep C recursion
+    local deep = { kind = "boolean" }
+    for _ = 1, 6000 do deep = { kind = "object", fields = { { name = "a", node = deep } } } end
+    local v = true
+    for _ = 1, 6000 do v = { a = v } end
+    assert.is_false(qjson.shape(deep)(v, true))
     -- a text longer than the check writes (4 KiB) is left to encode
     local big = qjson.shape { kind = "object", fields = {
       { name = "s", node = { kind = "string" } } } }
