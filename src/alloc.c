@@ -1,4 +1,6 @@
-/* alloc.c: the allocator of quan's main Lua state (main.c installs it).
+/* alloc.c: the allocator of quan's main Lua state (main.c makes the state
+ * with it; the states of server threads keep malloc, so the lists below
+ * serve one state, used by one thread at a time as Lua requires).
  *
  * A request makes some sixty small objects (strings, tables, their parts),
  * and the collector frees them many at a time, more than malloc's
