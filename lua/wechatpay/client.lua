@@ -610,15 +610,16 @@ local function prepare(wx, method, tpl, opts, raw)
   local template = strings and strings.template or "/" .. tpl
   -- the endpoint, looked up once: for the validator and the hooks
   local endpoint = require("wechatpay.favor.schema").lookup(method, raw and path or template)
-  local validated = not (endpoint and opts.validate ~= false and opts.file == nil and not raw)
+  -- whether the body is still to be validated (the validate hook, below)
+  local validating = endpoint and opts.validate ~= false and opts.file == nil and not raw
   local body, signed, ctype, upload_meta, upload_filename, upload_type
   if opts.json ~= nil then
     if type(opts.json) ~= "table" then usage("option 'json' must be a table") end
     -- the default validator passes the common body and writes its text in
     -- the same walk; else the body is encoded, and validated below
-    local s = not validated and M.hooks.validate == validate and body_text(endpoint, opts.json, query)
+    local s = validating and M.hooks.validate == validate and body_text(endpoint, opts.json, query)
     if s then
-      validated = true
+      validating = false
     else
       local ok
       ok, s = pcall(json.encode, opts.json)
@@ -712,7 +713,7 @@ local function prepare(wx, method, tpl, opts, raw)
   local unsigned -- whether the answers go unverified (nil: finish asks verify.skip)
   if plain then unsigned = strings.unsigned end
   local policy = opts.retry ~= nil and retry_policy(method, tpl, opts) or nil
-  if not validated then
+  if validating then
     local verr = validation(endpoint, opts.json, query or NO_QUERY, ctx)
     if verr then return nil, verr end
   end
