@@ -514,8 +514,8 @@ static lua_Integer utf8_length(const char *s, size_t n, lua_Integer *ascii) {
 
 /* A check asked for the text writes the value as it walks it, as encode
  * writes it: o is NULL when no text is asked, or once it cannot be written
- * (o->off: a float that is not integral, bytes that are not UTF-8, a text
- * longer than the buffer), while the check goes on. */
+ * (o->off: a float that is not integral, bytes that are not UTF-8, more than
+ * MAX_KEYS members, a text longer than the buffer), while the check goes on. */
 static Out *writing(Out *o) {
   return o && !o->off ? o : NULL;
 }
@@ -753,7 +753,7 @@ static int check_call(lua_State *L) {
   lua_settop(L, 2);
   lua_getiuservalue(L, 1, 1); /* at 3 */
   char first[4096], spare[sizeof first];
-  Out buf = {.p = first, .cap = sizeof first, .fixed = 1, .bytewise = 1, .spare = spare};
+  Out buf = {.p = first, .cap = sizeof first, .fixed = 1, .spare = spare};
   Out *o = text && collation_is_c() ? &buf : NULL;
   int ok = c->root != NULL && shape_check(L, c->root, 2, 3, o, 1);
   lua_pushboolean(L, ok);

@@ -103,6 +103,16 @@ describe("the C reference client (build/cref)", function()
     assert.is_table(client("floor", { "--sequential", "1" }))
   end)
 
+  it("runs quan binaries side by side against the C client (versus.lua)", function()
+    local quan = commands.quan[1]
+    local values, why, out = setup.run { quan, "scripts/bench/cref/versus.lua", quan, quan, "--", "3", "2" }
+    assert.is_table(values, why)
+    assert.matches("versus.requests: 2 rounds of 3 sequential and 3 at 16 in flight", out)
+    assert.matches("versus.C: sequential [%d.]+ ms %(1.000 of C's%)", out)
+    local _, lines = out:gsub("versus%.[^\n]*/quan: sequential [%d.]+ ms %([%d.]+ of C's%), 16 in flight", "")
+    assert.equal(2, lines)
+  end)
+
   it("sends coupons with --send-coupons (the load generator of scripts/bench/batch.lua), each answer verified", function()
     local stock = sbx.request(h, "POST", "/v3/marketing/favor/coupon-stocks",
       sbx.stock_body(h, { stock_use_rule = { max_coupons = 100, max_amount = 10000, max_coupons_per_user = 1 } })).json.stock_id

@@ -253,7 +253,7 @@ describe("validate.request", function()
     b.stock_name = "微信支付代金券批次"
     assert.equal(json.encode(b), validate.text(ep, b, { now = NOW }))
     -- nil where check has more to say: what the C check doubts, what the
-    -- quick test of the cross-field rules refuses, an endpoint's query
+    -- quick test of the cross-field rules refuses, an endpoint without a body
     local x = seed.filled(NOW)
     x.unknown = 1
     assert.is_nil(validate.text(ep, x, { now = NOW }))

@@ -34,19 +34,9 @@ if not (N and N > 0 and ROUNDS and ROUNDS > 0 and CG_N and CG_N > 0) then
 end
 
 local SIDES = { "quan", "c" }
-local ROUND_SIDES = { "quan", "floor", "c" } -- the floor is measured in the rounds only
+local ROUND_SIDES = { "quan", "floor", "c" } -- the floor's start-up is quan's: not measured apart
 
-local function median(list)
-  local t = {}
-  for i, v in ipairs(list) do t[i] = v end
-  table.sort(t)
-  local n = #t
-  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
-end
-
-local function spread(list)
-  return math.min(table.unpack(list)), math.max(table.unpack(list))
-end
+local median, spread = setup.median, setup.spread
 
 -- have(prog) -> true when prog is on PATH
 local function have(prog)

@@ -1,6 +1,6 @@
--- scripts/bench/cref/setup.lua: what scripts/bench/cref.lua and its spec
--- share: the loopback server both clients talk to, and the arguments both
--- clients (client.c and client.lua) take.
+-- scripts/bench/cref/setup.lua: what scripts/bench/cref.lua, versus.lua and
+-- their spec share: the loopback server both clients talk to, the arguments
+-- both clients (client.c and client.lua) take, a run and its medians.
 local qos = require "quan.os"
 
 local M = {}
@@ -85,6 +85,19 @@ function M.binaries()
   local cref = dir .. "/cref"
   if not qos.stat(cref) then error("cref: " .. cref .. " is missing: run `make cref`", 2) end
   return { quan = { exe, here .. "/client.lua" }, c = { cref } }
+end
+
+-- median(list), spread(list) -> the median; the least and the greatest
+function M.median(list)
+  local t = {}
+  for i, v in ipairs(list) do t[i] = v end
+  table.sort(t)
+  local n = #t
+  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+function M.spread(list)
+  return math.min(table.unpack(list)), math.max(table.unpack(list))
 end
 
 -- join(a, b, ...) -> a new array: the elements of a, then b, ...
