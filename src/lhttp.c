@@ -748,17 +748,23 @@ static int push_failure(lua_State *L, Transfer *t) {
   return quan_fail(L, code, "%s: %c%s", shown, c ? c : '?', c ? msg + 1 : "");
 }
 
+/* ascii_lower(c): c with A-Z folded to a-z, whatever the locale (header
+ * names are ASCII tokens) */
+static char ascii_lower(char c) {
+  return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c;
+}
+
 /* [] -> [s]: s is the lower-case copy of p[0..n). */
 static void push_lower(lua_State *L, const char *p, size_t n) {
   char tmp[64];
   if (n <= sizeof tmp) { /* header names: no buffer on the Lua stack */
-    for (size_t i = 0; i < n; i++) tmp[i] = (char)tolower((unsigned char)p[i]);
+    for (size_t i = 0; i < n; i++) tmp[i] = ascii_lower(p[i]);
     lua_pushlstring(L, tmp, n);
     return;
   }
   luaL_Buffer b;
   char *d = luaL_buffinitsize(L, &b, n);
-  for (size_t i = 0; i < n; i++) d[i] = (char)tolower((unsigned char)p[i]);
+  for (size_t i = 0; i < n; i++) d[i] = ascii_lower(p[i]);
   luaL_pushresultsize(&b, n);
 }
 

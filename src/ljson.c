@@ -326,6 +326,8 @@ typedef struct Field {
   size_t len;           /* strings do not move): a short one is interned, */
   int required;         /* so a key equal to it is the same pointer */
   int rank;             /* the name's place among its siblings' (strcmp) */
+  const char *member;   /* '"name":' as the encoder writes it, NULL when the */
+  size_t member_len;    /* name has a byte it escapes (put_string then) */
   Shape *node;
 } Field;
 
@@ -372,6 +374,21 @@ static void *hold(lua_State *L, int uv, size_t size) {
   keep(L, -1, uv);
   lua_pop(L, 1);
   return p;
+}
+
+/* member_text(L, uv, name, len, &n) -> '"name":', the opening of a member
+ * as put_string and put_char write it, held by the check; NULL when a byte
+ * of name is not written as itself */
+static const char *member_text(lua_State *L, int uv, const char *name, size_t len, size_t *n) {
+  for (size_t i = 0; i < len; i++)
+    if (!PLAIN[(unsigned char)name[i]]) return NULL;
+  char *t = hold(L, uv, len + 3);
+  t[0] = '"';
+  memcpy(t + 1, name, len);
+  t[len + 1] = '"';
+  t[len + 2] = ':';
+  *n = len + 3;
+  return t;
 }
 
 static lua_Integer int_field(lua_State *L, int idx, const char *k, lua_Integer none) {
@@ -451,6 +468,7 @@ static Shape *shape_node(lua_State *L, int idx, int uv) {
       luaL_checktype(L, -1, LUA_TSTRING);
       keep(L, -1, uv);
       f->name = lua_tolstring(L, -1, &f->len);
+      f->member = member_text(L, uv, f->name, f->len, &f->member_len);
       lua_getfield(L, -2, "required");
       f->required = lua_toboolean(L, -1);
       n->nrequired += f->required;
@@ -698,7 +716,9 @@ static int check_object(lua_State *L, Shape *n, int x, int uv, Out *o, int depth
       return 0;
     }
     size_t at = o ? o->len : 0;
-    if (writing(o) && (nm == MAX_KEYS || !put_string(o, f->name, f->len) || !put_char(o, ':'))) o->off = 1;
+    if (writing(o) && (nm == MAX_KEYS || !(f->member ? put(o, f->member, f->member_len)
+                                                     : put_string(o, f->name, f->len) && put_char(o, ':'))))
+      o->off = 1;
     if (!shape_check(L, f->node, lua_gettop(L), uv, o, depth + 1)) {
       lua_pop(L, 2);
       return 0;

@@ -208,6 +208,14 @@ describe("quan.json", function()
     end
     assert.equal('{"a_z":{"Y":"y","z":1},"b":true,"e":"OFF","n":5,"tags":["t"]}',
       select(2, check({ tags = { "t" }, n = 5, e = "OFF", b = true, a_z = { z = 1, Y = "y" } }, true)))
+    -- field names written as they are (the member's opening made once) and
+    -- names the encoder escapes or writes as UTF-8, beside each other
+    local odd = qjson.shape { kind = "object", fields = {
+      { name = "plain", node = { kind = "integer" } }, { name = "quo\"te/", node = { kind = "integer" } },
+      { name = "新\tline", node = { kind = "integer" } }, { name = "", node = { kind = "integer" } } } }
+    local v = { plain = 1, ["quo\"te/"] = 2, ["新\tline"] = 3, [""] = 4 }
+    assert.equal(json.encode(v), select(2, odd(v, true)))
+    assert.equal('{"":4,"plain":1,"quo\\"te\\/":2,"新\\tline":3}', json.encode(v))
     -- passed, but not written here: a float that is not integral, bytes that are not UTF-8
     assert.same({ true, nil }, { check({ n = 1, a_z = { z = 1.5 } }, true) })
     assert.same({ true, nil }, { check({ n = 1, tags = { "\xff" } }, true) })
