@@ -326,8 +326,8 @@ typedef struct Field {
   size_t len;           /* strings do not move): a short one is interned, */
   int required;         /* so a key equal to it is the same pointer */
   int rank;             /* the name's place among its siblings' (strcmp) */
-  const char *member;   /* '"name":' as the encoder writes it, NULL when the */
-  size_t member_len;    /* name has a byte it escapes (put_string then) */
+  const char *member;   /* '"name":' as the encoder writes it; NULL when a */
+  size_t member_len;    /* byte is not PLAIN (put_string escapes or checks it) */
   Shape *node;
 } Field;
 
