@@ -102,7 +102,7 @@ static long long now_ms(void) {
 /* Appends n bytes to b; 0 when out of memory. */
 static int buf_add(Buf *b, const char *p, size_t n) {
   if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;
+    size_t cap = b->cap ? b->cap : 1024; /* an API answer's headers, or its body, in one */
     while (cap < b->len + n + 1) cap *= 2;
     char *q = realloc(b->p, cap);
     if (q == NULL) return 0;
