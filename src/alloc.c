@@ -2,15 +2,13 @@
  * with it; the states of server threads keep malloc, so the lists below
  * serve one state, used by one thread at a time as Lua requires).
  *
- * A request makes some sixty small objects (strings, tables, their parts)
- * and a few strings of up to 1 KB (the body's text, the string to sign,
- * the signature, the Authorization line, the answer's header block), and
- * the collector frees them many at a time, more than malloc's per-thread
- * cache holds: malloc then serves the next ones from its bins, from memory
- * the wait for the server has made cold. Here blocks of up to SMALL bytes
- * come from free lists, one per GRAIN-byte size class, carved from
- * SLAB-byte slabs: a freed block is the next one of its size handed out,
- * with no bins and no coalescing. Larger blocks go to malloc.
+ * A request makes some sixty small objects (strings, tables, their parts),
+ * and the collector frees them many at a time, more than malloc's
+ * per-thread cache holds: malloc then serves the next ones from its bins,
+ * from memory the wait for the server has made cold. Here blocks of up to
+ * SMALL bytes come from free lists, one per GRAIN-byte size class, carved
+ * from SLAB-byte slabs: a freed block is the next one of its size handed
+ * out, with no bins and no coalescing. Larger blocks go to malloc.
  *
  * Memory freed into a list stays there for blocks of the same size class
  * (it is not given back to malloc): for each class, the lists hold at most
@@ -35,7 +33,7 @@
 #endif
 
 #define GRAIN 16
-#define SMALL 1024
+#define SMALL 256
 #define SLAB (64 * 1024)
 
 typedef struct Block {
