@@ -411,7 +411,7 @@ static lua_Integer int_field(lua_State *L, int idx, const char *k, lua_Integer n
 static Shape *shape_node(lua_State *L, int idx, int uv) {
   static const char *const kinds[] = {"boolean", "number", "integer", "string", "enum", "array", "object", NULL};
   luaL_checktype(L, idx, LUA_TTABLE);
-  luaL_checkstack(L, 8, "shape: nested too deep");
+  luaL_checkstack(L, 10, "shape: nested too deep"); /* 7 fields read, then hold's and keep's 2 */
   Shape *n = hold(L, uv, sizeof *n);
   lua_getfield(L, idx, "kind");
   n->kind = luaL_checkoption(L, -1, NULL, kinds);
